@@ -1,0 +1,196 @@
+"""Model configurations as dataclasses with named presets.
+
+`tiny` runs on a laptop CPU (tests, the embedded demo model); `hunyuan-13b` is the HunyuanVideo-I2V
+backbone shape (DESIGN.md §4) with MagicInfinite's audio layers. Model code reads every size from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+VIDEO_FPS = 25
+AUDIO_SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class AudioLayerConfig:
+    """Audio projection + per-latent-frame cross-attention (paper §3.2, Eq. 2)."""
+
+    feature_dim: int = 64  # one video frame's feature size (wav2vec2: layers x channels; mel: n_mels)
+    frame_window: int = 5  # +-2 video frames around each frame
+    frames_per_latent: int = 4  # causal VAE: latent frame k <-> video frames 4k-3..4k
+    proj_dim: int = 128  # hidden size of the audio projection MLP
+    tokens_per_latent_frame: int = 4  # context tokens each latent frame attends to
+    context_dim: int = 128  # size of an audio context token
+    num_heads: int = 4
+    single_block_every: int = 2  # one audio layer after every 2nd single block
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    hidden_size: int = 128
+    num_heads: int = 4
+    depth_double: int = 2
+    depth_single: int = 2
+    mlp_ratio: float = 4.0
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    rope_dims: tuple[int, int, int] = (8, 12, 12)  # t | h | w, sums to head_dim
+    rope_theta: float = 256.0
+    in_channels: int = 9  # noisy latent + first-frame latent + mask (2 * latent + 1)
+    out_channels: int = 4
+    text_dim: int = 64
+    pooled_dim: int = 32
+    refiner_depth: int = 2
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    guidance_embed: bool = False
+    # Portrait image tokens prepended to the text stream. 0: the text encoder already emits them in
+    # `text_dim` (LLaVA in HunyuanVideo-I2V); >0: the model owns a projection from this size.
+    image_token_dim: int = 0
+    audio: AudioLayerConfig | None = field(default_factory=AudioLayerConfig)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def latent_channels(self) -> int:
+        return self.out_channels
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if sum(self.rope_dims) != self.head_dim:
+            raise ValueError(f"rope_dims {self.rope_dims} must sum to head_dim {self.head_dim}")
+        if self.in_channels not in (self.out_channels, 2 * self.out_channels + 1):
+            raise ValueError(
+                f"in_channels {self.in_channels} must be out_channels ({self.out_channels}) or "
+                f"2*out_channels+1 ({2 * self.out_channels + 1}) for the I2V latent concat"
+            )
+
+    @property
+    def image_concat(self) -> bool:
+        return self.in_channels == 2 * self.out_channels + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        d = dict(d)
+        audio = d.pop("audio", None)
+        for key in ("patch_size", "rope_dims"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d, audio=AudioLayerConfig(**audio) if audio else None)
+
+    def without_audio(self) -> DiTConfig:
+        return replace(self, audio=None)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Keyword arguments of diffusers' `AutoencoderKLHunyuanVideo`."""
+
+    latent_channels: int = 4
+    block_out_channels: tuple[int, ...] = (16, 32, 32, 32)
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    spatial_compression_ratio: int = 8
+    temporal_compression_ratio: int = 4
+    scaling_factor: float = 1.0
+    mid_block_add_attention: bool = True
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        n = len(self.block_out_channels)
+        return dict(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=self.latent_channels,
+            down_block_types=("HunyuanVideoDownBlock3D",) * n,
+            up_block_types=("HunyuanVideoUpBlock3D",) * n,
+            block_out_channels=tuple(self.block_out_channels),
+            layers_per_block=self.layers_per_block,
+            norm_num_groups=self.norm_num_groups,
+            scaling_factor=self.scaling_factor,
+            spatial_compression_ratio=self.spatial_compression_ratio,
+            temporal_compression_ratio=self.temporal_compression_ratio,
+            mid_block_add_attention=self.mid_block_add_attention,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
+        d = dict(d)
+        d["block_out_channels"] = tuple(d["block_out_channels"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 30
+    shift: float = 7.0
+    window_frames: int = 33  # video frames per window (9 latent frames)
+    overlap_frames: int = 8  # video frames shared by consecutive windows (2 latent frames)
+    shift_windows: bool = True  # move window boundaries each step so seams never sit still
+    distilled_timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(),
+    "hunyuan-13b": DiTConfig(
+        hidden_size=3072,
+        num_heads=24,
+        depth_double=20,
+        depth_single=40,
+        mlp_ratio=4.0,
+        patch_size=(1, 2, 2),
+        rope_dims=(16, 56, 56),
+        rope_theta=256.0,
+        in_channels=33,
+        out_channels=16,
+        text_dim=4096,
+        pooled_dim=768,
+        refiner_depth=2,
+        guidance_embed=False,
+        image_token_dim=0,
+        audio=AudioLayerConfig(
+            feature_dim=12 * 768,  # wav2vec2-base: 12 hidden layers x 768
+            frame_window=5,
+            frames_per_latent=4,
+            proj_dim=1024,
+            tokens_per_latent_frame=32,
+            context_dim=768,
+            num_heads=24,
+            single_block_every=2,
+        ),
+    ),
+}
+
+VAE_PRESETS: dict[str, VAEConfig] = {
+    "tiny": VAEConfig(),
+    "hunyuan": VAEConfig(
+        latent_channels=16,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        norm_num_groups=32,
+        scaling_factor=0.476986,
+    ),
+}
+
+
+def dit_preset(name: str) -> DiTConfig:
+    try:
+        return DIT_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown DiT preset {name!r}; choose one of {sorted(DIT_PRESETS)}") from None
+
+
+def vae_preset(name: str) -> VAEConfig:
+    try:
+        return VAE_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown VAE preset {name!r}; choose one of {sorted(VAE_PRESETS)}") from None

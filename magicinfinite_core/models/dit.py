@@ -1,0 +1,161 @@
+"""The MagicInfinite DiT: HunyuanVideo-I2V backbone + masked audio cross-attention.
+
+State-dict names follow HunyuanVideo's original checkpoints (DESIGN.md §4) so the public backbone
+loads without renaming; the audio layers are our own (`audio_proj`, `audio_double_blocks.N`,
+`audio_single_blocks.N`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import DiTConfig
+from .audio_layers import AudioCrossAttention, AudioProjection
+from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
+from .layers import TimestepEmbedder, VectorEmbedder
+from .rope import rope_3d
+
+
+def concat_image_condition(noisy: torch.Tensor, image_latent: torch.Tensor | None) -> torch.Tensor:
+    """I2V latent concat: [noisy C, portrait latent at frame 0 (zeros elsewhere) C, mask 1]."""
+    b, c, t, h, w = noisy.shape
+    cond = noisy.new_zeros(b, c + 1, t, h, w)
+    if image_latent is not None:
+        cond[:, :c, :1] = image_latent[:, :, :1].to(noisy.dtype)
+        cond[:, c, 0] = 1.0
+    return torch.cat([noisy, cond], dim=1)
+
+
+class MagicInfiniteDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        hidden, heads, eps = cfg.hidden_size, cfg.num_heads, cfg.norm_eps
+        self.img_in = nn.Module()
+        self.img_in.proj = nn.Conv3d(cfg.in_channels, hidden, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.image_token_dim:
+            self.image_in = nn.Linear(cfg.image_token_dim, cfg.text_dim)
+        self.txt_in = TokenRefiner(cfg.text_dim, hidden, heads, cfg.refiner_depth, cfg.qkv_bias, eps)
+        self.time_in = TimestepEmbedder(hidden)
+        self.vector_in = VectorEmbedder(cfg.pooled_dim, hidden)
+        if cfg.guidance_embed:
+            self.guidance_in = TimestepEmbedder(hidden)
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(hidden, heads, cfg.mlp_ratio, cfg.qkv_bias, eps) for _ in range(cfg.depth_double)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(hidden, heads, cfg.mlp_ratio, eps) for _ in range(cfg.depth_single)
+        )
+        pt, ph, pw = cfg.patch_size
+        self.final_layer = FinalLayer(hidden, pt * ph * pw * cfg.out_channels, eps)
+        if cfg.audio is not None:
+            self.audio_proj = AudioProjection(cfg.audio)
+            self.audio_double_blocks = nn.ModuleList(
+                AudioCrossAttention(hidden, cfg.audio, eps) for _ in range(cfg.depth_double)
+            )
+            self.audio_single_blocks = nn.ModuleList(
+                AudioCrossAttention(hidden, cfg.audio, eps)
+                for _ in range(cfg.depth_single // cfg.audio.single_block_every)
+            )
+        self.gradient_checkpointing = False
+
+    def token_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
+        (pt, ph, pw), (t, h, w) = self.cfg.patch_size, latent_thw
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latent size {latent_thw} is not divisible by the patch size {self.cfg.patch_size}")
+        return t // pt, h // ph, w // pw
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        txt: torch.Tensor,
+        txt_mask: torch.Tensor | None,
+        pooled: torch.Tensor,
+        image_tokens: torch.Tensor | None = None,
+        image_tokens_mask: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        speaker_mask: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity for x [B, in_channels, T, H, W] at timestep (sigma*1000) [B].
+
+        txt [B, L, text_dim] with txt_mask [B, L] (True = real token); image_tokens [B, Li, image_token_dim]
+        are prepended to the text stream; audio [B, K, T, fpl, window, D] with speaker_mask
+        [B, K, T, h, w] in token space (zeros switch a speaker off: the unconditional audio pass).
+        """
+        cfg = self.cfg
+        b, _, t, h, w = x.shape
+        grid = self.token_grid((t, h, w))
+        timestep = timestep.to(x.device).float().expand(b) if timestep.ndim <= 1 else timestep
+        if txt_mask is None:
+            txt_mask = torch.ones(txt.shape[:2], dtype=torch.bool, device=txt.device)
+        if image_tokens is not None:
+            if not cfg.image_token_dim:
+                raise ValueError("this model has no image-token projection (image_token_dim = 0)")
+            if image_tokens_mask is None:
+                image_tokens_mask = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=txt.device)
+            txt = torch.cat([self.image_in(image_tokens.to(txt.dtype)), txt], dim=1)
+            txt_mask = torch.cat([image_tokens_mask.bool(), txt_mask.bool()], dim=1)
+
+        img = self.img_in.proj(x).flatten(2).transpose(1, 2)
+        txt = self.txt_in(txt, timestep, txt_mask)
+        vec = self.time_in(timestep) + self.vector_in(pooled)
+        if cfg.guidance_embed:
+            if guidance is None:
+                raise ValueError("this model embeds a guidance scale; pass guidance=")
+            vec = vec + self.guidance_in(guidance.float() * 1000.0)
+        cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
+        rope = (cos.to(x.device), sin.to(x.device))
+        attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
+
+        ctx = mask = None
+        if cfg.audio is not None and audio is not None:
+            if speaker_mask is None:
+                raise ValueError("audio was given without speaker masks; pass a face/speaker mask per stream")
+            ctx = self.audio_proj(audio.to(img.dtype))  # [B, K, T, n, Cc]
+            mask = self._token_mask(speaker_mask, grid, ctx.shape[1])
+
+        for i, block in enumerate(self.double_blocks):
+            img, txt = self._run(block, img, txt, vec, rope, attn_txt_mask)
+            if ctx is not None:
+                img = self._run(self.audio_double_blocks[i], img, ctx, mask)
+        n_img = img.shape[1]
+        xs = torch.cat([img, txt], dim=1)
+        every = cfg.audio.single_block_every if cfg.audio is not None else 0
+        for i, block in enumerate(self.single_blocks):
+            xs = self._run(block, xs, vec, rope, n_img, attn_txt_mask)
+            if ctx is not None and (i + 1) % every == 0:
+                img_part = self._run(self.audio_single_blocks[i // every], xs[:, :n_img], ctx, mask)
+                xs = torch.cat([img_part, xs[:, n_img:]], dim=1)
+        return self._unpatchify(self.final_layer(xs[:, :n_img], vec), grid)
+
+    def _run(self, module: nn.Module, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    @staticmethod
+    def _token_mask(speaker_mask: torch.Tensor, grid: tuple[int, int, int], k: int) -> torch.Tensor:
+        if speaker_mask.shape[1] != k or tuple(speaker_mask.shape[2:]) != grid:
+            raise ValueError(
+                f"speaker mask shape {tuple(speaker_mask.shape)} does not fit {k} audio streams on the "
+                f"token grid {grid}; build it with masks.token_masks for this latent size"
+            )
+        return speaker_mask.flatten(2)
+
+    def _unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        (pt, ph, pw), (t, h, w) = self.cfg.patch_size, grid
+        x = x.reshape(x.shape[0], t, h, w, self.cfg.out_channels, pt, ph, pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(x.shape[0], self.cfg.out_channels, t * pt, h * ph, w * pw)
+
+
+def count_parameters(model: nn.Module, prefix_filter: tuple[str, ...] = ()) -> int:
+    return sum(
+        p.numel() for n, p in model.named_parameters() if not prefix_filter or n.startswith(prefix_filter)
+    )
+
+
+AUDIO_PREFIXES = ("audio_proj.", "audio_double_blocks.", "audio_single_blocks.")
