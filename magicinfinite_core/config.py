@@ -100,7 +100,10 @@ class VAEConfig:
     spatial_compression_ratio: int = 8
     temporal_compression_ratio: int = 4
     scaling_factor: float = 1.0
-    mid_block_add_attention: bool = True
+    mid_block_add_attention: bool = False
+    # Per-frame GroupNorm statistics make the VAE exactly causal (streamed decode == one-shot decode).
+    # The published HunyuanVideo VAE normalises over the whole clip, so it is causal only in its convs.
+    causal_norm: bool = True
 
     def diffusers_kwargs(self) -> dict[str, Any]:
         n = len(self.block_out_channels)
@@ -178,6 +181,8 @@ VAE_PRESETS: dict[str, VAEConfig] = {
         layers_per_block=2,
         norm_num_groups=32,
         scaling_factor=0.476986,
+        mid_block_add_attention=True,
+        causal_norm=False,
     ),
 }
 

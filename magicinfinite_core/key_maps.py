@@ -24,7 +24,12 @@ _RENAMES_DOUBLE = {
     "txt_mlp.fc1": "ff_context.net.0.proj",
     "txt_mlp.fc2": "ff_context.net.2",
 }
-_RENAMES_SINGLE = {"linear2": "proj_out", "q_norm": "attn.norm_q", "k_norm": "attn.norm_k", "modulation.linear": "norm.linear"}
+_RENAMES_SINGLE = {
+    "linear2": "proj_out",
+    "q_norm": "attn.norm_q",
+    "k_norm": "attn.norm_k",
+    "modulation.linear": "norm.linear",
+}
 _RENAMES_REFINER = {
     "norm1": "norm1",
     "norm2": "norm2",
@@ -69,7 +74,11 @@ def original_to_diffusers(sd: dict[str, torch.Tensor], mlp_ratio: float = 4.0) -
             n, rest = m.groups()
             base = f"transformer_blocks.{n}"
             if rest in ("img_attn_qkv", "txt_attn_qkv"):
-                names = ("to_q", "to_k", "to_v") if rest.startswith("img") else ("add_q_proj", "add_k_proj", "add_v_proj")
+                names = (
+                    ("to_q", "to_k", "to_v")
+                    if rest.startswith("img")
+                    else ("add_q_proj", "add_k_proj", "add_v_proj")
+                )
                 for name, part in zip(names, value.chunk(3, dim=0), strict=True):
                     out[f"{base}.attn.{name}.{leaf}"] = part
             else:
@@ -80,7 +89,9 @@ def original_to_diffusers(sd: dict[str, torch.Tensor], mlp_ratio: float = 4.0) -
             if rest == "linear1":
                 hidden = value.shape[-1] if leaf == "weight" else int(value.shape[0] / (3 + mlp_ratio))
                 q, k, v, mlp = value.split([hidden, hidden, hidden, value.shape[0] - 3 * hidden], dim=0)
-                for name, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), (q, k, v, mlp), strict=True):
+                for name, part in zip(
+                    ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), (q, k, v, mlp), strict=True
+                ):
                     out[f"{base}.{name}.{leaf}"] = part
             else:
                 out[f"{base}.{_RENAMES_SINGLE[rest]}.{leaf}"] = value
@@ -127,7 +138,9 @@ def diffusers_to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         elif m := re.fullmatch(r"context_embedder\.token_refiner\.refiner_blocks\.(\d+)\.(.+)", stem):
             n, rest = m.groups()
             if rest in ("attn.to_q", "attn.to_k", "attn.to_v"):
-                fused.setdefault(f"txt_in.individual_token_refiner.blocks.{n}.self_attn_qkv.{leaf}", {})[rest] = value
+                fused.setdefault(f"txt_in.individual_token_refiner.blocks.{n}.self_attn_qkv.{leaf}", {})[
+                    rest
+                ] = value
             else:
                 out[f"txt_in.individual_token_refiner.blocks.{n}.{inv_refiner[rest]}.{leaf}"] = value
         else:

@@ -20,12 +20,21 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
     _flash_attn_func = None
 
 
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """q, k, v: [B, L, H, D]; key_mask: [B, Lk] bool (True = attend). Returns [B, Lq, H, D]."""
-    if key_mask is None and _flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if (
+        key_mask is None
+        and _flash_attn_func is not None
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+    ):
         return _flash_attn_func(q, k, v)
     mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
     return out.transpose(1, 2)
 
 
@@ -61,7 +70,9 @@ class LocalAttention:
 _backend: AttentionBackend = LocalAttention()
 
 
-def joint_attention(img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+def joint_attention(
+    img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_mask=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     return _backend.joint(img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_mask)
 
 

@@ -18,7 +18,9 @@ def num_latent_frames(num_video_frames: int, frames_per_latent: int = 4) -> int:
     return 1 + -(-(num_video_frames - 1) // frames_per_latent)
 
 
-def group_audio_by_latent_frame(features: torch.Tensor, frames_per_latent: int = 4, window: int = 5) -> torch.Tensor:
+def group_audio_by_latent_frame(
+    features: torch.Tensor, frames_per_latent: int = 4, window: int = 5
+) -> torch.Tensor:
     """Per-video-frame features [..., F, D] -> per-latent-frame windows [..., T_lat, fpl, window, D].
 
     Latent frame 0 sees video frame 0 (repeated); latent frame k sees video frames 4k-3..4k, each
@@ -32,7 +34,9 @@ def group_audio_by_latent_frame(features: torch.Tensor, frames_per_latent: int =
     centre = torch.where(k == 0, torch.zeros_like(j), (k - 1) * frames_per_latent + 1 + j)  # [T_lat, fpl]
     offsets = torch.arange(window) - window // 2
     idx = (centre[..., None] + offsets).clamp(0, n - 1)  # [T_lat, fpl, window]
-    return features[..., idx.reshape(-1), :].reshape(*features.shape[:-2], t_lat, frames_per_latent, window, -1)
+    return features[..., idx.reshape(-1), :].reshape(
+        *features.shape[:-2], t_lat, frames_per_latent, window, -1
+    )
 
 
 class AudioProjection(nn.Module):

@@ -43,7 +43,9 @@ class RefinerBlock(nn.Module):
 class IndividualTokenRefiner(nn.Module):
     def __init__(self, hidden: int, heads: int, depth: int, mlp_ratio: float, qkv_bias: bool, eps: float):
         super().__init__()
-        self.blocks = nn.ModuleList(RefinerBlock(hidden, heads, mlp_ratio, qkv_bias, eps) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            RefinerBlock(hidden, heads, mlp_ratio, qkv_bias, eps) for _ in range(depth)
+        )
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         attn_mask = None
@@ -92,7 +94,9 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{s}_mlp", MLP(hidden, mlp_hidden))
 
     def _qkv(self, s: str, x: torch.Tensor, shift, scale):
-        q, k, v = split_heads(getattr(self, f"{s}_attn_qkv")(modulate(layer_norm(x, self.eps), shift, scale)), 3, self.heads)
+        q, k, v = split_heads(
+            getattr(self, f"{s}_attn_qkv")(modulate(layer_norm(x, self.eps), shift, scale)), 3, self.heads
+        )
         return getattr(self, f"{s}_attn_q_norm")(q), getattr(self, f"{s}_attn_k_norm")(k), v
 
     def forward(self, img, txt, vec, rope, txt_mask):

@@ -34,7 +34,9 @@ class MagicInfiniteDiT(nn.Module):
         self.cfg = cfg
         hidden, heads, eps = cfg.hidden_size, cfg.num_heads, cfg.norm_eps
         self.img_in = nn.Module()
-        self.img_in.proj = nn.Conv3d(cfg.in_channels, hidden, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.img_in.proj = nn.Conv3d(
+            cfg.in_channels, hidden, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
         if cfg.image_token_dim:
             self.image_in = nn.Linear(cfg.image_token_dim, cfg.text_dim)
         self.txt_in = TokenRefiner(cfg.text_dim, hidden, heads, cfg.refiner_depth, cfg.qkv_bias, eps)
@@ -43,7 +45,8 @@ class MagicInfiniteDiT(nn.Module):
         if cfg.guidance_embed:
             self.guidance_in = TimestepEmbedder(hidden)
         self.double_blocks = nn.ModuleList(
-            DoubleStreamBlock(hidden, heads, cfg.mlp_ratio, cfg.qkv_bias, eps) for _ in range(cfg.depth_double)
+            DoubleStreamBlock(hidden, heads, cfg.mlp_ratio, cfg.qkv_bias, eps)
+            for _ in range(cfg.depth_double)
         )
         self.single_blocks = nn.ModuleList(
             SingleStreamBlock(hidden, heads, cfg.mlp_ratio, eps) for _ in range(cfg.depth_single)
@@ -64,7 +67,9 @@ class MagicInfiniteDiT(nn.Module):
     def token_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, latent_thw
         if t % pt or h % ph or w % pw:
-            raise ValueError(f"latent size {latent_thw} is not divisible by the patch size {self.cfg.patch_size}")
+            raise ValueError(
+                f"latent size {latent_thw} is not divisible by the patch size {self.cfg.patch_size}"
+            )
         return t // pt, h // ph, w // pw
 
     def forward(
@@ -149,7 +154,9 @@ class MagicInfiniteDiT(nn.Module):
     def _unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, grid
         x = x.reshape(x.shape[0], t, h, w, self.cfg.out_channels, pt, ph, pw)
-        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(x.shape[0], self.cfg.out_channels, t * pt, h * ph, w * pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(
+            x.shape[0], self.cfg.out_channels, t * pt, h * ph, w * pw
+        )
 
 
 def count_parameters(model: nn.Module, prefix_filter: tuple[str, ...] = ()) -> int:
