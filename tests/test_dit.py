@@ -196,3 +196,29 @@ def test_pickle_and_corrupt_files_are_refused(tmp_path):
         load_dit(truncated)
     with pytest.raises(CheckpointError, match="not found"):
         load_dit(tmp_path / "nope.safetensors")
+
+
+def test_one_denoising_step_of_a_33_frame_window_on_cpu():
+    """Batch 1, 33 video frames (9 latent frames) at 64x64: the tiny model's sliding window."""
+    from magicinfinite_core import scheduler
+
+    cfg = dit_preset("tiny")
+    torch.manual_seed(0)
+    model = MagicInfiniteDiT(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    a = cfg.audio
+    noisy = torch.randn(1, cfg.out_channels, num_latent_frames(33), 8, 8, generator=g)
+    image = torch.randn(1, cfg.out_channels, 1, 8, 8, generator=g)
+    sigmas = scheduler.flow_sigmas(4)
+    with torch.inference_mode():
+        v = model(
+            concat_image_condition(noisy, image),
+            scheduler.timestep_from_sigma(sigmas[0]).expand(1),
+            torch.randn(1, 8, cfg.text_dim, generator=g),
+            None,
+            torch.randn(1, cfg.pooled_dim, generator=g),
+            audio=torch.randn(1, 1, 9, a.frames_per_latent, a.frame_window, a.feature_dim, generator=g),
+            speaker_mask=torch.ones(1, 1, 9, 4, 4),
+        )
+    x = scheduler.euler_step(noisy, v, float(sigmas[0]), float(sigmas[1]))
+    assert x.shape == noisy.shape and torch.isfinite(x).all()
