@@ -1,0 +1,577 @@
+"""generate(): portrait + voice + prompt -> mp4 of exactly the audio's length (DESIGN.md §2 data flow).
+
+inputs -> audio features [K, F, D] and token masks -> per-window conditions -> CFG-batched DiT
+forward -> sliding-window sampler (one latent for the whole video) -> streamed VAE decode -> mp4.
+
+Identity over any length (DESIGN.md §5, team decision): only window 0 starts at the portrait, so
+only window 0 gets the I2V frame-0 latent concat (mask 1 at its first latent frame); every other
+window gets the zero concat with mask 0, exactly what training shows the model when it drops the
+frame-0 condition. EVERY window gets the portrait's image tokens in the text stream, so the identity
+reference is present everywhere; the blended overlaps carry appearance from window to window.
+No reference latent is added (the DiT has no input for one).
+
+CFG passes (guidance.py): FULL = text + portrait + audio; NO_AUDIO = the same with every speaker
+mask zeroed (switches the audio cross-attention off); UNCOND = null prompt, no portrait (zero
+concat, image tokens masked out) and no audio. Guidance scales are fixed per run (the dynamic
+scales of CFGConfig.dynamic_std are a distillation-time tool and are ignored here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import resource
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio import LoadedAudio, load_speaker_tracks
+from .audio_features import AudioFeatureExtractor, MelExtractor, extract_speaker_features, load_extractor
+from .checkpoints import load_dit, load_state_dict, save_dit, save_state_dict
+from .config import VIDEO_FPS, DiTConfig, SamplerConfig, VAEConfig
+from .errors import CheckpointError, MagicInfiniteError, MaskError
+from .guidance import FULL, UNCOND, CFGConfig, guided_velocity
+from .masks import speaker_masks, to_rgb_uint8, token_masks
+from .models.dit import MagicInfiniteDiT, concat_image_condition
+from .sampler import ProgressCallback, sample, step_plans
+from .sampler_state import clear_state, has_state, load_state
+from .scheduler import timestep_from_sigma
+from .sliding_window import Window, latent_frames, window_sizes
+from .streamed_decode import diffusers_decode_fn, streamed_decode
+from .vae import VideoVAE
+from .video_io import VideoWriter
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+
+
+# ------------------------------------------------------------------------------------ small encoders
+
+
+@dataclass
+class TextEmbedding:
+    tokens: torch.Tensor  # [1, L, text_dim]
+    mask: torch.Tensor  # [1, L] bool
+    pooled: torch.Tensor  # [1, pooled_dim]
+
+
+class ByteTextEncoder(nn.Module):
+    """UTF-8 bytes -> token embeddings + pooled vector: a tiny, offline, trainable prompt encoder.
+
+    Why: tiny/test models need a text stream of the DiT's shape without any downloaded tokenizer;
+    a byte vocabulary never fails on a prompt. Token 256 = BOS (always present, so the null prompt
+    still has one valid token), 257 = padding.
+    """
+
+    def __init__(self, text_dim: int, pooled_dim: int, max_len: int = 64):
+        super().__init__()
+        self.config = {"kind": "bytes", "text_dim": text_dim, "pooled_dim": pooled_dim, "max_len": max_len}
+        self.max_len = max_len
+        self.embed = nn.Embedding(258, text_dim)
+        self.pos = nn.Parameter(torch.zeros(max_len, text_dim))
+        self.pool = nn.Linear(text_dim, pooled_dim)
+
+    def forward(self, prompt: str) -> TextEmbedding:
+        ids = [256] + list(prompt.encode("utf-8"))[: self.max_len - 1]
+        n = len(ids)
+        ids = torch.tensor(ids + [257] * (self.max_len - n), device=self.pos.device)
+        mask = torch.arange(self.max_len, device=ids.device) < n
+        tok = self.embed(ids) + self.pos
+        pooled = self.pool(tok[:n].mean(0))
+        return TextEmbedding(tok[None], mask[None], pooled[None])
+
+
+class PatchImageEncoder(nn.Module):
+    """Portrait -> a grid of image tokens (avg-pooled patches, linear): the tiny model's identity tokens."""
+
+    def __init__(self, token_dim: int, grid: int = 4, patch: int = 4):
+        super().__init__()
+        self.config = {"kind": "patches", "token_dim": token_dim, "grid": grid, "patch": patch}
+        self.grid, self.patch = grid, patch
+        self.proj = nn.Linear(3 * patch * patch, token_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """[1, 3, H, W] in [-1, 1] -> [1, grid*grid, token_dim]."""
+        g, p = self.grid, self.patch
+        x = F.adaptive_avg_pool2d(image, (g * p, g * p))  # [1, 3, gp, gp]
+        x = x.view(1, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(1, g * g, 3 * p * p)
+        return self.proj(x)
+
+
+def _encoder_from_config(cfg: dict) -> nn.Module:
+    kind = cfg.get("kind")
+    if kind == "bytes":
+        return ByteTextEncoder(cfg["text_dim"], cfg["pooled_dim"], cfg["max_len"])
+    if kind == "patches":
+        return PatchImageEncoder(cfg["token_dim"], cfg["grid"], cfg["patch"])
+    raise CheckpointError(f"unknown encoder kind {kind!r} in the model bundle")
+
+
+# ------------------------------------------------------------------------------------------ bundle
+
+
+@dataclass
+class ModelBundle:
+    """Everything generate() needs. `text_encoder(prompt) -> TextEmbedding`; `image_encoder(img) ->
+    [1, Li, dim]` (dim = image_token_dim, or text_dim when the DiT has no image projection)."""
+
+    dit: MagicInfiniteDiT
+    vae: VideoVAE
+    text_encoder: Any
+    image_encoder: Any | None
+    audio_extractor: AudioFeatureExtractor
+    height: int = 64
+    width: int = 64
+    name: str = "model"
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def fingerprint(self) -> str:
+        """Hash of all weights (resume refuses a state made by another model)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for mod in (self.dit, self.vae, self.text_encoder, self.image_encoder):
+                if isinstance(mod, nn.Module):
+                    for k, v in sorted(mod.state_dict().items()):
+                        h.update(k.encode())
+                        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+            h.update(str(getattr(self.audio_extractor, "name", "")).encode())
+            self._fingerprint = h.hexdigest()[:24]
+        return self._fingerprint
+
+    def to(self, device: torch.device | str) -> ModelBundle:
+        for mod in (self.dit, self.vae, self.text_encoder, self.image_encoder):
+            if isinstance(mod, nn.Module):
+                mod.to(device)
+        return self
+
+
+def _seeded_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name and p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def random_bundle(
+    seed: int = 0,
+    *,
+    height: int = 64,
+    width: int = 64,
+    dit_cfg: DiTConfig | None = None,
+    vae_cfg: VAEConfig | None = None,
+    std: float = 0.05,
+) -> ModelBundle:
+    """Seeded random tiny models (tests, benches): every weight drawn from one generator.
+
+    Output projections that are zero-initialised for training are random here too, so the random
+    model's velocity actually depends on its inputs.
+    """
+    dit_cfg = dit_cfg or DiTConfig()
+    vae_cfg = vae_cfg or VAEConfig(latent_channels=dit_cfg.out_channels)
+    g = torch.Generator().manual_seed(int(seed))
+    dit = MagicInfiniteDiT(dit_cfg)
+    _seeded_init(dit, g, std)
+    vae = VideoVAE(vae_cfg)
+    _seeded_init(vae.model, g, std=0.2)
+    text = ByteTextEncoder(dit_cfg.text_dim, dit_cfg.pooled_dim)
+    _seeded_init(text, g, 0.5)
+    image = PatchImageEncoder(dit_cfg.image_token_dim or dit_cfg.text_dim)
+    _seeded_init(image, g, 0.5)
+    n_mels = dit_cfg.audio.feature_dim if dit_cfg.audio is not None else 64
+    bundle = ModelBundle(dit.eval(), vae.eval(), text.eval(), image.eval(), MelExtractor(n_mels=n_mels),
+                         height, width, name=f"random-tiny-{seed}")
+    return bundle
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Write a bundle folder: bundle.json + dit / vae / text / image safetensors (our formats)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_dit(d / "dit.safetensors", bundle.dit)
+    save_state_dict(d / "vae.safetensors", bundle.vae.model.state_dict(), kind="magicinfinite-vae",
+                    config=bundle.vae.cfg.to_dict())
+    meta: dict[str, Any] = {
+        "format": "magicinfinite-bundle/1",
+        "name": bundle.name,
+        "resolution": [bundle.height, bundle.width],
+        "dit": "dit.safetensors",
+        "vae": {"weights": "vae.safetensors", "config": bundle.vae.cfg.to_dict()},
+        "audio": {"kind": getattr(bundle.audio_extractor, "name", "mel"),
+                  "n_mels": getattr(bundle.audio_extractor, "n_mels", 64)},
+    }
+    for key, mod in (("text_encoder", bundle.text_encoder), ("image_encoder", bundle.image_encoder)):
+        if mod is not None:
+            save_state_dict(d / f"{key}.safetensors", mod.state_dict(), kind=f"magicinfinite-{key}", config=mod.config)
+            meta[key] = {"weights": f"{key}.safetensors", "config": mod.config}
+    (d / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
+    return d
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    """Load a bundle folder written by save_bundle (the demo model ships in this format)."""
+    d = Path(path)
+    spec_path = d / BUNDLE_FILE if d.is_dir() else d
+    if not spec_path.is_file():
+        raise CheckpointError(f"no model at {path}: expected a folder with {BUNDLE_FILE}")
+    d = spec_path.parent
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{spec_path} is not valid JSON ({exc})") from None
+    dit = load_dit(d / spec["dit"], device=device)
+    vae = VideoVAE(VAEConfig.from_dict(spec["vae"]["config"]))
+    vae.model.load_state_dict(load_state_dict(d / spec["vae"]["weights"]))
+    encoders = {}
+    for key in ("text_encoder", "image_encoder"):
+        if key in spec:
+            mod = _encoder_from_config(spec[key]["config"])
+            mod.load_state_dict(load_state_dict(d / spec[key]["weights"]))
+            encoders[key] = mod.eval()
+    if "text_encoder" not in encoders:
+        raise CheckpointError(f"{spec_path} names no text encoder")
+    audio = spec.get("audio", {"kind": "mel"})
+    extractor = MelExtractor(n_mels=audio.get("n_mels", 64)) if audio["kind"] == "mel" else load_extractor(d / audio["path"])
+    h, w = spec.get("resolution", [64, 64])
+    return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
+                       int(h), int(w), name=spec.get("name", d.name)).to(device)
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def load_portrait(portrait: Any, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Any image (path, PIL, array, ComfyUI IMAGE) -> ([1, 3, H, W] in [-1, 1], uint8 [H, W, 3]).
+
+    Centre-cropped to the model's aspect ratio, then resized (Lanczos).
+    """
+    from PIL import Image
+
+    if isinstance(portrait, (str, Path)):
+        try:
+            with Image.open(portrait) as im:
+                img = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise MagicInfiniteError(f"cannot read the portrait {portrait}: {exc}") from None
+    else:
+        img = to_rgb_uint8(portrait)
+    ih, iw = img.shape[:2]
+    scale = max(height / ih, width / iw)
+    ch, cw = min(ih, math.ceil(height / scale)), min(iw, math.ceil(width / scale))
+    y0, x0 = (ih - ch) // 2, (iw - cw) // 2
+    im = Image.fromarray(img[y0 : y0 + ch, x0 : x0 + cw]).resize((width, height), Image.LANCZOS)
+    arr = np.asarray(im, dtype=np.uint8)
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return t, arr
+
+
+def _centre_box(h: int, w: int) -> list[float]:
+    return [0.2 * w, 0.1 * h, 0.8 * w, 0.9 * h]
+
+
+def pixel_speaker_masks(image: np.ndarray, num_speakers: int, speakers: Any = None) -> np.ndarray:
+    """[K, H, W] speaker masks: given masks/boxes, else detected faces; one speaker without a face
+    detector installed gets a centred region (with a warning), several speakers must draw masks."""
+    h, w = image.shape[:2]
+    if speakers is not None:
+        if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
+            from PIL import Image
+
+            arrs = []
+            for p in speakers:
+                try:
+                    with Image.open(p) as im:
+                        arrs.append(np.asarray(im.convert("L").resize((w, h), Image.NEAREST), dtype=np.float32) / 255)
+                except (OSError, ValueError) as exc:
+                    raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
+            speakers = np.stack(arrs)
+        arr = np.asarray(speakers, dtype=np.float32)
+        if arr.ndim == 2 and arr.shape[-1] == 4:  # boxes
+            return speaker_masks(image, num_speakers, boxes=arr.tolist())
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.shape[-2:] != (h, w):
+            arr = F.interpolate(torch.from_numpy(arr)[None], size=(h, w), mode="nearest")[0].numpy()
+        return speaker_masks(image, num_speakers, masks=arr)
+    try:
+        return speaker_masks(image, num_speakers, fallback="center")
+    except MaskError as exc:
+        if "mediapipe" not in str(exc) or num_speakers != 1:
+            raise
+        warnings.warn(f"{exc}. Using a centred face region for the single speaker.", stacklevel=3)
+        return speaker_masks(image, 1, boxes=[_centre_box(h, w)])
+
+
+def audio_for_latents(features: torch.Tensor, start: int, end: int, fpl: int = 4, window: int = 5) -> torch.Tensor:
+    """[K, F, D] -> [K, end-start, fpl, window, D]: the latent frames [start, end) of
+    models.audio_layers.group_audio_by_latent_frame, without grouping the whole track."""
+    n = features.shape[-2]
+    k = torch.arange(start, end)[:, None]
+    j = torch.arange(fpl)[None, :]
+    centre = torch.where(k == 0, torch.zeros_like(j), (k - 1) * fpl + 1 + j)
+    idx = (centre[..., None] + torch.arange(window) - window // 2).clamp(0, n - 1)
+    return features[:, idx.reshape(-1)].reshape(features.shape[0], end - start, fpl, window, -1)
+
+
+# ----------------------------------------------------------------------------------- the predictor
+
+
+@dataclass
+class Conditions:
+    """Run-constant conditions on the compute device (per-window parts are cut in WindowPredictor)."""
+
+    txt: torch.Tensor  # [2, L, text_dim]: row 0 prompt (+ image tokens), row 1 null
+    txt_mask: torch.Tensor  # [2, L]
+    pooled: torch.Tensor  # [2, pooled_dim]
+    image_tokens: torch.Tensor | None  # [1, Li, image_token_dim] when the DiT projects them itself
+    image_latent: torch.Tensor  # [1, C, 1, h, w]
+    features: torch.Tensor  # [K, F, D] (CPU, float16 ok)
+    token_mask: torch.Tensor  # [K, h_tok, w_tok] static speaker masks in token space
+
+
+class WindowPredictor:
+    """predict(x_window, sigma, window) for the sampler: builds each window's conditions and runs all
+    CFG passes in one batched DiT forward."""
+
+    def __init__(self, dit: MagicInfiniteDiT, cond: Conditions, cfg: CFGConfig, dtype: torch.dtype = torch.float32):
+        self.dit, self.cond, self.cfg, self.dtype = dit, cond, cfg, dtype
+        a = dit.cfg.audio
+        self.fpl, self.win = (a.frames_per_latent, a.frame_window) if a is not None else (4, 5)
+        self.scales = (torch.tensor([float(cfg.audio_scale)]), torch.tensor([float(cfg.text_scale)]))
+
+    def __call__(self, x: torch.Tensor, sigma: float, win: Window) -> torch.Tensor:
+        return guided_velocity(lambda xr, passes: self._forward(xr, passes, sigma, win), x, sigma, self.cfg, self.scales)
+
+    def _forward(self, x_rep: torch.Tensor, passes: tuple[str, ...], sigma: float, win: Window) -> torch.Tensor:
+        c, dev, dt = self.cond, x_rep.device, self.dtype
+        n = len(passes)
+        xs = x_rep.chunk(n)
+        x_in = torch.cat(
+            [concat_image_condition(xi, c.image_latent if (win.is_first and p != UNCOND) else None)
+             for xi, p in zip(xs, passes, strict=True)]
+        )
+        rows = torch.tensor([1 if p == UNCOND else 0 for p in passes], device=dev)
+        kwargs: dict[str, Any] = {
+            "txt": c.txt[rows].to(dt),
+            "txt_mask": c.txt_mask[rows],
+            "pooled": c.pooled[rows].to(dt),
+        }
+        if c.image_tokens is not None:
+            kwargs["image_tokens"] = c.image_tokens.expand(n, -1, -1).to(dt)
+            kwargs["image_tokens_mask"] = (rows == 0)[:, None].expand(n, c.image_tokens.shape[1])
+        if self.dit.cfg.audio is not None:
+            aud = audio_for_latents(c.features, win.start, win.end, self.fpl, self.win).to(dev, dt)
+            on = torch.tensor([1.0 if p == FULL else 0.0 for p in passes], device=dev, dtype=dt)
+            mask = c.token_mask.to(dev, dt)[None, :, None].expand(n, -1, win.length, -1, -1)
+            kwargs["audio"] = aud[None].expand(n, *aud.shape)
+            kwargs["speaker_mask"] = mask * on.view(n, 1, 1, 1, 1)
+        t = timestep_from_sigma(sigma).to(dev).expand(n)
+        return self.dit(x_in.to(dt), t, **kwargs).float()
+
+
+def build_conditions(
+    bundle: ModelBundle, portrait: torch.Tensor, prompt: str, features: torch.Tensor, pixel_masks: np.ndarray,
+    device: torch.device, negative_prompt: str = "",
+) -> Conditions:
+    dit_cfg = bundle.dit.cfg
+    with torch.no_grad():
+        pos, neg = bundle.text_encoder(prompt), bundle.text_encoder(negative_prompt)
+        txt = torch.cat([pos.tokens, neg.tokens]).to(device)
+        txt_mask = torch.cat([pos.mask, neg.mask]).to(device).bool()
+        pooled = torch.cat([pos.pooled, neg.pooled]).to(device)
+        image_tokens = None
+        if bundle.image_encoder is not None:
+            tok = bundle.image_encoder(portrait.to(device))
+            if dit_cfg.image_token_dim:
+                image_tokens = tok
+            else:  # the encoder already speaks text_dim: prepend to the prompt row, masked in the null row
+                txt = torch.cat([torch.cat([tok, torch.zeros_like(tok)]), txt], dim=1)
+                txt_mask = torch.cat([torch.tensor([[True], [False]], device=device).expand(2, tok.shape[1]), txt_mask], 1)
+        image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
+    h, w = image_latent.shape[-2:]
+    grid = bundle.dit.token_grid((1, h, w))[1:]
+    tmask = token_masks(pixel_masks, 1, grid)[:, 0]
+    return Conditions(txt, txt_mask, pooled, image_tokens, image_latent, features, tmask)
+
+
+# --------------------------------------------------------------------------------------- generate
+
+
+@dataclass
+class GenerateReport:
+    path: str
+    frames: int
+    seconds: float
+    fps: int
+    width: int
+    height: int
+    latent_shape: list[int]
+    steps: int
+    mode: str
+    windows_per_step: list[int]
+    seed: int
+    wall_s: float
+    sample_s: float
+    decode_s: float
+    resumed_from_step: int | None
+    peak_rss_mb: float
+    peak_device_mb: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _audio_list(audio: Any) -> list:
+    if isinstance(audio, (list, tuple)) and not (len(audio) == 2 and isinstance(audio[1], int)):
+        return list(audio)
+    return [audio]
+
+
+def generate(
+    portrait: Any,
+    audio: Any,
+    prompt: str,
+    *,
+    model: ModelBundle | str | Path,
+    out: str | Path,
+    steps: int = 30,
+    cfg: CFGConfig | None = None,
+    window: int = 33,
+    overlap: int = 8,
+    shift: float = 7.0,
+    shift_windows: bool = True,
+    distilled: bool = False,
+    distilled_timesteps: Sequence[float] = (1000.0, 750.0, 500.0, 250.0),
+    speakers: Any = None,
+    seed: int = 0,
+    negative_prompt: str = "",
+    device: str | torch.device | None = None,
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_state: bool = False,
+    latent_file: str | Path | None = None,
+    decode_chunk: int = 8,
+    decode_context: int = 2,
+    callback: ProgressCallback | None = None,
+) -> tuple[Path, GenerateReport]:
+    """Make a talking video; returns (mp4 path, report).
+
+    audio: a file / ComfyUI AUDIO / (array, rate), or a list of them (one per speaker, same order
+    as `speakers`). speakers: None (detect faces), [K, H, W] masks, mask image paths, or K pixel
+    boxes (x0, y0, x1, y1). distilled: the 4-step generator (no CFG). state_dir / resume: save the
+    sampler state after every step / continue from it (bit-identical result).
+    """
+    t_start = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bundle = load_bundle(model, device) if isinstance(model, (str, Path)) else model.to(device)
+    cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
+    if not prompt or not isinstance(prompt, str):
+        prompt = prompt or ""
+    window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
+
+    tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
+    num_frames = max(t.num_frames for t in tracks)
+    features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
+    if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:
+        raise MagicInfiniteError(
+            f"the audio features have {features.shape[-1]} dims but the model expects "
+            f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
+        )
+    img, img_u8 = load_portrait(portrait, bundle.height, bundle.width)
+    masks = pixel_speaker_masks(img_u8, len(tracks), speakers)
+    cond = build_conditions(bundle, img, prompt, features, masks, device, negative_prompt)
+
+    t_lat = latent_frames(num_frames)
+    h_lat, w_lat = cond.image_latent.shape[-2:]
+    shape = (bundle.dit.cfg.out_channels, t_lat, h_lat, w_lat)
+    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
+                         shift_windows=shift_windows, distilled_timesteps=tuple(float(t) for t in distilled_timesteps))
+    extra = {
+        "model": bundle.fingerprint(),
+        "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
+        "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
+        "masks": hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest(),
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "cfg": asdict(cfg),
+    }
+    resumed_from = load_state(state_dir).step if resume and has_state(state_dir) else None
+    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
+    t0 = time.perf_counter()
+    latent = sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
+                    state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file, callback=callback)
+    sample_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    out = decode_to_mp4(latent, bundle.vae, num_frames, out, _output_audio(audio, tracks), chunk=decode_chunk,
+                        context=decode_context, device=device, callback=callback)
+    decode_s = time.perf_counter() - t1
+    if state_dir is not None and not keep_state:
+        clear_state(state_dir)
+    n_steps = len(distilled_timesteps) if distilled else steps
+    plans = [len(p) for p in step_plans(t_lat, scfg, n_steps)]
+    report = GenerateReport(
+        path=str(out), frames=num_frames, seconds=num_frames / VIDEO_FPS, fps=VIDEO_FPS,
+        width=bundle.width, height=bundle.height, latent_shape=list(shape),
+        steps=n_steps, mode="distilled" if distilled else "base",
+        windows_per_step=plans, seed=seed, wall_s=time.perf_counter() - t_start, sample_s=sample_s,
+        decode_s=decode_s, resumed_from_step=resumed_from, peak_rss_mb=peak_rss_mb(),
+        peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    )
+    return out, report
+
+
+def decode_to_mp4(
+    latent: torch.Tensor,
+    vae: Any,
+    num_frames: int,
+    out: str | Path,
+    audio: Any = None,
+    *,
+    chunk: int = 8,
+    context: int = 2,
+    device: torch.device | str = "cpu",
+    callback: ProgressCallback | None = None,
+) -> Path:
+    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
+    decode = diffusers_decode_fn(vae)
+    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
+    height, width = latent.shape[-2] * s, latent.shape[-1] * s
+    with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio) as writer:
+        for frames in streamed_decode(latent, decode, num_frames=num_frames, chunk=chunk, context=context,
+                                      device=device, callback=callback):
+            writer.write(frames)
+    return Path(out)
+
+
+def _output_audio(audio: Any, tracks: list[LoadedAudio]):
+    """The track muxed into the mp4: the original file for one speaker (its own rate and quality),
+    otherwise the speakers' 16 kHz tracks mixed."""
+    items = _audio_list(audio)
+    if len(items) == 1 and isinstance(items[0], (str, Path)):
+        return items[0]
+    mix = np.sum([t.waveform for t in tracks], axis=0)
+    peak = float(np.abs(mix).max()) if mix.size else 0.0
+    if peak > 1:
+        mix = mix / peak
+    return (mix.astype(np.float32)[None], tracks[0].sample_rate)

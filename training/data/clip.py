@@ -1,0 +1,244 @@
+"""A clip = frames + 16 kHz mono audio + metadata + ground truth; making, saving and loading one.
+
+On disk a clip is a directory:
+
+* ``video.mp4``  H.264 (yuv420p) 25 fps with the audio as an AAC track (for players / ComfyUI);
+* ``audio.wav``  the exact 16 kHz float audio (training and evaluation read this, not the AAC);
+* ``gt.npz``     per-frame ground truth (see ``render.render_scene``), masks bit-packed;
+* ``meta.json``  prompt, controls, speaker, split, seeds, voice, identities, sentences.
+
+A clip directory is written under a temporary name and renamed when complete, so a directory
+that exists is a finished clip (the build resumes by skipping them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from training.data.mouth import FPS, SAMPLE_RATE, mouth_from_audio
+from training.data.prompts import make_prompt, sample_controls
+from training.data.render import WorldConfig, render_scene, sample_identity, sample_scene
+from training.data.speech import sample_voice, speech_track
+from training.data.splits import check_split, sample_identity_id
+
+FORMAT_VERSION = 1
+_MASK_KEYS = ("face_masks", "speaker_mask")
+
+
+@dataclass
+class Clip:
+    """One training / evaluation example of the world."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    audio: np.ndarray  # float32 [F * 640] at 16 kHz
+    meta: dict
+    gt: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def make_clip(
+    seed: int | np.random.SeedSequence,
+    split: str = "train",
+    num_frames: int = 33,
+    cfg: WorldConfig | None = None,
+) -> Clip:
+    """Build one clip deterministically from its seed (speech -> lips -> scene -> pixels)."""
+    check_split(split)
+    cfg = cfg or WorldConfig()
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    r_cast, r_speech, r_scene, r_text = (np.random.default_rng(s) for s in ss.spawn(4))
+    k = 1
+    if cfg.max_chars > 1 and r_cast.random() < cfg.multi_prob:
+        k = int(r_cast.integers(2, cfg.max_chars + 1))
+    ids = [sample_identity_id(r_cast, split) for _ in range(k)]
+    speaker = int(r_cast.integers(k))
+    idents = [sample_identity(ids[speaker])]
+    style = idents[0].style
+    idents = [sample_identity(i, style=style) if j != speaker else idents[0] for j, i in enumerate(ids)]
+    controls = sample_controls(r_text)
+    voice = sample_voice(r_speech, split)
+    audio, sentences = speech_track(r_speech, voice, num_frames)
+    opening, width = mouth_from_audio(audio, num_frames)
+    scene = sample_scene(r_scene, idents, speaker, opening, width, controls, cfg)
+    frames, gt = render_scene(scene)
+    order = sorted(range(k), key=lambda i: float(scene.chars[i].cx[0]))
+    prompt = make_prompt(controls, r_text, split, style, k, speaker, order)
+    meta = {
+        "format": FORMAT_VERSION,
+        "split": split,
+        "seed_entropy": str(ss.entropy),
+        "seed_spawn_key": list(ss.spawn_key),
+        "num_frames": num_frames,
+        "fps": FPS,
+        "sample_rate": SAMPLE_RATE,
+        "height": cfg.height,
+        "width": cfg.width,
+        "prompt": prompt,
+        "controls": controls,
+        "style": style,
+        "num_characters": k,
+        "speaker": speaker,
+        "left_to_right": order,
+        "identity_ids": ids,
+        "identities": [i.to_dict() for i in idents],
+        "voice": voice.to_dict(),
+        "voice_name": voice.espeak_name,
+        "sentences": sentences,
+        "background": {"kind": scene.background["kind"], "change": scene.background["change"]},
+    }
+    return Clip(frames, audio, meta, gt)
+
+
+# ----------------------------------------------------------------------------- files
+def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None = None, crf: int = 18) -> None:
+    """H.264 video at 25 fps with an optional AAC audio track (16 kHz mono)."""
+    import av
+
+    F, H, W, _ = frames.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"H.264 yuv420p needs even sizes, got {W}x{H}")
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        vs.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        aus = None
+        if audio is not None:
+            aus = out.add_stream("aac", rate=SAMPLE_RATE)
+            aus.layout = "mono"
+        for f in frames:
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+        if aus is not None:
+            a = np.asarray(audio, np.float32)
+            step = 1024
+            for i in range(0, len(a), step):
+                fr = av.AudioFrame.from_ndarray(a[None, i : i + step].copy(), format="fltp", layout="mono")
+                fr.sample_rate = SAMPLE_RATE
+                fr.pts = i
+                fr.time_base = Fraction(1, SAMPLE_RATE)
+                for pkt in aus.encode(fr):
+                    out.mux(pkt)
+            for pkt in aus.encode():
+                out.mux(pkt)
+
+
+def read_mp4_frames(path: str | Path) -> np.ndarray:
+    """All video frames of an mp4 as uint8 [F, H, W, 3]."""
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def save_clip(clip: Clip, clip_dir: str | Path) -> Path:
+    """Write a clip directory atomically (temp dir + rename) so partial clips never look done."""
+    import soundfile as sf
+
+    clip_dir = Path(clip_dir)
+    tmp = clip_dir.with_name(clip_dir.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write_mp4(tmp / "video.mp4", clip.frames, clip.audio)
+    sf.write(str(tmp / "audio.wav"), clip.audio, SAMPLE_RATE, subtype="FLOAT")
+    arrays = {}
+    for k, v in clip.gt.items():
+        if k in _MASK_KEYS:
+            arrays[k + "_packed"] = np.packbits(v.astype(bool), axis=-1)
+            arrays[k + "_shape"] = np.array(v.shape, np.int64)
+        else:
+            arrays[k] = v
+    np.savez_compressed(tmp / "gt.npz", **arrays)
+    (tmp / "meta.json").write_text(json.dumps(clip.meta, indent=1, sort_keys=True))
+    if clip_dir.exists():
+        shutil.rmtree(clip_dir)
+    tmp.rename(clip_dir)
+    return clip_dir
+
+
+def load_gt(clip_dir: str | Path) -> dict[str, np.ndarray]:
+    """Ground-truth arrays of a saved clip with masks unpacked to bool."""
+    out: dict[str, np.ndarray] = {}
+    with np.load(Path(clip_dir) / "gt.npz") as z:
+        for k in z.files:
+            if k.endswith("_shape"):
+                continue
+            if k.endswith("_packed"):
+                name = k[: -len("_packed")]
+                shape = tuple(int(s) for s in z[name + "_shape"])
+                out[name] = np.unpackbits(z[k], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+            else:
+                out[k] = z[k]
+    return out
+
+
+def load_clip(clip_dir: str | Path, frames: bool = True) -> Clip:
+    """Read a saved clip back (frames decoded from the mp4, exact audio from the wav)."""
+    import soundfile as sf
+
+    clip_dir = Path(clip_dir)
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    audio, sr = sf.read(str(clip_dir / "audio.wav"), dtype="float32")
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"{clip_dir}: audio is {sr} Hz, expected {SAMPLE_RATE}")
+    vid = read_mp4_frames(clip_dir / "video.mp4") if frames else np.zeros((0, 0, 0, 3), np.uint8)
+    return Clip(vid, audio, meta, load_gt(clip_dir))
+
+
+def is_clip_dir(path: str | Path) -> bool:
+    """A finished clip directory (temporary ones are never named like this)."""
+    p = Path(path)
+    return p.is_dir() and ".tmp" not in p.name and (p / "meta.json").is_file()
+
+
+def manifest_row(clip_dir: str | Path, root: str | Path) -> dict:
+    """One manifest line: where the clip is and what it contains (no arrays)."""
+    meta = json.loads((Path(clip_dir) / "meta.json").read_text())
+    keys = (
+        "split",
+        "prompt",
+        "controls",
+        "style",
+        "num_frames",
+        "height",
+        "width",
+        "speaker",
+        "num_characters",
+        "voice_name",
+        "identity_ids",
+    )
+    row = {"path": str(Path(clip_dir).relative_to(root))}
+    row.update({k: meta[k] for k in keys})
+    return row
+
+
+def write_manifest(root: str | Path) -> Path:
+    """Rewrite ``manifest.jsonl`` from the finished clips under root, sorted by name."""
+    root = Path(root)
+    rows = [manifest_row(p, root) for p in sorted(root.iterdir()) if is_clip_dir(p)]
+    path = root / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return path
+
+
+def read_manifest(root: str | Path) -> list[dict]:
+    """Rows of a dataset's manifest (``path`` is relative to root)."""
+    lines = (Path(root) / "manifest.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def mouth_from_clip_audio(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+    """Recompute the lips ground truth from a clip's audio (equals gt for world clips)."""
+    return mouth_from_audio(clip.audio, clip.num_frames)

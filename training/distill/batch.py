@@ -1,0 +1,272 @@
+"""Condition batches for distillation: one clean latent + everything the DiT is conditioned on.
+
+The stage-1/2 trainer's `training/conditioning.py` did not exist when this was written, so this is
+a minimal stand-alone version of the same idea (merge later). Pass conventions match
+`magicinfinite_core.guidance`:
+
+  FULL      u(T, I, A): prompt text (+ image tokens), audio with the speaker masks;
+  NO_AUDIO  u(T, I, 0): the same with the speaker masks zeroed (the audio layers add nothing);
+  UNCOND    u(0, 0, 0): the empty-prompt text, image tokens masked out, speaker masks zeroed.
+
+The frame-0 portrait latent stays channel-concatenated in every pass (it is the I2V input, not a
+guided condition), as the sampler does.
+
+On disk (`--data DIR` of the distillation CLI) one example is one safetensors file holding the keys
+of `CondBatch` without the batch dimension; `None` fields are simply absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
+from magicinfinite_core.config import DiTConfig
+from magicinfinite_core.guidance import FULL, NO_AUDIO, UNCOND
+from magicinfinite_core.models.dit import concat_image_condition
+
+EXAMPLE_KIND = "magicinfinite-distill-example"
+REQUIRED = ("latents", "txt", "txt_mask", "pooled", "uncond_txt", "uncond_txt_mask", "uncond_pooled")
+
+
+@dataclass
+class CondBatch:
+    """Tensors are batched ([B, ...]); `latents` is the clean video latent (the real data)."""
+
+    latents: torch.Tensor  # [B, C, T, H, W]
+    txt: torch.Tensor  # [B, L, text_dim]
+    txt_mask: torch.Tensor  # [B, L] bool
+    pooled: torch.Tensor  # [B, pooled_dim]
+    uncond_txt: torch.Tensor  # [B, Lu, text_dim] (the empty prompt)
+    uncond_txt_mask: torch.Tensor  # [B, Lu] bool
+    uncond_pooled: torch.Tensor  # [B, pooled_dim]
+    image_latent: torch.Tensor | None = None  # [B, C, 1, H, W] portrait latent (I2V concat)
+    image_tokens: torch.Tensor | None = None  # [B, Li, image_token_dim]
+    audio: torch.Tensor | None = None  # [B, K, T, fpl, window, D]
+    speaker_mask: torch.Tensor | None = None  # [B, K, T, h, w] token-space masks
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.latents.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> CondBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device)
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    def model_inputs(self, rows: int, passes: tuple[str, ...] = (FULL,)) -> tuple[torch.Tensor | None, dict]:
+        """Portrait latent and DiT keyword conditions for `rows` = len(passes) * B inputs, pass-major.
+
+        Building all passes here lets the real score run FULL / NO_AUDIO / UNCOND in one forward.
+        """
+        b, n = self.batch_size, len(passes)
+        if rows != n * b:
+            raise ValueError(f"x has {rows} rows, expected {n} passes x batch {b}")
+        device = self.latents.device
+        txts, masks, pooled, itok_masks, spk = [], [], [], [], []
+        for p in passes:
+            if p not in (FULL, NO_AUDIO, UNCOND):
+                raise ValueError(f"unknown condition pass {p!r}")
+            cond = p != UNCOND
+            txts.append(self.txt if cond else self.uncond_txt)
+            masks.append(self.txt_mask if cond else self.uncond_txt_mask)
+            pooled.append(self.pooled if cond else self.uncond_pooled)
+            if self.image_tokens is not None:
+                m = torch.ones(self.image_tokens.shape[:2], dtype=torch.bool, device=device)
+                itok_masks.append(m if cond else torch.zeros_like(m))
+            if self.speaker_mask is not None:
+                spk.append(self.speaker_mask if p == FULL else torch.zeros_like(self.speaker_mask))
+        length = max(t.shape[1] for t in txts)
+        txt = torch.cat([_pad_tokens(t, length) for t in txts])
+        txt_mask = torch.cat([_pad_tokens(m.bool(), length) for m in masks])
+        image = None if self.image_latent is None else self.image_latent.repeat(n, 1, 1, 1, 1)
+        kwargs = dict(
+            txt=txt,
+            txt_mask=txt_mask,
+            pooled=torch.cat(pooled),
+            image_tokens=None if self.image_tokens is None else self.image_tokens.repeat(n, 1, 1),
+            image_tokens_mask=torch.cat(itok_masks) if itok_masks else None,
+            audio=None if self.audio is None else self.audio.repeat(n, 1, 1, 1, 1, 1),
+            speaker_mask=torch.cat(spk) if spk else None,
+        )
+        return image, kwargs
+
+
+def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
+    if t.shape[1] == length:
+        return t
+    pad = t.new_zeros(t.shape[0], length - t.shape[1], *t.shape[2:])
+    return torch.cat([t, pad], dim=1)
+
+
+def run_dit(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    batch: CondBatch,
+    passes: tuple[str, ...] = (FULL,),
+    image_concat: bool = True,
+) -> torch.Tensor:
+    """Velocity of `model` (a DiT, a peft wrapper of one, or a DDP wrapper) for x at per-row sigma."""
+    image, kw = batch.model_inputs(x.shape[0], passes)
+    x_in = concat_image_condition(x, image) if image_concat else x
+    timestep = (sigma.to(x.device, torch.float32) * 1000.0).expand(x.shape[0])
+    return model(x_in, timestep, **kw)
+
+
+def collate(examples: list[CondBatch]) -> CondBatch:
+    """Stack single examples (no batch dim, as stored on disk) into a batch; pads text tokens."""
+    out = {}
+    for f in fields(CondBatch):
+        vals = [getattr(e, f.name) for e in examples]
+        if any(v is None for v in vals):
+            if not all(v is None for v in vals):
+                raise ValueError(f"field {f.name!r} is present in some examples and missing in others")
+            out[f.name] = None
+            continue
+        if f.name in ("txt", "txt_mask", "uncond_txt", "uncond_txt_mask"):
+            length = max(v.shape[0] for v in vals)
+            vals = [_pad_tokens(v[None], length)[0] for v in vals]
+        out[f.name] = torch.stack(vals)
+    return CondBatch(**out)
+
+
+def save_example(path: str | Path, example: CondBatch) -> Path:
+    """One unbatched example -> safetensors (the `--data` format of the distillation CLI)."""
+    tensors = {f.name: getattr(example, f.name) for f in fields(example) if getattr(example, f.name) is not None}
+    return save_state_dict(path, tensors, kind=EXAMPLE_KIND)
+
+
+def load_example(path: str | Path) -> CondBatch:
+    sd = load_state_dict(path)
+    missing = [k for k in REQUIRED if k not in sd]
+    if missing:
+        raise ValueError(f"{path}: distillation example lacks {missing}")
+    return CondBatch(**{f.name: sd.get(f.name) for f in fields(CondBatch)})
+
+
+class ExampleDir(torch.utils.data.Dataset):
+    """A folder of example safetensors files, sorted by name (so the index order is stable)."""
+
+    def __init__(self, root: str | Path):
+        self.files = sorted(Path(root).glob("*.safetensors"))
+        if not self.files:
+            raise FileNotFoundError(f"no *.safetensors distillation examples in {root}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> CondBatch:
+        return load_example(self.files[i])
+
+
+def synthetic_examples(
+    cfg: DiTConfig,
+    n: int,
+    latent_thw: tuple[int, int, int] = (3, 8, 8),
+    *,
+    text_len: int = 6,
+    speakers: int = 1,
+    seed: int = 0,
+) -> list[CondBatch]:
+    """Seeded random examples shaped for `cfg` (tests, CLI smoke runs before real caches exist).
+
+    The latents get a low-frequency structure (a per-example colour + ramp) so a generator has
+    something non-trivial to match; they are not meant to look like anything.
+    """
+    g = torch.Generator().manual_seed(seed)
+    c, (t, h, w) = cfg.out_channels, latent_thw
+    pt, ph, pw = cfg.patch_size
+    grid = (t // pt, h // ph, w // pw)
+    out = []
+    ramp = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+    for _ in range(n):
+        colour = torch.randn(c, 1, 1, 1, generator=g)
+        latents = colour + 0.5 * ramp * torch.randn(c, 1, 1, 1, generator=g) + 0.1 * torch.randn(
+            c, t, h, w, generator=g
+        )
+        ex = CondBatch(
+            latents=latents,
+            txt=torch.randn(text_len, cfg.text_dim, generator=g),
+            txt_mask=torch.ones(text_len, dtype=torch.bool),
+            pooled=torch.randn(cfg.pooled_dim, generator=g),
+            uncond_txt=torch.zeros(text_len, cfg.text_dim),
+            uncond_txt_mask=torch.cat([torch.ones(1, dtype=torch.bool), torch.zeros(text_len - 1, dtype=torch.bool)]),
+            uncond_pooled=torch.zeros(cfg.pooled_dim),
+            image_latent=latents[:, :1].clone() if cfg.image_concat else None,
+        )
+        if cfg.audio is not None:
+            a = cfg.audio
+            ex.audio = torch.randn(speakers, t, a.frames_per_latent, a.frame_window, a.feature_dim, generator=g)
+            mask = torch.zeros(speakers, *grid)
+            mask[..., grid[1] // 4 : grid[1] - grid[1] // 4, grid[2] // 4 : grid[2] - grid[2] // 4] = 1.0
+            ex.speaker_mask = mask
+        out.append(ex)
+    return out
+
+
+class PreprocessCache(torch.utils.data.Dataset):
+    """The stage-1/2 cache of `training.preprocess` read as distillation examples.
+
+    Uses the first `latent_frames` latent frames of each clip (window 0: it starts at the portrait,
+    whose latent is concatenated as the I2V condition); the empty prompt is `null_text.safetensors`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        latent_frames: int | None = None,
+        split: str | None = "train",
+        image_tokens: bool = True,
+    ):
+        from training.preprocess import read_cache_manifest
+
+        self.root = Path(root)
+        rows = read_cache_manifest(self.root)
+        self.files = [self.root / r["file"] for r in rows if split is None or r.get("split") == split]
+        if not self.files:
+            raise FileNotFoundError(f"no cached clips of split {split!r} in {root}")
+        null = load_state_dict(self.root / "null_text.safetensors")
+        self.null = (null["text_tokens"].float(), null["text_mask"].bool(), null["pooled"].float())
+        self.latent_frames = latent_frames
+        self.image_tokens = image_tokens
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> CondBatch:
+        sd = load_state_dict(self.files[i])
+        t = sd["latent"].shape[1] if self.latent_frames is None else self.latent_frames
+        if sd["latent"].shape[1] < t:
+            raise ValueError(f"{self.files[i]} has {sd['latent'].shape[1]} latent frames, fewer than {t}")
+        latent = sd["latent"][:, :t].float()
+        return CondBatch(
+            latents=latent,
+            txt=sd["text_tokens"].float(),
+            txt_mask=sd["text_mask"].bool(),
+            pooled=sd["pooled"].float(),
+            uncond_txt=self.null[0],
+            uncond_txt_mask=self.null[1],
+            uncond_pooled=self.null[2],
+            image_latent=latent[:, :1].clone(),
+            image_tokens=sd["image_tokens"].float() if self.image_tokens else None,
+            audio=sd["audio"][None, :t].float(),
+            speaker_mask=sd["face_tokens"][None, :t].float(),
+        )
+
+
+def open_examples(
+    root: str | Path, latent_frames: int | None = None, image_tokens: bool = True
+) -> torch.utils.data.Dataset:
+    """A preprocess cache (has manifest.jsonl + null_text.safetensors) or a folder of examples."""
+    root = Path(root)
+    if (root / "manifest.jsonl").is_file() and (root / "null_text.safetensors").is_file():
+        return PreprocessCache(root, latent_frames, image_tokens=image_tokens)
+    return ExampleDir(root)

