@@ -43,6 +43,7 @@ class Clip:
 
     @property
     def num_frames(self) -> int:
+        """Video frames at 25 fps (the audio has 640 samples per frame)."""
         return int(self.frames.shape[0])
 
 

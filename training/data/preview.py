@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         split = "heldout" if i % 4 == 3 else "train"
         size = 64 if i % 3 == 2 else 128
         clips.append(make_clip(clip_seed(a.seed, split, i), split, a.frames, WorldConfig(size, size)))
-        print(f"{i}: {split} {size}px {clips[-1].meta['style']} x{clips[-1].meta['num_characters']}: {clips[-1].meta['prompt']}")
+        print(
+            f"{i}: {split} {size}px {clips[-1].meta['style']} x{clips[-1].meta['num_characters']}: {clips[-1].meta['prompt']}"
+        )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(clips)).save(out)

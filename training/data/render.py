@@ -603,7 +603,6 @@ def _darker(c: Array | list[float], k: float) -> Array:
 def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[float, float]) -> None:
     idn = ch.identity
     st = idn.style
-    n = len(ch.cx)
     pose = _Pose(ch.cx, ch.cy, ch.s, ch.roll, ch.yaw, ch.pitch)
     pt = _Painter(cv, pose, idx, aa=1.0)
     asp = idn.aspect
@@ -1030,7 +1029,6 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             gcol,
             face=True,
         )
-    del n
 
 
 # ----------------------------------------------------------------------------- ground truth

@@ -93,9 +93,11 @@ class Voice:
 
     @property
     def espeak_name(self) -> str:
+        """The ``-v`` argument of espeak-ng, e.g. ``en-us+f3``."""
         return f"{ESPEAK_LANG[self.lang]}+{self.variant}"
 
     def to_dict(self) -> dict:
+        """JSON-able form for meta.json."""
         return asdict(self)
 
 
