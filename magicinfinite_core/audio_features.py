@@ -26,7 +26,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ import torch
 from .audio import LoadedAudio, num_video_frames_for_samples, samples_per_frame
 from .config import AUDIO_SAMPLE_RATE
 from .errors import AudioError, CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import Wav2Vec2Config
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +210,9 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def infer_wav2vec2_config(sd: dict[str, torch.Tensor], overrides: dict[str, Any] | None = None):
+def infer_wav2vec2_config(
+    sd: dict[str, torch.Tensor], overrides: dict[str, Any] | None = None
+) -> Wav2Vec2Config:
     """Build a ``Wav2Vec2Config`` from state-dict shapes (prefix-free keys).
 
     Shapes give hidden size, layer count, FFN size, conv channels/kernels, positional conv kernel and

@@ -124,8 +124,8 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
         raise MaskError(f"image has shape {tuple(a.shape)}; expected [H, W, 3] (RGB) or ComfyUI [1, H, W, 3]")
-    if a.shape[0] < 8 or a.shape[1] < 8:
-        raise MaskError(f"image is {a.shape[1]}x{a.shape[0]} pixels; use a real portrait (at least 64x64)")
+    if a.shape[0] < 32 or a.shape[1] < 32:
+        raise MaskError(f"image is {a.shape[1]}x{a.shape[0]} pixels; use a real portrait (at least 32x32)")
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     a = a[..., :3]
