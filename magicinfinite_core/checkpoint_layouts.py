@@ -97,25 +97,61 @@ _EMB = r"(time_in|guidance_in|txt_in\.t_embedder)"
 _COMFY_RULES: tuple[tuple[str, str, str, str], ...] = (
     (_EMB + r"\.in_layer\.", r"\1.mlp.0.", _EMB + r"\.mlp\.0\.", r"\1.in_layer."),
     (_EMB + r"\.out_layer\.", r"\1.mlp.2.", _EMB + r"\.mlp\.2\.", r"\1.out_layer."),
-    (r"txt_in\.c_embedder\.in_layer\.", "txt_in.c_embedder.linear_1.",
-     r"txt_in\.c_embedder\.linear_1\.", "txt_in.c_embedder.in_layer."),
-    (r"txt_in\.c_embedder\.out_layer\.", "txt_in.c_embedder.linear_2.",
-     r"txt_in\.c_embedder\.linear_2\.", "txt_in.c_embedder.out_layer."),
-    (_BLK_R + r"\.self_attn\.(qkv|proj)\.", r"\1.self_attn_\2.", _BLK_R + r"\.self_attn_(qkv|proj)\.", r"\1.self_attn.\2."),
+    (
+        r"txt_in\.c_embedder\.in_layer\.",
+        "txt_in.c_embedder.linear_1.",
+        r"txt_in\.c_embedder\.linear_1\.",
+        "txt_in.c_embedder.in_layer.",
+    ),
+    (
+        r"txt_in\.c_embedder\.out_layer\.",
+        "txt_in.c_embedder.linear_2.",
+        r"txt_in\.c_embedder\.linear_2\.",
+        "txt_in.c_embedder.out_layer.",
+    ),
+    (
+        _BLK_R + r"\.self_attn\.(qkv|proj)\.",
+        r"\1.self_attn_\2.",
+        _BLK_R + r"\.self_attn_(qkv|proj)\.",
+        r"\1.self_attn.\2.",
+    ),
     (_BLK_R + r"\.mlp\.0\.", r"\1.mlp.fc1.", _BLK_R + r"\.mlp\.fc1\.", r"\1.mlp.0."),
     (_BLK_R + r"\.mlp\.2\.", r"\1.mlp.fc2.", _BLK_R + r"\.mlp\.fc2\.", r"\1.mlp.2."),
     (_BLK_D + r"_mod\.lin\.", r"\1_mod.linear.", _BLK_D + r"_mod\.linear\.", r"\1_mod.lin."),
     (_BLK_D + r"_attn\.(qkv|proj)\.", r"\1_attn_\2.", _BLK_D + r"_attn_(qkv|proj)\.", r"\1_attn.\2."),
-    (_BLK_D + r"_attn\.norm\.query_norm\.scale", r"\1_attn_q_norm.weight",
-     _BLK_D + r"_attn_q_norm\.weight", r"\1_attn.norm.query_norm.scale"),
-    (_BLK_D + r"_attn\.norm\.key_norm\.scale", r"\1_attn_k_norm.weight",
-     _BLK_D + r"_attn_k_norm\.weight", r"\1_attn.norm.key_norm.scale"),
+    (
+        _BLK_D + r"_attn\.norm\.query_norm\.scale",
+        r"\1_attn_q_norm.weight",
+        _BLK_D + r"_attn_q_norm\.weight",
+        r"\1_attn.norm.query_norm.scale",
+    ),
+    (
+        _BLK_D + r"_attn\.norm\.key_norm\.scale",
+        r"\1_attn_k_norm.weight",
+        _BLK_D + r"_attn_k_norm\.weight",
+        r"\1_attn.norm.key_norm.scale",
+    ),
     (_BLK_D + r"_mlp\.0\.", r"\1_mlp.fc1.", _BLK_D + r"_mlp\.fc1\.", r"\1_mlp.0."),
     (_BLK_D + r"_mlp\.2\.", r"\1_mlp.fc2.", _BLK_D + r"_mlp\.fc2\.", r"\1_mlp.2."),
-    (_BLK_S + r"\.norm\.query_norm\.scale", r"\1.q_norm.weight", _BLK_S + r"\.q_norm\.weight", r"\1.norm.query_norm.scale"),
-    (_BLK_S + r"\.norm\.key_norm\.scale", r"\1.k_norm.weight", _BLK_S + r"\.k_norm\.weight", r"\1.norm.key_norm.scale"),
-    (_BLK_S + r"\.modulation\.lin\.", r"\1.modulation.linear.", _BLK_S + r"\.modulation\.linear\.", r"\1.modulation.lin."),
-)  # fmt: skip
+    (
+        _BLK_S + r"\.norm\.query_norm\.scale",
+        r"\1.q_norm.weight",
+        _BLK_S + r"\.q_norm\.weight",
+        r"\1.norm.query_norm.scale",
+    ),
+    (
+        _BLK_S + r"\.norm\.key_norm\.scale",
+        r"\1.k_norm.weight",
+        _BLK_S + r"\.k_norm\.weight",
+        r"\1.norm.key_norm.scale",
+    ),
+    (
+        _BLK_S + r"\.modulation\.lin\.",
+        r"\1.modulation.linear.",
+        _BLK_S + r"\.modulation\.linear\.",
+        r"\1.modulation.lin.",
+    ),
+)
 _TO_ORIGINAL = [(re.compile("^" + a), b) for a, b, _, _ in _COMFY_RULES]
 _TO_COMFY = [(re.compile("^" + c), d) for _, _, c, d in _COMFY_RULES]
 
@@ -211,7 +247,9 @@ def scan_safetensors(path: Path) -> FileScan:
     for key, info in sorted(header.items(), key=lambda kv: kv[1].get("data_offsets", [0, 0])[0]):
         dtype = _ST_DTYPES.get(info.get("dtype", ""))
         if dtype is None:
-            return FileScan(entries, metadata, past_end, f"tensor {key!r} has unsupported dtype {info.get('dtype')}")
+            return FileScan(
+                entries, metadata, past_end, f"tensor {key!r} has unsupported dtype {info.get('dtype')}"
+            )
         entries[key] = TensorEntry(path, key, dtype, tuple(int(s) for s in info["shape"]))
         if int(info["data_offsets"][1]) > data_size:
             past_end.append(key)
@@ -327,13 +365,21 @@ def _vote(keys: Iterable[str]) -> dict[str, str]:
     """Layout -> first key that only that layout uses."""
     votes: dict[str, str] = {}
     for k in keys:
-        if k.startswith(("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.")):
+        if k.startswith(
+            ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.")
+        ):
             votes.setdefault("diffusers", k)
-        elif re.search(r"(_mod\.lin\.|_attn\.qkv\.|_attn\.proj\.|query_norm\.scale|key_norm\.scale|"
-                       r"modulation\.lin\.|^time_in\.in_layer\.|self_attn\.qkv\.|c_embedder\.in_layer\.)", k):  # fmt: skip
+        elif re.search(
+            r"(_mod\.lin\.|_attn\.qkv\.|_attn\.proj\.|query_norm\.scale|key_norm\.scale|"
+            r"modulation\.lin\.|^time_in\.in_layer\.|self_attn\.qkv\.|c_embedder\.in_layer\.)",
+            k,
+        ):
             votes.setdefault("comfyui", k)
-        elif re.search(r"(_mod\.linear\.|_attn_qkv\.|_attn_proj\.|_q_norm\.weight|_k_norm\.weight|"
-                       r"modulation\.linear\.|^time_in\.mlp\.|self_attn_qkv\.|c_embedder\.linear_1\.)", k):  # fmt: skip
+        elif re.search(
+            r"(_mod\.linear\.|_attn_qkv\.|_attn_proj\.|_q_norm\.weight|_k_norm\.weight|"
+            r"modulation\.linear\.|^time_in\.mlp\.|self_attn_qkv\.|c_embedder\.linear_1\.)",
+            k,
+        ):
             votes.setdefault("original", k)
     return votes
 
@@ -341,11 +387,16 @@ def _vote(keys: Iterable[str]) -> dict[str, str]:
 def _what_else(keys: list[str]) -> str | None:
     """Name the kind of model a non-transformer file holds, so the message can redirect the user."""
     ks = set(keys)
-    if any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.down.", "decoder.up.")) for k in ks):
+    if any(
+        k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.down.", "decoder.up."))
+        for k in ks
+    ):
         return "a VAE (put it in ComfyUI/models/vae and load it with vae_layouts.load_vae)"
     if any("feature_extractor.conv_layers" in k for k in ks):
         return "a wav2vec2 audio encoder (put it in ComfyUI/models/audio_encoders)"
-    if any(k.startswith(("text_model.", "model.layers.", "language_model.", "model.language_model.")) for k in ks):
+    if any(
+        k.startswith(("text_model.", "model.layers.", "language_model.", "model.language_model.")) for k in ks
+    ):
         return "a text encoder (put it in ComfyUI/models/text_encoders)"
     return None
 
@@ -365,7 +416,13 @@ def detect_layout(path: str | Path) -> CheckpointInfo:
         scan = scan_safetensors(f)
         if scan.problem:
             layout = _guess_layout(list(scan.entries))
-            raise _fail(f, f"layout detected: {layout}", None, f"the file is damaged: {scan.problem}", "Download it again.")
+            raise _fail(
+                f,
+                f"layout detected: {layout}",
+                None,
+                f"the file is damaged: {scan.problem}",
+                "Download it again.",
+            )
         entries.update(scan.entries)
         metadata.update(scan.metadata)
         past_end += [(f, k) for k in scan.past_end]
@@ -385,13 +442,24 @@ def detect_layout(path: str | Path) -> CheckpointInfo:
     if layout == "unknown":
         other = _what_else(list(entries))
         first = next(iter(entries), None)
-        what = f"this is {other}, not a HunyuanVideo transformer" if other else (
-            "no HunyuanVideo transformer keys found (expected e.g. 'double_blocks.0.img_attn_qkv.weight')"
+        what = (
+            f"this is {other}, not a HunyuanVideo transformer"
+            if other
+            else (
+                "no HunyuanVideo transformer keys found (expected e.g. 'double_blocks.0.img_attn_qkv.weight')"
+            )
         )
-        raise _fail(path, "layout detected: unknown", first, what,
-                    "Choose a HunyuanVideo / MagicInfinite transformer file from models/diffusion_models.")  # fmt: skip
+        raise _fail(
+            path,
+            "layout detected: unknown",
+            first,
+            what,
+            "Choose a HunyuanVideo / MagicInfinite transformer file from models/diffusion_models.",
+        )
     votes = _vote(stripped)
-    mixed = [name for name in votes if name != layout and not (layout == "magicinfinite" and name == "original")]
+    mixed = [
+        name for name in votes if name != layout and not (layout == "magicinfinite" and name == "original")
+    ]
     if mixed:
         raise _fail(
             path,
@@ -403,7 +471,9 @@ def detect_layout(path: str | Path) -> CheckpointInfo:
     return info
 
 
-def _guess_layout(keys: list[str], metadata: dict[str, str] | None = None, dconfig: dict | None = None) -> str:
+def _guess_layout(
+    keys: list[str], metadata: dict[str, str] | None = None, dconfig: dict | None = None
+) -> str:
     if metadata and metadata.get(FORMAT_KEY, "").startswith("magicinfinite"):
         return "magicinfinite"
     votes = _vote(keys)
@@ -447,18 +517,28 @@ def _orphan_scales(keys: Iterable[str]) -> list[str]:
     return [k for k in ks if k.endswith(_SCALE_SUFFIXES) and k.rsplit(".", 1)[0] + ".weight" not in ks]
 
 
-def to_original(info: CheckpointInfo, sd: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None,
-                mlp_ratio: float = 4.0) -> dict[str, torch.Tensor]:  # fmt: skip
+def to_original(
+    info: CheckpointInfo,
+    sd: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype | None = None,
+    mlp_ratio: float = 4.0,
+) -> dict[str, torch.Tensor]:
     """Prefix-free tensors of `info`'s layout -> original names (dequantised, cast to `dtype`)."""
     sd = _dequantize(sd, dtype)
     try:
-        return convert_state_dict(sd, "original" if info.layout == "magicinfinite" else info.layout,
-                                  "original", mlp_ratio=mlp_ratio)  # fmt: skip
+        return convert_state_dict(
+            sd, "original" if info.layout == "magicinfinite" else info.layout, "original", mlp_ratio=mlp_ratio
+        )
     except KeyError as e:  # key_maps names the key it cannot place
         key = e.args[0].split("'")[1] if "'" in str(e.args[0]) else str(e.args[0])
-        raise _fail(info.file_of(key), info.describe(), info.prefix + key,
-                    "this key has no place in the HunyuanVideo transformer",
-                    "The file is not a HunyuanVideo diffusers transformer; check what it holds.") from None  # fmt: skip
+        raise _fail(
+            info.file_of(key),
+            info.describe(),
+            info.prefix + key,
+            "this key has no place in the HunyuanVideo transformer",
+            "The file is not a HunyuanVideo diffusers transformer; check what it holds.",
+        ) from None
 
 
 def meta_state_dict(info: CheckpointInfo) -> dict[str, torch.Tensor]:
@@ -515,8 +595,9 @@ def infer_dit_config(sd: dict[str, torch.Tensor], *, with_audio: bool = True) ->
     for preset in DIT_PRESETS.values():
         probe = replace(preset, audio=None)
         if all(getattr(probe, k) == v for k, v in kw.items() if k != "image_token_dim"):
-            return replace(preset, image_token_dim=kw["image_token_dim"],
-                           audio=preset.audio if with_audio else None)  # fmt: skip
+            return replace(
+                preset, image_token_dim=kw["image_token_dim"], audio=preset.audio if with_audio else None
+            )
     if head_dim != 128:
         raise CheckpointError(
             f"transformer shape (hidden {hidden}, head_dim {head_dim}) matches no preset and RoPE dims "
@@ -571,8 +652,9 @@ def diffusers_config(cfg: DiTConfig) -> dict[str, Any]:
     }
 
 
-def resolve_config(infos: Sequence[CheckpointInfo], converted: dict[str, torch.Tensor],
-                   *, with_audio: bool = True) -> DiTConfig:  # fmt: skip
+def resolve_config(
+    infos: Sequence[CheckpointInfo], converted: dict[str, torch.Tensor], *, with_audio: bool = True
+) -> DiTConfig:
     """Config from (in order): our metadata in an overlay or the base file, diffusers config.json, shapes."""
     for info in reversed(infos):
         if CONFIG_KEY in info.metadata:
@@ -580,8 +662,10 @@ def resolve_config(infos: Sequence[CheckpointInfo], converted: dict[str, torch.T
     base = infer_dit_config(converted, with_audio=with_audio)
     dc = infos[0].diffusers_config
     if dc is not None and dc.get("_class_name") == "HunyuanVideoTransformer3DModel":
-        base = replace(base, **{k: v for k, v in dit_config_from_diffusers(dc).items()
-                               if k in ("rope_dims", "rope_theta")})  # fmt: skip
+        base = replace(
+            base,
+            **{k: v for k, v in dit_config_from_diffusers(dc).items() if k in ("rope_dims", "rope_theta")},
+        )
     return base
 
 
@@ -612,23 +696,37 @@ def check_plan(
     covered: set[str] = set()
     for info, converted in planned:
         unexpected = [k for k in converted if k not in model_shapes]
-        misshapen = [k for k in converted if k in model_shapes and tuple(converted[k].shape) != model_shapes[k]]
+        misshapen = [
+            k for k in converted if k in model_shapes and tuple(converted[k].shape) != model_shapes[k]
+        ]
         if unexpected or misshapen:
             key = (unexpected or misshapen)[0]
             src = original_key_to_comfyui(key) if info.layout == "comfyui" else key
             if key in misshapen:
                 got, want = tuple(converted[key].shape), model_shapes[key]
-                what = (f"shape {got} in the file but {want} in the model ({len(misshapen)} keys differ in shape, "
-                        f"{len(unexpected)} unexpected)" + _audio_hint(key, got, want, cfg))  # fmt: skip
+                what = (
+                    f"shape {got} in the file but {want} in the model ({len(misshapen)} keys differ in shape, "
+                    f"{len(unexpected)} unexpected)" + _audio_hint(key, got, want, cfg)
+                )
             else:
                 what = f"the model has no such weight ({len(unexpected)} unexpected keys, {len(misshapen)} misshapen)"
-            raise _fail(info.file_of(src), info.describe(), info.prefix + src, what,
-                        "Check that the file is the model you meant and pass the matching cfg= (or let "
-                        "load_transformer infer it).")  # fmt: skip
+            raise _fail(
+                info.file_of(src),
+                info.describe(),
+                info.prefix + src,
+                what,
+                "Check that the file is the model you meant and pass the matching cfg= (or let "
+                "load_transformer infer it).",
+            )
         orphans = _orphan_scales(info.entries)
         if orphans:
-            raise _fail(info.file_of(orphans[0]), info.describe(), info.prefix + orphans[0],
-                        "an fp8 scale without its weight", "The file is damaged; download it again.")  # fmt: skip
+            raise _fail(
+                info.file_of(orphans[0]),
+                info.describe(),
+                info.prefix + orphans[0],
+                "an fp8 scale without its weight",
+                "The file is damaged; download it again.",
+            )
         covered |= set(converted)
     missing = [k for k in model_shapes if k not in covered and not k.startswith(allow_missing)]
     if missing:
@@ -682,8 +780,9 @@ def iter_original_groups(
             try:
                 handles[f] = safe_open(str(f), framework="pt", device=str(device))
             except Exception as e:  # safetensors raises its own error types
-                raise _fail(f, info.describe(), None, f"safetensors cannot open it ({e})",
-                            "Download the file again.") from e  # fmt: skip
+                raise _fail(
+                    f, info.describe(), None, f"safetensors cannot open it ({e})", "Download the file again."
+                ) from e
         for keys in groups.values():
             raw = {k: handles[info.entries[k].file].get_tensor(info.prefix + k) for k in keys}
             yield to_original(info, raw, dtype=dtype, mlp_ratio=mlp_ratio)
@@ -709,8 +808,12 @@ def _materialise_audio(model: MagicInfiniteDiT, device: str | torch.device, dtyp
 
     with torch.device(device):
         slots: list[tuple[nn.Module, str, Any]] = [(model, "audio_proj", lambda: AudioProjection(cfg.audio))]
-        slots += [(model.audio_double_blocks, str(i), fresh_xattn) for i in range(len(model.audio_double_blocks))]
-        slots += [(model.audio_single_blocks, str(i), fresh_xattn) for i in range(len(model.audio_single_blocks))]
+        slots += [
+            (model.audio_double_blocks, str(i), fresh_xattn) for i in range(len(model.audio_double_blocks))
+        ]
+        slots += [
+            (model.audio_single_blocks, str(i), fresh_xattn) for i in range(len(model.audio_single_blocks))
+        ]
         for parent, name, make in slots:
             st = state(parent[int(name)] if isinstance(parent, nn.ModuleList) else getattr(parent, name))
             if st == "partial":
@@ -737,7 +840,9 @@ def plan_load(
     infos = [detect_layout(path)] + [detect_layout(p) for p in overlays]
     planned = []
     for info in infos:
-        planned.append((info, to_original(info, meta_state_dict(info), dtype=None, mlp_ratio=_mlp_ratio_of(info))))
+        planned.append(
+            (info, to_original(info, meta_state_dict(info), dtype=None, mlp_ratio=_mlp_ratio_of(info)))
+        )
     if cfg is None:
         merged: dict[str, torch.Tensor] = {}
         for _, conv in planned:
@@ -767,8 +872,9 @@ def load_transformer(
     metadata, diffusers config.json or the shapes + presets). Audio layers absent from every file keep
     their zero-initialised start unless `allow_missing_audio=False`.
     """
-    cfg, infos = plan_load(path, cfg, overlays=overlays, allow_missing_audio=allow_missing_audio,
-                           with_audio=with_audio)  # fmt: skip
+    cfg, infos = plan_load(
+        path, cfg, overlays=overlays, allow_missing_audio=allow_missing_audio, with_audio=with_audio
+    )
     with torch.device("meta"):
         model = MagicInfiniteDiT(cfg)
     for info in infos:
@@ -779,8 +885,13 @@ def load_transformer(
         if all(k.startswith(AUDIO_PREFIXES) for k in left):
             _materialise_audio(model, device, dtype)
         else:  # check_plan rules this out; keep the guard so a half-loaded model never escapes
-            raise _fail(infos[0].path, infos[0].describe(), left[0], "weight was never loaded",
-                        "Report this as a bug with the file's name.")  # fmt: skip
+            raise _fail(
+                infos[0].path,
+                infos[0].describe(),
+                left[0],
+                "weight was never loaded",
+                "Report this as a bug with the file's name.",
+            )
     return model.eval()
 
 
@@ -892,7 +1003,9 @@ def wav2vec2_feature_dim(path: str | Path) -> int:
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise CheckpointError(f"{path}: no config.json; point to a HF wav2vec2 folder or a .safetensors file")
+            raise CheckpointError(
+                f"{path}: no config.json; point to a HF wav2vec2 folder or a .safetensors file"
+            )
         c = json.loads(cfg_file.read_text())
         return int(c["num_hidden_layers"]) * int(c["hidden_size"])
     if not path.is_file():
@@ -938,7 +1051,11 @@ def list_model_files(folder: str | Path) -> list[str]:
         rel = p.relative_to(folder).as_posix()
         if p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
             found.append(rel)
-        elif p.is_file() and p.name.endswith(".safetensors.index.json") and not (p.parent / "config.json").is_file():
+        elif (
+            p.is_file()
+            and p.name.endswith(".safetensors.index.json")
+            and not (p.parent / "config.json").is_file()
+        ):
             found.append(rel)
         elif (
             p.is_file()

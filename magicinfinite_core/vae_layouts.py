@@ -39,7 +39,9 @@ _ATTN_INV = {v: k for k, v in _ATTN.items()}
 def _num_up(keys: list[str], pattern: str) -> int:
     ids = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
     if not ids:
-        raise CheckpointError(f"no decoder up blocks found (expected keys like {pattern!r}); not a HunyuanVideo VAE")
+        raise CheckpointError(
+            f"no decoder up blocks found (expected keys like {pattern!r}); not a HunyuanVideo VAE"
+        )
     return max(ids) + 1
 
 
@@ -50,12 +52,21 @@ def comfyui_vae_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     for key, v in sd.items():
         k = re.sub(r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2.", key)
         k = re.sub(r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0.", k)
-        k = re.sub(r"^decoder\.up\.(\d+)\.block\.(\d+)\.",
-                   lambda m: f"decoder.up_blocks.{n - 1 - int(m.group(1))}.resnets.{m.group(2)}.", k)  # fmt: skip
-        k = re.sub(r"^decoder\.up\.(\d+)\.upsample\.",
-                   lambda m: f"decoder.up_blocks.{n - 1 - int(m.group(1))}.upsamplers.0.", k)  # fmt: skip
-        k = re.sub(r"^(encoder|decoder)\.mid\.block_(\d+)\.",
-                   lambda m: f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}.", k)  # fmt: skip
+        k = re.sub(
+            r"^decoder\.up\.(\d+)\.block\.(\d+)\.",
+            lambda m: f"decoder.up_blocks.{n - 1 - int(m.group(1))}.resnets.{m.group(2)}.",
+            k,
+        )
+        k = re.sub(
+            r"^decoder\.up\.(\d+)\.upsample\.",
+            lambda m: f"decoder.up_blocks.{n - 1 - int(m.group(1))}.upsamplers.0.",
+            k,
+        )
+        k = re.sub(
+            r"^(encoder|decoder)\.mid\.block_(\d+)\.",
+            lambda m: f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}.",
+            k,
+        )
         if m := re.match(r"^(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)$", k):
             k = f"{m.group(1)}.mid_block.attentions.0.{_ATTN[m.group(2)]}.{m.group(3)}"
             if m.group(2) != "norm" and m.group(3) == "weight":
@@ -73,13 +84,25 @@ def diffusers_vae_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     for key, v in sd.items():
         k = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2.", key)
         k = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", k)
-        k = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
-                   lambda m: f"decoder.up.{n - 1 - int(m.group(1))}.block.{m.group(2)}.", k)  # fmt: skip
-        k = re.sub(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-                   lambda m: f"decoder.up.{n - 1 - int(m.group(1))}.upsample.", k)  # fmt: skip
-        k = re.sub(r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.",
-                   lambda m: f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.", k)  # fmt: skip
-        if m := re.match(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$", k):  # fmt: skip
+        k = re.sub(
+            r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+            lambda m: f"decoder.up.{n - 1 - int(m.group(1))}.block.{m.group(2)}.",
+            k,
+        )
+        k = re.sub(
+            r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.up.{n - 1 - int(m.group(1))}.upsample.",
+            k,
+        )
+        k = re.sub(
+            r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.",
+            lambda m: f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.",
+            k,
+        )
+        if m := re.match(
+            r"^(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$",
+            k,
+        ):
             k = f"{m.group(1)}.mid.attn_1.{_ATTN_INV[m.group(2)]}.{m.group(3)}"
             if m.group(2) != "group_norm" and m.group(3) == "weight":
                 v = v.reshape(*v.shape, 1, 1, 1)
@@ -131,12 +154,20 @@ def detect_vae_layout(path: str | Path) -> VAEInfo:
         file = path
     scan = scan_safetensors(file)
     if scan.problem:
-        raise _err(file, "layout detected: unknown", None, f"the file is damaged: {scan.problem}", "Download it again.")
+        raise _err(
+            file,
+            "layout detected: unknown",
+            None,
+            f"the file is damaged: {scan.problem}",
+            "Download it again.",
+        )
     keys = list(scan.entries)
     prefix = next((p for p in _PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
     stripped = {k[len(prefix) :]: e for k, e in scan.entries.items()}
     names = list(stripped)
-    if any(re.match(r"(encoder\.down_blocks|decoder\.up_blocks|(en|de)coder\.mid_block)\.", k) for k in names):
+    if any(
+        re.match(r"(encoder\.down_blocks|decoder\.up_blocks|(en|de)coder\.mid_block)\.", k) for k in names
+    ):
         layout = "diffusers"
     elif any(re.match(r"(encoder\.down|decoder\.up)\.\d+\.|(en|de)coder\.mid\.block_1\.", k) for k in names):
         layout = "comfyui"
@@ -144,20 +175,30 @@ def detect_vae_layout(path: str | Path) -> VAEInfo:
         layout = "unknown"
     info = VAEInfo(path, layout, prefix, file, stripped, config)
     if scan.past_end:
-        raise _err(file, info.describe(), scan.past_end[0],
-                   f"the file is truncated ({len(scan.past_end)} tensors lie past its end)",
-                   "The download or copy was interrupted; download the file again.")  # fmt: skip
+        raise _err(
+            file,
+            info.describe(),
+            scan.past_end[0],
+            f"the file is truncated ({len(scan.past_end)} tensors lie past its end)",
+            "The download or copy was interrupted; download the file again.",
+        )
     if layout == "unknown":
         what = "no HunyuanVideo VAE keys (expected e.g. 'decoder.conv_in.conv.weight' with up/down blocks)"
-        if any(k.startswith(("double_blocks.", "transformer_blocks.", "model.diffusion_model.")) for k in keys):
+        if any(
+            k.startswith(("double_blocks.", "transformer_blocks.", "model.diffusion_model.")) for k in keys
+        ):
             what = "this is a video transformer, not a VAE (put it in ComfyUI/models/diffusion_models)"
         raise _err(file, info.describe(), keys[0] if keys else None, what, "Choose a HunyuanVideo VAE file.")
     conv_in = stripped.get("decoder.conv_in.conv.weight")
     if conv_in is None or len(conv_in.shape) != 5:
         first = "decoder.conv_in.conv.weight" if conv_in is None else prefix + "decoder.conv_in.conv.weight"
-        raise _err(file, info.describe(), first,
-                   "not a causal 3D VAE (2D image VAEs share these names)",
-                   "Use the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors).")  # fmt: skip
+        raise _err(
+            file,
+            info.describe(),
+            first,
+            "not a causal 3D VAE (2D image VAEs share these names)",
+            "Use the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors).",
+        )
     return info
 
 
@@ -167,16 +208,30 @@ def infer_vae_config(shapes: dict[str, tuple[int, ...]], *, causal_norm: bool | 
     GroupNorm's group count and the latent scaling factor are not in the weights: a preset with the
     same channels supplies them (HunyuanVideo: 32 groups, 0.476986), else 32 and 1.0.
     """
-    n_blocks = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k)))
+    n_blocks = 1 + max(
+        int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))
+    )
     blocks = tuple(shapes[f"encoder.down_blocks.{i}.resnets.0.conv2.conv.weight"][0] for i in range(n_blocks))
-    layers = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k)))
+    layers = 1 + max(
+        int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k))
+    )
     latent = shapes["decoder.conv_in.conv.weight"][1]
     attn = "encoder.mid_block.attentions.0.to_q.weight" in shapes
-    base = VAEConfig(latent_channels=latent, block_out_channels=blocks, layers_per_block=layers,
-                     norm_num_groups=32, mid_block_add_attention=attn, causal_norm=False)  # fmt: skip
+    base = VAEConfig(
+        latent_channels=latent,
+        block_out_channels=blocks,
+        layers_per_block=layers,
+        norm_num_groups=32,
+        mid_block_add_attention=attn,
+        causal_norm=False,
+    )
     for preset in VAE_PRESETS.values():
-        if (preset.latent_channels, preset.block_out_channels, preset.layers_per_block,
-                preset.mid_block_add_attention) == (latent, blocks, layers, attn):  # fmt: skip
+        if (
+            preset.latent_channels,
+            preset.block_out_channels,
+            preset.layers_per_block,
+            preset.mid_block_add_attention,
+        ) == (latent, blocks, layers, attn):
             base = preset
             break
     return base if causal_norm is None else replace(base, causal_norm=causal_norm)
@@ -230,19 +285,31 @@ def load_vae(
     missing = [k for k in own if k not in sd]
     if unexpected or misshapen or missing:
         key = (misshapen or unexpected or missing)[0]
-        shown = info.prefix + (diffusers_vae_to_comfyui({key: sd.get(key, torch.empty(0))}).popitem()[0]
-                               if info.layout == "comfyui" and key in sd else key)  # fmt: skip
-        raise _err(info.file, info.describe(), shown,
-                   f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshapen)} misshapen keys for "
-                   f"the VAE config {cfg.block_out_channels}/{cfg.latent_channels} latent channels",
-                   "Use the HunyuanVideo VAE or pass the matching cfg=.")  # fmt: skip
+        shown = info.prefix + (
+            diffusers_vae_to_comfyui({key: sd.get(key, torch.empty(0))}).popitem()[0]
+            if info.layout == "comfyui" and key in sd
+            else key
+        )
+        raise _err(
+            info.file,
+            info.describe(),
+            shown,
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshapen)} misshapen keys for "
+            f"the VAE config {cfg.block_out_channels}/{cfg.latent_channels} latent channels",
+            "Use the HunyuanVideo VAE or pass the matching cfg=.",
+        )
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return VideoVAE(cfg, model.eval())
 
 
-def save_vae(path: str | Path, vae: VideoVAE | AutoencoderKLHunyuanVideo, *, layout: str = "comfyui",
-             dtype: torch.dtype | None = None) -> Path:  # fmt: skip
+def save_vae(
+    path: str | Path,
+    vae: VideoVAE | AutoencoderKLHunyuanVideo,
+    *,
+    layout: str = "comfyui",
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write a VAE as one file in ComfyUI's layout or with diffusers/original names."""
     model = vae.model if isinstance(vae, VideoVAE) else vae
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

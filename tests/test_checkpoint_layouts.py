@@ -28,7 +28,9 @@ DATA = Path(__file__).parent / "data"
 
 
 def diffusers_model(cfg: DiTConfig) -> HunyuanVideoTransformer3DModel:
-    return HunyuanVideoTransformer3DModel(**{k: v for k, v in cl.diffusers_config(cfg).items() if k != "_class_name"})
+    return HunyuanVideoTransformer3DModel(
+        **{k: v for k, v in cl.diffusers_config(cfg).items() if k != "_class_name"}
+    )
 
 
 def meta_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -36,7 +38,10 @@ def meta_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def comfy_13b() -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v) for k, v in json.loads((DATA / "comfyui_hunyuan_video_i2v_13b_keys.json").read_text())["keys"].items()}
+    return {
+        k: tuple(v)
+        for k, v in json.loads((DATA / "comfyui_hunyuan_video_i2v_13b_keys.json").read_text())["keys"].items()
+    }
 
 
 def fake_info(layout: str, shapes: dict[str, tuple[int, ...]], prefix: str = "", dtype=torch.bfloat16):
@@ -140,8 +145,14 @@ def tiny(tmp_path_factory):
     pooled = torch.randn(1, cfg.pooled_dim, generator=g)
     with torch.no_grad():
         expected = ref(x, t, txt, mask, pooled, return_dict=False)[0]
-    return dict(cfg=cfg, ref=ref, original=original, inputs=(x, t, txt, mask, pooled), expected=expected,
-                dir=tmp_path_factory.mktemp("layouts"))  # fmt: skip
+    return dict(
+        cfg=cfg,
+        ref=ref,
+        original=original,
+        inputs=(x, t, txt, mask, pooled),
+        expected=expected,
+        dir=tmp_path_factory.mktemp("layouts"),
+    )
 
 
 def run(model: MagicInfiniteDiT, inputs) -> torch.Tensor:
@@ -152,10 +163,19 @@ def run(model: MagicInfiniteDiT, inputs) -> torch.Tensor:
 def save_all_layouts(t) -> dict[str, Path]:
     d, cfg, sd = t["dir"], t["cfg"], t["original"]
     paths = {
-        "original": cl.save_transformer(d / "mp_rank_00_model_states.safetensors", sd, cfg=cfg, prefix="module."),
-        "comfyui": cl.save_transformer(d / "hunyuan_video_i2v_tiny.safetensors", sd, layout="comfyui", cfg=cfg,
-                                       prefix="model.diffusion_model."),  # fmt: skip
-        "diffusers": cl.save_transformer(d / "transformer", sd, layout="diffusers", cfg=cfg, max_shard_bytes=60_000),
+        "original": cl.save_transformer(
+            d / "mp_rank_00_model_states.safetensors", sd, cfg=cfg, prefix="module."
+        ),
+        "comfyui": cl.save_transformer(
+            d / "hunyuan_video_i2v_tiny.safetensors",
+            sd,
+            layout="comfyui",
+            cfg=cfg,
+            prefix="model.diffusion_model.",
+        ),
+        "diffusers": cl.save_transformer(
+            d / "transformer", sd, layout="diffusers", cfg=cfg, max_shard_bytes=60_000
+        ),
         "original_sharded": cl.save_transformer(d / "orig_shards", sd, cfg=cfg, max_shard_bytes=80_000),
     }
     paths["original_sharded"] = paths["original_sharded"] / "model.safetensors.index.json"
@@ -188,7 +208,9 @@ def test_missing_audio_layers_start_at_zero_effect(tiny, saved):
     cfg = model.cfg
     x, t, txt, mask, pooled = tiny["inputs"]
     n_lat = x.shape[2]
-    audio = torch.randn(1, 1, n_lat, cfg.audio.frames_per_latent, cfg.audio.frame_window, cfg.audio.feature_dim)
+    audio = torch.randn(
+        1, 1, n_lat, cfg.audio.frames_per_latent, cfg.audio.frame_window, cfg.audio.feature_dim
+    )
     grid = model.token_grid(tuple(x.shape[2:]))
     with torch.no_grad():
         with_audio = model(x, t, txt, mask, pooled, audio=audio, speaker_mask=torch.ones(1, 1, *grid))
@@ -205,8 +227,9 @@ def test_stage2_overlay_supplies_audio_layers(tiny, saved, tmp_path):
             if n.startswith(AUDIO_PREFIXES):
                 p.normal_(0, 0.02)
     audio_only = {k: v for k, v in stage2.state_dict().items() if k.startswith(AUDIO_PREFIXES)}
-    overlay = cl.save_transformer(tmp_path / "magicinfinite_stage2.safetensors", audio_only, layout="magicinfinite",
-                                  cfg=tiny["cfg"])  # fmt: skip
+    overlay = cl.save_transformer(
+        tmp_path / "magicinfinite_stage2.safetensors", audio_only, layout="magicinfinite", cfg=tiny["cfg"]
+    )
     model = cl.load_transformer(saved["diffusers"], overlays=[overlay], dtype=torch.float32)
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in audio_only.items())
@@ -232,13 +255,21 @@ def test_round_trips_are_exact(tiny, saved, tmp_path):
 
 def test_bf16_and_fp8_scaled_files_dequantise(tiny, tmp_path):
     cfg, sd = tiny["cfg"], tiny["original"]
-    bf16 = cl.save_transformer(tmp_path / "bf16.safetensors", sd, layout="comfyui", cfg=cfg, dtype=torch.bfloat16)
+    bf16 = cl.save_transformer(
+        tmp_path / "bf16.safetensors", sd, layout="comfyui", cfg=cfg, dtype=torch.bfloat16
+    )
     m16 = cl.load_transformer(bf16, dtype=torch.float32)
     key = "double_blocks.0.img_attn_qkv.weight"
     assert torch.equal(m16.state_dict()[key], sd[key].to(torch.bfloat16).float())
 
-    fp8 = cl.save_transformer(tmp_path / "fp8_scaled.safetensors", sd, layout="comfyui", cfg=cfg, fp8_scaled=True,
-                              prefix="model.diffusion_model.")  # fmt: skip
+    fp8 = cl.save_transformer(
+        tmp_path / "fp8_scaled.safetensors",
+        sd,
+        layout="comfyui",
+        cfg=cfg,
+        fp8_scaled=True,
+        prefix="model.diffusion_model.",
+    )
     raw = load_file(str(fp8))
     assert raw["model.diffusion_model.double_blocks.0.img_attn.qkv.weight"].dtype == torch.float8_e4m3fn
     assert "model.diffusion_model.double_blocks.0.img_attn.qkv.scale_weight" in raw
@@ -254,7 +285,11 @@ def test_bf16_and_fp8_scaled_files_dequantise(tiny, tmp_path):
     assert diff < 0.1 * tiny["expected"].abs().max().item()
 
     # the newer ComfyUI mixed-precision naming: <layer>.weight_scale (+ input_scale)
-    renamed = {k.replace(".scale_weight", ".weight_scale"): v for k, v in raw.items() if k != "model.diffusion_model.scaled_fp8"}
+    renamed = {
+        k.replace(".scale_weight", ".weight_scale"): v
+        for k, v in raw.items()
+        if k != "model.diffusion_model.scaled_fp8"
+    }
     renamed["model.diffusion_model.double_blocks.0.img_attn.qkv.input_scale"] = torch.tensor(1.0)
     save_file(renamed, str(tmp_path / "mixed.safetensors"))
     mm = cl.load_transformer(tmp_path / "mixed.safetensors", dtype=torch.float32)
@@ -296,8 +331,10 @@ def test_mixed_and_mislabelled_files(tiny, tmp_path):
     assert "first bad key: 'double_blocks.1.img_attn_qkv.weight'" in str(e.value)
 
     # a VAE named like a transformer
-    save_file({"encoder.down_blocks.0.resnets.0.conv1.conv.weight": torch.zeros(2, 2, 1, 1, 1)},
-              str(tmp_path / "hunyuan_video_720_bf16.safetensors"))  # fmt: skip
+    save_file(
+        {"encoder.down_blocks.0.resnets.0.conv1.conv.weight": torch.zeros(2, 2, 1, 1, 1)},
+        str(tmp_path / "hunyuan_video_720_bf16.safetensors"),
+    )
     with pytest.raises(CheckpointError, match=r"hunyuan_video_720_bf16.*unknown.*first bad key.*VAE"):
         cl.load_transformer(tmp_path / "hunyuan_video_720_bf16.safetensors")
 
@@ -313,7 +350,9 @@ def test_mixed_and_mislabelled_files(tiny, tmp_path):
     diff = cl.convert_state_dict(sd, "original", "diffusers")
     diff = {k: v for k, v in diff.items() if not k.startswith("single_transformer_blocks.1.")}
     folder = tmp_path / "broken_transformer"
-    cl.save_transformer(folder, cl.convert_state_dict(diff, "diffusers", "original"), layout="diffusers", cfg=cfg)
+    cl.save_transformer(
+        folder, cl.convert_state_dict(diff, "diffusers", "original"), layout="diffusers", cfg=cfg
+    )
     with pytest.raises(CheckpointError) as e:
         cl.load_transformer(folder, cfg=cfg)
     assert "broken_transformer" in str(e.value) and "layout detected: diffusers" in str(e.value)

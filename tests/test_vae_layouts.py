@@ -19,7 +19,10 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_comfyui_13b_vae_names_map_exactly():
-    comfy = {k: tuple(v) for k, v in json.loads((DATA / "comfyui_hunyuan_vae_keys.json").read_text())["keys"].items()}
+    comfy = {
+        k: tuple(v)
+        for k, v in json.loads((DATA / "comfyui_hunyuan_vae_keys.json").read_text())["keys"].items()
+    }
     with torch.device("meta"):
         ref = AutoencoderKLHunyuanVideo(**vae_preset("hunyuan").diffusers_kwargs())
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
@@ -83,10 +86,14 @@ def test_vae_errors_name_file_layout_and_key(tiny, tmp_path):
     data = paths["comfyui"].read_bytes()
     cut = tmp_path / "vae_cut.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"vae_cut\.safetensors: layout detected: comfyui; first bad key: '"):
+    with pytest.raises(
+        CheckpointError, match=r"vae_cut\.safetensors: layout detected: comfyui; first bad key: '"
+    ):
         vl.load_vae(cut, cfg)
     save_file({"double_blocks.0.img_attn_qkv.weight": torch.zeros(2, 2)}, str(tmp_path / "dit.safetensors"))
-    with pytest.raises(CheckpointError, match=r"dit\.safetensors.*first bad key.*video transformer, not a VAE"):
+    with pytest.raises(
+        CheckpointError, match=r"dit\.safetensors.*first bad key.*video transformer, not a VAE"
+    ):
         vl.load_vae(tmp_path / "dit.safetensors")
     sd = load_file(str(paths["comfyui"]))
     sd.pop("encoder.down.1.block.0.conv1.conv.weight")

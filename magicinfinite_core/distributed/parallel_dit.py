@@ -1,12 +1,11 @@
 """Sequence-parallel (and CFG-parallel) forward of `MagicInfiniteDiT`.
 
-Re-uses the model's own submodules and mirrors `MagicInfiniteDiT.forward` step for step, with four
-differences: patch embedding, RoPE rows and speaker-mask columns are taken for this rank's tokens
-only (`ShardPlan`); joint attention goes through the SP backend; per-latent-frame audio
-cross-attention runs on token runs split at frame boundaries (shards need not hold whole frames);
-the final layer runs on local tokens and its small output is all-gathered before unpatchify.
-`tests/test_usp.py` checks the result against `MagicInfiniteDiT.forward`, so a change to the plain
-forward that is not mirrored here fails the tests.
+Runs the model's own stages (`prepare`, `run_blocks`, `head`) with four hooks: patch embedding,
+RoPE rows and speaker-mask columns are taken for this rank's tokens only (`ShardPlan`); joint
+attention goes through the SP backend; per-latent-frame audio cross-attention runs on token runs
+split at frame boundaries (shards need not hold whole frames); the final layer runs on local tokens
+and its small output is all-gathered before unpatchify. `tests/test_usp.py` checks the result
+against `MagicInfiniteDiT.forward`.
 
 CFG parallel: with cfg > 1 the batch (the CFG passes, batched by `guidance.guided_velocity`) is
 split across the CFG groups, each SP group runs its part, and the parts are all-gathered. A batch
@@ -24,7 +23,6 @@ from torch import nn
 
 from ..models.attention import AttentionBackend, attention_backend
 from ..models.dit import MagicInfiniteDiT
-from ..models.rope import rope_3d
 from .usp import ParallelGroups, ReplicatedTailAttention, ShardPlan, gather_tokens
 
 _BATCHED = ("x", "timestep", "txt", "txt_mask", "pooled", "image_tokens", "image_tokens_mask", "audio",
@@ -84,53 +82,17 @@ class SequenceParallelDiT(nn.Module):
 
     def _sp_forward(self, x, timestep, txt, txt_mask, pooled, image_tokens=None, image_tokens_mask=None,
                     audio=None, speaker_mask=None, guidance=None) -> torch.Tensor:
-        m, cfg = self.model, self.model.cfg
-        b, _, t, h, w = x.shape
-        grid = m.token_grid((t, h, w))
-        plan = ShardPlan(grid[0] * grid[1] * grid[2], self.groups.sp, self.groups.sp_rank, grid[1] * grid[2])
-        if txt_mask is None:
-            txt_mask = torch.ones(txt.shape[:2], dtype=torch.bool, device=txt.device)
-        if image_tokens is not None:
-            if not cfg.image_token_dim:
-                raise ValueError("this model has no image-token projection (image_token_dim = 0)")
-            if image_tokens_mask is None:
-                image_tokens_mask = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=txt.device)
-            txt = torch.cat([m.image_in(image_tokens.to(txt.dtype)), txt], dim=1)
-            txt_mask = torch.cat([image_tokens_mask.bool(), txt_mask.bool()], dim=1)
-
-        img = self._embed_local(x, plan)
-        txt = m.txt_in(txt, timestep, txt_mask)
-        vec = m.time_in(timestep) + m.vector_in(pooled)
-        if cfg.guidance_embed:
-            if guidance is None:
-                raise ValueError("this model embeds a guidance scale; pass guidance=")
-            vec = vec + m.guidance_in(guidance.float() * 1000.0)
-        cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
-        rope = (plan.take(cos, 0).to(x.device), plan.take(sin, 0).to(x.device))
-        attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
-
-        ctx = mask = None
-        if cfg.audio is not None and audio is not None:
-            if speaker_mask is None:
-                raise ValueError("audio was given without speaker masks; pass a face/speaker mask per stream")
-            ctx = m.audio_proj(audio.to(img.dtype))  # [B, K, T, n, Cc], every frame (cheap, replicated)
-            mask = plan.take(m._token_mask(speaker_mask, grid, ctx.shape[1]), 2)  # [B, K, local]
-
+        m = self.model
+        plan = self.shard_plan(tuple(x.shape[2:]))
+        state = m.prepare(
+            x, timestep, txt, txt_mask, pooled, image_tokens, image_tokens_mask, audio, speaker_mask, guidance,
+            embed_video=lambda video: self._embed_local(video, plan),
+            select_tokens=plan.take,
+        )
         with attention_backend(ReplicatedTailAttention(self.attention, plan.tail)):
-            for i, block in enumerate(m.double_blocks):
-                img, txt = block(img, txt, vec, rope, attn_txt_mask)
-                if ctx is not None:
-                    img = self._audio(m.audio_double_blocks[i], img, ctx, mask, plan)
-            n_img = img.shape[1]
-            xs = torch.cat([img, txt], dim=1)
-            every = cfg.audio.single_block_every if cfg.audio is not None else 0
-            for i, block in enumerate(m.single_blocks):
-                xs = block(xs, vec, rope, n_img, attn_txt_mask)
-                if ctx is not None and (i + 1) % every == 0:
-                    img_part = self._audio(m.audio_single_blocks[i // every], xs[:, :n_img], ctx, mask, plan)
-                    xs = torch.cat([img_part, xs[:, n_img:]], dim=1)
-        out = m.final_layer(xs[:, :n_img], vec)  # [B, local, p*C]: gather after the head (C << hidden)
-        return m._unpatchify(gather_tokens(out, plan, self.groups.sp_group), grid)
+            xs = m.run_blocks(state, audio_fn=lambda layer, img, ctx, mask: self._audio(layer, img, ctx, mask, plan))
+        out = m.head(state, xs)  # [B, local, p*C]: gather after the head (C << hidden)
+        return m.unpatchify(gather_tokens(out, plan, self.groups.sp_group), state.grid)
 
     def _embed_local(self, x: torch.Tensor, plan: ShardPlan) -> torch.Tensor:
         """Patch-embed only the latent frames this rank's tokens come from (Conv3d, kernel = stride)."""

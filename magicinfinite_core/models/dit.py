@@ -7,6 +7,9 @@ loads without renaming; the audio layers are our own (`audio_proj`, `audio_doubl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -26,6 +29,20 @@ def concat_image_condition(noisy: torch.Tensor, image_latent: torch.Tensor | Non
         cond[:, :c, :1] = image_latent[:, :, :1].to(noisy.dtype)
         cond[:, c, 0] = 1.0
     return torch.cat([noisy, cond], dim=1)
+
+
+@dataclass
+class BlockInputs:
+    """What the transformer blocks consume; built once per forward by `MagicInfiniteDiT.prepare`."""
+
+    img: torch.Tensor  # [B, N_video, C]
+    txt: torch.Tensor  # [B, N_text, C] (image tokens first)
+    vec: torch.Tensor  # [B, C] time + pooled text (+ guidance)
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [N_video, head_dim]
+    txt_mask: torch.Tensor | None  # [B, N_text] or None when every text token is real
+    ctx: torch.Tensor | None  # audio context tokens [B, K, T, n, C_ctx]
+    mask: torch.Tensor | None  # speaker masks per video token [B, K, N_video]
+    grid: tuple[int, int, int]  # token grid (t, h, w) of the whole window
 
 
 class MagicInfiniteDiT(nn.Module):
@@ -91,9 +108,36 @@ class MagicInfiniteDiT(nn.Module):
         are prepended to the text stream; audio [B, K, T, fpl, window, D] with speaker_mask
         [B, K, T, h, w] in token space (zeros switch a speaker off: the unconditional audio pass).
         """
+        state = self.prepare(
+            x, timestep, txt, txt_mask, pooled, image_tokens, image_tokens_mask, audio, speaker_mask, guidance
+        )
+        return self.unpatchify(self.head(state, self.run_blocks(state)), state.grid)
+
+    def prepare(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        txt: torch.Tensor,
+        txt_mask: torch.Tensor | None,
+        pooled: torch.Tensor,
+        image_tokens: torch.Tensor | None = None,
+        image_tokens_mask: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        speaker_mask: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        *,
+        embed_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        select_tokens: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    ) -> BlockInputs:
+        """Embeddings and per-token tables the blocks need.
+
+        `embed_video` / `select_tokens` let a sequence-parallel wrapper embed and keep only its own
+        video tokens (RoPE rows along dim 0, speaker-mask columns along dim 2); defaults keep all.
+        """
         cfg = self.cfg
         b, _, t, h, w = x.shape
         grid = self.token_grid((t, h, w))
+        select = select_tokens or (lambda tensor, dim: tensor)
         timestep = timestep.to(x.device).float().expand(b) if timestep.ndim <= 1 else timestep
         if txt_mask is None:
             txt_mask = torch.ones(txt.shape[:2], dtype=torch.bool, device=txt.device)
@@ -105,7 +149,7 @@ class MagicInfiniteDiT(nn.Module):
             txt = torch.cat([self.image_in(image_tokens.to(txt.dtype)), txt], dim=1)
             txt_mask = torch.cat([image_tokens_mask.bool(), txt_mask.bool()], dim=1)
 
-        img = self.img_in.proj(x).flatten(2).transpose(1, 2)
+        img = embed_video(x) if embed_video else self.img_in.proj(x).flatten(2).transpose(1, 2)
         txt = self.txt_in(txt, timestep, txt_mask)
         vec = self.time_in(timestep) + self.vector_in(pooled)
         if cfg.guidance_embed:
@@ -113,29 +157,41 @@ class MagicInfiniteDiT(nn.Module):
                 raise ValueError("this model embeds a guidance scale; pass guidance=")
             vec = vec + self.guidance_in(guidance.float() * 1000.0)
         cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
-        rope = (cos.to(x.device), sin.to(x.device))
-        attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
+        rope = (select(cos, 0).to(x.device), select(sin, 0).to(x.device))
 
         ctx = mask = None
         if cfg.audio is not None and audio is not None:
             if speaker_mask is None:
                 raise ValueError("audio was given without speaker masks; pass a face/speaker mask per stream")
             ctx = self.audio_proj(audio.to(img.dtype))  # [B, K, T, n, Cc]
-            mask = self._token_mask(speaker_mask, grid, ctx.shape[1])
+            mask = select(self._token_mask(speaker_mask, grid, ctx.shape[1]), 2)
+        attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
+        return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid)
 
+    def run_blocks(self, s: BlockInputs, audio_fn: Callable | None = None) -> torch.Tensor:
+        """All double and single blocks with the audio layers between them -> [video; text] tokens.
+
+        `audio_fn(layer, img, ctx, mask)` lets a wrapper run an audio layer on partial frames.
+        """
+        audio_fn = audio_fn or (lambda layer, img, ctx, mask: self._run(layer, img, ctx, mask))
+        img, txt = s.img, s.txt
         for i, block in enumerate(self.double_blocks):
-            img, txt = self._run(block, img, txt, vec, rope, attn_txt_mask)
-            if ctx is not None:
-                img = self._run(self.audio_double_blocks[i], img, ctx, mask)
+            img, txt = self._run(block, img, txt, s.vec, s.rope, s.txt_mask)
+            if s.ctx is not None:
+                img = audio_fn(self.audio_double_blocks[i], img, s.ctx, s.mask)
         n_img = img.shape[1]
         xs = torch.cat([img, txt], dim=1)
-        every = cfg.audio.single_block_every if cfg.audio is not None else 0
+        every = self.cfg.audio.single_block_every if self.cfg.audio is not None else 0
         for i, block in enumerate(self.single_blocks):
-            xs = self._run(block, xs, vec, rope, n_img, attn_txt_mask)
-            if ctx is not None and (i + 1) % every == 0:
-                img_part = self._run(self.audio_single_blocks[i // every], xs[:, :n_img], ctx, mask)
+            xs = self._run(block, xs, s.vec, s.rope, n_img, s.txt_mask)
+            if s.ctx is not None and (i + 1) % every == 0:
+                img_part = audio_fn(self.audio_single_blocks[i // every], xs[:, :n_img], s.ctx, s.mask)
                 xs = torch.cat([img_part, xs[:, n_img:]], dim=1)
-        return self._unpatchify(self.final_layer(xs[:, :n_img], vec), grid)
+        return xs
+
+    def head(self, s: BlockInputs, xs: torch.Tensor) -> torch.Tensor:
+        """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels]."""
+        return self.final_layer(xs[:, : s.img.shape[1]], s.vec)
 
     def _run(self, module: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -151,7 +207,7 @@ class MagicInfiniteDiT(nn.Module):
             )
         return speaker_mask.flatten(2)
 
-    def _unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, grid
         x = x.reshape(x.shape[0], t, h, w, self.cfg.out_channels, pt, ph, pw)
         return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(
