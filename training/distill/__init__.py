@@ -9,7 +9,17 @@ EMA, checkpoints, CLI). See docs/distillation.md.
 from .batch import CondBatch, collate, open_examples, synthetic_examples
 from .dmd import Critic, dmd_gradient, dmd_loss, flow_loss
 from .lora import lora_target_modules, make_fake_score
-from .trainer import Curriculum, DistillConfig, DistillTrainer
+
+_TRAINER_NAMES = ("Curriculum", "DistillConfig", "DistillTrainer")
+
+
+def __getattr__(name: str):
+    """Trainer names load lazily so `python -m training.distill.trainer` does not import it twice."""
+    if name in _TRAINER_NAMES:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CondBatch",

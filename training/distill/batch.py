@@ -6,10 +6,12 @@ a minimal stand-alone version of the same idea (merge later). Pass conventions m
 
   FULL      u(T, I, A): prompt text (+ image tokens), audio with the speaker masks;
   NO_AUDIO  u(T, I, 0): the same with the speaker masks zeroed (the audio layers add nothing);
-  UNCOND    u(0, 0, 0): the empty-prompt text, image tokens masked out, speaker masks zeroed.
+  UNCOND    u(0, 0, 0): the empty-prompt text, no portrait (zero frame-0 concat with mask 0, image
+            tokens masked out), speaker masks zeroed.
 
-The frame-0 portrait latent stays channel-concatenated in every pass (it is the I2V input, not a
-guided condition), as the sampler does.
+This is exactly what `magicinfinite_core.pipeline.WindowPredictor` feeds the DiT at sampling time.
+`image_keep` (per sample) drops the frame-0 concat in every pass, as the sampler does for every
+window after the first, so the generator also learns the mid-video windows.
 
 On disk (`--data DIR` of the distillation CLI) one example is one safetensors file holding the keys
 of `CondBatch` without the batch dimension; `None` fields are simply absent.
@@ -25,7 +27,6 @@ import torch
 from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.guidance import FULL, NO_AUDIO, UNCOND
-from magicinfinite_core.models.dit import concat_image_condition
 
 EXAMPLE_KIND = "magicinfinite-distill-example"
 REQUIRED = ("latents", "txt", "txt_mask", "pooled", "uncond_txt", "uncond_txt_mask", "uncond_pooled")
@@ -46,6 +47,7 @@ class CondBatch:
     image_tokens: torch.Tensor | None = None  # [B, Li, image_token_dim]
     audio: torch.Tensor | None = None  # [B, K, T, fpl, window, D]
     speaker_mask: torch.Tensor | None = None  # [B, K, T, h, w] token-space masks
+    image_keep: torch.Tensor | None = None  # [B] 1 = frame-0 concat on, 0 = off (None: all on)
 
     @property
     def batch_size(self) -> int:
@@ -61,8 +63,11 @@ class CondBatch:
 
         return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
-    def model_inputs(self, rows: int, passes: tuple[str, ...] = (FULL,)) -> tuple[torch.Tensor | None, dict]:
-        """Portrait latent and DiT keyword conditions for `rows` = len(passes) * B inputs, pass-major.
+    def model_inputs(
+        self, rows: int, passes: tuple[str, ...] = (FULL,)
+    ) -> tuple[torch.Tensor | None, torch.Tensor, dict]:
+        """Portrait latent, its per-row on/off and DiT keyword conditions for `rows` = len(passes) * B
+        inputs, pass-major.
 
         Building all passes here lets the real score run FULL / NO_AUDIO / UNCOND in one forward.
         """
@@ -70,7 +75,8 @@ class CondBatch:
         if rows != n * b:
             raise ValueError(f"x has {rows} rows, expected {n} passes x batch {b}")
         device = self.latents.device
-        txts, masks, pooled, itok_masks, spk = [], [], [], [], []
+        txts, masks, pooled, itok_masks, spk, keep = [], [], [], [], [], []
+        on = torch.ones(b, device=device) if self.image_keep is None else self.image_keep.to(device).float()
         for p in passes:
             if p not in (FULL, NO_AUDIO, UNCOND):
                 raise ValueError(f"unknown condition pass {p!r}")
@@ -78,6 +84,7 @@ class CondBatch:
             txts.append(self.txt if cond else self.uncond_txt)
             masks.append(self.txt_mask if cond else self.uncond_txt_mask)
             pooled.append(self.pooled if cond else self.uncond_pooled)
+            keep.append(on if cond else torch.zeros_like(on))
             if self.image_tokens is not None:
                 m = torch.ones(self.image_tokens.shape[:2], dtype=torch.bool, device=device)
                 itok_masks.append(m if cond else torch.zeros_like(m))
@@ -96,7 +103,7 @@ class CondBatch:
             audio=None if self.audio is None else self.audio.repeat(n, 1, 1, 1, 1, 1),
             speaker_mask=torch.cat(spk) if spk else None,
         )
-        return image, kwargs
+        return image, torch.cat(keep), kwargs
 
 
 def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
@@ -104,6 +111,17 @@ def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
         return t
     pad = t.new_zeros(t.shape[0], length - t.shape[1], *t.shape[2:])
     return torch.cat([t, pad], dim=1)
+
+
+def image_condition(x: torch.Tensor, image: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+    """`models.dit.concat_image_condition` with a per-row switch (equal to it where keep = 1)."""
+    b, c, t, h, w = x.shape
+    cond = x.new_zeros(b, c + 1, t, h, w)
+    if image is not None:
+        k = keep.to(x.dtype)
+        cond[:, :c, :1] = image[:, :, :1].to(x.dtype) * k.view(b, 1, 1, 1, 1)
+        cond[:, c, 0] = k.view(b, 1, 1).expand(b, h, w)
+    return torch.cat([x, cond], dim=1)
 
 
 def run_dit(
@@ -115,8 +133,8 @@ def run_dit(
     image_concat: bool = True,
 ) -> torch.Tensor:
     """Velocity of `model` (a DiT, a peft wrapper of one, or a DDP wrapper) for x at per-row sigma."""
-    image, kw = batch.model_inputs(x.shape[0], passes)
-    x_in = concat_image_condition(x, image) if image_concat else x
+    image, keep, kw = batch.model_inputs(x.shape[0], passes)
+    x_in = image_condition(x, image, keep) if image_concat else x
     timestep = (sigma.to(x.device, torch.float32) * 1000.0).expand(x.shape[0])
     return model(x_in, timestep, **kw)
 
@@ -140,7 +158,9 @@ def collate(examples: list[CondBatch]) -> CondBatch:
 
 def save_example(path: str | Path, example: CondBatch) -> Path:
     """One unbatched example -> safetensors (the `--data` format of the distillation CLI)."""
-    tensors = {f.name: getattr(example, f.name) for f in fields(example) if getattr(example, f.name) is not None}
+    tensors = {
+        f.name: getattr(example, f.name) for f in fields(example) if getattr(example, f.name) is not None
+    }
     return save_state_dict(path, tensors, kind=EXAMPLE_KIND)
 
 
@@ -189,8 +209,10 @@ def synthetic_examples(
     ramp = torch.linspace(-1, 1, w).view(1, 1, 1, w)
     for _ in range(n):
         colour = torch.randn(c, 1, 1, 1, generator=g)
-        latents = colour + 0.5 * ramp * torch.randn(c, 1, 1, 1, generator=g) + 0.1 * torch.randn(
-            c, t, h, w, generator=g
+        latents = (
+            colour
+            + 0.5 * ramp * torch.randn(c, 1, 1, 1, generator=g)
+            + 0.1 * torch.randn(c, t, h, w, generator=g)
         )
         ex = CondBatch(
             latents=latents,
@@ -198,13 +220,17 @@ def synthetic_examples(
             txt_mask=torch.ones(text_len, dtype=torch.bool),
             pooled=torch.randn(cfg.pooled_dim, generator=g),
             uncond_txt=torch.zeros(text_len, cfg.text_dim),
-            uncond_txt_mask=torch.cat([torch.ones(1, dtype=torch.bool), torch.zeros(text_len - 1, dtype=torch.bool)]),
+            uncond_txt_mask=torch.cat(
+                [torch.ones(1, dtype=torch.bool), torch.zeros(text_len - 1, dtype=torch.bool)]
+            ),
             uncond_pooled=torch.zeros(cfg.pooled_dim),
             image_latent=latents[:, :1].clone() if cfg.image_concat else None,
         )
         if cfg.audio is not None:
             a = cfg.audio
-            ex.audio = torch.randn(speakers, t, a.frames_per_latent, a.frame_window, a.feature_dim, generator=g)
+            ex.audio = torch.randn(
+                speakers, t, a.frames_per_latent, a.frame_window, a.feature_dim, generator=g
+            )
             mask = torch.zeros(speakers, *grid)
             mask[..., grid[1] // 4 : grid[1] - grid[1] // 4, grid[2] // 4 : grid[2] - grid[2] // 4] = 1.0
             ex.speaker_mask = mask

@@ -113,7 +113,9 @@ class Critic(nn.Module):
         s0 = float(sigma[0])
 
         def forward(x_rep: torch.Tensor, passes: tuple[str, ...]) -> torch.Tensor:
-            return run_dit(self.fake_score, x_rep, sigma.repeat(len(passes)), batch, passes, self.image_concat)
+            return run_dit(
+                self.fake_score, x_rep, sigma.repeat(len(passes)), batch, passes, self.image_concat
+            )
 
         with self.fake_score.disable_adapter():
             return guided_velocity(forward, x, s0, cfg, scales)
@@ -157,7 +159,9 @@ def generator_sample(
     x = simulate_to_step(generator_model, batch, sigmas, step, rng, image_concat)
     s = float(sigmas[step])
     with torch.no_grad():
-        v = run_dit(generator_model, x, torch.full((x.shape[0],), s, device=x.device), batch, (FULL,), image_concat)
+        v = run_dit(
+            generator_model, x, torch.full((x.shape[0],), s, device=x.device), batch, (FULL,), image_concat
+        )
     return x0_from_velocity(x, v.to(x.dtype), s)
 
 

@@ -58,7 +58,9 @@ class FeatureHook:
 
     def pop(self) -> torch.Tensor:
         if self.features is None:
-            raise RuntimeError("the GAN feature hook captured nothing; was the critic run with features=True?")
+            raise RuntimeError(
+                "the GAN feature hook captured nothing; was the critic run with features=True?"
+            )
         f, self.features = self.features, None
         return f
 

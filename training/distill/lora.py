@@ -38,7 +38,9 @@ def lora_target_modules(model: MagicInfiniteDiT, groups: tuple[str, ...] = DEFAU
     """Full names of the nn.Linear modules that get a LoRA (explicit names: no suffix surprises)."""
     unknown = set(groups) - set(_TARGET_PATTERNS)
     if unknown:
-        raise ValueError(f"unknown LoRA target groups {sorted(unknown)}; choose from {sorted(_TARGET_PATTERNS)}")
+        raise ValueError(
+            f"unknown LoRA target groups {sorted(unknown)}; choose from {sorted(_TARGET_PATTERNS)}"
+        )
     names = [
         name
         for name, mod in model.named_modules()
@@ -87,7 +89,9 @@ def load_lora(path: str | Path, fake: PeftModel) -> None:
     """Load saved LoRA weights into an already built fake score; refuses files that do not fit."""
     meta = read_metadata(path)
     if meta.get("magicinfinite_format") != LORA_KIND:
-        raise ValueError(f"{path} is not a fake-score LoRA file (format {meta.get('magicinfinite_format')!r})")
+        raise ValueError(
+            f"{path} is not a fake-score LoRA file (format {meta.get('magicinfinite_format')!r})"
+        )
     result = set_peft_model_state_dict(fake, load_state_dict(path))
     own = set(lora_state_dict(fake))
     missing = [k for k in result.missing_keys if "lora_" in k]

@@ -19,8 +19,9 @@ simulation over the distilled schedule (1000/750/500/250 warped onto the shifted
 step k, the steps before it run without grad, exactly as the distilled sampler runs them.
 
 Outputs in --out: `generator.safetensors` (EMA weights, a normal DiT file: `load_dit` and the
-sampler's distilled mode take it as is), `fake_score_lora.safetensors`, and resumable checkpoints
-under `checkpoints/` (all safetensors; resume is bit-exact on CPU, tested).
+sampler's distilled mode take it as is), `bundle/` when --base is a pipeline model bundle (the same
+bundle with the generator as its DiT), `fake_score_lora.safetensors`, and resumable checkpoints
+under `checkpoints/` (all safetensors; resume is bit-exact on CPU, tested). docs/distillation.md.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class DistillConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     gen_every: int = 5  # generator update every n-th step; critic every step (DMD2)
+    # Drop the frame-0 portrait concat per sample: the sampler gives it to window 0 only, so the
+    # generator must also learn the windows that run without it.
+    image_drop_prob: float = 0.25
     # distilled schedule
     timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
     shift: float = 7.0
@@ -170,7 +174,9 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.shadow = {
+            k: v.detach().float().clone() for k, v in model.state_dict().items() if v.is_floating_point()
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -231,7 +237,9 @@ class DistillTrainer:
         generator.gradient_checkpointing = c.gradient_checkpointing
         base.gradient_checkpointing = c.gradient_checkpointing
         fake = make_fake_score(base.train(), c.lora_rank, c.lora_alpha, c.lora_groups)
-        head = GANHead(base.cfg.hidden_size, c.gan_width) if (c.gan_g_weight > 0 or c.gan_d_weight > 0) else None
+        head = (
+            GANHead(base.cfg.hidden_size, c.gan_width) if (c.gan_g_weight > 0 or c.gan_d_weight > 0) else None
+        )
         critic = Critic(fake, head, c.gan_feature_block)
         self.ema = EMA(generator, c.ema_decay) if c.ema_decay > 0 else None
 
@@ -256,8 +264,12 @@ class DistillTrainer:
         return self.accelerator.unwrap_model(self.critic)
 
     def _next_batch(self) -> CondBatch:
-        idx = torch.randint(len(self.data), (self.config.batch_size,), generator=self.rng).tolist()
-        return collate([self.data[i] for i in idx]).to(self.accelerator.device)
+        b, p = self.config.batch_size, self.config.image_drop_prob
+        idx = torch.randint(len(self.data), (b,), generator=self.rng).tolist()
+        batch = collate([self.data[i] for i in idx])
+        if p > 0:
+            batch.image_keep = (torch.rand(b, generator=self.rng) >= p).float()
+        return batch.to(self.accelerator.device)
 
     def _set_lr(self) -> None:
         c = self.config
@@ -330,8 +342,9 @@ class DistillTrainer:
         c, acc = self.config, self.accelerator
         b = batch.batch_size
         if x0_gen is None:
-            x0_gen = generator_sample(self.generator, batch, self.sigmas, self._random_step(), self.rng,
-                                      self.image_concat)
+            x0_gen = generator_sample(
+                self.generator, batch, self.sigmas, self._random_step(), self.rng, self.image_concat
+            )
         sig = sample_sigmas(b, *c.fake_t_range, c.shift, self.rng).to(x0_gen.device)
         noise = randn_like_cpu(x0_gen, self.rng)
         z_fake = add_noise(x0_gen, noise, sig)
@@ -378,14 +391,18 @@ class DistillTrainer:
             history.append(logs)
             if log_every and self.step % log_every == 0 and self.accelerator.is_main_process:
                 rate = self.step / max(time.perf_counter() - t0, 1e-9)
-                print(json.dumps({**{k: round(v, 6) for k, v in logs.items()}, "steps_per_s": round(rate, 3)}),
-                      flush=True)
+                print(
+                    json.dumps({**{k: round(v, 6) for k, v in logs.items()}, "steps_per_s": round(rate, 3)}),
+                    flush=True,
+                )
             if save_every and self.step % save_every == 0:
                 self.save_checkpoint()
         return history
 
     # -- files
-    def fake_score_loss(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, batch: CondBatch) -> float:
+    def fake_score_loss(
+        self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, batch: CondBatch
+    ) -> float:
         """Eq. 6 on given samples/noise/sigmas without training (for evaluation and tests)."""
         with torch.no_grad():
             v, _ = self.critic_module(add_noise(x0, noise, sigma), sigma, batch)
@@ -395,12 +412,20 @@ class DistillTrainer:
         """The 4-step generator as a normal DiT file (EMA weights by default) and the LoRA alone."""
         out = Path(out_dir) if out_dir is not None else self.out
         gen = self.gen_module
-        extra = {"distill_step": str(self.step), "distilled_timesteps": json.dumps(list(self.config.timesteps)),
-                 "shift": str(self.config.shift)}
+        extra = {
+            "distill_step": str(self.step),
+            "distilled_timesteps": json.dumps(list(self.config.timesteps)),
+            "shift": str(self.config.shift),
+        }
         if self.accelerator.is_main_process:
             if use_ema and self.ema is not None:
-                save_state_dict(out / GENERATOR_FILE, self.ema.state_dict(gen), kind="magicinfinite-dit",
-                                config=gen.cfg.to_dict(), extra=extra)
+                save_state_dict(
+                    out / GENERATOR_FILE,
+                    self.ema.state_dict(gen),
+                    kind="magicinfinite-dit",
+                    config=gen.cfg.to_dict(),
+                    extra=extra,
+                )
             else:
                 save_dit(out / GENERATOR_FILE, gen, extra=extra)
             save_lora(out / LORA_FILE, self.critic_module.fake_score)
@@ -417,24 +442,47 @@ class DistillTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        save_state_dict(tmp / f"rng_rank{acc.process_index}.safetensors", {"rng": self.rng.get_state()},
-                        kind="magicinfinite-distill-rng")
+        save_state_dict(
+            tmp / f"rng_rank{acc.process_index}.safetensors",
+            {"rng": self.rng.get_state()},
+            kind="magicinfinite-distill-rng",
+        )
         if acc.is_main_process:
             gen = self.gen_module
             save_dit(tmp / "generator.safetensors", gen)
             if self.ema is not None:
-                save_state_dict(tmp / "generator_ema.safetensors", self.ema.state_dict(gen), kind="magicinfinite-dit",
-                                config=gen.cfg.to_dict())
+                save_state_dict(
+                    tmp / "generator_ema.safetensors",
+                    self.ema.state_dict(gen),
+                    kind="magicinfinite-dit",
+                    config=gen.cfg.to_dict(),
+                )
             save_lora(tmp / LORA_FILE, self.critic_module.fake_score)
             head = self.critic_module.head
             if head is not None:
-                save_state_dict(tmp / "gan_head.safetensors", head.state_dict(), kind="magicinfinite-gan-head")
+                save_state_dict(
+                    tmp / "gan_head.safetensors", head.state_dict(), kind="magicinfinite-gan-head"
+                )
             opt = {f"gen/{k}": v for k, v in optimizer_tensors(_inner(self.opt_g), self._gen_names).items()}
-            opt.update({f"critic/{k}": v for k, v in optimizer_tensors(_inner(self.opt_c), self._critic_names).items()})
+            opt.update(
+                {
+                    f"critic/{k}": v
+                    for k, v in optimizer_tensors(_inner(self.opt_c), self._critic_names).items()
+                }
+            )
             save_state_dict(tmp / "optimizers.safetensors", opt, kind="magicinfinite-distill-optim")
-            (tmp / "state.json").write_text(json.dumps(
-                {"step": self.step, "world_size": acc.num_processes, "config": self.config.to_dict(),
-                 "model_config": self.model_config.to_dict()}, indent=1, default=list))
+            (tmp / "state.json").write_text(
+                json.dumps(
+                    {
+                        "step": self.step,
+                        "world_size": acc.num_processes,
+                        "config": self.config.to_dict(),
+                        "model_config": self.model_config.to_dict(),
+                    },
+                    indent=1,
+                    default=list,
+                )
+            )
         acc.wait_for_everyone()
         if acc.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
@@ -451,12 +499,16 @@ class DistillTrainer:
         state = json.loads((path / "state.json").read_text())
         acc = self.accelerator
         if state["world_size"] != acc.num_processes:
-            raise ValueError(f"{path} was written by {state['world_size']} processes, now {acc.num_processes}; "
-                             "per-rank RNG streams would not continue exactly")
+            raise ValueError(
+                f"{path} was written by {state['world_size']} processes, now {acc.num_processes}; "
+                "per-rank RNG streams would not continue exactly"
+            )
         if state["model_config"] != json.loads(json.dumps(self.model_config.to_dict(), default=list)):
             raise ValueError(f"{path} was made for another model configuration")
         gen, critic = self.gen_module, self.critic_module
-        load_into(gen, load_state_dict(path / "generator.safetensors"), source=str(path / "generator.safetensors"))
+        load_into(
+            gen, load_state_dict(path / "generator.safetensors"), source=str(path / "generator.safetensors")
+        )
         if self.ema is not None:
             ema = load_state_dict(path / "generator_ema.safetensors")
             for k in self.ema.shadow:
@@ -465,10 +517,14 @@ class DistillTrainer:
         if critic.head is not None:
             load_into(critic.head, load_state_dict(path / "gan_head.safetensors"), source="GAN head")
         opt = load_state_dict(path / "optimizers.safetensors")
-        load_optimizer_tensors(_inner(self.opt_g), self._gen_names,
-                               {k[4:]: v for k, v in opt.items() if k.startswith("gen/")})
-        load_optimizer_tensors(_inner(self.opt_c), self._critic_names,
-                               {k[7:]: v for k, v in opt.items() if k.startswith("critic/")})
+        load_optimizer_tensors(
+            _inner(self.opt_g), self._gen_names, {k[4:]: v for k, v in opt.items() if k.startswith("gen/")}
+        )
+        load_optimizer_tensors(
+            _inner(self.opt_c),
+            self._critic_names,
+            {k[7:]: v for k, v in opt.items() if k.startswith("critic/")},
+        )
         self.rng.set_state(load_state_dict(path / f"rng_rank{acc.process_index}.safetensors")["rng"])
         self.step = int(state["step"])
 
@@ -487,7 +543,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict
     return out
 
 
-def load_optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer_tensors(
+    opt: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
+) -> None:
     by_param: dict[str, dict[str, torch.Tensor]] = {}
     for key, v in tensors.items():
         name, k = key.split("::", 1)
@@ -499,7 +557,9 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str], te
         for p in group["params"]:
             st = by_param.get(names[id(p)])
             if st:  # `step` stays a CPU tensor (torch's AdamW keeps it there unless fused/capturable)
-                opt.state[p] = {k: (v.clone() if k == "step" else v.to(p.device, p.dtype)) for k, v in st.items()}
+                opt.state[p] = {
+                    k: (v.clone() if k == "step" else v.to(p.device, p.dtype)) for k, v in st.items()
+                }
 
 
 def _inner(opt):
@@ -521,12 +581,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = DistillConfig()
     cur = Curriculum()
     p = argparse.ArgumentParser(prog="python -m training.distill.trainer", description=__doc__.split("\n")[0])
-    p.add_argument("--base", required=True, help="base DiT .safetensors (our format, config in metadata)")
+    p.add_argument(
+        "--base",
+        required=True,
+        help="base DiT .safetensors (config in metadata) or a pipeline model bundle folder",
+    )
     p.add_argument("--out", required=True, help="output folder (checkpoints/, generator, LoRA)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", help="training.preprocess cache folder, or a folder of distillation examples")
     src.add_argument("--synthetic", type=int, default=0, help="N seeded random examples (smoke runs)")
-    p.add_argument("--latent-frames", type=int, default=None, help="latent frames per example (cache: first N)")
+    p.add_argument(
+        "--latent-frames", type=int, default=None, help="latent frames per example (cache: first N)"
+    )
     p.add_argument("--latent-size", type=int, nargs=2, default=(8, 8), help="synthetic latent H W")
     p.add_argument("--no-image-tokens", action="store_true", help="ignore the cache's image tokens")
     p.add_argument("--steps", type=int, default=2000)
@@ -543,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     a.add_argument("--grad-clip", type=float, default=d.grad_clip)
     a.add_argument("--gen-every", type=int, default=d.gen_every)
+    a.add_argument("--image-drop-prob", type=float, default=d.image_drop_prob)
     a.add_argument("--ema-decay", type=float, default=d.ema_decay)
     a.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=d.mixed_precision)
     a.add_argument("--gradient-checkpointing", action="store_true")
@@ -565,25 +632,84 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--curriculum-start", type=int, default=cur.start)
     c.add_argument("--curriculum-steps", type=int, default=cur.steps)
     c.add_argument("--curriculum-shape", choices=("linear", "cosine"), default=cur.shape)
-    c.add_argument("--base-weight", type=float, nargs=2, default=(cur.base_start, cur.base_end),
-                   metavar=("START", "END"))
-    c.add_argument("--dm-weight", type=float, nargs=2, default=(cur.dm_start, cur.dm_end), metavar=("START", "END"))
+    c.add_argument(
+        "--base-weight", type=float, nargs=2, default=(cur.base_start, cur.base_end), metavar=("START", "END")
+    )
+    c.add_argument(
+        "--dm-weight", type=float, nargs=2, default=(cur.dm_start, cur.dm_end), metavar=("START", "END")
+    )
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> DistillConfig:
     return DistillConfig(
-        seed=a.seed, batch_size=a.batch_size, lr_generator=a.lr_generator, lr_critic=a.lr_critic,
-        warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, gen_every=a.gen_every,
-        timesteps=tuple(a.timesteps), shift=a.shift, dmd_t_range=tuple(a.dmd_t_range),
-        audio_scale=a.audio_scale, text_scale=a.text_scale, cfg_boundary=a.cfg_boundary, cfg_std=a.cfg_std,
-        lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_groups=tuple(a.lora_groups),
-        gan_feature_block=a.gan_feature_block, gan_g_weight=a.gan_g_weight, gan_d_weight=a.gan_d_weight,
-        curriculum=Curriculum(start=a.curriculum_start, steps=a.curriculum_steps, shape=a.curriculum_shape,
-                              base_start=a.base_weight[0], base_end=a.base_weight[1],
-                              dm_start=a.dm_weight[0], dm_end=a.dm_weight[1]),
-        ema_decay=a.ema_decay, mixed_precision=a.mixed_precision, gradient_checkpointing=a.gradient_checkpointing,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        lr_generator=a.lr_generator,
+        lr_critic=a.lr_critic,
+        warmup_steps=a.warmup_steps,
+        grad_clip=a.grad_clip,
+        gen_every=a.gen_every,
+        image_drop_prob=a.image_drop_prob,
+        timesteps=tuple(a.timesteps),
+        shift=a.shift,
+        dmd_t_range=tuple(a.dmd_t_range),
+        audio_scale=a.audio_scale,
+        text_scale=a.text_scale,
+        cfg_boundary=a.cfg_boundary,
+        cfg_std=a.cfg_std,
+        lora_rank=a.lora_rank,
+        lora_alpha=a.lora_alpha,
+        lora_groups=tuple(a.lora_groups),
+        gan_feature_block=a.gan_feature_block,
+        gan_g_weight=a.gan_g_weight,
+        gan_d_weight=a.gan_d_weight,
+        curriculum=Curriculum(
+            start=a.curriculum_start,
+            steps=a.curriculum_steps,
+            shape=a.curriculum_shape,
+            base_start=a.base_weight[0],
+            base_end=a.base_weight[1],
+            dm_start=a.dm_weight[0],
+            dm_end=a.dm_weight[1],
+        ),
+        ema_decay=a.ema_decay,
+        mixed_precision=a.mixed_precision,
+        gradient_checkpointing=a.gradient_checkpointing,
     )
+
+
+BUNDLE_JSON = "bundle.json"  # magicinfinite_core.pipeline.BUNDLE_FILE (not imported: keeps this light)
+
+
+def resolve_base(path: str | Path) -> tuple[Path, Path | None]:
+    """(DiT file, bundle folder or None): --base may be a DiT file or a pipeline model bundle."""
+    path = Path(path)
+    spec = path / BUNDLE_JSON if path.is_dir() else (path if path.name == BUNDLE_JSON else None)
+    if spec is None:
+        return path, None
+    if not spec.is_file():
+        raise SystemExit(f"--base {path}: a folder without {BUNDLE_JSON}")
+    return spec.parent / json.loads(spec.read_text())["dit"], spec.parent
+
+
+def export_bundle(bundle_dir: Path, generator: Path, out_dir: Path, config: DistillConfig) -> Path:
+    """A copy of the base bundle whose DiT is the distilled generator (pipeline: distilled=True).
+
+    The bundle records the step list and shift it was distilled for, so callers can pass the same.
+    """
+    spec = json.loads((bundle_dir / BUNDLE_JSON).read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in bundle_dir.iterdir():
+        if f.is_file() and f.name not in (BUNDLE_JSON, spec["dit"]):
+            shutil.copy2(f, out_dir / f.name)
+    shutil.copy2(generator, out_dir / spec["dit"])
+    spec["name"] = f"{spec.get('name', bundle_dir.name)}-4step"
+    spec["distilled"] = {"timesteps": list(config.timesteps), "shift": config.shift}
+    tmp = out_dir / (BUNDLE_JSON + ".tmp")
+    tmp.write_text(json.dumps(spec, indent=1))
+    os.replace(tmp, out_dir / BUNDLE_JSON)
+    return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,9 +719,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.gen_every < 1:
         raise SystemExit("--gen-every must be >= 1")
     config = config_from_args(a)
-    base = load_dit(a.base).train()
+    base_path, bundle_dir = resolve_base(a.base)
+    base = load_dit(base_path).train()
     if a.data:
-        data = open_examples(a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim))
+        data = open_examples(
+            a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim)
+        )
     elif a.synthetic > 0:
         t = a.latent_frames or 3
         data = synthetic_examples(base.cfg, a.synthetic, (t, *a.latent_size), seed=a.seed)
@@ -614,7 +743,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer.save_checkpoint()
     gen_path, lora_path = trainer.export(use_ema=not a.no_ema_export)
     if trainer.accelerator.is_main_process:
-        print(json.dumps({"generator": str(gen_path), "lora": str(lora_path), "step": trainer.step}), flush=True)
+        result = {"generator": str(gen_path), "lora": str(lora_path), "step": trainer.step}
+        if bundle_dir is not None:
+            result["bundle"] = str(export_bundle(bundle_dir, gen_path, Path(a.out) / "bundle", config))
+        print(json.dumps(result), flush=True)
     return 0
 
 
