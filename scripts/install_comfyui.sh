@@ -105,7 +105,7 @@ else
         pip_q install --quiet "torch==2.13.0"
         TORCH_VERSION="2.13.0"
     fi
-    TORCH_BEFORE="$("$PY" -c 'import torch;print(torch.__version__)')"
+    TORCH_BEFORE="$("$PY" -c 'import torch;print(torch.__version__)' 2>/dev/null)"
     log "installing torchvision==$TORCHVISION_VERSION torchaudio==$TORCHAUDIO_VERSION (--no-deps)"
     pip_q install --quiet --no-deps \
         "torchvision==$TORCHVISION_VERSION" "torchaudio==$TORCHAUDIO_VERSION"
@@ -121,7 +121,7 @@ else
     pip_q install --quiet -r "$REQ" -c "$CON" requests websocket-client
     rm -f "$REQ" "$CON"
 
-    TORCH_AFTER="$("$PY" -c 'import torch;print(torch.__version__)')"
+    TORCH_AFTER="$("$PY" -c 'import torch;print(torch.__version__)' 2>/dev/null)"
     if [[ "$TORCH_BEFORE" != "$TORCH_AFTER" ]]; then
         log "ERROR: torch changed from $TORCH_BEFORE to $TORCH_AFTER"
         exit 1

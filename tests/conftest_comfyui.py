@@ -34,7 +34,8 @@ def comfyui_install() -> Path:
     try:
         return ensure_comfyui()
     except ComfyUIUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
+        reason = str(e)
+    pytest.fail(reason, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +43,13 @@ def comfyui_server(comfyui_install: Path, tmp_path_factory: pytest.TempPathFacto
     """A running ComfyUI with this pack in custom_nodes/; stopped at the end of the session."""
     global _SERVER
     server = ComfyServer(comfyui_install, tmp_path_factory.mktemp("comfyui"))
+    reason = None
     try:
         server.start()
     except ComfyUIUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
+        reason = str(e)
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
     _SERVER = server
     client = server.client()
     client.server = server  # type: ignore[attr-defined]
