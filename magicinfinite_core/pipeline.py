@@ -485,8 +485,7 @@ def generate(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device) if isinstance(model, (str, Path)) else model.to(device)
     cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
-    if not prompt or not isinstance(prompt, str):
-        prompt = prompt or ""
+    prompt = prompt or ""
     window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
 
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))

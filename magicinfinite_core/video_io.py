@@ -83,6 +83,7 @@ class VideoWriter:
         audio: AudioSource | None = None,
         crf: int = 18,
         preset: str = "medium",
+        threads: int = 1,
     ):
         if width % 2 or height % 2:
             raise MagicInfiniteError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
@@ -94,7 +95,12 @@ class VideoWriter:
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
         self.vstream = self.container.add_stream("libx264", rate=fps)
         self.vstream.width, self.vstream.height, self.vstream.pix_fmt = width, height, "yuv420p"
-        self.vstream.options = {"crf": str(crf), "preset": preset}
+        # threads=1 + tune=zerolatency (no lookahead / B-frames): otherwise the same frames gave different
+        # packets from run to run in one test process (measured, PyAV 18 / libx264; threads=1 alone and
+        # sync-lookahead=0 did not suffice), which breaks "same seed -> same video". Costs some file size;
+        # encoding is never the bottleneck next to the DiT.
+        self.vstream.options = {"crf": str(crf), "preset": preset, "threads": str(threads),
+                                "tune": "zerolatency"}
         self.vstream.codec_context.time_base = Fraction(1, fps)
         self.astream = None
         self.audio_samples = 0

@@ -9,11 +9,37 @@ Add a node: write its class in a module here and append it to ``NODE_CLASSES``.
 
 from __future__ import annotations
 
-from .audio_nodes import MagicInfiniteAudioFrameCount
+from .assets import install_demo_inputs
+from .audio_nodes import MagicInfiniteAudioEncode, MagicInfiniteAudioFrameCount
 from .common import CATEGORY
+from .loaders import (
+    MagicInfiniteAudioEncoderLoader,
+    MagicInfiniteDiTLoader,
+    MagicInfiniteModelFromParts,
+    MagicInfiniteModelLoader,
+    MagicInfiniteTextEncoderLoader,
+    MagicInfiniteVAELoader,
+)
+from .mask_nodes import MagicInfiniteSpeakerMasks
+from .sampler_nodes import MagicInfiniteCFG, MagicInfiniteSampler
+from .video_nodes import MagicInfiniteDecode, MagicInfiniteSaveVideo
 
 NODE_CLASSES: list[type] = [
+    MagicInfiniteModelLoader,
+    MagicInfiniteDiTLoader,
+    MagicInfiniteVAELoader,
+    MagicInfiniteTextEncoderLoader,
+    MagicInfiniteAudioEncoderLoader,
+    MagicInfiniteModelFromParts,
+    MagicInfiniteAudioEncode,
     MagicInfiniteAudioFrameCount,
+    MagicInfiniteSpeakerMasks,
+    MagicInfiniteCFG,
+    MagicInfiniteSampler,
+    MagicInfiniteSaveVideo,
+    MagicInfiniteDecode,
 ]
 
-__all__ = ["CATEGORY", "NODE_CLASSES", "MagicInfiniteAudioFrameCount"]
+install_demo_inputs()
+
+__all__ = ["CATEGORY", "NODE_CLASSES", *[c.__name__ for c in NODE_CLASSES]]

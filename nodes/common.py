@@ -1,10 +1,38 @@
-"""Shared helpers for the pack's nodes: category name and checks of ComfyUI's value types."""
+"""Shared helpers for the pack's nodes: category, custom types, safe model/output paths, progress.
+
+Why one module: every loader must resolve names the same safe way (inside ComfyUI's model folders,
+``.safetensors`` only) and every saving node must stay inside the output folder; keeping those rules
+in one place is what the safety tests exercise.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from comfy_api.latest import io
+
 CATEGORY = "MagicInfinite"
+
+# Custom socket types: model objects never travel through ComfyUI's own MODEL/VAE sockets, so a
+# MagicInfinite model cannot be wired into a KSampler by mistake (and vice versa).
+MagicModel = io.Custom("MAGICINFINITE_MODEL")
+MagicDiT = io.Custom("MAGICINFINITE_DIT")
+MagicVAE = io.Custom("MAGICINFINITE_VAE")
+MagicTextEncoder = io.Custom("MAGICINFINITE_TEXT_ENCODER")
+MagicAudioEncoder = io.Custom("MAGICINFINITE_AUDIO_ENCODER")
+MagicAudioFeatures = io.Custom("MAGICINFINITE_AUDIO")
+MagicCFG = io.Custom("MAGICINFINITE_CFG")
+MagicLatent = io.Custom("MAGICINFINITE_LATENT")
+
+EMBEDDED_DEMO = "embedded demo"
+STATE_SUBFOLDER = "magicinfinite_state"
+
+
+class NodeInputError(ValueError):
+    """A user-fixable problem with a node input; the message says what to do."""
 
 
 def audio_num_samples(audio: dict[str, Any]) -> tuple[int, int]:
@@ -24,3 +52,158 @@ def audio_num_samples(audio: dict[str, Any]) -> tuple[int, int]:
             f"AUDIO waveform must be [batch, channels, samples], got shape {tuple(waveform.shape)}"
         )
     return int(waveform.shape[-1]), sample_rate
+
+
+# --------------------------------------------------------------------------------- path safety
+
+
+def check_relative_name(name: str, what: str) -> str | None:
+    """Error text when ``name`` is absolute or climbs out with ``..`` (else None).
+
+    Why: ComfyUI joins names onto folders with ``os.path.join``, which lets an absolute name or
+    ``../`` escape the folder; names from workflows are untrusted.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"{what} is empty"
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return f"{what} {name!r} must be relative (absolute paths are not allowed)"
+    parts = Path(name.replace("\\", "/")).parts
+    if ".." in parts:
+        return f"{what} {name!r} must not contain '..'"
+    return None
+
+
+def _inside(base: str, candidate: str) -> bool:
+    base_n, cand_n = os.path.normpath(os.path.abspath(base)), os.path.normpath(os.path.abspath(candidate))
+    return os.path.commonpath([base_n, cand_n]) == base_n
+
+
+def model_folder_paths(folder: str) -> list[str]:
+    """ComfyUI's search paths for a model folder (``[]`` when the folder name is unknown)."""
+    import folder_paths
+
+    try:
+        return list(folder_paths.get_folder_paths(folder))
+    except KeyError:
+        return []
+
+
+def resolve_model_path(folder: str, name: str, *, want: str = "file") -> Path:
+    """Absolute path of ``name`` inside one of ComfyUI's ``models/<folder>`` paths.
+
+    ``want``: "file" (a ``.safetensors`` file or a ``.safetensors.index.json`` shard index), "dir"
+    (a folder), "weights" (file when the name ends in .safetensors, else a folder) or "any". Raises
+    :class:`NodeInputError` naming the folder when it is missing.
+    """
+    err = check_relative_name(name, f"{folder} entry")
+    if err:
+        raise NodeInputError(err)
+    if want == "weights":
+        is_file = name.endswith((".safetensors", ".safetensors.index.json")) or Path(name).suffix.lower() in (
+            ".ckpt", ".pt", ".pth", ".bin", ".pkl", ".gguf", ".sft", ".json")
+        want = "file" if is_file else "dir"
+    if want == "file" and not (name.endswith(".safetensors") or name.endswith(".safetensors.index.json")):
+        raise NodeInputError(
+            f"{name!r}: only .safetensors weights are loaded (convert .ckpt/.pt/.bin files to safetensors)"
+        )
+    bases = model_folder_paths(folder)
+    for base in bases:
+        cand = os.path.join(base, name)
+        if not _inside(base, cand):
+            continue
+        ok = os.path.isfile(cand) if want == "file" else os.path.isdir(cand) if want == "dir" else os.path.exists(cand)
+        if ok:
+            return Path(cand)
+    searched = ", ".join(bases) or f"models/{folder}"
+    raise NodeInputError(
+        f"{name!r} not found in models/{folder} (searched: {searched}); put it there or pick an "
+        "installed entry from the list"
+    )
+
+
+def list_safetensors(folder: str) -> list[str]:
+    """Loadable weight entries of a ComfyUI model folder (files, shard indexes, diffusers folders)."""
+    from magicinfinite_core.checkpoint_layouts import list_model_files
+
+    found: set[str] = set()
+    for base in model_folder_paths(folder):
+        found.update(list_model_files(base))
+    return sorted(found)
+
+
+def list_dirs(folder: str, marker: str, max_depth: int = 3) -> list[str]:
+    """Sub-folders (relative, ``/``-separated) of a model folder that contain ``marker``."""
+    found: set[str] = set()
+    for base in model_folder_paths(folder):
+        if not os.path.isdir(base):
+            continue
+        for root, dirs, files in os.walk(base, followlinks=True):
+            depth = len(Path(root).relative_to(base).parts)
+            if depth >= max_depth:
+                dirs[:] = []
+            if depth > 0 and marker in files:
+                found.add(Path(root).relative_to(base).as_posix())
+    return sorted(found)
+
+
+def state_dir_for(name: str) -> Path | None:
+    """Resume-state folder for a sampler ``resume_dir`` name: inside the output folder, or None."""
+    import folder_paths
+
+    if not name or not name.strip():
+        return None
+    err = check_relative_name(name.strip(), "resume_dir")
+    if err:
+        raise NodeInputError(err)
+    base = os.path.join(folder_paths.get_output_directory(), STATE_SUBFOLDER)
+    path = os.path.join(base, name.strip())
+    if not _inside(base, path):
+        raise NodeInputError(f"resume_dir {name!r} escapes the output folder")
+    return Path(path)
+
+
+def check_prefix(prefix: str) -> str | None:
+    """Error text for a ``filename_prefix`` that would write outside the output folder (else None)."""
+    return check_relative_name(prefix, "filename_prefix")
+
+
+# --------------------------------------------------------------------------------- progress
+
+
+def progress_callback(node_id: str | None) -> Callable[[Any], None]:
+    """A ``magicinfinite_core.sampler.Progress`` callback driving a ComfyUI progress bar.
+
+    One bar per phase (denoise: windows x steps, decode: chunks), text with the ETA under the node,
+    and ComfyUI's Cancel honoured between windows.
+    """
+    import comfy.model_management
+    import comfy.utils
+
+    bars: dict[str, Any] = {}
+
+    def cb(p: Any) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar = bars.get(p.phase)
+        if bar is None:
+            bar = bars[p.phase] = comfy.utils.ProgressBar(p.total, node_id=node_id)
+        bar.update_absolute(p.done, p.total)
+        try:
+            from server import PromptServer
+
+            if node_id is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(str(p), node_id)
+        except Exception:  # noqa: BLE001 - progress text is cosmetic
+            pass
+
+    return cb
+
+
+def torch_device(choice: str) -> Any:
+    """``auto`` → ComfyUI's device (respects ``--cpu``); otherwise the named torch device."""
+    import torch
+
+    if choice == "auto":
+        import comfy.model_management
+
+        return comfy.model_management.get_torch_device()
+    return torch.device(choice)

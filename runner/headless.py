@@ -249,6 +249,9 @@ def bootstrap(
 
     execution = importlib.import_module("execution")
     nodes = importlib.import_module("nodes")
+    # The pack copies its demo inputs into ComfyUI's input folder on load; here the input folder is
+    # only known per run (--input-dir), so run_workflow does it instead.
+    os.environ["MAGICINFINITE_NO_DEMO_INPUTS"] = "1"
 
     async def _load() -> None:
         await nodes.init_extra_nodes(init_custom_nodes=all_custom_nodes, init_api_nodes=False)
@@ -300,6 +303,23 @@ def add_models_dir(models_dir: str | os.PathLike[str]) -> None:
 
 
 # --------------------------------------------------------------------------- running
+
+
+DEMO_ASSETS = PACK_DIR / "workflows" / "assets"
+DEMO_PREFIX = "magicinfinite_demo_"  # same names as nodes/assets.py gives them
+
+
+def install_demo_inputs(input_dir: Path) -> None:
+    """Copy the example workflows' portrait/voices into a custom input folder (never overwrites).
+
+    The pack does this for ComfyUI's own input folder when it loads; ``--input-dir`` replaces that
+    folder afterwards, so the runner repeats it there and the example workflows run as-is.
+    """
+    for src in sorted(DEMO_ASSETS.glob("*")):
+        dst = input_dir / f"{DEMO_PREFIX}{src.name}"
+        if src.is_file() and not dst.exists():
+            input_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
 
 
 def _one_line(text: str) -> str:
@@ -369,6 +389,7 @@ def run_workflow(
     folder_paths.set_output_directory(str(out))
     if input_dir is not None:
         folder_paths.set_input_directory(str(Path(input_dir).resolve()))
+    install_demo_inputs(Path(folder_paths.get_input_directory()))
     before = _list_files(out)
 
     prompt_id = str(uuid.uuid4())

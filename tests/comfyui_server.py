@@ -305,6 +305,7 @@ class ComfyServer:
             *self.extra_args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1")
+        env.pop("MAGICINFINITE_NO_DEMO_INPUTS", None)  # set by an in-process headless run; the server copies them
         t0 = time.monotonic()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         try:
@@ -366,3 +367,19 @@ def write_wav(path: Path, seconds: float, sample_rate: int = 16000, freq: float 
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     sf.write(str(path), (0.2 * np.sin(2 * np.pi * freq * t)).astype("float32"), sample_rate)
     return path
+
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+
+
+def magic_workflow(name: str, bundle: str, audio: str, **inputs: Any) -> dict[str, Any]:
+    """An example API workflow (``workflows/<name>_api.json``) pointed at a test bundle and voice,
+    made cheap (2 sampler steps); ``inputs`` like ``{"6.seed": 3}`` override more."""
+    wf = json.loads((WORKFLOWS_DIR / f"{name}_api.json").read_text())
+    wf["1"]["inputs"]["model"] = bundle
+    wf["3"]["inputs"]["audio"] = audio
+    wf["6"]["inputs"]["steps"] = 2
+    for key, value in inputs.items():
+        node, _, inp = key.partition(".")
+        wf[node]["inputs"][inp] = value
+    return wf

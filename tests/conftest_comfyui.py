@@ -72,3 +72,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = outcome.get_result()
     if report.failed and _SERVER is not None and item.get_closest_marker("comfyui") is not None:
         report.sections.append(("ComfyUI server log (tail)", _SERVER.log_tail()))
+
+
+TEST_BUNDLE = "mi_test_bundle"
+
+
+@pytest.fixture(scope="session")
+def magic_test_bundle(comfyui_models: Path) -> str:
+    """A seeded random tiny MagicInfinite bundle (64x64) in the server's diffusion_models folder.
+
+    Returns its name for the Model Loader's ``model`` input (the demo model may not exist yet).
+    """
+    from magicinfinite_core.pipeline import random_bundle, save_bundle
+
+    dest = comfyui_models / "diffusion_models" / TEST_BUNDLE
+    if not (dest / "bundle.json").is_file():
+        save_bundle(random_bundle(0, height=64, width=64), dest)
+    return TEST_BUNDLE

@@ -78,10 +78,16 @@ def _causal_decoder(z: torch.Tensor) -> torch.Tensor:
 def test_streamed_decode_bookkeeping_is_exact_for_a_causal_decoder():
     z = torch.randn(4, 23, 2, 2, generator=torch.Generator().manual_seed(0))
     ref = _causal_decoder(z[None])[0]
-    out = torch.cat(list(streamed_decode(z, _causal_decoder, chunk=5, context=2)), dim=1)
-    assert torch.equal(out, ref)
-    trimmed = torch.cat(list(streamed_decode(z, _causal_decoder, num_frames=87, chunk=5, context=2)), dim=1)
-    assert trimmed.shape[1] == 87 and torch.equal(trimmed, ref[:, :87])
+    for chunk, context in [(5, 2), (8, 3), (3, 3)]:  # context covers the decoder's reach back (2)
+        out = torch.cat(list(streamed_decode(z, _causal_decoder, chunk=chunk, context=context, crossfade=False)), 1)
+        assert torch.equal(out, ref)
+    trimmed = torch.cat(list(streamed_decode(z, _causal_decoder, num_frames=87, chunk=5, context=2,
+                                             crossfade=False)), dim=1)
+    assert torch.equal(trimmed, ref[:, :87])
+    for chunk, context in [(5, 2), (8, 3), (3, 3), (30, 1)]:  # cross-faded: same frame count, ordered output
+        out = torch.cat(list(streamed_decode(z, _causal_decoder, num_frames=87, chunk=chunk, context=context)), 1)
+        assert out.shape == ref[:, :87].shape
+        torch.testing.assert_close(out[:, :9], ref[:, :9])  # before the first cross-fade it is exact
 
 
 def test_streamed_decode_close_to_one_shot_with_diffusers_vae():

@@ -1,0 +1,191 @@
+"""`magicinfinite` command line: generate a video, or run / batch ComfyUI workflows headlessly.
+
+Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1, so
+scripts can rely on the exit code and humans get something to act on. `run` and `batch` belong to
+the headless runner (runner/headless.py, runner/batch.py) and are imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import MagicInfiniteError
+
+EXAMPLES = """\
+examples:
+  magicinfinite generate --portrait face.png --audio speech.wav \\
+      --prompt "a woman talks calmly, soft light" --out talk.mp4
+  # two speakers: one audio file and one mask image (white = that speaker's face) each, same order
+  magicinfinite generate --portrait duo.png --audio left.wav --audio right.wav \\
+      --speaker-mask left_mask.png --speaker-mask right_mask.png --prompt "two friends chat" --out duo.mp4
+  # fast 4-step distilled model; continue a crashed run exactly where it stopped
+  magicinfinite generate ... --model models/magicinfinite-distilled --distilled --resume
+
+The video is exactly as long as the audio (25 fps). Any length works: memory does not grow with it.
+A run saves its progress after every denoising step in OUT.state/; --resume continues from there.
+"""
+
+
+def _box(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"box {text!r} must be x0,y0,x1,y1 in pixels") from None
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(f"box {text!r} must have 4 numbers: x0,y0,x1,y1")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magicinfinite", description="MagicInfinite: talking videos of any length.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    g = sub.add_parser(
+        "generate",
+        help="portrait + voice + prompt -> mp4",
+        description="Make a talking video from a portrait, a voice recording and a text prompt.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    need = g.add_argument_group("inputs")
+    need.add_argument("--portrait", required=True, help="image of the person (png/jpg); cropped to the model's size")
+    need.add_argument("--audio", required=True, action="append",
+                      help="voice recording (wav/mp3/m4a/...); repeat once per speaker")
+    need.add_argument("--prompt", default="", help="what the video should look like (emotion, motion, scene)")
+    need.add_argument("--out", required=True, help="output .mp4 path")
+    spk = g.add_argument_group("speakers (default: detect faces; one speaker without a detector: centre)")
+    spk.add_argument("--speaker-mask", action="append", metavar="PNG",
+                     help="mask image per speaker (white = face), same order as --audio")
+    spk.add_argument("--speaker-box", action="append", type=_box, metavar="X0,Y0,X1,Y1",
+                     help="face box per speaker in portrait-model pixels, same order as --audio")
+    m = g.add_argument_group("model and sampling")
+    m.add_argument("--model", default=None,
+                   help="model folder (bundle.json); default: the embedded demo model")
+    m.add_argument("--steps", type=int, default=30, help="denoising steps of the base model (default 30)")
+    m.add_argument("--distilled", action="store_true", help="4-step distilled sampling, no CFG (distilled models)")
+    m.add_argument("--cfg-audio", type=float, default=4.0, help="audio guidance scale (default 4)")
+    m.add_argument("--cfg-text", type=float, default=3.0, help="text guidance scale (default 3)")
+    m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
+    m.add_argument("--negative-prompt", default="", help="prompt of the unconditional pass (default empty)")
+    m.add_argument("--window", type=int, default=33, help="frames per sliding window (default 33)")
+    m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
+    m.add_argument("--shift", type=float, default=7.0, help="noise-schedule shift (default 7)")
+    m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
+    m.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same video (default 0)")
+    m.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if present)")
+    r = g.add_argument_group("long runs")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.state/")
+    r.add_argument("--state-dir", default=None, help="where progress is saved (default OUT.state/)")
+    r.add_argument("--keep-state", action="store_true", help="keep the saved progress after success")
+    r.add_argument("--latent-file", default=None, help="keep the video latent in this memory-mapped file")
+    r.add_argument("--json", action="store_true", help="print the run report as JSON")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
+                       ("batch", "run a workflow over many inputs headlessly")):
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _progress_bars(quiet: bool):
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def cb(p) -> None:
+        bar = bars.get(p.phase)
+        if bar is None:
+            bar = bars[p.phase] = tqdm(total=p.total, desc=p.phase, unit="win" if p.phase == "denoise" else "chunk",
+                                       initial=p.done - 1, file=sys.stderr)
+        bar.set_postfix_str(f"step {p.step}/{p.steps} window {p.window}/{p.windows}")
+        bar.update(p.done - bar.n)
+
+    def close() -> None:
+        for b in bars.values():
+            b.close()
+
+    return cb, close
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .guidance import CFGConfig
+    from .pipeline import DEMO_MODEL_DIR, generate
+
+    model = Path(args.model) if args.model else DEMO_MODEL_DIR
+    if not (model / "bundle.json").is_file() and not model.is_file():
+        if args.model is None:
+            raise MagicInfiniteError(
+                f"the embedded demo model is not installed ({DEMO_MODEL_DIR}); pass --model PATH to a model folder"
+            )
+        raise MagicInfiniteError(f"no model at {model}: expected a folder with bundle.json")
+    if args.speaker_mask and args.speaker_box:
+        raise MagicInfiniteError("give --speaker-mask or --speaker-box, not both")
+    speakers = args.speaker_mask or args.speaker_box
+    if speakers is not None and len(speakers) != len(args.audio):
+        raise MagicInfiniteError(f"{len(args.audio)} --audio but {len(speakers)} speaker masks/boxes; give one each")
+    cfg = CFGConfig.off() if args.no_cfg else CFGConfig(audio_scale=args.cfg_audio, text_scale=args.cfg_text)
+    state_dir = Path(args.state_dir) if args.state_dir else Path(str(args.out) + ".state")
+    cb, close = _progress_bars(args.quiet)
+    try:
+        path, report = generate(
+            args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
+            model=model, out=args.out, steps=args.steps, cfg=cfg, window=args.window, overlap=args.overlap,
+            shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled, speakers=speakers,
+            seed=args.seed, negative_prompt=args.negative_prompt, device=args.device, state_dir=state_dir,
+            resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
+        )
+    finally:
+        close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"{path}  ({report.frames} frames, {report.seconds:.2f} s of video in {report.wall_s:.1f} s, "
+              f"peak RAM {report.peak_rss_mb:.0f} MB)")
+    return 0
+
+
+def _headless(command: str, rest: list[str]) -> int:
+    """`run` -> runner.headless.main, `batch` -> runner.batch.main (imported only when used)."""
+    import importlib
+
+    module = "runner.headless" if command == "run" else "runner.batch"
+    pack_root = Path(__file__).resolve().parent.parent  # runner/ sits beside magicinfinite_core/ in the pack
+    if (pack_root / "runner").is_dir() and str(pack_root) not in sys.path:
+        sys.path.insert(0, str(pack_root))
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise MagicInfiniteError(f"`magicinfinite {command}` needs the runner package next to the pack ({exc})") from None
+    return int(mod.main(rest) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("run", "batch"):  # the runner parses its own options (--help included)
+        try:
+            return _headless(argv[0], argv[1:])
+        except MagicInfiniteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _generate(args)
+    except (MagicInfiniteError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Decoding: streamed to an mp4 in the output folder (any length), or to an IMAGE batch (short clips)."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Any
+
+from comfy_api.latest import InputImpl, Types, io, ui
+
+from .common import CATEGORY, MagicLatent, MagicModel, check_prefix, progress_callback, torch_device
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def _clear_state(latent: dict[str, Any]) -> None:
+    """The video is on disk: the sampler's resume state has served its purpose."""
+    from magicinfinite_core.sampler_state import clear_state
+
+    if latent.get("state_dir"):
+        clear_state(latent["state_dir"])
+
+
+class MagicInfiniteSaveVideo(io.ComfyNode):
+    """Streams the decode straight into an mp4 (with the voice) in ComfyUI's output folder."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagicInfiniteSaveVideo",
+            display_name="MagicInfinite Save Video (streamed)",
+            category=CATEGORY,
+            description="Decode the latent chunk by chunk and write H.264/AAC mp4 frames as they come, so memory "
+            "stays flat for any length. Returns a VIDEO pointing at the file (for Save Video, Get Video "
+            "Components...).",
+            inputs=[
+                MagicModel.Input("model"),
+                MagicLatent.Input("latent"),
+                io.String.Input("filename_prefix", default="MagicInfinite/video",
+                                tooltip="Relative to the output folder; may contain sub-folders."),
+                io.Int.Input("decode_chunk", default=8, min=1, max=256,
+                             tooltip="Latent frames per decode chunk (memory vs speed)."),
+                io.Combo.Input("device", options=DEVICES, default="auto"),
+            ],
+            outputs=[io.Video.Output("video", display_name="video")],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix: str) -> bool | str:
+        return check_prefix(filename_prefix) or True
+
+    @classmethod
+    def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
+                device: str) -> io.NodeOutput:
+        import folder_paths
+
+        from magicinfinite_core.pipeline import decode_to_mp4
+
+        err = check_prefix(filename_prefix)
+        if err:
+            raise ValueError(err)
+        out_dir = folder_paths.get_output_directory()
+        full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, out_dir, model.width, model.height
+        )
+        file = f"{filename}_{counter:05}_.mp4"
+        path = os.path.join(full_folder, file)
+        dev = torch_device(device)
+        decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
+                      chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id))
+        _clear_state(latent)
+        video = InputImpl.VideoFromFile(path)
+        result = ui.SavedResult(file, subfolder, io.FolderType.output)
+        return io.NodeOutput(video, ui=ui.PreviewVideo([result]))
+
+
+class MagicInfiniteDecode(io.ComfyNode):
+    """Decodes a short clip into an IMAGE batch (+ AUDIO and an in-memory VIDEO)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagicInfiniteDecode",
+            display_name="MagicInfinite Decode (short clips)",
+            category=CATEGORY,
+            description="Decode to frames in memory for further processing (IMAGE [frames, H, W, 3], the voice "
+            "as AUDIO, and a VIDEO for ComfyUI's Save Video). Refuses clips longer than max_seconds: use "
+            "'Save Video (streamed)' for long videos.",
+            inputs=[
+                MagicModel.Input("model"),
+                MagicLatent.Input("latent"),
+                io.Float.Input("max_seconds", default=20.0, min=0.04, max=3600.0, step=1.0,
+                               tooltip="Safety limit: every frame is held in RAM."),
+                io.Int.Input("decode_chunk", default=8, min=1, max=256),
+                io.Combo.Input("device", options=DEVICES, default="auto"),
+            ],
+            outputs=[
+                io.Image.Output("images", display_name="images"),
+                io.Audio.Output("audio", display_name="audio"),
+                io.Video.Output("video", display_name="video"),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, latent: dict[str, Any], max_seconds: float, decode_chunk: int,
+                device: str) -> io.NodeOutput:
+        import torch
+
+        from magicinfinite_core.config import VIDEO_FPS
+        from magicinfinite_core.streamed_decode import diffusers_decode_fn, streamed_decode
+
+        n = int(latent["num_frames"])
+        if n > max_seconds * VIDEO_FPS:
+            raise ValueError(
+                f"{n / VIDEO_FPS:.1f} s of video is longer than max_seconds={max_seconds:g}; holding every frame in "
+                "memory could exhaust RAM. Use 'MagicInfinite Save Video (streamed)' or raise max_seconds."
+            )
+        dev = torch_device(device)
+        vae = model.vae.to(dev)
+        chunks = [
+            c.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1)  # [3, n, H, W] in [-1, 1] -> [n, H, W, 3]
+            for c in streamed_decode(latent["latent"], diffusers_decode_fn(vae), num_frames=n,
+                                     chunk=int(decode_chunk), device=dev,
+                                     callback=progress_callback(cls.hidden.unique_id))
+        ]
+        images = torch.cat(chunks)
+        wav, rate = latent["mux"]
+        audio = {"waveform": torch.from_numpy(wav.copy())[None], "sample_rate": int(rate)}
+        video = InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=images, audio=audio, frame_rate=Fraction(VIDEO_FPS))
+        )
+        _clear_state(latent)
+        return io.NodeOutput(images, audio, video)

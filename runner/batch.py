@@ -1,0 +1,344 @@
+"""Run many (portrait, audio, prompt, ...) jobs through one API-format workflow.
+
+    magicinfinite batch jobs.csv --workflow workflows/single_speaker_api.json --out out/batch
+    magicinfinite batch jobs.jsonl --workflow W --server http://127.0.0.1:8188
+
+Jobs file: CSV (header row) or JSONL (one object per line). Column ``id`` names the job (default
+``job0001``...); every column named ``NODE.INPUT`` (e.g. ``6.prompt``, ``3.audio``) overrides that
+input; ``--map portrait=2.image`` maps other column names. Values of Load Image / Load Audio / Load
+Video inputs that are existing local files (relative to the jobs file) are used as files: passed
+by absolute path in-process, uploaded to the server's input folder with ``--server``.
+
+Why a results table and not just output files: a re-run must know what finished. A job whose row
+says ``ok``/``skipped`` and whose output file still exists is skipped; every other job runs again,
+and because each job's sampler gets its own ``resume_dir`` (``batch_<id>``, unless the jobs set
+one), an interrupted job continues from its last finished sampler step instead of starting over.
+The table (``--results``, default ``<out>/results.csv``; ``.jsonl`` also works) is rewritten after
+every job with id, status (ok / error / skipped / interrupted), output, seconds and error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import headless
+
+FILE_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file"), ("LoadImageMask", "image")}
+SAMPLER_CLASS = "MagicInfiniteSampler"
+RESULT_FIELDS = ["id", "status", "output", "seconds", "error"]
+FINISHED = ("ok", "skipped")
+
+
+class BatchError(Exception):
+    """A problem with the jobs file or the arguments (reported as one line, exit code 2)."""
+
+
+# --------------------------------------------------------------------------------- jobs
+
+
+def read_jobs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a CSV (strings, parsed like ``--set`` values) or JSONL (typed) jobs file."""
+    p = Path(path)
+    if not p.is_file():
+        raise BatchError(f"jobs file not found: {p}")
+    rows: list[dict[str, Any]] = []
+    if p.suffix.lower() in (".jsonl", ".ndjson"):
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BatchError(f"{p}:{n}: not valid JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise BatchError(f"{p}:{n}: each line must be a JSON object")
+            rows.append(row)
+    else:
+        with p.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                rows.append({k.strip(): headless.parse_value(v) for k, v in row.items() if k and v not in (None, "")})
+    ids = [str(r.get("id", f"job{i + 1:04d}")) for i, r in enumerate(rows)]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise BatchError(f"job ids must be unique; repeated: {sorted(dup)}")
+    for i, (row, job_id) in enumerate(zip(rows, ids, strict=True)):
+        err = _bad_id(job_id)
+        if err:
+            raise BatchError(f"job {i + 1}: {err}")
+        row["id"] = job_id
+    return rows
+
+
+def _bad_id(job_id: str) -> str | None:
+    if not job_id or job_id in (".", "..") or any(c in job_id for c in "/\\:") or job_id.startswith("."):
+        return f"id {job_id!r} must be a plain name (it becomes a folder name)"
+    return None
+
+
+def job_overrides(
+    row: dict[str, Any], workflow: dict[str, Any], mapping: dict[str, str], base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """``({"NODE.INPUT": value}, {"NODE.INPUT": local file to upload/pass})`` for one job."""
+    overrides: dict[str, Any] = {}
+    files: dict[str, Path] = {}
+    for col, value in row.items():
+        if col == "id":
+            continue
+        key = mapping.get(col, col)
+        if "." not in key:
+            raise BatchError(
+                f"job {row['id']}: column {col!r} is neither NODE.INPUT nor mapped with --map {col}=NODE.INPUT"
+            )
+        node_id, _, name = key.partition(".")
+        node = workflow.get(node_id)
+        if node is None:
+            raise BatchError(f"job {row['id']}: column {col!r}: the workflow has no node {node_id!r}")
+        overrides[key] = value
+        if (node["class_type"], name) in FILE_INPUTS and isinstance(value, str):
+            cand = Path(value).expanduser()
+            cand = cand if cand.is_absolute() else base_dir / cand
+            if cand.is_file():
+                files[key] = cand.resolve()
+    for node_id, node in workflow.items():
+        key = f"{node_id}.resume_dir"
+        if node.get("class_type") == SAMPLER_CLASS and key not in overrides:
+            overrides[key] = f"batch_{row['id']}"
+    return overrides, files
+
+
+# --------------------------------------------------------------------------------- results
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    if path.suffix.lower() == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    return {str(r["id"]): r for r in rows if r.get("id")}
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomic rewrite, so an interrupted batch never leaves a half-written table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".jsonl":
+            for r in rows:
+                f.write(json.dumps({k: r.get(k, "") for k in RESULT_FIELDS}) + "\n")
+        else:
+            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in RESULT_FIELDS})
+    os.replace(tmp, path)
+
+
+def is_finished(row: dict[str, Any] | None) -> bool:
+    return bool(row) and row.get("status") in FINISHED and bool(row.get("output")) and Path(row["output"]).is_file()
+
+
+def _main_output(files: list[str]) -> str:
+    videos = [f for f in files if f.endswith(".mp4")]
+    return (videos or files or [""])[0]
+
+
+# --------------------------------------------------------------------------------- runners
+
+
+class InProcessRunner:
+    """Runs jobs with :func:`runner.headless.run_workflow` (ComfyUI bootstrapped once)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ready = False
+
+    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path], out: Path) -> str:
+        if not self.ready:  # models_dir also when ComfyUI was bootstrapped earlier in this process
+            headless.bootstrap(self.args.comfyui, cpu=self.args.cpu)
+            if self.args.models_dir:
+                headless.add_models_dir(self.args.models_dir)
+            self.ready = True
+        overrides = {**overrides, **{k: str(p) for k, p in files.items()}}
+        result = headless.run_workflow(
+            workflow, overrides, out, input_dir=self.args.input_dir, comfyui=self.args.comfyui,
+            cpu=self.args.cpu, models_dir=self.args.models_dir,
+        )
+        return _main_output(result["files"])
+
+
+class ServerRunner:
+    """Submits jobs to a running ComfyUI through its HTTP API (/upload/image, /prompt, /history, /view)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        import requests
+
+        self.requests = requests
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        try:
+            requests.get(self.url + "/system_stats", timeout=10).raise_for_status()
+        except requests.RequestException as e:
+            raise BatchError(f"no ComfyUI answering at {self.url}: {e}") from None
+
+    def upload(self, path: Path, job_id: str) -> str:
+        with path.open("rb") as f:
+            r = self.requests.post(
+                self.url + "/upload/image",
+                files={"image": (f"{job_id}_{path.name}", f)},
+                data={"subfolder": "magicinfinite_batch", "type": "input", "overwrite": "true"},
+                timeout=120,
+            )
+        r.raise_for_status()
+        info = r.json()
+        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+
+    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path], out: Path) -> str:
+        job_id = out.name
+        overrides = {**overrides, **{k: self.upload(p, job_id) for k, p in files.items()}}
+        prompt = headless.apply_overrides(workflow, overrides)
+        r = self.requests.post(self.url + "/prompt", json={"prompt": prompt}, timeout=60)
+        body = r.json() if r.content else {}
+        if r.status_code != 200 or "prompt_id" not in body:
+            msg = headless._validation_message(body.get("error", {}) or {}, body.get("node_errors", {}) or {}, prompt)
+            raise headless.WorkflowValidationError(msg, body.get("error", {}), body.get("node_errors", {}))
+        prompt_id = body["prompt_id"]
+        deadline = time.monotonic() + self.timeout
+        while True:
+            entry = self.requests.get(f"{self.url}/history/{prompt_id}", timeout=30).json().get(prompt_id)
+            status = (entry or {}).get("status", {})
+            if status.get("status_str") in ("success", "error") and status.get("completed") is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prompt {prompt_id} not finished after {self.timeout:.0f} s")
+            time.sleep(0.2)
+        if status["status_str"] == "error":
+            details = next((m[1] for m in status.get("messages", []) if m[0] == "execution_error"), {})
+            raise headless.NodeExecutionError(
+                headless._one_line(
+                    f"node {details.get('node_id')} ({details.get('node_type')}) failed: "
+                    f"{details.get('exception_type', 'error')}: {details.get('exception_message', 'unknown error')}"
+                ),
+                details,
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for node_out in entry.get("outputs", {}).values():
+            for values in node_out.values():
+                for item in values if isinstance(values, list) else []:
+                    if isinstance(item, dict) and item.get("type") == "output" and "filename" in item:
+                        data = self.requests.get(
+                            self.url + "/view",
+                            params={"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                                    "type": "output"},
+                            timeout=300,
+                        )
+                        data.raise_for_status()
+                        dest = out / Path(item["filename"]).name
+                        dest.write_bytes(data.content)
+                        saved.append(str(dest.resolve()))
+        return _main_output(saved)
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="magicinfinite batch", description="Run many jobs through one workflow.")
+    p.add_argument("jobs", help="jobs.csv or jobs.jsonl (columns: id, NODE.INPUT...)")
+    p.add_argument("--workflow", required=True, help="API-format workflow JSON")
+    p.add_argument("--out", default="out/batch", help="one sub-folder per job (default out/batch)")
+    p.add_argument("--results", default=None, help="results table (.csv or .jsonl; default <out>/results.csv)")
+    p.add_argument("--map", action="append", default=[], metavar="COLUMN=NODE.INPUT",
+                   help="map a jobs column to a node input")
+    p.add_argument("--server", default=None, help="submit to a running ComfyUI (e.g. http://127.0.0.1:8188)")
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="per job, --server mode (seconds)")
+    p.add_argument("--rerun", action="store_true", help="run finished jobs again")
+    p.add_argument("--stop-on-error", action="store_true", help="stop at the first failed job")
+    p.add_argument("--input-dir", default=None)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--comfyui", default=None)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def run_batch(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
+    """Run every job; returns (result rows in job order, results path)."""
+    jobs_path = Path(args.jobs)
+    workflow = headless.load_workflow(args.workflow)
+    jobs = read_jobs(jobs_path)
+    mapping = {}
+    for item in args.map:
+        col, sep, key = item.partition("=")
+        if not sep or "." not in key:
+            raise BatchError(f"--map expects COLUMN=NODE.INPUT, got {item!r}")
+        mapping[col.strip()] = key.strip()
+    out_root = Path(args.out).resolve()
+    results_path = Path(args.results).resolve() if args.results else out_root / "results.csv"
+    previous = read_results(results_path)
+    plans = [(row, *job_overrides(row, workflow, mapping, jobs_path.parent.resolve())) for row in jobs]
+    runner: Any = ServerRunner(args.server, args.timeout) if args.server else InProcessRunner(args)
+
+    rows: dict[str, dict[str, Any]] = {r["id"]: previous.get(r["id"], {"id": r["id"], "status": "pending"}) for r in jobs}
+    order = [r["id"] for r in jobs]
+    for row, overrides, files in plans:
+        job_id = row["id"]
+        if not args.rerun and is_finished(previous.get(job_id)):
+            rows[job_id] = {**previous[job_id], "status": "skipped"}
+            print(f"{job_id}: skipped (finished: {previous[job_id]['output']})", file=sys.stderr)
+            continue
+        t0 = time.perf_counter()
+        try:
+            output = runner.run(workflow, overrides, files, out_root / job_id)
+            rows[job_id] = {"id": job_id, "status": "ok", "output": output,
+                            "seconds": round(time.perf_counter() - t0, 2), "error": ""}
+        except KeyboardInterrupt:
+            rows[job_id] = {"id": job_id, "status": "interrupted", "output": "",
+                            "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}
+            write_results(results_path, [rows[i] for i in order])
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
+            msg = str(e) if isinstance(e, headless.HeadlessError) else f"{type(e).__name__}: {e}"
+            rows[job_id] = {"id": job_id, "status": "error", "output": "",
+                            "seconds": round(time.perf_counter() - t0, 2), "error": headless._one_line(msg)}
+        write_results(results_path, [rows[i] for i in order])
+        r = rows[job_id]
+        print(f"{job_id}: {r['status']} {r['output'] or r['error']} ({r['seconds']} s)", file=sys.stderr)
+        if r["status"] == "error" and args.stop_on_error:
+            break
+    write_results(results_path, [rows[i] for i in order])
+    return [rows[i] for i in order], results_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0: every job ok or skipped; 1: some job failed; 2: bad arguments / jobs file; 130: Ctrl-C."""
+    import logging
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, format="%(message)s")
+    try:
+        rows, results_path = run_batch(args)
+    except (BatchError, headless.WorkflowFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    failed = [r for r in rows if r["status"] not in FINISHED]
+    print(f"{len(rows) - len(failed)}/{len(rows)} jobs finished; results: {results_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

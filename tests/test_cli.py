@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from magicinfinite_core.cli import main
+from magicinfinite_core.config import VAEConfig
+from magicinfinite_core.pipeline import random_bundle, save_bundle
+from magicinfinite_core.video_io import probe_video, write_wav
+
+
+def _inputs(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    t = np.arange(8000) / 16000
+    write_wav(tmp_path / "a.wav", (0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    return str(tmp_path / "p.png"), str(tmp_path / "a.wav")
+
+
+def test_help_is_readable():
+    out = subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", "generate", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--portrait", "--audio", "--prompt", "--out", "--speaker-mask", "--model", "--resume", "examples:"):
+        assert flag in out
+
+
+def test_missing_demo_model_says_so_in_one_line(tmp_path, capsys):
+    p, a = _inputs(tmp_path)
+    code = main(["generate", "--portrait", p, "--audio", a, "--prompt", "hi", "--out", str(tmp_path / "o.mp4")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "--model PATH" in err
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    p, a = _inputs(tmp_path)
+    model = save_bundle(random_bundle(0, height=32, width=32), tmp_path / "model")
+    base = ["generate", "--model", str(model), "--out", str(tmp_path / "o.mp4"), "--speaker-box", "4,4,28,28", "-q"]
+    for bad in (["--portrait", str(tmp_path / "nope.png"), "--audio", a],
+                ["--portrait", p, "--audio", str(tmp_path / "nope.wav")],
+                ["--portrait", p, "--audio", a, "--window", "9", "--overlap", "8"]):
+        assert main(base + bad) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and err.count("\n") == 0, err
+
+
+def test_generate_command_writes_video_and_json_report(tmp_path, capsys):
+    p, a = _inputs(tmp_path)
+    vae = VAEConfig(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, mid_block_add_attention=False)
+    model = save_bundle(random_bundle(1, height=32, width=32, vae_cfg=vae), tmp_path / "model")
+    out = tmp_path / "o.mp4"
+    code = main(["generate", "--portrait", p, "--audio", a, "--prompt", "hello", "--out", str(out),
+                 "--model", str(model), "--steps", "2", "--window", "9", "--overlap", "4",
+                 "--speaker-box", "4,4,28,28", "--json", "-q"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 13 == probe_video(out).frames  # round(0.5 s * 25) = 12.5 -> 13 (halves up)
+    assert not (tmp_path / "o.mp4.state").exists()  # progress is dropped after success

@@ -1,0 +1,127 @@
+"""Writes the example workflows: API format always; UI format via ComfyUI's own frontend (--ui).
+
+    python workflows/make_workflows.py          # workflows/*_api.json
+    python workflows/make_workflows.py --ui     # also *.json (UI format), needs ComfyUI + Chromium
+
+Why generated: the three workflows share most nodes; editing one Python source keeps node ids and
+widget values consistent, and the UI files come from the frontend's own API→UI conversion so they
+load in ComfyUI exactly as if built there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEMO = "magicinfinite_demo_"  # nodes/assets.py copies workflows/assets/* into the input folder with this prefix
+
+# Node ids every workflow shares (the batch runner's jobs and the tests refer to them).
+MODEL, PORTRAIT, VOICE, ENCODE, MASKS, SAMPLER, SAVE = "1", "2", "3", "4", "5", "6", "7"
+
+
+def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int = 1,
+          resume_dir: str = "") -> dict[str, Any]:
+    return {
+        MODEL: {"class_type": "MagicInfiniteModelLoader", "inputs": {"model": "embedded demo"},
+                "_meta": {"title": "MagicInfinite Model Loader"}},
+        PORTRAIT: {"class_type": "LoadImage", "inputs": {"image": DEMO + portrait},
+                   "_meta": {"title": "Portrait"}},
+        VOICE: {"class_type": "LoadAudio", "inputs": {"audio": DEMO + voice},
+                "_meta": {"title": "Voice (speaker 1)"}},
+        ENCODE: {"class_type": "MagicInfiniteAudioEncode",
+                 "inputs": {"model": [MODEL, 0], "audio_1": [VOICE, 0], "normalize": False},
+                 "_meta": {"title": "MagicInfinite Audio Encode"}},
+        MASKS: {"class_type": "MagicInfiniteSpeakerMasks",
+                "inputs": {"image": [PORTRAIT, 0], "num_speakers": speakers,
+                           "source": "detect faces, else centre" if speakers == 1 else "auto", "face_order": ""},
+                "_meta": {"title": "MagicInfinite Speaker Masks"}},
+        SAMPLER: {"class_type": "MagicInfiniteSampler",
+                  "inputs": {"model": [MODEL, 0], "portrait": [PORTRAIT, 0], "audio_features": [ENCODE, 0],
+                             "speaker_masks": [MASKS, 0], "prompt": prompt, "negative_prompt": "",
+                             "mode": "distilled", "steps": 4, "window": 33, "overlap": 8, "shift": 7.0,
+                             "seed": 42, "resume_dir": resume_dir, "backend": "single device", "device": "auto"},
+                  "_meta": {"title": "MagicInfinite Sliding-Window Sampler"}},
+        SAVE: {"class_type": "MagicInfiniteSaveVideo",
+               "inputs": {"model": [MODEL, 0], "latent": [SAMPLER, 0], "filename_prefix": prefix,
+                          "decode_chunk": 8, "device": "auto"},
+               "_meta": {"title": "MagicInfinite Save Video (streamed)"}},
+    }
+
+
+def single_speaker() -> dict[str, Any]:
+    return _base("portrait_one_speaker.png", "voice_one_speaker.wav",
+                 "A pencil sketch of a person speaking with raised eyebrows in surprise and nodding.",
+                 "MagicInfinite/single_speaker")
+
+
+def two_speakers() -> dict[str, Any]:
+    """Dialogue: speaker 1 (left face) talks first, speaker 2 (right face) answers after 4.5 s."""
+    wf = _base("portrait_two_speakers.png", "voice_one_speaker.wav",
+               "A pencil sketch of two people talking in turn, in front of a still background.",
+               "MagicInfinite/two_speakers", speakers=2)
+    wf["8"] = {"class_type": "LoadAudio", "inputs": {"audio": DEMO + "voice_second_speaker.wav"},
+               "_meta": {"title": "Voice (speaker 2)"}}
+    wf["9"] = {"class_type": "EmptyAudio", "inputs": {"duration": 4.5, "sample_rate": 16000, "channels": 1},
+               "_meta": {"title": "Speaker 2 waits"}}
+    wf["10"] = {"class_type": "AudioConcat", "inputs": {"audio1": ["8", 0], "audio2": ["9", 0],
+                                                       "direction": "before"},
+                "_meta": {"title": "Speaker 2 track"}}
+    wf[ENCODE]["inputs"]["audio_2"] = ["10", 0]
+    wf["11"] = {"class_type": "PreviewImage", "inputs": {"images": [MASKS, 1]},
+                "_meta": {"title": "Who speaks where"}}
+    return wf
+
+
+def long_video() -> dict[str, Any]:
+    """≥ 60 s: streamed save (frames go to disk as decoded) and a resume folder for interruptions."""
+    return _base("portrait_one_speaker.png", "voice_long_60s.ogg",
+                 "A pencil sketch of a person giving a calm, friendly talk.",
+                 "MagicInfinite/long_video", resume_dir="long_video_demo")
+
+
+WORKFLOWS = {"single_speaker": single_speaker, "two_speakers": two_speakers, "long_video": long_video}
+
+
+def write_api() -> list[Path]:
+    paths = []
+    for name, fn in WORKFLOWS.items():
+        p = HERE / f"{name}_api.json"
+        p.write_text(json.dumps(fn(), indent=2) + "\n")
+        paths.append(p)
+    return paths
+
+
+def write_ui() -> list[Path]:
+    """Convert with the ComfyUI frontend itself (a throwaway server + headless Chromium)."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent.parent))
+    pkg = HERE.parent.name
+    server_mod = __import__(f"{pkg}.tests.comfyui_server", fromlist=["x"])
+    browser_mod = __import__(f"{pkg}.tests.browser", fromlist=["x"])
+    paths = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = server_mod.ComfyServer(server_mod.ensure_comfyui(), Path(tmp))
+        with server, browser_mod.Browser() as b:
+            import requests
+
+            requests.post(server.url + "/settings/Comfy.TutorialCompleted", json=True, timeout=10)
+            browser_mod.open_comfyui(b, server.url)
+            for name, fn in WORKFLOWS.items():
+                ui_wf = browser_mod.api_to_ui_workflow(b, fn())
+                for node in ui_wf["nodes"]:  # the demo's seed stays fixed (frontend default: randomize)
+                    vals = node.get("widgets_values") or []
+                    if node["type"] == "MagicInfiniteSampler" and "randomize" in vals:
+                        vals[vals.index("randomize")] = "fixed"
+                p = HERE / f"{name}.json"
+                p.write_text(json.dumps(ui_wf, indent=2) + "\n")
+                paths.append(p)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write_api() + (write_ui() if "--ui" in sys.argv else []):
+        print(p)
