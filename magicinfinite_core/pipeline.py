@@ -42,7 +42,7 @@ from .config import VIDEO_FPS, DiTConfig, SamplerConfig, VAEConfig
 from .errors import CheckpointError, MagicInfiniteError, MaskError
 from .guidance import FULL, UNCOND, CFGConfig, guided_velocity
 from .masks import speaker_masks, to_rgb_uint8, token_masks
-from .models.dit import MagicInfiniteDiT, concat_image_condition
+from .models.dit import MagicInfiniteDiT, concat_image_condition, image_tokens_from_latent
 from .sampler import ProgressCallback, sample, step_plans
 from .sampler_state import clear_state, has_state, load_state
 from .scheduler import timestep_from_sigma
@@ -110,12 +110,49 @@ class PatchImageEncoder(nn.Module):
         return self.proj(x)
 
 
-def _encoder_from_config(cfg: dict) -> nn.Module:
+class PromptEncoder:
+    """Adapts a `text_encoders` encoder (`encode(list) -> TextEmbeddings`) to `encoder(prompt)`.
+
+    The demo model's prompt encoder is the packaged MiniLM (kind "minilm", no weights in the bundle).
+    """
+
+    def __init__(self, encoder: Any, name: str = "minilm", max_length: int = 64) -> None:
+        self.encoder, self.name = encoder, name
+        self.config = {"kind": name, "max_length": max_length}
+        self.token_dim, self.pooled_dim = int(encoder.token_dim), int(encoder.pooled_dim)
+
+    def __call__(self, prompt: str) -> TextEmbedding:
+        e = self.encoder.encode([prompt or ""])
+        return TextEmbedding(e.tokens, e.mask, e.pooled)
+
+    @classmethod
+    def minilm(cls, max_length: int = 64) -> PromptEncoder:
+        from .text_encoders import MiniLMTextEncoder
+
+        return cls(MiniLMTextEncoder(max_length=max_length), "minilm", max_length)
+
+
+class LatentPatchTokens:
+    """Image tokens = the portrait's VAE latent in 2D patches (kind "latent_patches", no weights)."""
+
+    def __init__(self, patch: Sequence[int] = (2, 2)) -> None:
+        self.patch = (int(patch[0]), int(patch[1]))
+        self.config = {"kind": "latent_patches", "patch": list(self.patch)}
+
+    def from_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return image_tokens_from_latent(latent, self.patch)
+
+
+def _encoder_from_config(cfg: dict) -> Any:
     kind = cfg.get("kind")
     if kind == "bytes":
         return ByteTextEncoder(cfg["text_dim"], cfg["pooled_dim"], cfg["max_len"])
     if kind == "patches":
         return PatchImageEncoder(cfg["token_dim"], cfg["grid"], cfg["patch"])
+    if kind == "minilm":
+        return PromptEncoder.minilm(cfg.get("max_length", 64))
+    if kind == "latent_patches":
+        return LatentPatchTokens(cfg.get("patch", (2, 2)))
     raise CheckpointError(f"unknown encoder kind {kind!r} in the model bundle")
 
 
@@ -216,9 +253,11 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
                   "n_mels": getattr(bundle.audio_extractor, "n_mels", 64)},
     }
     for key, mod in (("text_encoder", bundle.text_encoder), ("image_encoder", bundle.image_encoder)):
-        if mod is not None:
+        if isinstance(mod, nn.Module):
             save_state_dict(d / f"{key}.safetensors", mod.state_dict(), kind=f"magicinfinite-{key}", config=mod.config)
             meta[key] = {"weights": f"{key}.safetensors", "config": mod.config}
+        elif mod is not None:  # weightless adapters (packaged MiniLM, latent patches)
+            meta[key] = {"config": mod.config}
     (d / BUNDLE_FILE).write_text(json.dumps(meta, indent=1))
     return d
 
@@ -241,8 +280,10 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
     for key in ("text_encoder", "image_encoder"):
         if key in spec:
             mod = _encoder_from_config(spec[key]["config"])
-            mod.load_state_dict(load_state_dict(d / spec[key]["weights"]))
-            encoders[key] = mod.eval()
+            if isinstance(mod, nn.Module):
+                mod.load_state_dict(load_state_dict(d / spec[key]["weights"]))
+                mod.eval()
+            encoders[key] = mod
     if "text_encoder" not in encoders:
         raise CheckpointError(f"{spec_path} names no text encoder")
     audio = spec.get("audio", {"kind": "mel"})
@@ -394,15 +435,18 @@ def build_conditions(
         txt = torch.cat([pos.tokens, neg.tokens]).to(device)
         txt_mask = torch.cat([pos.mask, neg.mask]).to(device).bool()
         pooled = torch.cat([pos.pooled, neg.pooled]).to(device)
+        image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
         image_tokens = None
         if bundle.image_encoder is not None:
-            tok = bundle.image_encoder(portrait.to(device))
+            if isinstance(bundle.image_encoder, LatentPatchTokens):
+                tok = bundle.image_encoder.from_latent(image_latent)
+            else:
+                tok = bundle.image_encoder(portrait.to(device))
             if dit_cfg.image_token_dim:
                 image_tokens = tok
             else:  # the encoder already speaks text_dim: prepend to the prompt row, masked in the null row
                 txt = torch.cat([torch.cat([tok, torch.zeros_like(tok)]), txt], dim=1)
                 txt_mask = torch.cat([torch.tensor([[True], [False]], device=device).expand(2, tok.shape[1]), txt_mask], 1)
-        image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
     h, w = image_latent.shape[-2:]
     grid = bundle.dit.token_grid((1, h, w))[1:]
     tmask = token_masks(pixel_masks, 1, grid)[:, 0]

@@ -46,6 +46,10 @@ class VideoVAE(torch.nn.Module):
         self.model = model if model is not None else AutoencoderKLHunyuanVideo(**cfg.diffusers_kwargs())
         if cfg.causal_norm:
             use_frame_group_norm(self.model)
+        # diffusers' framewise tiling blends overlapping time tiles; our streamed decoder bounds memory
+        # instead, and without the blend a causal VAE decodes chunk by chunk exactly.
+        self.model.use_framewise_encoding = False
+        self.model.use_framewise_decoding = False
         self.model.eval()
 
     @property

@@ -169,22 +169,6 @@ def _vae_path(name: str) -> str:
     return str(resolve_model_path("vae", name, want="weights"))
 
 
-class _TextAdapter:
-    """Adapts a ``text_encoders`` encoder (``encode(list) -> TextEmbeddings``) to the bundle's
-    ``text_encoder(prompt) -> TextEmbedding`` call, so generate() code stays unchanged."""
-
-    def __init__(self, encoder: Any, name: str) -> None:
-        self.encoder, self.name = encoder, name
-        self.token_dim = int(encoder.token_dim)
-        self.pooled_dim = int(encoder.pooled_dim)
-
-    def __call__(self, prompt: str) -> Any:
-        from magicinfinite_core.pipeline import TextEmbedding
-
-        e = self.encoder.encode([prompt or ""])
-        return TextEmbedding(e.tokens, e.mask, e.pooled)
-
-
 class MagicInfiniteTextEncoderLoader(io.ComfyNode):
     """Loads a prompt encoder: the packaged MiniLM, or a MiniLM-style folder in models/text_encoders."""
 
@@ -214,12 +198,13 @@ class MagicInfiniteTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, text_encoder: str) -> io.NodeOutput:
+        from magicinfinite_core.pipeline import PromptEncoder
         from magicinfinite_core.text_encoders import MiniLMTextEncoder
 
         path = None if text_encoder == MINILM else resolve_model_path("text_encoders", text_encoder, want="dir")
         if path is not None and not any(p.suffix == ".safetensors" for p in path.iterdir()):
             raise NodeInputError(f"{text_encoder!r} has no .safetensors weights; only safetensors are loaded")
-        return io.NodeOutput(_TextAdapter(MiniLMTextEncoder(path), text_encoder))
+        return io.NodeOutput(PromptEncoder(MiniLMTextEncoder(path), text_encoder))
 
 
 class MagicInfiniteAudioEncoderLoader(io.ComfyNode):

@@ -31,6 +31,21 @@ def concat_image_condition(noisy: torch.Tensor, image_latent: torch.Tensor | Non
     return torch.cat([noisy, cond], dim=1)
 
 
+def image_tokens_from_latent(latent: torch.Tensor, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """Portrait latent [B, C, T, h, w] (frame 0 is used) -> image tokens [B, (h/ph)(w/pw), C*ph*pw].
+
+    The demo model's identity reference in the text stream: latent patches laid out like the DiT's
+    own patch embedding (row-major grid, each token flattened as C, ph, pw), so no extra encoder.
+    """
+    x = latent[:, :, 0]
+    b, c, h, w = x.shape
+    ph, pw = patch
+    if h % ph or w % pw:
+        raise ValueError(f"latent size {h}x{w} is not divisible by the image-token patch {patch}")
+    x = x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // ph) * (w // pw), c * ph * pw)
+
+
 @dataclass
 class BlockInputs:
     """What the transformer blocks consume; built once per forward by `MagicInfiniteDiT.prepare`."""
