@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--latent-file", default=None, help="keep the video latent in this memory-mapped file")
     r.add_argument("--json", action="store_true", help="print the run report as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from .distributed import add_sp_arguments
+
+    add_sp_arguments(g)
     for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
                        ("batch", "run a workflow over many inputs headlessly")):
         s = sub.add_parser(name, help=text, add_help=False)
@@ -130,11 +133,20 @@ def _generate(args: argparse.Namespace) -> int:
         raise MagicInfiniteError(f"{len(args.audio)} --audio but {len(speakers)} speaker masks/boxes; give one each")
     cfg = CFGConfig.off() if args.no_cfg else CFGConfig(audio_scale=args.cfg_audio, text_scale=args.cfg_text)
     state_dir = Path(args.state_dir) if args.state_dir else Path(str(args.out) + ".state")
+    out, bundle = args.out, _maybe_sequence_parallel(model, args)
+    if bundle is not None:
+        from .distributed import is_main_process
+
+        if not is_main_process():  # every rank samples the same windows; only rank 0 keeps files
+            import tempfile
+
+            out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
+            state_dir, args.quiet = None, True
     cb, close = _progress_bars(args.quiet)
     try:
         path, report = generate(
             args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
-            model=model, out=args.out, steps=args.steps, cfg=cfg, window=args.window, overlap=args.overlap,
+            model=bundle if bundle is not None else model, out=out, steps=args.steps, cfg=cfg, window=args.window, overlap=args.overlap,
             shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled, speakers=speakers,
             seed=args.seed, negative_prompt=args.negative_prompt, device=args.device, state_dir=state_dir,
             resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
@@ -147,6 +159,22 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"{path}  ({report.frames} frames, {report.seconds:.2f} s of video in {report.wall_s:.1f} s, "
               f"peak RAM {report.peak_rss_mb:.0f} MB)")
     return 0
+
+
+def _maybe_sequence_parallel(model: Path, args: argparse.Namespace):
+    """Under torchrun (or with --sp-* options) load the bundle and wrap its DiT for USP; else None."""
+    import os
+
+    wanted = (args.sp_ulysses or 1) * args.sp_ring * args.sp_cfg > 1 or args.sp_attention == "xfuser"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not wanted:
+        return None
+    from .distributed import wrap_for_torchrun
+    from .pipeline import load_bundle
+
+    bundle = load_bundle(model)
+    bundle.dit = wrap_for_torchrun(bundle.dit, ulysses=args.sp_ulysses, ring=args.sp_ring, cfg=args.sp_cfg,
+                                   attention=args.sp_attention)
+    return bundle
 
 
 def _headless(command: str, rest: list[str]) -> int:

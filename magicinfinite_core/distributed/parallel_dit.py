@@ -45,6 +45,9 @@ class SequenceParallelDiT(nn.Module):
     def cfg(self):
         return self.model.cfg
 
+    def token_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.model.token_grid(latent_thw)
+
     def shard_plan(self, latent_thw: tuple[int, int, int]) -> ShardPlan:
         t, h, w = self.model.token_grid(latent_thw)
         return ShardPlan(t * h * w, self.groups.sp, self.groups.sp_rank, h * w)
