@@ -172,6 +172,7 @@ class ModelBundle:
     height: int = 64
     width: int = 64
     name: str = "model"
+    dit_path: Path | None = None  # the DiT file a bundle was loaded from (multi-process workers reload it)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def fingerprint(self) -> str:
@@ -290,7 +291,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
     extractor = MelExtractor(n_mels=audio.get("n_mels", 64)) if audio["kind"] == "mel" else load_extractor(d / audio["path"])
     h, w = spec.get("resolution", [64, 64])
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
-                       int(h), int(w), name=spec.get("name", d.name)).to(device)
+                       int(h), int(w), name=spec.get("name", d.name), dit_path=d / spec["dit"]).to(device)
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -389,8 +390,10 @@ class WindowPredictor:
     """predict(x_window, sigma, window) for the sampler: builds each window's conditions and runs all
     CFG passes in one batched DiT forward."""
 
-    def __init__(self, dit: MagicInfiniteDiT, cond: Conditions, cfg: CFGConfig, dtype: torch.dtype = torch.float32):
+    def __init__(self, dit: MagicInfiniteDiT, cond: Conditions, cfg: CFGConfig, dtype: torch.dtype = torch.float32,
+                 forward: Any = None):
         self.dit, self.cond, self.cfg, self.dtype = dit, cond, cfg, dtype
+        self.forward = forward or dit
         a = dit.cfg.audio
         self.fpl, self.win = (a.frames_per_latent, a.frame_window) if a is not None else (4, 5)
         self.scales = (torch.tensor([float(cfg.audio_scale)]), torch.tensor([float(cfg.text_scale)]))
@@ -422,7 +425,7 @@ class WindowPredictor:
             kwargs["audio"] = aud[None].expand(n, *aud.shape)
             kwargs["speaker_mask"] = mask * on.view(n, 1, 1, 1, 1)
         t = timestep_from_sigma(sigma).to(dev).expand(n)
-        return self.dit(x_in.to(dt), t, **kwargs).float()
+        return self.forward(x_in.to(dt), t, **kwargs).float()
 
 
 def build_conditions(
@@ -528,42 +531,17 @@ def generate(
     t_start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device) if isinstance(model, (str, Path)) else model.to(device)
-    cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
-    prompt = prompt or ""
     window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
-
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
-    if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:
-        raise MagicInfiniteError(
-            f"the audio features have {features.shape[-1]} dims but the model expects "
-            f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
-        )
-    img, img_u8 = load_portrait(portrait, bundle.height, bundle.width)
-    masks = pixel_speaker_masks(img_u8, len(tracks), speakers)
-    cond = build_conditions(bundle, img, prompt, features, masks, device, negative_prompt)
-
-    t_lat = latent_frames(num_frames)
-    h_lat, w_lat = cond.image_latent.shape[-2:]
-    shape = (bundle.dit.cfg.out_channels, t_lat, h_lat, w_lat)
-    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
-                         shift_windows=shift_windows, distilled_timesteps=tuple(float(t) for t in distilled_timesteps))
-    extra = {
-        "model": bundle.fingerprint(),
-        "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
-        "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
-        "masks": hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest(),
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "cfg": asdict(cfg),
-    }
-    resumed_from = load_state(state_dir).step if resume and has_state(state_dir) else None
-    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
-    t0 = time.perf_counter()
-    latent = sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
-                    state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file, callback=callback)
-    sample_s = time.perf_counter() - t0
+    sampled = sample_latent(
+        bundle, portrait, features, num_frames, prompt, speakers=speakers, negative_prompt=negative_prompt,
+        cfg=cfg, distilled=distilled, steps=steps, window=window, overlap=overlap, shift=shift,
+        shift_windows=shift_windows, distilled_timesteps=distilled_timesteps, seed=seed, device=device,
+        state_dir=state_dir, resume=resume, latent_file=latent_file, callback=callback,
+    )
+    latent, shape, scfg, t_lat = sampled.latent, sampled.shape, sampled.config, sampled.shape[1]
 
     t1 = time.perf_counter()
     out = decode_to_mp4(latent, bundle.vae, num_frames, out, _output_audio(audio, tracks), chunk=decode_chunk,
@@ -577,11 +555,85 @@ def generate(
         path=str(out), frames=num_frames, seconds=num_frames / VIDEO_FPS, fps=VIDEO_FPS,
         width=bundle.width, height=bundle.height, latent_shape=list(shape),
         steps=n_steps, mode="distilled" if distilled else "base",
-        windows_per_step=plans, seed=seed, wall_s=time.perf_counter() - t_start, sample_s=sample_s,
-        decode_s=decode_s, resumed_from_step=resumed_from, peak_rss_mb=peak_rss_mb(),
+        windows_per_step=plans, seed=seed, wall_s=time.perf_counter() - t_start, sample_s=sampled.seconds,
+        decode_s=decode_s, resumed_from_step=sampled.resumed_from_step, peak_rss_mb=peak_rss_mb(),
         peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
     )
     return out, report
+
+
+@dataclass
+class SampledLatent:
+    latent: torch.Tensor  # [C, T, h, w] on the CPU
+    shape: tuple[int, int, int, int]
+    config: SamplerConfig
+    num_frames: int
+    resumed_from_step: int | None
+    seconds: float
+
+
+def sample_latent(
+    bundle: ModelBundle,
+    portrait: Any,
+    features: torch.Tensor,
+    num_frames: int,
+    prompt: str,
+    *,
+    speakers: Any = None,
+    negative_prompt: str = "",
+    cfg: CFGConfig | None = None,
+    distilled: bool = False,
+    steps: int = 30,
+    window: int = 33,
+    overlap: int = 8,
+    shift: float = 7.0,
+    shift_windows: bool = True,
+    distilled_timesteps: Sequence[float] = (1000.0, 750.0, 500.0, 250.0),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    latent_file: str | Path | None = None,
+    callback: ProgressCallback | None = None,
+    forward: Any = None,
+) -> SampledLatent:
+    """Portrait + per-speaker features [K, F, D] + prompt -> the sampled latent of the whole video.
+
+    The part of generate() that the ComfyUI sampler node runs on its own. `forward` replaces the DiT
+    call (e.g. a USP worker group with the DiT's signature). The resume hash covers the model, the
+    portrait, the features, the masks, the prompts and the guidance.
+    """
+    device = torch.device(device)
+    cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
+    prompt = prompt or ""
+    window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
+    if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:
+        raise MagicInfiniteError(
+            f"the audio features have {features.shape[-1]} dims but the model expects "
+            f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
+        )
+    img, img_u8 = load_portrait(portrait, bundle.height, bundle.width)
+    masks = pixel_speaker_masks(img_u8, features.shape[0], speakers)
+    cond = build_conditions(bundle, img, prompt, features, masks, device, negative_prompt)
+    h_lat, w_lat = cond.image_latent.shape[-2:]
+    shape = (bundle.dit.cfg.out_channels, latent_frames(num_frames), h_lat, w_lat)
+    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
+                         shift_windows=shift_windows, distilled_timesteps=tuple(float(t) for t in distilled_timesteps))
+    extra = {
+        "model": bundle.fingerprint(),
+        "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
+        "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
+        "masks": hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest(),
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "cfg": asdict(cfg),
+    }
+    resumed_from = load_state(state_dir).step if resume and has_state(state_dir) else None
+    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward)
+    t0 = time.perf_counter()
+    latent = sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
+                    state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file, callback=callback)
+    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0)
 
 
 def decode_to_mp4(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict
 from typing import Any
 
 from comfy_api.latest import io, ui
@@ -23,7 +21,7 @@ from .common import (
 
 CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off"]
 SAMPLER_MODES = ["distilled", "base (CFG)"]
-BACKENDS = ["single device"]
+BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
 
 
@@ -82,76 +80,40 @@ def _portrait_masks(masks: Any, height: int, width: int) -> Any:
     return np.stack(out)
 
 
-def sample_latent(
-    bundle: Any,
-    portrait: Any,
-    audio: dict[str, Any],
-    prompt: str,
-    *,
-    negative_prompt: str,
-    masks: Any,
-    cfg: Any,
-    distilled: bool,
-    steps: int,
-    window: int,
-    overlap: int,
-    shift: float,
-    seed: int,
-    device: Any,
-    state_dir: Any,
-    callback: Any,
-) -> Any:
-    """generate() up to the sampled latent (same steps, same resume hash), for the node graph.
+def node_speakers(masks: Any, k: int, height: int, width: int) -> Any:
+    """The Speaker Masks node's MASK [K, H, W] (portrait size) -> pixel masks at the model's size."""
+    if masks is None:
+        return None
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.shape[0] != k:
+        raise NodeInputError(
+            f"{masks.shape[0]} speaker mask(s) for {k} audio track(s); set num_speakers on the mask node to {k}"
+        )
+    return _portrait_masks(masks, height, width)
 
-    TODO(core): this mirrors pipeline.generate() between feature extraction and decoding; it belongs in
-    magicinfinite_core.pipeline as a public ``sample_latent(...)`` that generate() calls.
-    """
-    import numpy as np
 
-    from magicinfinite_core.config import SamplerConfig
-    from magicinfinite_core.guidance import CFGConfig
-    from magicinfinite_core.pipeline import (
-        WindowPredictor,
-        build_conditions,
-        load_portrait,
-        pixel_speaker_masks,
-    )
-    from magicinfinite_core.sampler import sample
-    from magicinfinite_core.sampler_state import has_state
-    from magicinfinite_core.sliding_window import latent_frames
+_WORKER_GROUPS: dict[tuple, Any] = {}
 
-    bundle = bundle.to(device)
-    cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
-    features, num_frames, k = audio["features"], int(audio["num_frames"]), int(audio["num_speakers"])
-    img, img_u8 = load_portrait(portrait[:1], bundle.height, bundle.width)
-    if masks is not None:
-        if masks.ndim == 2:
-            masks = masks[None]
-        if masks.shape[0] != k:
-            raise NodeInputError(
-                f"{masks.shape[0]} speaker mask(s) for {k} audio track(s); set num_speakers on the mask node to {k}"
-            )
-        pix = pixel_speaker_masks(img_u8, k, _portrait_masks(masks, bundle.height, bundle.width))
-    else:
-        pix = pixel_speaker_masks(img_u8, k, None)
-    cond = build_conditions(bundle, img, prompt, features, pix, device, negative_prompt)
-    h_lat, w_lat = cond.image_latent.shape[-2:]
-    shape = (bundle.dit.cfg.out_channels, latent_frames(num_frames), h_lat, w_lat)
-    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
-                         distilled_timesteps=distilled_timesteps(steps))
-    extra = {
-        "model": bundle.fingerprint(),
-        "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
-        "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
-        "masks": hashlib.sha256(np.ascontiguousarray(pix).tobytes()).hexdigest(),
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "cfg": asdict(cfg),
-    }
-    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
-    resume = state_dir is not None and has_state(state_dir)
-    return sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
-                  state_dir=state_dir, resume=resume, extra_hash=extra, callback=callback), resume
+
+def usp_worker_group(bundle: Any, processes: int) -> Any:
+    """A persistent group of `processes` sequence-parallel workers for this model (kept between runs,
+    so ComfyUI itself stays single-process and pays the model load once)."""
+    import atexit
+
+    from magicinfinite_core.distributed import ModelSpec, SequenceParallelWorkerGroup
+
+    if bundle.dit_path is None:
+        raise NodeInputError("multi-process (USP) needs a model loaded from a folder or file, not built in memory")
+    key = (str(bundle.dit_path), int(processes))
+    if key not in _WORKER_GROUPS:
+        for old in _WORKER_GROUPS.values():
+            old.close()
+        _WORKER_GROUPS.clear()
+        group = SequenceParallelWorkerGroup(int(processes), ModelSpec(checkpoint=str(bundle.dit_path)))
+        atexit.register(group.close)
+        _WORKER_GROUPS[key] = group
+    return _WORKER_GROUPS[key]
 
 
 class MagicInfiniteSampler(io.ComfyNode):
@@ -188,7 +150,11 @@ class MagicInfiniteSampler(io.ComfyNode):
                                 tooltip="Empty: no resume. A name (e.g. 'job42'): save/continue the sampler state "
                                 "in output/magicinfinite_state/<name>."),
                 io.Combo.Input("backend", options=BACKENDS, default=BACKENDS[0],
-                               tooltip="Multi-GPU (USP) is not offered in ComfyUI yet."),
+                               tooltip="multi-process (USP): a persistent group of worker processes shares each "
+                               "window by sequence parallelism (one per GPU with NCCL, gloo on CPU); "
+                               "ComfyUI itself stays one process."),
+                io.Int.Input("processes", default=2, min=2, max=64, optional=True,
+                             tooltip="Workers for the USP backend (the number of GPUs)."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (CPU with --cpu)."),
             ],
@@ -234,20 +200,27 @@ class MagicInfiniteSampler(io.ComfyNode):
         resume_dir: str,
         backend: str,
         device: str,
+        processes: int = 2,
         negative_prompt: str = "",
         speaker_masks: Any = None,
         cfg: Any = None,
     ) -> io.NodeOutput:
-        if backend != BACKENDS[0]:
-            raise NodeInputError(f"backend {backend!r} is not available; use {BACKENDS[0]!r}")
+        from magicinfinite_core.pipeline import sample_latent
+        from magicinfinite_core.sampler_state import has_state
+
         state_dir = state_dir_for(resume_dir)
-        latent, resumed = sample_latent(
-            model, portrait, audio_features, prompt or "",
-            negative_prompt=negative_prompt or "", masks=speaker_masks, cfg=cfg,
-            distilled=mode == "distilled", steps=int(steps), window=int(window), overlap=int(overlap),
-            shift=float(shift), seed=int(seed), device=torch_device(device), state_dir=state_dir,
-            callback=progress_callback(cls.hidden.unique_id),
-        )
+        features, k = audio_features["features"], int(audio_features["num_speakers"])
+        forward = usp_worker_group(model, processes) if backend == BACKENDS[1] else None
+        resumed = state_dir is not None and has_state(state_dir)
+        latent = sample_latent(
+            model, portrait[:1], features,
+            int(audio_features["num_frames"]), prompt or "",
+            speakers=node_speakers(speaker_masks, k, model.height, model.width),
+            negative_prompt=negative_prompt or "", cfg=cfg, distilled=mode == "distilled", steps=int(steps),
+            window=int(window), overlap=int(overlap), shift=float(shift),
+            distilled_timesteps=distilled_timesteps(steps), seed=int(seed), device=torch_device(device),
+            state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id), forward=forward,
+        ).latent
         out = {
             "latent": latent,
             "num_frames": int(audio_features["num_frames"]),
