@@ -15,6 +15,7 @@ from .common import CATEGORY
 from .loaders import (
     MagicInfiniteAudioEncoderLoader,
     MagicInfiniteDiTLoader,
+    MagicInfiniteLoRA,
     MagicInfiniteModelFromParts,
     MagicInfiniteModelLoader,
     MagicInfiniteTextEncoderLoader,
@@ -31,6 +32,7 @@ NODE_CLASSES: list[type] = [
     MagicInfiniteTextEncoderLoader,
     MagicInfiniteAudioEncoderLoader,
     MagicInfiniteModelFromParts,
+    MagicInfiniteLoRA,
     MagicInfiniteAudioEncode,
     MagicInfiniteAudioFrameCount,
     MagicInfiniteSpeakerMasks,

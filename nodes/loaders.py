@@ -310,3 +310,41 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
             name=os.path.basename(getattr(text, "name", "")) or "parts",
         )
         return io.NodeOutput(bundle)
+
+
+class MagicInfiniteLoRA(io.ComfyNode):
+    """Merges a LoRA from models/loras into the model's transformer (a copy; the loaded model stays as is)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagicInfiniteLoRA",
+            display_name="MagicInfinite LoRA",
+            category=CATEGORY,
+            description="Apply a LoRA (.safetensors in models/loras: peft, kohya/ComfyUI or original key names) to "
+            "the MagicInfinite transformer at the given strength.",
+            inputs=[
+                MagicModel.Input("model"),
+                io.Combo.Input("lora_name", options=list_safetensors("loras")),
+                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05),
+            ],
+            outputs=[MagicModel.Output("model_out", display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str) -> bool | str:
+        return _error_text(_lora_path, lora_name)
+
+    @classmethod
+    def execute(cls, model: Any, lora_name: str, strength: float) -> io.NodeOutput:
+        import dataclasses
+
+        from magicinfinite_core.lora import apply_lora
+
+        merged = apply_lora(model.dit, _lora_path(lora_name), float(strength))
+        # dit_path=None: multi-process workers would reload the file without the LoRA
+        return io.NodeOutput(dataclasses.replace(model, dit=merged, dit_path=None, _fingerprint=None))
+
+
+def _lora_path(name: str) -> str:
+    return str(resolve_model_path("loras", name, want="file"))

@@ -18,6 +18,7 @@ NODES = {
     "MagicInfiniteTextEncoderLoader": (["text_encoder"], ["MAGICINFINITE_TEXT_ENCODER"]),
     "MagicInfiniteAudioEncoderLoader": (["audio_encoder", "n_mels"], ["MAGICINFINITE_AUDIO_ENCODER"]),
     "MagicInfiniteModelFromParts": (["height", "width"], ["MAGICINFINITE_MODEL"]),
+    "MagicInfiniteLoRA": (["model", "lora_name", "strength"], ["MAGICINFINITE_MODEL"]),
     "MagicInfiniteAudioEncode": (["model", "audio_1", "normalize"], ["MAGICINFINITE_AUDIO", "INT", "AUDIO"]),
     "MagicInfiniteAudioFrameCount": (["audio"], ["INT", "FLOAT"]),
     "MagicInfiniteSpeakerMasks": (["image", "num_speakers", "source", "face_order"], ["MASK", "IMAGE"]),
@@ -109,6 +110,30 @@ def test_usp_backend_runs_in_worker_processes_and_matches_single_device(comfyui_
     same = np.abs(frames["single"] - frames["usp"]).mean()
     other = np.abs(frames["single"] - frames["other_seed"]).mean()
     assert same < 0.25 * other, (same, other)
+
+
+def test_lora_node_merges_a_lora_from_models_loras(comfyui_server, comfyui_models, magic_test_bundle, voice):
+    import torch
+
+    from magicinfinite_core.checkpoints import save_state_dict
+
+    g = torch.Generator().manual_seed(0)
+    hidden = 128
+    save_state_dict(comfyui_models / "loras" / "mi_test_lora.safetensors", {
+        "diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight": torch.randn(4, hidden, generator=g),
+        "diffusion_model.double_blocks.0.img_attn_qkv.lora_B.weight": torch.randn(3 * hidden, 4, generator=g),
+    }, kind="lora")
+    wf = magic_workflow("single_speaker", magic_test_bundle, voice, **{"7.filename_prefix": "mi_lora/x"})
+    wf["30"] = {"class_type": "MagicInfiniteLoRA",
+                "inputs": {"model": ["1", 0], "lora_name": "mi_test_lora.safetensors", "strength": 0.5}}
+    for node in wf.values():
+        for key, value in node["inputs"].items():
+            if value == ["1", 0] and node["class_type"] == "MagicInfiniteSampler":
+                node["inputs"][key] = ["30", 0]
+    result = comfyui_server.run(wf, timeout=300)
+    assert result.succeeded, result.history.get("status")
+    wf["30"]["inputs"]["lora_name"] = "mi_test_lora.pt"
+    assert "only .safetensors" in _rejected(comfyui_server, wf)
 
 
 def test_speaker_masks_detected_and_drawn(comfyui_server):
