@@ -21,21 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.headless import COMFY_VERSION, MODEL_FOLDERS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_comfyui.sh"
-COMFY_VERSION = "0.3.75"
 PACK_LINK_NAME = "ComfyUI-MagicInfinite"
-MODEL_FOLDERS = (
-    "checkpoints",
-    "diffusion_models",
-    "vae",
-    "text_encoders",
-    "clip_vision",
-    "loras",
-    "audio_encoders",
-    "model_patches",
-    "upscale_models",
-)
 # Importable names of ComfyUI's Python dependencies (checked without importing them).
 _DEP_MODULES = (
     "torchvision",
