@@ -251,7 +251,8 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
         "dit": "dit.safetensors",
         "vae": {"weights": "vae.safetensors", "config": bundle.vae.cfg.to_dict()},
         "audio": {"kind": getattr(bundle.audio_extractor, "name", "mel"),
-                  "n_mels": getattr(bundle.audio_extractor, "n_mels", 64)},
+                  "n_mels": getattr(bundle.audio_extractor, "n_mels", 64),
+                  "n_fft": getattr(bundle.audio_extractor, "n_fft", 1024)},
     }
     for key, mod in (("text_encoder", bundle.text_encoder), ("image_encoder", bundle.image_encoder)):
         if isinstance(mod, nn.Module):
@@ -288,7 +289,10 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
     if "text_encoder" not in encoders:
         raise CheckpointError(f"{spec_path} names no text encoder")
     audio = spec.get("audio", {"kind": "mel"})
-    extractor = MelExtractor(n_mels=audio.get("n_mels", 64)) if audio["kind"] == "mel" else load_extractor(d / audio["path"])
+    if audio["kind"] == "mel":
+        extractor = MelExtractor(n_mels=audio.get("n_mels", 64), n_fft=audio.get("n_fft", 1024))
+    else:
+        extractor = load_extractor(d / audio["path"])
     h, w = spec.get("resolution", [64, 64])
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
                        int(h), int(w), name=spec.get("name", d.name), dit_path=d / spec["dit"]).to(device)
