@@ -439,8 +439,9 @@ def build_conditions(
     dit_cfg = bundle.dit.cfg
     with torch.no_grad():
         pos, neg = bundle.text_encoder(prompt), bundle.text_encoder(negative_prompt)
-        txt = torch.cat([pos.tokens, neg.tokens]).to(device)
-        txt_mask = torch.cat([pos.mask, neg.mask]).to(device).bool()
+        n = max(pos.tokens.shape[1], neg.tokens.shape[1])  # encoders may pad each prompt to its own length
+        txt = torch.cat([F.pad(e.tokens, (0, 0, 0, n - e.tokens.shape[1])) for e in (pos, neg)]).to(device)
+        txt_mask = torch.cat([F.pad(e.mask.bool(), (0, n - e.mask.shape[1])) for e in (pos, neg)]).to(device)
         pooled = torch.cat([pos.pooled, neg.pooled]).to(device)
         image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
         image_tokens = None

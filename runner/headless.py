@@ -236,7 +236,10 @@ def bootstrap(
     # enable_args_parsing() ComfyUI parses no argv and uses its defaults, which we then adjust.
     importlib.import_module("comfy.options")
     args = importlib.import_module("comfy.cli_args").args
-    args.cpu = bool(cpu) or args.cpu
+    import torch
+
+    # No usable GPU (a CPU-only torch, or none visible): ComfyUI would still ask CUDA for a device.
+    args.cpu = bool(cpu) or args.cpu or not torch.cuda.is_available()
     args.disable_api_nodes = True  # no network from a batch job
     folder_paths = importlib.import_module("folder_paths")
     extra_config = importlib.import_module("utils.extra_config")
@@ -449,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"ComfyUI folder (default $MAGICINFINITE_COMFYUI or {DEFAULT_COMFYUI})",
     )
-    p.add_argument("--cpu", action="store_true", help="run everything on the CPU")
+    p.add_argument("--cpu", action="store_true", help="run everything on the CPU (automatic without a GPU)")
     p.add_argument(
         "--all-custom-nodes", action="store_true", help="also load every pack in ComfyUI's custom_nodes/"
     )

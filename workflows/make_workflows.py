@@ -41,7 +41,7 @@ def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int 
         SAMPLER: {"class_type": "MagicInfiniteSampler",
                   "inputs": {"model": [MODEL, 0], "portrait": [PORTRAIT, 0], "audio_features": [ENCODE, 0],
                              "speaker_masks": [MASKS, 0], "prompt": prompt, "negative_prompt": "",
-                             "mode": "distilled", "steps": 4, "window": 33, "overlap": 8, "shift": 7.0,
+                             "mode": "base (CFG)", "steps": 20, "window": 33, "overlap": 8, "shift": 3.0,
                              "seed": 42, "resume_dir": resume_dir, "backend": "single device", "device": "auto"},
                   "_meta": {"title": "MagicInfinite Sliding-Window Sampler"}},
         SAVE: {"class_type": "MagicInfiniteSaveVideo",
