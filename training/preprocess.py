@@ -12,7 +12,7 @@ them every step would waste most of the compute. Per clip we store one safetenso
 * ``face_latent``   [h, w] binary face mask M_face at latent resolution (union over frames, Eq. 3);
 * ``mouth_latent``  [h, w] binary mouth-box mask (union over frames) at latent resolution;
 * ``text_tokens`` / ``text_mask`` / ``pooled``  the prompt's text-encoder output;
-* ``image_tokens``  [N, 4C] the portrait's latent patches (the image tokens of the text stream);
+* ``image_tokens``  [N, C*ph*pw] the portrait's latent patches (the image tokens of the text stream);
 * ``mouth_open``    [F] audio-derived lip target, ``mouth_box`` / ``face_box`` [F, 4] and the
                     ``portrait`` (frame 0, uint8): what the evaluation during training needs.
 
@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from magicinfinite_core.checkpoints import load_state_dict, read_metadata, save_state_dict
 from magicinfinite_core.config import VAEConfig
 from magicinfinite_core.masks import token_masks
-from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
+from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
+from magicinfinite_core.models.dit import image_tokens_from_latent
 from magicinfinite_core.vae import VideoVAE
 from training.data.clip import is_clip_dir, load_clip
 
 CACHE_FORMAT = 1
-TEXT_MAX_TOKENS = 48
+TEXT_MAX_TOKENS = 40
 
 
 # ------------------------------------------------------------------------------------------ clips
@@ -111,21 +112,6 @@ def latent_mask(mask_hw: np.ndarray, latent_hw: tuple[int, int], mode: str) -> t
 
 
 # ------------------------------------------------------------------------------------ image tokens
-def image_tokens_from_latent(latent0: torch.Tensor, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
-    """Portrait latent [B, C, 1|T, h, w] (frame 0 is used) -> image tokens [B, (h/ph)(w/pw), C*ph*pw].
-
-    Token order is row-major over the patch grid and each token is flattened (C, ph, pw), the same
-    layout as the DiT's own patch embedding, so the tokens line up with the video tokens' grid.
-    """
-    x = latent0[:, :, 0]
-    b, c, h, w = x.shape
-    ph, pw = patch
-    if h % ph or w % pw:
-        raise ValueError(f"latent size {h}x{w} is not divisible by the image-token patch {patch}")
-    x = x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // ph) * (w // pw), c * ph * pw)
-
-
 # ------------------------------------------------------------------------------------ text encoder
 class MiniLMText:
     """all-MiniLM-L6-v2 from the offline PyPI package: per-token states + mean-pooled, L2-normalised.
@@ -174,7 +160,7 @@ class CacheSettings:
     n_fft: int = 1024
     frames_per_latent: int = 4
     audio_window: int = 5
-    patch: tuple[int, int] = (2, 2)
+    patch: tuple[int, int] = (4, 4)  # DiT patch = image-token patch (latent pixels)
     format: int = CACHE_FORMAT
 
 
@@ -213,7 +199,10 @@ def cache_clip(
     H, W = clip.frames.shape[1:3]
     speaker = clip.gt["speaker_mask"].astype(bool)  # [H, W] union over frames (paper's M_face)
     ph, pw = settings.patch
-    face_tokens = token_masks(speaker[None], t, (h // ph, w // pw), settings.frames_per_latent)[0]
+    # sized for the video's latent length (1 + ceil((F-1)/4)); the VAE drops a trailing partial group
+    # of frames when F != 4k+1, but the sampler denoises the full length
+    t_video = num_latent_frames(n, settings.frames_per_latent)
+    face_tokens = token_masks(speaker[None], t_video, (h // ph, w // pw), settings.frames_per_latent)[0]
     mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
     tokens, mask, pooled = text.encode([clip.meta["prompt"]])
     return {
@@ -256,6 +245,7 @@ def preprocess(
     *,
     limit: int | None = None,
     log_every: int = 50,
+    shard: tuple[int, int] = (0, 1),
 ) -> Path:
     """Cache every finished clip of the data roots into `out`; returns the manifest path."""
     from magicinfinite_core.audio_features import MelExtractor
@@ -277,6 +267,7 @@ def preprocess(
     dirs = [d for root in data_roots for d in list_clips(root)]
     if limit is not None:
         dirs = dirs[:limit]
+    dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
     done = 0
     for i, d in enumerate(dirs):
         path = out / f"{d.name}.safetensors"
@@ -328,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit)}")
+    i, n = (int(v) for v in a.shard.split("/"))
+    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n))}")
     return 0
 
 

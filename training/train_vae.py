@@ -39,6 +39,37 @@ def load_frames(roots: list[str | Path], limit: int | None = None) -> tuple[torc
     return torch.stack([f[:n] for f in frames]), torch.stack([m[:n] for m in mouths])
 
 
+def crop_batch(
+    frames: torch.Tensor,
+    mouths: torch.Tensor,
+    idx: torch.Tensor,
+    start: torch.Tensor,
+    span: int,
+    crop: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spatial crops (the VAE is convolutional): half of them centred on the mouth, so the part
+    that matters most for lip sync is seen every step at a quarter of the compute of full frames."""
+    xs, ms = [], []
+    h, w = frames.shape[2:4]
+    crop = min(crop, h, w)
+    for i, s in zip(idx.tolist(), start.tolist(), strict=True):
+        m = mouths[i, s : s + span]
+        if crop < h and float(torch.rand(1, generator=generator)) < 0.5 and m.any():
+            ys, xs_ = torch.nonzero(m.any(0), as_tuple=True)
+            cy, cx = int(ys.float().mean()), int(xs_.float().mean())
+            jy, jx = (torch.randint(-crop // 4, crop // 4 + 1, (2,), generator=generator)).tolist()
+            y0 = min(max(cy - crop // 2 + jy, 0), h - crop)
+            x0 = min(max(cx - crop // 2 + jx, 0), w - crop)
+        else:
+            y0 = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+            x0 = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+        y0, x0 = y0 // 8 * 8, x0 // 8 * 8  # keep the latent grid phase of full frames
+        xs.append(frames_to_tensor(frames[i, s : s + span, y0 : y0 + crop, x0 : x0 + crop].numpy()))
+        ms.append(m[:, y0 : y0 + crop, x0 : x0 + crop])
+    return torch.stack(xs), torch.stack(ms)
+
+
 def vae_loss(
     vae: VideoVAE,
     x: torch.Tensor,
@@ -46,10 +77,18 @@ def vae_loss(
     generator: torch.Generator,
     mouth_weight: float,
     kl_weight: float,
+    sample: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mouth-weighted L1 + MSE reconstruction of a posterior sample, plus KL to N(0, 1)."""
+    """Mouth-weighted L1 + MSE reconstruction plus KL to N(0, 1).
+
+    `sample=False` decodes the posterior mean (a plain autoencoder, with the KL only bounding the
+    mean): on a CPU budget it converges several times faster, because early on the posterior noise
+    (std ~1 at init) swamps the decoder's input. The DiT only ever sees posterior means anyway.
+    """
     dist = vae.model.encode(x).latent_dist
-    z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
+    z = dist.mean
+    if sample:
+        z = z + dist.std * torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
     rec = vae.model.decode(z).sample
     w = 1.0 + mouth_weight * mouth[:, None].float()
     err = rec.float() - x
@@ -83,19 +122,35 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = VAEConfig(
-        latent_channels=args.latent_channels,
-        block_out_channels=tuple(args.channels),
-        layers_per_block=1,
-        norm_num_groups=8,
-    )
-    vae = VideoVAE(cfg)
+    if args.init:
+        # Decoder fine-tuning: the encoder (and so every cached latent and the scaling factor) stays
+        # fixed while the decoder keeps improving -- the DiT can train on the frozen latents meanwhile.
+        from training.preprocess import load_vae
+
+        vae = load_vae(args.init)
+        cfg = vae.cfg
+    else:
+        cfg = VAEConfig(
+            latent_channels=args.latent_channels,
+            block_out_channels=tuple(args.channels),
+            layers_per_block=1,
+            norm_num_groups=8,
+            spatial_compression_ratio=args.spatial_ratio,
+        )
+        vae = VideoVAE(cfg)
     vae.model.train()
+    if args.freeze_encoder:
+        if not args.init:
+            raise SystemExit("--freeze-encoder needs --init (a trained VAE whose encoder to keep)")
+        for mod in (vae.model.encoder, vae.model.quant_conv):
+            mod.requires_grad_(False)
+            mod.eval()
     frames, mouths = load_frames(args.data, args.limit)
     n_clips, n_frames = frames.shape[:2]
     held_f, held_m = frames[-4:], mouths[-4:]
     frames, mouths = frames[:-4], mouths[:-4]
-    opt = torch.optim.AdamW(vae.model.parameters(), lr=args.lr, weight_decay=0.0)
+    trainable = [p for p in vae.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     names = {id(p): n for n, p in vae.model.named_parameters()}
     gen = torch.Generator().manual_seed(args.seed)
     gens = {"data": gen}
@@ -112,19 +167,18 @@ def train(args: argparse.Namespace) -> Path:
     while step < args.steps and (time.time() - t0) < args.minutes * 60:
         idx = torch.randint(0, frames.shape[0], (args.batch,), generator=gen)
         start = torch.randint(0, n_frames - span + 1, (args.batch,), generator=gen)
-        x = torch.stack([frames_to_tensor(frames[i, s : s + span].numpy()) for i, s in zip(idx, start, strict=True)])
-        m = torch.stack([mouths[i, s : s + span] for i, s in zip(idx, start, strict=True)])
+        x, m = crop_batch(frames, mouths, idx, start, span, args.crop, gen)
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, parts = vae_loss(vae, x, m, gen, args.mouth_weight, args.kl_weight)
+        loss, parts = vae_loss(vae, x, m, gen, args.mouth_weight, args.kl_weight, args.posterior == "sample")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         if step % args.log_every == 0:
-            rec = {"step": step, "loss": float(loss), **parts, "time_s": round(time.time() - t0, 1)}
+            rec = {"step": step, "loss": loss.item(), **parts, "time_s": round(time.time() - t0, 1)}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(rec, flush=True)
@@ -136,9 +190,11 @@ def train(args: argparse.Namespace) -> Path:
     save_vae(ckpt, vae)
     save_training_state(state, opt, names, gens, step)
     with torch.no_grad():
-        scale = measure_scaling(vae, frames)
+        # a frozen encoder keeps its scaling factor: cached latents were made with it
+        scale = vae.cfg.scaling_factor if args.init else measure_scaling(vae, frames)
         x = torch.stack([frames_to_tensor(f.numpy()) for f in held_f])
         rec = vae.model.decode(vae.model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        # (raw latents: encode/decode through diffusers directly, so the scaling factor cancels)
         mouth = held_m[:, None].expand_as(x)
         p_all = psnr(rec, x)
         p_mouth = psnr(rec[mouth], x[mouth])
@@ -163,20 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--latent-channels", type=int, default=8)
+    p.add_argument("--init", default=None, help="start from this VAE file (its config wins)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (needs --init)")
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 32, 32])
+    p.add_argument("--spatial-ratio", type=int, default=8, help="8 (HunyuanVideo) or 4 (small demo frames)")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--clip-frames", type=int, default=9)
+    p.add_argument("--crop", type=int, default=32, help="square spatial crop (pixels) per sample")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--mouth-weight", type=float, default=10.0)
     p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--posterior", choices=("sample", "mode"), default="mode",
+                   help="decode a posterior sample (classic VAE) or the mean (faster to train)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-minutes", type=float, default=3.0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     print(f"vae: {train(a)}")

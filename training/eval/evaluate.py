@@ -12,6 +12,9 @@ image tokens, the prompt and its slice of the audio windows.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_state_dict
+from magicinfinite_core.checkpoints import load_dit, load_state_dict
 from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.guidance import FULL, UNCOND, CFGConfig, guided_velocity
-from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
+from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
 from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
 from magicinfinite_core.sampler import sample
+from magicinfinite_core.sliding_window import seam_frames
 from training.eval import metrics
 from training.preprocess import tensor_to_frames
 
@@ -112,7 +116,7 @@ def generate(
 ) -> np.ndarray:
     """Frames uint8 [F, H, W, 3] for one video."""
     _, c, _, h, w = cond.image_latent.shape
-    t = 1 + (num_frames - 1) // 4
+    t = num_latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
     latent = sample(make_predictor(model, cond, guidance, use_audio), (c, t, h, w), config=sampler, seed=seed)
     video = vae.decode(latent[None])[0]
     return tensor_to_frames(video)[:num_frames]
@@ -126,18 +130,27 @@ class QuickEval:
 
     def __init__(self, cache: str | Path, vae_path: str | Path, clips: int = 8, steps: int = 12,
                  shift: float = 3.0, use_audio: bool = True, seed: int = 0) -> None:
-        from training.preprocess import load_vae, read_cache_manifest
+        from training.preprocess import read_cache_manifest
 
         cache = Path(cache)
         rows = read_cache_manifest(cache)[:clips]
         self.items = [load_state_dict(cache / r["file"]) for r in rows]
         self.null = load_state_dict(cache / "null_text.safetensors")
-        self.vae = load_vae(vae_path)
+        self.vae_path = Path(vae_path)
+        self._vae_mtime = None
+        self.vae = None
         self.sampler = SamplerConfig(steps=steps, shift=shift, window_frames=33, overlap_frames=8)
         self.use_audio = use_audio
         self.seed = seed
 
     def __call__(self, model: MagicInfiniteDiT) -> dict[str, float]:
+        from training.preprocess import load_vae
+
+        if not self.vae_path.is_file():
+            return {"eval_skipped": f"{self.vae_path} does not exist yet"}
+        if self.vae_path.stat().st_mtime != self._vae_mtime:  # a decoder may still be training next to us
+            self._vae_mtime = self.vae_path.stat().st_mtime
+            self.vae = load_vae(self.vae_path)
         model.eval()
         t0 = time.time()
         rs, rs_muted, open_a, open_m, psnrs = [], [], [], [], []
@@ -163,3 +176,203 @@ class QuickEval:
         if rs_muted:
             out.update({"muted_r": float(np.mean(rs_muted)), "muted_open_mean": float(np.mean(open_m))})
         return out
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def _swap_action(prompt_controls: dict, action: str, rng: np.random.Generator, style: str, split: str) -> str:
+    from training.data.prompts import make_prompt
+
+    return make_prompt({**prompt_controls, "action": action}, rng, split, style)
+
+
+def evaluate(
+    dit_path: str | Path,
+    vae_path: str | Path,
+    heldout: str | Path,
+    *,
+    long_dir: str | Path | None = None,
+    clips: int = 24,
+    control_clips: int = 8,
+    steps: int = 20,
+    shift: float = 3.0,
+    audio_scale: float = 0.0,
+    text_scale: float = 0.0,
+    seed: int = 0,
+    mediapipe: bool = False,
+) -> dict:
+    """Full held-out evaluation; returns a JSON-able dict of per-clip rows and summary numbers."""
+    from magicinfinite_core.audio_features import MelExtractor
+    from training.preprocess import CacheSettings, MiniLMText, cache_clip, list_clips, load_vae, read_clip
+
+    model = load_dit(dit_path).eval()
+    vae = load_vae(vae_path)
+    text = MiniLMText()
+    extractor = MelExtractor()
+    settings = CacheSettings(vae_sha="")
+    null_tokens, null_mask, null_pooled = text.encode([""])
+    null = {"text_tokens": null_tokens[0], "text_mask": null_mask[0], "pooled": null_pooled[0]}
+    guidance = CFGConfig(audio_scale=audio_scale, text_scale=text_scale) if (audio_scale or text_scale) else CFGConfig.off()
+    sampler = SamplerConfig(steps=steps, shift=shift, window_frames=33, overlap_frames=8)
+    rows = []
+    t0 = time.time()
+    dirs = list_clips(heldout)[:clips]
+    for i, d in enumerate(dirs):
+        clip = read_clip(d)
+        item = cache_clip(clip, vae, text, extractor, settings)
+        cond = conditions_from_cache(item, null)
+        n = clip.frames.shape[0]
+        boxes = item["mouth_box"].numpy()
+        target = item["mouth_open"].numpy()
+        keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
+        frames = generate(model, vae, cond, n, sampler, guidance, seed + i)
+        pred = metrics.mouth_openings(frames, boxes)
+        gt_open = metrics.mouth_openings(clip.frames, boxes)
+        ls = metrics.lipsync(pred, target)
+        recon = tensor_to_frames(vae.decode(item["latent"][None])[0])[:n]  # the VAE's own ceiling
+        cond.audio = silent_audio(n)
+        frames_m = generate(model, vae, cond, n, sampler, guidance, seed + i)
+        pm = metrics.mouth_openings(frames_m, boxes)
+        row = {
+            "clip": d.name, "action": clip.meta["controls"]["action"],
+            "r": ls["r"], "best_r": ls["best_r"], "best_lag": ls["best_lag"],
+            "r_rendered_gt": metrics.pearson(gt_open, target),
+            "muted_r": metrics.pearson(pm, target),
+            "open_mean": float(pred.mean()), "muted_open_mean": float(pm.mean()),
+            "muted_closed_frac": float((pm < 0.15).mean()), "gt_open_mean": float(gt_open.mean()),
+            "gt_closed_level": float(np.percentile(gt_open, 10)),
+            "psnr_portrait": metrics.masked_psnr(frames, clip.frames[0], keep),
+            "ssim_portrait": metrics.ssim(frames, clip.frames[0], keep),
+            "psnr_video": metrics.masked_psnr(frames, clip.frames, keep),
+            "vae_psnr_video": metrics.masked_psnr(recon, clip.frames, keep),
+            "vae_psnr_portrait": metrics.masked_psnr(recon, clip.frames[0], keep),
+            "r_vae_recon": metrics.pearson(metrics.mouth_openings(recon, boxes), target),
+        }
+        if mediapipe:
+            mp = metrics.mediapipe_mouth_openings(frames)
+            ok = np.isfinite(mp)
+            row["mediapipe_detected"] = float(ok.mean())
+            row["mediapipe_r"] = metrics.pearson(mp[ok], target[ok]) if ok.sum() > 3 else float("nan")
+        rows.append(row)
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+    # text control: same portrait + audio, prompt says "nodding" or "still"
+    control = []
+    for i, d in enumerate(dirs[:control_clips]):
+        clip = read_clip(d)
+        item = cache_clip(clip, vae, text, extractor, settings)
+        n = clip.frames.shape[0]
+        fbox = np.asarray(clip.gt["face_box"][0, int(clip.meta.get("speaker", 0))])
+        excl = ~metrics.non_mouth_mask(item["mouth_box"].numpy(), *clip.frames.shape[1:3])
+        res = {"clip": d.name}
+        for action in ("still", "nodding"):
+            rng = np.random.default_rng(seed + i)
+            prompt = _swap_action(clip.meta["controls"], action, rng, clip.meta["style"], "heldout")
+            tok, msk, pooled = text.encode([prompt])
+            cond = conditions_from_cache({**item, "text_tokens": tok[0], "text_mask": msk[0], "pooled": pooled[0]}, null)
+            frames = generate(model, vae, cond, n, sampler, guidance, seed + i)
+            res[action] = metrics.head_motion(frames, fbox, exclude=excl)["motion_y"]
+        control.append(res)
+        print(json.dumps(res), flush=True)
+    sep = metrics.separability([c["still"] for c in control], [c["nodding"] for c in control])
+    gt_motion = {"still": [], "nodding": []}
+    for d in dirs:
+        clip = read_clip(d)
+        a = clip.meta["controls"]["action"]
+        if a in gt_motion:
+            fbox = np.asarray(clip.gt["face_box"][0, int(clip.meta.get("speaker", 0))])
+            gt_motion[a].append(metrics.head_motion(clip.frames, fbox)["motion_y"])
+
+    summary = {
+        "clips": len(rows),
+        "lipsync_r_mean": float(np.mean([r["r"] for r in rows])),
+        "lipsync_r_median": float(np.median([r["r"] for r in rows])),
+        "lipsync_best_r_mean": float(np.mean([r["best_r"] for r in rows])),
+        "best_lag_median": float(np.median([r["best_lag"] for r in rows])),
+        "rendered_gt_r_mean": float(np.mean([r["r_rendered_gt"] for r in rows])),
+        "muted_r_mean": float(np.mean([r["muted_r"] for r in rows])),
+        "muted_abs_r_mean": float(np.mean([abs(r["muted_r"]) for r in rows])),
+        "open_mean": float(np.mean([r["open_mean"] for r in rows])),
+        "muted_open_mean": float(np.mean([r["muted_open_mean"] for r in rows])),
+        "muted_closed_frac": float(np.mean([r["muted_closed_frac"] for r in rows])),
+        "gt_open_mean": float(np.mean([r["gt_open_mean"] for r in rows])),
+        "gt_closed_level": float(np.mean([r["gt_closed_level"] for r in rows])),
+        "psnr_portrait_still_clips": float(np.mean([r["psnr_portrait"] for r in rows if r["action"] == "still"] or [np.nan])),
+        "psnr_portrait_all": float(np.mean([r["psnr_portrait"] for r in rows])),
+        "ssim_portrait_all": float(np.mean([r["ssim_portrait"] for r in rows])),
+        "psnr_video_all": float(np.mean([r["psnr_video"] for r in rows])),
+        "vae_psnr_video_all": float(np.mean([r["vae_psnr_video"] for r in rows])),
+        "vae_psnr_portrait_all": float(np.mean([r["vae_psnr_portrait"] for r in rows])),
+        "r_vae_recon_mean": float(np.mean([r["r_vae_recon"] for r in rows])),
+        "motion_y_still": float(np.mean([c["still"] for c in control])) if control else float("nan"),
+        "motion_y_nodding": float(np.mean([c["nodding"] for c in control])) if control else float("nan"),
+        "nod_vs_still_auc": sep["auc"],
+        "nod_vs_still_cohen_d": sep["cohen_d"],
+        "gt_motion_y_still": float(np.mean(gt_motion["still"])) if gt_motion["still"] else float("nan"),
+        "gt_motion_y_nodding": float(np.mean(gt_motion["nodding"])) if gt_motion["nodding"] else float("nan"),
+        "sampler": {"steps": steps, "shift": shift, "audio_scale": audio_scale, "text_scale": text_scale},
+    }
+    if long_dir is not None:
+        summary["long"] = evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed)
+    summary["eval_minutes"] = round((time.time() - t0) / 60, 2)
+    return {"summary": summary, "clips": rows, "control": control}
+
+
+def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed) -> dict:
+    """One long held-out video through the sliding window: seams and identity drift."""
+    from magicinfinite_core.sampler import step_plans
+    from training.preprocess import cache_clip, list_clips, read_clip
+
+    d = list_clips(long_dir)[0]
+    clip = read_clip(d)
+    n = clip.frames.shape[0]
+    item = cache_clip(clip, vae, text, extractor, settings)
+    cond = conditions_from_cache(item, null)
+    t0 = time.time()
+    frames = generate(model, vae, cond, n, sampler, guidance, seed)
+    gen_s = time.time() - t0
+    boxes = item["mouth_box"].numpy()
+    keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
+    t_lat = item["latent"].shape[1]
+    plan = step_plans(t_lat, sampler, sampler.steps)[-1]
+    seams = sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
+    pred = metrics.mouth_openings(frames, boxes)
+    return {
+        "clip": d.name, "seconds": n / 25.0, "generate_s": round(gen_s, 1),
+        "lipsync_r": metrics.pearson(pred, item["mouth_open"].numpy()),
+        "seam_score": metrics.seam_score(frames, seams),
+        **metrics.drift(frames, clip.frames[0], keep),
+        "gt_drift": metrics.drift(clip.frames, clip.frames[0], keep),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.eval.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--dit", required=True)
+    p.add_argument("--vae", required=True)
+    p.add_argument("--heldout", required=True, help="held-out clip directory (training.data.build --split heldout)")
+    p.add_argument("--long", default=None, help="directory with one long held-out clip (e.g. --seconds 60)")
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--control-clips", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--shift", type=float, default=3.0)
+    p.add_argument("--audio-scale", type=float, default=0.0)
+    p.add_argument("--text-scale", type=float, default=0.0)
+    p.add_argument("--mediapipe", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="write the JSON result here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    res = evaluate(a.dit, a.vae, a.heldout, long_dir=a.long, clips=a.clips, control_clips=a.control_clips,
+                   steps=a.steps, shift=a.shift, audio_scale=a.audio_scale, text_scale=a.text_scale,
+                   seed=a.seed, mediapipe=a.mediapipe)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text)
+    print(json.dumps(res["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

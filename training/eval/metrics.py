@@ -186,7 +186,9 @@ def separability(a: list[float], b: list[float]) -> dict[str, float]:
     if len(a_) == 0 or len(b_) == 0:
         return {"auc": float("nan"), "cohen_d": float("nan")}
     auc = float((b_[:, None] > a_[None, :]).mean() + 0.5 * (b_[:, None] == a_[None, :]).mean())
-    pooled = math.sqrt(0.5 * (a_.var() + b_.var()) + 1e-12)
+    if len(a_) < 2 or len(b_) < 2:
+        return {"auc": auc, "cohen_d": float("nan")}  # no spread to compare against
+    pooled = math.sqrt(0.5 * (a_.var(ddof=1) + b_.var(ddof=1)) + 1e-12)
     return {"auc": auc, "cohen_d": float((b_.mean() - a_.mean()) / pooled)}
 
 

@@ -1,0 +1,89 @@
+"""Evaluation metrics: lip-sync r and lag, pixel mouth opening, identity, head motion, seams, drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.eval import metrics
+
+
+def _smooth_signal(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.random(n + 4)
+    return np.convolve(x, np.ones(3) / 3, mode="valid")[:n]
+
+
+def test_lipsync_finds_the_lag():
+    target = _smooth_signal(200, 0)
+    late = np.concatenate([target[:2], target[:-2]])  # generated mouth 2 frames late
+    res = metrics.lipsync(late, target, max_lag=3)
+    assert res["best_lag"] == 2 and res["best_r"] > 0.99 and res["r"] < res["best_r"]
+    assert metrics.lipsync(target, target)["r"] == pytest.approx(1.0)
+    assert metrics.pearson(np.zeros(10), target[:10]) == 0.0  # frozen mouth: no sync
+
+
+def test_mouth_opening_from_pixels_tracks_drawn_mouth():
+    frames = np.full((20, 32, 32, 3), 200, np.uint8)
+    opening = np.linspace(0, 1, 20)
+    box = np.array([10, 12, 22, 20], np.float32)
+    for t, o in enumerate(opening):
+        h = int(round(o * 8))
+        frames[t, 12 : 12 + h, 12:20] = 20  # dark interior of height h
+    pred = metrics.mouth_openings(frames, box[None])
+    assert metrics.pearson(pred, opening) > 0.95
+
+
+def test_mouth_opening_on_world_clip_matches_ground_truth():
+    from training.data.speech import espeak_available
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is needed to build a world clip")
+    from training.data.clip import make_clip
+    from training.data.render import WorldConfig
+
+    clip = make_clip(1, "heldout", 33, WorldConfig(64, 64, 0.3, 0.4, 1, 0.0))
+    pred = metrics.mouth_openings(clip.frames, clip.gt["mouth_box"][:, 0])
+    assert metrics.pearson(pred, clip.gt["mouth_open"]) > 0.9
+
+
+def test_identity_psnr_ssim_and_mask():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    frames = np.repeat(ref[None], 4, 0).copy()
+    frames[:, 8:, 8:] = 0  # damage only inside the "mouth"
+    keep = np.ones((16, 16), bool)
+    keep[8:, 8:] = False
+    assert metrics.masked_psnr(frames, ref, keep) == pytest.approx(100.0)
+    assert metrics.masked_psnr(frames, ref) < 20
+    assert metrics.ssim(frames, ref, keep) > metrics.ssim(frames, ref) + 0.2  # the 11-px window still sees the edge
+    assert metrics.ssim(np.repeat(ref[None], 2, 0), ref) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_head_motion_sees_vertical_nod():
+    rng = np.random.default_rng(1)
+    base = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+    base = np.clip(np.stack([np.convolve(r, np.ones(3) / 3, "same") for r in base.reshape(48, -1)]).reshape(48, 48, 3), 0, 255).astype(np.uint8)
+    shifts = [0, 1, 2, 1, 0, -1, -2, -1, 0]
+    frames = np.stack([np.roll(base, s, axis=0) for s in shifts])
+    box = np.array([12, 12, 36, 36], np.float32)
+    est = metrics.head_shifts(frames, box)
+    assert np.allclose(est[:, 1], shifts, atol=0.3) and np.allclose(est[:, 0], 0, atol=0.3)
+    still = metrics.head_motion(np.repeat(base[None], 9, 0), box)["motion_y"]
+    nod = metrics.head_motion(frames, box)["motion_y"]
+    assert still < 0.05 < 1.0 < nod
+    sep = metrics.separability([0.0, 0.1, 0.05], [1.0, 1.2, 0.9])
+    assert sep["auc"] == 1.0 and sep["cohen_d"] > 3
+
+
+def test_seam_score_and_drift():
+    rng = np.random.default_rng(2)
+    frames = np.repeat((rng.random((1, 8, 8, 3)) * 200).astype(np.uint8), 40, 0).astype(np.int16)
+    frames += rng.integers(0, 3, frames.shape).astype(np.int16)  # small per-frame noise
+    jumpy = frames.copy()
+    jumpy[20:] += 30
+    assert metrics.seam_score(np.clip(jumpy, 0, 255).astype(np.uint8), [20]) > 5
+    assert metrics.seam_score(np.clip(frames, 0, 255).astype(np.uint8), [20]) < 3
+    clean = np.clip(frames, 0, 255).astype(np.uint8)
+    d = metrics.drift(np.clip(jumpy, 0, 255).astype(np.uint8), clean[0], fps=1, span_s=10)
+    assert d["drift_db"] > 5

@@ -1,0 +1,274 @@
+"""Trainer pieces: losses, condition dropout, a few CPU steps, exact resume, 2-process gloo run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from magicinfinite_core.checkpoints import save_state_dict
+from training.conditioning import DropoutConfig, assemble, draw_dropout, model_input
+from training.losses import LossConfig, adaptive_flow_loss, masked_mean
+from training.trainer import (
+    CacheData,
+    StageConfig,
+    TrainConfig,
+    build_model,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    run,
+    train_step_loss,
+)
+
+C, T, H, W, L, DT, D = 4, 5, 4, 4, 6, 16, 8
+
+TINY_DIT = {
+    "hidden_size": 32, "num_heads": 2, "depth_double": 1, "depth_single": 2, "mlp_ratio": 2.0,
+    "patch_size": [1, 2, 2], "rope_dims": [4, 6, 6], "in_channels": 2 * C + 1, "out_channels": C,
+    "text_dim": DT, "pooled_dim": DT, "refiner_depth": 1, "image_token_dim": 4 * C,
+    "audio": {"feature_dim": D, "frame_window": 5, "frames_per_latent": 4, "proj_dim": 16,
+              "tokens_per_latent_frame": 2, "context_dim": 16, "num_heads": 2, "single_block_every": 2},
+}
+
+
+def make_cache(root: Path, n: int = 4, seed: int = 0) -> Path:
+    """A synthetic preprocessing cache with the real file layout (no VAE / encoders needed)."""
+    g = torch.Generator().manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        face = torch.zeros(H, W)
+        face[1:3, 1:3] = 1
+        mouth = torch.zeros(H, W)
+        mouth[2, 1:3] = 1
+        t = {
+            "latent": torch.randn(C, T, H, W, generator=g),
+            "audio": torch.randn(T, 4, 5, D, generator=g).half(),
+            "face_tokens": torch.ones(T, H // 2, W // 2),
+            "face_latent": face,
+            "mouth_latent": mouth,
+            "text_tokens": torch.randn(L, DT, generator=g).half(),
+            "text_mask": torch.tensor([True] * 4 + [False] * (L - 4)),
+            "pooled": torch.randn(DT, generator=g),
+            "image_tokens": torch.randn((H // 2) * (W // 2), 4 * C, generator=g),
+        }
+        name = f"clip{i}.safetensors"
+        save_state_dict(root / name, t, kind="magicinfinite-cache-clip", extra={"meta": "{}"})
+        rows.append({"name": f"clip{i}", "file": name, "split": "train"})
+    save_state_dict(root / "null_text.safetensors", {
+        "text_tokens": torch.zeros(L, DT).half(), "text_mask": torch.tensor([True, True] + [False] * (L - 2)),
+        "pooled": torch.zeros(DT)}, kind="null")
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def tiny_config(tmp: Path, **stage_kw) -> TrainConfig:
+    st = {"steps": 1000, "lr": 3e-3, "warmup": 1, "batch": 2, **stage_kw}
+    return TrainConfig(
+        cache=str(make_cache(tmp / "cache")), out=str(tmp / "out"), dit=TINY_DIT,
+        stage1=StageConfig(**st), stage2=StageConfig(**{**st, "face_weight": 10.0, "mouth_weight": 5.0}),
+        dropout={"window_lengths": [3, 5], "window_probs": [0.5, 0.5]}, log_every=1, save_minutes=1e6,
+    )
+
+
+# ----------------------------------------------------------------------------------------- losses
+def test_masked_mean_empty_mask_is_zero():
+    err = torch.ones(2, 3, 2, 4, 4)
+    m = torch.zeros(2, 4, 4)
+    m[0, 0, 0] = 1
+    out = masked_mean(err, m)
+    assert out.tolist() == [1.0, 0.0]
+
+
+def test_adaptive_loss_weighs_small_faces_more():
+    """Same error on one face pixel: the smaller the face, the larger its gradient (Eq. 3)."""
+    target = torch.zeros(1, 2, 1, 8, 8)
+
+    def grad_at_error(face_pixels: int) -> float:
+        pred = torch.zeros(1, 2, 1, 8, 8, requires_grad=True)
+        with torch.no_grad():
+            pred[0, :, 0, 0, 0] = 1.0
+        face = torch.zeros(1, 8, 8)
+        face.view(-1)[:face_pixels] = 1
+        loss, _ = adaptive_flow_loss(pred, target, face, None, LossConfig(face_weight=10.0))
+        loss.backward()
+        return float(pred.grad[0, 0, 0, 0, 0])
+
+    small, large = grad_at_error(2), grad_at_error(32)
+    assert small > large > 0
+    # analytic: d/dp of mean(err) + 10 * face-mean(err) = 2/N + 10 * 2/(C * face * T)
+    n = 2 * 8 * 8
+    assert small == pytest.approx(2 / n + 10 * 2 / (2 * 2), rel=1e-5)
+
+
+def test_adaptive_loss_sample_weight_switches_face_term_off():
+    pred, target = torch.ones(2, 1, 1, 4, 4), torch.zeros(2, 1, 1, 4, 4)
+    face = torch.ones(2, 4, 4)
+    on, parts = adaptive_flow_loss(pred, target, face, None, LossConfig(10.0), torch.tensor([1.0, 1.0]))
+    off, _ = adaptive_flow_loss(pred, target, face, None, LossConfig(10.0), torch.tensor([0.0, 0.0]))
+    assert float(on) == pytest.approx(11.0) and float(off) == pytest.approx(1.0)
+    assert set(parts) == {"base", "face"}
+
+
+# ---------------------------------------------------------------------------------------- dropout
+def test_dropout_is_deterministic_and_mid_windows_have_no_concat():
+    cfg = DropoutConfig()
+    a = draw_dropout(512, 9, cfg, torch.Generator().manual_seed(3))
+    b = draw_dropout(512, 9, cfg, torch.Generator().manual_seed(3))
+    c = draw_dropout(512, 9, cfg, torch.Generator().manual_seed(4))
+    for k in ("audio", "text", "image", "concat", "starts"):
+        assert torch.equal(getattr(a, k), getattr(b, k))
+    assert not all(torch.equal(getattr(a, k), getattr(c, k)) for k in ("audio", "text", "starts"))
+    assert not a.concat[a.starts > 0].any()
+    assert (a.starts + a.length <= 9).all()
+    both = a.audio & a.text & a.image
+    assert 0.05 < float(both.float().mean()) < 0.2  # the joint UNCOND drop (p_all = 0.1) happens
+    assert 0.1 < float(a.text.float().mean()) < 0.3
+    stage1 = draw_dropout(16, 9, cfg, torch.Generator().manual_seed(0), use_audio=False)
+    assert stage1.audio.all()
+
+
+def test_assemble_uses_null_text_and_zeroes_dropped_audio(tmp_path):
+    data = CacheData(make_cache(tmp_path / "c"))
+    items = data.batch(torch.tensor([0, 1]))
+    draw = draw_dropout(2, T, DropoutConfig(window_lengths=(3,), window_probs=(1.0,)), torch.Generator().manual_seed(0))
+    draw.text = torch.tensor([True, False])
+    draw.audio = torch.tensor([True, False])
+    draw.concat = torch.tensor([False, True])
+    draw.starts = torch.tensor([0, 0])
+    b = assemble(items, draw, data.null_text, use_audio=True)
+    assert torch.equal(b["txt"][0], data.null_text["text_tokens"].float())
+    assert torch.equal(b["txt"][1], items["text_tokens"][1].float())
+    assert float(b["speaker_mask"][0].abs().sum()) == 0 and float(b["speaker_mask"][1].sum()) > 0
+    x = model_input(torch.zeros_like(b["data"]), b)
+    assert float(x[0, C:].abs().sum()) == 0  # no concat for sample 0
+    assert torch.equal(x[1, C:2 * C, 0], items["latent"][1, :, 0].float()) and float(x[1, 2 * C, 0].min()) == 1.0
+
+
+# ---------------------------------------------------------------------------------------- trainer
+def test_few_cpu_steps_reduce_loss(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path)
+    model = build_model(cfg, 1)
+    data = CacheData(cfg.cache)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    from contextlib import nullcontext
+
+    losses = []
+    for _ in range(30):
+        loss, _ = train_step_loss(model, data, cfg, 1, step=0, rank=0, autocast=nullcontext)  # one fixed batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_stage2_starts_equal_to_stage1(tmp_path):
+    cfg = tiny_config(tmp_path)
+    path = run(cfg, 1, max_steps=1)
+    cfg.stage2.init = str(path)
+    m1, m2 = build_model(cfg, 1).eval(), build_model(cfg, 2).eval()
+    from magicinfinite_core.checkpoints import load_dit
+
+    m1 = load_dit(path)
+    x = torch.randn(1, 2 * C + 1, 3, H, W)
+    args = (x, torch.tensor([500.0]), torch.randn(1, L, DT), None, torch.randn(1, DT))
+    audio = torch.randn(1, 1, 3, 4, 5, D)
+    mask = torch.ones(1, 1, 3, H // 2, W // 2)
+    with torch.no_grad():
+        assert torch.allclose(m1(*args), m2(*args, audio=audio, speaker_mask=mask), atol=1e-6)
+
+
+def test_resume_gives_identical_next_step_loss(tmp_path):
+    def losses(out: Path) -> dict[int, float]:
+        rows = [json.loads(x) for x in (out / "stage2" / "log.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    straight = tiny_config(tmp_path / "a")
+    run(straight, 2, max_steps=4)
+    resumed = tiny_config(tmp_path / "b")
+    run(resumed, 2, max_steps=2)
+    run(resumed, 2, max_steps=4)  # picks up dit_last + state_last
+    la, lb = losses(Path(straight.out)), losses(Path(resumed.out))
+    assert la[3] == lb[3] and la[4] == lb[4]
+
+
+def test_optimizer_state_roundtrip():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.sum().backward()
+    opt.step()
+    names = {id(p): "w"}
+    t = optimizer_tensors(opt, names)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = torch.optim.AdamW([q], lr=0.1)
+    load_optimizer_tensors(opt2, {id(q): "w"}, t)
+    assert torch.equal(opt2.state[q]["exp_avg"], opt.state[p]["exp_avg"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tmp_path):
+    """2 CPU processes (gloo) through accelerate, a few steps: losses logged, weights written."""
+    cfg = tiny_config(tmp_path)
+    from dataclasses import asdict
+
+    d = asdict(cfg)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(d))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # accelerate's Accelerator picks up torchrun's environment (gloo on CPU); `accelerate launch --cpu`
+    # does not spawn several CPU processes without MPI, torchrun does.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "training.trainer", "--stage", "2", "--config", str(path), "--max-steps", "3"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(x) for x in (Path(cfg.out) / "stage2" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["processes"] == 2 for r in rows)
+    assert (Path(cfg.out) / "stage2" / "dit_last.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_preprocess_cache_is_deterministic_and_resumes(tmp_path):
+    from training.data.speech import espeak_available
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is needed to build world clips")
+    from magicinfinite_core.checkpoints import load_state_dict
+    from magicinfinite_core.config import VAEConfig
+    from magicinfinite_core.vae import VideoVAE
+    from training.data.clip import make_clip, save_clip
+    from training.data.render import WorldConfig
+    from training.preprocess import preprocess, read_cache_manifest
+    from training.train_vae import save_vae
+
+    torch.manual_seed(0)
+    vae_path = save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(spatial_compression_ratio=4)))
+    for i in range(2):
+        save_clip(make_clip(i, "train", 9, WorldConfig(32, 32, 0.3, 0.4, 1, 0.0)), tmp_path / "data" / f"c{i}")
+    a = preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
+    first = load_state_dict(tmp_path / "a" / "c0.safetensors")
+    (tmp_path / "a" / "c1.safetensors").unlink()  # an interrupted run: one clip missing
+    preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
+    preprocess([tmp_path / "data"], vae_path, tmp_path / "b", log_every=0)
+    assert [r["name"] for r in read_cache_manifest(a.parent)] == ["c0", "c1"]
+    for name in ("c0", "c1"):
+        x, y = load_state_dict(tmp_path / "a" / f"{name}.safetensors"), load_state_dict(tmp_path / "b" / f"{name}.safetensors")
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert first["latent"].shape == (4, 3, 8, 8)  # 4 channels, 9 frames -> 3 latent frames, 32 px / 4
+    assert first["audio"].shape[:3] == (3, 4, 5) and first["face_tokens"].shape == (3, 2, 2)
+    assert float(first["mouth_latent"].sum()) > 0 and float(first["face_latent"].sum()) > 0
