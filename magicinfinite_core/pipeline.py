@@ -386,8 +386,11 @@ class Conditions:
     pooled: torch.Tensor  # [2, pooled_dim]
     image_tokens: torch.Tensor | None  # [1, Li, image_token_dim] when the DiT projects them itself
     image_latent: torch.Tensor  # [1, C, 1, h, w]
-    features: torch.Tensor  # [K, F, D] (CPU, float16 ok)
-    token_mask: torch.Tensor  # [K, h_tok, w_tok] static speaker masks in token space
+    features: torch.Tensor | None  # [K, F, D] per video frame (CPU, float16 ok), or None with audio_windows
+    token_mask: torch.Tensor  # [K, h_tok, w_tok] static speaker masks in token space, or [K, T, h, w]
+    # Audio already grouped per latent frame [K, T, fpl, window, D] for the whole video (training caches
+    # store it this way); used instead of `features` when given.
+    audio_windows: torch.Tensor | None = None
 
 
 class WindowPredictor:
@@ -422,10 +425,15 @@ class WindowPredictor:
         if c.image_tokens is not None:
             kwargs["image_tokens"] = c.image_tokens.expand(n, -1, -1).to(dt)
             kwargs["image_tokens_mask"] = (rows == 0)[:, None].expand(n, c.image_tokens.shape[1])
-        if self.dit.cfg.audio is not None:
-            aud = audio_for_latents(c.features, win.start, win.end, self.fpl, self.win).to(dev, dt)
+        if self.dit.cfg.audio is not None and (c.audio_windows is not None or c.features is not None):
+            if c.audio_windows is not None:
+                aud = c.audio_windows[:, win.start : win.end].to(dev, dt)
+            else:
+                aud = audio_for_latents(c.features, win.start, win.end, self.fpl, self.win).to(dev, dt)
             on = torch.tensor([1.0 if p == FULL else 0.0 for p in passes], device=dev, dtype=dt)
-            mask = c.token_mask.to(dev, dt)[None, :, None].expand(n, -1, win.length, -1, -1)
+            tm = c.token_mask.to(dev, dt)
+            tm = tm[:, win.start : win.end] if tm.ndim == 4 else tm[:, None].expand(-1, win.length, -1, -1)
+            mask = tm[None].expand(n, -1, -1, -1, -1)
             kwargs["audio"] = aud[None].expand(n, *aud.shape)
             kwargs["speaker_mask"] = mask * on.view(n, 1, 1, 1, 1)
         t = timestep_from_sigma(sigma).to(dev).expand(n)

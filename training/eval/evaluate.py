@@ -13,10 +13,10 @@ image tokens, the prompt and its slice of the audio windows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,43 +24,28 @@ import torch
 
 from magicinfinite_core.checkpoints import load_dit, load_state_dict
 from magicinfinite_core.config import SamplerConfig
-from magicinfinite_core.guidance import FULL, UNCOND, CFGConfig, guided_velocity
+from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
-from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
+from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.pipeline import Conditions, WindowPredictor
 from magicinfinite_core.sampler import sample
 from magicinfinite_core.sliding_window import seam_frames
 from training.eval import metrics
 from training.preprocess import tensor_to_frames
 
 
-@dataclass
-class Conditions:
-    """Everything one generation needs, for the whole video (windows slice it)."""
-
-    image_latent: torch.Tensor  # [1, C, 1, h, w]
-    image_tokens: torch.Tensor  # [1, N, Di]
-    txt: torch.Tensor  # [1, L, Dt]
-    txt_mask: torch.Tensor  # [1, L]
-    pooled: torch.Tensor  # [1, Dt]
-    audio: torch.Tensor | None  # [T, fpl, win, D] whole video
-    face_tokens: torch.Tensor | None  # [T, th, tw]
-    null_txt: torch.Tensor
-    null_mask: torch.Tensor
-    null_pooled: torch.Tensor
-
-
 def conditions_from_cache(item: dict[str, torch.Tensor], null: dict[str, torch.Tensor]) -> Conditions:
+    """A cached clip as the pipeline's conditions: prompt row + null row, per-latent-frame audio and masks."""
+    has_audio = "audio" in item
     return Conditions(
-        image_latent=item["latent"][None, :, :1].float(),
+        txt=torch.stack([item["text_tokens"], null["text_tokens"]]).float(),
+        txt_mask=torch.stack([item["text_mask"], null["text_mask"]]).bool(),
+        pooled=torch.stack([item["pooled"], null["pooled"]]).float(),
         image_tokens=item["image_tokens"][None].float(),
-        txt=item["text_tokens"][None].float(),
-        txt_mask=item["text_mask"][None].bool(),
-        pooled=item["pooled"][None].float(),
-        audio=item["audio"].float() if "audio" in item else None,
-        face_tokens=item["face_tokens"].float() if "face_tokens" in item else None,
-        null_txt=null["text_tokens"][None].float(),
-        null_mask=null["text_mask"][None].bool(),
-        null_pooled=null["pooled"][None].float(),
+        image_latent=item["latent"][None, :, :1].float(),
+        features=None,
+        token_mask=item["face_tokens"][None].float() if has_audio else torch.zeros(1, 1, 1, 1),
+        audio_windows=item["audio"][None].float() if has_audio else None,
     )
 
 
@@ -70,37 +55,6 @@ def silent_audio(num_frames: int, n_mels: int = 64, n_fft: int = 1024) -> torch.
 
     feats = MelExtractor(n_mels=n_mels, n_fft=n_fft).silence(num_frames).float()
     return group_audio_by_latent_frame(feats)
-
-
-def make_predictor(model: MagicInfiniteDiT, cond: Conditions, guidance: CFGConfig, use_audio: bool):
-    """predict(x_win, sigma, win) for the sliding-window sampler, with batched multi-condition CFG."""
-    dtype = next(model.parameters()).dtype
-
-    def forward(x_rep: torch.Tensor, passes: tuple[str, ...]) -> torch.Tensor:
-        n = len(passes)
-        win = forward.win
-        txt = torch.cat([cond.null_txt if p == UNCOND else cond.txt for p in passes])
-        txt_mask = torch.cat([cond.null_mask if p == UNCOND else cond.txt_mask for p in passes])
-        pooled = torch.cat([cond.null_pooled if p == UNCOND else cond.pooled for p in passes])
-        img_mask = torch.tensor([p != UNCOND for p in passes])[:, None].expand(n, cond.image_tokens.shape[1])
-        x = concat_image_condition(x_rep, cond.image_latent.expand(n, -1, -1, -1, -1) if win.is_first else None)
-        kw = {}
-        if use_audio and cond.audio is not None and model.cfg.audio is not None:
-            a = cond.audio[win.start : win.end][None, None].expand(n, 1, -1, -1, -1, -1)
-            on = torch.tensor([p == FULL for p in passes], dtype=torch.float32).view(n, 1, 1, 1, 1)
-            m = cond.face_tokens[win.start : win.end][None, None].expand(n, 1, -1, -1, -1) * on
-            kw = {"audio": a.to(dtype), "speaker_mask": m}
-        t = torch.full((n,), forward.sigma * 1000.0)
-        return model(x.to(dtype), t, txt.to(dtype), txt_mask, pooled.to(dtype),
-                     image_tokens=cond.image_tokens.expand(n, -1, -1).to(dtype),
-                     image_tokens_mask=img_mask, **kw).float()
-
-    def predict(x_win: torch.Tensor, sigma: float, win) -> torch.Tensor:
-        forward.win, forward.sigma = win, sigma
-        return guided_velocity(forward, x_win, sigma, guidance, scales=(
-            torch.tensor([guidance.audio_scale]), torch.tensor([guidance.text_scale])))
-
-    return predict
 
 
 @torch.no_grad()
@@ -117,7 +71,10 @@ def generate(
     """Frames uint8 [F, H, W, 3] for one video."""
     _, c, _, h, w = cond.image_latent.shape
     t = num_latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
-    latent = sample(make_predictor(model, cond, guidance, use_audio), (c, t, h, w), config=sampler, seed=seed)
+    if not use_audio:
+        cond = dataclasses.replace(cond, audio_windows=None, token_mask=torch.zeros_like(cond.token_mask))
+    predictor = WindowPredictor(model, cond, guidance, dtype=next(model.parameters()).dtype)
+    latent = sample(predictor, (c, t, h, w), config=sampler, seed=seed)
     video = vae.decode(latent[None])[0]
     return tensor_to_frames(video)[:num_frames]
 
@@ -166,7 +123,7 @@ class QuickEval:
             keep = metrics.non_mouth_mask(boxes, *frames.shape[1:3])
             psnrs.append(metrics.masked_psnr(frames, item["portrait"].numpy(), keep))
             if self.use_audio:
-                cond.audio = silent_audio(n)
+                cond.audio_windows = silent_audio(n)[None]
                 frames_m = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, True)
                 pm = metrics.mouth_openings(frames_m, boxes)
                 rs_muted.append(metrics.pearson(pm, target))
@@ -229,7 +186,7 @@ def evaluate(
         gt_open = metrics.mouth_openings(clip.frames, boxes)
         ls = metrics.lipsync(pred, target)
         recon = tensor_to_frames(vae.decode(item["latent"][None])[0])[:n]  # the VAE's own ceiling
-        cond.audio = silent_audio(n)
+        cond.audio_windows = silent_audio(n)[None]
         frames_m = generate(model, vae, cond, n, sampler, guidance, seed + i)
         pm = metrics.mouth_openings(frames_m, boxes)
         row = {
