@@ -25,11 +25,26 @@ def test_help_is_readable():
         assert flag in out
 
 
-def test_missing_demo_model_says_so_in_one_line(tmp_path, capsys):
+def test_missing_demo_model_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    import magicinfinite_core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "DEMO_MODEL_DIR", tmp_path / "not-installed")
     p, a = _inputs(tmp_path)
     code = main(["generate", "--portrait", p, "--audio", a, "--prompt", "hi", "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "--model PATH" in err
+
+
+def test_default_model_is_the_embedded_demo(tmp_path, capsys):
+    import av
+
+    p, a = _inputs(tmp_path)
+    out = tmp_path / "demo.mp4"
+    code = main(["generate", "--portrait", p, "--audio", a, "--prompt", "a person talking", "--out", str(out),
+                 "--steps", "2", "--no-cfg", "--speaker-box", "4,4,28,28", "-q"])
+    assert code == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].width == 64 and c.streams.audio
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
