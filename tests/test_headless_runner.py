@@ -139,3 +139,25 @@ def test_cli_in_a_fresh_process_exits_1_with_one_line(comfyui_install, audio_dir
     assert bad.returncode == 1
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: node 1 (LoadAudio) failed:"), bad.stderr
+
+
+@pytest.mark.comfyui
+def test_readme_demo_workflow_with_the_embedded_demo_model(comfyui_install, tmp_path):
+    """What `scripts/demo.sh` runs: the single-speaker workflow as shipped, the embedded demo model."""
+    import av
+
+    env = {**os.environ, "MAGICINFINITE_COMFYUI": str(comfyui_install)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.headless", str(REPO_ROOT / "workflows" / "single_speaker_api.json"),
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    videos = list(tmp_path.rglob("single_speaker_*.mp4"))
+    assert len(videos) == 1, proc.stdout
+    with av.open(str(videos[0])) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+        audio = c.streams.audio[0]
+        seconds = float(audio.duration * audio.time_base)
+    assert frames == 111  # workflows/assets/voice_one_speaker.wav is 4.44 s
+    assert abs(seconds - 4.44) < 0.05
