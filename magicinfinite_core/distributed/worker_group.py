@@ -149,8 +149,14 @@ def _worker_main(rank: int, world: int, init_method: str, spec: ModelSpec, layou
     except Exception:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(("error", rank, traceback.format_exc()))
         return
+    parent = os.getppid()
     while True:
-        msg = requests.get()
+        try:
+            msg = requests.get(timeout=2.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent died without close() (e.g. ComfyUI was killed)
+                break
+            continue
         if msg[0] == "stop":
             break
         kind, rid, payload = msg
