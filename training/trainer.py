@@ -29,36 +29,9 @@ import numpy as np
 import torch
 
 from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
+from training.optim_state import load_optimizer_tensors, optimizer_tensors
 
 # ------------------------------------------------------------------------------ training state i/o
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
-    """Flatten an optimizer's per-parameter state into named tensors (safetensors cannot pickle)."""
-    out: dict[str, torch.Tensor] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if not st:
-                continue
-            name = names[id(p)]
-            for k, v in st.items():
-                out[f"{name}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def load_optimizer_tensors(
-    opt: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
-) -> None:
-    """Inverse of optimizer_tensors: restores moments and step counts onto the same parameters."""
-    for group in opt.param_groups:
-        for p in group["params"]:
-            name = names[id(p)]
-            st = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.split("::", 1)[0] == name}
-            if st:
-                opt.state[p] = {
-                    k: (v.to(p.device) if k != "step" else v.clone()) for k, v in st.items()
-                }
 
 
 def rng_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:

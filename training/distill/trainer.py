@@ -46,6 +46,7 @@ from magicinfinite_core.checkpoints import load_dit, load_into, load_state_dict,
 from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.models.dit import MagicInfiniteDiT
 from magicinfinite_core.scheduler import add_noise, distilled_sigmas, x0_from_velocity
+from training.optim_state import load_optimizer_tensors, optimizer_tensors
 
 from .batch import CondBatch, collate, open_examples, run_dit, synthetic_examples
 from .dmd import (
@@ -527,39 +528,6 @@ class DistillTrainer:
         )
         self.rng.set_state(load_state_dict(path / f"rng_rank{acc.process_index}.safetensors")["rng"])
         self.step = int(state["step"])
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
-    """Per-parameter optimizer state as named tensors (safetensors cannot hold pickles).
-
-    Same layout as the stage-1/2 trainer's helper (`name::key`); kept here so this package does not
-    import a trainer that is being written in parallel. Merge the two later.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                out[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def load_optimizer_tensors(
-    opt: torch.optim.Optimizer, names: dict[int, str], tensors: dict[str, torch.Tensor]
-) -> None:
-    by_param: dict[str, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        name, k = key.split("::", 1)
-        by_param.setdefault(name, {})[k] = v
-    known = set(names.values())
-    if not set(by_param) <= known:
-        raise ValueError(f"optimizer state names unknown parameters: {sorted(set(by_param) - known)[:5]}")
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = by_param.get(names[id(p)])
-            if st:  # `step` stays a CPU tensor (torch's AdamW keeps it there unless fused/capturable)
-                opt.state[p] = {
-                    k: (v.clone() if k == "step" else v.to(p.device, p.dtype)) for k, v in st.items()
-                }
 
 
 def _inner(opt):
