@@ -19,6 +19,7 @@ def test_lipsync_finds_the_lag():
     late = np.concatenate([target[:2], target[:-2]])  # generated mouth 2 frames late
     res = metrics.lipsync(late, target, max_lag=3)
     assert res["best_lag"] == 2 and res["best_r"] > 0.99 and res["r"] < res["best_r"]
+    assert res["r"] <= res["r_lag1"] < res["best_r"]  # lag 2 lies outside the +-1 window
     assert metrics.lipsync(target, target)["r"] == pytest.approx(1.0)
     assert metrics.pearson(np.zeros(10), target[:10]) == 0.0  # frozen mouth: no sync
 
@@ -87,3 +88,25 @@ def test_seam_score_and_drift():
     clean = np.clip(frames, 0, 255).astype(np.uint8)
     d = metrics.drift(np.clip(jumpy, 0, 255).astype(np.uint8), clean[0], fps=1, span_s=10)
     assert d["drift_db"] > 5
+
+
+@pytest.mark.slow
+def test_evaluate_runs_distilled_on_a_heldout_clip(tmp_path):
+    """The full evaluation (lip sync, muted, identity incl. ground-truth reference, text control)
+    on one committed held-out clip with the embedded demo model, sampled the distilled way."""
+    import shutil
+    from pathlib import Path
+
+    from training.eval.evaluate import evaluate
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "training/data/sample/heldout_000001", tmp_path / "heldout_000001")
+    demo = root / "magicinfinite_core/assets/demo"
+    res = evaluate(demo / "dit.safetensors", demo / "vae.safetensors", tmp_path, clips=1, control_clips=1,
+                   distilled=True, distilled_timesteps=(1000.0, 500.0))
+    s, row = res["summary"], res["clips"][0]
+    assert s["sampler"]["cfg"] == "none" and s["sampler"]["distilled_timesteps"] == [1000.0, 500.0]
+    assert -1.0 <= row["r"] <= row["r_lag1"] <= row["best_r"] <= 1.0
+    assert row["gt_psnr_portrait"] > row["vae_psnr_portrait"] > 5.0  # a lossy VAE, a moving head
+    assert s["still_static_clips"] == 0 and np.isnan(s["psnr_portrait_still_static"])
+    assert set(res["control"][0]) == {"clip", "still", "nodding"}

@@ -272,3 +272,13 @@ def test_preprocess_cache_is_deterministic_and_resumes(tmp_path):
     assert first["latent"].shape == (4, 3, 8, 8)  # 4 channels, 9 frames -> 3 latent frames, 32 px / 4
     assert first["audio"].shape[:3] == (3, 4, 5) and first["face_tokens"].shape == (3, 2, 2)
     assert float(first["mouth_latent"].sum()) > 0 and float(first["face_latent"].sum()) > 0
+
+
+def test_lr_factor_warms_up_then_anneals_to_the_floor():
+    st = StageConfig(steps=100, warmup=10, decay_start=50, lr_floor=0.1)
+    assert st.lr_factor(0) == pytest.approx(0.1)  # warm-up
+    assert st.lr_factor(20) == st.lr_factor(49) == 1.0  # constant until the decay starts
+    f = [st.lr_factor(s) for s in range(50, 101)]
+    assert all(a >= b for a, b in zip(f, f[1:], strict=False))  # monotone cosine
+    assert f[0] == 1.0 and f[-1] == pytest.approx(0.1) and f[25] == pytest.approx(0.55)
+    assert StageConfig(steps=100, warmup=1).lr_factor(99) == 1.0  # no decay by default

@@ -84,6 +84,18 @@ class StageConfig:
     face_weight: float = 0.0
     mouth_weight: float = 0.0
     init: str = ""  # stage 2: stage-1 weights (audio layers are added zero-initialised)
+    # >= 0: cosine-anneal the lr from this step down to lr * lr_floor at `steps` (a resumed run can
+    # anneal a model that plateaued at a constant lr); < 0: constant lr after warm-up
+    decay_start: int = -1
+    lr_floor: float = 0.1
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier on the base lr for the update after `step` updates (warm-up, then optional decay)."""
+        frac = min(1.0, (step + 1) / max(self.warmup, 1))
+        if 0 <= self.decay_start < self.steps and step >= self.decay_start:
+            p = min(1.0, (step - self.decay_start) / (self.steps - self.decay_start))
+            frac *= self.lr_floor + (1.0 - self.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return frac
 
 
 @dataclass
@@ -281,7 +293,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
     while step < total:
         if st.minutes > 0 and time.time() - t0 > st.minutes * 60:
             break
-        frac = min(1.0, (step + 1) / max(st.warmup, 1))
+        frac = st.lr_factor(step)
         for g in opt.param_groups:
             g["lr"] = g["base"] * frac
         loss, logs = train_step_loss(model, data, cfg, stage, step, acc.process_index, acc.autocast)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -67,14 +68,17 @@ def generate(
     guidance: CFGConfig,
     seed: int = 0,
     use_audio: bool = True,
+    distilled: bool = False,
 ) -> np.ndarray:
-    """Frames uint8 [F, H, W, 3] for one video."""
+    """Frames uint8 [F, H, W, 3] for one video (distilled: the sampler's few-step list, no CFG)."""
     _, c, _, h, w = cond.image_latent.shape
     t = num_latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
     if not use_audio:
         cond = dataclasses.replace(cond, audio_windows=None, token_mask=torch.zeros_like(cond.token_mask))
+    if distilled:
+        guidance = CFGConfig.off()
     predictor = WindowPredictor(model, cond, guidance, dtype=next(model.parameters()).dtype)
-    latent = sample(predictor, (c, t, h, w), config=sampler, seed=seed)
+    latent = sample(predictor, (c, t, h, w), config=sampler, distilled=distilled, seed=seed)
     video = vae.decode(latent[None])[0]
     return tensor_to_frames(video)[:num_frames]
 
@@ -142,6 +146,15 @@ def _swap_action(prompt_controls: dict, action: str, rng: np.random.Generator, s
     return make_prompt({**prompt_controls, "action": action}, rng, split, style)
 
 
+def _still_static(row: dict) -> bool:
+    return row["action"] == "still" and row["background"] == "static"
+
+
+def _mean_where(rows: list[dict], key: str) -> float:
+    vals = [r[key] for r in rows if _still_static(r)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def evaluate(
     dit_path: str | Path,
     vae_path: str | Path,
@@ -156,8 +169,14 @@ def evaluate(
     text_scale: float = 0.0,
     seed: int = 0,
     mediapipe: bool = False,
+    distilled: bool = False,
+    distilled_timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0),
 ) -> dict:
-    """Full held-out evaluation; returns a JSON-able dict of per-clip rows and summary numbers."""
+    """Full held-out evaluation; returns a JSON-able dict of per-clip rows and summary numbers.
+
+    distilled: sample with the few-step list (`distilled_timesteps` warped by `shift`) and no CFG,
+    as the pipeline runs a distilled generator; `steps` and the guidance scales are then unused.
+    """
     from magicinfinite_core.audio_features import MelExtractor
     from training.preprocess import CacheSettings, MiniLMText, cache_clip, list_clips, load_vae, read_clip
 
@@ -169,7 +188,9 @@ def evaluate(
     null_tokens, null_mask, null_pooled = text.encode([""])
     null = {"text_tokens": null_tokens[0], "text_mask": null_mask[0], "pooled": null_pooled[0]}
     guidance = CFGConfig(audio_scale=audio_scale, text_scale=text_scale) if (audio_scale or text_scale) else CFGConfig.off()
-    sampler = SamplerConfig(steps=steps, shift=shift, window_frames=33, overlap_frames=8)
+    sampler = SamplerConfig(steps=steps, shift=shift, window_frames=33, overlap_frames=8,
+                            distilled_timesteps=tuple(distilled_timesteps))
+    gen = functools.partial(generate, distilled=distilled)
     rows = []
     t0 = time.time()
     dirs = list_clips(heldout)[:clips]
@@ -181,17 +202,18 @@ def evaluate(
         boxes = item["mouth_box"].numpy()
         target = item["mouth_open"].numpy()
         keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
-        frames = generate(model, vae, cond, n, sampler, guidance, seed + i)
+        frames = gen(model, vae, cond, n, sampler, guidance, seed + i)
         pred = metrics.mouth_openings(frames, boxes)
         gt_open = metrics.mouth_openings(clip.frames, boxes)
         ls = metrics.lipsync(pred, target)
         recon = tensor_to_frames(vae.decode(item["latent"][None])[0])[:n]  # the VAE's own ceiling
         cond.audio_windows = silent_audio(n)[None]
-        frames_m = generate(model, vae, cond, n, sampler, guidance, seed + i)
+        frames_m = gen(model, vae, cond, n, sampler, guidance, seed + i)
         pm = metrics.mouth_openings(frames_m, boxes)
         row = {
             "clip": d.name, "action": clip.meta["controls"]["action"],
-            "r": ls["r"], "best_r": ls["best_r"], "best_lag": ls["best_lag"],
+            "background": clip.meta["controls"].get("background", ""),
+            "r": ls["r"], "r_lag1": ls["r_lag1"], "best_r": ls["best_r"], "best_lag": ls["best_lag"],
             "r_rendered_gt": metrics.pearson(gt_open, target),
             "muted_r": metrics.pearson(pm, target),
             "open_mean": float(pred.mean()), "muted_open_mean": float(pm.mean()),
@@ -202,6 +224,9 @@ def evaluate(
             "psnr_video": metrics.masked_psnr(frames, clip.frames, keep),
             "vae_psnr_video": metrics.masked_psnr(recon, clip.frames, keep),
             "vae_psnr_portrait": metrics.masked_psnr(recon, clip.frames[0], keep),
+            # the ground truth's own distance from its first frame: what following the prompt's
+            # motion (nods, flashing lights) costs on this measure
+            "gt_psnr_portrait": metrics.masked_psnr(clip.frames, clip.frames[0], keep),
             "r_vae_recon": metrics.pearson(metrics.mouth_openings(recon, boxes), target),
         }
         if mediapipe:
@@ -226,7 +251,7 @@ def evaluate(
             prompt = _swap_action(clip.meta["controls"], action, rng, clip.meta["style"], "heldout")
             tok, msk, pooled = text.encode([prompt])
             cond = conditions_from_cache({**item, "text_tokens": tok[0], "text_mask": msk[0], "pooled": pooled[0]}, null)
-            frames = generate(model, vae, cond, n, sampler, guidance, seed + i)
+            frames = gen(model, vae, cond, n, sampler, guidance, seed + i)
             res[action] = metrics.head_motion(frames, fbox, exclude=excl)["motion_y"]
         control.append(res)
         print(json.dumps(res), flush=True)
@@ -243,6 +268,7 @@ def evaluate(
         "clips": len(rows),
         "lipsync_r_mean": float(np.mean([r["r"] for r in rows])),
         "lipsync_r_median": float(np.median([r["r"] for r in rows])),
+        "lipsync_r_lag1_mean": float(np.mean([r["r_lag1"] for r in rows])),
         "lipsync_best_r_mean": float(np.mean([r["best_r"] for r in rows])),
         "best_lag_median": float(np.median([r["best_lag"] for r in rows])),
         "rendered_gt_r_mean": float(np.mean([r["r_rendered_gt"] for r in rows])),
@@ -255,6 +281,13 @@ def evaluate(
         "gt_closed_level": float(np.mean([r["gt_closed_level"] for r in rows])),
         "psnr_portrait_still_clips": float(np.mean([r["psnr_portrait"] for r in rows if r["action"] == "still"] or [np.nan])),
         "psnr_portrait_all": float(np.mean([r["psnr_portrait"] for r in rows])),
+        "gt_psnr_portrait_all": float(np.mean([r["gt_psnr_portrait"] for r in rows])),
+        # clips whose ground truth stays on the portrait (no head action, static background):
+        # identity preservation proper, not confounded by prompted motion
+        "psnr_portrait_still_static": _mean_where(rows, "psnr_portrait"),
+        "vae_psnr_portrait_still_static": _mean_where(rows, "vae_psnr_portrait"),
+        "gt_psnr_portrait_still_static": _mean_where(rows, "gt_psnr_portrait"),
+        "still_static_clips": sum(_still_static(r) for r in rows),
         "ssim_portrait_all": float(np.mean([r["ssim_portrait"] for r in rows])),
         "psnr_video_all": float(np.mean([r["psnr_video"] for r in rows])),
         "vae_psnr_video_all": float(np.mean([r["vae_psnr_video"] for r in rows])),
@@ -266,15 +299,18 @@ def evaluate(
         "nod_vs_still_cohen_d": sep["cohen_d"],
         "gt_motion_y_still": float(np.mean(gt_motion["still"])) if gt_motion["still"] else float("nan"),
         "gt_motion_y_nodding": float(np.mean(gt_motion["nodding"])) if gt_motion["nodding"] else float("nan"),
-        "sampler": {"steps": steps, "shift": shift, "audio_scale": audio_scale, "text_scale": text_scale},
+        "sampler": ({"distilled_timesteps": list(distilled_timesteps), "shift": shift, "cfg": "none"} if distilled
+                    else {"steps": steps, "shift": shift, "audio_scale": audio_scale, "text_scale": text_scale}),
     }
     if long_dir is not None:
-        summary["long"] = evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed)
+        summary["long"] = evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed,
+                                        distilled)
     summary["eval_minutes"] = round((time.time() - t0) / 60, 2)
     return {"summary": summary, "clips": rows, "control": control}
 
 
-def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed) -> dict:
+def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed,
+                  distilled: bool = False) -> dict:
     """One long held-out video through the sliding window: seams and identity drift."""
     from magicinfinite_core.sampler import step_plans
     from training.preprocess import cache_clip, list_clips, read_clip
@@ -285,12 +321,13 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
     item = cache_clip(clip, vae, text, extractor, settings)
     cond = conditions_from_cache(item, null)
     t0 = time.time()
-    frames = generate(model, vae, cond, n, sampler, guidance, seed)
+    frames = generate(model, vae, cond, n, sampler, guidance, seed, distilled=distilled)
     gen_s = time.time() - t0
     boxes = item["mouth_box"].numpy()
     keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
     t_lat = item["latent"].shape[1]
-    plan = step_plans(t_lat, sampler, sampler.steps)[-1]
+    n_steps = len(sampler.distilled_timesteps) if distilled else sampler.steps
+    plan = step_plans(t_lat, sampler, n_steps)[-1]
     seams = sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
     pred = metrics.mouth_openings(frames, boxes)
     return {
@@ -315,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio-scale", type=float, default=0.0)
     p.add_argument("--text-scale", type=float, default=0.0)
     p.add_argument("--mediapipe", action="store_true")
+    p.add_argument("--distilled", action="store_true",
+                   help="few-step sampling without CFG (a distilled generator); --steps and scales unused")
+    p.add_argument("--distilled-timesteps", type=float, nargs="+", default=[1000.0, 750.0, 500.0, 250.0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the JSON result here")
@@ -322,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     res = evaluate(a.dit, a.vae, a.heldout, long_dir=a.long, clips=a.clips, control_clips=a.control_clips,
                    steps=a.steps, shift=a.shift, audio_scale=a.audio_scale, text_scale=a.text_scale,
-                   seed=a.seed, mediapipe=a.mediapipe)
+                   seed=a.seed, mediapipe=a.mediapipe, distilled=a.distilled,
+                   distilled_timesteps=tuple(a.distilled_timesteps))
     text = json.dumps(res, indent=1)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
