@@ -22,8 +22,8 @@ examples:
   # two speakers: one audio file and one mask image (white = that speaker's face) each, same order
   magicinfinite generate --portrait duo.png --audio left.wav --audio right.wav \\
       --speaker-mask left_mask.png --speaker-mask right_mask.png --prompt "two friends chat" --out duo.mp4
-  # fast 4-step distilled model; continue a crashed run exactly where it stopped
-  magicinfinite generate ... --model models/magicinfinite-distilled --distilled --resume
+  # the model's fast 4-step distilled generator; continue a crashed run exactly where it stopped
+  magicinfinite generate ... --distilled --resume
 
 The video is exactly as long as the audio (25 fps). Any length works: memory does not grow with it.
 A run saves its progress after every denoising step in OUT.state/; --resume continues from there.
@@ -64,15 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     m = g.add_argument_group("model and sampling")
     m.add_argument("--model", default=None,
                    help="model folder (bundle.json); default: the embedded demo model")
-    m.add_argument("--steps", type=int, default=30, help="denoising steps of the base model (default 30)")
-    m.add_argument("--distilled", action="store_true", help="4-step distilled sampling, no CFG (distilled models)")
-    m.add_argument("--cfg-audio", type=float, default=4.0, help="audio guidance scale (default 4)")
-    m.add_argument("--cfg-text", type=float, default=3.0, help="text guidance scale (default 3)")
+    m.add_argument("--steps", type=int, default=None,
+                   help="denoising steps of the base model (default: the model's own, bundle.json 'sampler'; else 30)")
+    m.add_argument("--distilled", action="store_true",
+                   help="the model's 4-step distilled generator, no CFG (bundle.json 'distilled')")
+    m.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale (default: the model's; else 4)")
+    m.add_argument("--cfg-text", type=float, default=None, help="text guidance scale (default: the model's; else 3)")
     m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
     m.add_argument("--negative-prompt", default="", help="prompt of the unconditional pass (default empty)")
     m.add_argument("--window", type=int, default=33, help="frames per sliding window (default 33)")
     m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
-    m.add_argument("--shift", type=float, default=7.0, help="noise-schedule shift (default 7)")
+    m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
     m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
     m.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same video (default 0)")
     m.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if present)")
@@ -117,7 +119,7 @@ def _progress_bars(quiet: bool):
 
 def _generate(args: argparse.Namespace) -> int:
     from .guidance import CFGConfig
-    from .pipeline import DEMO_MODEL_DIR, generate
+    from .pipeline import DEMO_MODEL_DIR, bundle_sampler_defaults, generate
 
     model = Path(args.model) if args.model else DEMO_MODEL_DIR
     if not (model / "bundle.json").is_file() and not model.is_file():
@@ -131,7 +133,13 @@ def _generate(args: argparse.Namespace) -> int:
     speakers = args.speaker_mask or args.speaker_box
     if speakers is not None and len(speakers) != len(args.audio):
         raise MagicInfiniteError(f"{len(args.audio)} --audio but {len(speakers)} speaker masks/boxes; give one each")
-    cfg = CFGConfig.off() if args.no_cfg else CFGConfig(audio_scale=args.cfg_audio, text_scale=args.cfg_text)
+    cfg = None  # the model's recommended guidance
+    if args.no_cfg:
+        cfg = CFGConfig.off()
+    elif args.cfg_audio is not None or args.cfg_text is not None:
+        rec = bundle_sampler_defaults(model)
+        cfg = CFGConfig(audio_scale=args.cfg_audio if args.cfg_audio is not None else rec.get("audio_scale", 4.0),
+                        text_scale=args.cfg_text if args.cfg_text is not None else rec.get("text_scale", 3.0))
     state_dir = Path(args.state_dir) if args.state_dir else Path(str(args.out) + ".state")
     out, bundle = args.out, _maybe_sequence_parallel(model, args)
     if bundle is not None:
@@ -171,7 +179,7 @@ def _maybe_sequence_parallel(model: Path, args: argparse.Namespace):
     from .distributed import wrap_for_torchrun
     from .pipeline import load_bundle
 
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, distilled=args.distilled)
     bundle.dit = wrap_for_torchrun(bundle.dit, ulysses=args.sp_ulysses, ring=args.sp_ring, cfg=args.sp_cfg,
                                    attention=args.sp_attention)
     return bundle

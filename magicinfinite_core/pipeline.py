@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FILE = "bundle.json"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+DISTILLED_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)  # the paper's 4-step list (warped by the shift)
 
 
 # ------------------------------------------------------------------------------------ small encoders
@@ -173,7 +174,33 @@ class ModelBundle:
     width: int = 64
     name: str = "model"
     dit_path: Path | None = None  # the DiT file a bundle was loaded from (multi-process workers reload it)
+    # bundle.json "sampler": the settings the model was tuned for (steps, shift, audio_scale, text_scale)
+    sampler_defaults: dict[str, Any] = field(default_factory=dict)
+    # set when `dit` is a few-step distilled generator: {"timesteps": [...], "shift": s}
+    distilled: dict[str, Any] | None = None
     _fingerprint: str | None = field(default=None, repr=False)
+
+    def resolve_sampling(
+        self,
+        distilled: bool,
+        steps: int | None = None,
+        shift: float | None = None,
+        cfg: CFGConfig | None = None,
+        distilled_timesteps: Sequence[float] | None = None,
+    ) -> tuple[int, float, CFGConfig, tuple[float, ...]]:
+        """(steps, shift, guidance, distilled step list): what the caller set, else what this model was
+        trained / distilled for (bundle.json), else the library defaults (30 steps, shift 7, CFG 4/3)."""
+        d = self.sampler_defaults
+        info = self.distilled or {}
+        timesteps = tuple(float(t) for t in (distilled_timesteps or info.get("timesteps") or DISTILLED_TIMESTEPS))
+        if distilled:
+            shift = float(shift if shift is not None else info.get("shift", d.get("shift", 7.0)))
+            return len(timesteps), shift, CFGConfig.off(), timesteps
+        steps = int(steps or d.get("steps", 30))
+        shift = float(shift if shift is not None else d.get("shift", 7.0))
+        if cfg is None:
+            cfg = CFGConfig(audio_scale=float(d.get("audio_scale", 4.0)), text_scale=float(d.get("text_scale", 3.0)))
+        return steps, shift, cfg, timesteps
 
     def fingerprint(self) -> str:
         """Hash of all weights (resume refuses a state made by another model)."""
@@ -254,6 +281,10 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
                   "n_mels": getattr(bundle.audio_extractor, "n_mels", 64),
                   "n_fft": getattr(bundle.audio_extractor, "n_fft", 1024)},
     }
+    if bundle.sampler_defaults:
+        meta["sampler"] = dict(bundle.sampler_defaults)
+    if bundle.distilled is not None:  # the DiT is a few-step generator: say so, with its step list
+        meta["distilled"] = {"dit": "dit.safetensors", **bundle.distilled}
     for key, mod in (("text_encoder", bundle.text_encoder), ("image_encoder", bundle.image_encoder)):
         if isinstance(mod, nn.Module):
             save_state_dict(d / f"{key}.safetensors", mod.state_dict(), kind=f"magicinfinite-{key}", config=mod.config)
@@ -264,8 +295,21 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     return d
 
 
-def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
-    """Load a bundle folder written by save_bundle (the demo model ships in this format)."""
+def bundle_sampler_defaults(path: str | Path) -> dict[str, Any]:
+    """bundle.json's "sampler" section (the model's recommended settings) without loading weights."""
+    spec = Path(path) / BUNDLE_FILE if Path(path).is_dir() else Path(path)
+    try:
+        return dict(json.loads(spec.read_text()).get("sampler", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled: bool = False) -> ModelBundle:
+    """Load a bundle folder written by save_bundle (the demo model ships in this format).
+
+    distilled: load the bundle's few-step generator (bundle.json "distilled": {"dit", "timesteps",
+    "shift"}, written by training.distill) instead of its base DiT; everything else is shared.
+    """
     d = Path(path)
     spec_path = d / BUNDLE_FILE if d.is_dir() else d
     if not spec_path.is_file():
@@ -275,7 +319,17 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
         spec = json.loads(spec_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{spec_path} is not valid JSON ({exc})") from None
-    dit = load_dit(d / spec["dit"], device=device)
+    dit_file, info = spec["dit"], None
+    if distilled:
+        info = spec.get("distilled")
+        if not isinstance(info, dict) or "dit" not in info:
+            raise CheckpointError(
+                f"{spec_path} has no distilled generator (no 'distilled' entry naming a DiT file): distil it with "
+                "python -m training.distill.trainer, or sample it in base mode (CFG, more steps)"
+            )
+        dit_file = info["dit"]
+        info = {k: v for k, v in info.items() if k != "dit"}
+    dit = load_dit(d / dit_file, device=device)
     vae = VideoVAE(VAEConfig.from_dict(spec["vae"]["config"]))
     vae.model.load_state_dict(load_state_dict(d / spec["vae"]["weights"]))
     encoders = {}
@@ -294,8 +348,10 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> ModelBu
     else:
         extractor = load_extractor(d / audio["path"])
     h, w = spec.get("resolution", [64, 64])
+    name = spec.get("name", d.name) + ("-4step" if distilled else "")
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
-                       int(h), int(w), name=spec.get("name", d.name), dit_path=d / spec["dit"]).to(device)
+                       int(h), int(w), name=name, dit_path=d / dit_file,
+                       sampler_defaults=dict(spec.get("sampler", {})), distilled=info).to(device)
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -514,14 +570,14 @@ def generate(
     *,
     model: ModelBundle | str | Path,
     out: str | Path,
-    steps: int = 30,
+    steps: int | None = None,
     cfg: CFGConfig | None = None,
     window: int = 33,
     overlap: int = 8,
-    shift: float = 7.0,
+    shift: float | None = None,
     shift_windows: bool = True,
     distilled: bool = False,
-    distilled_timesteps: Sequence[float] = (1000.0, 750.0, 500.0, 250.0),
+    distilled_timesteps: Sequence[float] | None = None,
     speakers: Any = None,
     seed: int = 0,
     negative_prompt: str = "",
@@ -538,12 +594,15 @@ def generate(
 
     audio: a file / ComfyUI AUDIO / (array, rate), or a list of them (one per speaker, same order
     as `speakers`). speakers: None (detect faces), [K, H, W] masks, mask image paths, or K pixel
-    boxes (x0, y0, x1, y1). distilled: the 4-step generator (no CFG). state_dir / resume: save the
+    boxes (x0, y0, x1, y1). distilled: the few-step generator, no CFG (a bundle folder given as `model`
+    then loads its distilled DiT). steps / shift / cfg / distilled_timesteps left None take the model's
+    own recommended settings (bundle.json), else the library defaults. state_dir / resume: save the
     sampler state after every step / continue from it (bit-identical result).
     """
     t_start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    bundle = load_bundle(model, device) if isinstance(model, (str, Path)) else model.to(device)
+    bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
+    steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
     window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
@@ -596,12 +655,12 @@ def sample_latent(
     negative_prompt: str = "",
     cfg: CFGConfig | None = None,
     distilled: bool = False,
-    steps: int = 30,
+    steps: int | None = None,
     window: int = 33,
     overlap: int = 8,
-    shift: float = 7.0,
+    shift: float | None = None,
     shift_windows: bool = True,
-    distilled_timesteps: Sequence[float] = (1000.0, 750.0, 500.0, 250.0),
+    distilled_timesteps: Sequence[float] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     state_dir: str | Path | None = None,
@@ -614,10 +673,11 @@ def sample_latent(
 
     The part of generate() that the ComfyUI sampler node runs on its own. `forward` replaces the DiT
     call (e.g. a USP worker group with the DiT's signature). The resume hash covers the model, the
-    portrait, the features, the masks, the prompts and the guidance.
+    portrait, the features, the masks, the prompts and the guidance. Unset (None) sampling options
+    come from `bundle.resolve_sampling`.
     """
     device = torch.device(device)
-    cfg = CFGConfig.off() if distilled else (cfg or CFGConfig())
+    steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
     prompt = prompt or ""
     window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
     if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:

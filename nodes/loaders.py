@@ -7,7 +7,9 @@ users of the published weights have separate files in ``diffusion_models``, ``va
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import io, ui
@@ -28,6 +30,7 @@ from .common import (
 
 BUNDLE_MARKER = "bundle.json"
 MINILM = "packaged MiniLM (demo)"
+TRANSFORMERS = ["base", "4-step distilled"]
 MEL = "mel (demo)"
 _DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
@@ -50,6 +53,19 @@ def _bundle_path(name: str) -> str:
             "load a single transformer file with 'MagicInfinite DiT Loader' instead"
         )
     return str(path)
+
+
+def _check_bundle(name: str, distilled: bool) -> str:
+    """The bundle's folder; with `distilled`, also that it carries a distilled generator."""
+    path = _bundle_path(name)
+    if distilled:
+        spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
+        if not isinstance(spec.get("distilled"), dict) or "dit" not in spec["distilled"]:
+            raise NodeInputError(
+                f"{name!r} has no 4-step distilled generator (bundle.json has no 'distilled' entry); "
+                "set transformer to 'base' and the sampler's mode to 'base (CFG)'"
+            )
+    return path
 
 
 def _error_text(fn, *args: Any) -> bool | str:
@@ -86,19 +102,24 @@ class MagicInfiniteModelLoader(io.ComfyNode):
                     default=EMBEDDED_DEMO,
                     tooltip="Bundle folders found in models/diffusion_models, or the demo shipped with the pack.",
                 ),
+                io.Combo.Input(
+                    "transformer", options=TRANSFORMERS, default=TRANSFORMERS[0], optional=True,
+                    tooltip="base: the full model, sampled with CFG and ~20-50 steps. 4-step distilled: the "
+                    "bundle's distilled generator (bundle.json 'distilled'), for the sampler's 'distilled' mode.",
+                ),
             ],
             outputs=[MagicModel.Output("model_out", display_name="model")],
         )
 
     @classmethod
-    def validate_inputs(cls, model: str) -> bool | str:
-        return _error_text(_bundle_path, model)
+    def validate_inputs(cls, model: str, transformer: str = TRANSFORMERS[0]) -> bool | str:
+        return _error_text(_check_bundle, model, transformer == TRANSFORMERS[1])
 
     @classmethod
-    def execute(cls, model: str) -> io.NodeOutput:
+    def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
         from magicinfinite_core.pipeline import load_bundle
 
-        bundle = load_bundle(_bundle_path(model))
+        bundle = load_bundle(_check_bundle(model, transformer == TRANSFORMERS[1]), distilled=transformer == TRANSFORMERS[1])
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
         return io.NodeOutput(bundle, ui=ui.PreviewText(text))
 

@@ -212,13 +212,17 @@ class MagicInfiniteSampler(io.ComfyNode):
         features, k = audio_features["features"], int(audio_features["num_speakers"])
         forward = usp_worker_group(model, processes) if backend == BACKENDS[1] else None
         resumed = state_dir is not None and has_state(state_dir)
+        distilled = mode == "distilled"
+        trained_steps = (model.distilled or {}).get("timesteps", ())
+        # the generator's own step list when the step count matches it, else an even spread
+        timesteps = None if len(trained_steps) == int(steps) else distilled_timesteps(steps)
         latent = sample_latent(
             model, portrait[:1], features,
             int(audio_features["num_frames"]), prompt or "",
             speakers=node_speakers(speaker_masks, k, model.height, model.width),
-            negative_prompt=negative_prompt or "", cfg=cfg, distilled=mode == "distilled", steps=int(steps),
+            negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
             window=int(window), overlap=int(overlap), shift=float(shift),
-            distilled_timesteps=distilled_timesteps(steps), seed=int(seed), device=torch_device(device),
+            distilled_timesteps=timesteps, seed=int(seed), device=torch_device(device),
             state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id), forward=forward,
         ).latent
         out = {
@@ -228,5 +232,7 @@ class MagicInfiniteSampler(io.ComfyNode):
             "state_dir": str(state_dir) if state_dir is not None else None,
         }
         note = " (resumed)" if resumed else ""
+        if distilled and model.distilled is None:
+            note += "; mode 'distilled' on a model not marked as distilled (few steps, no CFG: expect blur)"
         text = f"latent {tuple(latent.shape)} for {out['num_frames']} frames{note}"
         return io.NodeOutput(out, ui=ui.PreviewText(text))

@@ -334,7 +334,10 @@ def test_cli_on_a_model_bundle_exports_a_bundle_the_pipeline_runs_in_4_steps(tmp
     ]
     assert main(args) == 0
     spec = json.loads((out / "bundle" / "bundle.json").read_text())
-    assert spec["distilled"]["timesteps"] == [1000.0, 750.0, 500.0, 250.0]
+    assert spec["distilled"] == {"dit": "dit_4step.safetensors", "timesteps": [1000.0, 750.0, 500.0, 250.0],
+                                 "shift": 7.0}
+    assert spec["dit"] == "dit.safetensors"  # the base stays in the bundle
+    assert (out / "bundle" / "dit_4step.safetensors").read_bytes() == (out / "generator.safetensors").read_bytes()
     sr = 16000
     tone = (0.3 * torch.sin(torch.arange(int(0.4 * sr)) / sr * 2 * torch.pi * 220)).numpy()[None]
     portrait = (

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ from PIL import Image
 
 from magicinfinite_core.audio import load_audio, num_video_frames
 from magicinfinite_core.config import SamplerConfig, VAEConfig
-from magicinfinite_core.errors import MagicInfiniteError
+from magicinfinite_core.errors import CheckpointError, MagicInfiniteError
 from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.pipeline import (
@@ -118,9 +120,36 @@ def test_distilled_two_speakers_and_bundle_roundtrip(tmp_path, bundle, inputs):
     save_bundle(bundle, tmp_path / "model")
     loaded = load_bundle(tmp_path / "model")
     assert loaded.fingerprint() == bundle.fingerprint()
-    path, rep = generate(portrait, [wav, wav2], "two people", model=tmp_path / "model", out=tmp_path / "o.mp4",
-                         distilled=True, window=9, overlap=4, speakers=[[0, 0, 16, 32], [16, 0, 32, 32]], seed=1)
+    two = {"window": 9, "overlap": 4, "speakers": [[0, 0, 16, 32], [16, 0, 32, 32]], "seed": 1}
+    with pytest.raises(CheckpointError, match="no distilled generator"):  # a base-only bundle folder
+        generate(portrait, [wav, wav2], "two people", model=tmp_path / "model", out=tmp_path / "o.mp4",
+                 distilled=True, **two)
+    path, rep = generate(portrait, [wav, wav2], "two people", model=loaded, out=tmp_path / "o.mp4",
+                         distilled=True, **two)
     assert rep.mode == "distilled" and rep.steps == 4 and probe_video(path).frames == 25
+    # a bundle whose DiT is marked as a generator: its own step list is what the sampler runs
+    loaded.distilled = {"timesteps": [1000.0, 500.0], "shift": 5.0}
+    save_bundle(loaded, tmp_path / "model4")
+    again = load_bundle(tmp_path / "model4", distilled=True)
+    assert again.distilled == loaded.distilled
+    _, rep = generate(portrait, [wav, wav2], "two people", model=tmp_path / "model4", out=tmp_path / "p.mp4",
+                      distilled=True, **two)
+    assert rep.steps == 2
+
+
+def test_sampling_settings_come_from_the_caller_then_the_bundle_then_the_library(bundle):
+    b = dataclasses.replace(bundle, sampler_defaults={}, distilled=None)
+    steps, shift, cfg, _ = b.resolve_sampling(False)
+    assert (steps, shift, cfg.audio_scale, cfg.text_scale) == (30, 7.0, 4.0, 3.0)
+    b.sampler_defaults = {"steps": 20, "shift": 3.0, "audio_scale": 3.0, "text_scale": 0.0}
+    steps, shift, cfg, _ = b.resolve_sampling(False)
+    assert (steps, shift, cfg.audio_scale, cfg.text_scale) == (20, 3.0, 3.0, 0.0)
+    steps, shift, cfg, _ = b.resolve_sampling(False, steps=8, shift=5.0, cfg=CFGConfig.off())
+    assert (steps, shift, cfg) == (8, 5.0, CFGConfig.off())
+    b.distilled = {"timesteps": [1000.0, 600.0, 200.0], "shift": 2.0}
+    steps, shift, cfg, ts = b.resolve_sampling(True, steps=50, cfg=CFGConfig())
+    assert (steps, shift, cfg, ts) == (3, 2.0, CFGConfig.off(), (1000.0, 600.0, 200.0))
+    assert b.resolve_sampling(True, distilled_timesteps=[900.0, 100.0])[3] == (900.0, 100.0)
 
 
 def test_bad_inputs_raise_one_clear_error(tmp_path, bundle, inputs):

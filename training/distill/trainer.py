@@ -661,21 +661,25 @@ def resolve_base(path: str | Path) -> tuple[Path, Path | None]:
     return spec.parent / json.loads(spec.read_text())["dit"], spec.parent
 
 
-def export_bundle(bundle_dir: Path, generator: Path, out_dir: Path, config: DistillConfig) -> Path:
-    """A copy of the base bundle whose DiT is the distilled generator (pipeline: distilled=True).
+DISTILLED_DIT = "dit_4step.safetensors"
 
-    The bundle records the step list and shift it was distilled for, so callers can pass the same.
+
+def export_bundle(bundle_dir: Path, generator: Path, out_dir: Path, config: DistillConfig) -> Path:
+    """A copy of the base bundle plus the generator as its "distilled" DiT.
+
+    The base stays the bundle's DiT (CFG sampling still works); `load_bundle(..., distilled=True)`,
+    the CLI's --distilled and the loader node's 4-step variant take the generator, with the step
+    list and shift it was distilled for.
     """
     spec = json.loads((bundle_dir / BUNDLE_JSON).read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in bundle_dir.iterdir():
-        if f.is_file() and f.name not in (BUNDLE_JSON, spec["dit"]):
+        if f.is_file() and f.name not in (BUNDLE_JSON, DISTILLED_DIT):
             shutil.copy2(f, out_dir / f.name)
-    shutil.copy2(generator, out_dir / spec["dit"])
-    spec["name"] = f"{spec.get('name', bundle_dir.name)}-4step"
-    spec["distilled"] = {"timesteps": list(config.timesteps), "shift": config.shift}
+    shutil.copy2(generator, out_dir / DISTILLED_DIT)
+    spec["distilled"] = {"dit": DISTILLED_DIT, "timesteps": list(config.timesteps), "shift": config.shift}
     tmp = out_dir / (BUNDLE_JSON + ".tmp")
-    tmp.write_text(json.dumps(spec, indent=1))
+    tmp.write_text(json.dumps(spec, indent=1) + "\n")
     os.replace(tmp, out_dir / BUNDLE_JSON)
     return out_dir
 
