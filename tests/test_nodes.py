@@ -208,6 +208,7 @@ def test_missing_model_is_a_validation_error_naming_the_folder(comfyui_server, v
         ("6.resume_dir", "/tmp/state", "must be relative"),
         ("6.overlap", 40, "must be under half the window"),
         ("1.model", "../../../etc", "must not contain '..'"),
+        ("1.transformer", "4-step distilled", "has no 4-step distilled generator"),
     ],
 )
 def test_paths_and_values_are_checked_up_front(comfyui_server, magic_test_bundle, voice, key, value, expect):
