@@ -212,6 +212,9 @@ def test_generator_file_loads_with_load_dit_and_runs_the_4_step_sampler(tmp_path
     ema = trainer.ema.state_dict(trainer.gen_module)
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
     assert any("lora_A" in k for k in load_state_dict(lora_path))
+    half, _ = trainer.export(tmp_path / "fp16", dtype=torch.float16)  # how the demo generator ships
+    assert all(v.dtype == torch.float16 for v in load_state_dict(half).values() if v.is_floating_point())
+    assert load_dit(half).cfg == CFG
 
     batch = collate(data(1))
 

@@ -409,8 +409,11 @@ class DistillTrainer:
             v, _ = self.critic_module(add_noise(x0, noise, sigma), sigma, batch)
         return float(flow_loss(v, x0, noise))
 
-    def export(self, out_dir: str | Path | None = None, use_ema: bool = True) -> tuple[Path, Path]:
-        """The 4-step generator as a normal DiT file (EMA weights by default) and the LoRA alone."""
+    def export(
+        self, out_dir: str | Path | None = None, use_ema: bool = True, dtype: torch.dtype | None = None
+    ) -> tuple[Path, Path]:
+        """The 4-step generator as a normal DiT file (EMA weights by default; float tensors cast to
+        `dtype` when given, e.g. fp16 for a shipped model) and the LoRA alone."""
         out = Path(out_dir) if out_dir is not None else self.out
         gen = self.gen_module
         extra = {
@@ -426,9 +429,10 @@ class DistillTrainer:
                     kind="magicinfinite-dit",
                     config=gen.cfg.to_dict(),
                     extra=extra,
+                    dtype=dtype,
                 )
             else:
-                save_dit(out / GENERATOR_FILE, gen, extra=extra)
+                save_dit(out / GENERATOR_FILE, gen, extra=extra, dtype=dtype)
             save_lora(out / LORA_FILE, self.critic_module.fake_score)
         self.accelerator.wait_for_everyone()
         return out / GENERATOR_FILE, out / LORA_FILE
@@ -568,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--no-ema-export", action="store_true", help="export raw generator weights, not the EMA")
+    p.add_argument("--export-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="dtype of the exported generator file (float16 for a shipped model)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     a = p.add_argument_group("optimisation")
     a.add_argument("--seed", type=int, default=d.seed)
@@ -713,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(a.steps, save_every=a.save_every, log_every=a.log_every)
     if trainer.step % max(a.save_every, 1) or not a.save_every:
         trainer.save_checkpoint()
-    gen_path, lora_path = trainer.export(use_ema=not a.no_ema_export)
+    gen_path, lora_path = trainer.export(use_ema=not a.no_ema_export, dtype=getattr(torch, a.export_dtype))
     if trainer.accelerator.is_main_process:
         result = {"generator": str(gen_path), "lora": str(lora_path), "step": trainer.step}
         if bundle_dir is not None:
