@@ -59,7 +59,10 @@ def _check_bundle(name: str, distilled: bool) -> str:
     """The bundle's folder; with `distilled`, also that it carries a distilled generator."""
     path = _bundle_path(name)
     if distilled:
-        spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
+        try:
+            spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
+        except (OSError, ValueError) as e:
+            raise NodeInputError(f"cannot read {name!r}/{BUNDLE_MARKER}: {e}") from None
         if not isinstance(spec.get("distilled"), dict) or "dit" not in spec["distilled"]:
             raise NodeInputError(
                 f"{name!r} has no 4-step distilled generator (bundle.json has no 'distilled' entry); "

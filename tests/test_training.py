@@ -282,3 +282,26 @@ def test_lr_factor_warms_up_then_anneals_to_the_floor():
     assert all(a >= b for a, b in zip(f, f[1:], strict=False))  # monotone cosine
     assert f[0] == 1.0 and f[-1] == pytest.approx(0.1) and f[25] == pytest.approx(0.55)
     assert StageConfig(steps=100, warmup=1).lr_factor(99) == 1.0  # no decay by default
+
+
+def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
+    from magicinfinite_core.config import VAEConfig
+    from magicinfinite_core.errors import CheckpointError
+    from magicinfinite_core.pipeline import load_bundle
+    from magicinfinite_core.vae import VideoVAE
+    from training.train_vae import save_vae
+    from training.trainer import export_demo
+
+    cfg = tiny_config(tmp_path)
+    dit = run(cfg, 1, max_steps=1)
+    cfg.vae = str(save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
+    assets = tmp_path / "assets"
+    export_demo(cfg, dit, assets, card={"recommended_guidance": {"audio_scale": 3.0, "text_scale": 0.0}})
+    from magicinfinite_core.checkpoints import load_state_dict
+
+    assert {v.dtype for v in load_state_dict(assets / "dit.safetensors").values()} == {torch.float16}
+    bundle = load_bundle(assets)
+    steps, shift, guidance, _ = bundle.resolve_sampling(False)
+    assert (steps, shift, guidance.audio_scale, guidance.text_scale) == (20, cfg.train_shift, 3.0, 0.0)
+    with pytest.raises(CheckpointError, match="no distilled generator"):  # a fresh base has none yet
+        load_bundle(assets, distilled=True)

@@ -403,6 +403,20 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     }
     path = assets / "model.json"
     path.write_text(json.dumps(spec, indent=1) + "\n")
+    guidance = (card or {}).get("recommended_guidance", {})
+    bundle = {  # what magicinfinite_core.pipeline.load_bundle reads
+        "format": "magicinfinite-bundle/1",
+        "name": "magicinfinite-demo",
+        "resolution": [64, 64],
+        "dit": "dit.safetensors",
+        "vae": {"weights": "vae.safetensors", "config": vae.cfg.to_dict()},
+        "audio": {"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
+        "text_encoder": {"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
+        "image_encoder": {"config": {"kind": "latent_patches", "patch": list(s.patch)}},
+        # a new base invalidates any earlier distilled generator: training.distill adds "distilled" back
+        "sampler": {**spec["sampler"], **{k: guidance[k] for k in ("audio_scale", "text_scale") if k in guidance}},
+    }
+    (assets / "bundle.json").write_text(json.dumps(bundle, indent=1) + "\n")
     return path
 
 
