@@ -24,8 +24,11 @@ MODEL, PORTRAIT, VOICE, ENCODE, MASKS, SAMPLER, SAVE = "1", "2", "3", "4", "5", 
 
 def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int = 1,
           resume_dir: str = "") -> dict[str, Any]:
+    """The shared graph: the demo's 4-step distilled generator (no CFG, shift 3 as distilled). For the
+    base model set the loader's transformer to "base" and the sampler to "base (CFG)", 20 steps."""
     return {
-        MODEL: {"class_type": "MagicInfiniteModelLoader", "inputs": {"model": "embedded demo"},
+        MODEL: {"class_type": "MagicInfiniteModelLoader",
+                "inputs": {"model": "embedded demo", "transformer": "4-step distilled"},
                 "_meta": {"title": "MagicInfinite Model Loader"}},
         PORTRAIT: {"class_type": "LoadImage", "inputs": {"image": DEMO + portrait},
                    "_meta": {"title": "Portrait"}},
@@ -41,7 +44,7 @@ def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int 
         SAMPLER: {"class_type": "MagicInfiniteSampler",
                   "inputs": {"model": [MODEL, 0], "portrait": [PORTRAIT, 0], "audio_features": [ENCODE, 0],
                              "speaker_masks": [MASKS, 0], "prompt": prompt, "negative_prompt": "",
-                             "mode": "base (CFG)", "steps": 20, "window": 33, "overlap": 8, "shift": 3.0,
+                             "mode": "distilled", "steps": 4, "window": 33, "overlap": 8, "shift": 3.0,
                              "seed": 42, "resume_dir": resume_dir, "backend": "single device", "device": "auto"},
                   "_meta": {"title": "MagicInfinite Sliding-Window Sampler"}},
         SAVE: {"class_type": "MagicInfiniteSaveVideo",
