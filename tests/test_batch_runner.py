@@ -122,7 +122,7 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
     assert res2["cut"]["status"] == "ok" and not has_state(state)
     sampler_text = [d["output"]["text"][0] for ev, d in headless._Comfy.server.messages
                     if ev == "executed" and d.get("node") == "6"]
-    assert sampler_text and sampler_text[-1].endswith("(resumed)")
+    assert sampler_text and "(resumed)" in sampler_text[-1]
     assert "ok1: skipped" in capsys.readouterr().err
 
 
