@@ -305,3 +305,9 @@ def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
     assert (steps, shift, guidance.audio_scale, guidance.text_scale) == (20, cfg.train_shift, 3.0, 0.0)
     with pytest.raises(CheckpointError, match="no distilled generator"):  # a fresh base has none yet
         load_bundle(assets, distilled=True)
+
+
+@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json"])
+def test_shipped_training_configs_parse_into_the_demo_model(name):
+    cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name)
+    assert build_model(cfg, 2).cfg.audio is not None and cfg.stage2.lr_factor(0) > 0

@@ -124,7 +124,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
-        d = json.loads(Path(path).read_text())
+        d = {k: v for k, v in json.loads(Path(path).read_text()).items() if not k.startswith("_")}  # "_comment"
         d.update(overrides or {})
         for k in ("stage1", "stage2"):
             d[k] = StageConfig(**d.get(k, {}))
