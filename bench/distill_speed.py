@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_dit
+from magicinfinite_core.checkpoints import load_dit, read_metadata
 from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.pipeline import BUNDLE_FILE, ModelBundle, generate, load_bundle
 
@@ -59,6 +59,10 @@ def load_pair(model: str, generator: str | None, device: str) -> tuple[ModelBund
     distilled = load_bundle(model, device)
     distilled.dit = load_dit(generator, device=device).eval()
     distilled.dit_path, distilled._fingerprint, distilled.name = Path(generator), None, base.name + "-4step"
+    meta = read_metadata(generator)  # training.distill records the step list and shift it distilled for
+    if "distilled_timesteps" in meta:
+        distilled.distilled = {"timesteps": json.loads(meta["distilled_timesteps"]),
+                               "shift": float(meta.get("shift", base.sampler_defaults.get("shift", 7.0)))}
     return base, distilled
 
 

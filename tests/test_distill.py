@@ -358,3 +358,28 @@ def test_cli_on_a_model_bundle_exports_a_bundle_the_pipeline_runs_in_4_steps(tmp
         speakers=[[16, 16, 48, 48]],
     )
     assert video.is_file() and report.steps == 4 and report.mode == "distilled"
+
+
+@pytest.mark.slow
+def test_speed_bench_pairs_the_demo_base_with_its_generator(tmp_path):
+    """bench/distill_speed.py on the embedded demo, tiny input: both runs, the generator's own step
+    list from bundle.json or from a bare generator file's metadata, and --require failing loudly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = repo / "magicinfinite_core" / "assets" / "demo"
+    cmd = [sys.executable, str(repo / "bench" / "distill_speed.py"), "--model", str(demo), "--seconds", "0.5",
+           "--steps", "2", "--out", str(tmp_path / "a")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert res["base"]["steps"] == 2 and res["base"]["shift"] == 3.0 and res["base"]["audio_scale"] == 3.0
+    assert res["distilled"]["timesteps"] == [1000.0, 750.0, 500.0, 250.0] and res["distilled"]["shift"] == 3.0
+    assert all(Path(v).is_file() for v in res["videos"])
+    cmd[-1] = str(tmp_path / "b")
+    out = subprocess.run([*cmd, "--generator", str(demo / "dit_4step.safetensors"), "--require", "1000"],
+                         capture_output=True, text=True, cwd=repo, timeout=300)
+    assert out.returncode == 1 and "below 1000" in out.stderr
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["distilled"]["shift"] == 3.0
