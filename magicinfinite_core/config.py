@@ -49,6 +49,14 @@ class DiTConfig:
     # `text_dim` (LLaVA in HunyuanVideo-I2V); >0: the model owns a projection from this size.
     image_token_dim: int = 0
     audio: AudioLayerConfig | None = field(default_factory=AudioLayerConfig)
+    # Where the portrait latent enters the channel concat: "first_frame" (the paper: latent frame 0 of
+    # the video's first window only) or "every_frame" (every latent frame of every window, so windows
+    # deep into a long video still see the portrait pixel-aligned; the demo model v2).
+    image_condition: str = "first_frame"
+    # Add (x_noisy - portrait latent) / sigma to the predicted velocity (models/dit.py
+    # add_reference_skip): the blocks learn only what differs from the portrait. Needs every_frame.
+    reference_skip: bool = False
+    reference_skip_min_sigma: float = 0.02
 
     @property
     def head_dim(self) -> int:
@@ -68,6 +76,15 @@ class DiTConfig:
                 f"in_channels {self.in_channels} must be out_channels ({self.out_channels}) or "
                 f"2*out_channels+1 ({2 * self.out_channels + 1}) for the I2V latent concat"
             )
+
+        if self.image_condition not in ("first_frame", "every_frame"):
+            raise ValueError(f"image_condition must be 'first_frame' or 'every_frame', got {self.image_condition!r}")
+        if self.reference_skip and (self.image_condition != "every_frame" or self.in_channels == self.out_channels):
+            raise ValueError("reference_skip needs the every_frame image condition (in_channels = 2*out_channels+1)")
+
+    @property
+    def every_frame_reference(self) -> bool:
+        return self.image_condition == "every_frame"
 
     @property
     def image_concat(self) -> bool:

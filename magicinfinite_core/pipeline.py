@@ -37,6 +37,7 @@ from torch import nn
 
 from .audio import LoadedAudio, load_speaker_tracks
 from .audio_features import AudioFeatureExtractor, MelExtractor, extract_speaker_features, load_extractor
+from .autoencoders import autoencoder_from_config, decode_fn, load_autoencoder_state, save_autoencoder
 from .checkpoints import load_dit, load_state_dict, save_dit, save_state_dict
 from .config import VIDEO_FPS, DiTConfig, SamplerConfig, VAEConfig
 from .errors import CheckpointError, MagicInfiniteError, MaskError
@@ -47,7 +48,7 @@ from .sampler import ProgressCallback, sample, step_plans
 from .sampler_state import clear_state, has_state, load_state
 from .scheduler import timestep_from_sigma
 from .sliding_window import Window, latent_frames, window_sizes
-from .streamed_decode import diffusers_decode_fn, streamed_decode
+from .streamed_decode import streamed_decode
 from .vae import VideoVAE
 from .video_io import VideoWriter
 
@@ -269,8 +270,7 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_dit(d / "dit.safetensors", bundle.dit)
-    save_state_dict(d / "vae.safetensors", bundle.vae.model.state_dict(), kind="magicinfinite-vae",
-                    config=bundle.vae.cfg.to_dict())
+    save_autoencoder(d / "vae.safetensors", bundle.vae)
     meta: dict[str, Any] = {
         "format": "magicinfinite-bundle/1",
         "name": bundle.name,
@@ -330,8 +330,8 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
         dit_file = info["dit"]
         info = {k: v for k, v in info.items() if k != "dit"}
     dit = load_dit(d / dit_file, device=device)
-    vae = VideoVAE(VAEConfig.from_dict(spec["vae"]["config"]))
-    vae.model.load_state_dict(load_state_dict(d / spec["vae"]["weights"]))
+    vae = autoencoder_from_config(spec["vae"]["config"])
+    load_autoencoder_state(vae, load_state_dict(d / spec["vae"]["weights"]), d / spec["vae"]["weights"])
     encoders = {}
     for key in ("text_encoder", "image_encoder"):
         if key in spec:
@@ -468,8 +468,10 @@ class WindowPredictor:
         c, dev, dt = self.cond, x_rep.device, self.dtype
         n = len(passes)
         xs = x_rep.chunk(n)
+        every = self.dit.cfg.every_frame_reference
         x_in = torch.cat(
-            [concat_image_condition(xi, c.image_latent if (win.is_first and p != UNCOND) else None)
+            [concat_image_condition(xi, c.image_latent if ((every or win.is_first) and p != UNCOND) else None,
+                                    every_frame=every, first=win.is_first)
              for xi, p in zip(xs, passes, strict=True)]
         )
         rows = torch.tensor([1 if p == UNCOND else 0 for p in passes], device=dev)
@@ -722,7 +724,7 @@ def decode_to_mp4(
     callback: ProgressCallback | None = None,
 ) -> Path:
     """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
-    decode = diffusers_decode_fn(vae)
+    decode = decode_fn(vae)
     s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
     height, width = latent.shape[-2] * s, latent.shape[-1] * s
     with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio) as writer:

@@ -109,8 +109,9 @@ class MagicInfiniteDecode(io.ComfyNode):
                 device: str) -> io.NodeOutput:
         import torch
 
+        from magicinfinite_core.autoencoders import decode_fn
         from magicinfinite_core.config import VIDEO_FPS
-        from magicinfinite_core.streamed_decode import diffusers_decode_fn, streamed_decode
+        from magicinfinite_core.streamed_decode import streamed_decode
 
         n = int(latent["num_frames"])
         if n > max_seconds * VIDEO_FPS:
@@ -122,7 +123,7 @@ class MagicInfiniteDecode(io.ComfyNode):
         vae = model.vae.to(dev)
         chunks = [
             c.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1)  # [3, n, H, W] in [-1, 1] -> [n, H, W, 3]
-            for c in streamed_decode(latent["latent"], diffusers_decode_fn(vae), num_frames=n,
+            for c in streamed_decode(latent["latent"], decode_fn(vae), num_frames=n,
                                      chunk=int(decode_chunk), device=dev,
                                      callback=progress_callback(cls.hidden.unique_id))
         ]

@@ -98,6 +98,11 @@ def assemble(
         "image_tokens_mask": ~draw.image[:, None].expand(b, items["image_tokens"].shape[1]),
         "image_latent": items["latent"][:, :, :1].float() * draw.concat.view(b, 1, 1, 1, 1).float(),
         "concat": draw.concat,
+        # every_frame models: the portrait (the clip's frame 0) in every window, dropped with the image
+        # tokens; the frame-0 mask marks windows that start the clip.
+        "portrait_latent": items["latent"][:, :, :1].float(),
+        "reference": ~draw.image,
+        "first": draw.starts == 0,
         "face_latent": items["face_latent"].float(),
         "mouth_latent": items["mouth_latent"].float(),
         "audio_on": ~draw.audio,
@@ -111,9 +116,13 @@ def assemble(
     return out
 
 
-def model_input(noisy: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """I2V channel concat per sample: the frame-0 latent + mask only where the concat is kept."""
-    x = concat_image_condition(noisy, batch["image_latent"])
-    c = noisy.shape[1]
-    x[:, 2 * c] *= batch["concat"].view(-1, 1, 1, 1).to(x.dtype)
-    return x
+def model_input(noisy: torch.Tensor, batch: dict[str, torch.Tensor], every_frame: bool = False) -> torch.Tensor:
+    """I2V channel concat per sample (models.dit.concat_image_condition with per-row switches).
+
+    first_frame: the frame-0 latent + mask only where the concat is kept. every_frame: the portrait in
+    every latent frame where the image condition is kept, the mask where the window starts the clip.
+    """
+    if every_frame:
+        return concat_image_condition(noisy, batch["portrait_latent"], every_frame=True,
+                                      keep=batch["reference"], first=batch["first"])
+    return concat_image_condition(noisy, batch["image_latent"], keep=batch["concat"])

@@ -34,12 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magicinfinite_core.checkpoints import load_state_dict, read_metadata, save_state_dict
-from magicinfinite_core.config import VAEConfig
+from magicinfinite_core.autoencoders import Autoencoder, load_autoencoder
+from magicinfinite_core.checkpoints import read_metadata, save_state_dict
 from magicinfinite_core.masks import token_masks
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
 from magicinfinite_core.models.dit import image_tokens_from_latent
-from magicinfinite_core.vae import VideoVAE
 from training.data.clip import is_clip_dir, load_clip
 
 CACHE_FORMAT = 1
@@ -159,18 +158,15 @@ def file_sha(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_vae(path: str | Path) -> VideoVAE:
-    """A VAE saved by training.train_vae (config in the safetensors metadata)."""
-    meta = read_metadata(path)
-    cfg = VAEConfig.from_dict(json.loads(meta["config"]))
-    vae = VideoVAE(cfg)
-    vae.model.load_state_dict({k: v.float() for k, v in load_state_dict(path).items()})
-    return vae.eval()
+def load_vae(path: str | Path) -> Autoencoder:
+    """An autoencoder file written by training.train_vae or training.fit_autoencoder (config in the
+    safetensors metadata): either kind, through magicinfinite_core.autoencoders."""
+    return load_autoencoder(path)
 
 
 def cache_clip(
     clip: ClipArrays,
-    vae: VideoVAE,
+    vae: Autoencoder,
     text: MiniLMText,
     extractor,
     settings: CacheSettings,
@@ -233,12 +229,16 @@ def preprocess(
     limit: int | None = None,
     log_every: int = 50,
     shard: tuple[int, int] = (0, 1),
+    patch: tuple[int, int] = (4, 4),
 ) -> Path:
-    """Cache every finished clip of the data roots into `out`; returns the manifest path."""
+    """Cache every finished clip of the data roots into `out`; returns the manifest path.
+
+    patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
+    speaker masks and the image tokens' patch."""
     from magicinfinite_core.audio_features import MelExtractor
 
     out = Path(out)
-    settings = CacheSettings(vae_sha=file_sha(vae_path))
+    settings = CacheSettings(vae_sha=file_sha(vae_path), patch=tuple(patch))
     _check_settings(out, settings)
     vae = load_vae(vae_path)
     text = MiniLMText(settings.text_max_tokens)
@@ -302,15 +302,17 @@ def read_cache_manifest(out: str | Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.preprocess", description=__doc__.split("\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="dataset directories of clip folders")
-    p.add_argument("--vae", required=True, help="VAE .safetensors written by training.train_vae")
+    p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder)")
     p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
+    p.add_argument("--patch", type=int, nargs=2, default=[4, 4], metavar=("PH", "PW"),
+                   help="the DiT's spatial patch in latent pixels (token grid of masks and image tokens)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     i, n = (int(v) for v in a.shard.split("/"))
-    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n))}")
+    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), patch=tuple(a.patch))}")
     return 0
 
 

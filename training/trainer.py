@@ -104,6 +104,7 @@ class TrainConfig:
     heldout_cache: str = ""
     vae: str = ""
     out: str = "out/demo"
+    resolution: tuple[int, int] = (64, 64)  # frame height, width of the cached clips (the bundle's size)
     dit: dict = field(default_factory=dict)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
@@ -229,12 +230,13 @@ def train_step_loss(
     sigma = sample_sigmas(st.batch, cfg.train_shift, g)
     noisy, target = noisy_pair(b["data"], sigma, g)
     device = next(model.parameters()).device
+    every = cfg.dit_config(stage).every_frame_reference
     kw = {k: b[k].to(device) for k in ("txt", "txt_mask", "pooled", "image_tokens", "image_tokens_mask")}
     if use_audio:
         kw["audio"] = b["audio"].to(device)
         kw["speaker_mask"] = b["speaker_mask"].to(device)
     with autocast():
-        pred = model(model_input(noisy, b).to(device), timestep=(sigma * 1000.0).to(device), **kw)
+        pred = model(model_input(noisy, b, every).to(device), timestep=(sigma * 1000.0).to(device), **kw)
     lcfg = LossConfig(st.face_weight, st.mouth_weight, cfg.train_shift)
     loss, parts = adaptive_flow_loss(
         pred, target.to(device), b["face_latent"].to(device), b["mouth_latent"].to(device), lcfg,
@@ -365,9 +367,9 @@ TEXT_ENCODER_SPEC = {
 
 def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card: dict | None = None) -> Path:
     """fp16 safetensors + model.json: what the pipeline needs to rebuild the demo model offline."""
+    from magicinfinite_core.autoencoders import save_autoencoder
     from magicinfinite_core.checkpoints import load_dit, read_metadata, save_dit
     from training.preprocess import CacheSettings
-    from training.train_vae import save_vae
 
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
@@ -377,8 +379,9 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     from training.preprocess import load_vae
 
     vae = load_vae(cfg.vae)
-    save_vae(assets / "vae.safetensors", vae, dtype=torch.float16)
-    s = CacheSettings(vae_sha="")
+    save_autoencoder(assets / "vae.safetensors", vae, dtype=torch.float16)
+    s = CacheSettings(vae_sha="", patch=tuple(cfg.dit.get("patch_size", [1, 4, 4])[1:]))
+    size = [int(n) for n in cfg.resolution]
     spec = {
         "name": "magicinfinite-demo",
         "dit": "dit.safetensors",
@@ -387,7 +390,7 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
                       "metadata 'config' = magicinfinite_core.config.VAEConfig dict (scaling_factor inside); "
                       "training.preprocess.load_vae reads it",
         "dit_format": "magicinfinite_core.checkpoints.load_dit (config in the metadata)",
-        "frame_size": [64, 64],
+        "frame_size": size,
         "fps": 25,
         "text_encoder": TEXT_ENCODER_SPEC,
         "audio_extractor": {"name": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft, "fmin": 0.0, "fmax": 8000.0,
@@ -407,7 +410,7 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     bundle = {  # what magicinfinite_core.pipeline.load_bundle reads
         "format": "magicinfinite-bundle/1",
         "name": "magicinfinite-demo",
-        "resolution": [64, 64],
+        "resolution": size,
         "dit": "dit.safetensors",
         "vae": {"weights": "vae.safetensors", "config": vae.cfg.to_dict()},
         "audio": {"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},

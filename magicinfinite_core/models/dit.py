@@ -21,13 +21,33 @@ from .layers import TimestepEmbedder, VectorEmbedder
 from .rope import rope_3d
 
 
-def concat_image_condition(noisy: torch.Tensor, image_latent: torch.Tensor | None) -> torch.Tensor:
-    """I2V latent concat: [noisy C, portrait latent at frame 0 (zeros elsewhere) C, mask 1]."""
+def concat_image_condition(
+    noisy: torch.Tensor,
+    image_latent: torch.Tensor | None,
+    every_frame: bool = False,
+    keep: torch.Tensor | None = None,
+    first: torch.Tensor | bool = True,
+) -> torch.Tensor:
+    """I2V latent concat: [noisy C, portrait latent C, mask 1] along channels.
+
+    first_frame (the paper, HunyuanVideo-I2V): the portrait latent sits at latent frame 0 and the mask
+    is 1 there, only for a window that starts the video (`first`); elsewhere both are zero.
+    every_frame (`DiTConfig.image_condition`): the portrait latent sits at every latent frame of every
+    window, and the mask still marks latent frame 0 of the video's first window. keep [B] switches the
+    condition off per row (condition dropout, the unconditional CFG pass); None keeps every row.
+    """
     b, c, t, h, w = noisy.shape
     cond = noisy.new_zeros(b, c + 1, t, h, w)
-    if image_latent is not None:
-        cond[:, :c, :1] = image_latent[:, :, :1].to(noisy.dtype)
-        cond[:, c, 0] = 1.0
+    if image_latent is None:
+        return torch.cat([noisy, cond], dim=1)
+    k = noisy.new_ones(b) if keep is None else keep.to(noisy.dtype).reshape(b)
+    f = torch.as_tensor(first, dtype=noisy.dtype, device=noisy.device).expand(b)
+    ref = image_latent[:, :, :1].to(noisy.dtype)
+    if every_frame:
+        cond[:, :c] = (ref * k.view(b, 1, 1, 1, 1)).expand(-1, -1, t, -1, -1)
+    else:
+        cond[:, :c, :1] = ref * (k * f).view(b, 1, 1, 1, 1)
+    cond[:, c, 0] = (k * f).view(b, 1, 1)
     return torch.cat([noisy, cond], dim=1)
 
 
@@ -126,7 +146,27 @@ class MagicInfiniteDiT(nn.Module):
         state = self.prepare(
             x, timestep, txt, txt_mask, pooled, image_tokens, image_tokens_mask, audio, speaker_mask, guidance
         )
-        return self.unpatchify(self.head(state, self.run_blocks(state)), state.grid)
+        out = self.unpatchify(self.head(state, self.run_blocks(state)), state.grid)
+        return self.add_reference_skip(out, x, timestep)
+
+    def add_reference_skip(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """`DiTConfig.reference_skip`: add (x_noisy - portrait latent) / sigma to the velocity.
+
+        That term is the exact velocity of a video that equals the portrait wherever it stands still
+        (x = sigma*noise + (1-sigma)*ref  =>  noise - ref = (x - ref) / sigma), so the blocks only learn
+        what moves (lips, head) and the portrait's detail never has to pass through the hidden width.
+        Rows whose portrait condition is dropped (all zeros) get no skip. sigma is floored at
+        `reference_skip_min_sigma` (the sampler never evaluates below its last step's sigma).
+        """
+        cfg = self.cfg
+        if not cfg.reference_skip:
+            return out
+        c = cfg.out_channels
+        noisy, ref = x[:, :c].to(out.dtype), x[:, c : 2 * c].to(out.dtype)
+        present = (ref.flatten(1).abs().amax(dim=1) > 0).to(out.dtype)
+        sigma = (timestep.to(out.device, out.dtype).reshape(-1) / 1000.0).clamp_min(cfg.reference_skip_min_sigma)
+        sigma = sigma.expand(out.shape[0])
+        return out + (noisy - ref) * (present / sigma).view(-1, 1, 1, 1, 1)
 
     def prepare(
         self,

@@ -27,6 +27,7 @@ import torch
 from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.guidance import FULL, NO_AUDIO, UNCOND
+from magicinfinite_core.models.dit import concat_image_condition
 
 EXAMPLE_KIND = "magicinfinite-distill-example"
 REQUIRED = ("latents", "txt", "txt_mask", "pooled", "uncond_txt", "uncond_txt_mask", "uncond_pooled")
@@ -65,9 +66,10 @@ class CondBatch:
 
     def model_inputs(
         self, rows: int, passes: tuple[str, ...] = (FULL,)
-    ) -> tuple[torch.Tensor | None, torch.Tensor, dict]:
-        """Portrait latent, its per-row on/off and DiT keyword conditions for `rows` = len(passes) * B
-        inputs, pass-major.
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, dict]:
+        """Portrait latent, per row whether the pass is conditioned (1) or unconditional (0), per row
+        whether the window starts the video (`image_keep`), and the DiT keyword conditions, for
+        `rows` = len(passes) * B inputs, pass-major.
 
         Building all passes here lets the real score run FULL / NO_AUDIO / UNCOND in one forward.
         """
@@ -84,7 +86,7 @@ class CondBatch:
             txts.append(self.txt if cond else self.uncond_txt)
             masks.append(self.txt_mask if cond else self.uncond_txt_mask)
             pooled.append(self.pooled if cond else self.uncond_pooled)
-            keep.append(on if cond else torch.zeros_like(on))
+            keep.append(torch.full_like(on, 1.0 if cond else 0.0))
             if self.image_tokens is not None:
                 m = torch.ones(self.image_tokens.shape[:2], dtype=torch.bool, device=device)
                 itok_masks.append(m if cond else torch.zeros_like(m))
@@ -103,7 +105,7 @@ class CondBatch:
             audio=None if self.audio is None else self.audio.repeat(n, 1, 1, 1, 1, 1),
             speaker_mask=torch.cat(spk) if spk else None,
         )
-        return image, torch.cat(keep), kwargs
+        return image, torch.cat(keep), on.repeat(n), kwargs
 
 
 def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
@@ -113,15 +115,20 @@ def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([t, pad], dim=1)
 
 
-def image_condition(x: torch.Tensor, image: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
-    """`models.dit.concat_image_condition` with a per-row switch (equal to it where keep = 1)."""
-    b, c, t, h, w = x.shape
-    cond = x.new_zeros(b, c + 1, t, h, w)
-    if image is not None:
-        k = keep.to(x.dtype)
-        cond[:, :c, :1] = image[:, :, :1].to(x.dtype) * k.view(b, 1, 1, 1, 1)
-        cond[:, c, 0] = k.view(b, 1, 1).expand(b, h, w)
-    return torch.cat([x, cond], dim=1)
+def image_condition(
+    x: torch.Tensor, image: torch.Tensor | None, cond: torch.Tensor, first: torch.Tensor, mode: str = "first_frame"
+) -> torch.Tensor:
+    """`models.dit.concat_image_condition` per row: cond = 0 is the unconditional pass (no portrait);
+    first = 0 is a mid-video window (first_frame: no concat at all; every_frame: the portrait stays,
+    only the frame-0 mask is off)."""
+    if mode == "every_frame":
+        return concat_image_condition(x, image, every_frame=True, keep=cond, first=first)
+    return concat_image_condition(x, image, keep=cond * first)
+
+
+def image_mode(cfg: DiTConfig) -> str | None:
+    """What `run_dit` needs to know of a DiT's image condition (None: no I2V concat)."""
+    return cfg.image_condition if cfg.image_concat else None
 
 
 def run_dit(
@@ -130,11 +137,12 @@ def run_dit(
     sigma: torch.Tensor,
     batch: CondBatch,
     passes: tuple[str, ...] = (FULL,),
-    image_concat: bool = True,
+    image_concat: bool | str | None = True,
 ) -> torch.Tensor:
     """Velocity of `model` (a DiT, a peft wrapper of one, or a DDP wrapper) for x at per-row sigma."""
-    image, keep, kw = batch.model_inputs(x.shape[0], passes)
-    x_in = image_condition(x, image, keep) if image_concat else x
+    image, cond, first, kw = batch.model_inputs(x.shape[0], passes)
+    mode = "first_frame" if image_concat is True else image_concat
+    x_in = image_condition(x, image, cond, first, mode) if mode else x
     timestep = (sigma.to(x.device, torch.float32) * 1000.0).expand(x.shape[0])
     return model(x_in, timestep, **kw)
 

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from magicinfinite_core.guidance import FULL, CFGConfig, draw_scales, guided_velocity
 from magicinfinite_core.scheduler import add_noise, shift_sigmas, x0_from_velocity
 
-from .batch import CondBatch, run_dit
+from .batch import CondBatch, image_mode, run_dit
 from .gan_head import FeatureHook, GANHead, feature_block_name, gan_generator_loss
 
 
@@ -74,7 +74,7 @@ class Critic(nn.Module):
         self.fake_score = fake_score
         self.head = head
         dit = fake_score.get_base_model()
-        self.image_concat = dit.cfg.image_concat
+        self.image_concat = image_mode(dit.cfg)
         self.patch = dit.cfg.patch_size
         self.feature_block = feature_block_name(dit, feature_block)
         self._hook = FeatureHook(dit.get_submodule(self.feature_block)) if head is not None else None
@@ -127,7 +127,7 @@ def simulate_to_step(
     sigmas: Sequence[float],
     step: int,
     rng: torch.Generator,
-    image_concat: bool = True,
+    image_concat: bool | str | None = True,
 ) -> torch.Tensor:
     """DMD2 backward simulation: x at sampler step `step`, reached by running steps < step.
 
@@ -153,7 +153,7 @@ def generator_sample(
     sigmas: Sequence[float],
     step: int,
     rng: torch.Generator,
-    image_concat: bool = True,
+    image_concat: bool | str | None = True,
 ) -> torch.Tensor:
     """x0 the few-step generator produces at sampler step `step`, without grad (critic updates)."""
     x = simulate_to_step(generator_model, batch, sigmas, step, rng, image_concat)

@@ -48,7 +48,7 @@ from magicinfinite_core.models.dit import MagicInfiniteDiT
 from magicinfinite_core.scheduler import add_noise, distilled_sigmas, x0_from_velocity
 from training.optim_state import load_optimizer_tensors, optimizer_tensors
 
-from .batch import CondBatch, collate, open_examples, run_dit, synthetic_examples
+from .batch import CondBatch, collate, image_mode, open_examples, run_dit, synthetic_examples
 from .dmd import (
     Critic,
     dmd_terms,
@@ -229,7 +229,7 @@ class DistillTrainer:
             raise ValueError("the distillation data set is empty")
         self.sigmas = distilled_sigmas(c.timesteps, c.shift).tolist()
         self.cfg_guidance = c.cfg()
-        self.image_concat = base.cfg.image_concat
+        self.image_concat = image_mode(base.cfg)
         self.model_config = base.cfg
 
         generator = copy.deepcopy(base).train()
