@@ -480,7 +480,7 @@ class WindowPredictor:
             "txt_mask": c.txt_mask[rows],
             "pooled": c.pooled[rows].to(dt),
         }
-        if c.image_tokens is not None:
+        if c.image_tokens is not None and self.dit.cfg.image_token_dim:  # a model without them ignores them
             kwargs["image_tokens"] = c.image_tokens.expand(n, -1, -1).to(dt)
             kwargs["image_tokens_mask"] = (rows == 0)[:, None].expand(n, c.image_tokens.shape[1])
         if self.dit.cfg.audio is not None and (c.audio_windows is not None or c.features is not None):

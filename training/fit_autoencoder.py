@@ -13,6 +13,7 @@ source so a user sees what the code keeps of a world clip and of a photograph.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -126,6 +127,42 @@ def still_clip(image: np.ndarray, frames: int) -> torch.Tensor:
     return frames_to_tensor(np.repeat(image[None], frames, axis=0))
 
 
+# Photographs without people (scikit-image's offline data; licences in docs/world.md): the code must keep
+# photographic texture, and no face it will be scored on may be in its fit.
+STILL_PHOTOS = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                "colorwheel", "brick", "grass", "gravel", "coins", "moon")
+
+
+def photo_stills(names: Iterable[str], size: int, per_photo: int, frames: int, seed: int) -> Iterator[torch.Tensor]:
+    """Random square crops (30-100 % of the short side, random flips) of scikit-image photographs as
+    still clips, [3, F, size, size] in [-1, 1]."""
+    import skimage.data
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        img = getattr(skimage.data, name)()
+        img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
+        h, w = img.shape[:2]
+        for _ in range(per_photo):
+            s = int(min(h, w) * rng.uniform(0.3, 1.0))
+            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            crop = img[y : y + s, x : x + s][:, :: 1 if rng.random() < 0.5 else -1]
+            crop = (resize(crop, (size, size), anti_aliasing=True, preserve_range=True)).astype(np.uint8)
+            yield still_clip(crop, frames)
+
+
+def square_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file centre-cropped to a square and resized: uint8 [size, size, 3]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        s = min(im.size)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        return np.asarray(im.crop((left, top, left + s, top + s)).resize((size, size), Image.LANCZOS))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.fit_autoencoder", description=__doc__.split("\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="world/photo clip folders (train split is fitted)")
@@ -135,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spatial", type=int, default=64, help="spatial PCA channels")
     p.add_argument("--temporal", type=int, default=16, help="within-group detail PCA channels")
     p.add_argument("--limit", type=int, default=None, help="fit on at most this many clips")
+    p.add_argument("--photo-stills", type=int, default=0, metavar="N",
+                   help="also fit on N random crops of each photograph in STILL_PHOTOS (no people), as still clips")
+    p.add_argument("--size", type=int, default=128, help="frame size of the photo stills")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--score-images", nargs="*", default=[], metavar="IMAGE",
+                   help="photographs (never fitted) scored as still 33-frame clips, centre-cropped square")
     a = p.parse_args(argv)
     out = Path(a.out)
     if out.suffix != ".safetensors":
@@ -144,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"no clip folder at {root}")
     cfg = PatchAutoencoderConfig(patch=a.patch, spatial_channels=a.spatial, temporal_channels=a.temporal)
     train = (v for i, (_, v) in enumerate(clip_videos(a.data, "train")) if a.limit is None or i < a.limit)
-    ae, info = fit_patch_autoencoder(train, cfg)
+    stills = photo_stills(STILL_PHOTOS, a.size, a.photo_stills, 9, a.seed) if a.photo_stills else iter(())
+    ae, info = fit_patch_autoencoder(itertools.chain(train, stills), cfg)
     scores = {name: round_trip_psnr(ae, v) for name, v in clip_videos(a.heldout, "heldout")}
+    photo_scores = {Path(f).name: round_trip_psnr(ae, still_clip(square_image(f, a.size), 33)) for f in a.score_images}
     report = {"config": cfg.to_dict() | {"scaling_factor": ae.cfg.scaling_factor}, "fit": info,
               "heldout_psnr": scores,
-              "heldout_psnr_mean": float(np.mean(list(scores.values()))) if scores else None}
+              "heldout_psnr_mean": float(np.mean(list(scores.values()))) if scores else None,
+              "photo_psnr": photo_scores}
     save_autoencoder(out, ae)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "heldout_psnr"}, indent=1))

@@ -230,8 +230,10 @@ def train_step_loss(
     sigma = sample_sigmas(st.batch, cfg.train_shift, g)
     noisy, target = noisy_pair(b["data"], sigma, g)
     device = next(model.parameters()).device
-    every = cfg.dit_config(stage).every_frame_reference
-    kw = {k: b[k].to(device) for k in ("txt", "txt_mask", "pooled", "image_tokens", "image_tokens_mask")}
+    dit_cfg = cfg.dit_config(stage)
+    every = dit_cfg.every_frame_reference
+    keys = ("txt", "txt_mask", "pooled") + (("image_tokens", "image_tokens_mask") if dit_cfg.image_token_dim else ())
+    kw = {k: b[k].to(device) for k in keys}
     if use_audio:
         kw["audio"] = b["audio"].to(device)
         kw["speaker_mask"] = b["speaker_mask"].to(device)
@@ -415,10 +417,11 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
         "vae": {"weights": "vae.safetensors", "config": vae.cfg.to_dict()},
         "audio": {"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
         "text_encoder": {"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
-        "image_encoder": {"config": {"kind": "latent_patches", "patch": list(s.patch)}},
         # a new base invalidates any earlier distilled generator: training.distill adds "distilled" back
         "sampler": {**spec["sampler"], **{k: guidance[k] for k in ("audio_scale", "text_scale") if k in guidance}},
     }
+    if model.cfg.image_token_dim:  # a model without image tokens sees the portrait through the concat only
+        bundle["image_encoder"] = {"config": {"kind": "latent_patches", "patch": list(s.patch)}}
     (assets / "bundle.json").write_text(json.dumps(bundle, indent=1) + "\n")
     return path
 
