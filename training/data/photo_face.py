@@ -266,22 +266,6 @@ def _interior_colour(rng: np.random.Generator, grey: bool, jit: photos.ColourJit
 
 
 # ----------------------------------------------------------------------------- rendering
-def _bilinear(img: Array, x: Array, y: Array) -> Array:
-    """Sample img [H, W, C] at float pixel-centre coordinates (x, y), edges clamped."""
-    H, W = img.shape[:2]
-    x = np.clip(x - 0.5, 0.0, W - 1.0)
-    y = np.clip(y - 0.5, 0.0, H - 1.0)
-    x0 = np.minimum(x.astype(np.int32), W - 2)
-    y0 = np.minimum(y.astype(np.int32), H - 2)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
-    a = img[y0, x0]
-    b = img[y0, x0 + 1]
-    c = img[y0 + 1, x0]
-    d = img[y0 + 1, x0 + 1]
-    return (a + (b - a) * fx) * (1 - fy) + (c + (d - c) * fx) * fy
-
-
 def _head_params(sc: PhotoFaceScene) -> tuple[Array, Array, Array]:
     """Face centre, half axes of the head region (canvas px)."""
     oval = sc.landmarks[list(FACE_OVAL)]
@@ -323,18 +307,23 @@ def _emotion_terms(sc: PhotoFaceScene, t: int) -> tuple[float, float, float]:
     return lift, wide, brow
 
 
-def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
-    """Colour of output pixels (px, py) on frame t: backward map into the photo + mouth interior."""
-    qx, qy = _head_inverse(sc, t, px, py) if sc.action in ("nodding", "shaking") else (px, py)
-    lift, wide, brow = _emotion_terms(sc, t)
-    if brow != 0.0:
-        _, half, _ = _head_params(sc)
-        for idx in BROWS:
-            b = sc.landmarks[list(idx)]
-            bc = b.mean(0)
-            sig = 0.6 * float(np.ptp(b[:, 0])) + 1.0
-            g = np.exp(-(((qx - bc[0]) ** 2 + (qy - bc[1]) ** 2) / (2 * sig * sig)))
-            qy = qy + brow * 2 * half[1] * g  # content moves up when brow > 0
+def _mouth_support(mf: MouthFrame) -> tuple[float, float, float, float]:
+    """Photo-space box (x0, y0, x1, y1) outside which the mouth / jaw warp is exactly zero:
+    the supports of f_lo, f_up and fm, plus margins."""
+    r = max(1.45 * mf.ax, 2.0 * mf.hw) + 4
+    tilt = r * abs(float(mf.eu[1]))
+    return (
+        float(mf.m[0] - r),
+        float(mf.m[1] - max(mf.ay_up, 1.7 * mf.hw) - tilt - 4),
+        float(mf.m[0] + r),
+        float(mf.m[1] + 1.45 * mf.ay_low + tilt + 4),
+    )
+
+
+def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array) -> tuple[Array, Array, Array, Array]:
+    """Backward mouth / jaw map of frame t for photo-space points (qx, qy): source x, y and the
+    coverage of the mouth interior and of the teeth (0..1)."""
+    lift, wide, _ = _emotion_terms(sc, t)
     dx, dy = qx - mf.m[0], qy - mf.m[1]
     u = dx * mf.eu[0] + dy * mf.eu[1]
     v = dx * mf.ev[0] + dy * mf.ev[1]
@@ -371,16 +360,53 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
     sv = seam + src_w
     sx = mf.m[0] + us * mf.eu[0] + sv * mf.ev[0]
     sy = mf.m[1] + us * mf.eu[1] + sv * mf.ev[1]
-    col = _bilinear(base, sx, sy)
-    if o > 0.0:
-        # anti-aliased coverage of the gap [-eu, el] by a 1 px tall pixel
-        cover = np.clip(np.minimum(np.minimum(w + eu + 0.5, el - w + 0.5), el + eu), 0.0, 1.0)
-        col = col + cover[..., None] * (sc.interior - col)
-        if sc.teeth:
-            tb = -eu + 0.3 * (el + eu)
-            tcov = np.clip(np.minimum(np.minimum(w + eu + 0.5, tb - w + 0.5), 0.3 * (el + eu)), 0.0, 1.0)
-            tooth = np.float32(0.78) * np.array([1.0, 0.97, 0.9], np.float32)
-            col = col + (tcov * (tau > 0.25))[..., None] * (tooth - col)
+    # anti-aliased coverage of the gap [-eu, el] by a 1 px tall pixel
+    cover = np.clip(np.minimum(np.minimum(w + eu + 0.5, el - w + 0.5), el + eu), 0.0, 1.0)
+    tcov = np.zeros_like(cover)
+    if sc.teeth and o > 0.0:  # upper teeth: a fixed fraction of the gap, so dark area ~ opening
+        tb = -eu + 0.3 * (el + eu)
+        tcov = np.clip(np.minimum(np.minimum(w + eu + 0.5, tb - w + 0.5), 0.3 * (el + eu)), 0.0, 1.0)
+        tcov = tcov * (tau > 0.25)
+    return sx, sy, cover, tcov
+
+
+_TOOTH = np.float32(0.78) * np.array([1.0, 0.97, 0.9], np.float32)
+
+
+def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
+    """Colour of output pixels (px, py) on frame t: backward map into the photo + mouth interior.
+
+    Pixels the map leaves in place sample the photo at its own pixel centres (exact values), so
+    what does not move stays bit-identical from frame to frame."""
+    import cv2
+
+    qx, qy = _head_inverse(sc, t, px, py) if sc.action in ("nodding", "shaking") else (px.copy(), py.copy())
+    _, _, brow = _emotion_terms(sc, t)
+    if brow != 0.0:
+        _, half, _ = _head_params(sc)
+        for idx in BROWS:
+            b = sc.landmarks[list(idx)]
+            bc = b.mean(0)
+            sig = 0.6 * float(np.ptp(b[:, 0])) + 1.0
+            d2 = ((qx - bc[0]) ** 2 + (qy - bc[1]) ** 2) / (2 * sig * sig)
+            g = np.exp(-d2) * (d2 < 4.5)  # cut at 3 sigma: the rest of the face stays untouched
+            qy = qy + brow * 2 * half[1] * g  # content moves up when brow > 0
+    x0, y0, x1, y1 = _mouth_support(mf)
+    sel = (qx > x0) & (qx < x1) & (qy > y0) & (qy < y1)
+    sx, sy = qx, qy
+    cover = tcov = None
+    if sel.any():
+        mx, my, cover, tcov = _mouth_map(sc, mf, t, qx[sel], qy[sel])
+        sx = qx.copy()
+        sy = qy.copy()
+        sx[sel], sy[sel] = mx, my
+    col = cv2.remap(base, (sx - 0.5).astype(np.float32), (sy - 0.5).astype(np.float32),
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if cover is not None and float(sc.opening[t]) > 0.0:
+        c = col[sel]
+        c = c + cover[:, None] * (sc.interior - c)
+        c = c + tcov[:, None] * (_TOOTH - c)
+        col[sel] = c
     return col
 
 
@@ -390,15 +416,12 @@ def _roi(sc: PhotoFaceScene, mf: MouthFrame, Hc: int, Wc: int) -> tuple[int, int
     moving = sc.action in ("nodding", "shaking") or sc.emotion in ("surprise", "frown")
     if moving:
         rx, ry = 1.35 * half[0] * 1.75 + 4, 1.3 * half[1] * 1.75 + 4
-        cx, cy = c
-    else:  # mouth, jaw, neck stretch
-        rx = 1.4 * mf.ax + 2 * mf.hw + 4
-        ry = 1.4 * mf.ay_low + 2 * mf.hw + 4
-        cx, cy = mf.m
-    x0, x1 = int(max(np.floor(cx - rx), 0)), int(min(np.ceil(cx + rx), Wc))
-    y0 = int(max(np.floor(cy - ry), 0))
-    y1 = int(min(np.ceil(cy + ry), Hc))
-    return y0, y1, x0, x1
+        x0, x1, y0, y1 = c[0] - rx, c[0] + rx, c[1] - ry, c[1] + ry
+    else:
+        x0, y0, x1, y1 = _mouth_support(mf)
+    xa, xb = int(max(np.floor(x0), 0)), int(min(np.ceil(x1), Wc))
+    ya, yb = int(max(np.floor(y0), 0)), int(min(np.ceil(y1), Hc))
+    return ya, yb, xa, xb
 
 
 def base_canvas(sc: PhotoFaceScene) -> Array:
@@ -445,9 +468,14 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
     frames = np.empty((n, sc.height, sc.width, 3), np.float32)
     still = _downsample(base, S)
     canvas = base.copy()
+    memo: dict[tuple, Array] = {}
     for t in range(n):
-        canvas[y0:y1, x0:x1] = _warp_frame(sc, mf, t, base, px, py)
-        frames[t] = _downsample(canvas, S)
+        key = (float(sc.opening[t]), float(sc.mouth_width[t]), float(sc.emotion_amount[t]),
+               *(float(v[t]) for v in sc.head.values()))
+        if key not in memo:  # silent still frames repeat exactly: render once
+            canvas[y0:y1, x0:x1] = _warp_frame(sc, mf, t, base, px, py)
+            memo = {key: _downsample(canvas, S)}
+        frames[t] = memo[key]
     if sc.background and sc.background.get("change") in ("leaves", "lights"):
         bg = dict(sc.background, photo=still)
         layer = render_background(bg, n, sc.height, sc.width)
