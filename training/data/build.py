@@ -1,6 +1,11 @@
 """Build a dataset of the procedural talking-head world.
 
     python -m training.data.build --out DIR --num-clips N --frames 33 --size 128 --split train --seed 0
+    python -m training.data.build ... --photo-faces 0.5 --photo-textures 0.5   # real photographs
+
+``--photo-faces P``: that fraction of clips are animated real photographs (photo_face.py);
+``--photo-textures P``: that fraction of the drawn clips get photographic textures (photos.py).
+Held-out builds use only held-out photos.
 
 Clip ``i`` of a split is a pure function of (seed, split, i, frames, size, world knobs), written
 to ``DIR/<split>_<i:06d>/``. Finished clips are skipped, so an interrupted build resumes; the
@@ -103,12 +108,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--multi-prob", type=float, default=WorldConfig.multi_prob, help="probability of 2+ characters"
     )
+    p.add_argument(
+        "--photo-faces",
+        type=float,
+        default=WorldConfig.photo_faces,
+        help="fraction of clips that are animated real photographs of the split (0..1)",
+    )
+    p.add_argument(
+        "--photo-textures",
+        type=float,
+        default=WorldConfig.photo_textures,
+        help="fraction of drawn clips with photographic background / skin / hair / clothes (0..1)",
+    )
+    p.add_argument("--photo-face-min", type=float, default=WorldConfig.photo_face_min)
+    p.add_argument("--photo-face-max", type=float, default=WorldConfig.photo_face_max)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.size % 2:
         p.error("--size must be even (H.264 yuv420p)")
     frames = int(round(a.seconds * FPS)) if a.seconds else a.frames
-    cfg = WorldConfig(a.size, a.size, a.face_min, a.face_max, a.max_chars, a.multi_prob)
+    for name in ("photo_faces", "photo_textures"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} must be in 0..1")
+    cfg = WorldConfig(
+        a.size, a.size, a.face_min, a.face_max, a.max_chars, a.multi_prob,
+        photo_faces=a.photo_faces, photo_textures=a.photo_textures,
+        photo_face_min=a.photo_face_min, photo_face_max=a.photo_face_max,
+    )
     man = build(
         a.out, a.num_clips, frames, a.size, a.split, a.seed, a.workers, a.start, cfg, not a.no_progress
     )

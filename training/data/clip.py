@@ -24,7 +24,13 @@ import numpy as np
 
 from training.data.mouth import FPS, SAMPLE_RATE, mouth_from_audio
 from training.data.prompts import make_prompt, sample_controls
-from training.data.render import WorldConfig, render_scene, sample_identity, sample_scene
+from training.data.render import (
+    WorldConfig,
+    apply_photo_textures,
+    render_scene,
+    sample_identity,
+    sample_scene,
+)
 from training.data.speech import sample_voice, speech_track
 from training.data.splits import check_split, sample_identity_id
 
@@ -58,6 +64,12 @@ def make_clip(
     cfg = cfg or WorldConfig()
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     r_cast, r_speech, r_scene, r_text = (np.random.default_rng(s) for s in ss.spawn(4))
+    # photo choices come from a fifth stream so drawn clips without photos stay as they were
+    r_photo = np.random.default_rng(ss.spawn(1)[0])
+    u_face, u_tex = r_photo.random(), r_photo.random()
+    if u_face < cfg.photo_faces:
+        return _make_photo_clip(ss, split, num_frames, cfg, r_cast, r_speech, r_scene, r_text)
+    textures = u_tex < cfg.photo_textures
     k = 1
     if cfg.max_chars > 1 and r_cast.random() < cfg.multi_prob:
         k = int(r_cast.integers(2, cfg.max_chars + 1))
@@ -71,6 +83,9 @@ def make_clip(
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
     scene = sample_scene(r_scene, idents, speaker, opening, width, controls, cfg)
+    tex_meta: dict = {}
+    if textures:
+        tex_meta = apply_photo_textures(scene, r_photo, split)
     frames, gt = render_scene(scene)
     order = sorted(range(k), key=lambda i: float(scene.chars[i].cx[0]))
     prompt = make_prompt(controls, r_text, split, style, k, speaker, order)
@@ -96,6 +111,76 @@ def make_clip(
         "voice_name": voice.espeak_name,
         "sentences": sentences,
         "background": {"kind": scene.background["kind"], "change": scene.background["change"]},
+        "kind": "drawn",
+    }
+    if tex_meta:
+        meta["photo_textures"] = tex_meta
+        meta["background"]["photo"] = tex_meta.get("background")
+    return Clip(frames, audio, meta, gt)
+
+
+def _make_photo_clip(
+    ss: np.random.SeedSequence,
+    split: str,
+    num_frames: int,
+    cfg: WorldConfig,
+    r_cast: np.random.Generator,
+    r_speech: np.random.Generator,
+    r_scene: np.random.Generator,
+    r_text: np.random.Generator,
+) -> Clip:
+    """An animated real photograph of the split (photo_face.py), in the drawn clips' format."""
+    from training.data import photo_face, photos
+    from training.data.render import _sample_background
+
+    pool = photos.face_photos(split)
+    if not pool:
+        raise RuntimeError(f"no face photographs available for split {split!r}")
+    ph = pool[int(r_cast.integers(len(pool)))]
+    controls = sample_controls(r_text)
+    voice = sample_voice(r_speech, split)
+    audio, sentences = speech_track(r_speech, voice, num_frames)
+    opening, width = mouth_from_audio(audio, num_frames)
+    bg = _sample_background(r_scene, controls["background"], "realistic", cfg)
+    bg["kind"] = "leaves" if controls["background"] == "leaves" else "photo"
+    scene = photo_face.sample_photo_scene(
+        r_scene, ph.name, opening, width, controls, cfg.height, cfg.width,
+        (cfg.photo_face_min, cfg.photo_face_max), bg,
+    )
+    frames, gt = photo_face.render_photo_scene(scene)
+    prompt = make_prompt(controls, r_text, split, "realistic", 1, 0, [0])
+    ident = photo_face.photo_identity_id(ph.name)
+    meta = {
+        "format": FORMAT_VERSION,
+        "split": split,
+        "seed_entropy": str(ss.entropy),
+        "seed_spawn_key": list(ss.spawn_key),
+        "num_frames": num_frames,
+        "fps": FPS,
+        "sample_rate": SAMPLE_RATE,
+        "height": cfg.height,
+        "width": cfg.width,
+        "prompt": prompt,
+        "controls": controls,
+        "style": "realistic",
+        "num_characters": 1,
+        "speaker": 0,
+        "left_to_right": [0],
+        "identity_ids": [ident],
+        "identities": [{"identity_id": ident, "photo": ph.name, "style": "realistic"}],
+        "voice": voice.to_dict(),
+        "voice_name": voice.espeak_name,
+        "sentences": sentences,
+        "background": {"kind": bg["kind"], "change": bg["change"], "photo": ph.name},
+        "kind": "photo_face",
+        "photo": {
+            "name": ph.name,
+            "licence": ph.licence,
+            "crop": [round(float(v), 3) for v in scene.crop],
+            "flip": scene.flip,
+            "teeth": scene.teeth,
+            "jitter": {k: v for k, v in vars(scene.jitter).items()},
+        },
     }
     return Clip(frames, audio, meta, gt)
 
@@ -222,6 +307,9 @@ def manifest_row(clip_dir: str | Path, root: str | Path) -> dict:
     )
     row = {"path": str(Path(clip_dir).relative_to(root))}
     row.update({k: meta[k] for k in keys})
+    row["kind"] = meta.get("kind", "drawn")
+    if "photo" in meta:
+        row["photo"] = meta["photo"]["name"]
     return row
 
 

@@ -1,6 +1,7 @@
 """Contact sheet of the world, for looking at it (humans judge faces better than tests do).
 
     python -m training.data.preview --out test-artifacts/world_contact_sheet.png
+    python -m training.data.preview --photo-faces 0.5 --photo-textures 0.5 --size 128 --out test-artifacts/photo_world.png
 
 Rows are clips (mixed styles, sizes, 1-3 characters, train and held-out); columns are frames
 spread over the clip, with the ground-truth mouth opening drawn as a bar under each frame.
@@ -45,18 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=10)
     p.add_argument("--frames", type=int, default=33)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--photo-faces", type=float, default=0.0, help="fraction of animated real photographs")
+    p.add_argument("--photo-textures", type=float, default=0.0, help="fraction of drawn clips with photo textures")
+    p.add_argument("--size", type=int, default=0, help="frame size of every clip (default: mix 64 / 128)")
+    p.add_argument("--cols", type=int, default=6)
+    p.add_argument("--heldout-every", type=int, default=4, help="every N-th clip is held-out (0: none)")
     a = p.parse_args(argv)
     clips = []
     for i in range(a.clips):
-        split = "heldout" if i % 4 == 3 else "train"
-        size = 64 if i % 3 == 2 else 128
-        clips.append(make_clip(clip_seed(a.seed, split, i), split, a.frames, WorldConfig(size, size)))
-        print(
-            f"{i}: {split} {size}px {clips[-1].meta['style']} x{clips[-1].meta['num_characters']}: {clips[-1].meta['prompt']}"
-        )
+        split = "heldout" if a.heldout_every and i % a.heldout_every == a.heldout_every - 1 else "train"
+        size = a.size or (64 if i % 3 == 2 else 128)
+        cfg = WorldConfig(size, size, photo_faces=a.photo_faces, photo_textures=a.photo_textures)
+        clips.append(make_clip(clip_seed(a.seed, split, i), split, a.frames, cfg))
+        m = clips[-1].meta
+        what = m["photo"]["name"] if m.get("kind") == "photo_face" else f"{m['style']} x{m['num_characters']}"
+        print(f"{i}: {split} {size}px {m.get('kind', 'drawn')} {what}: {m['prompt']}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(contact_sheet(clips)).save(out)
+    Image.fromarray(contact_sheet(clips, cols=a.cols)).save(out)
     print(f"wrote {out}")
     return 0
 

@@ -288,6 +288,7 @@ class _Painter:
         shade: Callable[[Array, Array], Array] | None = None,
         face: bool | None = None,
         opacity: float = 1.0,
+        tex: Array | None = None,
     ) -> None:
         """Fill (optionally shaded) and/or outline one shape; ``lw`` is the line width in pixels."""
         got = self.local(u0, v0, depth, bound, ang)
@@ -302,12 +303,27 @@ class _Painter:
             col = np.asarray(fill, np.float32)
             if shade is not None:
                 col = col * shade(lu, lv)[..., None]
+            if tex is not None:
+                col = np.clip(col * _tex_lookup(tex, lu, lv), 0.0, 1.0)
             self.cv.blend(bx, a, col)
             if face is not None and self.char >= 0:
                 self.cv.own(bx, a, self.char, face)
         if outline is not None:
             a = np.clip(0.5 - (np.abs(d) - 0.5 * lw) / self.aa, 0.0, 1.0) * opacity
             self.cv.blend(bx, a, np.asarray(outline, np.float32))
+
+
+def _tex_lookup(tex: Array, lu: Array, lv: Array, scale: float = 0.45) -> Array:
+    """Colour multiplier [.., 3] of a texture patch at face coordinates (mirror-tiled), so the
+    texture moves with the face."""
+    n = tex.shape[0]
+    period = 2 * n
+
+    def wrap(c: Array) -> Array:
+        c = np.mod(c, period)
+        return np.clip(np.where(c >= n, period - 1 - c, c), 0, n - 1).astype(np.int32)
+
+    return tex[wrap((lv * scale + 0.5) * n), wrap((lu * scale + 0.5) * n)]
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -321,6 +337,10 @@ class WorldConfig:
     face_max: float = 0.30
     max_chars: int = 3
     multi_prob: float = 0.35  # probability of 2-3 characters
+    photo_faces: float = 0.0  # fraction of clips that are animated real photographs (photo_face.py)
+    photo_textures: float = 0.0  # fraction of drawn clips with photographic textures (photos.py)
+    photo_face_min: float = 0.13  # face half-width / frame width of animated photos (log-uniform)
+    photo_face_max: float = 0.34
 
 
 @dataclass
@@ -339,6 +359,7 @@ class CharacterTrack:
     mouth_width: Array
     emotion: str
     emotion_amount: Array
+    textures: dict = field(default_factory=dict)  # part -> photo multiplier patch (apply_photo_textures)
 
 
 @dataclass
@@ -473,6 +494,30 @@ def sample_scene(
     )
 
 
+def apply_photo_textures(scene: Scene, rng: np.random.Generator, split: str) -> dict:
+    """Give a drawn scene photographic textures from the split's photos (photos.py): the
+    background becomes a photo crop (leaves / lights still drawn over it) and each non-sketch
+    character gets photo detail on skin (subtle), hair and clothes. Returns what was used."""
+    from training.data import photos
+
+    name, patch = photos.random_texture(rng, split, (scene.width, scene.height), scale=(0.08, 1.0))
+    scene.background["photo"] = patch
+    if scene.background["kind"] != "leaves":
+        scene.background["kind"] = "photo"
+    used: dict = {"background": name, "characters": []}
+    for ch in scene.chars:
+        got = {}
+        if ch.identity.style != "sketch":
+            for part, lo, hi in (("skin", 0.2, 0.5), ("hair", 0.5, 1.0), ("shirt", 0.6, 1.2)):
+                if rng.random() < 0.8:
+                    n, p = photos.random_texture(rng, split, (64, 64), scale=(0.01, 0.25))
+                    m = p / np.maximum(p.mean(axis=(0, 1)), 0.05)
+                    ch.textures[part] = (np.clip(m, 0.05, 3.0) ** rng.uniform(lo, hi)).astype(np.float32)
+                    got[part] = n
+        used["characters"].append(got)
+    return used
+
+
 # ----------------------------------------------------------------------------- background
 def _sample_background(rng: np.random.Generator, change: str, style: str, cfg: WorldConfig) -> dict:
     kind = (
@@ -512,14 +557,17 @@ def _render_background(bg: dict, n: int, H: int, W: int, frame0: int = 0) -> Arr
     xx = (np.arange(W, dtype=np.float32)[None, :] + 0.5) / W
     c0, c1 = np.array(bg["c0"], np.float32), np.array(bg["c1"], np.float32)
     sketch = bg["style"] == "sketch"
-    if bg["kind"] == "stripes":
+    photo = bg.get("photo")
+    if photo is not None:  # a photograph (photos.random_patch) instead of a drawn backdrop
+        base = np.asarray(photo, np.float32)
+    elif bg["kind"] == "stripes":
         a = bg["stripe_ang"]
         ph = (xx * np.cos(a) + yy * np.sin(a)) * W * bg["stripe_freq"]
         m = np.clip(np.sin(ph * 2 * np.pi) * 3.0, -1, 1) * 0.5 + 0.5
         base = c0 + (c1 - c0) * (0.35 * m)[..., None]
     else:
         base = c0 + (c1 - c0) * yy[..., None] + np.zeros((1, W, 1), np.float32)
-    if bg["kind"] == "room":
+    if bg["kind"] == "room" and photo is None:
         wx, wy, ww, wh = bg["window"]
         d = sd_box(xx - wx - ww / 2, yy - wy - wh / 2, ww / 2, wh / 2)
         a = np.clip(0.5 - d * W, 0, 1)[..., None]
@@ -595,6 +643,11 @@ def _render_background(bg: dict, n: int, H: int, W: int, frame0: int = 0) -> Arr
     return np.clip(img, 0, 1)
 
 
+def render_background(bg: dict, n: int, H: int, W: int, frame0: int = 0) -> Array:
+    """Background frames float [n, H, W, 3] of a background dict (``bg["photo"]``: photo base)."""
+    return _render_background(bg, n, H, W, frame0)
+
+
 # ----------------------------------------------------------------------------- characters
 def _darker(c: Array | list[float], k: float) -> Array:
     return np.clip(np.asarray(c, np.float32) * k, 0, 1)
@@ -613,6 +666,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
     line = np.array([0.12, 0.1, 0.12], np.float32) if anime else np.array([0.32, 0.32, 0.34], np.float32)
     ol = line if not real else None
     lx, ly = light
+    texs = ch.textures
 
     def shade_face(u: Array, v: Array) -> Array:
         if not real:
@@ -648,6 +702,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
         lw=1.0,
         shade=shade_round,
         face=False,
+        tex=texs.get("shirt"),
     )
     pt.draw(
         0.0,
@@ -685,6 +740,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             outline=hair_ol,
             shade=hatch,
             face=False,
+            tex=texs.get("hair"),
         )
     elif hs == "bob":
         pt.draw(
@@ -697,6 +753,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             outline=hair_ol,
             shade=hatch,
             face=False,
+            tex=texs.get("hair"),
         )
     elif hs == "bun":
         pt.draw(
@@ -709,6 +766,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             outline=hair_ol,
             shade=hatch,
             face=False,
+            tex=texs.get("hair"),
         )
     if hs != "bald":
         pt.draw(
@@ -721,6 +779,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             outline=hair_ol,
             shade=hatch,
             face=False,
+            tex=texs.get("hair"),
         )
 
     # --- ears
@@ -765,6 +824,7 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
         lw=1.2 if anime else 1.0,
         shade=shade_face,
         face=True,
+        tex=texs.get("skin"),
     )
     if anime:  # blush
         for sgn in (-1.0, 1.0):
@@ -962,7 +1022,8 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
             return np.maximum(cap, edge)
 
         pt.draw(
-            0.0, -0.52 * asp, 1.2 * asp, fringe, hair, depth=0.1, outline=hair_ol, shade=hatch, face=False
+            0.0, -0.52 * asp, 1.2 * asp, fringe, hair, depth=0.1, outline=hair_ol, shade=hatch, face=False,
+            tex=texs.get("hair"),
         )
     elif hs == "spiky":
         spikes = []
@@ -985,7 +1046,10 @@ def _draw_character(cv: _Canvas, ch: CharacterTrack, idx: int, light: tuple[floa
                 )
             return d
 
-        pt.draw(0.0, 0.0, 1.45 * asp, spiky, hair, depth=0.1, outline=hair_ol, shade=hatch, face=False)
+        pt.draw(
+            0.0, 0.0, 1.45 * asp, spiky, hair, depth=0.1, outline=hair_ol, shade=hatch, face=False,
+            tex=texs.get("hair"),
+        )
     if idn.hat:
         hat_col = np.array(idn.accent, np.float32) if not sketch else np.array([0.8, 0.8, 0.8], np.float32)
         pt.draw(

@@ -1,0 +1,551 @@
+"""Real photographs of faces, animated: the jaw and lips moved by a smooth 2D warp driven by audio.
+
+Why: a model trained only on drawn faces learns to draw world faces; here every pixel of every
+frame is the reference photo moved a little, so copying the portrait is the only way to a low
+loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh landmarks
+(mediapipe, computed once per photo and cached on disk) place a mouth coordinate frame:
+
+* ``u`` along the mouth (inner corner to inner corner, half-width ``hw``), ``v`` down, origin
+  at the centre of the inner lips; the lips meet on the *seam* ``v_s(u)`` (mid-line of the inner
+  lip contours; an open-mouthed photo is first closed by pulling both lips onto it).
+* Opening ``o`` (``mouth.mouth_from_audio``) opens an elliptical gap of total height
+  ``GAP * 2 hw * o * sqrt(1 - (u/hw)^2)``, 78 % of it below the seam (the jaw drops, the chin and
+  jaw move rigidly with it, the neck stretches), 22 % above (the upper lip lifts, the nose stays).
+  The gap is drawn as a dark mouth interior (luminance ~0.1, as the drawn world's), optionally
+  with upper teeth covering a fixed fraction of it so the dark area stays linear in ``o``.
+* Width ``w`` (spectral centroid) stretches the mouth horizontally by up to +-7 %.
+* Emotion from the prompt: smile lifts the corners and widens the mouth, frown lowers the
+  corners and the brows, surprise raises the brows and narrows the mouth (ramped in like the
+  drawn world's, neutral on frame 0).
+* Head action: nodding / shaking is a per-frame similarity transform (shift, foreshortening
+  scale, a little roll) of the head region that fades out smoothly into the surroundings;
+  ``still`` moves nothing but the mouth and jaw.
+* Background control: ``leaves`` / ``lights`` are the drawn world's layers over the photo
+  outside a soft person region (head + shoulders); ``static`` leaves the photo alone.
+
+All warps are backward maps (output pixel -> photo pixel) sampled bilinearly on a 2x
+supersampled canvas and box-filtered down, so edges stay anti-aliased. Frame 0 is the augmented
+photo with the mouth closed (the portrait convention): its ground-truth opening is 0.
+
+Ground truth has the drawn world's format (``render.render_scene``; K = 1 character), so
+``training/preprocess.py`` and ``training/eval`` read these clips unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.data import photos
+from training.data.mouth import FPS
+
+Array = np.ndarray
+
+SUPERSAMPLE = 2
+GAP = 0.38  # full-opening gap height / inner mouth width
+LOWER_SHARE = 0.78
+INTERIOR = np.array([0.20, 0.06, 0.07], np.float32)  # luminance ~0.1 like the drawn world's
+
+# mediapipe face mesh (468 points) indices
+UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+BROWS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))
+CHIN, NOSE_BOTTOM, JAW_L, JAW_R, INNER_L, INNER_R = 152, 2, 58, 288, 78, 308
+
+
+# ----------------------------------------------------------------------------- landmarks
+def _cache_dir() -> Path:
+    root = os.environ.get("MAGICINFINITE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "magicinfinite")
+    return Path(root) / "face_landmarks"
+
+
+def detect_landmarks(img: Array) -> Array | None:
+    """[468, 2] face-mesh landmarks in pixels of the largest face, or None (mediapipe, slow)."""
+    from mediapipe.python.solutions import face_mesh
+
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False) as mesh:
+        res = mesh.process(np.ascontiguousarray(img))
+    if not res.multi_face_landmarks:
+        return None
+    h, w = img.shape[:2]
+    faces = [np.array([[p.x * w, p.y * h] for p in f.landmark], np.float32) for f in res.multi_face_landmarks]
+    return max(faces, key=lambda L: float(np.ptp(L[:, 0]) * np.ptp(L[:, 1])))
+
+
+_MEM: dict[str, Array] = {}
+
+
+def photo_landmarks(name: str) -> Array:
+    """Landmarks of a face photo: measured once per photo file, then read from the disk cache."""
+    key = f"{name}-{photos.photo_sha(name)}"
+    if key in _MEM:
+        return _MEM[key]
+    path = _cache_dir() / f"{key}.json"
+    if path.is_file():
+        L = np.asarray(json.loads(path.read_text()), np.float32)
+    else:
+        got = detect_landmarks(photos.load_photo(name))
+        if got is None:
+            raise ValueError(f"photo {name!r}: face mesh finds no face")
+        L = got
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(np.round(L.astype(np.float64), 3).tolist()))
+        tmp.replace(path)  # atomic: parallel build workers may race here
+        L = np.asarray(json.loads(path.read_text()), np.float32)
+    _MEM[key] = L
+    return L
+
+
+# ----------------------------------------------------------------------------- geometry
+def _smoothstep(x: Array) -> Array:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+@dataclass
+class MouthFrame:
+    """Mouth coordinate frame and lip / jaw measurements of one (augmented) photo, canvas px."""
+
+    m: Array  # centre [2]
+    eu: Array  # unit vector along the mouth [2]
+    ev: Array  # unit vector down [2]
+    hw: float  # inner half-width
+    ax: float  # jaw half-width at mouth height
+    ay_low: float  # mouth centre -> chin
+    ay_up: float  # mouth centre -> nose bottom
+    knots_u: Array  # seam / existing-gap profile along u
+    seam: Array
+    gap_up: Array
+    gap_lo: Array
+
+    @classmethod
+    def from_landmarks(cls, L: Array) -> MouthFrame:
+        a, b = L[INNER_L], L[INNER_R]
+        if a[0] > b[0]:
+            a, b = b, a  # a flipped photo swaps the corners
+        m = 0.5 * (L[13] + L[14])
+        eu = (b - a) / max(float(np.linalg.norm(b - a)), 1e-3)
+        ev = np.array([-eu[1], eu[0]], np.float32)
+
+        def uv(p: Array) -> tuple[Array, Array]:
+            d = np.asarray(p, np.float32) - m
+            return d @ eu, d @ ev
+
+        hw = 0.5 * float(np.linalg.norm(b - a))
+        ju, _ = uv(L[[JAW_L, JAW_R]])
+        uu, vu = uv(L[list(UPPER_INNER)])
+        ul, vl = uv(L[list(LOWER_INNER)])
+        knots = np.linspace(-hw, hw, 21).astype(np.float32)
+        v_up = np.interp(knots, *_sorted(uu, vu))
+        v_lo = np.interp(knots, *_sorted(ul, vl))
+        v_lo = np.maximum(v_lo, v_up)
+        seam = 0.5 * (v_up + v_lo)
+        return cls(
+            m=m.astype(np.float32), eu=eu.astype(np.float32), ev=ev,
+            hw=hw, ax=max(0.5 * float(abs(ju[1] - ju[0])), 1.6 * hw),
+            ay_low=max(float(uv(L[CHIN])[1]), 1.5 * hw), ay_up=max(-float(uv(L[NOSE_BOTTOM])[1]), 0.6 * hw),
+            knots_u=knots, seam=seam.astype(np.float32),
+            gap_up=(seam - v_up).astype(np.float32), gap_lo=(v_lo - seam).astype(np.float32),
+        )
+
+
+def _sorted(u: Array, v: Array) -> tuple[Array, Array]:
+    o = np.argsort(u)
+    return u[o], v[o]
+
+
+@dataclass
+class PhotoFaceScene:
+    """Everything a photo clip's frames are a pure function of."""
+
+    height: int
+    width: int
+    photo: str
+    crop: tuple[float, float, float, float]  # x0, y0, x1, y1 in photo px
+    flip: bool
+    jitter: photos.ColourJitter
+    landmarks: Array  # [468, 2] canvas px (supersampled, after crop / flip)
+    opening: Array  # [F]
+    mouth_width: Array  # [F]
+    emotion: str
+    emotion_amount: Array  # [F]
+    action: str
+    head: dict[str, Array]  # dx, dy (canvas px), sx, sy, roll, yaw, pitch: [F]
+    teeth: bool
+    interior: Array  # [3]
+    background: dict = field(default_factory=dict)
+
+
+def _sample_head(rng: np.random.Generator, action: str, n: int, s: float) -> dict[str, Array]:
+    """Per-frame head motion of the prompt's action; ``still`` is exactly the identity."""
+    t = np.arange(n, dtype=np.float32) / FPS
+    z = np.zeros(n, np.float32)
+    h = {"dx": z.copy(), "dy": z.copy(), "sx": z + 1, "sy": z + 1, "roll": z.copy(), "yaw": z.copy(), "pitch": z.copy()}
+    if action in ("nodding", "shaking"):
+        f, a = rng.uniform(1.2, 2.2), rng.uniform(0.7, 1.0)
+        osc = np.sin(2 * np.pi * f * t).astype(np.float32)
+        wob = sum(np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.28)) for _ in range(2))
+        h["roll"] = (0.012 * (wob - wob[0])).astype(np.float32)  # 0 on frame 0 (the portrait)
+        if action == "nodding":
+            h["dy"] = (0.10 * s * a * osc).astype(np.float32)
+            h["sy"] = (1.0 - 0.035 * a * osc).astype(np.float32)
+            h["pitch"] = (a * osc).astype(np.float32)
+        else:
+            h["dx"] = (0.09 * s * a * osc).astype(np.float32)
+            h["sx"] = (1.0 - 0.05 * a * osc * osc).astype(np.float32)
+            h["yaw"] = (a * osc).astype(np.float32)
+    return h
+
+
+def sample_photo_scene(
+    rng: np.random.Generator,
+    photo_name: str,
+    opening: Array,
+    mouth_width: Array,
+    controls: dict[str, str],
+    height: int,
+    width: int,
+    face_range: tuple[float, float] = (0.13, 0.34),
+    background: dict | None = None,
+) -> PhotoFaceScene:
+    """Choose crop / scale / flip / colour of the photo and the motion; frame 0 is neutral."""
+    n = len(opening)
+    L_src = photo_landmarks(photo_name)
+    img = photos.load_photo(photo_name)
+    Hi, Wi = img.shape[:2]
+    S = SUPERSAMPLE
+    Wc = width * S
+    oval = L_src[list(FACE_OVAL)]
+    s_src = 0.5 * float(np.ptp(oval[:, 0]))
+    c_src = oval.mean(0)
+    frac = float(np.exp(rng.uniform(np.log(face_range[0]), np.log(face_range[1]))))
+    k = frac * width / s_src  # output px per photo px
+    k = max(k, width / Wi, height / Hi)  # the crop never leaves the photo (no padding)
+    cw, ch = width / k, height / k
+    s_out = s_src * k
+    cx = rng.uniform(min(1.25 * s_out, width / 2), max(width - 1.25 * s_out, width / 2))
+    cy = rng.uniform(min(1.45 * s_out, height / 2), max(height - 1.3 * s_out, height / 2))
+    x0 = float(np.clip(c_src[0] - cx / k, 0, Wi - cw))
+    y0 = float(np.clip(c_src[1] - cy / k, 0, Hi - ch))
+    flip = bool(rng.random() < 0.5)
+    jit = photos.sample_jitter(rng, photos.photo(photo_name).grey)
+    L = (L_src - np.array([x0, y0], np.float32)) * (S * k)
+    if flip:
+        L[:, 0] = Wc - L[:, 0]
+    t = np.arange(n, dtype=np.float32) / FPS
+    onset = rng.uniform(0.0, min(0.3, t[-1] * 0.3 if n > 1 else 0.0))
+    ramp = np.clip((t - onset) / 0.4, 0.0, 1.0).astype(np.float32)
+    emotion = controls["emotion"]
+    op = np.asarray(opening, np.float32).copy()
+    op[0] = 0.0  # frame 0 is the portrait: mouth closed
+    head = _sample_head(rng, controls["action"], n, s_out * S)
+    return PhotoFaceScene(
+        height=height, width=width, photo=photo_name, crop=(x0, y0, x0 + cw, y0 + ch), flip=flip,
+        jitter=jit, landmarks=L.astype(np.float32), opening=op,
+        mouth_width=np.asarray(mouth_width, np.float32).copy(), emotion=emotion,
+        emotion_amount=ramp if emotion != "neutral" else np.zeros(n, np.float32),
+        action=controls["action"], head=head, teeth=bool(rng.random() < 0.6),
+        interior=_interior_colour(rng, photos.photo(photo_name).grey, jit),
+        background=background or {},
+    )
+
+
+def _interior_colour(rng: np.random.Generator, grey: bool, jit: photos.ColourJitter) -> Array:
+    """Dark mouth interior; greyscale photos get a grey one in the photo's tint."""
+    c = INTERIOR * rng.uniform(0.85, 1.1)
+    if grey:
+        c = np.full(3, float(c @ np.array([0.299, 0.587, 0.114], np.float32))) * np.asarray(jit.tint)
+    return c.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- rendering
+def _head_params(sc: PhotoFaceScene) -> tuple[Array, Array, Array]:
+    """Face centre, half axes of the head region (canvas px)."""
+    oval = sc.landmarks[list(FACE_OVAL)]
+    c = oval.mean(0)
+    half = 0.5 * np.ptp(oval, axis=0)
+    return c, half, oval
+
+
+def _head_forward(sc: PhotoFaceScene, t: int, p: Array) -> Array:
+    """Where head point p [.., 2] of the photo is on frame t (inside the head region)."""
+    c, _, _ = _head_params(sc)
+    h = sc.head
+    cr, sr = np.cos(h["roll"][t]), np.sin(h["roll"][t])
+    d = (p - c) * np.array([h["sx"][t], h["sy"][t]], np.float32)
+    r = np.stack([cr * d[..., 0] - sr * d[..., 1], sr * d[..., 0] + cr * d[..., 1]], -1)
+    return c + r + np.array([h["dx"][t], h["dy"][t]], np.float32)
+
+
+def _head_inverse(sc: PhotoFaceScene, t: int, px: Array, py: Array) -> tuple[Array, Array]:
+    """Backward head motion: output pixel -> photo pixel, blended out to zero around the head."""
+    c, half, _ = _head_params(sc)
+    h = sc.head
+    ax, ay = 1.35 * half[0], 1.3 * half[1]
+    r = np.sqrt(((px - c[0]) / ax) ** 2 + ((py - c[1]) / ay) ** 2)
+    wgt = 1.0 - _smoothstep((r - 1.0) / 0.75)
+    dx, dy = px - c[0] - h["dx"][t], py - c[1] - h["dy"][t]
+    cr, sr = np.cos(h["roll"][t]), np.sin(h["roll"][t])
+    ux = (cr * dx + sr * dy) / h["sx"][t]
+    uy = (-sr * dx + cr * dy) / h["sy"][t]
+    return px + wgt * (c[0] + ux - px), py + wgt * (c[1] + uy - py)
+
+
+def _emotion_terms(sc: PhotoFaceScene, t: int) -> tuple[float, float, float]:
+    """(corner lift in hw units, width change, brow lift in face heights) of frame t."""
+    e = float(sc.emotion_amount[t])
+    lift = {"smile": 0.28, "frown": -0.2}.get(sc.emotion, 0.0) * e
+    wide = {"smile": 0.08, "surprise": -0.08}.get(sc.emotion, 0.0) * e
+    brow = {"surprise": 0.06, "frown": -0.025}.get(sc.emotion, 0.0) * e
+    return lift, wide, brow
+
+
+def _mouth_support(mf: MouthFrame) -> tuple[float, float, float, float]:
+    """Photo-space box (x0, y0, x1, y1) outside which the mouth / jaw warp is exactly zero:
+    the supports of f_lo, f_up and fm, plus margins."""
+    r = max(1.45 * mf.ax, 2.0 * mf.hw) + 4
+    tilt = r * abs(float(mf.eu[1]))
+    return (
+        float(mf.m[0] - r),
+        float(mf.m[1] - max(mf.ay_up, 1.7 * mf.hw) - tilt - 4),
+        float(mf.m[0] + r),
+        float(mf.m[1] + 1.45 * mf.ay_low + tilt + 4),
+    )
+
+
+def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array) -> tuple[Array, Array, Array, Array]:
+    """Backward mouth / jaw map of frame t for photo-space points (qx, qy): source x, y and the
+    coverage of the mouth interior and of the teeth (0..1)."""
+    lift, wide, _ = _emotion_terms(sc, t)
+    dx, dy = qx - mf.m[0], qy - mf.m[1]
+    u = dx * mf.eu[0] + dy * mf.eu[1]
+    v = dx * mf.ev[0] + dy * mf.ev[1]
+    hw = mf.hw
+    o = float(sc.opening[t])
+    k = 0.14 * (float(sc.mouth_width[t]) - 0.5) + wide
+    rm = np.sqrt((u / (1.6 * hw)) ** 2 + (v / (1.4 * hw)) ** 2)
+    fm = 1.0 - _smoothstep((rm - 0.5) / 0.7)
+    us = u * (1.0 - k * fm)
+    v = v + lift * hw * np.minimum((us / hw) ** 2, 2.0) * fm
+    seam = np.interp(us, mf.knots_u, mf.seam)
+    g_up = np.interp(us, mf.knots_u, mf.gap_up, left=0.0, right=0.0)
+    g_lo = np.interp(us, mf.knots_u, mf.gap_lo, left=0.0, right=0.0)
+    w = v - seam
+    gap = GAP * 2 * hw
+    gl, gu = o * gap * LOWER_SHARE, o * gap * (1 - LOWER_SHARE)
+    tau = np.sqrt(np.clip(1.0 - (us / hw) ** 2, 0.0, 1.0))
+    el, eu = gl * tau, gu * tau
+    lc = max(3.0 * float(max(mf.gap_up.max(), mf.gap_lo.max())), 0.3 * hw)
+    ll, lu = max(1.6 * gl, 0.25 * hw), max(1.6 * gu, 0.25 * hw)
+    # lower side: lip edge at el, jaw fully dropped below it; rigid chin, stretched neck
+    r_lo = np.sqrt((u / mf.ax) ** 2 + (np.maximum(v, 0.0) / mf.ay_low) ** 2)
+    f_lo = 1.0 - _smoothstep((r_lo - 0.9) / 0.5)
+    d = w - el
+    d_lo = el + (gl - el) * _smoothstep(d / ll) - g_lo * (1.0 - _smoothstep(d / lc))
+    src_lo = w - d_lo * f_lo
+    # upper side: small lift of the upper lip, fading out before the nose
+    r_up = np.sqrt((u / (0.9 * mf.ax)) ** 2 + (np.minimum(v, 0.0) / mf.ay_up) ** 2)
+    f_up = 1.0 - _smoothstep((r_up - 0.35) / 0.6)
+    d2 = -eu - w
+    d_up = eu + (gu - eu) * _smoothstep(d2 / lu) - g_up * (1.0 - _smoothstep(d2 / lc))
+    src_up = w + d_up * f_up
+    src_w = np.where(w >= el, src_lo, np.where(w <= -eu, src_up, 0.0))
+    sv = seam + src_w
+    sx = mf.m[0] + us * mf.eu[0] + sv * mf.ev[0]
+    sy = mf.m[1] + us * mf.eu[1] + sv * mf.ev[1]
+    # anti-aliased coverage of the gap [-eu, el] by a 1 px tall pixel
+    cover = np.clip(np.minimum(np.minimum(w + eu + 0.5, el - w + 0.5), el + eu), 0.0, 1.0)
+    tcov = np.zeros_like(cover)
+    if sc.teeth and o > 0.0:  # upper teeth: a fixed fraction of the gap, so dark area ~ opening
+        tb = -eu + 0.3 * (el + eu)
+        tcov = np.clip(np.minimum(np.minimum(w + eu + 0.5, tb - w + 0.5), 0.3 * (el + eu)), 0.0, 1.0)
+        tcov = tcov * (tau > 0.25)
+    return sx, sy, cover, tcov
+
+
+_TOOTH = np.float32(0.78) * np.array([1.0, 0.97, 0.9], np.float32)
+
+
+def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
+    """Colour of output pixels (px, py) on frame t: backward map into the photo + mouth interior.
+
+    Pixels the map leaves in place sample the photo at its own pixel centres (exact values), so
+    what does not move stays bit-identical from frame to frame."""
+    import cv2
+
+    qx, qy = _head_inverse(sc, t, px, py) if sc.action in ("nodding", "shaking") else (px.copy(), py.copy())
+    _, _, brow = _emotion_terms(sc, t)
+    if brow != 0.0:
+        _, half, _ = _head_params(sc)
+        for idx in BROWS:
+            b = sc.landmarks[list(idx)]
+            bc = b.mean(0)
+            sig = 0.6 * float(np.ptp(b[:, 0])) + 1.0
+            d2 = ((qx - bc[0]) ** 2 + (qy - bc[1]) ** 2) / (2 * sig * sig)
+            g = np.exp(-d2) * (d2 < 4.5)  # cut at 3 sigma: the rest of the face stays untouched
+            qy = qy + brow * 2 * half[1] * g  # content moves up when brow > 0
+    x0, y0, x1, y1 = _mouth_support(mf)
+    sel = (qx > x0) & (qx < x1) & (qy > y0) & (qy < y1)
+    sx, sy = qx, qy
+    cover = tcov = None
+    if sel.any():
+        mx, my, cover, tcov = _mouth_map(sc, mf, t, qx[sel], qy[sel])
+        sx = qx.copy()
+        sy = qy.copy()
+        sx[sel], sy[sel] = mx, my
+    col = cv2.remap(base, (sx - 0.5).astype(np.float32), (sy - 0.5).astype(np.float32),
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if cover is not None and float(sc.opening[t]) > 0.0:
+        c = col[sel]
+        c = c + cover[:, None] * (sc.interior - c)
+        c = c + tcov[:, None] * (_TOOTH - c)
+        col[sel] = c
+    return col
+
+
+def _roi(sc: PhotoFaceScene, mf: MouthFrame, Hc: int, Wc: int) -> tuple[int, int, int, int]:
+    """Canvas box outside which no frame ever differs from the photo (speed: warp only inside)."""
+    c, half, _ = _head_params(sc)
+    moving = sc.action in ("nodding", "shaking") or sc.emotion in ("surprise", "frown")
+    if moving:
+        rx, ry = 1.35 * half[0] * 1.75 + 4, 1.3 * half[1] * 1.75 + 4
+        x0, x1, y0, y1 = c[0] - rx, c[0] + rx, c[1] - ry, c[1] + ry
+    else:
+        x0, y0, x1, y1 = _mouth_support(mf)
+    xa, xb = int(max(np.floor(x0), 0)), int(min(np.ceil(x1), Wc))
+    ya, yb = int(max(np.floor(y0), 0)), int(min(np.ceil(y1), Hc))
+    return ya, yb, xa, xb
+
+
+def base_canvas(sc: PhotoFaceScene) -> Array:
+    """float32 [H*S, W*S, 3] the augmented photo on the supersampled canvas."""
+    S = SUPERSAMPLE
+    img = photos.load_photo(sc.photo)
+    a = photos.resize_box(img, sc.crop, (sc.width * S, sc.height * S)).astype(np.float32) / 255.0
+    if sc.flip:
+        a = a[:, ::-1]
+    return sc.jitter.apply(np.ascontiguousarray(a))
+
+
+def _downsample(x: Array, s: int) -> Array:
+    h, w = x.shape[-3] // s, x.shape[-2] // s
+    return x.reshape(*x.shape[:-3], h, s, w, s, x.shape[-1]).mean(axis=(-4, -2))
+
+
+def person_weight(sc: PhotoFaceScene) -> Array:
+    """[H, W] soft 0..1 region of the person (head + shoulders): background layers go outside."""
+    S = SUPERSAMPLE
+    c, half, oval = _head_params(sc)
+    c, half = c / S, half / S
+    yy = np.arange(sc.height, dtype=np.float32)[:, None] + 0.5
+    xx = np.arange(sc.width, dtype=np.float32)[None, :] + 0.5
+    r = np.sqrt(((xx - c[0]) / (1.5 * half[0])) ** 2 + ((yy - c[1] + 0.25 * half[1]) / (1.55 * half[1])) ** 2)
+    head = 1.0 - _smoothstep((r - 1.0) / 0.35)
+    chin = float(oval[:, 1].max()) / S
+    spread = 1.3 * half[0] + np.maximum(yy - chin, 0.0) * 1.2
+    body = (1.0 - _smoothstep((np.abs(xx - c[0]) - spread) / (0.3 * half[0]))) * _smoothstep((yy - chin + 0.5 * half[1]) / (0.5 * half[1]))
+    return np.maximum(head, body).astype(np.float32)
+
+
+def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
+    """uint8 frames [F, H, W, 3] and ground truth in ``render.render_scene``'s format (K = 1)."""
+    from training.data.render import render_background
+
+    S = SUPERSAMPLE
+    n = len(sc.opening)
+    Hc, Wc = sc.height * S, sc.width * S
+    base = base_canvas(sc)
+    mf = MouthFrame.from_landmarks(sc.landmarks)
+    y0, y1, x0, x1 = _roi(sc, mf, Hc, Wc)
+    py, px = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+    frames = np.empty((n, sc.height, sc.width, 3), np.float32)
+    still = _downsample(base, S)
+    canvas = base.copy()
+    memo: dict[tuple, Array] = {}
+    for t in range(n):
+        key = (float(sc.opening[t]), float(sc.mouth_width[t]), float(sc.emotion_amount[t]),
+               *(float(v[t]) for v in sc.head.values()))
+        if key not in memo:  # silent still frames repeat exactly: render once
+            canvas[y0:y1, x0:x1] = _warp_frame(sc, mf, t, base, px, py)
+            memo = {key: _downsample(canvas, S)}
+        frames[t] = memo[key]
+    if sc.background and sc.background.get("change") in ("leaves", "lights"):
+        bg = dict(sc.background, photo=still)
+        layer = render_background(bg, n, sc.height, sc.width)
+        pw = person_weight(sc)[None, :, :, None]
+        frames = pw * frames + (1.0 - pw) * layer
+    out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    return out, photo_ground_truth(sc, mf)
+
+
+def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict[str, Array]:
+    """Per-frame ground truth (same keys / shapes as the drawn world's, one character)."""
+    from PIL import Image, ImageDraw
+
+    S = SUPERSAMPLE
+    mf = mf or MouthFrame.from_landmarks(sc.landmarks)
+    n = len(sc.opening)
+    H, W = sc.height, sc.width
+    _, half, oval = _head_params(sc)
+    gap = GAP * 2 * mf.hw
+    # oval points below the mouth follow the jaw (rigid chin), then the head motion
+    d = oval - mf.m
+    v = d @ mf.ev
+    r_lo = np.sqrt(((d @ mf.eu) / mf.ax) ** 2 + (np.maximum(v, 0) / mf.ay_low) ** 2)
+    jaw = (v > 0) * (1.0 - _smoothstep((r_lo - 0.9) / 0.5))
+    masks = np.zeros((n, 1, H, W), bool)
+    fbox = np.zeros((n, 1, 4), np.float32)
+    mbox = np.zeros((n, 1, 4), np.float32)
+    pos = np.zeros((n, 1, 2), np.float32)
+    size = np.zeros((n, 1), np.float32)
+    ang = float(np.arctan2(mf.eu[1], mf.eu[0]))
+    for t in range(n):
+        pts = oval + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
+        pts = _head_forward(sc, t, pts) / S
+        im = Image.new("L", (W, H), 0)
+        ImageDraw.Draw(im).polygon([tuple(p) for p in pts.tolist()], fill=1)
+        masks[t, 0] = np.asarray(im, bool)
+        fbox[t, 0] = (*pts.min(0), *pts.max(0))
+        pos[t, 0] = pts.mean(0)
+        size[t, 0] = 0.5 * float(np.ptp(pts[:, 0]))
+        _, wide, _ = _emotion_terms(sc, t)
+        k = 0.14 * (float(sc.mouth_width[t]) - 0.5) + wide
+        hx_m = mf.hw / max(1.0 - k, 0.5)
+        hy_m = 0.5 * gap
+        ctr = mf.m + mf.ev * (float(np.interp(0.0, mf.knots_u, mf.seam)) + 0.5 * gap * (2 * LOWER_SHARE - 1))
+        ctr = _head_forward(sc, t, ctr) / S
+        a = ang + float(sc.head["roll"][t])
+        c, s = abs(np.cos(a)), abs(np.sin(a))
+        sx, sy = float(sc.head["sx"][t]), float(sc.head["sy"][t])
+        hx = (hx_m * c * sx + hy_m * s * sy) / S
+        hy = (hx_m * s * sx + hy_m * c * sy) / S
+        mbox[t, 0] = (ctr[0] - hx, ctr[1] - hy, ctr[0] + hx, ctr[1] + hy)
+    z = np.zeros((n, 1), np.float32)
+    return {
+        "face_masks": masks,
+        "speaker_mask": masks[:, 0].any(axis=0),
+        "face_box": fbox,
+        "mouth_box": mbox,
+        "head_pos": pos,
+        "head_pose": np.stack([sc.head["yaw"], sc.head["pitch"], sc.head["roll"]], 1)[:, None].astype(np.float32),
+        "face_size": size,
+        "blink": z,
+        "mouth_open": sc.opening.astype(np.float32),
+        "mouth_width": sc.mouth_width.astype(np.float32),
+        "char_mouth_open": sc.opening.astype(np.float32)[:, None],
+        "emotion_amount": sc.emotion_amount.astype(np.float32),
+    }
+
+
+def photo_identity_id(name: str) -> int:
+    """Stable identity id of a face photo, in its split's residue class (see splits.py)."""
+    names = [p.name for p in photos.PHOTOS]
+    i = names.index(name)
+    return 10 * (10**6 + i) + (9 if photos.photo(name).split == "heldout" else i % 9)
