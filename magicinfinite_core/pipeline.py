@@ -49,7 +49,6 @@ from .scheduler import timestep_from_sigma
 from .sliding_window import Window, latent_frames, window_sizes
 from .streamed_decode import diffusers_decode_fn, streamed_decode
 from .vae import VideoVAE
-from .video_io import VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -722,6 +721,8 @@ def decode_to_mp4(
     callback: ProgressCallback | None = None,
 ) -> Path:
     """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
+    from .video_io import VideoWriter  # here, not at the top: PyAV is only needed to write files
+
     decode = diffusers_decode_fn(vae)
     s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
     height, width = latent.shape[-2] * s, latent.shape[-1] * s
