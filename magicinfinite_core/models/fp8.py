@@ -67,7 +67,7 @@ class FP8Linear(nn.Module):
         xf = x2.float()
         amax = xf.abs().amax(dim=-1, keepdim=True)
         sx = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
-        xq = (xf / sx).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+        xq = (xf / sx).clamp(-FP8_MAX, FP8_MAX).to(FP8).contiguous()  # _scaled_mm: row-major A
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
         y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=sx, scale_b=self.weight_scale[None, :],
                              out_dtype=out_dtype)
