@@ -4,7 +4,8 @@ Why: the 13B DiT is 26 GB in bf16; on a 24-48 GB card the weights alone do not f
 activations of a 33-frame window. With block swap only `resident` blocks live on the device, and at
 most `1 + prefetch` of the others: while block i computes on the default stream, block i+1's weights
 are copied host->device on a side stream, so the copy hides behind compute whenever a block's compute
-time exceeds its transfer time (13B double block: 0.42 GB; at ~25 GB/s, 17 ms).
+time exceeds its transfer time (13B at 544 px: a double block is 0.68 GB, 27 ms at ~25 GB/s, against
+~8 ms of compute; keep as many blocks resident as fit).
 
 How: forward pre-/post-hooks on each swapped module (no change to the model code). A swapped-out
 module holds zero-size placeholder parameters, so a block that somehow ran without being loaded fails
