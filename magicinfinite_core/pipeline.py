@@ -105,6 +105,7 @@ class PatchImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """[1, 3, H, W] in [-1, 1] -> [1, grid*grid, token_dim]."""
         g, p = self.grid, self.patch
+        image = image.to(self.proj.weight.dtype)  # portraits arrive in float32; the encoder may be bf16
         x = F.adaptive_avg_pool2d(image, (g * p, g * p))  # [1, 3, gp, gp]
         x = x.view(1, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(1, g * g, 3 * p * p)
         return self.proj(x)

@@ -143,6 +143,19 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     assert stages["vae_decode"]["tiled"]["frames_out"] == 9
 
 
+def test_gpu_check_bf16_path_runs_on_cpu(tmp_path):
+    """The GPU runs every stage in bf16: the same dtype path on the CPU catches dtype mismatches first."""
+    out = tmp_path / "bf16.json"
+    gpu_check.main(["--device", "cpu", "--tiny", "--dtype", "bfloat16", "--frames", "9", "--seconds", "1",
+                    "--skip", "compile", "vae_decode", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "bfloat16"
+    for name, rec in result["stages"].items():
+        assert rec["status"] in ("ok", "skipped"), (name, rec.get("traceback"))
+    assert result["stages"]["generation"]["status"] == "ok"
+    assert result["stages"]["fp8"]["scaled_mm"]["rel_l2"] < 0.1
+
+
 def _plans(t_lat: int):
     from magicinfinite_core.config import SamplerConfig
     from magicinfinite_core.sampler import step_plans
