@@ -555,9 +555,7 @@ class GPUCheck:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr[-2000:]}")
-        lines = proc.stdout.splitlines()  # the JSON is printed last; xfuser may log before it
-        start = max(i for i, line in enumerate(lines) if line.startswith("{"))
-        out = json.loads("\n".join(lines[start:]))
+        out = last_json(proc.stdout)
         out["command"] = "python bench/usp_scaling.py --xfuser-check tiny"
         out["tolerance"] = "mean_abs_diff / ref_abs_mean < 1e-2 (bf16, different attention kernels)"
         out["pass"] = out["mean_abs_diff"] / max(out["ref_abs_mean"], 1e-12) < 1e-2
@@ -715,6 +713,19 @@ def restore_blocks(model: MagicInfiniteDiT, originals: dict[str, list[nn.Module]
         target = getattr(model, name)
         for i, block in enumerate(blocks):
             target[i] = block
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The JSON object a script printed last (indented, starting on its own line); xfuser and NCCL may
+    log lines, some with braces, before it."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("{")]
+    for start in reversed(starts):
+        try:
+            return json.loads("\n".join(lines[start:]))
+        except json.JSONDecodeError:
+            continue
+    raise ValueError(f"no JSON object at the end of the output: {text[-500:]!r}")
 
 
 def _nvidia_smi(field: str) -> str | None:

@@ -163,6 +163,13 @@ def _plans(t_lat: int):
     return step_plans(t_lat, SamplerConfig(), 4)
 
 
+def test_last_json_skips_log_lines_before_the_result():
+    log = 'INFO {rank 0} init\n{"not": "closed"\nWARNING x\n' + json.dumps({"max_abs_diff": 0.5}, indent=2) + "\n"
+    assert gpu_check.last_json(log) == {"max_abs_diff": 0.5}
+    with pytest.raises(ValueError):
+        gpu_check.last_json("no json here")
+
+
 def test_gpu_check_rejects_sizes_off_the_16px_grid():
     with pytest.raises(SystemExit):
         gpu_check.parse_args(["--sizes", "540"])
