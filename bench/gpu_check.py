@@ -552,7 +552,8 @@ class GPUCheck:
         self.need_cuda("xfuser (it refuses to run without CUDA, DESIGN.md §6)")
         cmd = [sys.executable, str(ROOT / "bench" / "usp_scaling.py"), "--xfuser-check", "tiny"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+        # a hung NCCL / xfuser init must not eat the generation stage's time
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr[-2000:]}")
         out = last_json(proc.stdout)
