@@ -683,6 +683,16 @@ class GPUCheck:
             if w.get("status") == "ok":
                 s[f"window_{px}"] = {k: w[k] for k in ("median_s", "tflop", "achieved_tflops", "mfu_vs_datasheet",
                                                        "peak_memory_gb")}
+        picks = {"cfg_batched": ("batched_over_three_singles",), "compile": ("compile_s", "speedup"),
+                 "sdpa_backends": ("math_over_flash",), "vae_decode": ("tiled_vs_untiled",),
+                 "block_swap": ("median_s", "peak_memory_gb", "identical_to_resident"),
+                 "tiny_cuda_vs_cpu": ("pass",), "xfuser_world1": ("pass", "max_abs_diff")}
+        for stage, keys in picks.items():
+            if st.get(stage, {}).get("status") == "ok":
+                s[stage] = {k: st[stage].get(k) for k in keys}
+        fp8 = st.get("fp8", {})
+        if fp8.get("status") == "ok":
+            s["fp8"] = {m: {k: fp8[m][k] for k in ("speedup_vs_bf16", "rel_l2", "max_abs")} for m in ("scaled_mm", "dequant")}
         gen = st.get("generation", {})
         if gen.get("status") == "ok":
             s["gpu_s_per_video_s"] = gen["gpu_s_per_video_s"]
