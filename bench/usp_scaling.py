@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from magicinfinite_core.config import DiTConfig, SamplerConfig, dit_preset
+from magicinfinite_core.flops import block_counts, linear_flops_per_token
 from magicinfinite_core.sampler import step_plans
 from magicinfinite_core.sliding_window import latent_frames
 
@@ -49,19 +50,6 @@ class Shape:
     frames: int
     speakers: int = 1
     ctx_per_frame: int = 32
-
-
-def block_counts(cfg: DiTConfig) -> dict[str, int]:
-    audio = 0 if cfg.audio is None else cfg.depth_double + cfg.depth_single // cfg.audio.single_block_every
-    return {"double": cfg.depth_double, "single": cfg.depth_single, "audio": audio,
-            "attention": cfg.depth_double + cfg.depth_single}
-
-
-def linear_flops_per_token(cfg: DiTConfig) -> dict[str, float]:
-    """2 * MACs of the per-token matmuls: double (qkv, proj, mlp), single (linear1, linear2), audio (q, proj)."""
-    h, m = cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
-    return {"double": 2.0 * (3 * h * h + h * h + 2 * h * m), "single": 2.0 * (h * (3 * h + m) + (h + m) * h),
-            "audio": 2.0 * 2 * h * h}
 
 
 def per_rank_flops(cfg: DiTConfig, s: Shape, n: int, joint_queries_replicated: bool) -> dict[str, float]:

@@ -56,7 +56,10 @@ class DiTConfig:
     # Add (x_noisy - portrait latent) / sigma to the predicted velocity (models/dit.py
     # add_reference_skip): the blocks learn only what differs from the portrait. Needs every_frame.
     reference_skip: bool = False
-    reference_skip_min_sigma: float = 0.02
+    # Below this sigma the skip divides by it instead: in moving regions the skip's error grows like
+    # (ref - data) / sigma, and an unbounded residual target made training spike (loss x50 at 0.02).
+    # Above it the skip is exact; the 4-step list (last sigma 0.5 at shift 3) never goes below.
+    reference_skip_min_sigma: float = 0.25
 
     @property
     def head_dim(self) -> int:

@@ -50,7 +50,6 @@ from .scheduler import timestep_from_sigma
 from .sliding_window import Window, latent_frames, window_sizes
 from .streamed_decode import streamed_decode
 from .vae import VideoVAE
-from .video_io import VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +106,7 @@ class PatchImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """[1, 3, H, W] in [-1, 1] -> [1, grid*grid, token_dim]."""
         g, p = self.grid, self.patch
+        image = image.to(self.proj.weight.dtype)  # portraits arrive in float32; the encoder may be bf16
         x = F.adaptive_avg_pool2d(image, (g * p, g * p))  # [1, 3, gp, gp]
         x = x.view(1, 3, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(1, g * g, 3 * p * p)
         return self.proj(x)
@@ -724,6 +724,8 @@ def decode_to_mp4(
     callback: ProgressCallback | None = None,
 ) -> Path:
     """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
+    from .video_io import VideoWriter  # here, not at the top: PyAV is only needed to write files
+
     decode = decode_fn(vae)
     s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
     height, width = latent.shape[-2] * s, latent.shape[-1] * s

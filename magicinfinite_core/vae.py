@@ -88,9 +88,17 @@ class VideoVAE(torch.nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.model.decode(latents.to(self.dtype) / self.cfg.scaling_factor).sample.clamp(-1, 1)
 
-    def enable_tiling(self, tile: int = 256) -> None:
-        """Spatial tiling for large frames (diffusers' own blended tiles)."""
-        self.model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile)
+    def enable_tiling(self, tile: int = 256, overlap: int | None = None) -> None:
+        """Spatial tiling for large frames (diffusers' own blended tiles of `tile` pixels).
+
+        Tiles step by tile - overlap (default overlap tile // 4: 256 -> stride 192, diffusers' own
+        default); the stride must be set with the tile, or a tile under diffusers' stride leaves gaps.
+        """
+        overlap = tile // 4 if overlap is None else overlap
+        if not 0 <= overlap < tile or tile % self.spatial_ratio or overlap % self.spatial_ratio:
+            raise ValueError(f"need 0 <= overlap < tile, both multiples of {self.spatial_ratio}; got {tile}, {overlap}")
+        self.model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                                 tile_sample_stride_height=tile - overlap, tile_sample_stride_width=tile - overlap)
 
     @property
     def dtype(self) -> torch.dtype:
