@@ -125,3 +125,22 @@ def test_reference_skip_config_needs_every_frame():
         DiTConfig(reference_skip=True)
     with pytest.raises(ValueError, match="image_condition"):
         DiTConfig(image_condition="sometimes")
+
+
+def test_fit_command_fits_the_train_split_and_scores_the_heldout_split(tmp_path):
+    """The shipped sample clips: two train, two held-out; the report names only held-out clips."""
+    import json
+    from pathlib import Path
+
+    from training.fit_autoencoder import main
+
+    sample = Path(__file__).resolve().parent.parent / "training" / "data" / "sample"
+    out = tmp_path / "ae.safetensors"
+    assert main(["--data", str(sample), "--heldout", str(sample), "--out", str(out), "--patch", "8",
+                 "--spatial", "48", "--temporal", "16"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(report["heldout_psnr"]) == ["heldout_000000", "heldout_000001"]
+    assert report["heldout_psnr_mean"] > 25
+    assert load_autoencoder(out).cfg.latent_channels == 64
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "missing"), "--out", str(out)])
