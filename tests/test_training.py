@@ -56,6 +56,7 @@ def make_cache(root: Path, n: int = 4, seed: int = 0) -> Path:
             "text_mask": torch.tensor([True] * 4 + [False] * (L - 4)),
             "pooled": torch.randn(DT, generator=g),
             "image_tokens": torch.randn((H // 2) * (W // 2), 4 * C, generator=g),
+            "portrait": torch.zeros(4 * H, 4 * W, 3, dtype=torch.uint8),
         }
         name = f"clip{i}.safetensors"
         save_state_dict(root / name, t, kind="magicinfinite-cache-clip", extra={"meta": "{}"})
@@ -71,8 +72,10 @@ def tiny_config(tmp: Path, **stage_kw) -> TrainConfig:
     st = {"steps": 1000, "lr": 3e-3, "warmup": 1, "batch": 2, **stage_kw}
     return TrainConfig(
         cache=str(make_cache(tmp / "cache")), out=str(tmp / "out"), dit=TINY_DIT,
-        stage1=StageConfig(**st), stage2=StageConfig(**{**st, "face_weight": 10.0, "mouth_weight": 5.0}),
+        stage1=StageConfig(**st),
+        stage2=StageConfig(**{**st, "face_weight": 10.0, "mouth_weight": 5.0, "init": "none"}),
         dropout={"window_lengths": [3, 5], "window_probs": [0.5, 0.5]}, log_every=1, save_minutes=1e6,
+        save_every=0, progress=False,
     )
 
 
