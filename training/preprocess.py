@@ -1,6 +1,6 @@
 """Preprocessing caches (paper §4.1.1): everything the DiT trainer needs, computed once per clip.
 
-    python -m training.preprocess --data out/demo_world --vae out/vae.safetensors --out out/cache
+    python -m training.preprocess --data out/demo/world --vae out/demo/vae/vae.safetensors --out out/demo/cache
 
 Why: the VAE, the text encoder and the audio extractor are frozen during DiT training, so running
 them every step would waste most of the compute. Per clip we store one safetensors file with
@@ -233,8 +233,10 @@ def preprocess(
     limit: int | None = None,
     log_every: int = 50,
     shard: tuple[int, int] = (0, 1),
+    split: str | None = None,
 ) -> Path:
-    """Cache every finished clip of the data roots into `out`; returns the manifest path."""
+    """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
+    manifest path. Each manifest row records its clip's split, which the trainers filter on."""
     from magicinfinite_core.audio_features import MelExtractor
 
     out = Path(out)
@@ -252,6 +254,8 @@ def preprocess(
             kind="magicinfinite-cache-null-text",
         )
     dirs = [d for root in data_roots for d in list_clips(root)]
+    if split is not None:
+        dirs = [d for d in dirs if json.loads((d / "meta.json").read_text()).get("split") == split]
     if limit is not None:
         dirs = dirs[:limit]
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
@@ -307,10 +311,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
+    p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
+                   help="cache only this split's clips (default all: trainers pick the train rows, "
+                        "the evaluation the held-out ones)")
     a = p.parse_args(argv)
+    from training.runconfig import fail, missing_inputs, split_counts
+
+    problems = missing_inputs([(Path(d).is_dir(), f"--data {d} is not a folder") for d in a.data]
+                              + [(Path(a.vae).is_file(), f"--vae {a.vae} does not exist (train one: "
+                                                         "python -m training.train_vae ...)")])
+    try:
+        i, n = (int(v) for v in a.shard.split("/"))
+    except ValueError:
+        problems.append(f"--shard {a.shard!r}: expected i/n")
+    if problems:
+        return fail(problems, "python -m training.preprocess")
     torch.set_num_threads(a.threads)
-    i, n = (int(v) for v in a.shard.split("/"))
-    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n))}")
+    split = None if a.split == "all" else a.split
+    manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split)
+    counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))
+    print(f"manifest: {manifest} ({', '.join(f'{k} {v}' for k, v in counts.items())} clips)")
     return 0
 
 
