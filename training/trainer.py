@@ -249,11 +249,14 @@ def build_model(cfg: TrainConfig, stage: int):
 
     dcfg = cfg.dit_config(stage)
     st = cfg.stage2 if stage == 2 else cfg.stage1
+    # seeded in both branches: stage 2's new audio layers (all but their zero output projection)
+    # are initialised randomly on top of the stage-1 weights, so an unseeded init made two runs
+    # of the same command differ from their first update on
+    torch.manual_seed(cfg.seed)
     if st.init and st.init != "none":
         model = load_dit(st.init, cfg=dcfg, allow_missing_audio=stage == 2)
         model.train()
     else:
-        torch.manual_seed(cfg.seed)
         model = MagicInfiniteDiT(dcfg)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     return model
