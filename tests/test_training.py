@@ -316,3 +316,145 @@ def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None
     assert cfg.stage2.lr_factor(0) > 0 and cfg.stage2.init  # stage 2 starts from stage 1's weights
+
+
+# ------------------------------------------------------------------ command line, paths, splits
+DEMO_JSON = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.json"
+
+
+def test_fresh_clone_stage1_prints_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from training.trainer import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--stage", "1", "--config", str(DEMO_JSON)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no preprocessing cache at out/demo/cache" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_overrides_and_run_folder_paths():
+    from training.runconfig import parse_sets
+
+    cfg = TrainConfig.from_json(DEMO_JSON, parse_sets(["stage2.lr=1e-4", "out=/tmp/x y", "dit.depth_single=2",
+                                                       "dropout.window_lengths=[5, 9]"])).resolved()
+    assert cfg.stage2.lr == 1e-4 and cfg.stage1.lr == 5e-4 and cfg.dit["depth_single"] == 2
+    assert cfg.out == "/tmp/x y" and cfg.cache == "/tmp/x y/cache" and cfg.heldout_cache == cfg.cache
+    assert cfg.vae == "/tmp/x y/vae/vae.safetensors"
+    assert cfg.stage2.init == "/tmp/x y/stage1/dit_last.safetensors"  # the run's own stage 1
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["stage2.lrr=1"], "unknown setting 'stage2.lrr'"),
+    (["stage3.lr=1"], "unknown setting 'stage3'"),
+    (["stage2.steps=1.5"], "stage2.steps: expected int, got 1.5"),
+    (["seed=abc"], "seed: expected int, got 'abc'"),
+    (["dit.hidden=3"], "unknown setting 'dit.hidden'"),
+    (["outx"], "expected KEY=VALUE"),
+])
+def test_bad_override_is_one_clear_error_line(sets, message, tmp_path, monkeypatch, capsys):
+    from training.trainer import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--stage", "2", "--config", str(DEMO_JSON), "--set", *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flags_set_the_stage_knobs(tmp_path):
+    from training.trainer import build_parser, config_from_args
+
+    a = build_parser().parse_args(["--stage", "2", "--config", str(DEMO_JSON), "--out", str(tmp_path),
+                                   "--steps", "7", "--batch", "3", "--minutes", "0", "--save-every", "5"])
+    cfg = config_from_args(a)
+    assert (cfg.stage2.steps, cfg.stage2.batch, cfg.stage2.minutes, cfg.save_every) == (7, 3, 0.0, 5)
+    assert cfg.stage1.steps == 100000 and cfg.out == str(tmp_path)
+
+
+def test_trainer_reads_only_the_train_split(tmp_path):
+    cache = make_cache(tmp_path / "cache", n=4)
+    rows = [json.loads(x) for x in (cache / "manifest.jsonl").read_text().splitlines()]
+    rows[1]["split"] = rows[3]["split"] = "heldout"
+    (cache / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = CacheData(cache)
+    assert [r["name"] for r in data.rows] == ["clip0", "clip2"] and data.counts == {"train": 2, "heldout": 2}
+    from training.distill.batch import PreprocessCache
+
+    assert len(PreprocessCache(cache)) == 2
+    for r in rows:
+        r["split"] = "heldout"
+    (cache / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RuntimeError, match="no cached clips of the train split"):
+        CacheData(cache)
+
+
+def test_evaluation_refuses_train_clips(tmp_path):
+    from training.eval.evaluate import QuickEval, heldout_clips
+
+    with pytest.raises(ValueError, match="refuses clips of the train split"):
+        QuickEval(make_cache(tmp_path / "cache"), tmp_path / "vae.safetensors")
+    for name, split in (("train_000000", "train"), ("heldout_000000", "heldout")):
+        (tmp_path / "world" / name).mkdir(parents=True)
+        (tmp_path / "world" / name / "meta.json").write_text(json.dumps({"split": split}))
+    assert [d.name for d in heldout_clips(tmp_path / "world")] == ["heldout_000000"]
+    (tmp_path / "world" / "heldout_000000" / "meta.json").write_text(json.dumps({"split": "train"}))
+    with pytest.raises(ValueError, match="no held-out clips"):
+        heldout_clips(tmp_path / "world")
+
+
+def test_trim_log_drops_records_after_the_resumed_step(tmp_path):
+    from training.runconfig import trim_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": s}) + "\n" for s in range(1, 6))
+                   + json.dumps({"event": "start", "start_step": 0}) + "\n" + '{"step": 6, "lo')  # cut by a kill
+    assert trim_log(log, 3) == 3
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r.get("step") for r in rows] == [1, 2, 3, None]
+
+
+def test_resume_skips_a_checkpoint_cut_by_a_kill_and_saves_on_steps(tmp_path):
+    from training.trainer import latest_resume
+
+    cfg = tiny_config(tmp_path)
+    cfg.save_every = 2
+    run(cfg, 2, max_steps=5)
+    stage = Path(cfg.out) / "stage2"
+    assert sorted(p.name for p in (stage / "resume").glob("step_*")) == ["step_00000004", "step_00000005"]
+    (stage / "resume" / ".tmp_step_00000006").mkdir()  # a save that a SIGKILL interrupted
+    assert latest_resume(stage)[1].parent.name == "step_00000005"
+
+
+def test_export_refuses_the_package_and_names_the_bundle_after_the_run(tmp_path, capsys):
+    from magicinfinite_core.config import VAEConfig
+    from magicinfinite_core.vae import VideoVAE
+    from training.train_vae import save_vae
+    from training.trainer import main
+
+    cfg = tiny_config(tmp_path / "myrun")
+    run(cfg, 2, max_steps=1)
+    cfg.vae = str(save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
+    from dataclasses import asdict
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(asdict(cfg)))
+    pkg = Path(__file__).resolve().parents[1] / "magicinfinite_core" / "assets" / "demo"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in pkg.iterdir())
+    assert main(["--export", "--config", str(path), "--to", str(pkg)]) == 2
+    assert "inside magicinfinite_core/assets" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in pkg.iterdir()) == before
+    assert main(["--export", "--config", str(path)]) == 0  # default: the run's own folder
+    bundle = json.loads((Path(cfg.out) / "bundle" / "bundle.json").read_text())
+    assert bundle["name"] == "out" and bundle["resolution"] == [4 * H, 4 * W]
+    assert (bundle["sampler"]["audio_scale"], bundle["sampler"]["text_scale"]) == (3.0, 0.0)
+
+
+def test_vae_trainer_checks_its_inputs_before_writing(tmp_path, capsys):
+    from training.train_vae import main
+
+    (tmp_path / "world").mkdir()
+    assert main(["--data", str(tmp_path / "world"), str(tmp_path / "nope"), "--out", str(tmp_path / "vae")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope is not a folder" in err[0]
+    assert main(["--data", str(tmp_path / "world"), "--out", str(tmp_path / "vae")]) == 2
+    assert "no train-split clips" in capsys.readouterr().err and not (tmp_path / "vae").exists()

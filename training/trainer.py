@@ -1,7 +1,8 @@
 """Stage 1 / stage 2 DiT trainer on accelerate (paper §3.3, §4.1.2).
 
-    python -m training.trainer --stage 1 --config training/configs/demo.json
-    python -m training.trainer --stage 2 --config training/configs/demo.json
+    python -m training.trainer --stage 1 --config training/configs/demo.json [--out RUN] [--steps N]
+    python -m training.trainer --stage 2 --config training/configs/demo.json [--set stage2.lr=1e-4 ...]
+    python -m training.trainer --export --config training/configs/demo.json [--to DIR] [--name NAME]
     accelerate launch --config_file training/configs/accelerate_ddp.yaml -m training.trainer --stage 2 ...
 
 The same script runs on one CPU, one GPU, or many GPUs / nodes (DDP or FSDP through accelerate
@@ -9,9 +10,10 @@ config files). Stage 1 trains image + text -> video with no audio layers. Stage 
 weights, adds the zero-initialised audio cross-attention (so step 0 equals stage 1), gates it with
 the face mask, feeds the audio and adds the adaptive face loss.
 
-Checkpoints are safetensors only: model weights (``save_dit`` format), and the optimizer moments,
-step counter and RNG states flattened into a second safetensors file, so a resumed run continues
-bit-for-bit (tested).
+One run folder (``out``) holds a run; paths left empty derive from it. Checkpoints are safetensors
+only: model weights (``save_dit`` format) and the optimizer moments + step flattened into a second
+file, in ``stage<N>/resume/step_N/`` every ``save_every`` steps and ``save_minutes`` minutes, so a
+resumed run (even after SIGKILL) continues bit-for-bit (tested). docs/training.md.
 """
 
 from __future__ import annotations
