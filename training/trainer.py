@@ -619,9 +619,13 @@ def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
         checks.append((Path(st.init).is_file(), f"{what} {st.init} do not exist (run --stage 1 first, or "
                                                 "--set stage2.init=FILE / none)"))
     if cfg.eval_minutes > 0:
+        from training.preprocess import read_cache_manifest
+
         hc = Path(cfg.heldout_cache)
-        checks.append(((hc / "manifest.jsonl").is_file(), f"no held-out cache at {hc} for the evaluation "
-                                                          "during training (or --set eval_minutes=0)"))
+        rows = read_cache_manifest(hc) if (hc / "manifest.jsonl").is_file() else []
+        checks.append((any(r.get("split") == "heldout" for r in rows),
+                       f"no held-out clips in the cache {hc} for the evaluation during training (cache "
+                       "a --split heldout world there, or --set eval_minutes=0)"))
         checks.append((Path(cfg.vae).is_file(), f"VAE {cfg.vae} does not exist (the evaluation decodes with it; "
                                                 "or --set eval_minutes=0)"))
     return missing_inputs(checks)
