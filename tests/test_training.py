@@ -458,3 +458,30 @@ def test_vae_trainer_checks_its_inputs_before_writing(tmp_path, capsys):
     assert len(err) == 1 and "nope is not a folder" in err[0]
     assert main(["--data", str(tmp_path / "world"), "--out", str(tmp_path / "vae")]) == 2
     assert "no train-split clips" in capsys.readouterr().err and not (tmp_path / "vae").exists()
+
+
+@pytest.mark.slow
+def test_vae_trainer_trains_on_train_clips_and_resumes_exactly(tmp_path):
+    """On the committed sample world (2 train + 2 held-out clips in one folder): the VAE trains on
+    the 2 train clips, measures PSNR on the held-out ones, logs JSON lines, and a run continued
+    from its step-2 save logs the losses of an uninterrupted run without repeating a step."""
+    from training.train_vae import main
+
+    sample = str(Path(__file__).resolve().parents[1] / "training" / "data" / "sample")
+    args = ["--data", sample, "--spatial-ratio", "4", "--latent-channels", "4", "--channels", "8", "16", "16",
+            "--batch", "1", "--crop", "16", "--clip-frames", "5", "--warmup", "2", "--log-every", "1",
+            "--save-every", "2", "--no-progress", "--heldout-clips", "1"]
+
+    def losses(out: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+    assert main([*args, "--out", str(tmp_path / "a"), "--steps", "4"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--steps", "3"]) == 0
+    # a run killed after step 3 whose last save was step 2: put the step-2 state back, keep its log
+    assert main([*args, "--out", str(tmp_path / "c"), "--steps", "2"]) == 0
+    (tmp_path / "b" / "log.jsonl").rename(tmp_path / "c" / "log.jsonl")
+    assert main([*args, "--out", str(tmp_path / "c"), "--steps", "4"]) == 0
+    assert losses(tmp_path / "c") == losses(tmp_path / "a") and [s for s, _ in losses(tmp_path / "a")] == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "a" / "vae_summary.json").read_text())
+    assert summary["clips"] == {"train": 2, "heldout": 2} and summary["heldout_psnr"] is not None
