@@ -146,6 +146,8 @@ def test_documented_toy_recipe_end_to_end(tmp_path, request):
         starts = start_records(run / f"stage{stage}" / "log.jsonl")
         assert starts and all(s["clips"] == SPLITS for s in starts)
     assert start_records(run / "distill" / "log.jsonl")[0]["clips"] == SPLITS
+    distill_steps = [json.loads(x).get("step") for x in (run / "distill" / "log.jsonl").read_text().splitlines()]
+    assert [s for s in distill_steps if s is not None] == [1, 2, 3, 4, 5, 6]
     for key, who in (("training.train_vae", "vae"), ("training.trainer", "stage 1"), ("stage2", "stage 2"),
                      ("training.distill.trainer", "distill")):
         assert f"{who}: training on 6 train clips (seen and not trained on: heldout 2)" in outputs[key], key
@@ -160,7 +162,7 @@ def test_documented_toy_recipe_end_to_end(tmp_path, request):
 
     ref = tmp_path / "reference"
     assert trainer_main(["--stage", "2", "--config", str(REPO / "training/configs/toy.json"), "--out", str(ref),
-                         "--no-progress", "--set", f"cache={run / 'cache'}",
+                         "--no-progress", "--cpu", "--set", f"cache={run / 'cache'}",
                          f"stage2.init={run / 'stage1' / 'dit_last.safetensors'}"]) == 0
     straight = loss_records(ref / "stage2" / "log.jsonl")
     assert dict(resumed)[resume_step + 1] == dict(straight)[resume_step + 1]  # the next logged loss
