@@ -227,7 +227,8 @@ def train(args: argparse.Namespace) -> Path:
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.4f}",  # --minutes ends the run before the step ETA does
+                        stops_in=f"{max(0.0, args.minutes - (time.time() - t0) / 60):.1f}min", refresh=False)
         if step % args.log_every == 0:
             rec = {"step": step, "loss": round(loss.item(), 6), **{k: round(v, 6) for k, v in parts.items()},
                    "time_s": round(time.time() - t0, 1)}

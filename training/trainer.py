@@ -444,7 +444,10 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         step += 1
         loss_v = float(acc.reduce(loss.detach(), reduction="mean"))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
+        post = {"loss": f"{loss_v:.4f}"}
+        if st.minutes > 0:  # a wall-time limit ends the run before the step ETA does
+            post["stops_in"] = f"{max(0.0, st.minutes - (time.time() - t0) / 60):.1f}min"
+        bar.set_postfix(post, refresh=False)
         if log is not None and (step % cfg.log_every == 0 or step == total):
             rec = {"step": step, "loss": round(loss_v, 5), **{k: round(v, 5) for k, v in logs.items()},
                    "lr": opt.param_groups[-1]["lr"], "time_s": round(time.time() - t0, 1),
