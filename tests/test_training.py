@@ -1,4 +1,5 @@
-"""Trainer pieces: losses, condition dropout, a few CPU steps, exact resume, 2-process gloo run."""
+"""Trainer pieces: losses, condition dropout, a few CPU steps, exact resume, 2-process gloo run,
+config overrides and input checks."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def make_cache(root: Path, n: int = 4, seed: int = 0) -> Path:
             "text_mask": torch.tensor([True] * 4 + [False] * (L - 4)),
             "pooled": torch.randn(DT, generator=g),
             "image_tokens": torch.randn((H // 2) * (W // 2), 4 * C, generator=g),
+            "portrait": torch.zeros(4 * H, 4 * W, 3, dtype=torch.uint8),
         }
         name = f"clip{i}.safetensors"
         save_state_dict(root / name, t, kind="magicinfinite-cache-clip", extra={"meta": "{}"})
@@ -71,8 +73,10 @@ def tiny_config(tmp: Path, **stage_kw) -> TrainConfig:
     st = {"steps": 1000, "lr": 3e-3, "warmup": 1, "batch": 2, **stage_kw}
     return TrainConfig(
         cache=str(make_cache(tmp / "cache")), out=str(tmp / "out"), dit=TINY_DIT,
-        stage1=StageConfig(**st), stage2=StageConfig(**{**st, "face_weight": 10.0, "mouth_weight": 5.0}),
+        stage1=StageConfig(**st),
+        stage2=StageConfig(**{**st, "face_weight": 10.0, "mouth_weight": 5.0, "init": "none"}),
         dropout={"window_lengths": [3, 5], "window_probs": [0.5, 0.5]}, log_every=1, save_minutes=1e6,
+        save_every=0, progress=False,
     )
 
 
@@ -221,23 +225,23 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run(tmp_path):
-    """2 CPU processes (gloo) through accelerate, a few steps: losses logged, weights written."""
+def test_accelerate_cpu2_config_runs_two_processes(tmp_path):
+    """The documented `accelerate launch --config_file training/configs/accelerate_cpu2.yaml` really
+    starts 2 CPU processes (gloo): every logged step says so, and the weights are written."""
     cfg = tiny_config(tmp_path)
     from dataclasses import asdict
 
     d = asdict(cfg)
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(d))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # accelerate's Accelerator picks up torchrun's environment (gloo on CPU); `accelerate launch --cpu`
-    # does not spawn several CPU processes without MPI, torchrun does.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "training.trainer", "--stage", "2", "--config", str(path), "--max-steps", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    yaml = Path(__file__).resolve().parents[1] / "training" / "configs" / "accelerate_cpu2.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(yaml),
+           "-m", "training.trainer", "--stage", "2", "--config", str(path), "--max-steps", "3", "--cpu"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (Path(cfg.out) / "stage2" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
     assert all(r["processes"] == 2 for r in rows)
     assert (Path(cfg.out) / "stage2" / "dit_last.safetensors").is_file()
 
@@ -307,8 +311,177 @@ def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
         load_bundle(assets, distilled=True)
 
 
-@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json"])
+@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
-    cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name)
+    cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None
     assert cfg.stage2.lr_factor(0) > 0 and cfg.stage2.init  # stage 2 starts from stage 1's weights
+
+
+# ------------------------------------------------------------------ command line, paths, splits
+DEMO_JSON = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo.json"
+
+
+def test_fresh_clone_stage1_prints_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from training.trainer import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--stage", "1", "--config", str(DEMO_JSON)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no preprocessing cache at out/demo/cache" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_overrides_and_run_folder_paths():
+    from training.runconfig import parse_sets
+
+    cfg = TrainConfig.from_json(DEMO_JSON, parse_sets(["stage2.lr=1e-4", "out=/tmp/x y", "dit.depth_single=2",
+                                                       "dropout.window_lengths=[5, 9]"])).resolved()
+    assert cfg.stage2.lr == 1e-4 and cfg.stage1.lr == 5e-4 and cfg.dit["depth_single"] == 2
+    assert cfg.out == "/tmp/x y" and cfg.cache == "/tmp/x y/cache" and cfg.heldout_cache == cfg.cache
+    assert cfg.vae == "/tmp/x y/vae/vae.safetensors"
+    assert cfg.stage2.init == "/tmp/x y/stage1/dit_last.safetensors"  # the run's own stage 1
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["stage2.lrr=1"], "unknown setting 'stage2.lrr'"),
+    (["stage3.lr=1"], "unknown setting 'stage3'"),
+    (["stage2.steps=1.5"], "stage2.steps: expected int, got 1.5"),
+    (["seed=abc"], "seed: expected int, got 'abc'"),
+    (["dit.hidden=3"], "unknown setting 'dit.hidden'"),
+    (["outx"], "expected KEY=VALUE"),
+])
+def test_bad_override_is_one_clear_error_line(sets, message, tmp_path, monkeypatch, capsys):
+    from training.trainer import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--stage", "2", "--config", str(DEMO_JSON), "--set", *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flags_set_the_stage_knobs(tmp_path):
+    from training.trainer import build_parser, config_from_args
+
+    a = build_parser().parse_args(["--stage", "2", "--config", str(DEMO_JSON), "--out", str(tmp_path),
+                                   "--steps", "7", "--batch", "3", "--minutes", "0", "--save-every", "5"])
+    cfg = config_from_args(a)
+    assert (cfg.stage2.steps, cfg.stage2.batch, cfg.stage2.minutes, cfg.save_every) == (7, 3, 0.0, 5)
+    assert cfg.stage1.steps == 100000 and cfg.out == str(tmp_path)
+
+
+def test_trainer_reads_only_the_train_split(tmp_path):
+    cache = make_cache(tmp_path / "cache", n=4)
+    rows = [json.loads(x) for x in (cache / "manifest.jsonl").read_text().splitlines()]
+    rows[1]["split"] = rows[3]["split"] = "heldout"
+    (cache / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = CacheData(cache)
+    assert [r["name"] for r in data.rows] == ["clip0", "clip2"] and data.counts == {"train": 2, "heldout": 2}
+    from training.distill.batch import PreprocessCache
+
+    assert len(PreprocessCache(cache)) == 2
+    for r in rows:
+        r["split"] = "heldout"
+    (cache / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RuntimeError, match="no cached clips of the train split"):
+        CacheData(cache)
+
+
+def test_evaluation_refuses_train_clips(tmp_path):
+    from training.eval.evaluate import QuickEval, heldout_clips
+
+    with pytest.raises(ValueError, match="refuses clips of the train split"):
+        QuickEval(make_cache(tmp_path / "cache"), tmp_path / "vae.safetensors")
+    for name, split in (("train_000000", "train"), ("heldout_000000", "heldout")):
+        (tmp_path / "world" / name).mkdir(parents=True)
+        (tmp_path / "world" / name / "meta.json").write_text(json.dumps({"split": split}))
+    assert [d.name for d in heldout_clips(tmp_path / "world")] == ["heldout_000000"]
+    (tmp_path / "world" / "heldout_000000" / "meta.json").write_text(json.dumps({"split": "train"}))
+    with pytest.raises(ValueError, match="no held-out clips"):
+        heldout_clips(tmp_path / "world")
+
+
+def test_trim_log_drops_records_after_the_resumed_step(tmp_path):
+    from training.runconfig import trim_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": s}) + "\n" for s in range(1, 6))
+                   + json.dumps({"event": "start", "start_step": 0}) + "\n" + '{"step": 6, "lo')  # cut by a kill
+    assert trim_log(log, 3) == 3
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r.get("step") for r in rows] == [1, 2, 3, None]
+
+
+def test_resume_skips_a_checkpoint_cut_by_a_kill_and_saves_on_steps(tmp_path):
+    from training.trainer import latest_resume
+
+    cfg = tiny_config(tmp_path)
+    cfg.save_every = 2
+    run(cfg, 2, max_steps=5)
+    stage = Path(cfg.out) / "stage2"
+    assert sorted(p.name for p in (stage / "resume").glob("step_*")) == ["step_00000004", "step_00000005"]
+    (stage / "resume" / ".tmp_step_00000006").mkdir()  # a save that a SIGKILL interrupted
+    assert latest_resume(stage)[1].parent.name == "step_00000005"
+
+
+def test_export_refuses_the_package_and_names_the_bundle_after_the_run(tmp_path, capsys):
+    from magicinfinite_core.config import VAEConfig
+    from magicinfinite_core.vae import VideoVAE
+    from training.train_vae import save_vae
+    from training.trainer import main
+
+    cfg = tiny_config(tmp_path / "myrun")
+    run(cfg, 2, max_steps=1)
+    cfg.vae = str(save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
+    from dataclasses import asdict
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(asdict(cfg)))
+    pkg = Path(__file__).resolve().parents[1] / "magicinfinite_core" / "assets" / "demo"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in pkg.iterdir())
+    assert main(["--export", "--config", str(path), "--to", str(pkg)]) == 2
+    assert "inside magicinfinite_core/assets" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in pkg.iterdir()) == before
+    assert main(["--export", "--config", str(path)]) == 0  # default: the run's own folder
+    bundle = json.loads((Path(cfg.out) / "bundle" / "bundle.json").read_text())
+    assert bundle["name"] == "out" and bundle["resolution"] == [4 * H, 4 * W]
+    assert (bundle["sampler"]["audio_scale"], bundle["sampler"]["text_scale"]) == (3.0, 0.0)
+
+
+def test_vae_trainer_checks_its_inputs_before_writing(tmp_path, capsys):
+    from training.train_vae import main
+
+    (tmp_path / "world").mkdir()
+    assert main(["--data", str(tmp_path / "world"), str(tmp_path / "nope"), "--out", str(tmp_path / "vae")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope is not a folder" in err[0]
+    assert main(["--data", str(tmp_path / "world"), "--out", str(tmp_path / "vae")]) == 2
+    assert "no train-split clips" in capsys.readouterr().err and not (tmp_path / "vae").exists()
+
+
+@pytest.mark.slow
+def test_vae_trainer_trains_on_train_clips_and_resumes_exactly(tmp_path):
+    """On the committed sample world (2 train + 2 held-out clips in one folder): the VAE trains on
+    the 2 train clips, measures PSNR on the held-out ones, logs JSON lines, and a run continued
+    from its step-2 save logs the losses of an uninterrupted run without repeating a step."""
+    from training.train_vae import main
+
+    sample = str(Path(__file__).resolve().parents[1] / "training" / "data" / "sample")
+    args = ["--data", sample, "--spatial-ratio", "4", "--latent-channels", "4", "--channels", "8", "16", "16",
+            "--batch", "1", "--crop", "16", "--clip-frames", "5", "--warmup", "2", "--log-every", "1",
+            "--save-every", "2", "--no-progress", "--heldout-clips", "1"]
+
+    def losses(out: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+    assert main([*args, "--out", str(tmp_path / "a"), "--steps", "4"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--steps", "3"]) == 0
+    # a run killed after step 3 whose last save was step 2: put the step-2 state back, keep its log
+    assert main([*args, "--out", str(tmp_path / "c"), "--steps", "2"]) == 0
+    (tmp_path / "b" / "log.jsonl").rename(tmp_path / "c" / "log.jsonl")
+    assert main([*args, "--out", str(tmp_path / "c"), "--steps", "4"]) == 0
+    assert losses(tmp_path / "c") == losses(tmp_path / "a") and [s for s, _ in losses(tmp_path / "a")] == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "a" / "vae_summary.json").read_text())
+    assert summary["clips"] == {"train": 2, "heldout": 2} and summary["heldout_psnr"] is not None

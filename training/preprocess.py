@@ -1,6 +1,6 @@
 """Preprocessing caches (paper §4.1.1): everything the DiT trainer needs, computed once per clip.
 
-    python -m training.preprocess --data out/demo_world --vae out/vae.safetensors --out out/cache
+    python -m training.preprocess --data out/demo/world --vae out/demo/vae/vae.safetensors --out out/demo/cache
 
 Why: the VAE, the text encoder and the audio extractor are frozen during DiT training, so running
 them every step would waste most of the compute. Per clip we store one safetensors file with
@@ -229,9 +229,11 @@ def preprocess(
     limit: int | None = None,
     log_every: int = 50,
     shard: tuple[int, int] = (0, 1),
+    split: str | None = None,
     patch: tuple[int, int] = (4, 4),
 ) -> Path:
-    """Cache every finished clip of the data roots into `out`; returns the manifest path.
+    """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
+    manifest path. Each manifest row records its clip's split, which the trainers filter on.
 
     patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
     speaker masks and the image tokens' patch."""
@@ -252,6 +254,8 @@ def preprocess(
             kind="magicinfinite-cache-null-text",
         )
     dirs = [d for root in data_roots for d in list_clips(root)]
+    if split is not None:
+        dirs = [d for d in dirs if json.loads((d / "meta.json").read_text()).get("split") == split]
     if limit is not None:
         dirs = dirs[:limit]
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
@@ -309,10 +313,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
     p.add_argument("--patch", type=int, nargs=2, default=[4, 4], metavar=("PH", "PW"),
                    help="the DiT's spatial patch in latent pixels (token grid of masks and image tokens)")
+    p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
+                   help="cache only this split's clips (default all: trainers pick the train rows, "
+                        "the evaluation the held-out ones)")
     a = p.parse_args(argv)
+    from training.runconfig import fail, missing_inputs, split_counts
+
+    problems = missing_inputs([(Path(d).is_dir(), f"--data {d} is not a folder") for d in a.data]
+                              + [(Path(a.vae).is_file(), f"--vae {a.vae} does not exist (train one: "
+                                                         "python -m training.train_vae ...)")])
+    try:
+        i, n = (int(v) for v in a.shard.split("/"))
+    except ValueError:
+        problems.append(f"--shard {a.shard!r}: expected i/n")
+    if problems:
+        return fail(problems, "python -m training.preprocess")
     torch.set_num_threads(a.threads)
-    i, n = (int(v) for v in a.shard.split("/"))
-    print(f"manifest: {preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), patch=tuple(a.patch))}")
+    split = None if a.split == "all" else a.split
+    manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch))
+    counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))
+    print(f"manifest: {manifest} ({', '.join(f'{k} {v}' for k, v in counts.items())} clips)")
     return 0
 
 

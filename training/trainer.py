@@ -1,7 +1,8 @@
 """Stage 1 / stage 2 DiT trainer on accelerate (paper §3.3, §4.1.2).
 
-    python -m training.trainer --stage 1 --config training/configs/demo.json
-    python -m training.trainer --stage 2 --config training/configs/demo.json
+    python -m training.trainer --stage 1 --config training/configs/demo.json [--out RUN] [--steps N]
+    python -m training.trainer --stage 2 --config training/configs/demo.json [--set stage2.lr=1e-4 ...]
+    python -m training.trainer --export --config training/configs/demo.json [--to DIR] [--name NAME]
     accelerate launch --config_file training/configs/accelerate_ddp.yaml -m training.trainer --stage 2 ...
 
 The same script runs on one CPU, one GPU, or many GPUs / nodes (DDP or FSDP through accelerate
@@ -9,9 +10,10 @@ config files). Stage 1 trains image + text -> video with no audio layers. Stage 
 weights, adds the zero-initialised audio cross-attention (so step 0 equals stage 1), gates it with
 the face mask, feeds the audio and adds the adaptive face loss.
 
-Checkpoints are safetensors only: model weights (``save_dit`` format), and the optimizer moments,
-step counter and RNG states flattened into a second safetensors file, so a resumed run continues
-bit-for-bit (tested).
+One run folder (``out``) holds a run; paths left empty derive from it. Checkpoints are safetensors
+only: model weights (``save_dit`` format) and the optimizer moments + step flattened into a second
+file, in ``stage<N>/resume/step_N/`` every ``save_every`` steps and ``save_minutes`` minutes, so a
+resumed run (even after SIGKILL) continues bit-for-bit (tested). docs/training.md.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ class StageConfig:
     batch: int = 8
     face_weight: float = 0.0
     mouth_weight: float = 0.0
-    init: str = ""  # stage 2: stage-1 weights (audio layers are added zero-initialised)
+    # start weights: a DiT file; "none": random; "": stage 1 random, stage 2 the run's own
+    # <out>/stage1/dit_last.safetensors (stage 2 adds the audio layers zero-initialised)
+    init: str = ""
     # >= 0: cosine-anneal the lr from this step down to lr * lr_floor at `steps` (a resumed run can
     # anneal a model that plateaued at a constant lr); < 0: constant lr after warm-up
     decay_start: int = -1
@@ -99,16 +103,31 @@ class StageConfig:
 
 
 @dataclass
+class ExportConfig:
+    """What `--export` writes into the bundle besides the weights. The guidance scales are the base
+    sampler's defaults for this model (without them the pipeline falls back to the 13B model's);
+    audio 3 / text 0 is what the demo model's evaluation chose (docs/demo_model.md)."""
+
+    name: str = ""  # "": the run folder's name
+    audio_scale: float = 3.0
+    text_scale: float = 0.0
+    steps: int = 20
+
+
+@dataclass
 class TrainConfig:
-    cache: str = "out/cache"
-    heldout_cache: str = ""
-    vae: str = ""
-    out: str = "out/demo"
-    resolution: tuple[int, int] = (64, 64)  # frame height, width of the cached clips (the bundle's size)
+    """One run. Every path left empty derives from the run folder `out` (see `resolved`), so
+    `--out DIR` (or `--set out=DIR`) moves a whole run: caches, VAE, both stages and the export."""
+
+    cache: str = ""  # "": <out>/cache
+    heldout_cache: str = ""  # "": the same cache (its held-out rows)
+    vae: str = ""  # "": <out>/vae/vae.safetensors
+    out: str = "out/run"
     dit: dict = field(default_factory=dict)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
     dropout: dict = field(default_factory=dict)
+    export: ExportConfig = field(default_factory=ExportConfig)
     train_shift: float = 3.0
     mixed_precision: str = "no"  # "bf16" on CPU and GPU; "fp16" on GPU
     gradient_checkpointing: bool = False
@@ -116,20 +135,54 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
-    save_minutes: float = 5.0
-    save_every: int = 0  # > 0: also save every this many steps
+    save_minutes: float = 5.0  # save a resumable checkpoint at least this often (wall time) ...
+    save_every: int = 100  # ... and every this many steps (0: time only)
     eval_minutes: float = 0.0  # > 0: held-out lip-sync r every this many minutes (main process)
     eval_clips: int = 8
     eval_steps: int = 12
     threads: int = 0
+    progress: bool = True  # tqdm bar on stderr (main process)
 
     @classmethod
-    def from_json(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
-        d = {k: v for k, v in json.loads(Path(path).read_text()).items() if not k.startswith("_")}  # "_comment"
-        d.update(overrides or {})
-        for k in ("stage1", "stage2"):
-            d[k] = StageConfig(**d.get(k, {}))
-        return cls(**d)
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Checked construction: an unknown key or a wrongly typed value is a ConfigError naming it."""
+        from magicinfinite_core.config import AudioLayerConfig, DiTConfig
+        from training.conditioning import DropoutConfig
+        from training.runconfig import build_dataclass, check_keys
+
+        cfg = build_dataclass(cls, d)
+        dit = dict(cfg.dit)
+        audio = dit.pop("audio", {})
+        check_keys(DiTConfig, dit, "dit")
+        check_keys(AudioLayerConfig, audio, "dit.audio")
+        check_keys(DropoutConfig, cfg.dropout, "dropout")
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | Path, overrides: dict | list | None = None) -> TrainConfig:
+        """A config file plus overrides: {top-level key: value} or [(dotted key, value)] (--set)."""
+        from training.runconfig import ConfigError, apply_sets
+
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid JSON ({e})") from None
+        sets = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
+        return cls.from_dict(apply_sets(d, sets))
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every derived path filled in from the run folder."""
+        import copy
+
+        c = copy.deepcopy(self)
+        run = Path(c.out)
+        c.cache = c.cache or str(run / "cache")
+        c.heldout_cache = c.heldout_cache or c.cache
+        c.vae = c.vae or str(run / "vae" / "vae.safetensors")
+        c.stage2.init = c.stage2.init or str(run / "stage1" / "dit_last.safetensors")
+        return c
 
     def dit_config(self, stage: int):
         from magicinfinite_core.config import AudioLayerConfig, DiTConfig
@@ -145,23 +198,38 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------- data
 class CacheData:
-    """All cached clips of a split held in memory (the demo caches are a few hundred MB at most)."""
+    """The cached clips of one split held in memory (the demo caches are a few hundred MB at most).
+
+    Only rows whose manifest split is `split` are loaded: a cache may hold both splits (preprocess
+    caches every clip of its data folders), and held-out clips must never be trained on.
+    `counts` says how many rows of each split the manifest had.
+    """
 
     KEYS = ("latent", "audio", "face_tokens", "face_latent", "mouth_latent", "text_tokens", "text_mask",
             "pooled", "image_tokens")
 
-    def __init__(self, cache: str | Path, limit: int | None = None) -> None:
+    def __init__(self, cache: str | Path, limit: int | None = None, split: str = "train") -> None:
         from training.preprocess import read_cache_manifest
+        from training.runconfig import split_counts
 
         cache = Path(cache)
-        rows = read_cache_manifest(cache)[:limit]
+        all_rows = read_cache_manifest(cache)
+        self.counts = split_counts(r.get("split") for r in all_rows)
+        rows = [r for r in all_rows if r.get("split") == split][:limit]
         if not rows:
-            raise RuntimeError(f"{cache}: no cached clips; run python -m training.preprocess first")
+            raise RuntimeError(f"{cache}: no cached clips of the {split} split (manifest: {self.counts}); "
+                               "run python -m training.preprocess on a folder with such clips")
         self.rows = rows
         files = [load_state_dict(cache / r["file"]) for r in rows]
         self.tensors = {k: torch.stack([f[k] for f in files]) for k in self.KEYS}
         self.extra = [{k: v for k, v in f.items() if k not in self.KEYS} for f in files]
         self.null_text = load_state_dict(cache / "null_text.safetensors")
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(H, W) pixels of the clips (from the cached portrait), None for caches without one."""
+        p = self.extra[0].get("portrait")
+        return None if p is None else (int(p.shape[0]), int(p.shape[1]))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -183,11 +251,14 @@ def build_model(cfg: TrainConfig, stage: int):
 
     dcfg = cfg.dit_config(stage)
     st = cfg.stage2 if stage == 2 else cfg.stage1
-    if st.init:
+    # seeded in both branches: stage 2's new audio layers (all but their zero output projection)
+    # are initialised randomly on top of the stage-1 weights, so an unseeded init made two runs
+    # of the same command differ from their first update on
+    torch.manual_seed(cfg.seed)
+    if st.init and st.init != "none":
         model = load_dit(st.init, cfg=dcfg, allow_missing_audio=stage == 2)
         model.train()
     else:
-        torch.manual_seed(cfg.seed)
         model = MagicInfiniteDiT(dcfg)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     return model
@@ -253,46 +324,113 @@ def _names(model: torch.nn.Module) -> dict[int, str]:
     return {id(p): n for n, p in model.named_parameters()}
 
 
+RESUME = "resume"  # <out>/stage<N>/resume/step_XXXXXXXX/{dit,state}.safetensors + resume/latest
+KEEP_RESUME = 2
+
+
+def latest_resume(stage_dir: Path) -> tuple[Path, Path] | None:
+    """(weights, state) of the newest complete resumable checkpoint of a stage folder, or None.
+
+    A checkpoint folder is written under a temporary name and renamed when complete, so a run
+    killed while saving (even by SIGKILL) resumes from the previous one. Runs saved by earlier
+    versions (dit_last + state_last side by side) resume too.
+    """
+    marker = stage_dir / RESUME / "latest"
+    if marker.is_file():
+        d = stage_dir / RESUME / marker.read_text().strip()
+        if (d / "dit.safetensors").is_file() and (d / "state.safetensors").is_file():
+            return d / "dit.safetensors", d / "state.safetensors"
+    legacy = stage_dir / "dit_last.safetensors", stage_dir / "state_last.safetensors"
+    return legacy if all(x.is_file() for x in legacy) else None
+
+
+def _write_resume(stage_dir: Path, step: int, write) -> Path:
+    """write(folder) into resume/.tmp_step_N, rename it to resume/step_N, point `latest` at it,
+    and keep the newest KEEP_RESUME checkpoints."""
+    import shutil
+
+    root = stage_dir / RESUME
+    final, tmp = root / f"step_{step:08d}", root / f".tmp_step_{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    marker_tmp = root / "latest.tmp"
+    marker_tmp.write_text(final.name)
+    os.replace(marker_tmp, root / "latest")
+    for old in sorted(root.glob("step_*"))[:-KEEP_RESUME]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | None = None) -> Path:
-    """Train one stage; resumes from `<out>/stage<N>/last` if present. Returns the weights path."""
+    """Train one stage; resumes from the stage folder's newest checkpoint. Returns the weights path.
+
+    Saves a resumable checkpoint every `save_every` steps and every `save_minutes` minutes (and at
+    the end); a resumed run drops the log records after its checkpoint before continuing, so
+    log.jsonl never holds a step twice.
+    """
     from accelerate import Accelerator
 
     from magicinfinite_core.checkpoints import load_into, save_dit
+    from training.runconfig import describe_counts, progress, trim_log
 
+    cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     st = cfg.stage2 if stage == 2 else cfg.stage1
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision)
     out = Path(cfg.out) / f"stage{stage}"
-    out.mkdir(parents=True, exist_ok=True)
     data = CacheData(cfg.cache)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg, stage)
     opt = torch.optim.AdamW(param_groups(model, stage, st), lr=st.lr, weight_decay=cfg.weight_decay)
     names = _names(model)
     step = 0
-    last_w, last_s = out / "dit_last.safetensors", out / "state_last.safetensors"
-    if last_w.is_file() and last_s.is_file():
-        load_into(model, load_state_dict(last_w), source=str(last_w))
-        step = load_training_state(last_s, opt, names, {})
-        acc.print(f"resumed stage {stage} at step {step}")
+    found = latest_resume(out)
+    if found is not None:
+        load_into(model, load_state_dict(found[0]), source=str(found[0]))
+        step = load_training_state(found[1], opt, names, {})
+        acc.print(f"resumed stage {stage} at step {step} from {found[1].parent}")
+    acc.wait_for_everyone()
     model, opt = acc.prepare(model, opt)
     model.train()
     total = st.steps if max_steps is None else min(st.steps, max_steps)
-    log = open(out / "log.jsonl", "a") if acc.is_main_process else None
+    log = None
+    if acc.is_main_process:
+        trim_log(out / "log.jsonl", step)
+        log = open(out / "log.jsonl", "a")
+        start = {"event": "start", "stage": stage, "start_step": step, "steps": total, "clips": data.counts,
+                 "processes": acc.num_processes}
+        log.write(json.dumps(start) + "\n")
+        log.flush()
+    acc.print(describe_counts(f"stage {stage}", data.counts))
     evaluator = _make_evaluator(cfg, stage) if (cfg.eval_minutes > 0 and acc.is_main_process) else None
+    bar = progress(total, step, f"stage {stage}", cfg.progress and acc.is_main_process)
     t0 = time.time()
     last_save = last_eval = t0
     best = -math.inf
     run_start_step = step
+    frame_size = json.dumps(list(data.frame_size)) if data.frame_size else None
+
+    def meta() -> dict[str, str]:
+        m = {"step": str(step), "stage": str(stage)}
+        if frame_size:
+            m["frame_size"] = frame_size
+        return m
 
     def save(tag: str) -> None:
         if not acc.is_main_process:
             return
         unwrapped = acc.unwrap_model(model)
-        save_dit(out / f"dit_{tag}.safetensors", unwrapped, extra={"step": str(step), "stage": str(stage)})
         if tag == "last":
-            save_training_state(last_s, opt, _names(unwrapped), {}, step)
+            _write_resume(out, step, lambda d: (
+                save_dit(d / "dit.safetensors", unwrapped, extra=meta()),
+                save_training_state(d / "state.safetensors", opt, _names(unwrapped), {}, step)))
+        save_dit(out / f"dit_{tag}.safetensors", unwrapped, extra=meta())
 
     while step < total:
         if st.minutes > 0 and time.time() - t0 > st.minutes * 60:
@@ -308,6 +446,11 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         opt.step()
         step += 1
         loss_v = float(acc.reduce(loss.detach(), reduction="mean"))
+        bar.update(1)
+        post = {"loss": f"{loss_v:.4f}"}
+        if st.minutes > 0:  # a wall-time limit ends the run before the step ETA does
+            post["stops_in"] = f"{max(0.0, st.minutes - (time.time() - t0) / 60):.1f}min"
+        bar.set_postfix(post, refresh=False)
         if log is not None and (step % cfg.log_every == 0 or step == total):
             rec = {"step": step, "loss": round(loss_v, 5), **{k: round(v, 5) for k, v in logs.items()},
                    "lr": opt.param_groups[-1]["lr"], "time_s": round(time.time() - t0, 1),
@@ -315,9 +458,14 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
                    "processes": acc.num_processes}
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            print(json.dumps(rec), flush=True)
+            bar.write(json.dumps(rec))
         now = time.time()
-        if now - last_save > cfg.save_minutes * 60 or (cfg.save_every and step % cfg.save_every == 0):
+        # every rank takes the same decision (a time-based one could differ between ranks)
+        due = (cfg.save_every and step % cfg.save_every == 0) or now - last_save > cfg.save_minutes * 60
+        if acc.num_processes > 1:
+            flag = torch.tensor(float(bool(due)), device=acc.device)
+            due = float(acc.reduce(flag, reduction="sum")) > 0
+        if due and step < total:
             save("last")
             last_save = now
         if evaluator is not None and now - last_eval > cfg.eval_minutes * 60:
@@ -326,7 +474,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             res.update({"step": step, "time_s": round(now - t0, 1), "eval": True})
             log.write(json.dumps(res) + "\n")
             log.flush()
-            print(json.dumps(res), flush=True)
+            bar.write(json.dumps(res))
             # stage 2 keeps the checkpoint that follows the audio best while ignoring silence;
             # stage 1 (no audio) keeps the one that best preserves the portrait
             score = (res.get("lipsync_r", 0.0) - abs(res.get("muted_r", 0.0)) if stage == 2
@@ -335,6 +483,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
                 best = score
                 save("best")
             last_eval = time.time()
+    bar.close()
     acc.wait_for_everyone()
     save("last")
     if acc.is_main_process and not (out / "dit_best.safetensors").is_file():
@@ -367,32 +516,67 @@ TEXT_ENCODER_SPEC = {
 }
 
 
-def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card: dict | None = None) -> Path:
-    """fp16 safetensors + model.json: what the pipeline needs to rebuild the demo model offline."""
+def _frame_size(dit_path: str | Path, cache: str | Path) -> tuple[int, int]:
+    """(H, W) the model was trained at: the checkpoint's metadata, else the cache's first portrait."""
+    from magicinfinite_core.checkpoints import read_metadata
+    from training.preprocess import read_cache_manifest
+
+    meta = read_metadata(dit_path)
+    if "frame_size" in meta:
+        h, w = json.loads(meta["frame_size"])
+        return int(h), int(w)
+    rows = read_cache_manifest(cache) if (Path(cache) / "manifest.jsonl").is_file() else []
+    if rows:
+        p = load_state_dict(Path(cache) / rows[0]["file"]).get("portrait")
+        if p is not None:
+            return int(p.shape[0]), int(p.shape[1])
+    raise RuntimeError(f"{dit_path} records no frame size and the cache {cache} has no clips to read it from")
+
+
+def default_export_dit(cfg: TrainConfig) -> Path:
+    """The run's best stage-2 checkpoint (falls back to its last one)."""
+    st2 = Path(cfg.out) / "stage2"
+    best = st2 / "dit_best.safetensors"
+    return best if best.is_file() else st2 / "dit_last.safetensors"
+
+
+def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card: dict | None = None,
+                name: str | None = None) -> Path:
+    """fp16 safetensors + bundle.json + model.json: what the pipeline needs to rebuild the model offline.
+
+    The bundle is named `name`, else `cfg.export.name`, else after the run folder; its sampler
+    section carries `cfg.export`'s CFG scales (a card's "recommended_guidance" wins).
+    """
     from magicinfinite_core.autoencoders import save_autoencoder
     from magicinfinite_core.checkpoints import load_dit, read_metadata, save_dit
     from training.preprocess import CacheSettings
 
+    cfg = cfg.resolved()
+    name = name or cfg.export.name or Path(cfg.out).resolve().name
+    height, width = _frame_size(dit_path, cfg.cache)
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
     model = load_dit(dit_path)
     save_dit(assets / "dit.safetensors", model, dtype=torch.float16,
-             extra={k: v for k, v in read_metadata(dit_path).items() if k in ("step", "stage")})
+             extra={k: v for k, v in read_metadata(dit_path).items() if k in ("step", "stage", "frame_size")})
     from training.preprocess import load_vae
 
     vae = load_vae(cfg.vae)
     save_autoencoder(assets / "vae.safetensors", vae, dtype=torch.float16)
     s = CacheSettings(vae_sha="", patch=tuple(cfg.dit.get("patch_size", [1, 4, 4])[1:]))
-    size = [int(n) for n in cfg.resolution]
+    guidance = {"audio_scale": cfg.export.audio_scale, "text_scale": cfg.export.text_scale,
+                **{k: v for k, v in (card or {}).get("recommended_guidance", {}).items()
+                   if k in ("audio_scale", "text_scale")}}
+    sampler = {"steps": cfg.export.steps, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8}
     spec = {
-        "name": "magicinfinite-demo",
+        "name": name,
         "dit": "dit.safetensors",
         "vae": "vae.safetensors",
-        "vae_format": "AutoencoderKLHunyuanVideo state_dict (fp16; load as float32 on CPU); safetensors "
-                      "metadata 'config' = magicinfinite_core.config.VAEConfig dict (scaling_factor inside); "
-                      "training.preprocess.load_vae reads it",
+        "vae_format": "magicinfinite_core.autoencoders.load_autoencoder: safetensors metadata 'config' is a "
+                      "PatchAutoencoderConfig dict (kind 'linear_patch', float32 bases) or a VAEConfig dict "
+                      "(AutoencoderKLHunyuanVideo state_dict, fp16); scaling_factor inside",
         "dit_format": "magicinfinite_core.checkpoints.load_dit (config in the metadata)",
-        "frame_size": size,
+        "frame_size": [height, width],
         "fps": 25,
         "text_encoder": TEXT_ENCODER_SPEC,
         "audio_extractor": {"name": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft, "fmin": 0.0, "fmax": 8000.0,
@@ -403,55 +587,150 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
                                    "the patch grid, each token flattened as (C, ph, pw)"},
         "speaker_mask": "face region of the portrait (world: union of the speaker's face pixels), "
                         "masks.token_masks on the DiT token grid",
-        "sampler": {"steps": 20, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8},
-        "training": card or {},
+        "sampler": sampler,
+        "recommended_guidance": guidance,
+        "training": card or {"run": str(Path(cfg.out)), "dit": str(dit_path),
+                             "step": read_metadata(dit_path).get("step")},
     }
     path = assets / "model.json"
     path.write_text(json.dumps(spec, indent=1) + "\n")
-    guidance = (card or {}).get("recommended_guidance", {})
     bundle = {  # what magicinfinite_core.pipeline.load_bundle reads
         "format": "magicinfinite-bundle/1",
-        "name": "magicinfinite-demo",
-        "resolution": size,
+        "name": name,
+        "resolution": [height, width],
         "dit": "dit.safetensors",
         "vae": {"weights": "vae.safetensors", "config": vae.cfg.to_dict()},
         "audio": {"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
         "text_encoder": {"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
         # a new base invalidates any earlier distilled generator: training.distill adds "distilled" back
-        "sampler": {**spec["sampler"], **{k: guidance[k] for k in ("audio_scale", "text_scale") if k in guidance}},
+        "sampler": {**sampler, **guidance},
     }
     if model.cfg.image_token_dim:  # a model without image tokens sees the portrait through the concat only
         bundle["image_encoder"] = {"config": {"kind": "latent_patches", "patch": list(s.patch)}}
     (assets / "bundle.json").write_text(json.dumps(bundle, indent=1) + "\n")
-    return path
+    return assets / "bundle.json"
+
+
+def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
+    """Every missing input of a stage run, checked before anything is written (cfg resolved)."""
+    from training.runconfig import missing_inputs
+
+    cache = Path(cfg.cache)
+    st = cfg.stage2 if stage == 2 else cfg.stage1
+    resuming = latest_resume(Path(cfg.out) / f"stage{stage}") is not None
+    hint = ("build it: python -m training.preprocess --data WORLD --vae VAE --out " + str(cache))
+    checks = [((cache / "manifest.jsonl").is_file() and (cache / "null_text.safetensors").is_file(),
+               f"no preprocessing cache at {cache} ({hint})")]
+    if st.init and st.init != "none" and not resuming:
+        what = "stage-1 weights" if stage == 2 else "init weights"
+        checks.append((Path(st.init).is_file(), f"{what} {st.init} do not exist (run --stage 1 first, or "
+                                                "--set stage2.init=FILE / none)"))
+    if cfg.eval_minutes > 0:
+        from training.preprocess import read_cache_manifest
+
+        hc = Path(cfg.heldout_cache)
+        rows = read_cache_manifest(hc) if (hc / "manifest.jsonl").is_file() else []
+        checks.append((any(r.get("split") == "heldout" for r in rows),
+                       f"no held-out clips in the cache {hc} for the evaluation during training (cache "
+                       "a --split heldout world there, or --set eval_minutes=0)"))
+        checks.append((Path(cfg.vae).is_file(), f"VAE {cfg.vae} does not exist (the evaluation decodes with it; "
+                                                "or --set eval_minutes=0)"))
+    return missing_inputs(checks)
+
+
+PROG = "python -m training.trainer"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n")[0],
+        epilog="Paths left empty in the config derive from the run folder (--out): cache = OUT/cache, "
+               "vae = OUT/vae/vae.safetensors, stage2.init = OUT/stage1/dit_last.safetensors, "
+               "export = OUT/bundle. docs/training.md walks a toy, a demo and a full-scale run.")
+    p.add_argument("--config", required=True, help="JSON training config (training/configs/toy.json, demo.json)")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=None, help="train stage 1 or stage 2")
+    p.add_argument("--out", default=None, help="run folder (same as --set out=DIR)")
+    p.add_argument("--steps", type=int, default=None, help="this stage's step count (stageN.steps)")
+    p.add_argument("--batch", type=int, default=None, help="this stage's batch per process (stageN.batch)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="also stop this stage after this many minutes; 0: no limit (stageN.minutes)")
+    p.add_argument("--save-every", type=int, default=None, help="resumable checkpoint every N steps (save_every)")
+    p.add_argument("--save-minutes", type=float, default=None, help="... and every M minutes (save_minutes)")
+    p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE",
+                   help="config overrides, nested with dots: stage2.lr=1e-4 out=/tmp/run dit.depth_single=2 "
+                        "(VALUE is JSON if it parses, else text)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (a cap)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = p.add_argument_group("export (a model bundle for the pipeline, the CLI and the nodes)")
+    e.add_argument("--export", nargs="?", const="", default=None, metavar="DIT",
+                   help="export DIT (default: the run's stage-2 dit_best, else dit_last) with the run's VAE")
+    e.add_argument("--to", "--assets", dest="to", default=None, metavar="DIR",
+                   help="bundle folder to write (default OUT/bundle)")
+    e.add_argument("--name", default=None, help="bundle name (default: export.name, else the run folder's name)")
+    e.add_argument("--into-package", action="store_true",
+                   help="allow --to inside magicinfinite_core/assets (replaces the shipped demo model)")
+    e.add_argument("--card", default=None, help="JSON file of training facts to embed in model.json")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The config file with --set and the flag overrides applied (flags win), resolved."""
+    from training.runconfig import parse_sets
+
+    sets = parse_sets(a.set)
+    stage = f"stage{a.stage}" if a.stage else None
+    for flag, key in (("steps", "steps"), ("batch", "batch"), ("minutes", "minutes")):
+        value = getattr(a, flag)
+        if value is not None:
+            if stage is None:
+                raise SystemExit(f"{PROG}: error: --{flag} needs --stage")
+            sets.append((f"{stage}.{key}", value))
+    for flag, key in (("out", "out"), ("save_every", "save_every"), ("save_minutes", "save_minutes")):
+        if getattr(a, flag) is not None:
+            sets.append((key, getattr(a, flag)))
+    if a.no_progress:
+        sets.append(("progress", False))
+    return TrainConfig.from_json(a.config, sets).resolved()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.trainer", description=__doc__.split("\n")[0])
-    p.add_argument("--stage", type=int, choices=(1, 2), default=None)
-    p.add_argument("--export", default=None, metavar="DIT",
-                   help="write DIT (a trainer checkpoint) + the config's VAE as fp16 demo assets")
-    p.add_argument("--assets", default="magicinfinite_core/assets/demo")
-    p.add_argument("--card", default=None, help="JSON file of training facts to embed in model.json")
-    p.add_argument("--config", required=True, help="JSON training config (training/configs/demo.json)")
-    p.add_argument("--set", nargs="*", default=[], help="top-level overrides key=json_value")
-    p.add_argument("--max-steps", type=int, default=None)
+    from training.runconfig import ConfigError, fail, inside_package, missing_inputs
+
+    p = build_parser()
     a = p.parse_args(argv)
-    overrides = {}
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        overrides[k] = json.loads(v)
-    cfg = TrainConfig.from_json(a.config, overrides)
-    if a.export:
+    if a.stage is None and a.export is None:
+        p.error("give --stage 1|2 (train) or --export [DIT] (write a bundle)")
+    if a.stage is not None and a.export is not None:
+        p.error("--stage and --export are separate runs")
+    try:
+        cfg = config_from_args(a)
+    except ConfigError as e:
+        return fail([str(e)], PROG)
+    if a.export is not None:
+        dit = Path(a.export) if a.export else default_export_dit(cfg)
+        dest = Path(a.to) if a.to else Path(cfg.out) / "bundle"
+        problems = missing_inputs([
+            (dit.is_file(), f"DiT checkpoint {dit} does not exist (train --stage 2 first, or --export FILE)"),
+            (Path(cfg.vae).is_file(), f"VAE {cfg.vae} does not exist (--set vae=FILE)"),
+            (a.into_package or not inside_package(dest),
+             f"--to {dest} is inside magicinfinite_core/assets (the shipped demo model); pick another folder, "
+             "or add --into-package to replace the shipped model on purpose"),
+            (a.card is None or Path(a.card).is_file(), f"--card {a.card} does not exist"),
+        ])
+        if problems:
+            return fail(problems, PROG)
         card = json.loads(Path(a.card).read_text()) if a.card else None
-        print(f"model.json: {export_demo(cfg, a.export, a.assets, card)}")
+        path = export_demo(cfg, dit, dest, card, name=a.name)
+        print(f"bundle: {path.parent} (name {json.loads(path.read_text())['name']!r})")
         return 0
-    if a.stage is None:
-        p.error("give --stage 1|2 (train) or --export DIT")
+    problems = stage_problems(cfg, a.stage)
+    if problems:
+        return fail(problems, PROG)
     os.makedirs(cfg.out, exist_ok=True)
     (Path(cfg.out) / f"config_stage{a.stage}.json").write_text(json.dumps(asdict(cfg), indent=1))
     np.random.seed(cfg.seed)
-    print(f"weights: {run(cfg, a.stage, a.max_steps)}")
+    print(f"weights: {run(cfg, a.stage, a.max_steps, cpu=True if a.cpu else None)}")
     return 0
 
 

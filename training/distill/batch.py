@@ -263,7 +263,10 @@ class PreprocessCache(torch.utils.data.Dataset):
         from training.preprocess import read_cache_manifest
 
         self.root = Path(root)
+        from training.runconfig import split_counts
+
         rows = read_cache_manifest(self.root)
+        self.counts = split_counts(r.get("split") for r in rows)  # what the cache holds, per split
         self.files = [self.root / r["file"] for r in rows if split is None or r.get("split") == split]
         if not self.files:
             raise FileNotFoundError(f"no cached clips of split {split!r} in {root}")

@@ -18,7 +18,8 @@ the curriculum moves weight from it to the distribution-matching terms. G learns
 simulation over the distilled schedule (1000/750/500/250 warped onto the shifted sigmas): a random
 step k, the steps before it run without grad, exactly as the distilled sampler runs them.
 
-Outputs in --out: `generator.safetensors` (EMA weights, a normal DiT file: `load_dit` and the
+Outputs in --out: `log.jsonl` (JSON lines; a resumed run drops the records after its checkpoint),
+`generator.safetensors` (EMA weights, a normal DiT file: `load_dit` and the
 sampler's distilled mode take it as is), `bundle/` when --base is a pipeline model bundle (the same
 bundle with the generator as its DiT), `fake_score_lora.safetensors`, and resumable checkpoints
 under `checkpoints/` (all safetensors; resume is bit-exact on CPU, tested). docs/distillation.md.
@@ -383,21 +384,40 @@ class DistillTrainer:
         logs["step"] = self.step
         return logs
 
-    def train(self, until_step: int, *, save_every: int = 0, log_every: int = 0) -> list[dict[str, float]]:
-        """Train until the global step count reaches `until_step`; returns per-step logs."""
+    def train(self, until_step: int, *, save_every: int = 0, log_every: int = 0,
+              log_file: str | Path | None = None, progress: bool = False) -> list[dict[str, float]]:
+        """Train until the global step count reaches `until_step`; returns per-step logs.
+
+        Every `log_every`-th step's logs go to stdout and, when given, to `log_file` as JSON lines
+        (main process); `progress` shows a tqdm bar (steps, generator / critic loss, ETA).
+        """
+        from training.runconfig import progress as progress_bar
+
         history = []
-        t0 = time.perf_counter()
-        while self.step < until_step:
-            logs = self.train_step()
-            history.append(logs)
-            if log_every and self.step % log_every == 0 and self.accelerator.is_main_process:
-                rate = self.step / max(time.perf_counter() - t0, 1e-9)
-                print(
-                    json.dumps({**{k: round(v, 6) for k, v in logs.items()}, "steps_per_s": round(rate, 3)}),
-                    flush=True,
-                )
-            if save_every and self.step % save_every == 0:
-                self.save_checkpoint()
+        main = self.accelerator.is_main_process
+        log = open(log_file, "a") if (log_file is not None and main) else None
+        bar = progress_bar(until_step, self.step, "distill", progress and main)
+        t0, start = time.perf_counter(), self.step
+        try:
+            while self.step < until_step:
+                logs = self.train_step()
+                history.append(logs)
+                bar.update(1)
+                bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("gen_loss", "fake") if k in logs}, refresh=False)
+                if log_every and self.step % log_every == 0 and main:
+                    rate = (self.step - start) / max(time.perf_counter() - t0, 1e-9)
+                    rec = {**{k: round(v, 6) for k, v in logs.items()}, "step": self.step,
+                           "steps_per_s": round(rate, 3), "processes": self.accelerator.num_processes}
+                    bar.write(json.dumps(rec))
+                    if log is not None:
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                if save_every and self.step % save_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
         return history
 
     # -- files
@@ -575,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the exported generator file (float16 for a shipped model)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.add_argument_group("optimisation")
     a.add_argument("--seed", type=int, default=d.seed)
     a.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -690,12 +711,37 @@ def export_bundle(bundle_dir: Path, generator: Path, out_dir: Path, config: Dist
     return out_dir
 
 
+LOG_FILE = "log.jsonl"
+PROG = "python -m training.distill.trainer"
+
+
+def input_problems(a: argparse.Namespace) -> list[str]:
+    """Missing or contradictory inputs, found before anything is written."""
+    from training.runconfig import missing_inputs
+
+    base = Path(a.base)
+    checks = [
+        (base.exists(), f"--base {base} does not exist (export a bundle first: python -m training.trainer "
+                        "--export --config CFG, see docs/training.md)"),
+        (not base.is_dir() or (base / BUNDLE_JSON).is_file(), f"--base {base}: a folder without {BUNDLE_JSON}"),
+        (a.gen_every >= 1, "--gen-every must be >= 1"),
+        (bool(a.data) or a.synthetic > 0, "give --data DIR or --synthetic N"),
+        (not a.data or Path(a.data).is_dir(), f"--data {a.data} is not a folder"),
+        (not a.resume or latest_checkpoint(a.out) is not None,
+         f"--resume: no checkpoint under {Path(a.out) / CHECKPOINTS}"),
+    ]
+    return missing_inputs(checks)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from training.runconfig import describe_counts, fail, trim_log
+
     a = build_parser().parse_args(argv)
+    problems = input_problems(a)
+    if problems:
+        return fail(problems, PROG)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.gen_every < 1:
-        raise SystemExit("--gen-every must be >= 1")
     config = config_from_args(a)
     base_path, bundle_dir = resolve_base(a.base)
     base = load_dit(base_path).train()
@@ -703,20 +749,27 @@ def main(argv: list[str] | None = None) -> int:
         data = open_examples(
             a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim)
         )
-    elif a.synthetic > 0:
+        counts = getattr(data, "counts", None)
+        print(describe_counts("distill", counts) if counts else f"distill: {len(data)} examples from {a.data}",
+              flush=True)
+    else:
         t = a.latent_frames or 3
         data = synthetic_examples(base.cfg, a.synthetic, (t, *a.latent_size), seed=a.seed)
-    else:
-        raise SystemExit("give --data DIR or --synthetic N")
     trainer = DistillTrainer(base, data, config, a.out)
     if a.resume:
         ckpt = latest_checkpoint(a.out)
-        if ckpt is None:
-            raise SystemExit(f"--resume: no checkpoint under {Path(a.out) / CHECKPOINTS}")
         trainer.load_checkpoint(ckpt)
         if trainer.accelerator.is_main_process:
             print(f"resumed from {ckpt} at step {trainer.step}", flush=True)
-    trainer.train(a.steps, save_every=a.save_every, log_every=a.log_every)
+    if trainer.accelerator.is_main_process:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        trim_log(Path(a.out) / LOG_FILE, trainer.step)
+        with open(Path(a.out) / LOG_FILE, "a") as f:
+            f.write(json.dumps({"event": "start", "start_step": trainer.step, "steps": a.steps,
+                                "clips": getattr(data, "counts", {"examples": len(data)}),
+                                "config": config.to_dict()}, default=list) + "\n")
+    trainer.train(a.steps, save_every=a.save_every, log_every=a.log_every, log_file=Path(a.out) / LOG_FILE,
+                  progress=not a.no_progress)
     if trainer.step % max(a.save_every, 1) or not a.save_every:
         trainer.save_checkpoint()
     gen_path, lora_path = trainer.export(use_ema=not a.no_ema_export, dtype=getattr(torch, a.export_dtype))

@@ -94,7 +94,10 @@ class QuickEval:
         from training.preprocess import read_cache_manifest
 
         cache = Path(cache)
-        rows = read_cache_manifest(cache)[:clips]
+        rows = [r for r in read_cache_manifest(cache) if r.get("split") == "heldout"][:clips]
+        if not rows:  # never fall back to training clips: the score would measure memorisation
+            raise ValueError(f"{cache} holds no held-out clips (manifest split 'heldout'); the evaluation "
+                             "refuses clips of the train split")
         self.items = [load_state_dict(cache / r["file"]) for r in rows]
         self.null = load_state_dict(cache / "null_text.safetensors")
         self.vae_path = Path(vae_path)
@@ -150,6 +153,26 @@ def _still_static(row: dict) -> bool:
     return row["action"] == "still" and row["background"] == "static"
 
 
+def heldout_clips(root: str | Path) -> list[Path]:
+    """The held-out clips of a folder; train clips are refused (skipped, and counted in a message).
+
+    A world folder may hold both splits (docs/world.md); scoring a clip the model was trained on
+    would measure memorisation, so only meta.json split == "heldout" is evaluated.
+    """
+    from training.preprocess import list_clips
+
+    dirs = list_clips(root)
+    split = {d: json.loads((d / "meta.json").read_text()).get("split") for d in dirs}
+    keep = [d for d in dirs if split[d] == "heldout"]
+    refused = len(dirs) - len(keep)
+    if refused:
+        print(f"evaluation: refusing {refused} clips of {root} that are not held-out (train split)", flush=True)
+    if not keep:
+        raise ValueError(f"{root} holds no held-out clips (meta.json split 'heldout'); the evaluation refuses "
+                         "clips of the train split")
+    return keep
+
+
 def _mean_where(rows: list[dict], key: str) -> float:
     vals = [r[key] for r in rows if _still_static(r)]
     return float(np.mean(vals)) if vals else float("nan")
@@ -178,7 +201,7 @@ def evaluate(
     as the pipeline runs a distilled generator; `steps` and the guidance scales are then unused.
     """
     from magicinfinite_core.audio_features import MelExtractor
-    from training.preprocess import CacheSettings, MiniLMText, cache_clip, list_clips, load_vae, read_clip
+    from training.preprocess import CacheSettings, MiniLMText, cache_clip, load_vae, read_clip
 
     model = load_dit(dit_path).eval()
     vae = load_vae(vae_path)
@@ -193,7 +216,7 @@ def evaluate(
     gen = functools.partial(generate, distilled=distilled)
     rows = []
     t0 = time.time()
-    dirs = list_clips(heldout)[:clips]
+    dirs = heldout_clips(heldout)[:clips]
     for i, d in enumerate(dirs):
         clip = read_clip(d)
         item = cache_clip(clip, vae, text, extractor, settings)
@@ -313,9 +336,9 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
                   distilled: bool = False) -> dict:
     """One long held-out video through the sliding window: seams and identity drift."""
     from magicinfinite_core.sampler import step_plans
-    from training.preprocess import cache_clip, list_clips, read_clip
+    from training.preprocess import cache_clip, read_clip
 
-    d = list_clips(long_dir)[0]
+    d = heldout_clips(long_dir)[0]
     clip = read_clip(d)
     n = clip.frames.shape[0]
     item = cache_clip(clip, vae, text, extractor, settings)
