@@ -144,3 +144,29 @@ def test_fit_command_fits_the_train_split_and_scores_the_heldout_split(tmp_path)
     assert load_autoencoder(out).cfg.latent_channels == 64
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path / "missing"), "--out", str(out)])
+
+
+def test_bundle_with_patch_autoencoder_generates_through_the_pipeline(tmp_path):
+    """save_bundle -> load_bundle -> generate(): the pipeline holds a patch autoencoder and an every-frame
+    DiT without branching; the mp4 decodes back to the audio's length at the bundle's size."""
+    from PIL import Image
+
+    from magicinfinite_core.pipeline import generate, load_bundle, random_bundle, save_bundle
+    from magicinfinite_core.video_io import probe_video, write_wav
+
+    dit_cfg = DiTConfig(in_channels=2 * CFG.latent_channels + 1, out_channels=CFG.latent_channels,
+                        image_condition="every_frame", reference_skip=True, audio=AudioLayerConfig(feature_dim=64))
+    bundle = random_bundle(0, height=32, width=32, dit_cfg=dit_cfg)
+    ae, _ = fit_patch_autoencoder((moving_video(size=32, seed=s) for s in range(3)), CFG)
+    bundle.vae = ae
+    d = save_bundle(bundle, tmp_path / "bundle")
+    again = load_bundle(d)
+    assert type(again.vae) is PatchAutoencoder and torch.equal(again.vae.spatial_basis, ae.spatial_basis)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    t = np.arange(16000) / 16000
+    wav = write_wav(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    out, report = generate(tmp_path / "p.png", wav, "a person talking", model=again, out=tmp_path / "o.mp4",
+                           steps=2, speakers=[[4, 4, 28, 28]])
+    info = probe_video(out)
+    assert info.frames == report.frames == 25 and (info.width, info.height) == (32, 32)
