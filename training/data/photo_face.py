@@ -56,7 +56,7 @@ LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 BROWS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))
-CHIN, NOSE_BOTTOM, JAW_L, JAW_R, INNER_L, INNER_R = 152, 2, 58, 288, 78, 308
+CHIN, NOSE_BOTTOM, INNER_L, INNER_R = 152, 2, 78, 308
 
 
 # ----------------------------------------------------------------------------- landmarks
@@ -117,7 +117,9 @@ class MouthFrame:
     eu: Array  # unit vector along the mouth [2]
     ev: Array  # unit vector down [2]
     hw: float  # inner half-width
-    ax: float  # jaw half-width at mouth height
+    ax: float  # jaw half-width at mouth height (the narrower side)
+    ax_neg: float  # mouth centre -> jaw line towards -u / +u (a turned face is asymmetric)
+    ax_pos: float
     ay_low: float  # mouth centre -> chin
     ay_up: float  # mouth centre -> nose bottom
     knots_u: Array  # seam / existing-gap profile along u
@@ -139,7 +141,11 @@ class MouthFrame:
             return d @ eu, d @ ev
 
         hw = 0.5 * float(np.linalg.norm(b - a))
-        ju, _ = uv(L[[JAW_L, JAW_R]])
+        ay_low = max(float(uv(L[CHIN])[1]), 2.0 * hw)
+        ou, ov = uv(L[list(FACE_OVAL)])
+        band = (ov > 0.1 * ay_low) & (ov < 0.8 * ay_low)  # the jaw line below the mouth
+        ax_pos = max(float(ou[band & (ou > 0)].max(initial=0.0)), 1.6 * hw)
+        ax_neg = max(float(-ou[band & (ou < 0)].min(initial=0.0)), 1.6 * hw)
         uu, vu = uv(L[list(UPPER_INNER)])
         ul, vl = uv(L[list(LOWER_INNER)])
         knots = np.linspace(-hw, hw, 21).astype(np.float32)
@@ -149,8 +155,8 @@ class MouthFrame:
         seam = 0.5 * (v_up + v_lo)
         return cls(
             m=m.astype(np.float32), eu=eu.astype(np.float32), ev=ev,
-            hw=hw, ax=max(0.5 * float(abs(ju[1] - ju[0])), 1.6 * hw),
-            ay_low=max(float(uv(L[CHIN])[1]), 1.5 * hw), ay_up=max(-float(uv(L[NOSE_BOTTOM])[1]), 0.6 * hw),
+            hw=hw, ax=min(ax_neg, ax_pos), ax_neg=ax_neg, ax_pos=ax_pos,
+            ay_low=ay_low, ay_up=max(-float(uv(L[NOSE_BOTTOM])[1]), 0.6 * hw),
             knots_u=knots, seam=seam.astype(np.float32),
             gap_up=(seam - v_up).astype(np.float32), gap_lo=(v_lo - seam).astype(np.float32),
         )
@@ -310,14 +316,24 @@ def _emotion_terms(sc: PhotoFaceScene, t: int) -> tuple[float, float, float]:
 def _mouth_support(mf: MouthFrame) -> tuple[float, float, float, float]:
     """Photo-space box (x0, y0, x1, y1) outside which the mouth / jaw warp is exactly zero:
     the supports of f_lo, f_up and fm, plus margins."""
-    r = max(1.45 * mf.ax, 2.0 * mf.hw) + 4
+    r = max(mf.ax_neg, mf.ax_pos, 2.0 * mf.hw) + 4
     tilt = r * abs(float(mf.eu[1]))
     return (
         float(mf.m[0] - r),
         float(mf.m[1] - max(mf.ay_up, 1.7 * mf.hw) - tilt - 4),
         float(mf.m[0] + r),
-        float(mf.m[1] + 1.45 * mf.ay_low + tilt + 4),
+        float(mf.m[1] + 1.6 * mf.ay_low + tilt + 4),
     )
+
+
+def _jaw_weight(mf: MouthFrame, u: Array, v: Array) -> Array:
+    """How much of the jaw drop a point follows: 1 on the lower lip and chin, fading out at the
+    jaw line sideways (the background beside the face stays put) and over the upper neck below
+    the chin (wide enough that the stretch never folds: slope <= 0.65 at full opening)."""
+    side = np.where(u < 0, mf.ax_neg, mf.ax_pos)
+    lat = 1.0 - _smoothstep((np.abs(u) / side - 0.5) / 0.45)  # 0 just inside the jaw line
+    vert = 1.0 - _smoothstep((v / mf.ay_low - 1.0) / 0.6)
+    return lat * vert
 
 
 def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array) -> tuple[Array, Array, Array, Array]:
@@ -345,8 +361,7 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     lc = max(3.0 * float(max(mf.gap_up.max(), mf.gap_lo.max())), 0.3 * hw)
     ll, lu = max(1.6 * gl, 0.25 * hw), max(1.6 * gu, 0.25 * hw)
     # lower side: lip edge at el, jaw fully dropped below it; rigid chin, stretched neck
-    r_lo = np.sqrt((u / mf.ax) ** 2 + (np.maximum(v, 0.0) / mf.ay_low) ** 2)
-    f_lo = 1.0 - _smoothstep((r_lo - 0.9) / 0.5)
+    f_lo = _jaw_weight(mf, u, v)
     d = w - el
     d_lo = el + (gl - el) * _smoothstep(d / ll) - g_lo * (1.0 - _smoothstep(d / lc))
     src_lo = w - d_lo * f_lo
@@ -498,8 +513,7 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     # oval points below the mouth follow the jaw (rigid chin), then the head motion
     d = oval - mf.m
     v = d @ mf.ev
-    r_lo = np.sqrt(((d @ mf.eu) / mf.ax) ** 2 + (np.maximum(v, 0) / mf.ay_low) ** 2)
-    jaw = (v > 0) * (1.0 - _smoothstep((r_lo - 0.9) / 0.5))
+    jaw = (v > 0) * _jaw_weight(mf, d @ mf.eu, v)
     masks = np.zeros((n, 1, H, W), bool)
     fbox = np.zeros((n, 1, 4), np.float32)
     mbox = np.zeros((n, 1, 4), np.float32)

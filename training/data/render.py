@@ -339,7 +339,7 @@ class WorldConfig:
     multi_prob: float = 0.35  # probability of 2-3 characters
     photo_faces: float = 0.0  # fraction of clips that are animated real photographs (photo_face.py)
     photo_textures: float = 0.0  # fraction of drawn clips with photographic textures (photos.py)
-    photo_face_min: float = 0.13  # face half-width / frame width of animated photos (log-uniform)
+    photo_face_min: float = 0.15  # face half-width / frame width of animated photos (log-uniform)
     photo_face_max: float = 0.34
 
 
