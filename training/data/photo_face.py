@@ -508,12 +508,16 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     mf = mf or MouthFrame.from_landmarks(sc.landmarks)
     n = len(sc.opening)
     H, W = sc.height, sc.width
-    _, half, oval = _head_params(sc)
     gap = GAP * 2 * mf.hw
-    # oval points below the mouth follow the jaw (rigid chin), then the head motion
-    d = oval - mf.m
+    # all mesh points (their convex hull is the face mask: robust for turned faces, whose oval
+    # polygon folds); points below the mouth follow the jaw (rigid chin), then the head motion
+    import cv2
+
+    pts0 = sc.landmarks
+    d = pts0 - mf.m
     v = d @ mf.ev
     jaw = (v > 0) * _jaw_weight(mf, d @ mf.eu, v)
+    oval_idx = list(FACE_OVAL)
     masks = np.zeros((n, 1, H, W), bool)
     fbox = np.zeros((n, 1, 4), np.float32)
     mbox = np.zeros((n, 1, 4), np.float32)
@@ -521,13 +525,14 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     size = np.zeros((n, 1), np.float32)
     ang = float(np.arctan2(mf.eu[1], mf.eu[0]))
     for t in range(n):
-        pts = oval + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
+        pts = pts0 + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
         pts = _head_forward(sc, t, pts) / S
+        hull = cv2.convexHull(pts.astype(np.float32))[:, 0]
         im = Image.new("L", (W, H), 0)
-        ImageDraw.Draw(im).polygon([tuple(p) for p in pts.tolist()], fill=1)
+        ImageDraw.Draw(im).polygon([tuple(p) for p in hull.tolist()], fill=1)
         masks[t, 0] = np.asarray(im, bool)
         fbox[t, 0] = (*pts.min(0), *pts.max(0))
-        pos[t, 0] = pts.mean(0)
+        pos[t, 0] = pts[oval_idx].mean(0)
         size[t, 0] = 0.5 * float(np.ptp(pts[:, 0]))
         _, wide, _ = _emotion_terms(sc, t)
         k = 0.14 * (float(sc.mouth_width[t]) - 0.5) + wide
