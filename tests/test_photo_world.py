@@ -170,3 +170,14 @@ def test_landmarks_are_measured_once_and_cached(tmp_path, monkeypatch):
     assert np.array_equal(a, b)
     h, w = photos.load_photo("takeo").shape[:2]
     assert 0 < a[:, 0].min() and a[:, 0].max() < w and 0 < a[:, 1].min() and a[:, 1].max() < h
+
+
+@needs_espeak
+def test_real_share_and_real_only_option():
+    real = {p.name for p in photos.PHOTOS if not p.generated}
+    only_real = WorldConfig(48, 48, photo_faces=1.0, photo_generated=False)
+    mixed = WorldConfig(48, 48, photo_faces=1.0, photo_real_share=0.0)
+    for i in range(3):
+        assert make_clip(splits.clip_seed(1, "train", i), "train", 3, only_real).meta["photo"]["name"] in real
+        clip = make_clip(splits.clip_seed(1, "train", i), "train", 3, mixed)
+        assert clip.meta["photo"]["generated"] and clip.meta["photo"]["name"] not in real

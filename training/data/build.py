@@ -123,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo-face-min", type=float, default=WorldConfig.photo_face_min)
     p.add_argument("--photo-face-max", type=float, default=WorldConfig.photo_face_max)
     p.add_argument(
+        "--photo-real-share",
+        type=float,
+        default=WorldConfig.photo_real_share,
+        help="share of animated-photo clips that use a real photograph (the rest: generated portraits)",
+    )
+    p.add_argument(
         "--no-generated-faces",
         action="store_true",
         help="real photographs only (leave out the AI-generated portraits of photos.py)",
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         a.size, a.size, a.face_min, a.face_max, a.max_chars, a.multi_prob,
         photo_faces=a.photo_faces, photo_textures=a.photo_textures,
         photo_face_min=a.photo_face_min, photo_face_max=a.photo_face_max,
-        photo_generated=not a.no_generated_faces,
+        photo_generated=not a.no_generated_faces, photo_real_share=a.photo_real_share,
     )
     man = build(
         a.out, a.num_clips, frames, a.size, a.split, a.seed, a.workers, a.start, cfg, not a.no_progress

@@ -133,9 +133,12 @@ def _make_photo_clip(
     from training.data import photo_face, photos
     from training.data.render import _sample_background
 
-    pool = photos.face_photos(split, cfg.photo_generated)
-    if not pool:
+    real = photos.face_photos(split, generated=False)
+    gen = [p for p in photos.face_photos(split, cfg.photo_generated) if p.generated]
+    if not real and not gen:
         raise RuntimeError(f"no face photographs available for split {split!r}")
+    # the few real photographs get a fixed share, not drowned by the many generated portraits
+    pool = real if (not gen or (real and r_cast.random() < cfg.photo_real_share)) else gen
     ph = pool[int(r_cast.integers(len(pool)))]
     controls = sample_controls(r_text)
     voice = sample_voice(r_speech, split)

@@ -27,7 +27,7 @@ from training.data.splits import clip_seed
 
 def check_clip(clip) -> dict:  # noqa: ANN001 - training.data.clip.Clip
     """Detection rate, lip read-back r (mediapipe and ours), stillness outside the face."""
-    from training.eval.metrics import mediapipe_mouth_openings, pearson
+    from training.eval.metrics import head_motion, mediapipe_mouth_openings, non_mouth_mask, pearson
 
     gt = clip.gt
     target = gt["mouth_open"]
@@ -39,6 +39,8 @@ def check_clip(clip) -> dict:  # noqa: ANN001 - training.data.clip.Clip
     yy, xx = np.mgrid[:H, :W] + 0.5
     outside = ~((xx > x0) & (xx < x1) & (yy > y0) & (yy < y1 + 0.7 * (y1 - y0)))
     diff = np.abs(np.diff(clip.frames.astype(np.int16), axis=0)).max(axis=(0, 3))
+    excl = ~non_mouth_mask(gt["mouth_box"][:, 0], H, W)  # as training/eval does for text control
+    motion = head_motion(clip.frames, gt["face_box"][0, 0], exclude=excl)
     return {
         "photo": clip.meta["photo"]["name"],
         "split": clip.meta["split"],
@@ -48,6 +50,8 @@ def check_clip(clip) -> dict:  # noqa: ANN001 - training.data.clip.Clip
         "r_mediapipe": round(pearson(mp[ok], target[ok]), 3) if ok.sum() > 3 else float("nan"),
         "r_pixels": round(pearson(ours, target), 3),
         "max_change_outside_face": int(diff[outside].max()) if outside.any() else 0,
+        "motion_y": round(motion["motion_y"], 3),
+        "motion_x": round(motion["motion_x"], 3),
     }
 
 
@@ -73,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
         Image.fromarray(contact_sheet([clip], cols=8)).save(out / f"{row['clip']}_{row['photo']}.png")
+    from training.eval.metrics import separability
+
     det = [r["mediapipe_detected"] for r in rows]
+    by_action = {a: [r["motion_y"] for r in rows if r["controls"]["action"] == a] for a in ("still", "nodding")}
     summary = {
         "clips": len(rows),
         "mediapipe_detected_mean": float(np.mean(det)),
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         "r_mediapipe_min": float(np.nanmin([r["r_mediapipe"] for r in rows])),
         "r_pixels_mean": float(np.mean([r["r_pixels"] for r in rows])),
         "r_pixels_min": float(np.min([r["r_pixels"] for r in rows])),
+        "gt_motion_y_still": float(np.mean(by_action["still"] or [np.nan])),
+        "gt_motion_y_nodding": float(np.mean(by_action["nodding"] or [np.nan])),
+        "gt_nod_vs_still_auc": separability(by_action["still"], by_action["nodding"])["auc"],
         "still_static_max_change_outside_face": max(
             [r["max_change_outside_face"] for r in rows
              if r["controls"]["action"] == "still" and r["controls"]["background"] == "static"] or [0]

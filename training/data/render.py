@@ -342,6 +342,7 @@ class WorldConfig:
     photo_face_min: float = 0.15  # face half-width / frame width of animated photos (log-uniform)
     photo_face_max: float = 0.34
     photo_generated: bool = True  # also use the AI-generated portraits (photos.py) as faces / textures
+    photo_real_share: float = 0.35  # of photo-face clips, the share that animate real photographs
 
 
 @dataclass
