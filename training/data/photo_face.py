@@ -493,9 +493,11 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
         frames[t] = memo[key]
     if sc.background and sc.background.get("change") in ("leaves", "lights"):
         bg = dict(sc.background, photo=still)
-        layer = render_background(bg, n, sc.height, sc.width)
         pw = person_weight(sc)[None, :, :, None]
-        frames = pw * frames + (1.0 - pw) * layer
+        for a in range(0, n, 64):  # chunks bound memory on long (60 s) clips
+            b = min(a + 64, n)
+            layer = render_background(bg, b - a, sc.height, sc.width, frame0=a)
+            frames[a:b] = pw * frames[a:b] + (1.0 - pw) * layer
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     return out, photo_ground_truth(sc, mf)
 
