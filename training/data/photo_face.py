@@ -11,8 +11,9 @@ loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh
 * Opening ``o`` (``mouth.mouth_from_audio``) opens an elliptical gap of total height
   ``GAP * 2 hw * o * sqrt(1 - (u/hw)^2)``, 78 % of it below the seam (the jaw drops, the chin and
   jaw move rigidly with it, the neck stretches), 22 % above (the upper lip lifts, the nose stays).
-  The gap is drawn as a dark mouth interior (luminance ~0.1, as the drawn world's), optionally
-  with upper teeth covering a fixed fraction of it so the dark area stays linear in ``o``.
+  The gap is drawn as a dark mouth interior (luminance ~0.1, as the drawn world's) with a dim
+  tongue in its lower part and, optionally, upper teeth covering a fixed fraction of it, so the
+  dark area stays linear in ``o``; its edges are soft over about one output pixel.
 * Width ``w`` (spectral centroid) stretches the mouth horizontally by up to +-7 %.
 * Emotion from the prompt: smile lifts the corners and widens the mouth, frown lowers the
   corners and the brows, surprise raises the brows and narrows the mouth (ramped in like the
@@ -375,17 +376,23 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     sv = seam + src_w
     sx = mf.m[0] + us * mf.eu[0] + sv * mf.ev[0]
     sy = mf.m[1] + us * mf.eu[1] + sv * mf.ev[1]
-    # anti-aliased coverage of the gap [-eu, el] by a 1 px tall pixel
-    cover = np.clip(np.minimum(np.minimum(w + eu + 0.5, el - w + 0.5), el + eu), 0.0, 1.0)
+    # coverage of the gap [-eu, el], edges soft over ~1 output pixel (2 canvas px) like a lens
+    soft = 1.0 / 1.5
+    g_all = el + eu
+    cover = np.clip(np.minimum(np.minimum((w + eu) * soft + 0.5, (el - w) * soft + 0.5), g_all), 0.0, 1.0)
+    # tongue: a dim red band over the lower 25 % of the gap, fading in upwards
+    band = 0.25 * g_all
+    tongue = cover * np.clip(1.0 - (el - w) / np.maximum(band, 1e-3), 0.0, 1.0) * 0.5
     tcov = np.zeros_like(cover)
     if sc.teeth and o > 0.0:  # upper teeth: a fixed fraction of the gap, so dark area ~ opening
-        tb = -eu + 0.3 * (el + eu)
-        tcov = np.clip(np.minimum(np.minimum(w + eu + 0.5, tb - w + 0.5), 0.3 * (el + eu)), 0.0, 1.0)
-        tcov = tcov * (tau > 0.25)
-    return sx, sy, cover, tcov
+        tb = -eu + 0.3 * g_all
+        tcov = np.clip(np.minimum(np.minimum((w + eu) * soft + 0.5, (tb - w) * soft + 0.5), 0.3 * g_all), 0.0, 1.0)
+        tcov = tcov * _smoothstep((tau - 0.2) / 0.3) * (0.75 + 0.25 * tau)  # fade into the corners
+    return sx, sy, cover, tcov, tongue
 
 
-_TOOTH = np.float32(0.78) * np.array([1.0, 0.97, 0.9], np.float32)
+_TOOTH = np.float32(0.74) * np.array([1.0, 0.97, 0.9], np.float32)
+_TONGUE = np.array([0.36, 0.12, 0.12], np.float32)
 
 
 def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
@@ -409,9 +416,9 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
     x0, y0, x1, y1 = _mouth_support(mf)
     sel = (qx > x0) & (qx < x1) & (qy > y0) & (qy < y1)
     sx, sy = qx, qy
-    cover = tcov = None
+    cover = tcov = tongue = None
     if sel.any():
-        mx, my, cover, tcov = _mouth_map(sc, mf, t, qx[sel], qy[sel])
+        mx, my, cover, tcov, tongue = _mouth_map(sc, mf, t, qx[sel], qy[sel])
         sx = qx.copy()
         sy = qy.copy()
         sx[sel], sy[sel] = mx, my
@@ -420,6 +427,9 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
     if cover is not None and float(sc.opening[t]) > 0.0:
         c = col[sel]
         c = c + cover[:, None] * (sc.interior - c)
+        # greyscale photos: a lighter shade of their (tinted grey) interior instead of red
+        tongue_col = np.clip(sc.interior * 1.9, 0, 1) if photos.photo(sc.photo).grey else _TONGUE
+        c = c + tongue[:, None] * (tongue_col - c)
         c = c + tcov[:, None] * (_TOOTH - c)
         col[sel] = c
     return col
