@@ -4,8 +4,10 @@
     python -m training.data.build ... --photo-faces 0.5 --photo-textures 0.5   # real photographs
 
 ``--photo-faces P``: that fraction of clips are animated real photographs (photo_face.py);
-``--photo-textures P``: that fraction of the drawn clips get photographic textures (photos.py).
-Held-out builds use only held-out photos.
+``--photo-textures P``: that fraction of the drawn clips get photographic textures (photos.py);
+``--photo-real-share S``: of the animated photos, the share that use a real photograph (the rest
+AI-generated portraits; ``--no-generated-faces``: real ones only). Held-out builds use only
+held-out photos.
 
 Clip ``i`` of a split is a pure function of (seed, split, i, frames, size, world knobs), written
 to ``DIR/<split>_<i:06d>/``. Finished clips are skipped, so an interrupted build resumes; the
