@@ -184,3 +184,17 @@ def test_real_share_and_real_only_option():
         assert make_clip(splits.clip_seed(1, "train", i), "train", 3, only_real).meta["photo"]["name"] in real
         clip = make_clip(splits.clip_seed(1, "train", i), "train", 3, mixed)
         assert clip.meta["photo"]["generated"] and clip.meta["photo"]["name"] not in real
+
+
+@needs_espeak
+def test_photo_textured_drawn_mouths_still_read_back():
+    cfg = WorldConfig(128, 128, face_min=0.09, face_max=0.3, photo_textures=1.0)
+    rs = []
+    for seed in range(4):
+        clip = make_clip(seed, "train", 40, cfg)
+        assert clip.meta["photo_textures"]["background"]
+        sp = clip.meta["speaker"]
+        m = [measure_mouth_opening(f, b) for f, b in zip(clip.frames, clip.gt["mouth_box"][:, sp], strict=True)]
+        if clip.gt["mouth_open"].std() > 0.05:
+            rs.append(float(np.corrcoef(m, clip.gt["mouth_open"])[0, 1]))
+    assert len(rs) >= 3 and min(rs) > 0.9, rs  # skin / hair / clothes textures do not fool the measure
