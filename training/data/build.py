@@ -4,8 +4,10 @@
     python -m training.data.build ... --photo-faces 0.5 --photo-textures 0.5   # real photographs
 
 ``--photo-faces P``: that fraction of clips are animated real photographs (photo_face.py);
-``--photo-textures P``: that fraction of the drawn clips get photographic textures (photos.py).
-Held-out builds use only held-out photos.
+``--photo-textures P``: that fraction of the drawn clips get photographic textures (photos.py);
+``--photo-real-share S``: of the animated photos, the share that use a real photograph (the rest
+AI-generated portraits; ``--no-generated-faces``: real ones only). Held-out builds use only
+held-out photos.
 
 Clip ``i`` of a split is a pure function of (seed, split, i, frames, size, world knobs), written
 to ``DIR/<split>_<i:06d>/``. Finished clips are skipped, so an interrupted build resumes; the
@@ -122,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--photo-face-min", type=float, default=WorldConfig.photo_face_min)
     p.add_argument("--photo-face-max", type=float, default=WorldConfig.photo_face_max)
+    p.add_argument(
+        "--photo-real-share",
+        type=float,
+        default=WorldConfig.photo_real_share,
+        help="share of animated-photo clips that use a real photograph (the rest: generated portraits)",
+    )
+    p.add_argument(
+        "--no-generated-faces",
+        action="store_true",
+        help="real photographs only (leave out the AI-generated portraits of photos.py)",
+    )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.size % 2:
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         a.size, a.size, a.face_min, a.face_max, a.max_chars, a.multi_prob,
         photo_faces=a.photo_faces, photo_textures=a.photo_textures,
         photo_face_min=a.photo_face_min, photo_face_max=a.photo_face_max,
+        photo_generated=not a.no_generated_faces, photo_real_share=a.photo_real_share,
     )
     man = build(
         a.out, a.num_clips, frames, a.size, a.split, a.seed, a.workers, a.start, cfg, not a.no_progress

@@ -85,7 +85,7 @@ def make_clip(
     scene = sample_scene(r_scene, idents, speaker, opening, width, controls, cfg)
     tex_meta: dict = {}
     if textures:
-        tex_meta = apply_photo_textures(scene, r_photo, split)
+        tex_meta = apply_photo_textures(scene, r_photo, split, cfg.photo_generated)
     frames, gt = render_scene(scene)
     order = sorted(range(k), key=lambda i: float(scene.chars[i].cx[0]))
     prompt = make_prompt(controls, r_text, split, style, k, speaker, order)
@@ -133,9 +133,12 @@ def _make_photo_clip(
     from training.data import photo_face, photos
     from training.data.render import _sample_background
 
-    pool = photos.face_photos(split)
-    if not pool:
+    real = photos.face_photos(split, generated=False)
+    gen = [p for p in photos.face_photos(split, cfg.photo_generated) if p.generated]
+    if not real and not gen:
         raise RuntimeError(f"no face photographs available for split {split!r}")
+    # the few real photographs get a fixed share, not drowned by the many generated portraits
+    pool = real if (not gen or (real and r_cast.random() < cfg.photo_real_share)) else gen
     ph = pool[int(r_cast.integers(len(pool)))]
     controls = sample_controls(r_text)
     voice = sample_voice(r_speech, split)
@@ -176,6 +179,7 @@ def _make_photo_clip(
         "photo": {
             "name": ph.name,
             "licence": ph.licence,
+            "generated": ph.generated,
             "crop": [round(float(v), 3) for v in scene.crop],
             "flip": scene.flip,
             "teeth": scene.teeth,

@@ -11,8 +11,9 @@ loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh
 * Opening ``o`` (``mouth.mouth_from_audio``) opens an elliptical gap of total height
   ``GAP * 2 hw * o * sqrt(1 - (u/hw)^2)``, 78 % of it below the seam (the jaw drops, the chin and
   jaw move rigidly with it, the neck stretches), 22 % above (the upper lip lifts, the nose stays).
-  The gap is drawn as a dark mouth interior (luminance ~0.1, as the drawn world's), optionally
-  with upper teeth covering a fixed fraction of it so the dark area stays linear in ``o``.
+  The gap is drawn as a dark mouth interior (luminance ~0.1, as the drawn world's) with a dim
+  tongue in its lower part and, optionally, upper teeth covering a fixed fraction of it, so the
+  dark area stays linear in ``o``; its edges are soft over about one output pixel.
 * Width ``w`` (spectral centroid) stretches the mouth horizontally by up to +-7 %.
 * Emotion from the prompt: smile lifts the corners and widens the mouth, frown lowers the
   corners and the brows, surprise raises the brows and narrows the mouth (ramped in like the
@@ -56,7 +57,7 @@ LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 BROWS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))
-CHIN, NOSE_BOTTOM, JAW_L, JAW_R, INNER_L, INNER_R = 152, 2, 58, 288, 78, 308
+CHIN, NOSE_BOTTOM, INNER_L, INNER_R = 152, 2, 78, 308
 
 
 # ----------------------------------------------------------------------------- landmarks
@@ -117,7 +118,9 @@ class MouthFrame:
     eu: Array  # unit vector along the mouth [2]
     ev: Array  # unit vector down [2]
     hw: float  # inner half-width
-    ax: float  # jaw half-width at mouth height
+    ax: float  # jaw half-width at mouth height (the narrower side)
+    ax_neg: float  # mouth centre -> jaw line towards -u / +u (a turned face is asymmetric)
+    ax_pos: float
     ay_low: float  # mouth centre -> chin
     ay_up: float  # mouth centre -> nose bottom
     knots_u: Array  # seam / existing-gap profile along u
@@ -139,7 +142,11 @@ class MouthFrame:
             return d @ eu, d @ ev
 
         hw = 0.5 * float(np.linalg.norm(b - a))
-        ju, _ = uv(L[[JAW_L, JAW_R]])
+        ay_low = max(float(uv(L[CHIN])[1]), 2.0 * hw)
+        ou, ov = uv(L[list(FACE_OVAL)])
+        band = (ov > 0.1 * ay_low) & (ov < 0.8 * ay_low)  # the jaw line below the mouth
+        ax_pos = max(float(ou[band & (ou > 0)].max(initial=0.0)), 1.6 * hw)
+        ax_neg = max(float(-ou[band & (ou < 0)].min(initial=0.0)), 1.6 * hw)
         uu, vu = uv(L[list(UPPER_INNER)])
         ul, vl = uv(L[list(LOWER_INNER)])
         knots = np.linspace(-hw, hw, 21).astype(np.float32)
@@ -149,8 +156,8 @@ class MouthFrame:
         seam = 0.5 * (v_up + v_lo)
         return cls(
             m=m.astype(np.float32), eu=eu.astype(np.float32), ev=ev,
-            hw=hw, ax=max(0.5 * float(abs(ju[1] - ju[0])), 1.6 * hw),
-            ay_low=max(float(uv(L[CHIN])[1]), 1.5 * hw), ay_up=max(-float(uv(L[NOSE_BOTTOM])[1]), 0.6 * hw),
+            hw=hw, ax=min(ax_neg, ax_pos), ax_neg=ax_neg, ax_pos=ax_pos,
+            ay_low=ay_low, ay_up=max(-float(uv(L[NOSE_BOTTOM])[1]), 0.6 * hw),
             knots_u=knots, seam=seam.astype(np.float32),
             gap_up=(seam - v_up).astype(np.float32), gap_lo=(v_lo - seam).astype(np.float32),
         )
@@ -310,14 +317,24 @@ def _emotion_terms(sc: PhotoFaceScene, t: int) -> tuple[float, float, float]:
 def _mouth_support(mf: MouthFrame) -> tuple[float, float, float, float]:
     """Photo-space box (x0, y0, x1, y1) outside which the mouth / jaw warp is exactly zero:
     the supports of f_lo, f_up and fm, plus margins."""
-    r = max(1.45 * mf.ax, 2.0 * mf.hw) + 4
+    r = max(mf.ax_neg, mf.ax_pos, 2.0 * mf.hw) + 4
     tilt = r * abs(float(mf.eu[1]))
     return (
         float(mf.m[0] - r),
         float(mf.m[1] - max(mf.ay_up, 1.7 * mf.hw) - tilt - 4),
         float(mf.m[0] + r),
-        float(mf.m[1] + 1.45 * mf.ay_low + tilt + 4),
+        float(mf.m[1] + 1.6 * mf.ay_low + tilt + 4),
     )
+
+
+def _jaw_weight(mf: MouthFrame, u: Array, v: Array) -> Array:
+    """How much of the jaw drop a point follows: 1 on the lower lip and chin, fading out at the
+    jaw line sideways (the background beside the face stays put) and over the upper neck below
+    the chin (wide enough that the stretch never folds: slope <= 0.65 at full opening)."""
+    side = np.where(u < 0, mf.ax_neg, mf.ax_pos)
+    lat = 1.0 - _smoothstep((np.abs(u) / side - 0.5) / 0.45)  # 0 just inside the jaw line
+    vert = 1.0 - _smoothstep((v / mf.ay_low - 1.0) / 0.6)
+    return lat * vert
 
 
 def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array) -> tuple[Array, Array, Array, Array]:
@@ -345,8 +362,7 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     lc = max(3.0 * float(max(mf.gap_up.max(), mf.gap_lo.max())), 0.3 * hw)
     ll, lu = max(1.6 * gl, 0.25 * hw), max(1.6 * gu, 0.25 * hw)
     # lower side: lip edge at el, jaw fully dropped below it; rigid chin, stretched neck
-    r_lo = np.sqrt((u / mf.ax) ** 2 + (np.maximum(v, 0.0) / mf.ay_low) ** 2)
-    f_lo = 1.0 - _smoothstep((r_lo - 0.9) / 0.5)
+    f_lo = _jaw_weight(mf, u, v)
     d = w - el
     d_lo = el + (gl - el) * _smoothstep(d / ll) - g_lo * (1.0 - _smoothstep(d / lc))
     src_lo = w - d_lo * f_lo
@@ -360,17 +376,23 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     sv = seam + src_w
     sx = mf.m[0] + us * mf.eu[0] + sv * mf.ev[0]
     sy = mf.m[1] + us * mf.eu[1] + sv * mf.ev[1]
-    # anti-aliased coverage of the gap [-eu, el] by a 1 px tall pixel
-    cover = np.clip(np.minimum(np.minimum(w + eu + 0.5, el - w + 0.5), el + eu), 0.0, 1.0)
+    # coverage of the gap [-eu, el], edges soft over ~1 output pixel (2 canvas px) like a lens
+    soft = 1.0 / 1.5
+    g_all = el + eu
+    cover = np.clip(np.minimum(np.minimum((w + eu) * soft + 0.5, (el - w) * soft + 0.5), g_all), 0.0, 1.0)
+    # tongue: a dim red band over the lower 25 % of the gap, fading in upwards
+    band = 0.25 * g_all
+    tongue = cover * np.clip(1.0 - (el - w) / np.maximum(band, 1e-3), 0.0, 1.0) * 0.5
     tcov = np.zeros_like(cover)
     if sc.teeth and o > 0.0:  # upper teeth: a fixed fraction of the gap, so dark area ~ opening
-        tb = -eu + 0.3 * (el + eu)
-        tcov = np.clip(np.minimum(np.minimum(w + eu + 0.5, tb - w + 0.5), 0.3 * (el + eu)), 0.0, 1.0)
-        tcov = tcov * (tau > 0.25)
-    return sx, sy, cover, tcov
+        tb = -eu + 0.3 * g_all
+        tcov = np.clip(np.minimum(np.minimum((w + eu) * soft + 0.5, (tb - w) * soft + 0.5), 0.3 * g_all), 0.0, 1.0)
+        tcov = tcov * _smoothstep((tau - 0.2) / 0.3) * (0.75 + 0.25 * tau)  # fade into the corners
+    return sx, sy, cover, tcov, tongue
 
 
-_TOOTH = np.float32(0.78) * np.array([1.0, 0.97, 0.9], np.float32)
+_TOOTH = np.float32(0.74) * np.array([1.0, 0.97, 0.9], np.float32)
+_TONGUE = np.array([0.36, 0.12, 0.12], np.float32)
 
 
 def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
@@ -394,9 +416,9 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
     x0, y0, x1, y1 = _mouth_support(mf)
     sel = (qx > x0) & (qx < x1) & (qy > y0) & (qy < y1)
     sx, sy = qx, qy
-    cover = tcov = None
+    cover = tcov = tongue = None
     if sel.any():
-        mx, my, cover, tcov = _mouth_map(sc, mf, t, qx[sel], qy[sel])
+        mx, my, cover, tcov, tongue = _mouth_map(sc, mf, t, qx[sel], qy[sel])
         sx = qx.copy()
         sy = qy.copy()
         sx[sel], sy[sel] = mx, my
@@ -405,6 +427,9 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
     if cover is not None and float(sc.opening[t]) > 0.0:
         c = col[sel]
         c = c + cover[:, None] * (sc.interior - c)
+        # greyscale photos: a lighter shade of their (tinted grey) interior instead of red
+        tongue_col = np.clip(sc.interior * 1.9, 0, 1) if photos.photo(sc.photo).grey else _TONGUE
+        c = c + tongue[:, None] * (tongue_col - c)
         c = c + tcov[:, None] * (_TOOTH - c)
         col[sel] = c
     return col
@@ -478,9 +503,11 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
         frames[t] = memo[key]
     if sc.background and sc.background.get("change") in ("leaves", "lights"):
         bg = dict(sc.background, photo=still)
-        layer = render_background(bg, n, sc.height, sc.width)
         pw = person_weight(sc)[None, :, :, None]
-        frames = pw * frames + (1.0 - pw) * layer
+        for a in range(0, n, 64):  # chunks bound memory on long (60 s) clips
+            b = min(a + 64, n)
+            layer = render_background(bg, b - a, sc.height, sc.width, frame0=a)
+            frames[a:b] = pw * frames[a:b] + (1.0 - pw) * layer
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     return out, photo_ground_truth(sc, mf)
 
@@ -493,13 +520,16 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     mf = mf or MouthFrame.from_landmarks(sc.landmarks)
     n = len(sc.opening)
     H, W = sc.height, sc.width
-    _, half, oval = _head_params(sc)
     gap = GAP * 2 * mf.hw
-    # oval points below the mouth follow the jaw (rigid chin), then the head motion
-    d = oval - mf.m
+    # all mesh points (their convex hull is the face mask: robust for turned faces, whose oval
+    # polygon folds); points below the mouth follow the jaw (rigid chin), then the head motion
+    import cv2
+
+    pts0 = sc.landmarks
+    d = pts0 - mf.m
     v = d @ mf.ev
-    r_lo = np.sqrt(((d @ mf.eu) / mf.ax) ** 2 + (np.maximum(v, 0) / mf.ay_low) ** 2)
-    jaw = (v > 0) * (1.0 - _smoothstep((r_lo - 0.9) / 0.5))
+    jaw = (v > 0) * _jaw_weight(mf, d @ mf.eu, v)
+    oval_idx = list(FACE_OVAL)
     masks = np.zeros((n, 1, H, W), bool)
     fbox = np.zeros((n, 1, 4), np.float32)
     mbox = np.zeros((n, 1, 4), np.float32)
@@ -507,13 +537,14 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     size = np.zeros((n, 1), np.float32)
     ang = float(np.arctan2(mf.eu[1], mf.eu[0]))
     for t in range(n):
-        pts = oval + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
+        pts = pts0 + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
         pts = _head_forward(sc, t, pts) / S
+        hull = cv2.convexHull(pts.astype(np.float32))[:, 0]
         im = Image.new("L", (W, H), 0)
-        ImageDraw.Draw(im).polygon([tuple(p) for p in pts.tolist()], fill=1)
+        ImageDraw.Draw(im).polygon([tuple(p) for p in hull.tolist()], fill=1)
         masks[t, 0] = np.asarray(im, bool)
         fbox[t, 0] = (*pts.min(0), *pts.max(0))
-        pos[t, 0] = pts.mean(0)
+        pos[t, 0] = pts[oval_idx].mean(0)
         size[t, 0] = 0.5 * float(np.ptp(pts[:, 0]))
         _, wide, _ = _emotion_terms(sc, t)
         k = 0.14 * (float(sc.mouth_width[t]) - 0.5) + wide

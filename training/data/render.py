@@ -339,8 +339,10 @@ class WorldConfig:
     multi_prob: float = 0.35  # probability of 2-3 characters
     photo_faces: float = 0.0  # fraction of clips that are animated real photographs (photo_face.py)
     photo_textures: float = 0.0  # fraction of drawn clips with photographic textures (photos.py)
-    photo_face_min: float = 0.13  # face half-width / frame width of animated photos (log-uniform)
+    photo_face_min: float = 0.15  # face half-width / frame width of animated photos (log-uniform)
     photo_face_max: float = 0.34
+    photo_generated: bool = True  # also use the AI-generated portraits (photos.py) as faces / textures
+    photo_real_share: float = 0.35  # of photo-face clips, the share that animate real photographs
 
 
 @dataclass
@@ -494,13 +496,15 @@ def sample_scene(
     )
 
 
-def apply_photo_textures(scene: Scene, rng: np.random.Generator, split: str) -> dict:
+def apply_photo_textures(scene: Scene, rng: np.random.Generator, split: str, generated: bool = True) -> dict:
     """Give a drawn scene photographic textures from the split's photos (photos.py): the
     background becomes a photo crop (leaves / lights still drawn over it) and each non-sketch
     character gets photo detail on skin (subtle), hair and clothes. Returns what was used."""
     from training.data import photos
 
-    name, patch = photos.random_texture(rng, split, (scene.width, scene.height), scale=(0.08, 1.0))
+    name, patch = photos.random_texture(
+        rng, split, (scene.width, scene.height), generated, background=True, scale=(0.08, 1.0)
+    )
     scene.background["photo"] = patch
     if scene.background["kind"] != "leaves":
         scene.background["kind"] = "photo"
@@ -510,7 +514,7 @@ def apply_photo_textures(scene: Scene, rng: np.random.Generator, split: str) -> 
         if ch.identity.style != "sketch":
             for part, lo, hi in (("skin", 0.2, 0.5), ("hair", 0.5, 1.0), ("shirt", 0.6, 1.2)):
                 if rng.random() < 0.8:
-                    n, p = photos.random_texture(rng, split, (64, 64), scale=(0.01, 0.25))
+                    n, p = photos.random_texture(rng, split, (64, 64), generated, scale=(0.01, 0.25))
                     m = p / np.maximum(p.mean(axis=(0, 1)), 0.05)
                     ch.textures[part] = (np.clip(m, 0.05, 3.0) ** rng.uniform(lo, hi)).astype(np.float32)
                     got[part] = n

@@ -1,0 +1,200 @@
+"""The photographic part of the world: animated real photographs and photo textures.
+
+Real checks on real pixels: the clip format is the drawn world's, clips are pure functions of
+their seed, the mouth read back from pixels (our measure and mediapipe's lip gap) follows the
+ground truth, "still" moves nothing but the mouth, and held-out builds never touch a training
+photograph.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("skimage")
+pytest.importorskip("mediapipe")
+
+from training.data import photo_face, photos, splits  # noqa: E402
+from training.data.clip import load_gt, make_clip, save_clip  # noqa: E402
+from training.data.mouth import measure_mouth_opening, mouth_from_audio  # noqa: E402
+from training.data.render import WorldConfig  # noqa: E402
+from training.data.speech import sample_voice, speech_track  # noqa: E402
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+PHOTO_CFG = WorldConfig(128, 128, photo_faces=1.0)
+
+
+def _speech(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    audio, _ = speech_track(rng, sample_voice(rng, "train"), n)
+    return mouth_from_audio(audio, n)
+
+
+def _scene(name: str, action: str, n: int = 33, emotion: str = "neutral", seed: int = 3):
+    op, wd = _speech(2, n)
+    assert op.std() > 0.15 and (op < 0.05).sum() >= 3  # speech and silence both present
+    ctl = {"emotion": emotion, "action": action, "background": "static"}
+    # faces of 25-40 px half-width: face mesh reads lips reliably from there up
+    return photo_face.sample_photo_scene(np.random.default_rng(seed), name, op, wd, ctl, 128, 128, (0.2, 0.3))
+
+
+@needs_espeak
+def test_photo_clip_has_the_drawn_clip_format_and_is_deterministic(tmp_path):
+    drawn = make_clip(5, "train", 13, WorldConfig(128, 128))
+    a = make_clip(5, "train", 13, PHOTO_CFG)
+    b = make_clip(5, "train", 13, PHOTO_CFG)
+    c = make_clip(6, "train", 13, PHOTO_CFG)
+    assert a.meta["kind"] == "photo_face" and drawn.meta["kind"] == "drawn"
+    assert a.frames.shape == (13, 128, 128, 3) and a.frames.dtype == np.uint8
+    assert set(a.gt) == set(drawn.gt)
+    for k, v in drawn.gt.items():
+        assert a.gt[k].dtype == v.dtype, k
+        assert a.gt[k].shape[2:] == v.shape[2:] and a.gt[k].shape[0] == v.shape[0], k
+    assert a.gt["face_masks"].shape == (13, 1, 128, 128) and a.gt["speaker_mask"].any()
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio) and a.meta == b.meta
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.meta["photo"]["name"] in {p.name for p in photos.face_photos("train")}
+    assert all(splits.identity_split(i) == "train" for i in a.meta["identity_ids"])
+    assert a.meta["style"] == "realistic" and a.meta["speaker"] == 0
+    # frame 0 is the portrait: mouth closed; later frames follow the audio
+    op, _ = mouth_from_audio(a.audio, 13)
+    assert a.gt["mouth_open"][0] == 0.0 and np.allclose(a.gt["mouth_open"][1:], op[1:])
+    # the face box / mask sit on the photographed face: the mask covers the mouth box centre
+    x0, y0, x1, y1 = a.gt["mouth_box"][0, 0]
+    assert a.gt["face_masks"][0, 0][int((y0 + y1) / 2), int((x0 + x1) / 2)]
+    fx0, fy0, fx1, fy1 = a.gt["face_box"][0, 0]
+    assert fx0 < x0 < x1 < fx1 and fy0 < y0 < y1 < fy1
+    d = save_clip(a, tmp_path / "photo_clip")
+    gt = load_gt(d)
+    assert np.array_equal(gt["face_masks"], a.gt["face_masks"])
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_mouth_from_pixels_and_mediapipe_follow_ground_truth(name):
+    from training.eval.metrics import mediapipe_mouth_openings
+
+    sc = _scene(name, "nodding")
+    frames, gt = photo_face.render_photo_scene(sc)
+    ours = np.array([measure_mouth_opening(f, b) for f, b in zip(frames, gt["mouth_box"][:, 0], strict=True)])
+    assert np.corrcoef(ours, gt["mouth_open"])[0, 1] > 0.9
+    mp = mediapipe_mouth_openings(frames)
+    ok = np.isfinite(mp)
+    assert ok.mean() >= 0.95  # the animated photo is still a face to face mesh
+    assert np.corrcoef(mp[ok], gt["mouth_open"][ok])[0, 1] > 0.8
+    closed, wide = gt["mouth_open"] < 0.02, gt["mouth_open"] > 0.5
+    assert (ok & closed).sum() >= 3 and (ok & wide).sum() >= 3
+    assert mp[ok & closed].max() < mp[ok & wide].mean()  # face mesh sees closed vs open lips
+
+
+def test_still_moves_only_the_mouth_and_jaw_and_nodding_moves_the_head():
+    sc = _scene("luispedro", "still")
+    frames, gt = photo_face.render_photo_scene(sc)
+    f = frames.astype(np.int16)
+    change = np.abs(np.diff(f, axis=0)).max(axis=(0, 3))  # [H, W] largest frame-to-frame change
+    x0, y0, x1, y1 = gt["mouth_box"][0, 0]
+    h = y1 - y0
+    yy, xx = np.mgrid[: change.shape[0], : change.shape[1]] + 0.5
+    # everything outside the lower face (inside the face box sideways, from the nose down to
+    # the upper neck) is bit-identical on every frame
+    fx0, _, fx1, chin = gt["face_box"][0, 0]
+    jaw = (xx > fx0) & (xx < fx1) & (yy > y0 - 2 * h) & (yy < chin + 0.7 * (chin - y0))
+    assert change[~jaw].max() == 0
+    assert change[jaw].max() > 60  # the mouth does open
+    # the face box only grows at the chin (jaw drop); its top and sides stay put
+    assert np.ptp(gt["face_box"][:, 0, :3], axis=0).max() < 1e-3
+    assert np.ptp(gt["face_box"][:, 0, 3]) > 0.5
+
+    nod_frames, nod_gt = photo_face.render_photo_scene(_scene("luispedro", "nodding"))
+    nf = nod_frames.astype(np.int16)
+    nchange = np.abs(nf - nf[:1]).max(axis=(0, 3))
+    eyes = (yy < y0 - 2.0 * h) & (yy > nod_gt["face_box"][0, 0, 1])
+    assert nchange[eyes].mean() > 10  # the whole head moves
+    assert np.ptp(nod_gt["head_pos"][:, 0, 1]) > 2.0  # vertical bob in pixels
+
+
+def test_heldout_split_never_uses_training_photos():
+    tr = {p.name for p in photos.PHOTOS if p.split == "train"}
+    ho = {p.name for p in photos.PHOTOS if p.split == "heldout"}
+    assert not tr & ho and tr | ho == {p.name for p in photos.PHOTOS}
+    assert {p.name for p in photos.face_photos("heldout")} <= ho
+    assert {p.name for p in photos.texture_photos("heldout")} <= ho
+    assert {p.name for p in photos.texture_photos("train")} <= tr
+    assert len(photos.face_photos("heldout")) >= 2 and len(photos.face_photos("train")) >= 2
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        name, patch = photos.random_texture(rng, "heldout", (32, 24))
+        assert name in ho and patch.shape == (24, 32, 3) and 0.0 <= patch.min() <= patch.max() <= 1.0
+
+
+@needs_espeak
+def test_heldout_clips_only_show_heldout_photos():
+    cfg = WorldConfig(64, 64, photo_faces=0.5, photo_textures=1.0)
+    ho = {p.name for p in photos.PHOTOS if p.split == "heldout"}
+    kinds = set()
+    for i in range(10):
+        clip = make_clip(splits.clip_seed(0, "heldout", i), "heldout", 5, cfg)
+        kinds.add(clip.meta["kind"])
+        used = {clip.meta["background"].get("photo")}
+        if clip.meta["kind"] == "photo_face":
+            used.add(clip.meta["photo"]["name"])
+        else:
+            for ch in clip.meta["photo_textures"]["characters"]:
+                used |= set(ch.values())
+        assert used <= ho, used
+        assert all(splits.identity_split(i) == "heldout" for i in clip.meta["identity_ids"])
+    assert kinds == {"photo_face", "drawn"}
+
+
+@needs_espeak
+def test_photo_textures_change_the_drawn_world_and_zero_keeps_it():
+    base = make_clip(21, "train", 5, WorldConfig(64, 64))
+    same = make_clip(21, "train", 5, WorldConfig(64, 64, photo_textures=0.0))
+    tex = make_clip(21, "train", 5, WorldConfig(64, 64, photo_textures=1.0))
+    assert np.array_equal(base.frames, same.frames)
+    assert tex.meta["background"]["kind"] in ("photo", "leaves") and tex.meta["background"]["photo"]
+    assert not photos.photo(tex.meta["background"]["photo"]).shows_person  # no face behind the cast
+    assert all(not p.shows_person for p in photos.texture_photos("train", background=True))
+    assert all(not p.shows_person for p in photos.texture_photos("heldout", background=True))
+    assert not np.array_equal(base.frames, tex.frames)
+    assert np.array_equal(base.gt["face_masks"], tex.gt["face_masks"])  # same scene, new surfaces
+
+
+def test_landmarks_are_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAGICINFINITE_CACHE", str(tmp_path))
+    monkeypatch.setattr(photo_face, "_MEM", {})
+    a = photo_face.photo_landmarks("takeo")
+    files = list((tmp_path / "face_landmarks").glob("takeo-*.json"))
+    assert len(files) == 1 and a.shape == (468, 2)
+    monkeypatch.setattr(photo_face, "_MEM", {})
+    monkeypatch.setattr(photo_face, "detect_landmarks", lambda img: pytest.fail("re-measured"))
+    b = photo_face.photo_landmarks("takeo")
+    assert np.array_equal(a, b)
+    h, w = photos.load_photo("takeo").shape[:2]
+    assert 0 < a[:, 0].min() and a[:, 0].max() < w and 0 < a[:, 1].min() and a[:, 1].max() < h
+
+
+@needs_espeak
+def test_real_share_and_real_only_option():
+    real = {p.name for p in photos.PHOTOS if not p.generated}
+    only_real = WorldConfig(48, 48, photo_faces=1.0, photo_generated=False)
+    mixed = WorldConfig(48, 48, photo_faces=1.0, photo_real_share=0.0)
+    for i in range(3):
+        assert make_clip(splits.clip_seed(1, "train", i), "train", 3, only_real).meta["photo"]["name"] in real
+        clip = make_clip(splits.clip_seed(1, "train", i), "train", 3, mixed)
+        assert clip.meta["photo"]["generated"] and clip.meta["photo"]["name"] not in real
+
+
+@needs_espeak
+def test_photo_textured_drawn_mouths_still_read_back():
+    cfg = WorldConfig(128, 128, face_min=0.09, face_max=0.3, photo_textures=1.0)
+    rs = []
+    for seed in range(4):
+        clip = make_clip(seed, "train", 40, cfg)
+        assert clip.meta["photo_textures"]["background"]
+        sp = clip.meta["speaker"]
+        m = [measure_mouth_opening(f, b) for f, b in zip(clip.frames, clip.gt["mouth_box"][:, sp], strict=True)]
+        if clip.gt["mouth_open"].std() > 0.05:
+            rs.append(float(np.corrcoef(m, clip.gt["mouth_open"])[0, 1]))
+    assert len(rs) >= 3 and min(rs) > 0.9, rs  # skin / hair / clothes textures do not fool the measure
