@@ -311,18 +311,21 @@ def talking_measures(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef, mete
     dark_fwd = metrics.lipsync(dark, env, MAX_LAG)["best_r"]
     dark_rev = metrics.lipsync(dark, reversed_envelope(wav, len(frames)), MAX_LAG)["best_r"]
     return {**identity(frames, ref), "face_detected": float(det[:, 0].mean()), **lip_sync(gaps[:, 0], wav),
-            "lip_gap_mean": _nanmean(gaps[:, 0]), "darkness_r": dark_fwd, "darkness_r_reversed": dark_rev}
+            "lip_gap_mean": _nanmean(gaps[:, 0]) if np.isfinite(gaps[:, 0]).mean() >= 0.5 else None, "darkness_r": dark_fwd, "darkness_r_reversed": dark_rev}
 
 
-def muted_measures(frames: np.ndarray, ref: PortraitRef, meter: FaceMeter) -> dict:
-    """Mouth of a video made from digital silence: mean lip gap vs the portrait's own gap."""
+def muted_measures(frames: np.ndarray, ref: PortraitRef, meter: FaceMeter, min_share: float = 0.5) -> dict:
+    """Mouth of a video made from digital silence: mean lip gap vs the portrait's own gap (None where
+    face mesh read the lips in < `min_share` of frames); mouth-box darkness beside it."""
     det, gaps = meter.track(frames, ref.centres)
-    m = _nanmean(gaps[:, 0])
+    share = float(np.isfinite(gaps[:, 0]).mean())
+    m = _nanmean(gaps[:, 0]) if share >= min_share else None  # a few lucky frames are no verdict
     p = float(ref.faces[0].gap)
-    return {"muted_lip_gap": m, "portrait_lip_gap": p,
+    md = float(mouth_darkness(frames, ref.mouth_boxes[0]).mean())
+    pd = float(mouth_darkness(ref.image[None], ref.mouth_boxes[0])[0])
+    return {"muted_lip_gap": m, "portrait_lip_gap": p, "muted_lip_measured_frames": share,
             "muted_excess": None if m is None else m - p, "muted_face_detected": float(det[:, 0].mean()),
-            "muted_darkness": float(mouth_darkness(frames, ref.mouth_boxes[0]).mean()),
-            "portrait_darkness": float(mouth_darkness(ref.image[None], ref.mouth_boxes[0])[0])}
+            "muted_darkness": md, "portrait_darkness": pd, "muted_darkness_excess": md - pd}
 
 
 def _nanmean(x: np.ndarray) -> float | None:
@@ -557,7 +560,8 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
                                 "prompt_nodding": heldout_prompt(seed, "nodding")})
     keys = ("psnr", "ssim", "psnr_frame0", "psnr_last_second", "face_detected", "lip_measured_frames", "lipsync_r",
             "lipsync_r_reversed", "lipsync_r_margin", "darkness_r", "darkness_r_reversed", "muted_lip_gap",
-            "portrait_lip_gap", "muted_excess", "muted_face_detected", "muted_darkness", "portrait_darkness")
+            "portrait_lip_gap", "muted_lip_measured_frames", "muted_excess", "muted_face_detected", "muted_darkness", "portrait_darkness",
+            "muted_darkness_excess")
     res: dict[str, Any] = {"summary": {k: _mean(clips, k) for k in keys}, "clips": clips}
     res["summary"]["lipsync_clips_measured"] = sum(r["lipsync_r"] is not None for r in clips)
     if control:
