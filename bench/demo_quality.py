@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,8 @@ ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("same with the time-reversed audio", "(diagnostic: well below the above)", ("real", "summary", "darkness_r_reversed")),
     ("face detected by mediapipe in the output, real photos (share of frames)", ">= 0.95",
      ("real", "summary", "face_detected")),
+    ("face mesh reads the lips in the output, real photos (share of frames; stricter than detection)", "(diagnostic)",
+     ("real", "summary", "lip_measured_frames")),
     ("muted audio: mean lip gap minus the portrait's (closed) lip gap", "<= 0", ("real", "summary", "muted_excess")),
     ("muted audio: mouth-box darkness minus the portrait's", "(diagnostic: <= 0)",
      ("real", "summary", "muted_darkness_excess")),
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.time()
+    load_start = os.getloadavg()[0]
     work = Path(a.videos) if a.videos else rp.temp_dir("demo_quality_")
     work.mkdir(parents=True, exist_ok=True)
     portraits = [Path(p) for p in a.portraits] if a.portraits else rp.default_portraits(work)
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         "strips": a.strips,
         "device": str(a.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "torch": torch.__version__,
+        # speed on shared cores depends on what else runs: the 1-minute load average at start and end
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "minutes": round((time.time() - t0) / 60, 2),
     }
     text = json.dumps(rp.json_safe(result), indent=1)
