@@ -1,0 +1,172 @@
+"""Real-photo evaluation (training.eval.real_photos, bench/demo_quality.py): the lip-gap measure on a
+real photograph whose mouth a warp opens, the reversed-audio control, silent input, the no-face
+error, the multi-speaker ratio, and the bench end to end on the embedded demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+
+from training.eval import real_photos as rp  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def meter():
+    with rp.FaceMeter() as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def portraits(tmp_path_factory):
+    return rp.default_portraits(tmp_path_factory.mktemp("portraits"))
+
+
+def open_mouth(img: np.ndarray, lips: tuple[float, float, float, float], d: float) -> np.ndarray:
+    """Drop the lower lip and jaw of a photo by `d` px (smooth backward warp) and paint the opened gap
+    dark: a mouth opened by a known amount."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = lips
+    cx, cy, half, lh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, y1 - y0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    wx = 0.5 * (1 + np.cos(np.pi * np.clip(np.abs(xx - cx) / (1.3 * half), 0, 1)))
+    below = yy - cy
+    fall = np.where(below < 0, 0.0, np.clip(1 - (below - 4 * lh) / (3 * lh), 0, 1))  # jaw moves, neck does not
+    shift = d * wx * fall
+    src = yy - shift
+    out = np.stack([map_coordinates(img[..., c].astype(np.float32), [src, xx], order=1, mode="nearest")
+                    for c in range(3)], -1)
+    gap = (below >= 0) & (src < cy) & (wx > 0.05)
+    out[gap] = np.array([45, 15, 20], np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def test_lip_gap_follows_a_warped_mouth_opening(meter, portraits):
+    ref = rp.portrait_reference(portraits[1], 256, 256, meter, name="grace_hopper")
+    lips = ref.faces[0].lips
+    rng = np.random.default_rng(0)
+    opening = rng.permutation(np.linspace(0, 1.2 * (lips[3] - lips[1]), 10))
+    frames = np.stack([open_mouth(ref.image, lips, d) for d in opening])
+    det, gaps = meter.track(frames, ref.centres)
+    assert det.all() and np.isfinite(gaps).all()
+    from training.eval.metrics import pearson
+
+    assert pearson(gaps[:, 0], opening) > 0.9
+    assert gaps[opening.argmax(), 0] > 3 * gaps[opening.argmin(), 0] + 0.02
+    # the darkness measure inside the portrait's mouth box sees it too
+    assert pearson(rp.mouth_darkness(frames, ref.mouth_boxes[0]), opening) > 0.9
+    # identity outside the expanded mouth box is barely touched by the warp
+    assert rp.identity(frames, ref)["psnr"] > 28
+
+
+def _bursts(seconds: float, onsets: list[float], seed: int) -> np.ndarray:
+    """A voiced tone in bursts at given onsets with a fast attack and a slow decay (not symmetric in time)."""
+    sr = rp.SAMPLE_RATE
+    t = np.arange(int(seconds * sr)) / sr
+    env = np.zeros_like(t)
+    for o in onsets:
+        u = t - o
+        env += np.where(u >= 0, np.exp(-np.clip(u, 0, None) / 0.12), 0.0) * (u < 0.5)
+    rng = np.random.default_rng(seed)
+    return (0.4 * env * np.sin(2 * np.pi * 150 * t + rng.uniform(0, 6))).astype(np.float32)
+
+
+def test_reversed_audio_changes_the_envelope():
+    wav = _bursts(4.0, [0.3, 0.9, 1.35, 2.4, 3.1], 0)
+    n = 100
+    env, rev = rp.audio_envelope(wav, n), rp.reversed_envelope(wav, n)
+    assert np.allclose(rev, env[::-1], atol=1e-3)  # 4 s = exactly 100 frames: the envelope reversed
+    from training.eval.metrics import pearson
+
+    assert pearson(env, rev) < 0.3
+    perfect = rp.lip_sync(env - env.min(), wav)  # lips that follow the loudness exactly
+    assert perfect["lipsync_r"] == pytest.approx(1.0, abs=1e-4) and perfect["lipsync_lag"] == 0
+    assert perfect["lipsync_r_margin"] > 0.5
+    late = np.concatenate([env[:2], env[:-2]])  # lips two frames late: still found within +-2
+    assert rp.lip_sync(late, wav)["lipsync_lag"] == 2
+    missing = np.full(n, np.nan, np.float32)
+    missing[:10] = env[:10]
+    assert rp.lip_sync(missing, wav)["lipsync_r"] is None  # lips seen in 10 % of frames: no verdict
+
+
+def test_silent_input_gives_mouth_measures(meter, portraits):
+    ref = rp.portrait_reference(portraits[1], 128, 128, meter)
+    frames = np.repeat(ref.image[None], 12, 0)
+    silence = np.zeros(12 * 640, np.float32)
+    m = rp.muted_measures(frames, ref, meter)
+    assert m["muted_face_detected"] == 1.0
+    assert m["muted_lip_gap"] == pytest.approx(m["portrait_lip_gap"], abs=0.01) and abs(m["muted_excess"]) < 0.01
+    t = rp.talking_measures(frames, silence, ref, meter)
+    assert t["face_detected"] == 1.0 and t["lipsync_r"] == 0.0 and t["psnr"] == pytest.approx(100.0)
+    assert rp.silent_frames(silence, 12).all()
+
+
+def test_portrait_without_a_face_is_a_clear_error(meter, tmp_path):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:200, 0:160]
+    img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    path = tmp_path / "no_face.png"
+    Image.fromarray(img).save(path)
+    with pytest.raises(rp.NoFaceError, match="finds 0 face"):
+        rp.portrait_reference(path, 64, 64, meter, name=str(path))
+    from bench import demo_quality
+
+    with pytest.raises(rp.NoFaceError, match="no_face.png"):
+        demo_quality.main(["--portraits", str(path), "--seconds", "1", "--clips", "1", "--skip-long",
+                           "--speakers", "--no-control", "--modes", "distilled", "--videos", str(tmp_path / "v")])
+
+
+def test_composite_and_speaker_ratio(meter, portraits):
+    comp = rp.composite(portraits, 2)
+    ref = rp.portrait_reference(comp, 128, 128, meter, faces=2, name="composite")
+    assert len(ref.faces) == 2 and ref.centres[0] < 64 < ref.centres[1]
+    n = 40
+    owner = (np.arange(n) // 10) % 2
+    tracks = [np.where(np.repeat(owner == j, 640), _bursts(n / 25, list(np.arange(0, 1.6, 0.2)), j), 0.0)
+              .astype(np.float32) for j in range(2)]
+    rng = np.random.default_rng(3)
+    frames = []
+    for t in range(n):
+        f = ref.image
+        for j in range(2):
+            lips = ref.faces[j].lips
+            f = open_mouth(f, lips, rng.uniform(0, 1.2) * (lips[3] - lips[1]) if owner[t] == j else 0.0)
+        frames.append(f)
+    res = rp.speaker_measures(np.stack(frames), tracks, owner, ref, meter)
+    for row in res["speakers"]:
+        assert row["pixel_ratio"] < 0.2 and row["pixel_active"] > 0
+    assert res["pixel_ratio_max"] < 0.2 and res["face_detected_min"] == 1.0
+    # both mouths moving all the time: the ratio says so
+    both = [open_mouth(open_mouth(ref.image, ref.faces[0].lips, d), ref.faces[1].lips, d)
+            for d in rng.uniform(0, 4, n)]
+    assert rp.speaker_measures(np.stack(both), tracks, owner, ref, meter)["pixel_ratio_max"] > 0.5
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_the_demo(tmp_path, capsys):
+    from bench import demo_quality
+
+    out = tmp_path / "q.json"
+    assert demo_quality.main(["--seconds", "2", "--skip-long", "--clips", "1", "--speakers", "2",
+                              "--videos", str(tmp_path / "v"), "--strips", str(tmp_path / "s"), "--out", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res == json.loads(out.read_text())
+    for key in ("table", "real_photos", "world", "sampler", "settings"):
+        assert key in res
+    for mode in ("base", "distilled"):
+        r = res["real_photos"][mode]
+        for key in ("psnr", "ssim", "face_detected", "lipsync_r", "lipsync_r_margin", "muted_excess"):
+            assert key in r["summary"]
+        assert r["summary"]["psnr"] > 5 and 0 <= r["summary"]["face_detected"] <= 1
+        assert "nod_vs_still_auc" in r["control"] and "pixel_ratio_max" in r["speakers_2"]
+        assert r["speed"]["video_s_per_wall_s"] > 0
+    rows = {row["measure"]: row for row in res["table"]}
+    assert len(rows) == len(demo_quality.ROWS) and all("target" in r for r in rows.values())
+    strips = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert "distilled_astronaut_c0.png" in strips and "base_speakers2.png" in strips
