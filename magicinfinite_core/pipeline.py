@@ -200,7 +200,8 @@ class ModelBundle:
         steps = int(steps or d.get("steps", 30))
         shift = float(shift if shift is not None else d.get("shift", 7.0))
         if cfg is None:
-            cfg = CFGConfig(audio_scale=float(d.get("audio_scale", 4.0)), text_scale=float(d.get("text_scale", 3.0)))
+            cfg = CFGConfig(audio_scale=float(d.get("audio_scale", 4.0)), text_scale=float(d.get("text_scale", 3.0)),
+                            boundary=float(d.get("boundary", 0.75)))
         return steps, shift, cfg, timesteps
 
     def fingerprint(self) -> str:

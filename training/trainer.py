@@ -112,6 +112,10 @@ class ExportConfig:
     audio_scale: float = 3.0
     text_scale: float = 0.0
     steps: int = 20
+    # sigma at and above which CFG is two-fold (against the unconditional pass). 1.0: three-fold at every
+    # step, which with text_scale 0 is audio-only guidance: an every-frame portrait model's unconditional
+    # pass has no portrait, and extrapolating away from it overshoots the identity.
+    boundary: float = 0.75
 
 
 @dataclass
@@ -565,6 +569,7 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     save_autoencoder(assets / "vae.safetensors", vae, dtype=torch.float16)
     s = CacheSettings(vae_sha="", patch=tuple(cfg.dit.get("patch_size", [1, 4, 4])[1:]))
     guidance = {"audio_scale": cfg.export.audio_scale, "text_scale": cfg.export.text_scale,
+                "boundary": cfg.export.boundary,
                 **{k: v for k, v in (card or {}).get("recommended_guidance", {}).items()
                    if k in ("audio_scale", "text_scale")}}
     sampler = {"steps": cfg.export.steps, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8}
