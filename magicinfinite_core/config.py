@@ -56,10 +56,11 @@ class DiTConfig:
     # Add (x_noisy - portrait latent) / sigma to the predicted velocity (models/dit.py
     # add_reference_skip): the blocks learn only what differs from the portrait. Needs every_frame.
     reference_skip: bool = False
-    # Below this sigma the skip divides by it instead: in moving regions the skip's error grows like
-    # (ref - data) / sigma, and an unbounded residual target made training spike (loss x50 at 0.02).
-    # Above it the skip is exact; the 4-step list (last sigma 0.5 at shift 3) never goes below.
-    reference_skip_min_sigma: float = 0.25
+    # Below this sigma the skip divides by it instead (a guard against sigma -> 0). In moving regions
+    # the skip's error grows like (ref - data) / sigma; the trainer bounds that by weighting the loss
+    # (TrainConfig.reference_skip_loss_sigma). A floor of 0.25 bounded it too, but the blocks then had
+    # to supply most of the velocity of still regions at low noise and left grain in them.
+    reference_skip_min_sigma: float = 0.02
 
     @property
     def head_dim(self) -> int:

@@ -485,3 +485,16 @@ def test_vae_trainer_trains_on_train_clips_and_resumes_exactly(tmp_path):
     assert losses(tmp_path / "c") == losses(tmp_path / "a") and [s for s, _ in losses(tmp_path / "a")] == [1, 2, 3, 4]
     summary = json.loads((tmp_path / "a" / "vae_summary.json").read_text())
     assert summary["clips"] == {"train": 2, "heldout": 2} and summary["heldout_psnr"] is not None
+
+
+def test_low_noise_scale_bounds_the_reference_skip_loss():
+    """Below the threshold a sample's loss is scaled by (sigma / threshold)^2 (a data-space error)."""
+    from training.losses import LossConfig, adaptive_flow_loss, low_noise_scale
+
+    s = low_noise_scale(torch.tensor([0.05, 0.125, 0.25, 0.9]), 0.25)
+    assert torch.allclose(s, torch.tensor([0.04, 0.25, 1.0, 1.0]))
+    assert torch.equal(low_noise_scale(torch.tensor([0.01, 0.5]), 0.0), torch.ones(2))
+    pred, target = torch.zeros(2, 4, 3, 2, 2), torch.ones(2, 4, 3, 2, 2)
+    full, _ = adaptive_flow_loss(pred, target, None, None, LossConfig(0.0, 0.0))
+    half, _ = adaptive_flow_loss(pred, target, None, None, LossConfig(0.0, 0.0), sample_scale=torch.tensor([1.0, 0.0]))
+    assert float(full) == 1.0 and float(half) == 0.5

@@ -47,11 +47,13 @@ def adaptive_flow_loss(
     mouth_mask: torch.Tensor | None,
     cfg: LossConfig,
     sample_weight: torch.Tensor | None = None,
+    sample_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_total = L_base + face_weight * L_adap(face) + mouth_weight * L_adap(mouth), batch-averaged.
 
     `sample_weight` [B] in {0, 1} switches the face / mouth terms per sample (e.g. off when the
-    audio is dropped, so those samples are plain flow matching). Returns (loss, parts per sample).
+    audio is dropped, so those samples are plain flow matching). `sample_scale` [B] multiplies each
+    sample's total (`low_noise_scale`). Returns (loss, parts per sample).
     """
     err = (pred.float() - target.float()).square()
     base = err.reshape(err.shape[0], -1).mean(1)
@@ -66,7 +68,17 @@ def adaptive_flow_loss(
         mouth = masked_mean(err, mouth_mask)
         total = total + cfg.mouth_weight * sw * mouth
         parts["mouth"] = mouth.detach()
+    if sample_scale is not None:
+        total = total * sample_scale.to(total)
     return total.mean(), parts
+
+
+def low_noise_scale(sigma: torch.Tensor, below: float) -> torch.Tensor:
+    """min(1, (sigma / below)^2) per sample: sigma^2 times a velocity error is a data-space error
+    (x0 = x - sigma * v), so below `below` the loss stops growing like 1/sigma^2 (0: all ones)."""
+    if below <= 0:
+        return torch.ones_like(sigma)
+    return (sigma / below).square().clamp(max=1.0)
 
 
 def sample_sigmas(batch: int, shift: float, generator: torch.Generator) -> torch.Tensor:

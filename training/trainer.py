@@ -136,6 +136,10 @@ class TrainConfig:
     mixed_precision: str = "no"  # "bf16" on CPU and GPU; "fp16" on GPU
     gradient_checkpointing: bool = False
     weight_decay: float = 0.01
+    # Models with the reference skip: scale each sample's loss by min(1, (sigma / this)^2), i.e. below
+    # this sigma the loss is the (bounded) data-space error instead of the velocity error, which the
+    # exact skip amplifies by 1/sigma where the video moves away from the portrait. 0: off.
+    reference_skip_loss_sigma: float = 0.25
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
@@ -292,7 +296,7 @@ def train_step_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one (deterministic) batch: the draw depends only on (seed, rank, step)."""
     from training.conditioning import DropoutConfig, assemble, draw_dropout, model_input
-    from training.losses import LossConfig, adaptive_flow_loss, noisy_pair, sample_sigmas
+    from training.losses import LossConfig, adaptive_flow_loss, low_noise_scale, noisy_pair, sample_sigmas
 
     st = cfg.stage2 if stage == 2 else cfg.stage1
     g = step_generator(cfg.seed, rank, step, 0)
@@ -318,6 +322,7 @@ def train_step_loss(
     loss, parts = adaptive_flow_loss(
         pred, target.to(device), b["face_latent"].to(device), b["mouth_latent"].to(device), lcfg,
         sample_weight=b["audio_on"].float().to(device),
+        sample_scale=low_noise_scale(sigma, cfg.reference_skip_loss_sigma).to(device) if dit_cfg.reference_skip else None,
     )
     logs = {k: float(v.mean()) for k, v in parts.items()}
     return loss, logs

@@ -156,8 +156,7 @@ class MagicInfiniteDiT(nn.Module):
         (x = sigma*noise + (1-sigma)*ref  =>  noise - ref = (x - ref) / sigma), so the blocks only learn
         what moves (lips, head) and the portrait's detail never has to pass through the hidden width.
         Rows whose portrait condition is dropped (all zeros) get no skip. sigma is floored at
-        `reference_skip_min_sigma`, which keeps the blocks' residual target bounded (below it they
-        supply the rest of the velocity, as a plain flow model does at low noise).
+        `reference_skip_min_sigma` (a guard against sigma -> 0).
         """
         cfg = self.cfg
         if not cfg.reference_skip:
