@@ -189,6 +189,8 @@ def _generate(args: argparse.Namespace) -> int:
             out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
             state_dir, args.quiet = None, True
     cb, close = _progress_bars(args.quiet)
+    from .errors import MaskError
+
     try:
         path, report = generate(
             args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
@@ -198,6 +200,10 @@ def _generate(args: argparse.Namespace) -> int:
             resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
             face_fallback="center" if args.face_fallback == "centre" else None,
         )
+    except MaskError as exc:
+        if "no face found" not in str(exc):
+            raise
+        raise MaskError(f"{exc}. On the command line: --speaker-box / --speaker-mask, or --face-fallback centre") from None
     finally:
         close()
     for note in report.notes:  # fallbacks and input changes: where the user looks

@@ -787,8 +787,13 @@ def check_output_path(out: str | Path) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise MagicInfiniteError(f"the output path {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise MagicInfiniteError(f"the output path {out}: cannot write into {existing} (permission denied)")
+    import tempfile
+
+    try:  # os.access says yes to root even on read-only or virtual file systems: really try
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise MagicInfiniteError(f"the output path {out}: cannot write into {existing} ({exc.strerror})") from None
     return p
 
 
