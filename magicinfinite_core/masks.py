@@ -156,8 +156,8 @@ def bounded_image(image: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
     """One image (like :func:`to_rgb_uint8` accepts) as uint8 RGB with at most ``max_side`` px per side.
 
     Why: a 10000x10000 ComfyUI IMAGE is 1.2 GB of float32, and every full-size temporary (clip, scale,
-    masks, overlay) costs that again. The image is average-pooled by an integer factor first, on a
-    view of the caller's tensor (no full-size copy), then converted.
+    masks, overlay) costs that again. The image is average-pooled by an integer factor first, strip
+    by strip from the caller's tensor (no full-size copy), then converted.
     """
     if isinstance(image, np.ndarray) and image.dtype == np.uint8:
         a = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
@@ -175,12 +175,13 @@ def bounded_image(image: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
         t = t[0]
     if t.ndim == 3 and t.shape[-1] in (1, 3, 4) and max(t.shape[0], t.shape[1]) > max_side:
         f = math.ceil(max(t.shape[0], t.shape[1]) / max_side)
-        x = t.detach().cpu()
-        if not x.is_floating_point():
-            x = x.float()
-        # [H, W, C] -> [1, C, H, W] as a channels-last view: pooling reads it in place
-        x = F.avg_pool2d(x.permute(2, 0, 1)[None].float(), kernel_size=f, stride=f)
-        t = x[0].permute(1, 2, 0).contiguous()
+        src = t.detach()
+        rows = f * 64  # pooled in strips of rows: only a strip is ever copied, never the whole image
+        strips = []
+        for r0 in range(0, (src.shape[0] // f) * f, rows):
+            strip = src[r0 : r0 + rows].cpu().float().permute(2, 0, 1)[None].contiguous()
+            strips.append(F.avg_pool2d(strip, kernel_size=f, stride=f)[0].permute(1, 2, 0))
+        t = torch.cat(strips)
     return to_rgb_uint8(t)
 
 

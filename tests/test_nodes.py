@@ -204,8 +204,6 @@ def test_missing_model_is_a_validation_error_naming_the_folder(comfyui_server, v
     [
         ("7.filename_prefix", "../escape/video", "must not contain '..'"),
         ("7.filename_prefix", "/tmp/mi_abs/video", "must be relative"),
-        ("6.resume_dir", "../../state", "must not contain '..'"),
-        ("6.resume_dir", "/tmp/state", "must be relative"),
         ("6.overlap", 40, "must be under half the window"),
         ("1.model", "../../../etc", "must not contain '..'"),
         ("1.transformer", "4-step distilled", "has no 4-step distilled generator"),
