@@ -242,3 +242,53 @@ def test_huge_portrait_is_read_with_bounded_memory(tmp_path, tiny):
     # decoded RGB alone is 300 MB; before, the full-size copies took the peak to ~1.9 GB
     assert report["peak_rss_mb"] < 1300, report["peak_rss_mb"]
     assert math.isfinite(report["wall_s"])
+
+
+# ----------------------------------------------------------------------- 5. batch killed in decode
+
+
+@pytest.mark.comfyui
+def test_batch_killed_during_decode_resumes_into_its_own_name(comfyui_install, tmp_path):
+    import csv
+    import shutil
+    import signal
+
+    from magicinfinite_core.video_io import probe_video
+
+    from .comfyui_server import WORKFLOWS_DIR, magic_workflow
+    from .comfyui_server import write_wav as write_tone
+
+    models = tmp_path / "models"
+    save_bundle(random_bundle(0, height=64, width=64), models / "diffusion_models" / "mi_kill_bundle")
+    write_tone(tmp_path / "voice.wav", seconds=8.0)  # 200 frames, decoded two latent frames per chunk
+    shutil.copy(WORKFLOWS_DIR / "assets" / "portrait_one_speaker.png", tmp_path / "face.png")
+    (tmp_path / "wf.json").write_text(json.dumps(magic_workflow("single_speaker", "mi_kill_bundle", "unused.wav")))
+    (tmp_path / "jobs.csv").write_text("id,portrait,3.audio,7.decode_chunk\nk1,face.png,voice.wav,2\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "magicinfinite_core.cli", "batch", str(tmp_path / "jobs.csv"), "--workflow",
+            str(tmp_path / "wf.json"), "--out", str(out), "--map", "portrait=2.image", "--models-dir", str(models),
+            "--comfyui", str(comfyui_install), "--cpu"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    videos = out / "k1" / "MagicInfinite"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 400
+        while not list(videos.glob("*.partial.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the batch finished before it could be killed during decode"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    left = [p.name for p in videos.iterdir()]
+    assert left == ["single_speaker_00001_.partial.mp4"], left  # what a crash leaves behind
+
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with (out / "results.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert row["status"] == "ok" and row["output"].endswith("single_speaker_00001_.mp4"), row
+    assert [p.name for p in videos.iterdir()] == ["single_speaker_00001_.mp4"]  # no partial, no _00002_
+    assert probe_video(row["output"]).frames == 200
+    assert not (out / "k1" / "magicinfinite_state" / "batch_k1").exists()  # resume state cleaned up
