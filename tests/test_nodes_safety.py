@@ -212,3 +212,21 @@ def test_huge_portrait_upload_is_downscaled_with_bounded_memory_and_a_warning(co
     # before: float32 full-size temporaries took ~3.6 GB on top of the IMAGE
     assert ours < 600, (ours, comfy_part)
     _still_serving(comfyui_server)
+
+
+def test_batch_results_table_reports_the_fallback_and_warnings(comfyui_server, magic_test_bundle, tmp_path):
+    from runner import batch
+
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(tmp_path / "cat.png")
+    write_wav(tmp_path / "silent.wav", seconds=0.8, freq=0.0)
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(magic_workflow("single_speaker", magic_test_bundle, "unused.wav")))
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "w1", "2.image": str(tmp_path / "cat.png"), "3.audio": str(tmp_path / "silent.wav"),
+                                "7.filename_prefix": "mi_batch_warn/v"}) + "\n")
+    argv = [str(jobs), "--workflow", str(wf), "--out", str(tmp_path / "out"), "--server", comfyui_server.base_url]
+    assert batch.main(argv) == 0
+    row = batch.read_results(tmp_path / "out" / "results.csv")["w1"]
+    assert row["status"] == "ok" and row["output"].endswith(".mp4")
+    assert "node 5: no face found; using 1 centred region(s)" in row["warnings"], row
+    assert "node 4:" in row["warnings"] and "is silent" in row["warnings"], row
