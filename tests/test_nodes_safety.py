@@ -230,3 +230,34 @@ def test_batch_results_table_reports_the_fallback_and_warnings(comfyui_server, m
     assert row["status"] == "ok" and row["output"].endswith(".mp4")
     assert "node 5: no face found; using 1 centred region(s)" in row["warnings"], row
     assert "node 4:" in row["warnings"] and "is silent" in row["warnings"], row
+
+
+def test_warning_is_a_toast_in_the_real_frontend(comfyui_server, magic_test_bundle):
+    """The page that queued a prompt shows the pack's warning as a toast (web/magicinfinite_warnings.js)."""
+    import time
+
+    from . import browser
+
+    if browser.find_chromium() is None:
+        pytest.fail("chromium not installed: run scripts/install_test_system_deps.sh")
+    requests.post(comfyui_server.base_url + "/settings/Comfy.TutorialCompleted", json=True, timeout=10)
+    write_wav(comfyui_server.server.input_dir / "mi_silent_ui.wav", seconds=0.6, freq=0.0)
+    wf = {"1": {"class_type": "MagicInfiniteModelLoader", "inputs": {"model": magic_test_bundle, "transformer": "base"}},
+          "2": {"class_type": "LoadAudio", "inputs": {"audio": "mi_silent_ui.wav"}},
+          "3": {"class_type": "MagicInfiniteAudioEncode", "inputs": {"model": ["1", 0], "audio_1": ["2", 0],
+                                                                     "normalize": False}},
+          "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}}}
+    with browser.Browser() as b:
+        browser.open_comfyui(b, comfyui_server.base_url + "/")
+        b.wait_for("!!(window.comfyAPI?.api?.api?.clientId ?? window.comfyAPI?.api?.api?.initialClientId)")
+        cid = b.evaluate("window.comfyAPI.api.api.clientId ?? window.comfyAPI.api.api.initialClientId")
+        r = requests.post(comfyui_server.base_url + "/prompt", json={"prompt": wf, "client_id": cid}, timeout=30)
+        assert r.status_code == 200, r.text
+        comfyui_server.wait_history(r.json()["prompt_id"], timeout=120)
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline and "is silent" not in text:
+            text = b.evaluate("[...document.querySelectorAll('.p-toast-message')].map(e => e.innerText).join('\\n')")
+            time.sleep(0.25)
+        b.screenshot(browser.default_artifacts_dir() / "magicinfinite_warning_toast.png")
+    assert "is silent" in text and "mouth will stay closed" in text and "MagicInfinite" in text, text
