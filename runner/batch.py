@@ -14,7 +14,8 @@ says ``ok``/``skipped`` and whose output file still exists is skipped; every oth
 and because each job's sampler gets its own ``resume_dir`` (``batch_<id>``, unless the jobs set
 one), an interrupted job continues from its last finished sampler step instead of starting over.
 The table (``--results``, default ``<out>/results.csv``; ``.jsonl`` also works) is rewritten after
-every job with id, status (ok / error / skipped / interrupted), output, seconds and error.
+every job with id, status (ok / error / skipped / interrupted), output, seconds, error and warnings
+(the pack's node warnings: a face fallback the workflow chose, a silent voice, a reduced portrait).
 """
 
 from __future__ import annotations
