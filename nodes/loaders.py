@@ -126,8 +126,13 @@ class MagicInfiniteModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str, transformer: str = TRANSFORMERS[0]) -> bool | str:
-        return _error_text(_check_bundle, model, transformer == TRANSFORMERS[1])
+    def validate_inputs(cls, model: str) -> bool | str:
+        """The bundle folder and every path in its bundle.json (one message, labelled ``model``).
+
+        Why ``model`` alone: ComfyUI attaches a validate_inputs message to every input the function
+        takes; whether the bundle has a distilled generator is checked first thing in execute.
+        """
+        return _error_text(_check_bundle, model, False)
 
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:

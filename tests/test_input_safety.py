@@ -73,7 +73,7 @@ def test_nan_weights_stop_generate_before_any_file_is_written(tmp_path, tiny):
     with pytest.raises(NonFiniteError, match=r"step 1/2, window 1/"):
         generate(tiny["portrait"], tiny["audio"], "x", model=bundle, out=out, steps=2, window=9, overlap=4,
                  speakers=BOX)
-    assert sorted(os.listdir(tmp_path)) == ["o.mp4.state"] or not any(p.suffix == ".mp4" for p in tmp_path.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".mp4"]  # the state may stay, for a resume
     assert not out.exists() and not (tmp_path / "o.partial.mp4").exists()
 
 

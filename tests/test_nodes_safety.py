@@ -142,7 +142,7 @@ def test_bundle_json_paths_outside_the_bundle_are_refused(comfyui_server, comfyu
         spec["dit"] = dit
         (dest / "bundle.json").write_text(json.dumps(spec))
         e = _errors(comfyui_server, magic_workflow("single_speaker", name, voice))
-        assert e and all(n == "1" for n, _, _ in e), e
+        assert [(n, label) for n, label, _ in e] == [("1", "model")], e  # one message, on `model`
         assert ("absolute paths are refused" if name.endswith("abs") else "leaves the bundle folder") in e[0][2], e
     _still_serving(comfyui_server)
 
