@@ -682,7 +682,19 @@ class GenerateReport:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the peak of this program's own memory. ``ru_maxrss`` keeps
+    the peak of the process image before ``exec`` (a forked copy of a large launcher, e.g. a test
+    runner), so it can report the parent's size; it is the fallback elsewhere (Linux reports KiB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
