@@ -15,6 +15,8 @@ import os
 import sys
 
 _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
+# The frontend extension that shows the pack's warnings as toasts (web/magicinfinite_warnings.js).
+WEB_DIRECTORY = "./web"
 
 
 def _make_core_importable() -> None:

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import MagicInfiniteError
+from .errors import MagicInfiniteError, finite_error
+
+SEED_MAX = 2**63 - 1  # the same range as the ComfyUI sampler node's seed
 
 EXAMPLES = """\
 examples:
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mask image per speaker (white = face), same order as --audio")
     spk.add_argument("--speaker-box", action="append", type=_box, metavar="X0,Y0,X1,Y1",
                      help="face box per speaker in portrait-model pixels, same order as --audio")
+    spk.add_argument("--face-fallback", choices=["error", "centre"], default="error",
+                     help="when no face is detected: stop with an error (default) or use centred regions "
+                     "(reported in the output)")
     m = g.add_argument_group("model and sampling")
     m.add_argument("--model", default=None,
                    help="model folder (bundle.json); default: the embedded demo model")
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
     m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
-    m.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same video (default 0)")
+    m.add_argument("--seed", type=int, default=0,
+                   help=f"random seed 0..{SEED_MAX}; same seed -> same video (default 0)")
     m.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if present)")
     r = g.add_argument_group("long runs")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.state/")
@@ -117,9 +123,41 @@ def _progress_bars(quiet: bool):
     return cb, close
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers and paths before any work, each with one line naming the option.
+
+    Why: argparse checks only types; NaN passes every comparison (an all-black video), ``--steps 0``
+    meant "the default", a seed beyond 64 bits died in torch, and a bad ``--out`` failed only after
+    the whole video was computed.
+    """
+    from .pipeline import check_output_path
+    from .sliding_window import window_sizes
+
+    errors = [
+        finite_error("--shift", args.shift, 1e-6) if args.shift is not None else None,
+        finite_error("--cfg-audio", args.cfg_audio, 0.0) if args.cfg_audio is not None else None,
+        finite_error("--cfg-text", args.cfg_text, 0.0) if args.cfg_text is not None else None,
+        f"--steps must be at least 1, got {args.steps}" if args.steps is not None and args.steps < 1 else None,
+        f"--seed must be in 0..{SEED_MAX}, got {args.seed}" if not 0 <= args.seed <= SEED_MAX else None,
+    ]
+    for e in errors:
+        if e:
+            raise MagicInfiniteError(e)
+    try:
+        window_sizes(args.window, args.overlap)
+    except ValueError as e:
+        raise MagicInfiniteError(f"--window {args.window} / --overlap {args.overlap}: {e}") from None
+    for p in [args.portrait, *args.audio, *(args.speaker_mask or [])]:
+        if not Path(p).is_file():
+            raise MagicInfiniteError(f"input file not found: {p}")
+    check_output_path(args.out)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .guidance import CFGConfig
     from .pipeline import DEMO_MODEL_DIR, bundle_sampler_defaults, generate
+
+    check_args(args)
 
     model = Path(args.model) if args.model else DEMO_MODEL_DIR
     if not (model / "bundle.json").is_file() and not model.is_file():
@@ -151,6 +189,8 @@ def _generate(args: argparse.Namespace) -> int:
             out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
             state_dir, args.quiet = None, True
     cb, close = _progress_bars(args.quiet)
+    from .errors import MaskError
+
     try:
         path, report = generate(
             args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
@@ -158,9 +198,16 @@ def _generate(args: argparse.Namespace) -> int:
             shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled, speakers=speakers,
             seed=args.seed, negative_prompt=args.negative_prompt, device=args.device, state_dir=state_dir,
             resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
+            face_fallback="center" if args.face_fallback == "centre" else None,
         )
+    except MaskError as exc:
+        if "no face found" not in str(exc):
+            raise
+        raise MaskError(f"{exc}. On the command line: --speaker-box / --speaker-mask, or --face-fallback centre") from None
     finally:
         close()
+    for note in report.notes:  # fallbacks and input changes: where the user looks
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -215,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _generate(args)
-    except (MagicInfiniteError, ValueError, FileNotFoundError) as exc:
+    except (MagicInfiniteError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

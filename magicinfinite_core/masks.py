@@ -39,6 +39,15 @@ from .errors import MaskError
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPAND = (1.4, 1.4, 0.1)  # (scale x, scale y, downward shift in box heights)
+# A detection is a face only when the detector's score is at least MIN_FACE_SCORE and its box covers
+# at most MAX_FACE_AREA of the image: mediapipe reports false faces at ~0.5 (a cat, a wall texture,
+# a blurry 64x64 crop) and a box over most of the frame is never a usable speaker region.
+MIN_FACE_SCORE = 0.6
+MAX_FACE_AREA = 0.5
+# Portraits are reduced to at most WORK_MAX_SIDE pixels on the long side before anything else
+# (bounded memory for a 10000x10000 upload); faces are detected at up to DETECT_MAX_SIDE.
+WORK_MAX_SIDE = 2048
+DETECT_MAX_SIDE = 1024
 TOKEN_THRESHOLD = 0.25
 PALETTE = [
     (230, 25, 75),
@@ -143,6 +152,39 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
+def bounded_image(image: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
+    """One image (like :func:`to_rgb_uint8` accepts) as uint8 RGB with at most ``max_side`` px per side.
+
+    Why: a 10000x10000 ComfyUI IMAGE is 1.2 GB of float32, and every full-size temporary (clip, scale,
+    masks, overlay) costs that again. The image is average-pooled by an integer factor first, strip
+    by strip from the caller's tensor (no full-size copy), then converted.
+    """
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        a = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        h, w = a.shape[:2]
+        f = math.ceil(max(h, w) / max_side)
+        if f > 1:
+            from PIL import Image
+
+            a = np.asarray(Image.fromarray(np.ascontiguousarray(a[..., :3] if a.ndim == 3 else a)).reduce(f))
+        return to_rgb_uint8(a)
+    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise MaskError(f"expected one image, got a batch of {t.shape[0]}; pass frames as a video instead")
+        t = t[0]
+    if t.ndim == 3 and t.shape[-1] in (1, 3, 4) and max(t.shape[0], t.shape[1]) > max_side:
+        f = math.ceil(max(t.shape[0], t.shape[1]) / max_side)
+        src = t.detach()
+        rows = f * 64  # pooled in strips of rows: only a strip is ever copied, never the whole image
+        strips = []
+        for r0 in range(0, (src.shape[0] // f) * f, rows):
+            strip = src[r0 : r0 + rows].cpu().float().permute(2, 0, 1)[None].contiguous()
+            strips.append(F.avg_pool2d(strip, kernel_size=f, stride=f)[0].permute(1, 2, 0))
+        t = torch.cat(strips)
+    return to_rgb_uint8(t)
+
+
 def _frames(images: Any) -> list[np.ndarray]:
     """An image or a video ([F, H, W, C] or a list of images) -> list of uint8 RGB frames."""
     if isinstance(images, (list, tuple)):
@@ -173,7 +215,7 @@ class FaceDetector:
     stylised faces (cartoons, simple drawings) are often not detected: draw a mask or box instead.
     """
 
-    def __init__(self, min_confidence: float = 0.5, model: str = "auto") -> None:
+    def __init__(self, min_confidence: float = MIN_FACE_SCORE, model: str = "auto") -> None:
         if model not in ("auto", "short", "full"):
             raise MaskError(f"model must be 'auto', 'short' or 'full', got {model!r}")
         try:
@@ -188,11 +230,12 @@ class FaceDetector:
         self.min_confidence = float(min_confidence)
         self.model = model
         self._det: dict[int, Any] = {}
+        self.rejected: list[FaceBox] = []  # detections of the last call that were not faces (score / size)
 
     def _get(self, selection: int):
         if selection not in self._det:
             self._det[selection] = self._fd.FaceDetection(
-                model_selection=selection, min_detection_confidence=self.min_confidence
+                model_selection=selection, min_detection_confidence=min(0.5, self.min_confidence)
             )
         return self._det[selection]
 
@@ -207,13 +250,18 @@ class FaceDetector:
             box = FaceBox(
                 max(0.0, box.x0), max(0.0, box.y0), min(float(W), box.x1), min(float(H), box.y1), box.score
             )
-            if box.width > 1 and box.height > 1:
-                boxes.append(box)
+            if box.width <= 1 or box.height <= 1:
+                continue
+            if box.score < self.min_confidence or box.width * box.height > MAX_FACE_AREA * H * W:
+                self.rejected.append(box)
+                continue
+            boxes.append(box)
         return sorted(boxes, key=lambda b: b.center[0])
 
     def detect(self, image: Any, min_faces: int = 1) -> list[FaceBox]:
         """Faces in one image, left to right."""
         img = to_rgb_uint8(image)
+        self.rejected = []
         if self.model == "full":
             return self._run(img, 1)
         faces = self._run(img, 0)
@@ -235,12 +283,33 @@ class FaceDetector:
         self.close()
 
 
-def detect_faces(image: Any, *, detector: FaceDetector | None = None, min_faces: int = 1) -> list[FaceBox]:
-    """Detected faces (pixel boxes, left to right) in one image; [] when there are none."""
+def detect_faces(
+    image: Any, *, detector: FaceDetector | None = None, min_faces: int = 1, rejected: list[FaceBox] | None = None
+) -> list[FaceBox]:
+    """Detected faces (pixel boxes, left to right) in one image; [] when there are none.
+
+    ``rejected`` receives the detections that are not faces (score below ``MIN_FACE_SCORE`` or a box
+    over ``MAX_FACE_AREA`` of the image), so callers can say why nothing was found.
+    """
     if detector is not None:
-        return detector.detect(image, min_faces=min_faces)
+        faces = detector.detect(image, min_faces=min_faces)
+        if rejected is not None:
+            rejected.extend(detector.rejected)
+        return faces
     with FaceDetector() as det:
-        return det.detect(image, min_faces=min_faces)
+        faces = det.detect(image, min_faces=min_faces)
+        if rejected is not None:
+            rejected.extend(det.rejected)
+        return faces
+
+
+def _rejected_text(rejected: Sequence[FaceBox], hw: tuple[int, int]) -> str:
+    if not rejected:
+        return ""
+    H, W = hw
+    parts = [f"score {b.score:.2f}, {100 * b.width * b.height / (H * W):.0f}% of the image" for b in rejected]
+    return (f" ({len(rejected)} detection(s) ignored as not faces: {'; '.join(parts)}; a face needs score >= "
+            f"{MIN_FACE_SCORE} and at most {100 * MAX_FACE_AREA:.0f}% of the image)")
 
 
 def _center_boxes(image_hw: tuple[int, int], k: int) -> list[FaceBox]:
@@ -411,6 +480,7 @@ def speaker_masks(
     expand: tuple[float, float, float] = DEFAULT_EXPAND,
     overlap: str = "nearest",
     fallback: str | None = None,
+    report: list[str] | None = None,
 ) -> np.ndarray:
     """One disjoint {0,1} float32 mask per speaker, [K, H, W], from exactly one source:
 
@@ -421,7 +491,8 @@ def speaker_masks(
       exactly ``num_speakers`` faces. ``fallback="center"`` replaces a failed detection with K centred
       columns (see :func:`_center_boxes`); by default a failed detection raises.
 
-    Overlaps are resolved by ``overlap`` (module docstring).
+    Overlaps are resolved by ``overlap`` (module docstring). ``report`` receives one line when the
+    centre fallback was used, for the caller to show the user (node text, CLI output, batch table).
     """
     img = to_rgb_uint8(image)
     hw = img.shape[:2]
@@ -450,7 +521,11 @@ def speaker_masks(
                 f"face_indices {list(face_indices)} repeat a face; each speaker needs its own face"
             )
     need = (max(face_indices) + 1) if face_indices else k
-    faces = detect_faces(img, detector=detector, min_faces=need)
+    rejected: list[FaceBox] = []
+    faces = detect_faces(img, detector=detector, min_faces=need, rejected=rejected)
+    if not faces and fallback != "center":
+        err = _no_face_error(0, k, "the portrait")
+        raise MaskError(str(err) + _rejected_text(rejected, hw))
     if face_indices is None and len(faces) != k and not (len(faces) == 0 and fallback == "center"):
         if len(faces) > k:
             where = ", ".join(f"{i}: x={f.center[0]:.0f}" for i, f in enumerate(faces))
@@ -466,7 +541,11 @@ def speaker_masks(
             "were found (numbered from 0, left to right); pick existing faces or draw masks"
         )
     if len(faces) == 0:
-        log.warning("no face found; using %d centred region(s) (fallback='center')", k)
+        note = (f"no face found; using {k} centred region(s) as the speaker mask(s), the fallback you chose"
+                f"{_rejected_text(rejected, hw)}")
+        log.warning(note)
+        if report is not None:
+            report.append(note)
         chosen = _center_boxes(hw, k)
         regions = chosen
     else:

@@ -40,9 +40,16 @@ from .audio_features import AudioFeatureExtractor, MelExtractor, extract_speaker
 from .autoencoders import autoencoder_from_config, decode_fn, load_autoencoder_state, save_autoencoder
 from .checkpoints import load_dit, load_state_dict, save_dit, save_state_dict
 from .config import VIDEO_FPS, DiTConfig, SamplerConfig, VAEConfig
-from .errors import CheckpointError, MagicInfiniteError, MaskError
+from .errors import CheckpointError, MagicInfiniteError, MaskError, finite_error
 from .guidance import FULL, UNCOND, CFGConfig, guided_velocity
-from .masks import speaker_masks, to_rgb_uint8, token_masks
+from .masks import (
+    DETECT_MAX_SIDE,
+    WORK_MAX_SIDE,
+    bounded_image,
+    resolve_overlaps,
+    speaker_masks,
+    token_masks,
+)
 from .models.dit import MagicInfiniteDiT, concat_image_condition, image_tokens_from_latent
 from .sampler import ProgressCallback, sample, step_plans
 from .sampler_state import clear_state, has_state, load_state
@@ -197,7 +204,7 @@ class ModelBundle:
         if distilled:
             shift = float(shift if shift is not None else info.get("shift", d.get("shift", 7.0)))
             return len(timesteps), shift, CFGConfig.off(), timesteps
-        steps = int(steps or d.get("steps", 30))
+        steps = int(steps if steps is not None else d.get("steps", 30))
         shift = float(shift if shift is not None else d.get("shift", 7.0))
         if cfg is None:
             cfg = CFGConfig(audio_scale=float(d.get("audio_scale", 4.0)), text_scale=float(d.get("text_scale", 3.0)),
@@ -305,6 +312,43 @@ def bundle_sampler_defaults(path: str | Path) -> dict[str, Any]:
         return {}
 
 
+def bundle_files(spec: dict[str, Any], folder: Path, spec_path: Path | str = BUNDLE_FILE) -> dict[str, Path]:
+    """Every file a bundle.json names ({"dit": path, "vae.weights": path, ...}), each checked to lie in its folder.
+
+    Why: bundle folders come from anywhere (downloads, shared drives); a ``bundle.json`` naming
+    ``/abs/path`` or ``../../x`` must not make the loader read files outside the bundle. Relative
+    names without ``..`` only; a symlink the user placed inside the folder is followed.
+    """
+    import os
+
+    found: dict[str, Any] = {"dit": spec.get("dit")}
+    if isinstance(spec.get("distilled"), dict) and "dit" in spec["distilled"]:
+        found["distilled.dit"] = spec["distilled"]["dit"]
+    for key in ("vae", "text_encoder", "image_encoder"):
+        if isinstance(spec.get(key), dict) and "weights" in spec[key]:
+            found[f"{key}.weights"] = spec[key]["weights"]
+    if isinstance(spec.get("audio"), dict) and "path" in spec["audio"]:
+        found["audio.path"] = spec["audio"]["path"]
+    out: dict[str, Path] = {}
+    base = os.path.normpath(os.path.abspath(folder))
+    for key, name in found.items():
+        if not isinstance(name, str) or not name.strip():
+            raise CheckpointError(f"{spec_path}: {key!r} must name a file inside the bundle folder, got {name!r}")
+        parts = Path(name.replace("\\", "/")).parts
+        if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            raise CheckpointError(
+                f"{spec_path}: {key!r} is the absolute path {name!r}; bundle files must be named relative to the "
+                "bundle folder (absolute paths are refused)"
+            )
+        cand = os.path.normpath(os.path.join(base, name))
+        if ".." in parts or os.path.commonpath([base, cand]) != base:
+            raise CheckpointError(
+                f"{spec_path}: {key!r} = {name!r} leaves the bundle folder ('..' is refused); put the file inside it"
+            )
+        out[key] = Path(cand)
+    return out
+
+
 def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled: bool = False) -> ModelBundle:
     """Load a bundle folder written by save_bundle (the demo model ships in this format).
 
@@ -330,15 +374,16 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
             )
         dit_file = info["dit"]
         info = {k: v for k, v in info.items() if k != "dit"}
-    dit = load_dit(d / dit_file, device=device)
+    files = bundle_files(spec, d, spec_path)  # every path checked before anything is read
+    dit = load_dit(files["dit" if not distilled else "distilled.dit"], device=device)
     vae = autoencoder_from_config(spec["vae"]["config"])
-    load_autoencoder_state(vae, load_state_dict(d / spec["vae"]["weights"]), d / spec["vae"]["weights"])
+    load_autoencoder_state(vae, load_state_dict(files["vae.weights"]), files["vae.weights"])
     encoders = {}
     for key in ("text_encoder", "image_encoder"):
         if key in spec:
             mod = _encoder_from_config(spec[key]["config"])
             if isinstance(mod, nn.Module):
-                mod.load_state_dict(load_state_dict(d / spec[key]["weights"]))
+                mod.load_state_dict(load_state_dict(files[f"{key}.weights"]))
                 mod.eval()
             encoders[key] = mod
     if "text_encoder" not in encoders:
@@ -347,49 +392,113 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     if audio["kind"] == "mel":
         extractor = MelExtractor(n_mels=audio.get("n_mels", 64), n_fft=audio.get("n_fft", 1024))
     else:
-        extractor = load_extractor(d / audio["path"])
+        extractor = load_extractor(files["audio.path"])
     h, w = spec.get("resolution", [64, 64])
     name = spec.get("name", d.name) + ("-4step" if distilled else "")
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
-                       int(h), int(w), name=name, dit_path=d / dit_file,
+                       int(h), int(w), name=name, dit_path=d / str(dit_file),
                        sampler_defaults=dict(spec.get("sampler", {})), distilled=info).to(device)
 
 
 # ---------------------------------------------------------------------------------------- inputs
 
 
-def load_portrait(portrait: Any, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Any image (path, PIL, array, ComfyUI IMAGE) -> ([1, 3, H, W] in [-1, 1], uint8 [H, W, 3]).
+MAX_PORTRAIT_PIXELS = 150_000_000  # portrait files above this are refused before decoding
 
-    Centre-cropped to the model's aspect ratio, then resized (Lanczos).
+
+class PortraitWarning(UserWarning):
+    """A portrait that is usable but was changed on the way in (e.g. a huge image downscaled)."""
+
+
+def read_portrait(portrait: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
+    """Any image (path, PIL, array, ComfyUI IMAGE) -> uint8 RGB [H, W, 3] with at most ``max_side`` px a side.
+
+    Why: memory must stay bounded for any upload. A file is opened lazily, refused above
+    ``MAX_PORTRAIT_PIXELS``, decoded at reduced scale where the format allows (JPEG draft) and
+    reduced by an integer factor before the RGB conversion; an array / tensor is pooled on a view
+    (:func:`masks.bounded_image`). Above PIL's decompression-bomb limit a :class:`PortraitWarning`
+    says what was done.
     """
     from PIL import Image
 
     if isinstance(portrait, (str, Path)):
         try:
-            with Image.open(portrait) as im:
-                img = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(portrait) as im:
+                    w, h = im.size
+                    if w * h > MAX_PORTRAIT_PIXELS:
+                        raise MagicInfiniteError(
+                            f"the portrait {portrait} is {w}x{h} ({w * h / 1e6:.0f} MP); portraits above "
+                            f"{MAX_PORTRAIT_PIXELS / 1e6:.0f} MP are refused: downscale it first"
+                        )
+                    f = math.ceil(max(w, h) / max_side)
+                    if f > 1 and im.format == "JPEG":
+                        im.draft("RGB", (max(1, w // f), max(1, h // f)))  # decode at 1/2, 1/4 or 1/8 scale
+                    f2 = math.ceil(max(im.size) / max_side)
+                    if f2 > 1:
+                        im = im.reduce(f2)
+                    img = np.asarray(im.convert("RGB"))
+        except MagicInfiniteError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise MagicInfiniteError(f"cannot read the portrait {portrait}: {exc}") from None
+        src = (w, h)
     else:
-        img = to_rgb_uint8(portrait)
-    ih, iw = img.shape[:2]
+        if hasattr(portrait, "convert") and hasattr(portrait, "size"):  # a PIL image
+            portrait = np.asarray(portrait.convert("RGB"))
+        shape = tuple(getattr(portrait, "shape", ()))
+        img = bounded_image(portrait, max_side)
+        src = (shape[-2], shape[-3]) if len(shape) == 4 else (shape[1], shape[0]) if len(shape) >= 2 else img.shape[1::-1]
+    if src[0] * src[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
+        warnings.warn(
+            f"the portrait is {src[0]}x{src[1]} ({src[0] * src[1] / 1e6:.0f} MP, above PIL's decompression-bomb "
+            f"limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); it was reduced to {img.shape[1]}x{img.shape[0]} "
+            "on reading. Downscale such images before loading them to save memory and time",
+            PortraitWarning, stacklevel=2,
+        )
+    return img
+
+
+def crop_region(ih: int, iw: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(y0, x0, crop_h, crop_w): the centred crop of an ih x iw image with the model's aspect ratio."""
     scale = max(height / ih, width / iw)
     ch, cw = min(ih, math.ceil(height / scale)), min(iw, math.ceil(width / scale))
-    y0, x0 = (ih - ch) // 2, (iw - cw) // 2
+    return (ih - ch) // 2, (iw - cw) // 2, ch, cw
+
+
+def load_portrait(portrait: Any, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Any image (path, PIL, array, ComfyUI IMAGE) -> ([1, 3, H, W] in [-1, 1], uint8 [H, W, 3]).
+
+    Read with bounded memory (:func:`read_portrait`), centre-cropped to the model's aspect ratio,
+    then resized (Lanczos).
+    """
+    from PIL import Image
+
+    img = read_portrait(portrait)
+    y0, x0, ch, cw = crop_region(*img.shape[:2], height, width)
     im = Image.fromarray(img[y0 : y0 + ch, x0 : x0 + cw]).resize((width, height), Image.LANCZOS)
     arr = np.asarray(im, dtype=np.uint8)
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     return t, arr
 
 
-def _centre_box(h: int, w: int) -> list[float]:
-    return [0.2 * w, 0.1 * h, 0.8 * w, 0.9 * h]
+def pixel_speaker_masks(
+    image: np.ndarray,
+    num_speakers: int,
+    speakers: Any = None,
+    *,
+    portrait: np.ndarray | None = None,
+    fallback: str | None = None,
+    notes: list[str] | None = None,
+) -> np.ndarray:
+    """[K, H, W] speaker masks at the model's size (``image``, uint8): given masks/boxes, else detected faces.
 
-
-def pixel_speaker_masks(image: np.ndarray, num_speakers: int, speakers: Any = None) -> np.ndarray:
-    """[K, H, W] speaker masks: given masks/boxes, else detected faces; one speaker without a face
-    detector installed gets a centred region (with a warning), several speakers must draw masks."""
+    Faces are detected on ``portrait`` (the full-resolution picture ``image`` was cropped from, up to
+    ``masks.DETECT_MAX_SIDE`` px) and the regions mapped into the model's crop: a 64x64 crop is too
+    small to find faces in. No face: ``fallback="center"`` (the user's choice) uses centred regions and
+    says so in ``notes``; otherwise a MaskError says what to do. No fallback happens unasked.
+    """
     h, w = image.shape[:2]
     if speakers is not None:
         if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
@@ -411,13 +520,30 @@ def pixel_speaker_masks(image: np.ndarray, num_speakers: int, speakers: Any = No
         if arr.shape[-2:] != (h, w):
             arr = F.interpolate(torch.from_numpy(arr)[None], size=(h, w), mode="nearest")[0].numpy()
         return speaker_masks(image, num_speakers, masks=arr)
+    src = image
+    if portrait is not None:
+        y0, x0, ch, cw = crop_region(*portrait.shape[:2], h, w)
+        src = bounded_image(portrait[y0 : y0 + ch, x0 : x0 + cw], DETECT_MAX_SIDE)
     try:
-        return speaker_masks(image, num_speakers, fallback="center")
+        full = speaker_masks(src, num_speakers, fallback=fallback, report=notes)
     except MaskError as exc:
-        if "mediapipe" not in str(exc) or num_speakers != 1:
+        if "mediapipe" not in str(exc) or fallback != "center":
             raise
-        warnings.warn(f"{exc}. Using a centred face region for the single speaker.", stacklevel=3)
-        return speaker_masks(image, 1, boxes=[_centre_box(h, w)])
+        note = f"{exc}; using {num_speakers} centred region(s), the fallback you chose"
+        if notes is not None:
+            notes.append(note)
+        warnings.warn(note, stacklevel=2)
+        return speaker_masks(image, num_speakers, boxes=[[w * (i + 0.25) / num_speakers, 0.15 * h,
+                                                          w * (i + 0.75) / num_speakers, 0.75 * h]
+                                                         for i in range(num_speakers)])
+    if full.shape[1:] == (h, w):
+        return full
+    cover = F.interpolate(torch.from_numpy(full)[None], size=(h, w), mode="area")[0].numpy()
+    out = (cover >= 0.5).astype(np.float32)
+    for k in range(out.shape[0]):  # a region smaller than half a model pixel keeps its best-covered pixel
+        if not out[k].any():
+            out[k].flat[int(cover[k].argmax())] = 1.0
+    return resolve_overlaps(out)
 
 
 def audio_for_latents(features: torch.Tensor, start: int, end: int, fpl: int = 4, window: int = 5) -> torch.Tensor:
@@ -550,13 +676,26 @@ class GenerateReport:
     resumed_from_step: int | None
     peak_rss_mb: float
     peak_device_mb: float | None
+    notes: list[str] = field(default_factory=list)  # fallbacks and input changes the user should know about
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the peak of this program's own memory. ``ru_maxrss`` keeps
+    the peak of the process image before ``exec`` (a forked copy of a large launcher, e.g. a test
+    runner), so it can report the parent's size; it is the fallback elsewhere (Linux reports KiB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -592,6 +731,7 @@ def generate(
     decode_chunk: int = 8,
     decode_context: int = 2,
     callback: ProgressCallback | None = None,
+    face_fallback: str | None = None,
 ) -> tuple[Path, GenerateReport]:
     """Make a talking video; returns (mp4 path, report).
 
@@ -599,10 +739,13 @@ def generate(
     as `speakers`). speakers: None (detect faces), [K, H, W] masks, mask image paths, or K pixel
     boxes (x0, y0, x1, y1). distilled: the few-step generator, no CFG (a bundle folder given as `model`
     then loads its distilled DiT). steps / shift / cfg / distilled_timesteps left None take the model's
-    own recommended settings (bundle.json), else the library defaults. state_dir / resume: save the
+    own recommended settings (bundle.json), else the library defaults. face_fallback: "center" to use
+    centred regions when no face is detected (reported in the report's notes); None raises instead.
+    state_dir / resume: save the
     sampler state after every step / continue from it (bit-identical result).
     """
     t_start = time.perf_counter()
+    check_output_path(out)  # before any work: a bad path must not cost a whole run
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
     steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
@@ -614,7 +757,7 @@ def generate(
         bundle, portrait, features, num_frames, prompt, speakers=speakers, negative_prompt=negative_prompt,
         cfg=cfg, distilled=distilled, steps=steps, window=window, overlap=overlap, shift=shift,
         shift_windows=shift_windows, distilled_timesteps=distilled_timesteps, seed=seed, device=device,
-        state_dir=state_dir, resume=resume, latent_file=latent_file, callback=callback,
+        state_dir=state_dir, resume=resume, latent_file=latent_file, callback=callback, face_fallback=face_fallback,
     )
     latent, shape, scfg, t_lat = sampled.latent, sampled.shape, sampled.config, sampled.shape[1]
 
@@ -633,8 +776,38 @@ def generate(
         windows_per_step=plans, seed=seed, wall_s=time.perf_counter() - t_start, sample_s=sampled.seconds,
         decode_s=decode_s, resumed_from_step=sampled.resumed_from_step, peak_rss_mb=peak_rss_mb(),
         peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        notes=sampled.notes,
     )
     return out, report
+
+
+def check_output_path(out: str | Path) -> Path:
+    """The mp4 path ``out`` if a video can be written there; else a MagicInfiniteError, creating nothing.
+
+    Why: the path used to be tried only after sampling and decoding (an ``IsADirectoryError``
+    traceback after the whole run, with ``<out>.partial`` left behind).
+    """
+    import os
+
+    p = Path(out)
+    if str(out).endswith(("/", os.sep)) or p.is_dir():
+        raise MagicInfiniteError(f"the output path {out} is a folder; give the path of the .mp4 file to write, e.g. {p / 'talk.mp4'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise MagicInfiniteError(f"the output path {out} exists and is not writable")
+    parent = p.parent if str(p.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MagicInfiniteError(f"the output path {out}: {existing} is a file, not a folder")
+    import tempfile
+
+    try:  # os.access says yes to root even on read-only or virtual file systems: really try
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise MagicInfiniteError(f"the output path {out}: cannot write into {existing} ({exc.strerror})") from None
+    return p
 
 
 @dataclass
@@ -645,6 +818,27 @@ class SampledLatent:
     num_frames: int
     resumed_from_step: int | None
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the user should know (fallbacks, downscaling)
+
+
+def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence[float], seed: int) -> None:
+    """Refuse sampling settings that cannot give a video: NaN/inf or out-of-range numbers.
+
+    Why: NaN passes every ``<``/``>`` check and used to come out as an all-black video reported as
+    a success; this is the library's own line of defence under the CLI's and the nodes' checks.
+    """
+    errs = [
+        None if int(steps) >= 1 else f"steps must be at least 1, got {steps}",
+        finite_error("shift", shift, 1e-6),
+        finite_error("audio guidance scale", cfg.audio_scale),
+        finite_error("text guidance scale", cfg.text_scale),
+        finite_error("CFG boundary", cfg.boundary),
+        *[finite_error("distilled timestep", t, 0.0, 1000.0) for t in timesteps],
+        None if 0 <= int(seed) < 2**64 else f"seed must be in 0..2**64-1, got {seed}",
+    ]
+    for e in errs:
+        if e:
+            raise MagicInfiniteError(e)
 
 
 def sample_latent(
@@ -671,16 +865,20 @@ def sample_latent(
     latent_file: str | Path | None = None,
     callback: ProgressCallback | None = None,
     forward: Any = None,
+    face_fallback: str | None = None,
 ) -> SampledLatent:
     """Portrait + per-speaker features [K, F, D] + prompt -> the sampled latent of the whole video.
 
     The part of generate() that the ComfyUI sampler node runs on its own. `forward` replaces the DiT
     call (e.g. a USP worker group with the DiT's signature). The resume hash covers the model, the
     portrait, the features, the masks, the prompts and the guidance. Unset (None) sampling options
-    come from `bundle.resolve_sampling`.
+    come from `bundle.resolve_sampling`. Without `speakers`, faces are detected on the full-resolution
+    portrait; `face_fallback="center"` (only when asked) uses centred regions when none is found, and
+    the returned `notes` say so.
     """
     device = torch.device(device)
     steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
+    check_sampling(steps, shift, cfg, distilled_timesteps, seed)
     prompt = prompt or ""
     window_sizes(window, overlap)  # fail early on a bad window/overlap, before any heavy work
     if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:
@@ -688,8 +886,16 @@ def sample_latent(
             f"the audio features have {features.shape[-1]} dims but the model expects "
             f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
         )
-    img, img_u8 = load_portrait(portrait, bundle.height, bundle.width)
-    masks = pixel_speaker_masks(img_u8, features.shape[0], speakers)
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PortraitWarning)
+        full = read_portrait(portrait)
+    for w in caught:
+        notes.append(str(w.message))
+        warnings.warn(w.message, stacklevel=2)
+    img, img_u8 = load_portrait(full, bundle.height, bundle.width)
+    masks = pixel_speaker_masks(img_u8, features.shape[0], speakers, portrait=full, fallback=face_fallback,
+                                notes=notes)
     cond = build_conditions(bundle, img, prompt, features, masks, device, negative_prompt)
     h_lat, w_lat = cond.image_latent.shape[-2:]
     shape = (bundle.dit.cfg.out_channels, latent_frames(num_frames), h_lat, w_lat)
@@ -709,7 +915,7 @@ def sample_latent(
     t0 = time.perf_counter()
     latent = sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
                     state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file, callback=callback)
-    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0)
+    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0, notes)
 
 
 def decode_to_mp4(

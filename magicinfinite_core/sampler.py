@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .config import SamplerConfig
-from .errors import MagicInfiniteError
+from .errors import MagicInfiniteError, NonFiniteError
 from .sampler_state import SamplerState, config_hash, has_state, load_state, save_state
 from .scheduler import distilled_sigmas, flow_sigmas
 from .sliding_window import Window, blend_weights, step_shift, window_plan, window_sizes
@@ -162,6 +162,15 @@ class _StreamingUpdate:
         self.p0 = upto
 
 
+def _non_finite(what: str, j: int, steps: int, k: int, windows: int, win: Window) -> NonFiniteError:
+    """The error for a NaN/inf, naming step and window, so a black video is never reported as success."""
+    return NonFiniteError(
+        f"{what} is not finite (NaN or inf) at step {j + 1}/{steps}, window {k + 1}/{windows} (latent frames "
+        f"{win.start}..{win.end - 1}); stopped before writing a video. Check the guidance scales, the shift "
+        "and the model's weights"
+    )
+
+
 def sample(
     predict: Predictor,
     latent_shape: tuple[int, int, int, int],
@@ -199,6 +208,8 @@ def sample(
         st = load_state(state_dir, expected_hash=chash)
         if tuple(st.latent.shape) != tuple(latent_shape) or st.total_steps != steps:
             raise MagicInfiniteError(f"sampler state in {state_dir} does not fit this job; delete it")
+        if not torch.isfinite(st.latent).all():
+            raise NonFiniteError(f"the saved sampler state in {state_dir} holds NaN/inf values; delete it and start again")
         latent.copy_(st.latent)
         generator.set_state(st.generator_state)
         start_step = st.step
@@ -226,8 +237,13 @@ def sample(
                 raise RuntimeError(f"predictor returned {tuple(v.shape)} for a window of {tuple(x_win.shape)}")
             v = v[0].detach().to("cpu", torch.float32)
             del x_win
+            if not torch.isfinite(v).all():
+                raise _non_finite("the model's prediction", j, steps, k, len(plan), win)
             final_upto = plan[k + 1].start if k + 1 < len(plan) else total
+            p0 = update.p0
             update.add(win, v, blend_weights(plan, k), final_upto)
+            if not torch.isfinite(latent[:, p0 : update.p0]).all():
+                raise _non_finite("the latent", j, steps, k, len(plan), win)
             done_here += 1
             if callback is not None:
                 elapsed = time.perf_counter() - t0

@@ -9,7 +9,15 @@ from comfy_api.latest import io, ui
 from magicinfinite_core.audio import num_video_frames_for_samples
 from magicinfinite_core.config import VIDEO_FPS
 
-from .common import CATEGORY, MagicAudioFeatures, MagicModel, audio_num_samples
+from .common import (
+    CATEGORY,
+    MagicAudioFeatures,
+    MagicModel,
+    audio_num_samples,
+    caught_warnings,
+    send_warnings,
+    ui_output,
+)
 
 
 class MagicInfiniteAudioFrameCount(io.ComfyNode):
@@ -84,6 +92,7 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
                 io.Int.Output("frames", display_name="frames", tooltip="Video frames at 25 fps."),
                 io.Audio.Output("audio", display_name="audio", tooltip="The track that goes into the video."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -96,6 +105,8 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
         audio_3: dict[str, Any] | None = None,
         audio_4: dict[str, Any] | None = None,
     ) -> io.NodeOutput:
+        import warnings
+
         import torch
 
         from magicinfinite_core.audio import load_speaker_tracks
@@ -104,7 +115,11 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
         audios = [a for a in (audio_1, audio_2, audio_3, audio_4) if a is not None]
         for a in audios:
             audio_num_samples(a)  # clear message for malformed AUDIO
-        tracks = load_speaker_tracks(list(audios), normalize=bool(normalize))
+        with warnings.catch_warnings(record=True) as caught:  # silent voice, many channels: shown in the UI
+            warnings.simplefilter("always")
+            tracks = load_speaker_tracks(list(audios), normalize=bool(normalize))
+        notes = caught_warnings(caught)
+        send_warnings(cls.hidden.unique_id, "Audio Encode", notes)
         num_frames = max(t.num_frames for t in tracks)
         features = extract_speaker_features(tracks, model.audio_extractor, num_frames)
         want = model.dit.cfg.audio.feature_dim if model.dit.cfg.audio is not None else None
@@ -117,4 +132,4 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
         out = {"features": features, "num_frames": num_frames, "num_speakers": len(tracks), "mux": mux}
         comfy_audio = {"waveform": torch.from_numpy(mux[0].copy())[None], "sample_rate": mux[1]}
         text = f"{len(tracks)} speaker(s), {num_frames} frames at {VIDEO_FPS} fps ({num_frames / VIDEO_FPS:.2f} s)"
-        return io.NodeOutput(out, num_frames, comfy_audio, ui=ui.PreviewText(text))
+        return io.NodeOutput(out, num_frames, comfy_audio, ui=ui_output(ui.PreviewText(text), notes))

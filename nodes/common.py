@@ -198,6 +198,79 @@ def progress_callback(node_id: str | None) -> Callable[[Any], None]:
     return cb
 
 
+# --------------------------------------------------------------------------------- checks and warnings
+
+WARNING_EVENT = "magicinfinite.warning"  # websocket event; web/magicinfinite_warnings.js shows it as a toast
+
+
+def float_error(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> str | None:
+    """Error text for a float input that is NaN/inf or outside [lo, hi] (ComfyUI's min/max lets NaN pass)."""
+    from magicinfinite_core.errors import finite_error
+
+    return finite_error(name, value, lo, hi)
+
+
+def check_floats(**specs: tuple[Any, float | None, float | None]) -> None:
+    """Raise NodeInputError for the first ``name=(value, lo, hi)`` that is not finite or out of range."""
+    for name, (value, lo, hi) in specs.items():
+        err = float_error(name, value, lo, hi)
+        if err:
+            raise NodeInputError(err)
+
+
+def send_warnings(node_id: str | None, node_type: str, messages: list[str]) -> None:
+    """Show ``messages`` in the frontend (toast via the pack's web extension) and the server log.
+
+    Why: ComfyUI prints Python warnings only on the server console; the user looks at the canvas.
+    ``PromptServer.send_sync`` to the prompt's client is ComfyUI's way for a node to talk to its UI.
+    """
+    import logging
+
+    if not messages:
+        return
+    for m in messages:
+        logging.getLogger("magicinfinite").warning("%s %s: %s", node_type, node_id, m)
+    try:
+        from server import PromptServer
+
+        inst = PromptServer.instance
+        if inst is not None:
+            inst.send_sync(WARNING_EVENT, {"node": node_id, "node_type": node_type, "messages": list(messages)},
+                           getattr(inst, "client_id", None))
+    except Exception:  # noqa: BLE001 - the warning is also in the node's output and the log
+        pass
+
+
+def ui_output(ui_obj: Any, messages: list[str]) -> Any:
+    """A node's UI dict: ``ui_obj`` (PreviewText/PreviewImage/...) plus ``warnings`` (also in /history,
+    which the headless runner and the batch results table read) and a ``text`` line per warning."""
+    if not messages:
+        return ui_obj
+    d = dict(ui_obj.as_dict()) if ui_obj is not None and hasattr(ui_obj, "as_dict") else dict(ui_obj or {})
+    d["warnings"] = list(messages)
+    d["text"] = [*d.get("text", []), *[f"warning: {m}" for m in messages]]
+    return d
+
+
+def caught_warnings(record: list[Any]) -> list[str]:
+    """The user-facing messages (AudioWarning, PortraitWarning) of ``warnings.catch_warnings(record=True)``
+    entries, de-duplicated, in order; any other warning (library deprecations...) is shown as usual."""
+    import warnings
+
+    from magicinfinite_core.audio import AudioWarning
+    from magicinfinite_core.pipeline import PortraitWarning
+
+    out: list[str] = []
+    for w in record:
+        if not issubclass(w.category, (AudioWarning, PortraitWarning)):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            continue
+        text = str(w.message)
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def torch_device(choice: str) -> Any:
     """``auto`` → ComfyUI's device (respects ``--cpu``); otherwise the named torch device."""
     import torch

@@ -23,6 +23,7 @@ from .common import (
     MagicTextEncoder,
     MagicVAE,
     NodeInputError,
+    check_floats,
     list_dirs,
     list_safetensors,
     resolve_model_path,
@@ -56,13 +57,23 @@ def _bundle_path(name: str) -> str:
 
 
 def _check_bundle(name: str, distilled: bool) -> str:
-    """The bundle's folder; with `distilled`, also that it carries a distilled generator."""
+    """The bundle's folder; every file its bundle.json names must lie inside it; with `distilled`,
+    also that it carries a distilled generator."""
+    from magicinfinite_core.errors import CheckpointError
+    from magicinfinite_core.pipeline import bundle_files
+
     path = _bundle_path(name)
+    try:
+        spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
+    except (OSError, ValueError) as e:
+        raise NodeInputError(f"cannot read {name!r}/{BUNDLE_MARKER}: {e}") from None
+    if not isinstance(spec, dict):
+        raise NodeInputError(f"{name!r}/{BUNDLE_MARKER} must hold a JSON object")
+    try:
+        bundle_files(spec, Path(path), f"{name}/{BUNDLE_MARKER}")
+    except CheckpointError as e:
+        raise NodeInputError(str(e)) from None
     if distilled:
-        try:
-            spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
-        except (OSError, ValueError) as e:
-            raise NodeInputError(f"cannot read {name!r}/{BUNDLE_MARKER}: {e}") from None
         if not isinstance(spec.get("distilled"), dict) or "dit" not in spec["distilled"]:
             raise NodeInputError(
                 f"{name!r} has no 4-step distilled generator (bundle.json has no 'distilled' entry); "
@@ -115,8 +126,13 @@ class MagicInfiniteModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str, transformer: str = TRANSFORMERS[0]) -> bool | str:
-        return _error_text(_check_bundle, model, transformer == TRANSFORMERS[1])
+    def validate_inputs(cls, model: str) -> bool | str:
+        """The bundle folder and every path in its bundle.json (one message, labelled ``model``).
+
+        Why ``model`` alone: ComfyUI attaches a validate_inputs message to every input the function
+        takes; whether the bundle has a distilled generator is checked first thing in execute.
+        """
+        return _error_text(_check_bundle, model, False)
 
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
@@ -365,6 +381,7 @@ class MagicInfiniteLoRA(io.ComfyNode):
 
         from magicinfinite_core.lora import apply_lora
 
+        check_floats(strength=(strength, -4.0, 4.0))  # NaN passes ComfyUI's min/max
         merged = apply_lora(model.dit, _lora_path(lora_name), float(strength))
         # dit_path=None: multi-process workers would reload the file without the LoRA
         return io.NodeOutput(dataclasses.replace(model, dit=merged, dit_path=None, _fingerprint=None))

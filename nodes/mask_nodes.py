@@ -6,7 +6,7 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, NodeInputError
+from .common import CATEGORY, NodeInputError, caught_warnings, send_warnings, ui_output
 
 MAX_SPEAKERS = 4
 SOURCES = ["auto", "drawn masks", "detect faces", "detect faces, else centre"]
@@ -52,15 +52,16 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
                   for i in range(1, MAX_SPEAKERS + 1)],
             ],
             outputs=[
-                io.Mask.Output("masks", display_name="speaker_masks", tooltip="[speakers, H, W], one per speaker."),
+                io.Mask.Output("masks", display_name="speaker_masks",
+                               tooltip="[speakers, H, W], one per speaker (portraits over 2048 px: at the reduced size)."),
                 io.Image.Output("overlay", display_name="overlay", tooltip="Portrait with numbered speaker regions."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1, source: str = "auto") -> bool | str:
-        if source not in SOURCES:
-            return f"source must be one of {SOURCES}, got {source!r}"
+    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1) -> bool | str:
+        """face_order against num_speakers (ComfyUI labels the message on both; it checks source itself)."""
         if not 1 <= int(num_speakers) <= MAX_SPEAKERS:
             return f"num_speakers must be 1..{MAX_SPEAKERS}, got {num_speakers}"
         try:
@@ -81,12 +82,19 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         mask_3: Any = None,
         mask_4: Any = None,
     ) -> io.NodeOutput:
-        import torch
+        import warnings
 
-        from magicinfinite_core.masks import draw_speaker_overlay, speaker_masks, to_rgb_uint8
+        import torch
+        import torch.nn.functional as F
+
+        from magicinfinite_core.masks import draw_speaker_overlay, speaker_masks
+        from magicinfinite_core.pipeline import read_portrait
 
         k = int(num_speakers)
-        img = to_rgb_uint8(image[:1])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = read_portrait(image[:1])  # huge portraits are pooled down first: memory stays bounded
+        notes = caught_warnings(caught)
         drawn = [m for m in (mask_1, mask_2, mask_3, mask_4) if m is not None]
         use_drawn = source == "drawn masks" or (source == "auto" and drawn)
         if use_drawn:
@@ -94,11 +102,18 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
                 raise NodeInputError(
                     f"{len(drawn)} mask input(s) connected for {k} speaker(s); connect mask_1..mask_{k}"
                 )
-            stack = [(m[0] if m.ndim == 3 else m).float().cpu().numpy() for m in drawn]
+            stack = []
+            for m in drawn:
+                m = (m[0] if m.ndim == 3 else m).float().cpu()
+                if tuple(m.shape) != img.shape[:2]:  # the portrait was reduced: reduce its masks alike
+                    m = F.interpolate(m[None, None], size=img.shape[:2], mode="area")[0, 0]
+                stack.append(m.numpy())
             masks = speaker_masks(img, k, masks=stack)
         else:
             fallback = "center" if source == "detect faces, else centre" else None
-            masks = speaker_masks(img, k, face_indices=parse_face_order(face_order, k), fallback=fallback)
+            masks = speaker_masks(img, k, face_indices=parse_face_order(face_order, k), fallback=fallback,
+                                  report=notes)
+        send_warnings(cls.hidden.unique_id, "Speaker Masks", notes)
         overlay = torch.from_numpy(draw_speaker_overlay(img, masks).copy()).float().div(255)[None]
         mask_t = torch.from_numpy(masks).float()
-        return io.NodeOutput(mask_t, overlay, ui=ui.PreviewImage(overlay, cls=cls))
+        return io.NodeOutput(mask_t, overlay, ui=ui_output(ui.PreviewImage(overlay, cls=cls), notes))

@@ -13,16 +13,22 @@ from .common import (
     MagicLatent,
     MagicModel,
     NodeInputError,
-    check_relative_name,
+    caught_warnings,
+    check_floats,
     progress_callback,
+    send_warnings,
     state_dir_for,
     torch_device,
+    ui_output,
 )
 
 CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off"]
 SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
+WINDOW_RANGE = (5, 1025)
+OVERLAP_RANGE = (4, 1024)
+SHIFT_RANGE = (0.1, 50.0)
 
 
 class MagicInfiniteCFG(io.ComfyNode):
@@ -53,6 +59,9 @@ class MagicInfiniteCFG(io.ComfyNode):
     def execute(cls, mode: str, audio_scale: float, text_scale: float, boundary: float) -> io.NodeOutput:
         from magicinfinite_core.guidance import CFGConfig
 
+        # ComfyUI's min/max checks let NaN through (every comparison is False): refuse it here
+        check_floats(audio_scale=(audio_scale, 0.0, 20.0), text_scale=(text_scale, 0.0, 20.0),
+                     boundary=(boundary, 0.0, 1.0))
         if mode == "off":
             return io.NodeOutput(CFGConfig.off())
         if mode == "two-fold only":
@@ -140,11 +149,12 @@ class MagicInfiniteSampler(io.ComfyNode):
                 io.Combo.Input("mode", options=SAMPLER_MODES, default="distilled",
                                tooltip="distilled: the 4-step generator, no CFG. base: flow-matching Euler with CFG."),
                 io.Int.Input("steps", default=4, min=1, max=200, tooltip="4 for the distilled model, ~30 for base."),
-                io.Int.Input("window", default=33, min=5, max=1025, step=4,
+                io.Int.Input("window", default=33, min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], step=4,
                              tooltip="Video frames per window (4n+1)."),
-                io.Int.Input("overlap", default=8, min=4, max=1024, step=4,
+                io.Int.Input("overlap", default=8, min=OVERLAP_RANGE[0], max=OVERLAP_RANGE[1], step=4,
                              tooltip="Video frames shared by neighbouring windows (multiple of 4)."),
-                io.Float.Input("shift", default=7.0, min=0.1, max=50.0, step=0.1, tooltip="Flow schedule shift."),
+                io.Float.Input("shift", default=7.0, min=SHIFT_RANGE[0], max=SHIFT_RANGE[1], step=0.1,
+                               tooltip="Flow schedule shift."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True),
                 io.String.Input("resume_dir", default="",
                                 tooltip="Empty: no resume. A name (e.g. 'job42'): save/continue the sampler state "
@@ -163,26 +173,36 @@ class MagicInfiniteSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window: int, overlap: int, steps: int, resume_dir: str = "",
-                        device: str = "auto") -> bool | str:
+    def validate_inputs(cls, window: int, overlap: int) -> bool | str:
+        """The window/overlap pair (ComfyUI checks every other input's range itself).
+
+        Why only these two: ComfyUI 0.3.75 attaches a validate_inputs message to EVERY input this
+        function takes and skips its own min/max for them; taking just the pair keeps each message on
+        the inputs it is about. Checks ComfyUI cannot do (NaN shift, resume_dir path, cuda) run first
+        thing in execute, before this node does any work.
+        """
         from magicinfinite_core.sliding_window import window_sizes
 
-        if int(steps) < 1:
-            return f"steps must be at least 1, got {steps}"
+        if not WINDOW_RANGE[0] <= int(window) <= WINDOW_RANGE[1]:
+            return f"window {window} must be in {WINDOW_RANGE[0]}..{WINDOW_RANGE[1]}"
+        if not OVERLAP_RANGE[0] <= int(overlap) <= OVERLAP_RANGE[1]:
+            return f"overlap {overlap} must be in {OVERLAP_RANGE[0]}..{OVERLAP_RANGE[1]}"
         try:
             window_sizes(int(window), int(overlap))
         except ValueError as e:
             return f"window {window} / overlap {overlap}: {e}"
-        if resume_dir and resume_dir.strip():
-            err = check_relative_name(resume_dir.strip(), "resume_dir")
-            if err:
-                return err
+        return True
+
+    @classmethod
+    def check_inputs(cls, shift: float, resume_dir: str, device: str) -> None:
+        """The single-input checks ComfyUI's validation cannot make (raised as one NodeInputError)."""
+        check_floats(shift=(shift, SHIFT_RANGE[0], SHIFT_RANGE[1]))
+        state_dir_for(resume_dir)  # relative, no '..', inside output/magicinfinite_state
         if device == "cuda":
             import torch
 
             if not torch.cuda.is_available():
-                return "device 'cuda' is not available on this machine; use 'auto' or 'cpu'"
-        return True
+                raise NodeInputError("device 'cuda' is not available on this machine; use 'auto' or 'cpu'")
 
     @classmethod
     def execute(
@@ -205,9 +225,13 @@ class MagicInfiniteSampler(io.ComfyNode):
         speaker_masks: Any = None,
         cfg: Any = None,
     ) -> io.NodeOutput:
+        import warnings
+
+        from magicinfinite_core.errors import MaskError
         from magicinfinite_core.pipeline import sample_latent
         from magicinfinite_core.sampler_state import has_state
 
+        cls.check_inputs(shift, resume_dir, device)
         state_dir = state_dir_for(resume_dir)
         features, k = audio_features["features"], int(audio_features["num_speakers"])
         forward = usp_worker_group(model, processes) if backend == BACKENDS[1] else None
@@ -216,15 +240,29 @@ class MagicInfiniteSampler(io.ComfyNode):
         trained_steps = (model.distilled or {}).get("timesteps", ())
         # the generator's own step list when the step count matches it, else an even spread
         timesteps = None if len(trained_steps) == int(steps) else distilled_timesteps(steps)
-        latent = sample_latent(
-            model, portrait[:1], features,
-            int(audio_features["num_frames"]), prompt or "",
-            speakers=node_speakers(speaker_masks, k, model.height, model.width),
-            negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
-            window=int(window), overlap=int(overlap), shift=float(shift),
-            distilled_timesteps=timesteps, seed=int(seed), device=torch_device(device),
-            state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id), forward=forward,
-        ).latent
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sampled = sample_latent(
+                    model, portrait[:1], features,
+                    int(audio_features["num_frames"]), prompt or "",
+                    speakers=node_speakers(speaker_masks, k, model.height, model.width),
+                    negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
+                    window=int(window), overlap=int(overlap), shift=float(shift),
+                    distilled_timesteps=timesteps, seed=int(seed), device=torch_device(device),
+                    state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id),
+                    forward=forward,
+                )
+        except MaskError as e:
+            if speaker_masks is not None:
+                raise
+            raise MaskError(f"{e}. Without speaker_masks the sampler detects faces itself and never guesses: "
+                            "connect 'MagicInfinite Speaker Masks' (drawn masks, or 'detect faces, else "
+                            "centre')") from None
+        latent = sampled.latent
+        notes = caught_warnings(caught)
+        notes += [n for n in sampled.notes if n not in notes]
+        send_warnings(cls.hidden.unique_id, "Sampler", notes)
         out = {
             "latent": latent,
             "num_frames": int(audio_features["num_frames"]),
@@ -235,4 +273,4 @@ class MagicInfiniteSampler(io.ComfyNode):
         if distilled and model.distilled is None:
             note += "; mode 'distilled' on a model not marked as distilled (few steps, no CFG: expect blur)"
         text = f"latent {tuple(latent.shape)} for {out['num_frames']} frames{note}"
-        return io.NodeOutput(out, ui=ui.PreviewText(text))
+        return io.NodeOutput(out, ui=ui_output(ui.PreviewText(text), notes))

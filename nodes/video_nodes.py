@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from .common import CATEGORY, MagicLatent, MagicModel, check_prefix, progress_callback, torch_device
+from .common import (
+    CATEGORY,
+    MagicLatent,
+    MagicModel,
+    check_floats,
+    check_prefix,
+    progress_callback,
+    torch_device,
+)
+
+OUTPUT_RECORD = "output.json"  # in the sampler's resume folder: the file name this job's video gets
 
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -18,7 +30,40 @@ def _clear_state(latent: dict[str, Any]) -> None:
     from magicinfinite_core.sampler_state import clear_state
 
     if latent.get("state_dir"):
+        (Path(latent["state_dir"]) / OUTPUT_RECORD).unlink(missing_ok=True)
         clear_state(latent["state_dir"])
+
+
+def output_file(latent: dict[str, Any], filename_prefix: str, width: int, height: int) -> tuple[str, str, str]:
+    """``(folder, file, subfolder)`` of the mp4 to write; a resumed job gets the name it had before.
+
+    Why: a job killed while decoding leaves ``<name>.partial.mp4``; ComfyUI's counter counts that
+    file, so the rerun used to write ``_00002_`` next to the unreadable ``_00001_`` partial. The name
+    is recorded in the job's resume folder before decoding starts; a rerun reuses it and removes the
+    partial file first.
+    """
+    import folder_paths
+
+    out_dir = folder_paths.get_output_directory()
+    record = Path(latent["state_dir"]) / OUTPUT_RECORD if latent.get("state_dir") else None
+    if record is not None and record.is_file():
+        try:
+            saved = json.loads(record.read_text())
+            folder, file, subfolder = saved["folder"], saved["file"], saved["subfolder"]
+            same = os.path.normpath(os.path.join(out_dir, subfolder)) == os.path.normpath(folder)
+            if same and saved.get("prefix") == filename_prefix and "/" not in file and "\\" not in file:
+                partial = Path(folder) / (Path(file).stem + ".partial" + Path(file).suffix)
+                partial.unlink(missing_ok=True)
+                return folder, file, subfolder
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable record: pick a fresh name
+    full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
+    file = f"{filename}_{counter:05}_.mp4"
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"folder": full_folder, "file": file, "subfolder": subfolder,
+                                      "prefix": filename_prefix}))
+    return full_folder, file, subfolder
 
 
 class MagicInfiniteSaveVideo(io.ComfyNode):
@@ -54,18 +99,12 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
                 device: str) -> io.NodeOutput:
-        import folder_paths
-
         from magicinfinite_core.pipeline import decode_to_mp4
 
         err = check_prefix(filename_prefix)
         if err:
             raise ValueError(err)
-        out_dir = folder_paths.get_output_directory()
-        full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, out_dir, model.width, model.height
-        )
-        file = f"{filename}_{counter:05}_.mp4"
+        full_folder, file, subfolder = output_file(latent, filename_prefix, model.width, model.height)
         path = os.path.join(full_folder, file)
         dev = torch_device(device)
         decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
@@ -113,6 +152,7 @@ class MagicInfiniteDecode(io.ComfyNode):
         from magicinfinite_core.config import VIDEO_FPS
         from magicinfinite_core.streamed_decode import streamed_decode
 
+        check_floats(max_seconds=(max_seconds, 0.04, 3600.0))  # NaN passes ComfyUI's min/max
         n = int(latent["num_frames"])
         if n > max_seconds * VIDEO_FPS:
             raise ValueError(

@@ -14,7 +14,8 @@ says ``ok``/``skipped`` and whose output file still exists is skipped; every oth
 and because each job's sampler gets its own ``resume_dir`` (``batch_<id>``, unless the jobs set
 one), an interrupted job continues from its last finished sampler step instead of starting over.
 The table (``--results``, default ``<out>/results.csv``; ``.jsonl`` also works) is rewritten after
-every job with id, status (ok / error / skipped / interrupted), output, seconds and error.
+every job with id, status (ok / error / skipped / interrupted), output, seconds, error and warnings
+(the pack's node warnings: a face fallback the workflow chose, a silent voice, a reduced portrait).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from . import headless
 
 FILE_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file"), ("LoadImageMask", "image")}
 SAMPLER_CLASS = "MagicInfiniteSampler"
-RESULT_FIELDS = ["id", "status", "output", "seconds", "error"]
+RESULT_FIELDS = ["id", "status", "output", "seconds", "error", "warnings"]
 FINISHED = ("ok", "skipped")
 
 
@@ -153,6 +154,17 @@ def _main_output(files: list[str]) -> str:
     return (videos or files or [""])[0]
 
 
+def node_warnings(outputs: dict[str, Any]) -> str:
+    """The pack's warnings in a run's outputs (the ``warnings`` list of each node's UI output), one
+    cell: ``node 5: no face found; ... | node 4: ... is silent``. Why: a fallback the user chose, a silent
+    voice or a downscaled portrait must show in the results table, not only in a server log."""
+    parts = []
+    for node_id, out in (outputs or {}).items():
+        for w in (out or {}).get("warnings", []) if isinstance(out, dict) else []:
+            parts.append(f"node {node_id}: {w}")
+    return headless._one_line(" | ".join(parts)) if parts else ""
+
+
 # --------------------------------------------------------------------------------- runners
 
 
@@ -163,7 +175,9 @@ class InProcessRunner:
         self.args = args
         self.ready = False
 
-    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path], out: Path) -> str:
+    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path],
+            out: Path) -> tuple[str, str]:
+        """(main output file, warnings cell) of one job."""
         if not self.ready:  # models_dir also when ComfyUI was bootstrapped earlier in this process
             headless.bootstrap(self.args.comfyui, cpu=self.args.cpu)
             if self.args.models_dir:
@@ -174,7 +188,7 @@ class InProcessRunner:
             workflow, overrides, out, input_dir=self.args.input_dir, comfyui=self.args.comfyui,
             cpu=self.args.cpu, models_dir=self.args.models_dir,
         )
-        return _main_output(result["files"])
+        return _main_output(result["files"]), node_warnings(result["outputs"])
 
 
 class ServerRunner:
@@ -203,7 +217,9 @@ class ServerRunner:
         info = r.json()
         return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
-    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path], out: Path) -> str:
+    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path],
+            out: Path) -> tuple[str, str]:
+        """(main output file, warnings cell) of one job."""
         job_id = out.name
         overrides = {**overrides, **{k: self.upload(p, job_id) for k, p in files.items()}}
         prompt = headless.apply_overrides(workflow, overrides)
@@ -247,7 +263,7 @@ class ServerRunner:
                         dest = out / Path(item["filename"]).name
                         dest.write_bytes(data.content)
                         saved.append(str(dest.resolve()))
-        return _main_output(saved)
+        return _main_output(saved), node_warnings(entry.get("outputs", {}))
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -300,9 +316,9 @@ def run_batch(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
             continue
         t0 = time.perf_counter()
         try:
-            output = runner.run(workflow, overrides, files, out_root / job_id)
+            output, warned = runner.run(workflow, overrides, files, out_root / job_id)
             rows[job_id] = {"id": job_id, "status": "ok", "output": output,
-                            "seconds": round(time.perf_counter() - t0, 2), "error": ""}
+                            "seconds": round(time.perf_counter() - t0, 2), "error": "", "warnings": warned}
         except KeyboardInterrupt:
             rows[job_id] = {"id": job_id, "status": "interrupted", "output": "",
                             "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}
@@ -315,6 +331,8 @@ def run_batch(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
         write_results(results_path, [rows[i] for i in order])
         r = rows[job_id]
         print(f"{job_id}: {r['status']} {r['output'] or r['error']} ({r['seconds']} s)", file=sys.stderr)
+        if r.get("warnings"):
+            print(f"{job_id}: warning: {r['warnings']}", file=sys.stderr)
         if r["status"] == "error" and args.stop_on_error:
             break
     write_results(results_path, [rows[i] for i in order])
