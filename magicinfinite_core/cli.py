@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder (bundle.json); default: the embedded demo model")
     m.add_argument("--steps", type=int, default=None,
                    help="denoising steps of the base model (default: the model's own, bundle.json 'sampler'; else 30)")
-    m.add_argument("--distilled", action="store_true",
-                   help="the model's 4-step distilled generator, no CFG (bundle.json 'distilled')")
+    mode = m.add_mutually_exclusive_group()
+    mode.add_argument("--distilled", action="store_true",
+                      help="the model's 4-step distilled generator, no CFG (bundle.json 'distilled'); the default "
+                      "when the model has one")
+    mode.add_argument("--base", action="store_true",
+                      help="the model's base transformer (CFG, --steps) even when it has a 4-step generator")
     m.add_argument("--cfg-audio", type=float, default=None, help="audio guidance scale (default: the model's; else 4)")
     m.add_argument("--cfg-text", type=float, default=None, help="text guidance scale (default: the model's; else 3)")
     m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
@@ -153,6 +157,23 @@ def check_args(args: argparse.Namespace) -> None:
     check_output_path(args.out)
 
 
+def _use_generator(args: argparse.Namespace, model: Path) -> bool:
+    """The 4-step generator when the model has one, unless --base, or a base-only option, is given."""
+    if args.distilled or args.base:
+        return bool(args.distilled)
+    from .pipeline import bundle_has_generator
+
+    if not bundle_has_generator(model):
+        return False
+    base_only = [flag for flag, given in (("--steps", args.steps is not None), ("--cfg-audio", args.cfg_audio is not None),
+                                          ("--cfg-text", args.cfg_text is not None), ("--no-cfg", args.no_cfg)) if given]
+    if base_only:
+        print(f"note: {', '.join(base_only)} given: sampling the base transformer (the 4-step generator takes "
+              "neither steps nor guidance)", file=sys.stderr)
+        return False
+    return True
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .guidance import CFGConfig
     from .pipeline import DEMO_MODEL_DIR, bundle_sampler_defaults, generate
@@ -171,6 +192,7 @@ def _generate(args: argparse.Namespace) -> int:
     speakers = args.speaker_mask or args.speaker_box
     if speakers is not None and len(speakers) != len(args.audio):
         raise MagicInfiniteError(f"{len(args.audio)} --audio but {len(speakers)} speaker masks/boxes; give one each")
+    args.distilled = _use_generator(args, model)
     cfg = None  # the model's recommended guidance
     if args.no_cfg:
         cfg = CFGConfig.off()

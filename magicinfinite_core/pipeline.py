@@ -349,6 +349,16 @@ def bundle_files(spec: dict[str, Any], folder: Path, spec_path: Path | str = BUN
     return out
 
 
+def bundle_has_generator(path: str | Path) -> bool:
+    """Whether bundle.json names a few-step distilled generator (its "distilled" entry), without loading."""
+    spec = Path(path) / BUNDLE_FILE if Path(path).is_dir() else Path(path)
+    try:
+        info = json.loads(spec.read_text()).get("distilled")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(info, dict) and "dit" in info
+
+
 def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled: bool = False) -> ModelBundle:
     """Load a bundle folder written by save_bundle (the demo model ships in this format).
 

@@ -71,3 +71,25 @@ def test_generate_command_writes_video_and_json_report(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 13 == probe_video(out).frames  # round(0.5 s * 25) = 12.5 -> 13 (halves up)
     assert not (tmp_path / "o.mp4.state").exists()  # progress is dropped after success
+
+
+def test_the_generator_is_the_default_when_the_model_has_one(tmp_path, capsys):
+    """The embedded demo ships a 4-step generator: it is what `generate` uses unless --base (or a
+    base-only option, with a note saying so) asks for the base transformer."""
+    p, a = _inputs(tmp_path)
+    common = ["generate", "--portrait", p, "--audio", a, "--prompt", "a person talking", "--speaker-box", "4,4,28,28",
+              "-q", "--json"]
+
+    def mode(extra: list[str], name: str) -> tuple[str, str]:
+        assert main(common + extra + ["--out", str(tmp_path / name)]) == 0
+        cap = capsys.readouterr()
+        return json.loads(cap.out)["mode"], cap.err
+
+    assert mode([], "d.mp4")[0] == "distilled"
+    m, err = mode(["--base", "--steps", "2", "--no-cfg"], "b.mp4")
+    assert m == "base" and "note:" not in err
+    m, err = mode(["--steps", "2"], "s.mp4")
+    assert m == "base" and "note: --steps given" in err
+    assert subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", "generate", "--portrait", p, "--audio", a,
+                           "--prompt", "x", "--out", str(tmp_path / "x.mp4"), "--base", "--distilled"],
+                          capture_output=True, text=True).returncode == 2
