@@ -154,6 +154,22 @@ def test_assemble_uses_null_text_and_zeroes_dropped_audio(tmp_path):
     assert torch.equal(x[1, C:2 * C, 0], items["latent"][1, :, 0].float()) and float(x[1, 2 * C, 0].min()) == 1.0
 
 
+def test_every_frame_input_keeps_the_portrait_in_mid_clip_windows(tmp_path):
+    """every_frame models: the clip's frame-0 latent sits in every frame of every window unless the
+    image condition is dropped; the frame-0 mark only where the window starts the clip."""
+    data = CacheData(make_cache(tmp_path / "c"))
+    items = data.batch(torch.tensor([0, 1, 1]))
+    draw = draw_dropout(3, T, DropoutConfig(window_lengths=(3,), window_probs=(1.0,)), torch.Generator().manual_seed(0))
+    draw.image = torch.tensor([False, False, True])
+    draw.starts = torch.tensor([0, 1, 1])
+    b = assemble(items, draw, data.null_text, use_audio=True)
+    x = model_input(torch.zeros_like(b["data"]), b, every_frame=True)
+    portrait = items["latent"][:, :, :1].float()
+    assert torch.equal(x[0, C:2 * C], portrait[0].expand(-1, 3, -1, -1)) and float(x[0, 2 * C, 0].min()) == 1.0
+    assert torch.equal(x[1, C:2 * C], portrait[1].expand(-1, 3, -1, -1)) and float(x[1, 2 * C].abs().sum()) == 0
+    assert float(x[2, C:].abs().sum()) == 0  # image condition dropped: no portrait, no mark
+
+
 # ---------------------------------------------------------------------------------------- trainer
 def test_few_cpu_steps_reduce_loss(tmp_path):
     torch.manual_seed(0)
