@@ -107,6 +107,7 @@ def test_evaluate_runs_distilled_on_a_heldout_clip(tmp_path):
     s, row = res["summary"], res["clips"][0]
     assert s["sampler"]["cfg"] == "none" and s["sampler"]["distilled_timesteps"] == [1000.0, 500.0]
     assert -1.0 <= row["r"] <= row["r_lag1"] <= row["best_r"] <= 1.0
-    assert row["gt_psnr_portrait"] > row["vae_psnr_portrait"] > 5.0  # a lossy VAE, a moving head
+    # the shipped autoencoder keeps the portrait (a lossy H.264 ground truth can score below it)
+    assert row["gt_psnr_portrait"] > 5.0 and row["vae_psnr_portrait"] > 20.0
     assert s["still_static_clips"] == 0 and np.isnan(s["psnr_portrait_still_static"])
     assert set(res["control"][0]) == {"clip", "still", "nodding"}
