@@ -53,6 +53,23 @@ class Clip:
         return int(self.frames.shape[0])
 
 
+def _common_meta(ss, split: str, num_frames: int, cfg, prompt: str, controls: dict) -> dict:
+    """The meta.json keys every clip kind shares (drawn and animated-photo clips)."""
+    return {
+        "format": FORMAT_VERSION,
+        "split": split,
+        "seed_entropy": str(ss.entropy),
+        "seed_spawn_key": list(ss.spawn_key),
+        "num_frames": num_frames,
+        "fps": FPS,
+        "sample_rate": SAMPLE_RATE,
+        "height": cfg.height,
+        "width": cfg.width,
+        "prompt": prompt,
+        "controls": controls,
+    }
+
+
 def make_clip(
     seed: int | np.random.SeedSequence,
     split: str = "train",
@@ -90,17 +107,7 @@ def make_clip(
     order = sorted(range(k), key=lambda i: float(scene.chars[i].cx[0]))
     prompt = make_prompt(controls, r_text, split, style, k, speaker, order)
     meta = {
-        "format": FORMAT_VERSION,
-        "split": split,
-        "seed_entropy": str(ss.entropy),
-        "seed_spawn_key": list(ss.spawn_key),
-        "num_frames": num_frames,
-        "fps": FPS,
-        "sample_rate": SAMPLE_RATE,
-        "height": cfg.height,
-        "width": cfg.width,
-        "prompt": prompt,
-        "controls": controls,
+        **_common_meta(ss, split, num_frames, cfg, prompt, controls),
         "style": style,
         "num_characters": k,
         "speaker": speaker,
@@ -154,17 +161,7 @@ def _make_photo_clip(
     prompt = make_prompt(controls, r_text, split, "realistic", 1, 0, [0])
     ident = photo_face.photo_identity_id(ph.name)
     meta = {
-        "format": FORMAT_VERSION,
-        "split": split,
-        "seed_entropy": str(ss.entropy),
-        "seed_spawn_key": list(ss.spawn_key),
-        "num_frames": num_frames,
-        "fps": FPS,
-        "sample_rate": SAMPLE_RATE,
-        "height": cfg.height,
-        "width": cfg.width,
-        "prompt": prompt,
-        "controls": controls,
+        **_common_meta(ss, split, num_frames, cfg, prompt, controls),
         "style": "realistic",
         "num_characters": 1,
         "speaker": 0,
