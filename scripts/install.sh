@@ -3,7 +3,7 @@
 #
 # Creates .venv (or uses $MAGICINFINITE_VENV), installs the CPU torch 2.13.0 first so nothing pulls
 # CUDA wheels, then this package with the extras given as arguments (default: demo).
-# Source it:  source scripts/install.sh dev,train,usp,demo
+# Source it:  source scripts/install.sh dev,train,usp,demo,ray
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
-source scripts/install.sh dev,train,usp,demo
+source scripts/install.sh dev,train,usp,demo,ray
 bash scripts/install_test_system_deps.sh
 bash scripts/install_comfyui.sh >/dev/null
 
