@@ -15,10 +15,11 @@ Two modes:
     re-noises it to the next sigma with fresh noise (DMD2's multi-step generator); `renoise=False`
     takes plain Euler steps instead.
 
-Determinism: all randomness (initial noise, re-noising) comes from ONE CPU torch.Generator seeded
-with `seed`, drawn one latent frame at a time in frame order, so it does not depend on window
-sizes or the device. After every step the latent, step index and generator state are saved
-atomically (`sampler_state`), so `resume=True` continues to a bit-identical latent.
+Determinism: all randomness (initial noise, re-noising) is keyed by (seed, step, latent frame)
+(`noise_keys`), so it depends neither on window sizes, nor on the device, nor on the order frames are
+visited: the wavefront order (`wavefront.py`) gives this sweep's latent bit for bit. After every step
+the latent and step index are saved atomically (`sampler_state`), so `resume=True` continues to a
+bit-identical latent.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from .config import SamplerConfig
 from .errors import MagicInfiniteError, NonFiniteError
+from .noise_keys import fill_keyed_noise, keyed_noise
 from .sampler_state import SamplerState, config_hash, has_state, load_state, save_state
 from .scheduler import distilled_sigmas, flow_sigmas
 from .sliding_window import Window, blend_weights, step_shift, window_plan, window_sizes
@@ -89,6 +91,7 @@ def sampler_hash(
             "distilled": distilled,
             "renoise": renoise,
             "seed": int(seed),
+            "noise": "keyed",  # noise_keys: (seed, step, frame); states of the old single-stream noise are refused
             "extra": extra,
         }
     )
@@ -115,9 +118,9 @@ def fill_noise(latent: torch.Tensor, generator: torch.Generator, start: int = 0,
 class _StreamingUpdate:
     """Blends window predictions and applies the step update to frames as soon as they are final."""
 
-    def __init__(self, latent, sigma, sigma_next, distilled, renoise, generator):
+    def __init__(self, latent, sigma, sigma_next, distilled, renoise, seed, step):
         self.latent, self.sigma, self.sigma_next = latent, sigma, sigma_next
-        self.distilled, self.renoise, self.generator = distilled, renoise, generator
+        self.distilled, self.renoise, self.seed, self.step = distilled, renoise, seed, step
         self.p0 = 0  # first frame not yet final
         self.acc: torch.Tensor | None = None  # float64 [C, n, H, W] for frames [p0, p0+n)
         self.wsum: torch.Tensor | None = None
@@ -152,8 +155,7 @@ class _StreamingUpdate:
         else:
             x0 = x - self.sigma * v
             if self.sigma_next > 0:
-                noise = torch.empty_like(x)
-                fill_noise(noise, self.generator)
+                noise = keyed_noise(self.seed, self.step, self.p0, upto, (x.shape[0], *x.shape[2:]))
                 x_new = self.sigma_next * noise + (1 - self.sigma_next) * x0
             else:
                 x_new = x0
@@ -216,7 +218,7 @@ def sample(
     else:
         if resume and state_dir is None:
             raise MagicInfiniteError("resume needs a state folder")
-        fill_noise(latent, generator)
+        fill_keyed_noise(latent, int(seed))
         if state_dir is not None:
             save_state(state_dir, SamplerState(latent, 0, steps, generator.get_state(), chash))
 
@@ -228,9 +230,9 @@ def sample(
     for j in range(start_step, steps):
         sigma, sigma_next = float(sigmas[j]), float(sigmas[j + 1])
         plan = plans[j]
-        update = _StreamingUpdate(latent, sigma, sigma_next, distilled, renoise, generator)
+        update = _StreamingUpdate(latent, sigma, sigma_next, distilled, renoise, int(seed), j)
         for k, win in enumerate(plan):
-            x_win = latent[:, win.start : win.end].unsqueeze(0).to(device)
+            x_win = latent[:, win.start : win.end].unsqueeze(0).contiguous().to(device)
             with torch.no_grad():
                 v = predict(x_win, sigma, win)
             if tuple(v.shape) != tuple(x_win.shape):

@@ -3,7 +3,8 @@ import torch
 
 from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.sampler import Progress, fill_noise, sample, sampling_sigmas
+from magicinfinite_core.noise_keys import fill_keyed_noise
+from magicinfinite_core.sampler import Progress, sample, sampling_sigmas
 from magicinfinite_core.sampler_state import has_state, load_state
 
 SHAPE = (4, 23, 4, 4)  # 23 latent frames = 89 video frames: 3-4 windows of 9
@@ -29,9 +30,8 @@ def test_constant_prediction_blends_to_the_same_constant():
     def const(x, sigma, win):
         return torch.full_like(x, 0.37)
 
-    gen = torch.Generator().manual_seed(5)
     noise = torch.empty(SHAPE)
-    fill_noise(noise, gen)
+    fill_keyed_noise(noise, 5)
     out = sample(const, SHAPE, config=CFG, seed=5)
     torch.testing.assert_close(out, noise - 0.37, rtol=0, atol=1e-6)  # sum of sigma steps is -1
 
