@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.state/")
     r.add_argument("--state-dir", default=None, help="where progress is saved (default OUT.state/)")
     r.add_argument("--keep-state", action="store_true", help="keep the saved progress after success")
-    r.add_argument("--latent-file", default=None, help="keep the video latent in this memory-mapped file")
+    r.add_argument("--latent-file", default=None, help="keep the video latent in this memory-mapped file (--sweep)")
+    r.add_argument("--save-every", type=float, default=10.0, metavar="SECONDS",
+                   help="streaming: save the in-flight state at most this often (default 10; 0 = every chunk)")
+    r.add_argument("--sweep", action="store_true",
+                   help="the old order: every step over the whole video, then decode (same frames; the default "
+                   "streams: wavefront order, frames muxed into a fragmented mp4 as they are final)")
     r.add_argument("--json", action="store_true", help="print the run report as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     from .distributed import add_sp_arguments
@@ -143,6 +148,7 @@ def check_args(args: argparse.Namespace) -> None:
         finite_error("--cfg-text", args.cfg_text, 0.0) if args.cfg_text is not None else None,
         f"--steps must be at least 1, got {args.steps}" if args.steps is not None and args.steps < 1 else None,
         f"--seed must be in 0..{SEED_MAX}, got {args.seed}" if not 0 <= args.seed <= SEED_MAX else None,
+        finite_error("--save-every", args.save_every, 0.0),
     ]
     for e in errors:
         if e:
@@ -213,15 +219,22 @@ def _generate(args: argparse.Namespace) -> int:
     cb, close = _progress_bars(args.quiet)
     from .errors import MaskError
 
+    common = dict(
+        model=bundle if bundle is not None else model, out=out, steps=args.steps, cfg=cfg, window=args.window,
+        overlap=args.overlap, shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled,
+        speakers=speakers, seed=args.seed, negative_prompt=args.negative_prompt, device=args.device,
+        state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, callback=cb,
+        face_fallback="center" if args.face_fallback == "centre" else None,
+    )
+    audio = args.audio if len(args.audio) > 1 else args.audio[0]
     try:
-        path, report = generate(
-            args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
-            model=bundle if bundle is not None else model, out=out, steps=args.steps, cfg=cfg, window=args.window, overlap=args.overlap,
-            shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled, speakers=speakers,
-            seed=args.seed, negative_prompt=args.negative_prompt, device=args.device, state_dir=state_dir,
-            resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
-            face_fallback="center" if args.face_fallback == "centre" else None,
-        )
+        if args.sweep:
+            path, report = generate(args.portrait, audio, args.prompt, latent_file=args.latent_file, **common)
+        else:
+            from .streaming import generate_streaming
+
+            path, report = generate_streaming(args.portrait, audio, args.prompt, save_every_s=args.save_every,
+                                              **common)
     except MaskError as exc:
         if "no face found" not in str(exc):
             raise
@@ -232,9 +245,14 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
-    else:
-        print(f"{path}  ({report.frames} frames, {report.seconds:.2f} s of video in {report.wall_s:.1f} s, "
-              f"peak RAM {report.peak_rss_mb:.0f} MB)")
+        return 0
+    if not args.sweep and report.first_frame_s is not None:
+        since = report.first_frame_since_process_s
+        print(f"first frame {report.first_frame_s:.2f} s after the model was ready"
+              + (f" ({since:.2f} s after the command started)" if since is not None else "")
+              + f"; {report.realtime_factor:.2f} video s per wall s", file=sys.stderr)
+    print(f"{path}  ({report.frames} frames, {report.seconds:.2f} s of video in {report.wall_s:.1f} s, "
+          f"peak RAM {report.peak_rss_mb:.0f} MB)")
     return 0
 
 

@@ -876,6 +876,7 @@ def sample_latent(
     callback: ProgressCallback | None = None,
     forward: Any = None,
     face_fallback: str | None = None,
+    sampler_fn: Any = None,
 ) -> SampledLatent:
     """Portrait + per-speaker features [K, F, D] + prompt -> the sampled latent of the whole video.
 
@@ -884,7 +885,8 @@ def sample_latent(
     portrait, the features, the masks, the prompts and the guidance. Unset (None) sampling options
     come from `bundle.resolve_sampling`. Without `speakers`, faces are detected on the full-resolution
     portrait; `face_fallback="center"` (only when asked) uses centred regions when none is found, and
-    the returned `notes` say so.
+    the returned `notes` say so. `sampler_fn` replaces `sampler.sample` (same signature), e.g. the
+    streaming runner of `streaming.py`, which decodes and muxes as frames become final.
     """
     device = torch.device(device)
     steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
@@ -923,8 +925,9 @@ def sample_latent(
     resumed_from = load_state(state_dir).step if resume and has_state(state_dir) else None
     predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward)
     t0 = time.perf_counter()
-    latent = sample(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
-                    state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file, callback=callback)
+    latent = (sampler_fn or sample)(predictor, shape, config=scfg, distilled=distilled, seed=seed, device=device,
+                                    state_dir=state_dir, resume=resume, extra_hash=extra, latent_file=latent_file,
+                                    callback=callback)
     return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0, notes)
 
 

@@ -89,10 +89,10 @@ class VideoWriter:
             raise MagicInfiniteError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        self.tmp = self._target_path()
         self.fps, self.width, self.height = fps, width, height
         self.frames_written = 0
-        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        self.container = av.open(str(self.tmp), mode="w", format="mp4", options=self._container_options())
         self.vstream = self.container.add_stream("libx264", rate=fps)
         self.vstream.width, self.vstream.height, self.vstream.pix_fmt = width, height, "yuv420p"
         # threads=1 + tune=zerolatency (no lookahead / B-frames): otherwise the same frames gave different
@@ -110,6 +110,13 @@ class VideoWriter:
             self.astream.layout = "mono" if channels == 1 else "stereo"
             self._layout = self.astream.layout.name
             self._audio_done = False
+
+    def _target_path(self) -> Path:
+        """Where the file grows (`stream_mux` writes in place, as fragmented MP4)."""
+        return self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+
+    def _container_options(self) -> dict[str, str]:
+        return {}
 
     def write(self, frames: np.ndarray | torch.Tensor) -> None:
         """uint8 [N, H, W, 3], or a float tensor [3, N, H, W] in [-1, 1]."""
@@ -153,7 +160,8 @@ class VideoWriter:
                 self.container.mux(pkt)
         self.container.close()
         self.container = None
-        os.replace(self.tmp, self.path)
+        if self.tmp != self.path:
+            os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:

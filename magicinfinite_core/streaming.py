@@ -1,0 +1,348 @@
+"""Streaming generation: wavefront sampling -> incremental decode -> fragmented MP4, frame by frame.
+
+Why: with the sweep the first frame exists only when the whole video is sampled, and the whole
+latent is held. Here the wavefront sampler (`wavefront.py`) hands out latent frames the moment they
+are final, the decoder (`incremental_decode.py`) turns them into video frames, and the muxer
+(`stream_mux.py`) appends them to a fragmented MP4 with the audio track, so the file plays while it
+grows, memory stays flat in the length, and `report.first_frame_s` is the time to the first frame.
+
+Resume (`state_dir`): every `save_every_s` seconds, right after a chunk was muxed, the in-flight
+region (`WavefrontSampler.state()`) is saved atomically, and the final latent frames already sent to
+the decoder are appended to `final_latents.f32` beside it (fsync'd first). A resume re-decodes those
+frames into a fresh file (the encoder is deterministic, so the bytes are the same) and continues the
+sampler from the in-flight region: the same video as an uninterrupted run. The final-latent file is
+the only thing that grows (C*h*w*4 bytes per latent frame: 128 KB for the demo model, ~0.8 MB per
+video second) and is removed with the state after success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import VIDEO_FPS, SamplerConfig
+from .errors import MagicInfiniteError
+from .sampler import Predictor, ProgressCallback, sampler_hash, sampling_sigmas
+from .sampler_state import STATE_FILE
+from .wavefront import FixedPlans, WavefrontSampler, WindowPlans
+
+STREAM_STATE = "stream.safetensors"
+STREAM_JSON = "stream.json"
+FINAL_LATENTS = "final_latents.f32"
+FORMAT = "stream/1"
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux /proc), i.e. since the command was typed."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class StreamStats:
+    """What the streaming run measured (filled while it runs)."""
+
+    order: str = "wavefront"
+    frames: int = 0
+    first_frame_s: float | None = None  # from the start of the run (model loaded) to the first muxed frame
+    first_frame_since_process_s: float | None = None  # from the command (imports, model load included)
+    run_s: float = 0.0  # sampling + decode + mux
+    windows: int = 0
+    peak_in_flight_latent_frames: int = 0
+    resumed_from_latent_frame: int | None = None
+    state_saves: int = 0
+
+    def realtime_factor(self) -> float:
+        """Video seconds per wall second of sampling + decode + mux."""
+        return self.frames / VIDEO_FPS / self.run_s if self.run_s > 0 else 0.0
+
+
+class StreamState:
+    """The streaming run's state folder: in-flight region (safetensors) + final latent frames (raw f32)."""
+
+    def __init__(self, directory: str | Path, frame_shape: tuple[int, int, int]) -> None:
+        self.dir = Path(directory)
+        self.frame_shape = frame_shape
+        self.frame_values = int(np.prod(frame_shape))
+
+    def exists(self) -> bool:
+        return (self.dir / STREAM_STATE).is_file()
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS):
+            (self.dir / name).unlink(missing_ok=True)
+        self._final = open(self.dir / FINAL_LATENTS, "wb")
+
+    def append_final(self, frames: torch.Tensor) -> None:
+        """Final latent frames [C, n, h, w] -> the file, frame-major."""
+        self._final.write(frames.permute(1, 0, 2, 3).contiguous().numpy().astype(np.float32).tobytes())
+
+    def save(self, engine: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+        self._final.flush()
+        os.fsync(self._final.fileno())
+        tmp = self.dir / (STREAM_STATE + ".tmp")
+        save_file(engine, str(tmp), metadata={"format": FORMAT, **meta})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / STREAM_STATE)
+        (self.dir / STREAM_JSON).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
+
+    def load(self, expected_hash: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(engine state, final latent frames [C, n, h, w] already muxed) of a saved run."""
+        path = self.dir / STREAM_STATE
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            engine = load_file(str(path))
+        except Exception as exc:  # torn or foreign: say so in one line
+            raise MagicInfiniteError(f"streaming state {path} cannot be read ({exc}); delete it and start again") from None
+        if meta.get("format") != FORMAT:
+            raise MagicInfiniteError(f"streaming state {path} has format {meta.get('format')!r}, expected {FORMAT}")
+        if meta.get("config_hash") != expected_hash:
+            raise MagicInfiniteError(
+                f"streaming state {path} was made with different inputs or settings; resume with the same ones "
+                "or delete it"
+            )
+        n = int(engine["emitted"][0])
+        need = n * self.frame_values * 4
+        final_path = self.dir / FINAL_LATENTS
+        if not final_path.is_file() or final_path.stat().st_size < need:
+            raise MagicInfiniteError(f"{final_path} holds fewer than the {n} saved latent frames; delete the state")
+        raw = np.fromfile(final_path, dtype=np.float32, count=n * self.frame_values)
+        c, h, w = self.frame_shape
+        final = torch.from_numpy(raw.reshape(n, c, h, w).copy()).permute(1, 0, 2, 3)
+        with open(final_path, "r+b") as f:  # drop frames appended after the last save: they come again
+            f.truncate(need)
+        self._final = open(final_path, "ab")
+        return engine, final
+
+    def close(self) -> None:
+        f = getattr(self, "_final", None)
+        if f is not None and not f.closed:
+            f.close()
+
+    def clear(self) -> None:
+        self.close()
+        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS, STREAM_STATE + ".tmp"):
+            (self.dir / name).unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+
+def stream_hash(latent_shape: Sequence[int], config: SamplerConfig, distilled: bool, seed: int, extra: Any,
+                decode: dict[str, Any]) -> str:
+    return sampler_hash(tuple(latent_shape), config, distilled, True, seed, {"extra": extra, "decode": decode,
+                                                                            "stream": FORMAT})
+
+
+def stream_to_mp4(
+    predict: Predictor,
+    latent_shape: tuple[int, int, int, int],
+    *,
+    config: SamplerConfig,
+    vae: Any,
+    num_frames: int,
+    out: str | Path,
+    audio: Any = None,
+    distilled: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    order: str = "wavefront",
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    extra_hash: Any = None,
+    decode_chunk: int = 8,
+    decode_context: int = 2,
+    callback: ProgressCallback | None = None,
+    save_every_s: float = 10.0,
+    plans: WindowPlans | None = None,
+    on_frames: Callable[[torch.Tensor], None] | None = None,
+    stats: StreamStats | None = None,
+) -> StreamStats:
+    """Sample, decode and mux one video as a stream; returns what was measured."""
+    from .autoencoders import decode_fn
+    from .incremental_decode import IncrementalDecoder
+    from .stream_mux import FragmentedVideoWriter
+
+    t0 = time.perf_counter()
+    stats = stats or StreamStats(order=order)
+    stats.order = order
+    c, total, h, w = latent_shape
+    sigmas = sampling_sigmas(config, distilled).tolist()
+    plans = plans or FixedPlans(total, config, len(sigmas) - 1)
+    decode = {"chunk": decode_chunk, "context": decode_context}
+    chash = stream_hash(latent_shape, config, distilled, seed, extra_hash, decode)
+    store = StreamState(state_dir, (c, h, w)) if state_dir is not None else None
+    if store is not None and (Path(state_dir) / STATE_FILE).is_file() and resume and not store.exists():
+        raise MagicInfiniteError(f"{state_dir} holds the state of a sweep run (--sweep); resume it with --sweep")
+    engine_state, done = None, None
+    if resume and store is not None and store.exists():
+        engine_state, done = store.load(chash)
+        stats.resumed_from_latent_frame = done.shape[1]
+    elif store is not None:
+        store.start()
+    engine = WavefrontSampler(predict, (c, h, w), plans, sigmas, distilled=distilled, seed=seed, device=device,
+                              order=order, state=engine_state, callback=callback)
+    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
+    decoder = IncrementalDecoder(decode_fn(vae), chunk=decode_chunk, context=decode_context,
+                                 num_frames=num_frames if isinstance(plans, FixedPlans) else None, device=device)
+    live = getattr(plans, "live_audio", None)
+    writer = FragmentedVideoWriter(out, w * s, h * s, audio=None if live else audio,
+                                   live_audio=live.rate_channels if live else None)
+    if live:
+        live.writer = writer
+    last_save = time.perf_counter()
+
+    def mux(frames: torch.Tensor) -> None:
+        if not frames.shape[1]:
+            return
+        writer.write(frames)
+        if stats.first_frame_s is None:
+            stats.first_frame_s = time.perf_counter() - t0
+            stats.first_frame_since_process_s = seconds_since_process_start()
+        stats.frames += frames.shape[1]
+        if on_frames is not None:
+            on_frames(frames)
+
+    with writer:
+        if done is not None and done.shape[1]:
+            mux(decoder.push(done))  # what an earlier run already made, decoded again
+        for _start, frames in engine.run():
+            if store is not None:
+                store.append_final(frames)
+            mux(decoder.push(frames))
+            if store is not None and time.perf_counter() - last_save >= save_every_s:
+                store.save(engine.state(), {"config_hash": chash, "emitted": str(engine.emitted)})
+                stats.state_saves += 1
+                last_save = time.perf_counter()
+        total_now = engine.emitted
+        if live:
+            num_frames = live.num_frames
+        mux(decoder.finish(num_frames if num_frames is not None else 1 + 4 * (total_now - 1)))
+        if live:
+            writer.push_audio(np.zeros((1, 0), np.float32), end=True)
+    if store is not None:
+        store.close()
+    stats.run_s = time.perf_counter() - t0
+    stats.windows = engine.windows_done
+    stats.peak_in_flight_latent_frames = engine.peak_in_flight
+    return stats
+
+
+@dataclass
+class StreamReport:
+    path: str
+    frames: int
+    seconds: float
+    order: str
+    first_frame_s: float | None
+    first_frame_since_process_s: float | None
+    wall_s: float
+    run_s: float
+    realtime_factor: float
+    peak_rss_mb: float
+    windows: int
+    peak_in_flight_latent_frames: int
+    resumed_from_latent_frame: int | None
+    mode: str
+    steps: int
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def generate_streaming(
+    portrait: Any,
+    audio: Any,
+    prompt: str,
+    *,
+    model: Any,
+    out: str | Path,
+    order: str = "wavefront",
+    steps: int | None = None,
+    cfg: Any = None,
+    window: int = 33,
+    overlap: int = 8,
+    shift: float | None = None,
+    shift_windows: bool = True,
+    distilled: bool = False,
+    distilled_timesteps: Sequence[float] | None = None,
+    speakers: Any = None,
+    seed: int = 0,
+    negative_prompt: str = "",
+    device: str | torch.device | None = None,
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_state: bool = False,
+    decode_chunk: int = 8,
+    decode_context: int = 2,
+    callback: ProgressCallback | None = None,
+    face_fallback: str | None = None,
+    save_every_s: float = 10.0,
+    on_frames: Callable[[torch.Tensor], None] | None = None,
+) -> tuple[Path, StreamReport]:
+    """`pipeline.generate` as a stream: same inputs, same video frames, but the mp4 grows as frames are
+    final (fragmented MP4 at `out`) and the report says the time to the first frame."""
+    from .audio import load_speaker_tracks
+    from .audio_features import extract_speaker_features
+    from .pipeline import _audio_list, _output_audio, check_output_path, load_bundle, peak_rss_mb, sample_latent
+    from .sliding_window import window_sizes
+
+    t_start = time.perf_counter()
+    check_output_path(out)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
+    window_sizes(window, overlap)
+    tracks = load_speaker_tracks(_audio_list(audio))
+    num_frames = max(t.num_frames for t in tracks)
+    features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)
+    mux_audio = _output_audio(audio, tracks)
+    stats = StreamStats(order=order)
+
+    def run(predictor, shape, *, config, distilled, seed, device, state_dir, resume, extra_hash, **_):
+        stream_to_mp4(predictor, shape, config=config, vae=bundle.vae, num_frames=num_frames, out=out,
+                      audio=mux_audio, distilled=distilled, seed=seed, device=device, order=order,
+                      state_dir=state_dir, resume=resume, extra_hash=extra_hash, decode_chunk=decode_chunk,
+                      decode_context=decode_context, callback=callback, save_every_s=save_every_s,
+                      on_frames=on_frames, stats=stats)
+        return torch.empty((shape[0], 0, *shape[2:]))
+
+    sampled = sample_latent(
+        bundle, portrait, features, num_frames, prompt, speakers=speakers, negative_prompt=negative_prompt,
+        cfg=cfg, distilled=distilled, steps=steps, window=window, overlap=overlap, shift=shift,
+        shift_windows=shift_windows, distilled_timesteps=distilled_timesteps, seed=seed, device=device,
+        state_dir=state_dir, resume=resume, callback=callback, face_fallback=face_fallback, sampler_fn=run,
+    )
+    if state_dir is not None and not keep_state:
+        StreamState(state_dir, (1, 1, 1)).clear()
+    n_steps = len(sampled.config.distilled_timesteps) if distilled else sampled.config.steps
+    report = StreamReport(
+        path=str(out), frames=stats.frames, seconds=stats.frames / VIDEO_FPS, order=order,
+        first_frame_s=stats.first_frame_s, first_frame_since_process_s=stats.first_frame_since_process_s,
+        wall_s=time.perf_counter() - t_start, run_s=stats.run_s, realtime_factor=stats.realtime_factor(),
+        peak_rss_mb=peak_rss_mb(), windows=stats.windows,
+        peak_in_flight_latent_frames=stats.peak_in_flight_latent_frames,
+        resumed_from_latent_frame=stats.resumed_from_latent_frame, mode="distilled" if distilled else "base",
+        steps=n_steps, seed=seed, notes=sampled.notes,
+    )
+    return Path(out), report
