@@ -305,7 +305,14 @@ def generate_streaming(
     final (fragmented MP4 at `out`) and the report says the time to the first frame."""
     from .audio import load_speaker_tracks
     from .audio_features import extract_speaker_features
-    from .pipeline import _audio_list, _output_audio, check_output_path, load_bundle, peak_rss_mb, sample_latent
+    from .pipeline import (
+        _audio_list,
+        _output_audio,
+        check_output_path,
+        load_bundle,
+        peak_rss_mb,
+        sample_latent,
+    )
     from .sliding_window import window_sizes
 
     t_start = time.perf_counter()

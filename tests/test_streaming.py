@@ -15,7 +15,13 @@ from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
 from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.noise_keys import INITIAL, frame_noise, keyed_noise, noise_key
-from magicinfinite_core.pipeline import WindowPredictor, build_conditions, load_portrait, pixel_speaker_masks, random_bundle
+from magicinfinite_core.pipeline import (
+    WindowPredictor,
+    build_conditions,
+    load_portrait,
+    pixel_speaker_masks,
+    random_bundle,
+)
 from magicinfinite_core.sampler import sample, sampling_sigmas
 from magicinfinite_core.sliding_window import latent_frames
 from magicinfinite_core.wavefront import FixedPlans, GrowingPlans, WavefrontSampler, sample_wavefront
