@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -21,15 +21,19 @@ from .config import VAEConfig
 from .errors import CheckpointError
 from .patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig, is_patch_autoencoder_config
 from .streamed_decode import DecodeFn, diffusers_decode_fn
-from .vae import VideoVAE
 
-Autoencoder = VideoVAE | PatchAutoencoder
+if TYPE_CHECKING:  # diffusers costs ~2 s to import; the demo's patch autoencoder never needs it
+    from .vae import VideoVAE
+
+Autoencoder = Union["VideoVAE", PatchAutoencoder]  # noqa: UP007 (a string member needs Union)
 FILE_KIND = "magicinfinite-vae"
 
 
 def autoencoder_from_config(d: dict[str, Any]) -> Autoencoder:
     if is_patch_autoencoder_config(d):
         return PatchAutoencoder(PatchAutoencoderConfig.from_dict(d))
+    from .vae import VideoVAE
+
     return VideoVAE(VAEConfig.from_dict(d))
 
 
@@ -38,12 +42,12 @@ def autoencoder_config(ae: Autoencoder) -> dict[str, Any]:
 
 
 def autoencoder_state_dict(ae: Autoencoder) -> dict[str, torch.Tensor]:
-    return ae.model.state_dict() if isinstance(ae, VideoVAE) else ae.state_dict()
+    return ae.state_dict() if isinstance(ae, PatchAutoencoder) else ae.model.state_dict()
 
 
 def load_autoencoder_state(ae: Autoencoder, state: dict[str, torch.Tensor], source: str | Path = "") -> Autoencoder:
     """Load weights, naming missing / unexpected / misshapen keys (never a bare torch error)."""
-    target = ae.model if isinstance(ae, VideoVAE) else ae
+    target = ae if isinstance(ae, PatchAutoencoder) else ae.model
     own = target.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -56,7 +56,6 @@ from .sampler_state import clear_state, has_state, load_state
 from .scheduler import timestep_from_sigma
 from .sliding_window import Window, latent_frames, window_sizes
 from .streamed_decode import streamed_decode
-from .vae import VideoVAE
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +173,7 @@ class ModelBundle:
     [1, Li, dim]` (dim = image_token_dim, or text_dim when the DiT has no image projection)."""
 
     dit: MagicInfiniteDiT
-    vae: VideoVAE
+    vae: Any  # vae.VideoVAE or patch_autoencoder.PatchAutoencoder (autoencoders.py)
     text_encoder: Any
     image_encoder: Any | None
     audio_extractor: AudioFeatureExtractor
@@ -261,6 +260,8 @@ def random_bundle(
     g = torch.Generator().manual_seed(int(seed))
     dit = MagicInfiniteDiT(dit_cfg)
     _seeded_init(dit, g, std)
+    from .vae import VideoVAE  # diffusers: imported only when a 3D VAE is built
+
     vae = VideoVAE(vae_cfg)
     _seeded_init(vae.model, g, std=0.2)
     text = ByteTextEncoder(dit_cfg.text_dim, dit_cfg.pooled_dim)

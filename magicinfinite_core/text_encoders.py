@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +310,9 @@ def minilm_path() -> Path:
 class MiniLMTextEncoder:
     """Demo encoder: MiniLM token states [B, L, 384] + mask + normalised mean-pooled [B, 384].
 
-    Loaded offline (HF_HUB_OFFLINE=1, local_files_only) through transformers AutoModel/AutoTokenizer.
+    Runs on `bert_lite` (plain torch + the `tokenizers` package, the same files and outputs as
+    transformers' AutoModel/AutoTokenizer to float32 rounding): transformers alone took longer to
+    import than the streamed video's first frame.
     """
 
     token_dim = 384
@@ -327,28 +328,23 @@ class MiniLMTextEncoder:
         normalize: bool = True,
         pad_to_max_length: bool = False,
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
+        from .bert_lite import BertLite, FastTokenizer
 
         path = Path(path) if path is not None else minilm_path()
         _check_folder(path, "MiniLM")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(
-            str(path), local_files_only=True, dtype=dtype, use_safetensors=True
-        )
-        self.model.to(device).eval()
+        self.tokenizer = FastTokenizer(path)
+        self.model = BertLite(path, dtype=dtype).to(device).eval()
         self.device, self.max_length, self.normalize = torch.device(device), max_length, normalize
         # Fixed-length output (training caches stack prompts); padded token rows are zeroed.
-        self.padding = "max_length" if pad_to_max_length else True
-        self.token_dim = self.pooled_dim = int(self.model.config.hidden_size)
+        self.pad_to_max_length = pad_to_max_length
+        self.token_dim = self.pooled_dim = int(self.model.hidden_size)
 
     def encode(self, prompts: list[str]) -> TextEmbeddings:
-        tok = self.tokenizer(
-            list(prompts), max_length=self.max_length, padding=self.padding, truncation=True, return_tensors="pt"
-        ).to(self.device)
+        ids, attn = self.tokenizer(list(prompts), self.max_length, self.pad_to_max_length)
+        ids, attn = ids.to(self.device), attn.to(self.device)
         with torch.no_grad():
-            states = self.model(**tok).last_hidden_state.float()
-        mask = tok["attention_mask"].bool()
+            states = self.model(ids, attn).float()
+        mask = attn.bool()
         m = mask.unsqueeze(-1).float()
         states = states * m
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
