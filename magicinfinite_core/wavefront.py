@@ -31,7 +31,7 @@ import torch
 from .config import SamplerConfig
 from .errors import MagicInfiniteError, NonFiniteError
 from .noise_keys import INITIAL, keyed_noise
-from .sampler import Predictor, Progress, ProgressCallback, step_plans
+from .sampler import Predictor, Progress, ProgressCallback, sampling_sigmas, step_plans
 from .sliding_window import Window, blend_weights, step_shift, window_plan, window_sizes
 
 ORDERS = ("wavefront", "sweep")
@@ -322,12 +322,37 @@ def sample_wavefront(
     latent_shape: tuple[int, int, int, int],
     sigmas: Sequence[float],
     config: SamplerConfig,
+    *,
+    on_final: Callable[[int, torch.Tensor], None] | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """The whole [C, T, h, w] latent via `WavefrontSampler` (tests and the ComfyUI node, which needs it all)."""
+    """The whole [C, T, h, w] latent via `WavefrontSampler` (tests and the ComfyUI node, which needs it all).
+
+    `on_final(start, frames)` sees each group of final frames as it comes (the node's previews)."""
     c, t, h, w = latent_shape
     plans = FixedPlans(t, config, len(sigmas) - 1)
     out = torch.empty(latent_shape, dtype=torch.float32)
     for start, frames in WavefrontSampler(predict, (c, h, w), plans, sigmas, **kwargs).run():
         out[:, start : start + frames.shape[1]] = frames
+        if on_final is not None:
+            on_final(start, frames)
     return out
+
+
+def wavefront_sampler_fn(order: str = "wavefront", on_final: Callable[[int, torch.Tensor], None] | None = None):
+    """A drop-in for `sampler.sample` (same call) that samples in wavefront order, without per-step state.
+
+    Why: `pipeline.sample_latent(sampler_fn=...)` takes it, so the ComfyUI node gets the same latent as the
+    sweep with finished frames early (previews). Resume needs the sweep's per-step state or `streaming`."""
+
+    def fn(predict: Predictor, latent_shape: tuple[int, int, int, int], *, config: SamplerConfig = SamplerConfig(),
+           distilled: bool = False, renoise: bool = True, seed: int = 0, device: torch.device | str = "cpu",
+           state_dir=None, resume: bool = False, extra_hash=None, latent_file=None,
+           callback: ProgressCallback | None = None) -> torch.Tensor:
+        if state_dir is not None or resume:
+            raise MagicInfiniteError("the wavefront order keeps no per-step state; resume with the sweep order")
+        return sample_wavefront(predict, latent_shape, sampling_sigmas(config, distilled).tolist(), config,
+                                on_final=on_final, distilled=distilled, renoise=renoise, seed=seed, device=device,
+                                order=order, callback=callback)
+
+    return fn

@@ -195,7 +195,17 @@ def progress_callback(node_id: str | None) -> Callable[[Any], None]:
         except Exception:  # noqa: BLE001 - progress text is cosmetic
             pass
 
+    def preview(image: Any) -> None:
+        """Show a PIL image (a finished frame) on the node: ComfyUI's own preview of a running sampler."""
+        bar = bars.get("denoise")
+        if bar is not None:
+            bar.update_absolute(bar.current, bar.total, ("JPEG", image, PREVIEW_MAX_SIDE))
+
+    cb.preview = preview  # type: ignore[attr-defined]
     return cb
+
+
+PREVIEW_MAX_SIDE = 512
 
 
 # --------------------------------------------------------------------------------- checks and warnings

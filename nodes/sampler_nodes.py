@@ -125,6 +125,24 @@ def usp_worker_group(bundle: Any, processes: int) -> Any:
     return _WORKER_GROUPS[key]
 
 
+def frame_previews(bundle: Any, progress: Any) -> Any:
+    """on_final(start, latent frames) -> the newest finished frame, decoded, as the node's preview image."""
+    from magicinfinite_core.autoencoders import decode_fn
+
+    decode = decode_fn(bundle.vae)
+
+    def on_final(start: int, frames: Any) -> None:
+        import torch
+        from PIL import Image
+
+        with torch.no_grad():  # the last latent frame alone: exact for causal per-frame codes, a preview otherwise
+            img = decode(frames[:, -1:][None])[0, :, -1]
+        arr = ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        progress.preview(Image.fromarray(arr))
+
+    return on_final
+
+
 class MagicInfiniteSampler(io.ComfyNode):
     """Sliding-window sampling of one latent for the whole video (any length), with resume."""
 
@@ -230,6 +248,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         from magicinfinite_core.errors import MaskError
         from magicinfinite_core.pipeline import sample_latent
         from magicinfinite_core.sampler_state import has_state
+        from magicinfinite_core.wavefront import wavefront_sampler_fn
 
         cls.check_inputs(shift, resume_dir, device)
         state_dir = state_dir_for(resume_dir)
@@ -240,6 +259,9 @@ class MagicInfiniteSampler(io.ComfyNode):
         trained_steps = (model.distilled or {}).get("timesteps", ())
         # the generator's own step list when the step count matches it, else an even spread
         timesteps = None if len(trained_steps) == int(steps) else distilled_timesteps(steps)
+        progress = progress_callback(cls.hidden.unique_id)
+        # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's per-step state
+        sampler_fn = None if state_dir is not None else wavefront_sampler_fn(on_final=frame_previews(model, progress))
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -250,8 +272,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift),
                     distilled_timesteps=timesteps, seed=int(seed), device=torch_device(device),
-                    state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id),
-                    forward=forward,
+                    state_dir=state_dir, resume=resumed, callback=progress, forward=forward, sampler_fn=sampler_fn,
                 )
         except MaskError as e:
             if speaker_masks is not None:

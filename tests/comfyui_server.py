@@ -147,6 +147,19 @@ class RunResult:
         return [d["node"] for d in self.messages_of("executing") if d.get("node") is not None]
 
 
+def binary_event(raw: bytes) -> dict[str, Any]:
+    """A websocket binary message: [event u32 big-endian] + payload. Event 1 is a preview image
+    ([type u32][image]), event 3 progress text; event 4 (preview image with metadata) carries [metadata length u32][metadata JSON][image]; its metadata names the node."""
+    event = int.from_bytes(raw[:4], "big")
+    out: dict[str, Any] = {"event": event, "size": len(raw)}
+    if event == 1:  # preview image: [image type u32] + the image
+        out["jpeg"] = raw[8:10] == b"\xff\xd8"
+    if event == 4:
+        n = int.from_bytes(raw[4:8], "big")
+        out.update(json.loads(raw[8 : 8 + n]), jpeg=raw[8 + n : 8 + n + 2] == b"\xff\xd8")
+    return out
+
+
 class PromptRejected(Exception):
     """``POST /prompt`` answered with an error (validation failed: HTTP 400)."""
 
@@ -216,7 +229,8 @@ class ComfyClient:
             while time.monotonic() < deadline:
                 ws.settimeout(max(0.1, deadline - time.monotonic()))
                 raw = ws.recv()
-                if isinstance(raw, bytes):  # binary preview frames
+                if isinstance(raw, bytes):  # binary events: previews (images), progress text
+                    messages.append({"type": "binary", "data": binary_event(raw)})
                     continue
                 msg = json.loads(raw)
                 messages.append(msg)
