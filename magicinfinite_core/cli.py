@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     need = g.add_argument_group("inputs")
     need.add_argument("--portrait", required=True, help="image of the person (png/jpg); cropped to the model's size")
     need.add_argument("--audio", required=True, action="append",
-                      help="voice recording (wav/mp3/m4a/...); repeat once per speaker")
+                      help="voice recording (wav/mp3/m4a/...); repeat once per speaker. '-' reads a live WAV "
+                      "stream from stdin (a named pipe is live too): video is made until the voice ends")
+    need.add_argument("--live", action="store_true",
+                      help="--audio FILE is still being written: read it as it grows (ends after 2 s without growth)")
     need.add_argument("--prompt", default="", help="what the video should look like (emotion, motion, scene)")
     need.add_argument("--out", required=True, help="output .mp4 path")
     spk = g.add_argument_group("speakers (default: detect faces; one speaker without a detector: centre)")
@@ -157,7 +160,15 @@ def check_args(args: argparse.Namespace) -> None:
         window_sizes(args.window, args.overlap)
     except ValueError as e:
         raise MagicInfiniteError(f"--window {args.window} / --overlap {args.overlap}: {e}") from None
-    for p in [args.portrait, *args.audio, *(args.speaker_mask or [])]:
+    from .live_audio import is_live_source
+
+    live = [a for a in args.audio if is_live_source(a)]
+    if (live or args.live) and len(args.audio) != 1:
+        raise MagicInfiniteError("live audio ('-', a named pipe or --live) takes exactly one --audio (one speaker)")
+    if (live or args.live) and (args.resume or args.sweep):
+        raise MagicInfiniteError("live audio cannot be resumed or swept: it cannot be read twice; drop "
+                                 "--resume / --sweep")
+    for p in [args.portrait, *[a for a in args.audio if a not in live], *(args.speaker_mask or [])]:
         if not Path(p).is_file():
             raise MagicInfiniteError(f"input file not found: {p}")
     check_output_path(args.out)
@@ -182,6 +193,7 @@ def _use_generator(args: argparse.Namespace, model: Path) -> bool:
 
 def _generate(args: argparse.Namespace) -> int:
     from .guidance import CFGConfig
+    from .live_audio import is_live_source
     from .pipeline import DEMO_MODEL_DIR, bundle_sampler_defaults, generate
 
     check_args(args)
@@ -230,6 +242,10 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         if args.sweep:
             path, report = generate(args.portrait, audio, args.prompt, latent_file=args.latent_file, **common)
+        elif args.live or is_live_source(audio):
+            from .streaming import generate_live
+
+            path, report = generate_live(args.portrait, audio, args.prompt, **common)
         else:
             from .streaming import generate_streaming
 

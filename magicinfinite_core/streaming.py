@@ -174,10 +174,14 @@ def stream_to_mp4(
     callback: ProgressCallback | None = None,
     save_every_s: float = 10.0,
     plans: WindowPlans | None = None,
+    live: Any = None,
     on_frames: Callable[[torch.Tensor], None] | None = None,
     stats: StreamStats | None = None,
 ) -> StreamStats:
-    """Sample, decode and mux one video as a stream; returns what was measured."""
+    """Sample, decode and mux one video as a stream; returns what was measured.
+
+    `live` (`live_audio.LiveAudio`, with `plans` its `GrowingPlans`): the length comes at the end, the
+    audio track is pushed as it arrives; `num_frames` is then ignored."""
     from .autoencoders import decode_fn
     from .incremental_decode import IncrementalDecoder
     from .stream_mux import FragmentedVideoWriter
@@ -204,7 +208,6 @@ def stream_to_mp4(
     s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
     decoder = IncrementalDecoder(decode_fn(vae), chunk=decode_chunk, context=decode_context,
                                  num_frames=num_frames if isinstance(plans, FixedPlans) else None, device=device)
-    live = getattr(plans, "live_audio", None)
     writer = FragmentedVideoWriter(out, w * s, h * s, audio=None if live else audio,
                                    live_audio=live.rate_channels if live else None)
     if live:
@@ -219,6 +222,8 @@ def stream_to_mp4(
             stats.first_frame_s = time.perf_counter() - t0
             stats.first_frame_since_process_s = seconds_since_process_start()
         stats.frames += frames.shape[1]
+        if live is not None:
+            live.frames_muxed(stats.frames)
         if on_frames is not None:
             on_frames(frames)
 
@@ -237,8 +242,6 @@ def stream_to_mp4(
         if live:
             num_frames = live.num_frames
         mux(decoder.finish(num_frames if num_frames is not None else 1 + 4 * (total_now - 1)))
-        if live:
-            writer.push_audio(np.zeros((1, 0), np.float32), end=True)
     if store is not None:
         store.close()
     stats.run_s = time.perf_counter() - t0
@@ -266,6 +269,7 @@ class StreamReport:
     steps: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    latency: dict[str, float] | None = None  # live input: audio arrival -> frame muxed (mean, max, last)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -351,5 +355,91 @@ def generate_streaming(
         peak_in_flight_latent_frames=stats.peak_in_flight_latent_frames,
         resumed_from_latent_frame=stats.resumed_from_latent_frame, mode="distilled" if distilled else "base",
         steps=n_steps, seed=seed, notes=sampled.notes,
+    )
+    return Path(out), report
+
+
+def generate_live(
+    portrait: Any,
+    source: str | Path,
+    prompt: str,
+    *,
+    model: Any,
+    out: str | Path,
+    steps: int | None = None,
+    cfg: Any = None,
+    window: int = 33,
+    overlap: int = 8,
+    shift: float | None = None,
+    shift_windows: bool = True,
+    distilled: bool = False,
+    distilled_timesteps: Sequence[float] | None = None,
+    speakers: Any = None,
+    seed: int = 0,
+    negative_prompt: str = "",
+    device: str | torch.device | None = None,
+    decode_chunk: int = 8,
+    decode_context: int = 2,
+    callback: ProgressCallback | None = None,
+    face_fallback: str | None = None,
+    idle_timeout_s: float = 2.0,
+    on_frames: Callable[[torch.Tensor], None] | None = None,
+    **ignored: Any,
+) -> tuple[Path, StreamReport]:
+    """One speaker's live voice (`source`: '-' for stdin, a named pipe, or a growing WAV file) -> a
+    fragmented mp4 that grows until the voice ends. No resume (the input cannot be replayed)."""
+    from .live_audio import LiveAudio
+    from .pipeline import (
+        WindowPredictor,
+        build_conditions,
+        check_output_path,
+        check_sampling,
+        load_bundle,
+        load_portrait,
+        peak_rss_mb,
+        pixel_speaker_masks,
+        read_portrait,
+    )
+    from .sliding_window import window_sizes
+    from .wavefront import GrowingPlans
+
+    t_start = time.perf_counter()
+    check_output_path(out)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
+    steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
+    check_sampling(steps, shift, cfg, distilled_timesteps, seed)
+    window_sizes(window, overlap)
+    notes: list[str] = []
+    full = read_portrait(portrait)
+    img, u8 = load_portrait(full, bundle.height, bundle.width)
+    masks = pixel_speaker_masks(u8, 1, speakers, portrait=full, fallback=face_fallback, notes=notes)
+    live = LiveAudio(source, bundle.audio_extractor, idle_timeout_s=idle_timeout_s)
+    try:
+        cond = build_conditions(bundle, img, prompt or "", live.features, masks, device, negative_prompt)
+        live.cond = cond
+        predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
+        scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
+                             shift_windows=shift_windows,
+                             distilled_timesteps=tuple(float(t) for t in distilled_timesteps))
+        n_steps = len(distilled_timesteps) if distilled else steps
+        plans = GrowingPlans(scfg, n_steps, wait=live.wait)
+        h, w = cond.image_latent.shape[-2:]
+        stats = stream_to_mp4(predictor, (bundle.dit.cfg.out_channels, 0, h, w), config=scfg, vae=bundle.vae,
+                              num_frames=None, out=out, distilled=distilled, seed=seed, device=device,
+                              decode_chunk=decode_chunk, decode_context=decode_context, callback=callback,
+                              plans=plans, live=live, on_frames=on_frames)
+    finally:
+        live.close()
+    lat = live.latency()
+    notes.append(f"live latency (audio in -> frame muxed): mean {lat['mean_s']:.2f} s, max {lat['max_s']:.2f} s")
+    report = StreamReport(
+        path=str(out), frames=stats.frames, seconds=stats.frames / VIDEO_FPS, order="wavefront",
+        first_frame_s=stats.first_frame_s, first_frame_since_process_s=stats.first_frame_since_process_s,
+        wall_s=time.perf_counter() - t_start, run_s=stats.run_s, realtime_factor=stats.realtime_factor(),
+        peak_rss_mb=peak_rss_mb(), windows=stats.windows,
+        peak_in_flight_latent_frames=stats.peak_in_flight_latent_frames, resumed_from_latent_frame=None,
+        mode="distilled" if distilled else "base", steps=n_steps, seed=seed, notes=notes,
+        latency=lat,
     )
     return Path(out), report
