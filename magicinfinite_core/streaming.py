@@ -29,11 +29,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from .config import VIDEO_FPS, SamplerConfig
-from .errors import MagicInfiniteError
-from .sampler import Predictor, ProgressCallback, sampler_hash, sampling_sigmas
-from .sampler_state import STATE_FILE
-from .wavefront import FixedPlans, WavefrontSampler, WindowPlans
+from magicinfinite_core.config import VIDEO_FPS, SamplerConfig
+from magicinfinite_core.errors import MagicInfiniteError
+from magicinfinite_core.generate import (
+    GenerateOptions,
+    _audio_list,
+    _output_audio,
+    options_with,
+    peak_rss_mb,
+    prepare_portrait,
+    sample_latent,
+    sampler_config,
+)
+from magicinfinite_core.inputs.audio import load_speaker_tracks
+from magicinfinite_core.inputs.audio_features import extract_speaker_features
+from magicinfinite_core.media.video_io import check_output_path
+from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
+from magicinfinite_core.sampling.sampler import Predictor, ProgressCallback, sampler_hash, sampling_sigmas
+from magicinfinite_core.sampling.state import STATE_FILE
+from magicinfinite_core.sampling.wavefront import FixedPlans, GrowingPlans, WavefrontSampler, WindowPlans
+from magicinfinite_core.weights.bundle import ModelBundle, load_bundle
 
 STREAM_STATE = "stream.safetensors"
 STREAM_JSON = "stream.json"
@@ -182,9 +197,9 @@ def stream_to_mp4(
 
     `live` (`live_audio.LiveAudio`, with `plans` its `GrowingPlans`): the length comes at the end, the
     audio track is pushed as it arrives; `num_frames` is then ignored."""
-    from .autoencoders import decode_fn
-    from .incremental_decode import IncrementalDecoder
-    from .stream_mux import FragmentedVideoWriter
+    from magicinfinite_core.media.autoencoders import decode_fn
+    from magicinfinite_core.media.incremental_decode import IncrementalDecoder
+    from magicinfinite_core.media.stream_mux import FragmentedVideoWriter
 
     t0 = time.perf_counter()
     stats = stats or StreamStats(order=order)
@@ -280,50 +295,26 @@ def generate_streaming(
     audio: Any,
     prompt: str,
     *,
-    model: Any,
+    model: ModelBundle | str | Path,
     out: str | Path,
-    order: str = "wavefront",
-    steps: int | None = None,
-    cfg: Any = None,
-    window: int = 33,
-    overlap: int = 8,
-    shift: float | None = None,
-    shift_windows: bool = True,
-    distilled: bool = False,
-    distilled_timesteps: Sequence[float] | None = None,
-    speakers: Any = None,
-    seed: int = 0,
-    negative_prompt: str = "",
+    options: GenerateOptions | None = None,
     device: str | torch.device | None = None,
-    state_dir: str | Path | None = None,
-    resume: bool = False,
-    keep_state: bool = False,
-    decode_chunk: int = 8,
-    decode_context: int = 2,
     callback: ProgressCallback | None = None,
-    face_fallback: str | None = None,
+    order: str = "wavefront",
     save_every_s: float = 10.0,
     on_frames: Callable[[torch.Tensor], None] | None = None,
+    **overrides: Any,
 ) -> tuple[Path, StreamReport]:
-    """`pipeline.generate` as a stream: same inputs, same video frames, but the mp4 grows as frames are
-    final (fragmented MP4 at `out`) and the report says the time to the first frame."""
-    from .audio import load_speaker_tracks
-    from .audio_features import extract_speaker_features
-    from .pipeline import (
-        _audio_list,
-        _output_audio,
-        check_output_path,
-        load_bundle,
-        peak_rss_mb,
-        sample_latent,
-    )
-    from .sliding_window import window_sizes
-
+    """`generate.generate` as a stream: same inputs and options, the same video frames, but the mp4 grows
+    as frames become final (fragmented MP4 at `out`) and the report says the time to the first frame.
+    `order="sweep"` runs the same engine step by step (the equality tests); `on_frames` sees every
+    decoded chunk [3, n, H, W]."""
+    opts = options_with(options, overrides)
     t_start = time.perf_counter()
     check_output_path(out)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
-    window_sizes(window, overlap)
+    bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
+    sampler_config(bundle, opts)  # bad settings fail before the audio is read
     tracks = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)
@@ -333,30 +324,31 @@ def generate_streaming(
     def run(predictor, shape, *, config, distilled, seed, device, state_dir, resume, extra_hash, **_):
         stream_to_mp4(predictor, shape, config=config, vae=bundle.vae, num_frames=num_frames, out=out,
                       audio=mux_audio, distilled=distilled, seed=seed, device=device, order=order,
-                      state_dir=state_dir, resume=resume, extra_hash=extra_hash, decode_chunk=decode_chunk,
-                      decode_context=decode_context, callback=callback, save_every_s=save_every_s,
+                      state_dir=state_dir, resume=resume, extra_hash=extra_hash, decode_chunk=opts.decode_chunk,
+                      decode_context=opts.decode_context, callback=callback, save_every_s=save_every_s,
                       on_frames=on_frames, stats=stats)
         return torch.empty((shape[0], 0, *shape[2:]))
 
-    sampled = sample_latent(
-        bundle, portrait, features, num_frames, prompt, speakers=speakers, negative_prompt=negative_prompt,
-        cfg=cfg, distilled=distilled, steps=steps, window=window, overlap=overlap, shift=shift,
-        shift_windows=shift_windows, distilled_timesteps=distilled_timesteps, seed=seed, device=device,
-        state_dir=state_dir, resume=resume, callback=callback, face_fallback=face_fallback, sampler_fn=run,
-    )
-    if state_dir is not None and not keep_state:
-        StreamState(state_dir, (1, 1, 1)).clear()
-    n_steps = len(sampled.config.distilled_timesteps) if distilled else sampled.config.steps
-    report = StreamReport(
-        path=str(out), frames=stats.frames, seconds=stats.frames / VIDEO_FPS, order=order,
+    sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
+                            callback=callback, sampler_fn=run)
+    if opts.state_dir is not None and not opts.keep_state:
+        StreamState(opts.state_dir, (1, 1, 1)).clear()
+    n_steps = len(sampled.config.distilled_timesteps) if opts.distilled else sampled.config.steps
+    return Path(out), _report(out, stats, t_start, "distilled" if opts.distilled else "base", n_steps, opts.seed,
+                              sampled.notes)
+
+
+def _report(out, stats: StreamStats, t_start: float, mode: str, steps: int, seed: int, notes: list[str],
+            latency: dict[str, float] | None = None) -> StreamReport:
+    return StreamReport(
+        path=str(out), frames=stats.frames, seconds=stats.frames / VIDEO_FPS, order=stats.order,
         first_frame_s=stats.first_frame_s, first_frame_since_process_s=stats.first_frame_since_process_s,
         wall_s=time.perf_counter() - t_start, run_s=stats.run_s, realtime_factor=stats.realtime_factor(),
         peak_rss_mb=peak_rss_mb(), windows=stats.windows,
         peak_in_flight_latent_frames=stats.peak_in_flight_latent_frames,
-        resumed_from_latent_frame=stats.resumed_from_latent_frame, mode="distilled" if distilled else "base",
-        steps=n_steps, seed=seed, notes=sampled.notes,
+        resumed_from_latent_frame=stats.resumed_from_latent_frame, mode=mode, steps=steps, seed=seed, notes=notes,
+        latency=latency,
     )
-    return Path(out), report
 
 
 def generate_live(
@@ -364,82 +356,44 @@ def generate_live(
     source: str | Path,
     prompt: str,
     *,
-    model: Any,
+    model: ModelBundle | str | Path,
     out: str | Path,
-    steps: int | None = None,
-    cfg: Any = None,
-    window: int = 33,
-    overlap: int = 8,
-    shift: float | None = None,
-    shift_windows: bool = True,
-    distilled: bool = False,
-    distilled_timesteps: Sequence[float] | None = None,
-    speakers: Any = None,
-    seed: int = 0,
-    negative_prompt: str = "",
+    options: GenerateOptions | None = None,
     device: str | torch.device | None = None,
-    decode_chunk: int = 8,
-    decode_context: int = 2,
     callback: ProgressCallback | None = None,
-    face_fallback: str | None = None,
     idle_timeout_s: float = 2.0,
     on_frames: Callable[[torch.Tensor], None] | None = None,
-    **ignored: Any,
+    **overrides: Any,
 ) -> tuple[Path, StreamReport]:
     """One speaker's live voice (`source`: '-' for stdin, a named pipe, or a growing WAV file) -> a
-    fragmented mp4 that grows until the voice ends. No resume (the input cannot be replayed)."""
-    from .live_audio import LiveAudio
-    from .pipeline import (
-        WindowPredictor,
-        build_conditions,
-        check_output_path,
-        check_sampling,
-        load_bundle,
-        load_portrait,
-        peak_rss_mb,
-        pixel_speaker_masks,
-        read_portrait,
-    )
-    from .sliding_window import window_sizes
-    from .wavefront import GrowingPlans
+    fragmented mp4 that grows until the voice ends. No resume: a live input cannot be read twice."""
+    from magicinfinite_core.inputs.live_audio import LiveAudio
 
+    opts = options_with(options, overrides)
+    if opts.resume:
+        raise MagicInfiniteError("live audio cannot be resumed (it cannot be read twice)")
     t_start = time.perf_counter()
     check_output_path(out)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    bundle = load_bundle(model, device, distilled) if isinstance(model, (str, Path)) else model.to(device)
-    steps, shift, cfg, distilled_timesteps = bundle.resolve_sampling(distilled, steps, shift, cfg, distilled_timesteps)
-    check_sampling(steps, shift, cfg, distilled_timesteps, seed)
-    window_sizes(window, overlap)
+    bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
+    scfg, cfg = sampler_config(bundle, opts)
     notes: list[str] = []
-    full = read_portrait(portrait)
-    img, u8 = load_portrait(full, bundle.height, bundle.width)
-    masks = pixel_speaker_masks(u8, 1, speakers, portrait=full, fallback=face_fallback, notes=notes)
+    img, _, masks = prepare_portrait(bundle, portrait, 1, opts, notes)
     live = LiveAudio(source, bundle.audio_extractor, idle_timeout_s=idle_timeout_s)
     try:
-        cond = build_conditions(bundle, img, prompt or "", live.features, masks, device, negative_prompt)
+        cond = build_conditions(bundle, img, prompt or "", live.features, masks, device, opts.negative_prompt)
         live.cond = cond
         predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
-        scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
-                             shift_windows=shift_windows,
-                             distilled_timesteps=tuple(float(t) for t in distilled_timesteps))
-        n_steps = len(distilled_timesteps) if distilled else steps
+        n_steps = len(scfg.distilled_timesteps) if opts.distilled else scfg.steps
         plans = GrowingPlans(scfg, n_steps, wait=live.wait)
         h, w = cond.image_latent.shape[-2:]
         stats = stream_to_mp4(predictor, (bundle.dit.cfg.out_channels, 0, h, w), config=scfg, vae=bundle.vae,
-                              num_frames=None, out=out, distilled=distilled, seed=seed, device=device,
-                              decode_chunk=decode_chunk, decode_context=decode_context, callback=callback,
-                              plans=plans, live=live, on_frames=on_frames)
+                              num_frames=None, out=out, distilled=opts.distilled, seed=opts.seed, device=device,
+                              decode_chunk=opts.decode_chunk, decode_context=opts.decode_context,
+                              callback=callback, plans=plans, live=live, on_frames=on_frames)
     finally:
         live.close()
     lat = live.latency()
     notes.append(f"live latency (audio in -> frame muxed): mean {lat['mean_s']:.2f} s, max {lat['max_s']:.2f} s")
-    report = StreamReport(
-        path=str(out), frames=stats.frames, seconds=stats.frames / VIDEO_FPS, order="wavefront",
-        first_frame_s=stats.first_frame_s, first_frame_since_process_s=stats.first_frame_since_process_s,
-        wall_s=time.perf_counter() - t_start, run_s=stats.run_s, realtime_factor=stats.realtime_factor(),
-        peak_rss_mb=peak_rss_mb(), windows=stats.windows,
-        peak_in_flight_latent_frames=stats.peak_in_flight_latent_frames, resumed_from_latent_frame=None,
-        mode="distilled" if distilled else "base", steps=n_steps, seed=seed, notes=notes,
-        latency=lat,
-    )
-    return Path(out), report
+    return Path(out), _report(out, stats, t_start, "distilled" if opts.distilled else "base", n_steps, opts.seed,
+                              notes, lat)

@@ -3,9 +3,9 @@ import torch
 
 from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.noise_keys import fill_keyed_noise
-from magicinfinite_core.sampler import Progress, sample, sampling_sigmas
-from magicinfinite_core.sampler_state import has_state, load_state
+from magicinfinite_core.sampling.noise_keys import fill_keyed_noise
+from magicinfinite_core.sampling.sampler import Progress, sample, sampling_sigmas
+from magicinfinite_core.sampling.state import has_state, load_state
 
 SHAPE = (4, 23, 4, 4)  # 23 latent frames = 89 video frames: 3-4 windows of 9
 CFG = SamplerConfig(steps=5, shift=3.0, window_frames=33, overlap_frames=8, shift_windows=True)

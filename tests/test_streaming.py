@@ -11,20 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.config import SamplerConfig
+from magicinfinite_core.config import SamplerConfig, latent_frames
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.guidance import CFGConfig
-from magicinfinite_core.noise_keys import INITIAL, frame_noise, keyed_noise, noise_key
-from magicinfinite_core.pipeline import (
-    WindowPredictor,
-    build_conditions,
-    load_portrait,
-    pixel_speaker_masks,
-    random_bundle,
-)
-from magicinfinite_core.sampler import sample, sampling_sigmas
-from magicinfinite_core.sliding_window import latent_frames
-from magicinfinite_core.wavefront import FixedPlans, GrowingPlans, WavefrontSampler, sample_wavefront
+from magicinfinite_core.inputs.portrait import load_portrait, pixel_speaker_masks
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.noise_keys import INITIAL, frame_noise, keyed_noise, noise_key
+from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
+from magicinfinite_core.sampling.sampler import sample, sampling_sigmas
+from magicinfinite_core.sampling.wavefront import FixedPlans, GrowingPlans, WavefrontSampler, sample_wavefront
+from magicinfinite_core.weights.bundle import random_bundle
 from tests.test_sampler import TinyConv
 
 CFG = SamplerConfig(steps=5, shift=3.0)

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from magicinfinite_core.errors import AudioError
-from magicinfinite_core.live_audio import LinearResampler, WavStream
-from magicinfinite_core.pipeline import DEMO_MODEL_DIR, random_bundle
+from magicinfinite_core.inputs.live_audio import LinearResampler, WavStream
+from magicinfinite_core.media.video_io import write_wav
 from magicinfinite_core.streaming import generate_live, generate_streaming
-from magicinfinite_core.video_io import write_wav
+from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, random_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 KW = dict(speakers=[[8, 8, 56, 56]], distilled=True, seed=4, window=9, overlap=4)
@@ -98,7 +98,7 @@ def test_cli_reads_a_live_voice_from_stdin(tmp_path):
     out = tmp_path / "live.mp4"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "magicinfinite_core.cli", "generate", "--portrait", str(portrait), "--audio", "-",
+        [sys.executable, "-m", "runner.cli", "generate", "--portrait", str(portrait), "--audio", "-",
          "--speaker-box", "16,16,112,112", "--out", str(out), "-q"],
         input=voice.read_bytes(), env=env, capture_output=True, timeout=300,
     )
@@ -111,8 +111,8 @@ def test_cli_reads_a_live_voice_from_stdin(tmp_path):
 def test_plain_torch_minilm_equals_transformers():
     from transformers import AutoModel, AutoTokenizer
 
-    from magicinfinite_core.bert_lite import BertLite, FastTokenizer
-    from magicinfinite_core.text_encoders import minilm_path
+    from magicinfinite_core.inputs.bert_lite import BertLite, FastTokenizer
+    from magicinfinite_core.inputs.text_encoders import minilm_path
 
     path = minilm_path()
     prompts = ["", "A calm woman talks, soft light", "word " * 80]

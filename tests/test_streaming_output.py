@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.autoencoders import decode_fn
-from magicinfinite_core.config import VAEConfig
-from magicinfinite_core.incremental_decode import IncrementalDecoder
-from magicinfinite_core.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig
-from magicinfinite_core.pipeline import DEMO_MODEL_DIR, random_bundle, sample_latent
-from magicinfinite_core.sliding_window import latent_frames
-from magicinfinite_core.stream_mux import FragmentedVideoWriter
-from magicinfinite_core.streamed_decode import streamed_decode
+from magicinfinite_core.config import VAEConfig, latent_frames
+from magicinfinite_core.generate import sample_latent
+from magicinfinite_core.media.autoencoders import decode_fn
+from magicinfinite_core.media.incremental_decode import IncrementalDecoder
+from magicinfinite_core.media.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig
+from magicinfinite_core.media.stream_mux import FragmentedVideoWriter
+from magicinfinite_core.media.streamed_decode import streamed_decode
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.media.video_io import write_wav
 from magicinfinite_core.streaming import STREAM_STATE, generate_streaming
-from magicinfinite_core.vae import VideoVAE
-from magicinfinite_core.video_io import write_wav
+from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, random_bundle
 from tests.audio_fixtures import make_speech
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def test_streaming_generate_equals_sweep_frame_for_frame(tmp_path):
     got = []
     path, rep = generate_streaming(portrait, str(audio), "hi", model=bundle, out=tmp_path / "s.mp4",
                                    on_frames=got.append, **kw)
-    from magicinfinite_core.audio import load_speaker_tracks
-    from magicinfinite_core.audio_features import extract_speaker_features
+    from magicinfinite_core.inputs.audio import load_speaker_tracks
+    from magicinfinite_core.inputs.audio_features import extract_speaker_features
 
     tracks = load_speaker_tracks([str(audio)])
     feats = extract_speaker_features(tracks, bundle.audio_extractor, tracks[0].num_frames)
@@ -95,7 +95,7 @@ def test_streaming_generate_equals_sweep_frame_for_frame(tmp_path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "magicinfinite_core.cli", "generate", *args]
+    return [sys.executable, "-m", "runner.cli", "generate", *args]
 
 
 @pytest.mark.skipif(not (DEMO_MODEL_DIR / "bundle.json").is_file(), reason="demo model not installed")

@@ -1,0 +1,126 @@
+"""Window-by-window decoding of a long latent with the causal VAE, frames yielded as they come.
+
+The HunyuanVideo VAE is causal in time (left-only temporal padding, causal mid-block attention), so
+an output frame depends on its own and earlier latent frames - but its GroupNorms pool statistics
+over every frame of the clip being decoded, and its receptive field reaches a few latent frames
+back. Decoding disjoint chunks therefore shows a seam. We decode each chunk of `chunk` latent
+frames together with `context` latent frames of left context and drop the context's output frames:
+every kept frame then sees (nearly) the history it would see in a one-shot decode, and memory is
+bounded by chunk + context whatever the video length. The context's frames (minus the causal first
+one) duplicate the previous chunk's last 4*(context-1) frames; the two versions are cross-faded with
+a linear ramp, which spreads the remaining GroupNorm jump over those frames instead of one cut
+(`crossfade=False` drops them instead: exact for a strictly causal decoder whose reach back fits in
+the context, but the jump then lands on one frame).
+
+Frame bookkeeping: decoding latents [a0, b) yields 1 + 4*(b - a0 - 1) frames (the first latent frame
+alone, as a causal first frame); latent frames [a, b) with a > a0 are the last 4*(b - a) of them.
+The stream is trimmed to exactly `num_frames` (the audio length at 25 fps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
+from magicinfinite_core.sampling.sampler import Progress, ProgressCallback
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # [1, C, t, h, w] -> [1, 3, 1 + 4(t-1), H, W] in [-1, 1]
+
+
+def decode_chunks(total: int, chunk: int, context: int) -> list[tuple[int, int, int]]:
+    """(context_start, start, end) latent ranges; [start, end) tile [0, total) without overlap."""
+    if chunk < context or context < 1:
+        # context 0 cannot work: a chunk's first latent frame decodes as a causal first frame (1 frame, not 4)
+        raise ValueError(f"need chunk >= context >= 1 latent frames, got chunk {chunk}, context {context}")
+    return [(max(0, a - context), a, min(a + chunk, total)) for a in range(0, total, chunk)]
+
+
+def streamed_decode(
+    latent: torch.Tensor,
+    decode_fn: DecodeFn,
+    *,
+    num_frames: int | None = None,
+    chunk: int = 8,
+    context: int = 2,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    ratio: int = TEMPORAL_RATIO,
+    crossfade: bool = True,
+    callback: ProgressCallback | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield decoded frames [3, n, H, W] (CPU, float32, [-1, 1]) chunk by chunk, `num_frames` in all."""
+    total = latent.shape[1]
+    full = 1 + ratio * (total - 1)
+    num_frames = full if num_frames is None else num_frames
+    if latent_frames(num_frames, ratio) != total:
+        raise ValueError(f"{num_frames} video frames need {latent_frames(num_frames, ratio)} latent frames, got {total}")
+    plan = decode_chunks(total, chunk, context)
+    emitted, t0 = 0, time.perf_counter()
+    held: torch.Tensor | None = None  # the previous chunk's last frames, to be cross-faded
+    n_fade = ratio * (context - 1) if crossfade else 0
+
+    def emit(x: torch.Tensor) -> torch.Tensor:
+        nonlocal emitted
+        x = x[:, : num_frames - emitted]
+        emitted += x.shape[1]
+        return x
+
+    for i, (a0, a, b) in enumerate(plan):
+        z = latent[:, a0:b].unsqueeze(0).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            frames = decode_fn(z)[0].to("cpu", torch.float32)
+        del z
+        expected = 1 + ratio * (b - a0 - 1)
+        if frames.shape[1] != expected:
+            raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {b - a0} latent frames, expected {expected}")
+        out = []
+        if a == 0:
+            new = frames
+        else:
+            n_ov = ratio * (a - a0 - 1)  # frames of latents a0+1..a-1, already decoded by the previous chunk
+            new = frames[:, 1 + n_ov :]
+            if held is not None and n_ov and crossfade:
+                w = (torch.arange(1, n_ov + 1, dtype=torch.float32) / (n_ov + 1)).view(1, -1, 1, 1)
+                out.append(held[:, -n_ov:] * (1 - w) + frames[:, 1 : 1 + n_ov] * w)
+        last = i == len(plan) - 1
+        keep = new.shape[1] if last else new.shape[1] - min(n_fade, new.shape[1])
+        out.append(new[:, :keep])
+        held = None if last else new[:, keep:]
+        del frames
+        chunk_out = emit(torch.cat(out, dim=1))
+        if callback is not None:
+            el = time.perf_counter() - t0
+            callback(Progress("decode", 1, 1, i + 1, len(plan), i + 1, len(plan), el, el / (i + 1) * (len(plan) - i - 1)))
+        if chunk_out.shape[1]:
+            yield chunk_out
+    if emitted != num_frames:
+        raise RuntimeError(f"decoded {emitted} frames, expected {num_frames}")
+
+
+def diffusers_decode_fn(model, scaling_factor: float | None = None) -> DecodeFn:
+    """Decode with a diffusers `AutoencoderKLHunyuanVideo` (or our `VideoVAE`, which wraps one).
+
+    Calls the decoder directly: our chunks already bound temporal memory, so diffusers' own frame-wise
+    temporal tiling (on by default, 4-latent-frame tiles) would only add work; spatial tiling is kept
+    when enabled for large frames.
+    """
+    if hasattr(model, "model") and hasattr(model, "cfg"):  # VideoVAE
+        scaling_factor = model.cfg.scaling_factor if scaling_factor is None else scaling_factor
+        model = model.model
+    scale = float(model.config.scaling_factor if scaling_factor is None else scaling_factor)
+    param = next(model.parameters())
+
+    def fn(z: torch.Tensor) -> torch.Tensor:
+        z = z.to(device=param.device, dtype=param.dtype) / scale
+        sr = model.spatial_compression_ratio
+        too_big = z.shape[-1] > model.tile_sample_min_width // sr or z.shape[-2] > model.tile_sample_min_height // sr
+        if model.use_tiling and too_big:
+            out = model.tiled_decode(z, return_dict=False)[0]
+        else:
+            out = model.decoder(model.post_quant_conv(z))
+        return out.clamp(-1, 1)
+
+    return fn
