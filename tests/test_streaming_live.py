@@ -20,6 +20,7 @@ from magicinfinite_core.inputs.live_audio import LinearResampler, WavStream
 from magicinfinite_core.media.video_io import write_wav
 from magicinfinite_core.streaming import generate_live, generate_streaming
 from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, random_bundle
+from tests.audio_fixtures import make_speech
 
 ROOT = Path(__file__).resolve().parent.parent
 KW = dict(speakers=[[8, 8, 56, 56]], distilled=True, seed=4, window=9, overlap=4)
@@ -125,3 +126,22 @@ def test_plain_torch_minilm_equals_transformers():
         theirs = AutoModel.from_pretrained(str(path)).eval()(**tok).last_hidden_state
     real = mask.bool()[..., None]
     assert ((ours - theirs).abs() * real).max() < 1e-4
+
+
+def test_mel_features_without_librosa_equal_librosa(tmp_path):
+    """The demo's features: mel_filters (numpy + scipy.fft) gives librosa's numbers bit for bit."""
+    import librosa
+
+    from magicinfinite_core.inputs.audio import load_audio
+    from magicinfinite_core.inputs.audio_features import MelExtractor
+
+    wav = load_audio(str(make_speech(tmp_path / "s.wav"))).waveform
+    ex = MelExtractor(n_mels=64, n_fft=1024)
+    basis = librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64, fmin=0.0, fmax=8000.0).astype(np.float32)
+    assert np.array_equal(ex._mel_basis, basis)
+    n = len(wav) // 640
+    seg = wav[: n * 640].astype(np.float32)
+    padded = np.pad(seg, (1024 // 2 - 320, 1024 - 640 - (1024 // 2 - 320)))
+    spec = librosa.stft(padded, n_fft=1024, hop_length=640, window=ex._window, center=False)[:, :n]
+    ref = np.log(np.maximum(basis @ (spec.real**2 + spec.imag**2).astype(np.float32), 1e-5)).T
+    assert np.array_equal(ex._frames(seg, n, None).numpy(), ref)

@@ -7,7 +7,7 @@ Why: the DiT's audio cross-attention (paper §3.2) consumes one feature vector p
   ``.safetensors`` file as ComfyUI keeps them in ``models/audio_encoders`` (config inferred from the
   tensor shapes). Output per frame = all transformer layers' hidden states, stacked layer-major and
   flattened (``num_hidden_layers * hidden_size``, 12 x 768 = 9216 for base).
-* :class:`MelExtractor` - librosa log-mel, one frame per video frame (hop 640 at 16 kHz).
+* :class:`MelExtractor` - log-mel (librosa's filters and STFT, in numpy: `mel_filters`), one frame per video frame (hop 640 at 16 kHz).
 
 Time alignment: video frame ``j`` covers samples ``[640 j, 640 (j+1))``; its feature is taken at the
 centre of that span. wav2vec2 frames (hop 320, receptive field 400) are linearly interpolated at that
@@ -162,24 +162,19 @@ class MelExtractor(ChunkedExtractor):
         self.n_mels = int(n_mels)
         self.n_fft = int(n_fft)
         self.feature_dim = self.n_mels
-        import librosa
+        from magicinfinite_core.inputs.mel_filters import mel_filter_bank  # librosa's numbers without librosa
 
-        self._mel_basis = librosa.filters.mel(
-            sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=fmin, fmax=fmax
-        ).astype(np.float32)
+        self._mel_basis = mel_filter_bank(self.sample_rate, self.n_fft, self.n_mels, fmin, fmax)
         self._window = np.hanning(self.n_fft + 1)[:-1].astype(np.float32)
 
     def _frames(self, segment: np.ndarray, num_frames: int, state: Any) -> torch.Tensor:
-        import librosa
+        from magicinfinite_core.inputs.mel_filters import power_frames
 
         # Centre frame j at sample 640 j + 320: pad so frame j's window starts at 640 j - (n_fft/2 - 320).
         left = self.n_fft // 2 - self.spf // 2
         right = self.n_fft - self.spf - left
-        padded = np.pad(segment, (left, right))
-        spec = librosa.stft(padded, n_fft=self.n_fft, hop_length=self.spf, window=self._window, center=False)[
-            :, :num_frames
-        ]
-        power = (spec.real**2 + spec.imag**2).astype(np.float32)
+        padded = np.pad(np.asarray(segment, dtype=np.float32), (left, right))
+        power = power_frames(padded, self.n_fft, self.spf, self._window)[:, :num_frames]
         mel = self._mel_basis @ power  # [n_mels, F]
         return torch.from_numpy(np.log(np.maximum(mel, 1e-5)).T.copy())
 
