@@ -135,3 +135,35 @@ def test_killed_run_leaves_a_playable_mp4_and_resume_gives_the_same_file(tmp_pat
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == ref.read_bytes()
     assert not state.exists()
+
+
+def test_resume_with_other_settings_is_refused_and_bad_cli_options_are_one_line_errors(tmp_path, capsys):
+    from magicinfinite_core.errors import MagicInfiniteError
+    from runner.cli import main
+
+    bundle = random_bundle(0)
+    wav = (np.sin(np.linspace(0, 3000, 16000 * 3)) * 0.3).astype(np.float32)
+    audio = str(write_wav(tmp_path / "a.wav", wav, 16000))
+    portrait = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    kw = dict(speakers=[[8, 8, 56, 56]], distilled=True, window=17, overlap=4, state_dir=tmp_path / "st")
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(p) -> None:
+        if p.done == 12:
+            raise Crash
+
+    with pytest.raises(Crash):
+        generate_streaming(portrait, audio, "hi", model=bundle, out=tmp_path / "o.mp4", callback=crash,
+                           save_every_s=0, seed=1, **kw)
+    assert (tmp_path / "st" / STREAM_STATE).is_file() and (tmp_path / "o.mp4").stat().st_size > 0
+    with pytest.raises(MagicInfiniteError, match="different inputs or settings"):
+        generate_streaming(portrait, audio, "hi", model=bundle, out=tmp_path / "o.mp4", resume=True, seed=2, **kw)
+
+    base = ["generate", "--portrait", audio, "--out", str(tmp_path / "x.mp4")]
+    for extra, msg in ((["--audio", audio, "--save-every", "nan"], "--save-every must be a finite number"),
+                       (["--audio", "-", "--audio", audio], "exactly one --audio"),
+                       (["--audio", "-", "--resume"], "cannot be resumed")):
+        assert main([*base, *extra]) == 1
+        assert msg in capsys.readouterr().err
