@@ -2,6 +2,7 @@
 
     python bench/streaming.py                    # 10 s, 60 s and 600 s of speech, both orders
     python bench/streaming.py --seconds 10 60    # a subset
+    python bench/streaming.py --live 30          # live voice through a named pipe: latency
 
 Every (length, order) runs in a fresh process (peak RSS is per process), with the CLI's defaults
 (state saved to OUT.state/, face detection on the demo portrait). Prints one JSON object:
@@ -84,18 +85,68 @@ def one(seconds: float, order: str, folder: Path) -> dict:
             "model_ready_since_process_s": loaded_at, **res}
 
 
+def live(seconds: float, folder: Path, window: int, overlap: int) -> dict:
+    """Runs in the child: the voice written into a named pipe at real-time rate, generate_live reading it."""
+    import threading
+
+    from magicinfinite_core.streaming import generate_live
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    bundle = load_bundle(DEMO_MODEL_DIR, distilled=True)
+    data = (folder / f"voice_{int(seconds)}s.wav").read_bytes()
+    fifo = folder / "live.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+
+    def feed() -> None:  # 16 kHz 16-bit mono: 3200 bytes = 0.1 s
+        with open(fifo, "wb") as f:
+            f.write(data[:44])
+            t0 = time.perf_counter()
+            for k, i in enumerate(range(44, len(data), 3200)):
+                f.write(data[i : i + 3200])
+                f.flush()
+                time.sleep(max(0.0, t0 + 0.1 * (k + 1) - time.perf_counter()))
+
+    threading.Thread(target=feed, daemon=True).start()
+    t0 = time.perf_counter()
+    _, rep = generate_live(str(PORTRAIT), str(fifo), "", model=bundle, out=folder / "live.mp4", distilled=True,
+                           window=window, overlap=overlap)
+    return {"seconds": seconds, "order": "live", "window": window, "overlap": overlap,
+            "latency": rep.latency, "wall_s": time.perf_counter() - t0, "frames": rep.frames,
+            "first_frame_s": rep.first_frame_s, "peak_rss_mb": rep.peak_rss_mb}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, nargs="+", default=[10, 60, 600])
     ap.add_argument("--orders", nargs="+", default=["wavefront", "sweep"], choices=["wavefront", "sweep"])
     ap.add_argument("--threads", type=int, default=1,
                     help="torch/OpenMP threads per run (default 1: on shared cores more threads spin and stall)")
+    ap.add_argument("--live", type=float, default=None, metavar="SECONDS",
+                    help="instead: live latency, SECONDS of voice fed through a named pipe at real-time rate")
+    ap.add_argument("--window", type=int, default=33, help="--live: window frames (default 33)")
+    ap.add_argument("--overlap", type=int, default=8, help="--live: overlap frames (default 8)")
+    ap.add_argument("--child-live", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=3, metavar=("SECONDS", "ORDER", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(one(float(args.child[0]), args.child[1], Path(args.child[2]))))
         return
+    if args.child_live:
+        print(json.dumps(live(float(args.child_live[0]), Path(args.child_live[1]), int(args.child_live[2]),
+                              int(args.child_live[3]))))
+        return
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    if args.live is not None:
+        with tempfile.TemporaryDirectory(prefix="mi-bench-live-") as tmp:
+            make_voice(args.live, Path(tmp))
+            cmd = [sys.executable, __file__, "--child-live", str(args.live), tmp, str(args.window), str(args.overlap)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(done.stderr[-3000:])
+            print(json.dumps({"threads_per_run": args.threads, "load_avg": os.getloadavg()[0],
+                              **json.loads(done.stdout.strip().splitlines()[-1])}, indent=1))
+        return
     runs = []
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mi-bench-stream-") as tmp:
