@@ -39,10 +39,11 @@ from . import headless
 
 FILE_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file"), ("LoadImageMask", "image")}
 SAMPLER_CLASS = "MagicInfiniteSampler"
-RESULT_FIELDS = ["id", "status", "output", "seconds", "worker", "attempts", "error", "warnings"]
+RESULT_FIELDS = ["id", "status", "output", "seconds", "worker", "attempts", "resumed_from", "error", "warnings"]
 FINISHED = ("ok", "skipped")
 # Loader nodes whose models the process keeps between jobs (magicinfinite_core.model_cache).
 MODEL_LOADERS = {"MagicInfiniteModelLoader", "MagicInfiniteDiTLoader", "MagicInfiniteVAELoader"}
+STATE_SUBFOLDER = "magicinfinite_state"  # where the sampler node keeps resume_dir states (nodes/common.py)
 
 
 class BatchError(Exception):
@@ -199,6 +200,23 @@ def prepare_process(torch_threads: int, cache_capacity: int) -> None:
 
         torch.set_num_threads(int(torch_threads))
     model_cache().set_capacity(cache_capacity)
+
+
+def saved_progress(workflow: dict[str, Any], overrides: dict[str, Any], out: Path) -> str:
+    """``"5/48"`` (steps done / total) when a sampler of this job left a saved state in the job's output
+    folder, so this run resumes from it; ``""`` for a fresh start. The results table's ``resumed_from``."""
+    for node_id, node in workflow.items():
+        if node.get("class_type") != SAMPLER_CLASS:
+            continue
+        name = overrides.get(f"{node_id}.resume_dir", node.get("inputs", {}).get("resume_dir", ""))
+        if not isinstance(name, str) or not name.strip():
+            continue
+        try:
+            meta = json.loads((out / STATE_SUBFOLDER / name.strip() / "state.json").read_text())
+            return f"{int(meta['step'])}/{int(meta['total_steps'])}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return ""
 
 
 def worker_label(prefix: str = "local") -> str:
@@ -418,7 +436,8 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
         attempts = _attempts(previous.get(job_id)) + 1
         table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts}, announce=False)
         t0 = time.perf_counter()
-        base = {"id": job_id, "worker": worker, "attempts": attempts}
+        base = {"id": job_id, "worker": worker, "attempts": attempts,
+                "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
         try:
             output, warned = runner.run(workflow, overrides, files, out_root / job_id)
             row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),

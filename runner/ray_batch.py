@@ -118,7 +118,8 @@ class BatchWorker:
         from magicinfinite_core.model_cache import model_cache
 
         t0 = time.perf_counter()
-        row: dict[str, Any] = {"id": job_id, "worker": self.label}
+        row: dict[str, Any] = {"id": job_id, "worker": self.label,
+                               "resumed_from": batch.saved_progress(workflow, overrides, Path(out))}
         try:
             output, warned = self.runner.run(workflow, overrides, {k: Path(v) for k, v in files.items()}, Path(out))
             row.update(status="ok", output=output, error="", warnings=warned)
