@@ -132,8 +132,9 @@ class BatchWorker:
 
 def _worker_options(shape: WorkerShape) -> dict[str, Any]:
     # The workers import runner/ from this checkout (ComfyUI custom-node folders are rarely installed
-    # with pip); on a cluster every node needs the pack at the same path, or installed.
-    path = os.pathsep.join(p for p in (str(PACK_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    # with pip); on a cluster every node needs the pack at the same path, or installed. Ray expands
+    # ${PYTHONPATH} to the worker node's own value, so that node's path is kept behind it.
+    path = f"{PACK_ROOT}{os.pathsep}${{PYTHONPATH}}"
     return {
         "num_cpus": shape.cpus,
         "num_gpus": shape.gpus,
@@ -207,8 +208,20 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
     start_failures = [0] * len(actors)
     idle: deque[int] = deque()
     cache: dict[str, dict[str, int]] = {}  # per worker process: its latest model-cache counters
+    held: dict[int, tuple[str, int, int, str]] = {}  # worker -> its lost job, until the worker answers again
     stop = False
-    while (pending and not stop) or inflight:
+
+    def lost(job_id: str, i: int, attempt: int, reason: str) -> None:
+        """A job whose worker died: back to the front of the queue, or failed after --max-attempts runs."""
+        if tries[job_id] >= args.max_attempts:
+            table.set(job_id, {"id": job_id, "status": "error", "output": "", "worker": labels.get(i, ""),
+                               "attempts": attempt, "error": f"{reason}; gave up after {tries[job_id]} run(s)"})
+        else:
+            pending.appendleft(job_id)  # resumes from its sampler state on the next free worker
+            table.set(job_id, {"id": job_id, "status": "requeued", "output": "", "worker": labels.get(i, ""),
+                               "attempts": attempt, "error": reason})
+
+    while (pending and not stop) or inflight or held:
         while idle and pending and not stop:
             i, job_id = idle.popleft(), pending.popleft()
             attempts[job_id] += 1
@@ -237,20 +250,24 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
                     raise batch.BatchError(f"Ray worker {i} could not start {START_TRIES} times: "
                                            f"{_lost_reason(e)}") from None
                 starting[actors[i].info.remote()] = i
+                continue
+            if i in held:  # the worker answers again, so it no longer runs the job: now it may go elsewhere
+                lost(*held.pop(i))
             continue
         i, job_id, attempt = inflight.pop(ref)
         try:
             row = ray.get(ref)
         except lost_errors as e:
-            reason = _lost_reason(e)
-            if tries[job_id] >= args.max_attempts:
-                table.set(job_id, {"id": job_id, "status": "error", "output": "", "worker": labels.get(i, ""),
-                                   "attempts": attempt, "error": f"{reason}; gave up after {tries[job_id]} run(s)"})
-            else:
-                pending.appendleft(job_id)  # resumes from its sampler state on the next free worker
+            if isinstance(e, ray.exceptions.ActorUnavailableError):
+                # Unreachable, not known dead: it may still be running the job. Its next answer (queued
+                # behind run_job, or from the restarted process) says it no longer is; re-queue then,
+                # so one job never runs on two workers at once.
+                held[i] = (job_id, i, attempt, _lost_reason(e))
                 table.set(job_id, {"id": job_id, "status": "requeued", "output": "", "worker": labels.get(i, ""),
-                                   "attempts": attempt, "error": reason})
-            starting[actors[i].info.remote()] = i  # back in the pool once Ray has restarted it
+                                   "attempts": attempt, "error": _lost_reason(e)}, announce=False)
+            else:
+                lost(job_id, i, attempt, _lost_reason(e))
+            starting[actors[i].info.remote()] = i  # back in the pool once it answers (Ray restarts it)
             continue
         except ray.exceptions.RayTaskError as e:  # not a job failure the worker could report itself
             row = {"id": job_id, "status": "error", "output": "", "worker": labels.get(i, ""),

@@ -74,9 +74,13 @@ def test_model_cache_size_and_bad_flags(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    from magicinfinite_core.distributed.ray_runtime import require_ray
+
+    started = not require_ray().is_initialized()
     ray = init_ray(num_cpus=2)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -157,17 +161,15 @@ def test_ray_two_workers_same_videos_as_plain_runner(local_ray, plain_run, comfy
     assert "ray:" not in capsys.readouterr().err  # nothing left to run: Ray was not even asked for workers
 
 
-@pytest.mark.comfyui
-def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, comfyui_install, jobs_dir,
-                                                          tmp_path):
-    plain_out, _ = plain_run
-    out = tmp_path / "killed"
+def _run_and_kill(argv: list[str], out: Path, job: str) -> tuple[int | None, tuple[int, int, int] | None]:
+    """Run the batch in a thread; SIGKILL the worker running ``job`` once its sampler saved a step.
+
+    Returns (the batch's exit code, (killed pid, steps saved then, total steps)).
+    """
     result: dict[str, int] = {}
-    driver = threading.Thread(
-        target=lambda: result.setdefault("rc", rbatch.main(_ray_argv(jobs_dir / "good.csv", out, comfyui_install)))
-    )
+    driver = threading.Thread(target=lambda: result.setdefault("rc", rbatch.main(argv)))
     driver.start()
-    state_json = out / LONG_JOB / "magicinfinite_state" / f"batch_{LONG_JOB}" / "state.json"
+    state_json = out / job / "magicinfinite_state" / f"batch_{job}" / "state.json"
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and driver.is_alive() and time.monotonic() < deadline:
@@ -177,14 +179,23 @@ def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, 
             time.sleep(0.01)
             continue
         if int(state["step"]) >= 1:
-            worker = {r["id"]: r for r in _table(out / "results.csv")}[LONG_JOB]["worker"]
+            worker = {r["id"]: r for r in _table(out / "results.csv")}[job]["worker"]
             killed = (int(re.search(r"pid=(\d+)", worker).group(1)), int(state["step"]), int(state["total_steps"]))
             os.kill(killed[0], signal.SIGKILL)
     driver.join(300)
+    return result.get("rc"), killed
+
+
+@pytest.mark.comfyui
+def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, comfyui_install, jobs_dir,
+                                                          tmp_path):
+    plain_out, _ = plain_run
+    out = tmp_path / "killed"
+    rc, killed = _run_and_kill(_ray_argv(jobs_dir / "good.csv", out, comfyui_install), out, LONG_JOB)
     assert killed is not None, "the long job never saved a sampler step"
     pid, step, total = killed
     assert step < total  # killed while sampling, not after
-    assert result.get("rc") == 0
+    assert rc == 0
 
     table = _table(out / "results.csv")
     assert sorted(r["id"] for r in table) == sorted(GOOD)  # every job once
@@ -198,4 +209,20 @@ def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, 
     print(f"killed pid {pid} at step {step}/{total}; the re-queued run resumed from {done}/{of}")
     for j in GOOD:  # one video each (none duplicated), and the killed job's equals the uninterrupted run's
         assert _video(out, j).read_bytes() == _video(plain_out, j).read_bytes(), f"job {j} differs"
+    state_json = out / LONG_JOB / "magicinfinite_state" / f"batch_{LONG_JOB}" / "state.json"
     assert not state_json.exists()  # the resumed run finished and cleared its state
+
+
+@pytest.mark.comfyui
+def test_a_job_whose_worker_keeps_dying_is_recorded_failed(local_ray, comfyui_install, jobs_dir, tmp_path):
+    """--max-attempts 1: the first lost worker ends the job as an error with the reason; no endless loop."""
+    jobs = tmp_path / "one.csv"
+    jobs.write_text(f"id,3.audio,6.seed,6.steps\n{LONG_JOB},{jobs_dir / 'voice.wav'},5,24\n")
+    out = tmp_path / "gave_up"
+    argv = [*_ray_argv(jobs, out, comfyui_install), "--max-attempts", "1"]
+    argv[argv.index("--workers") + 1] = "1"
+    rc, killed = _run_and_kill(argv, out, LONG_JOB)
+    assert killed is not None and rc == 1
+    row = _table(out / "results.csv")[0]
+    assert row["status"] == "error" and row["attempts"] == "1"
+    assert row["error"].startswith("worker lost (") and row["error"].endswith("gave up after 1 run(s)")
