@@ -25,8 +25,13 @@ CacheKey = tuple[Any, ...]
 
 
 def file_stats(path: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...]:
-    """``(relative name, size, mtime_ns)`` of a file, or of every file under a folder (sorted)."""
+    """``(relative name, size, mtime_ns)`` of a file, or of every file under a folder (sorted); a shard
+    index (``*.index.json``) stands for the files beside it."""
     p = Path(path)
+    if p.is_file() and p.name.endswith(".index.json"):
+        return ((p.name, p.stat().st_size, p.stat().st_mtime_ns),) + tuple(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.parent.iterdir()) if f.is_file()
+        )
     if p.is_file():
         st = p.stat()
         return ((p.name, st.st_size, st.st_mtime_ns),)

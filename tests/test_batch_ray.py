@@ -65,7 +65,9 @@ def test_model_cache_size_and_bad_flags(tmp_path, capsys):
     jobs = tmp_path / "j.csv"
     jobs.write_text("id,6.seed\na,1\n")
     argv = [str(jobs), "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")]
-    assert rbatch.main([*argv, "--ray", "--server", "http://127.0.0.1:1"]) == 2
+    from magicinfinite_core import cli
+
+    assert cli.main(["batch", *argv, "--ray", "--server", "http://127.0.0.1:1"]) == 2  # `magicinfinite batch`
     assert "pick one" in capsys.readouterr().err
 
 
@@ -161,7 +163,8 @@ def test_ray_two_workers_same_videos_as_plain_runner(local_ray, plain_run, comfy
     assert "ray:" not in capsys.readouterr().err  # nothing left to run: Ray was not even asked for workers
 
 
-def _run_and_kill(argv: list[str], out: Path, job: str) -> tuple[int | None, tuple[int, int, int] | None]:
+def _run_and_kill(argv: list[str], out: Path, job: str,
+                  results: Path | None = None) -> tuple[int | None, tuple[int, int, int] | None]:
     """Run the batch in a thread; SIGKILL the worker running ``job`` once its sampler saved a step.
 
     Returns (the batch's exit code, (killed pid, steps saved then, total steps)).
@@ -179,7 +182,7 @@ def _run_and_kill(argv: list[str], out: Path, job: str) -> tuple[int | None, tup
             time.sleep(0.01)
             continue
         if int(state["step"]) >= 1:
-            worker = {r["id"]: r for r in _table(out / "results.csv")}[job]["worker"]
+            worker = rbatch.read_results(results or out / "results.csv")[job]["worker"]
             killed = (int(re.search(r"pid=(\d+)", worker).group(1)), int(state["step"]), int(state["total_steps"]))
             os.kill(killed[0], signal.SIGKILL)
     driver.join(300)
@@ -214,15 +217,25 @@ def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, 
 
 
 @pytest.mark.comfyui
-def test_a_job_whose_worker_keeps_dying_is_recorded_failed(local_ray, comfyui_install, jobs_dir, tmp_path):
-    """--max-attempts 1: the first lost worker ends the job as an error with the reason; no endless loop."""
+def test_a_job_whose_worker_keeps_dying_fails_and_a_rerun_resumes_it(local_ray, plain_run, comfyui_install,
+                                                                     jobs_dir, tmp_path):
+    """--max-attempts 1: the first lost worker ends the job as an error with the reason (no endless
+    loop); the same command again resumes it from the sampler state it left. JSONL table this time."""
+    plain_out, _ = plain_run
     jobs = tmp_path / "one.csv"
-    jobs.write_text(f"id,3.audio,6.seed,6.steps\n{LONG_JOB},{jobs_dir / 'voice.wav'},5,24\n")
+    jobs.write_text(f"id,3.audio,6.seed,6.steps\n{LONG_JOB},{jobs_dir / 'voice.wav'},5,24\n")  # = plain's 'e'
     out = tmp_path / "gave_up"
-    argv = [*_ray_argv(jobs, out, comfyui_install), "--max-attempts", "1"]
+    results = out / "results.jsonl"
+    argv = [*_ray_argv(jobs, out, comfyui_install), "--results", str(results)]
     argv[argv.index("--workers") + 1] = "1"
-    rc, killed = _run_and_kill(argv, out, LONG_JOB)
+    rc, killed = _run_and_kill([*argv, "--max-attempts", "1"], out, LONG_JOB, results)
     assert killed is not None and rc == 1
-    row = _table(out / "results.csv")[0]
-    assert row["status"] == "error" and row["attempts"] == "1"
+    row = rbatch.read_results(results)[LONG_JOB]
+    assert row["status"] == "error" and row["attempts"] == 1
     assert row["error"].startswith("worker lost (") and row["error"].endswith("gave up after 1 run(s)")
+
+    assert rbatch.main(argv) == 0
+    row = rbatch.read_results(results)[LONG_JOB]
+    assert row["status"] == "ok" and row["attempts"] == 2
+    assert int(row["resumed_from"].split("/")[0]) >= killed[1]
+    assert _video(out, LONG_JOB).read_bytes() == _video(plain_out, LONG_JOB).read_bytes()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from magicinfinite_core.model_cache import ENV_CAPACITY, ModelCache, cache_key, model_cache
+from magicinfinite_core.model_cache import ENV_CAPACITY, ModelCache, cache_key, file_stats, model_cache
 from magicinfinite_core.pipeline import load_bundle, random_bundle, save_bundle
 
 
@@ -42,6 +42,14 @@ def test_changed_file_or_other_options_load_again(bundle_dir):
     assert cache.get("bundle", bundle_dir, loader, distilled=False) is not a
     assert len(calls) == 4 and cache.hits == 0
     assert cache_key("bundle", bundle_dir) != cache_key("bundle", bundle_dir, dtype="float16")
+
+
+def test_a_shard_index_stands_for_its_shards(tmp_path):
+    (tmp_path / "dit.safetensors.index.json").write_text("{}")
+    (tmp_path / "dit-00001.safetensors").write_bytes(b"a")
+    before = file_stats(tmp_path / "dit.safetensors.index.json")
+    (tmp_path / "dit-00001.safetensors").write_bytes(b"bb")  # a shard replaced, the index unchanged
+    assert file_stats(tmp_path / "dit.safetensors.index.json") != before
 
 
 def test_capacity_evicts_oldest_and_zero_keeps_nothing(tmp_path):
