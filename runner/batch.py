@@ -14,9 +14,10 @@ says ``ok``/``skipped`` and whose output file still exists is skipped; every oth
 and because each job's sampler gets its own ``resume_dir`` (``batch_<id>``, unless the jobs set
 one), an interrupted job continues from its last finished sampler step instead of starting over.
 The table (``--results``, default ``<out>/results.csv``; ``.jsonl`` also works) is rewritten after
-every job with id, status (ok / error / skipped / interrupted), output, seconds, error and warnings
-(the pack's node warnings: a face fallback the workflow chose, a silent voice, a reduced portrait),
-plus the worker that ran it and how many attempts it took. Only this process (the driver) writes it.
+every change with id, status (ok / error / skipped / running / requeued / interrupted), output, seconds,
+worker, attempts, resumed_from (``5/48`` when a run continued from a saved state), error and warnings
+(the pack's node warnings: a face fallback the workflow chose, a silent voice, a reduced portrait).
+Only this process (the driver) writes it; docs/batch.md describes every column.
 
 ``--ray [ADDRESS]`` runs the same jobs on Ray workers that keep their model loaded (runner/ray_batch.py);
 without it the jobs run here one after another, and jobs on the same model load it once (model cache).

@@ -158,6 +158,8 @@ def run_on_ray(args: argparse.Namespace, workflow: dict[str, Any],
     """
     from magicinfinite_core.distributed.ray_runtime import init_ray, require_ray
 
+    if args.max_attempts < 1:
+        raise batch.BatchError(f"--max-attempts must be at least 1, got {args.max_attempts}")
     ray = require_ray()
     started_here = not ray.is_initialized()
     init_ray(args.ray or None)
@@ -173,8 +175,6 @@ def run_on_ray(args: argparse.Namespace, workflow: dict[str, Any],
         threads = args.torch_threads or max(1, int(shape.cpus))
         settings = WorkerSettings(comfyui=args.comfyui, cpu=args.cpu or shape.gpus == 0, models_dir=args.models_dir,
                                   input_dir=args.input_dir, torch_threads=threads, model_cache=cache_size)
-        if args.max_attempts < 1:
-            raise batch.BatchError(f"--max-attempts must be at least 1, got {args.max_attempts}")
         print(f"ray: {n} worker(s), each {shape.cpus:g} CPU / {shape.gpus:g} GPU"
               + (f", USP group of {shape.usp_processes}" if shape.usp_processes else "")
               + f"; cluster {cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU", file=sys.stderr)

@@ -128,6 +128,7 @@ def _ray_argv(jobs: Path, out: Path, comfyui: Path) -> list[str]:
 
 
 @pytest.mark.comfyui
+@pytest.mark.slow
 def test_plain_runner_loads_the_model_once(plain_run):
     out, stderr = plain_run
     assert "model loads: 1 in 1 process(es); reused a loaded model: 6 time(s)" in stderr
@@ -136,6 +137,7 @@ def test_plain_runner_loads_the_model_once(plain_run):
 
 
 @pytest.mark.comfyui
+@pytest.mark.slow
 def test_ray_two_workers_same_videos_as_plain_runner(local_ray, plain_run, comfyui_install, jobs_dir, tmp_path,
                                                      capsys):
     plain_out, _ = plain_run
@@ -190,6 +192,7 @@ def _run_and_kill(argv: list[str], out: Path, job: str,
 
 
 @pytest.mark.comfyui
+@pytest.mark.slow
 def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, comfyui_install, jobs_dir,
                                                           tmp_path):
     plain_out, _ = plain_run
@@ -217,6 +220,7 @@ def test_sigkill_of_a_worker_mid_job_requeues_and_resumes(local_ray, plain_run, 
 
 
 @pytest.mark.comfyui
+@pytest.mark.slow
 def test_a_job_whose_worker_keeps_dying_fails_and_a_rerun_resumes_it(local_ray, plain_run, comfyui_install,
                                                                      jobs_dir, tmp_path):
     """--max-attempts 1: the first lost worker ends the job as an error with the reason (no endless
