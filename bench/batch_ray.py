@@ -117,7 +117,7 @@ def main() -> None:
         batch.write_results(root / "table_10k.csv", table)
     rewrite_ms = (time.perf_counter() - t0) / 5 * 1000
 
-    from magicinfinite_core.pipeline import DEMO_MODEL_DIR, load_bundle
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
 
     load_bundle(DEMO_MODEL_DIR, distilled=True)  # imports and page cache warm, as in a worker after its first job
     t0 = time.perf_counter()

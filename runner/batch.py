@@ -42,7 +42,7 @@ FILE_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "fi
 SAMPLER_CLASS = "MagicInfiniteSampler"
 RESULT_FIELDS = ["id", "status", "output", "seconds", "worker", "attempts", "resumed_from", "error", "warnings"]
 FINISHED = ("ok", "skipped")
-# Loader nodes whose models the process keeps between jobs (magicinfinite_core.model_cache).
+# Loader nodes whose models the process keeps between jobs (magicinfinite_core.weights.model_cache).
 MODEL_LOADERS = {"MagicInfiniteModelLoader", "MagicInfiniteDiTLoader", "MagicInfiniteVAELoader"}
 STATE_SUBFOLDER = "magicinfinite_state"  # where the sampler node keeps resume_dir states (nodes/common.py)
 
@@ -194,7 +194,7 @@ def prepare_process(torch_threads: int, cache_capacity: int) -> None:
     4 threads and one with 1 can differ in the last bits and hence in a few pixels. Runs meant to give
     the same video bit for bit (the plain runner vs a Ray worker) use the same count.
     """
-    from magicinfinite_core.model_cache import model_cache
+    from magicinfinite_core.weights.model_cache import model_cache
 
     if torch_threads > 0:
         import torch
@@ -456,7 +456,7 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
     table.write()
     stats: dict[str, int] = {}
     if not args.server:
-        from magicinfinite_core.model_cache import model_cache
+        from magicinfinite_core.weights.model_cache import model_cache
 
         stats = model_cache().stats()
         _print_cache_summary(1, stats)

@@ -115,7 +115,7 @@ class BatchWorker:
     def run_job(self, job_id: str, workflow: dict[str, Any], overrides: dict[str, Any],
                 files: dict[str, str], out: str) -> dict[str, Any]:
         """Run one job; failures come back as an ``error`` row (one line), never as an exception."""
-        from magicinfinite_core.model_cache import model_cache
+        from magicinfinite_core.weights.model_cache import model_cache
 
         t0 = time.perf_counter()
         row: dict[str, Any] = {"id": job_id, "worker": self.label,

@@ -65,7 +65,7 @@ def test_model_cache_size_and_bad_flags(tmp_path, capsys):
     jobs = tmp_path / "j.csv"
     jobs.write_text("id,6.seed\na,1\n")
     argv = [str(jobs), "--workflow", str(WORKFLOW), "--out", str(tmp_path / "o")]
-    from magicinfinite_core import cli
+    from runner import cli
 
     assert cli.main(["batch", *argv, "--ray", "--server", "http://127.0.0.1:1"]) == 2  # `magicinfinite batch`
     assert "pick one" in capsys.readouterr().err

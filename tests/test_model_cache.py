@@ -1,4 +1,4 @@
-"""magicinfinite_core.model_cache: what counts as the same model, capacity, the load counter."""
+"""magicinfinite_core.weights.model_cache: what counts as the same model, capacity, the load counter."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import os
 
 import pytest
 
-from magicinfinite_core.model_cache import ENV_CAPACITY, ModelCache, cache_key, file_stats, model_cache
-from magicinfinite_core.pipeline import load_bundle, random_bundle, save_bundle
+from magicinfinite_core.weights.bundle import load_bundle, random_bundle, save_bundle
+from magicinfinite_core.weights.model_cache import (
+    ENV_CAPACITY,
+    ModelCache,
+    cache_key,
+    file_stats,
+    model_cache,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,7 @@ def test_bad_capacity_and_missing_path_say_what_to_do(tmp_path, monkeypatch):
         ModelCache(capacity=-1)
     with pytest.raises(FileNotFoundError, match="no model file or folder"):
         ModelCache(1).get("dit", tmp_path / "missing.safetensors", object)
-    import magicinfinite_core.model_cache as mc
+    import magicinfinite_core.weights.model_cache as mc
 
     monkeypatch.setattr(mc, "_SHARED", None)
     monkeypatch.setenv(ENV_CAPACITY, "two")
