@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import batch, headless
+from . import headless, job_runner
 
 USP_BACKEND = "multi-process (USP)"
 PACK_ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def sampler_processes(workflow: dict[str, Any], overrides: list[dict[str, Any]])
     """The largest USP process count any job's sampler asks for (0 when every job is single-device)."""
     most = 0
     for node_id, node in workflow.items():
-        if node.get("class_type") != batch.SAMPLER_CLASS:
+        if node.get("class_type") != job_runner.SAMPLER_CLASS:
             continue
         inputs = node.get("inputs", {})
         for ov in overrides or [{}]:
@@ -76,12 +76,12 @@ def worker_shape(usp_processes: int, cluster: dict[str, float], cpu: bool = Fals
     use_gpu = not cpu and cluster.get("GPU", 0) > 0
     gpus = float(worker_gpus) if worker_gpus is not None else (float(group) if use_gpu else 0.0)
     if cpu and gpus > 0:
-        raise batch.BatchError("--cpu with --worker-gpus > 0: drop one of them")
+        raise job_runner.BatchError("--cpu with --worker-gpus > 0: drop one of them")
     cpus = float(worker_cpus) if worker_cpus is not None else (1.0 if gpus > 0 else float(group))
     if cpus <= 0 and gpus <= 0:
-        raise batch.BatchError("a worker needs some CPUs or GPUs: set --worker-cpus or --worker-gpus above 0")
+        raise job_runner.BatchError("a worker needs some CPUs or GPUs: set --worker-cpus or --worker-gpus above 0")
     if gpus > 0 and cluster.get("GPU", 0) <= 0:
-        raise batch.BatchError(
+        raise job_runner.BatchError(
             f"each worker needs {gpus:g} GPU(s) but the Ray cluster has none; pass --cpu (or --worker-gpus 0) "
             "to run on CPU workers, or start the cluster's nodes with GPUs"
         )
@@ -92,7 +92,7 @@ def worker_count(shape: WorkerShape, cluster: dict[str, float], requested: int |
     """``requested``, else as many workers as the cluster's GPUs (or CPUs) hold, never more than jobs."""
     if requested is not None:
         if requested < 1:
-            raise batch.BatchError(f"--workers must be at least 1, got {requested}")
+            raise job_runner.BatchError(f"--workers must be at least 1, got {requested}")
         return requested
     fit = cluster.get("GPU", 0) / shape.gpus if shape.gpus > 0 else cluster.get("CPU", 0) / max(shape.cpus, 1e-9)
     return max(1, min(jobs, int(fit)))
@@ -104,9 +104,9 @@ class BatchWorker:
     def __init__(self, settings: WorkerSettings, index: int) -> None:
         self.settings = settings
         self.index = index
-        batch.prepare_process(settings.torch_threads, settings.model_cache)
-        self.runner = batch.InProcessRunner(argparse.Namespace(**asdict(settings)))
-        self.label = batch.worker_label(f"ray w{index}")
+        job_runner.prepare_process(settings.torch_threads, settings.model_cache)
+        self.runner = job_runner.InProcessRunner(argparse.Namespace(**asdict(settings)))
+        self.label = job_runner.worker_label(f"ray w{index}")
 
     def info(self) -> dict[str, Any]:
         """Who this worker is now (after a restart: the new process)."""
@@ -119,12 +119,12 @@ class BatchWorker:
 
         t0 = time.perf_counter()
         row: dict[str, Any] = {"id": job_id, "worker": self.label,
-                               "resumed_from": batch.saved_progress(workflow, overrides, Path(out))}
+                               "resumed_from": job_runner.saved_progress(workflow, overrides, Path(out))}
         try:
             output, warned = self.runner.run(workflow, overrides, {k: Path(v) for k, v in files.items()}, Path(out))
             row.update(status="ok", output=output, error="", warnings=warned)
         except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
-            row.update(status="error", output="", error=batch.error_line(e))
+            row.update(status="error", output="", error=job_runner.error_line(e))
         row["seconds"] = round(time.perf_counter() - t0, 2)
         row["model_cache"] = model_cache().stats()
         return row
@@ -151,7 +151,7 @@ def _lost_reason(e: BaseException) -> str:
 
 def run_on_ray(args: argparse.Namespace, workflow: dict[str, Any],
                todo: list[tuple[str, dict[str, Any], dict[str, Path]]], out_root: Path,
-               table: batch.ResultsTable, cache_size: int) -> dict[str, int]:
+               table: Any, cache_size: int) -> dict[str, int]:
     """Run ``todo`` (job id, overrides, local files) on Ray workers; rows go to ``table``.
 
     Returns the summed model-cache counters of every worker process (``loads``, ``hits``).
@@ -159,7 +159,7 @@ def run_on_ray(args: argparse.Namespace, workflow: dict[str, Any],
     from magicinfinite_core.distributed.ray_runtime import init_ray, require_ray
 
     if args.max_attempts < 1:
-        raise batch.BatchError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+        raise job_runner.BatchError(f"--max-attempts must be at least 1, got {args.max_attempts}")
     ray = require_ray()
     started_here = not ray.is_initialized()
     init_ray(args.ray or None)
@@ -196,12 +196,12 @@ def run_on_ray(args: argparse.Namespace, workflow: dict[str, Any],
 
 def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argparse.Namespace,
               workflow: dict[str, Any], todo: list[tuple[str, dict[str, Any], dict[str, Path]]], out_root: Path,
-              table: batch.ResultsTable, actors: list[Any],
+              table: Any, actors: list[Any],
               inflight: dict[Any, tuple[int, str, int]]) -> dict[str, int]:
     """The driver loop: a job to every ready worker, results in, lost jobs back to the front of the queue."""
     plans = {job_id: (overrides, {k: str(p) for k, p in files.items()}) for job_id, overrides, files in todo}
     pending = deque(job_id for job_id, _, _ in todo)
-    attempts = {job_id: batch._attempts(table.rows.get(job_id)) for job_id in plans}
+    attempts = {job_id: job_runner.previous_attempts(table.rows.get(job_id)) for job_id in plans}
     tries = dict.fromkeys(plans, 0)  # runs in this invocation (what --max-attempts counts)
     starting = {actor.info.remote(): i for i, actor in enumerate(actors)}  # workers not ready yet
     labels: dict[int, str] = {}
@@ -247,7 +247,7 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
             except ray.exceptions.RayError as e:  # died while starting: ask again once Ray restarted it
                 start_failures[i] += 1
                 if start_failures[i] >= START_TRIES:
-                    raise batch.BatchError(f"Ray worker {i} could not start {START_TRIES} times: "
+                    raise job_runner.BatchError(f"Ray worker {i} could not start {START_TRIES} times: "
                                            f"{_lost_reason(e)}") from None
                 starting[actors[i].info.remote()] = i
                 continue
@@ -271,7 +271,7 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
             continue
         except ray.exceptions.RayTaskError as e:  # not a job failure the worker could report itself
             row = {"id": job_id, "status": "error", "output": "", "worker": labels.get(i, ""),
-                   "error": batch.error_line(e.cause if getattr(e, "cause", None) else e)}
+                   "error": job_runner.error_line(e.cause if getattr(e, "cause", None) else e)}
         cache_stats = row.pop("model_cache", None)
         if cache_stats:
             cache[row.get("worker", str(i))] = cache_stats
@@ -280,5 +280,5 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
         if row["status"] == "error" and args.stop_on_error:
             stop = True
     totals = {"loads": sum(s["loads"] for s in cache.values()), "hits": sum(s["hits"] for s in cache.values())}
-    batch._print_cache_summary(len(cache), totals)
+    job_runner.print_cache_summary(len(cache), totals)
     return totals
