@@ -30,7 +30,7 @@ from . import headless, job_runner
 
 USP_BACKEND = "multi-process (USP)"
 PACK_ROOT = Path(__file__).resolve().parent.parent
-START_TRIES = 3  # a worker whose process cannot start this often stops the batch with the reason
+REPROBE_S = 1.0  # how often to ask a restarting worker whether it is back
 WAIT_NOTICE_S = 60.0  # say so when no worker has answered for this long (e.g. the cluster is scaling up)
 
 
@@ -205,7 +205,8 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
     tries = dict.fromkeys(plans, 0)  # runs in this invocation (what --max-attempts counts)
     starting = {actor.info.remote(): i for i, actor in enumerate(actors)}  # workers not ready yet
     labels: dict[int, str] = {}
-    start_failures = [0] * len(actors)
+    reprobe: dict[int, float] = {}  # worker -> when to ask it again (it was restarting)
+    gone: dict[int, str] = {}  # workers Ray will not bring back, with the reason
     idle: deque[int] = deque()
     cache: dict[str, dict[str, int]] = {}  # per worker process: its latest model-cache counters
     held: dict[int, tuple[str, int, int, str]] = {}  # worker -> its lost job, until the worker answers again
@@ -231,9 +232,20 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
             inflight[ref] = (i, job_id, attempts[job_id])
             table.set(job_id, {"id": job_id, "status": "running", "worker": labels[i],
                                "attempts": attempts[job_id]}, announce=False)
-        if not inflight and not starting:
+        now = time.monotonic()
+        for i in [i for i, t in reprobe.items() if t <= now]:
+            del reprobe[i]
+            starting[actors[i].info.remote()] = i
+        if not inflight and not starting and not reprobe:
             break
-        ready, _ = ray.wait([*inflight, *starting], num_returns=1, timeout=WAIT_NOTICE_S)
+        wait_s = min([WAIT_NOTICE_S, *(max(0.0, t - now) for t in reprobe.values())])
+        refs = [*inflight, *starting]
+        if not refs:  # only restarting workers: wait for the next time to ask them
+            time.sleep(wait_s)
+            continue
+        ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
+        if not ready and reprobe:
+            continue
         if not ready:
             print(f"ray: waiting for workers ({len(pending)} job(s) queued, {len(inflight)} running; "
                   f"{len(starting)} worker(s) not placed yet)", file=sys.stderr)
@@ -243,14 +255,18 @@ def _schedule(ray: Any, lost_errors: tuple[type[BaseException], ...], args: argp
             i = starting.pop(ref)
             try:
                 labels[i] = ray.get(ref)["label"]
-                idle.append(i)
-            except ray.exceptions.RayError as e:  # died while starting: ask again once Ray restarted it
-                start_failures[i] += 1
-                if start_failures[i] >= START_TRIES:
-                    raise job_runner.BatchError(f"Ray worker {i} could not start {START_TRIES} times: "
-                                           f"{_lost_reason(e)}") from None
-                starting[actors[i].info.remote()] = i
+            except ray.exceptions.ActorDiedError as e:  # dead for good (e.g. its constructor failed)
+                gone[i] = _lost_reason(e)
+                print(f"ray: worker {i} is gone: {gone[i]}", file=sys.stderr)
+                if i in held:
+                    lost(*held.pop(i))
+                if len(gone) == len(actors) and (pending or held):
+                    raise job_runner.BatchError(f"every Ray worker is gone; the last: {gone[i]}") from None
                 continue
+            except ray.exceptions.RayError:  # unreachable or restarting: ask again in a moment
+                reprobe[i] = time.monotonic() + REPROBE_S
+                continue
+            idle.append(i)
             if i in held:  # the worker answers again, so it no longer runs the job: now it may go elsewhere
                 lost(*held.pop(i))
             continue
