@@ -118,7 +118,7 @@ def timeline(times: list[float], last_duration: float) -> tuple[np.ndarray, int]
     order = np.argsort(t, kind="stable")  # decode order is presentation order for sane files
     t = t[order] - t[0 if len(t) == 0 else order[0]]
     end = t[-1] + last_duration
-    n = int(math.floor(end * FPS + 1e-6))
+    n = int(math.floor(end * FPS + 0.05))  # mkv / webm store times in ms: 1.9997 s is 2 s
     grid = np.arange(n, dtype=np.float64) / FPS
     mids = (t[1:] + t[:-1]) / 2.0  # frame i owns [mid_{i-1}, mid_i); a tie goes to the earlier frame
     src = np.searchsorted(mids, grid, side="left")

@@ -11,7 +11,9 @@ this module only applies them to videos:
   (largest in the first frame, then the detection overlapping the previous box most); with boxes
   (multi-speaker mode), each box's best-overlapping detection. Frames where a speaker is missed take
   the nearest frame's box.
-* ``mouth_tracks`` runs face mesh in video mode on the final crops and reads the lips: the mouth box
+* ``mouth_tracks`` runs face mesh in video mode on a square crop of each speaker's face (taken from
+  the full-resolution source frame, so small faces and small buckets still get landmarks) and reads
+  the lips: the mouth box
   (outer lip contour) and the opening = inner lip gap / (GAP x inner mouth width), the animated-photo
   world's convention (1 = the gap a full opening draws there).
 """
@@ -141,33 +143,43 @@ def _lips(L: np.ndarray) -> tuple[np.ndarray, float]:
     return box, float(np.clip(gap / max(GAP * inner_w, 1e-3), 0.0, 1.0))
 
 
-def mouth_tracks(frames: np.ndarray, face_boxes: np.ndarray) -> MouthTracks:
-    """Face mesh (video mode, one fresh graph per clip so clips never depend on each other) on the
-    crops; each mesh goes to the speaker whose face box holds its lip centre (nearest centre)."""
+MESH_SIDE = 192  # face mesh runs on a square crop of each speaker's face, from the source frame
+
+
+def mesh_roi(box: np.ndarray, frame_wh: tuple[int, int], scale: float = 1.7) -> tuple[int, int, int, int]:
+    """Square (x0, y0, x1, y1) around a face box (``scale`` x its longer side), inside the frame."""
+    W, H = frame_wh
+    side = min(scale * max(box[2] - box[0], box[3] - box[1]), W, H)
+    cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3]) + 0.05 * (box[3] - box[1])
+    x0 = int(round(min(max(cx - side / 2, 0), W - side)))
+    y0 = int(round(min(max(cy - side / 2, 0), H - side)))
+    s = max(2, int(round(side)))
+    return x0, y0, min(W, x0 + s), min(H, y0 + s)
+
+
+def mouth_tracks(face_crops: np.ndarray, rois: np.ndarray) -> MouthTracks:
+    """Lips of each speaker from face mesh on its face crops ``[F, K, S, S, 3]`` (``rois`` [F, K, 4]:
+    where each crop came from, source px); boxes come back in source pixels. One fresh video-mode
+    mesh per speaker and clip, so clips never depend on each other."""
     from mediapipe.python.solutions import face_mesh
 
     from training.data.photo_face import detect_all_landmarks
 
-    n, K = face_boxes.shape[:2]
+    n, K, S = face_crops.shape[:3]
     mbox = np.zeros((n, K, 4), np.float32)
     op = np.zeros((n, K), np.float32)
     found = np.zeros((n, K), bool)
-    with face_mesh.FaceMesh(static_image_mode=False, max_num_faces=K + 1, refine_landmarks=False,
-                            min_detection_confidence=0.5, min_tracking_confidence=0.5) as mesh:
-        for t in range(n):
-            for L in detect_all_landmarks(frames[t], mesh):
-                box, o = _lips(L)
-                c = 0.5 * (box[:2] + box[2:])
-                fb = face_boxes[t]
-                inside = (c[0] >= fb[:, 0]) & (c[0] <= fb[:, 2]) & (c[1] >= fb[:, 1]) & (c[1] <= fb[:, 3])
-                if not inside.any():
-                    continue
-                d = np.where(inside, np.hypot(c[0] - 0.5 * (fb[:, 0] + fb[:, 2]), c[1] - 0.5 * (fb[:, 1] + fb[:, 3])),
-                             np.inf)
-                k = int(np.argmin(d))
-                if not found[t, k]:
-                    mbox[t, k], op[t, k], found[t, k] = box, o, True
     for k in range(K):
+        with face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                                min_detection_confidence=0.5, min_tracking_confidence=0.5) as mesh:
+            for t in range(n):
+                faces = detect_all_landmarks(face_crops[t, k], mesh)
+                if not faces:
+                    continue
+                x0, y0, x1, y1 = rois[t, k]
+                L = faces[0] * np.array([(x1 - x0) / S, (y1 - y0) / S], np.float32) + np.array([x0, y0], np.float32)
+                mbox[t, k], op[t, k] = _lips(L)
+                found[t, k] = True
         mbox[:, k] = _fill(mbox[:, k], found[:, k])
         idx = np.flatnonzero(found[:, k])
         if len(idx):

@@ -38,7 +38,14 @@ from training.data.ingest_crop import (
     parse_aspect,
 )
 from training.data.ingest_decode import SourceError, open_source
-from training.data.ingest_faces import FrameAnalyser, face_motion, mouth_tracks, track_speakers
+from training.data.ingest_faces import (
+    MESH_SIDE,
+    FrameAnalyser,
+    face_motion,
+    mesh_roi,
+    mouth_tracks,
+    track_speakers,
+)
 from training.data.ingest_shots import CutRule, clip_windows, detect_cuts, frame_differences, shots
 from training.data.ingest_sources import Source
 from training.data.ingest_vad import speech_problem, voice_activity
@@ -76,6 +83,8 @@ class _Pending:
     found_share: float
     work: tuple[int, int] = (0, 0)  # (w, h) the crop is analysed at
     frames: np.ndarray | None = None  # [F, work h, work w, 3]
+    faces: np.ndarray | None = None  # [F, K, MESH_SIDE, MESH_SIDE, 3] per-speaker face crops for the mesh
+    rois: np.ndarray | None = None  # [F, K, 4] where those came from (source px)
 
 
 def _reject(src: Source, window: tuple[int, int] | None, reason: str, detail: str = "", **measured) -> dict:
@@ -112,15 +121,16 @@ def _background_motion(frames: np.ndarray, face_mask: np.ndarray) -> float:
     return float(np.abs(g[1:] - g[:-1])[:, keep].mean())
 
 
-def _face_masks(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """[F, K, H, W] bool: each per-frame box expanded to the face region (masks.DEFAULT_EXPAND)."""
+def _face_masks(boxes: np.ndarray, hw: tuple[int, int], expand: tuple[float, float, float]) -> np.ndarray:
+    """[F, K, H, W] bool: each per-frame box expanded to the face region (``IngestConfig.mask_expand``)."""
     from magicinfinite_core.masks import FaceBox
 
     F, K = boxes.shape[:2]
+    ex = tuple(float(v) for v in expand)
     out = np.zeros((F, K, *hw), bool)
     for t in range(F):
         for k in range(K):
-            out[t, k] = FaceBox(*(float(v) for v in boxes[t, k])).expand(image_hw=hw).to_mask(hw) > 0.5
+            out[t, k] = FaceBox(*(float(v) for v in boxes[t, k])).expand(ex, hw).to_mask(hw) > 0.5
     return out
 
 
@@ -196,11 +206,19 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
         f = max(1.0, WORK_SIDE / max(p.bucket))
         p.work = (int(round(p.bucket[0] * f / 2)) * 2, int(round(p.bucket[1] * f / 2)) * 2)
         p.frames = np.zeros((cfg.frames, p.work[1], p.work[0], 3), np.uint8)
+        K = p.boxes.shape[1]
+        p.faces = np.zeros((cfg.frames, K, MESH_SIDE, MESH_SIDE, 3), np.uint8)
+        p.rois = np.zeros((cfg.frames, K, 4), np.float32)
     first, last = min(p.window[0] for p in pending), max(p.window[1] for p in pending)
     for k, frame in dec.frames(first, last):
         for p in pending:
             if p.window[0] <= k < p.window[1]:
-                p.frames[k - p.window[0]] = crop_resize(frame, p.crop, p.work)
+                t = k - p.window[0]
+                p.frames[t] = crop_resize(frame, p.crop, p.work)
+                for j in range(p.boxes.shape[1]):
+                    roi = mesh_roi(p.boxes[t, j], (info.width, info.height))
+                    p.rois[t, j] = roi
+                    p.faces[t, j] = crop_resize(frame, roi, (MESH_SIDE, MESH_SIDE))
     for p in pending:
         row = _finish(src, p, dec, cfg, split, captioner, out)
         record["clips" if "path" in row else "rejects"].append(row)
@@ -222,12 +240,12 @@ def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captio
     if motion < cfg.static_motion:
         return _reject(src, p.window, "static", "the face does not move (a still image with sound?)",
                        face_motion=motion, static_motion=cfg.static_motion)
-    lips = mouth_tracks(p.frames, wbox)
-    lips.mouth_box = map_boxes(lips.mouth_box, (0, 0, *p.work), p.bucket)
+    lips = mouth_tracks(p.faces, p.rois)
+    lips.mouth_box = map_boxes(lips.mouth_box, p.crop, p.bucket)
     frames = np.stack([crop_resize(f, (0, 0, *p.work), p.bucket) for f in p.frames]) if p.work != p.bucket \
         else p.frames
     fbox = map_boxes(p.boxes, p.crop, p.bucket)
-    masks = _face_masks(fbox, (H, W))
+    masks = _face_masks(fbox, (H, W), cfg.mask_expand)
     speaker_mask = masks[:, spk].any(0)
     lshare = float(lips.found[:, spk].mean())
     if lshare < cfg.min_landmark_share:
@@ -270,9 +288,9 @@ def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captio
         "ingest": {"crop": list(p.crop), "bucket": [W, H], "source_info": dec.info.to_dict(), "vad": p.vad,
                    "face_motion": round(motion, 4), "background_motion": round(bg, 4),
                    "face_found_share": round(p.found_share, 4), "landmark_share": round(lshare, 4),
-                   "seed": cfg.seed},
+                   "seed": cfg.seed, "crf": cfg.crf},
     }
-    d = save_clip(Clip(frames, audio, meta, gt), out / clip_name(src, a))
+    d = save_clip(Clip(frames, audio, meta, gt), out / clip_name(src, a), crf=cfg.crf)
     row = manifest_row(d, out)
     row.update({"source": src.path, "start_s": meta["source"]["start_s"], "end_s": meta["source"]["end_s"],
                 "caption_source": cap_source, "bucket": [W, H]})
