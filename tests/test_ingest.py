@@ -223,8 +223,8 @@ def test_accepted_and_rejected_with_reasons(run1, videos):
 
 
 def test_clips_load_through_the_existing_readers(run1):
-    from training.data.clip import is_clip_dir
-    from training.preprocess import list_clips, read_clip, speaker_mouth_boxes
+    from training.data.clip import is_clip_dir, list_clips, read_clip
+    from training.data.tensors import speaker_mouth_boxes
 
     out, _ = run1
     dirs = list_clips(out)
@@ -243,7 +243,7 @@ def test_clips_load_through_the_existing_readers(run1):
 def test_face_masks_cover_the_world_ground_truth(run1, videos):
     from training.data.clip import load_gt
     from training.data.ingest_crop import map_boxes
-    from training.preprocess import box_mask
+    from training.data.tensors import box_mask
 
     out, _ = run1
     pl = videos["placement"]

@@ -208,7 +208,7 @@ def read_mp4_frames(path: str | Path) -> np.ndarray:
 def save_clip(clip: Clip, clip_dir: str | Path, crf: int = 18) -> Path:
     """Write a clip directory atomically (temp dir + rename) so partial clips never look done.
 
-    ``crf``: the H.264 quality of video.mp4 (0 = lossless, which ingestion uses: bit-reproducible)."""
+    ``crf``: the H.264 quality of video.mp4 (0 = lossless; ``--crf`` of the ingestion)."""
     import soundfile as sf
 
     clip_dir = Path(clip_dir)

@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of source files that go to the held-out split (by hash of file and seed)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--crf", type=int, default=d.crf,
-                   help="video.mp4 H.264 quality: 0 lossless (default, bit-reproducible), 18 ~7x smaller")
+                   help="video.mp4 H.264 quality (0 = lossless, ~7x larger)")
     p.add_argument("--captioner", default=None, help="local folder of a transformers image-to-text model")
     p.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all); ignored on a cluster")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")

@@ -43,10 +43,9 @@ class IngestConfig:
     cut_min_diff: float = CUT_MIN_DIFF
     cut_ratio: float = CUT_RATIO
     cut_context: int = CUT_CONTEXT
-    # video.mp4 quality: 0 = lossless H.264, the default because x264 at crf > 0 is not bit-reproducible
-    # from run to run here (measured: the same frames encode differently within one process), and
-    # the ingestion promises identical clips for any worker count; 18 is ~7x smaller
-    crf: int = 0
+    # video.mp4 quality (H.264 crf, 0 = lossless): the clip writer (media.video_io.VideoWriter) is
+    # bit-reproducible, so the same clips come out for any worker count at any crf
+    crf: int = 18
     detect_max_side: int = 640  # faces are detected on frames scaled to at most this long side
     heldout_fraction: float = 0.0  # share of SOURCE FILES put in the held-out split (by hash + seed)
     split: str = "train"  # the split of every other source

@@ -1,6 +1,6 @@
 """Faces of a source video: mediapipe detection on every frame, per-clip tracks, mouths from face mesh.
 
-Why here and not in the core: the detector *is* the core's (``magicinfinite_core.masks.FaceDetector``:
+Why here and not in the core: the detector *is* the core's (``magicinfinite_core.inputs.masks.FaceDetector``:
 score >= 0.6, a box over at most half the frame) and the mesh is ``photo_face.detect_all_landmarks``;
 this module only applies them to videos:
 
@@ -43,7 +43,7 @@ class FrameAnalyser:
     """Callable on an ``av.VideoFrame``: faces + thumbnail (see module docstring)."""
 
     def __init__(self, detect_max_side: int = 640, min_faces: int = 1) -> None:
-        from magicinfinite_core.masks import FaceDetector
+        from magicinfinite_core.inputs.masks import FaceDetector
 
         self.detector = FaceDetector()
         self.max_side = int(detect_max_side)

@@ -123,7 +123,7 @@ def _background_motion(frames: np.ndarray, face_mask: np.ndarray) -> float:
 
 def _face_masks(boxes: np.ndarray, hw: tuple[int, int], expand: tuple[float, float, float]) -> np.ndarray:
     """[F, K, H, W] bool: each per-frame box expanded to the face region (``IngestConfig.mask_expand``)."""
-    from magicinfinite_core.masks import FaceBox
+    from magicinfinite_core.inputs.masks import FaceBox
 
     F, K = boxes.shape[:2]
     ex = tuple(float(v) for v in expand)
