@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ from training.data.ingest_vad import speech_problem, voice_activity
 from training.data.mouth import FPS, HOP, SAMPLE_RATE, mouth_from_audio
 
 WORK_SIDE = 256  # face mesh and the motion measure see the crop at >= this long side (any bucket size)
+# per-source seconds recorded in each source's record ("timings"): bench/ingest.py reports their shares
+STAGES = ("decode", "face_detect", "cuts_filters", "crop_decode", "face_mesh", "ground_truth", "write")
 ACTION_STILL = 0.02  # face-centre std / face size below this on both axes = "still"
 BACKGROUND_STATIC = 1.0  # grey-level motion outside the faces below this = "static" background
 
@@ -170,6 +173,8 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
     out = Path(out)
     split = source_split(src, cfg)
     record: dict = {"source": src.to_dict(), "key": src.key, "split": split, "clips": [], "rejects": []}
+    timings = record["timings"] = {k: 0.0 for k in STAGES}
+    t0 = time.perf_counter()
     analyser = FrameAnalyser(cfg.detect_max_side, min_faces=len(src.boxes) if src.boxes else 1)
     try:
         dec = open_source(src.path, analyser)
@@ -178,6 +183,9 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
         return record
     finally:
         analyser.close()
+        timings["face_detect"] = analyser.detect_s
+        timings["decode"] = time.perf_counter() - t0 - analyser.detect_s
+    t0 = time.perf_counter()
     info, n = dec.info, dec.info.num_frames
     record["source_info"] = info.to_dict()
     faces25 = [dec.analysis[int(i)] for i in dec.frame_map]
@@ -200,8 +208,10 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
                 record["rejects"].append(rej)
             else:
                 pending.append(p)
+    timings["cuts_filters"] = time.perf_counter() - t0
     if not pending:
         return record
+    t0 = time.perf_counter()
     for p in pending:
         f = max(1.0, WORK_SIDE / max(p.bucket))
         p.work = (int(round(p.bucket[0] * f / 2)) * 2, int(round(p.bucket[1] * f / 2)) * 2)
@@ -219,13 +229,15 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
                     roi = mesh_roi(p.boxes[t, j], (info.width, info.height))
                     p.rois[t, j] = roi
                     p.faces[t, j] = crop_resize(frame, roi, (MESH_SIDE, MESH_SIDE))
+    timings["crop_decode"] = time.perf_counter() - t0
     for p in pending:
-        row = _finish(src, p, dec, cfg, split, captioner, out)
+        row = _finish(src, p, dec, cfg, split, captioner, out, timings)
         record["clips" if "path" in row else "rejects"].append(row)
     return record
 
 
-def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captioner, out: Path) -> dict:
+def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captioner, out: Path,
+            timings: dict[str, float]) -> dict:
     """Pixel filters, ground truth, caption and the clip folder of one pending clip."""
     from training.data.ingest_captions import clip_caption
 
@@ -240,7 +252,10 @@ def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captio
     if motion < cfg.static_motion:
         return _reject(src, p.window, "static", "the face does not move (a still image with sound?)",
                        face_motion=motion, static_motion=cfg.static_motion)
+    t0 = time.perf_counter()
     lips = mouth_tracks(p.faces, p.rois)
+    timings["face_mesh"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
     lips.mouth_box = map_boxes(lips.mouth_box, p.crop, p.bucket)
     frames = np.stack([crop_resize(f, (0, 0, *p.work), p.bucket) for f in p.frames]) if p.work != p.bucket \
         else p.frames
@@ -290,7 +305,10 @@ def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captio
                    "face_found_share": round(p.found_share, 4), "landmark_share": round(lshare, 4),
                    "seed": cfg.seed, "crf": cfg.crf},
     }
+    timings["ground_truth"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
     d = save_clip(Clip(frames, audio, meta, gt), out / clip_name(src, a), crf=cfg.crf)
+    timings["write"] += time.perf_counter() - t0
     row = manifest_row(d, out)
     row.update({"source": src.path, "start_s": meta["source"]["start_s"], "end_s": meta["source"]["end_s"],
                 "caption_source": cap_source, "bucket": [W, H]})
