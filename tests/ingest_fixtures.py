@@ -130,3 +130,40 @@ def astronaut_pan(seconds: float = 10.0, size: int = 256) -> np.ndarray:
         m = np.array([[size / side, 0, -x0 * size / side], [0, size / side, -y0 * size / side]], np.float32)
         out[t] = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
+
+
+def tiny_captioner(folder: Path) -> Path:
+    """A real (randomly initialised, seeded) ViT + GPT-2 image-to-text model with a 13-word vocabulary,
+    saved the way a downloaded captioner is (config, safetensors, tokenizer, image processor)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + "a person talking to the camera smiling woman man".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+                                   unk_token="[UNK]")
+    enc = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                    image_size=32, patch_size=16)
+    dec = GPT2Config(vocab_size=len(words), n_embd=32, n_layer=1, n_head=2, n_positions=64, bos_token_id=1,
+                     eos_token_id=2, pad_token_id=0, add_cross_attention=True, is_decoder=True)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 1, 0, 2
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(cfg)
+    g = model.generation_config
+    g.decoder_start_token_id, g.pad_token_id, g.eos_token_id, g.bos_token_id = 1, 0, 2, 1
+    g.min_new_tokens, g.suppress_tokens = 3, [0, 1, 3]  # a random model would otherwise stop at once
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

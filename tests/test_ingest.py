@@ -293,3 +293,34 @@ def test_two_workers_give_the_same_dataset(run1, videos, ray_local, tmp_path):
         assert (out1 / r["path"] / "video.mp4").read_bytes() == (tmp_path / r["path"] / "video.mp4").read_bytes()
     again = ingest(_sources(videos), tmp_path, IngestConfig(frames=33, size=64), workers=2, progress=False)
     assert again.processed == 0 and (tmp_path / "manifest.jsonl").read_text() == (out1 / "manifest.jsonl").read_text()
+
+
+def test_local_captioner_and_its_errors(videos, tmp_path):
+    """A real (tiny, random) transformers captioner from a folder; missing folders fail clearly."""
+    from training.data.ingest_captions import LocalCaptioner
+    from training.data.ingest_config import IngestConfig
+    from training.data.ingest_process import ingest_source
+    from training.data.ingest_sources import Source
+
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        LocalCaptioner(tmp_path / "nothing")
+    cap = LocalCaptioner(fx.tiny_captioner(tmp_path / "captioner"))
+    rec = ingest_source(Source(str(videos["dir"] / "w30.mp4")), tmp_path / "out", IngestConfig(frames=33, size=64),
+                        cap)
+    assert len(rec["clips"]) == 2 and {r["caption_source"] for r in rec["clips"]} == {"captioner"}
+    words = set("a person talking to the camera smiling woman man [EOS]".split())
+    for r in rec["clips"]:
+        assert r["prompt"] and set(r["prompt"].lower().split()) <= words, r["prompt"]
+
+
+def test_without_ray_the_command_says_how_to_install(videos, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from training.data.ingest import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when it is not installed
+    assert main([str(videos["dir"] / "w30.mp4"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert 'pip install "comfyui-magicinfinite[ray]"' in capsys.readouterr().err
+    assert main([str(videos["dir"] / "w30.mp4"), "--out", str(tmp_path / "o2"), "--captioner",
+                 str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err

@@ -5,9 +5,9 @@ Order of sources (the first that has one wins):
 1. ``list``: the ``caption`` column of the CSV / JSONL list;
 2. ``sidecar_txt`` / ``sidecar_json``: ``<stem>.txt`` (its text) or ``<stem>.json`` (its
    ``caption`` or ``prompt`` key) next to the video;
-3. ``captioner``: a local vision-language model through transformers' ``image-to-text`` pipeline,
-   loaded from a folder with ``local_files_only`` (never a hub download), run on the clip's middle
-   frame;
+3. ``captioner``: a local image-to-text model through transformers (``AutoModelForImageTextToText``),
+   loaded from a folder with ``local_files_only`` (never a hub download), greedy decoding on the
+   clip's middle frame;
 4. ``template``: a sentence of the world's prompt phrases for the measured head action
    (``prompts.phrases_for_split``), drawn with the clip's seed.
 """
@@ -40,24 +40,31 @@ def sidecar_caption(video: str | Path) -> tuple[str, str] | None:
 
 
 class LocalCaptioner:
-    """transformers ``image-to-text`` from a local folder only (module docstring, source 3)."""
+    """A transformers image-to-text model (``AutoModelForImageTextToText``: BLIP, ViT-GPT2 style
+    vision-encoder-decoders, ...) from a local folder only (module docstring, source 3)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, max_new_tokens: int = 40) -> None:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"--captioner {folder}: no config.json there; give the folder of a transformers "
                 "image-to-text model saved with save_pretrained (nothing is downloaded)"
             )
-        from transformers import pipeline
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        self.pipe = pipeline("image-to-text", model=str(folder), model_kwargs={"local_files_only": True})
+        self.model = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True).eval()
+        self.images = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.max_new_tokens = max_new_tokens
 
     def __call__(self, frame: np.ndarray) -> str:
+        import torch
         from PIL import Image
 
-        out = self.pipe(Image.fromarray(np.ascontiguousarray(frame)))
-        return " ".join(str(out[0]["generated_text"]).split())
+        pixels = self.images(images=Image.fromarray(np.ascontiguousarray(frame)), return_tensors="pt").pixel_values
+        with torch.no_grad():  # greedy decoding: the same frame always gets the same caption
+            ids = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return " ".join(self.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].split())
 
 
 def template_caption(action: str, split: str, rng: np.random.Generator, num_characters: int = 1) -> str:
@@ -87,5 +94,7 @@ def clip_caption(
     if side is not None:
         return side
     if captioner is not None:
-        return captioner(frame), "captioner"
+        text = captioner(frame)
+        if text:  # an empty generation falls through to the template
+            return text, "captioner"
     return template_caption(action, split, rng, num_characters), "template"
