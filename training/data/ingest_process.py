@@ -211,29 +211,56 @@ def ingest_source(src: Source, out: str | Path, cfg: IngestConfig, captioner=Non
     timings["cuts_filters"] = time.perf_counter() - t0
     if not pending:
         return record
+    # one forward decode; a clip's buffers exist only while the decoder is inside its window, and it is
+    # finished (mesh, ground truth, written) at its last frame: memory stays at the few overlapping
+    # clips however long the source is
+    waiting = sorted(pending, key=lambda q: q.window)
+    active: list[_Pending] = []
+    first, last = waiting[0].window[0], max(q.window[1] for q in pending)
     t0 = time.perf_counter()
-    for p in pending:
-        f = max(1.0, WORK_SIDE / max(p.bucket))
-        p.work = (int(round(p.bucket[0] * f / 2)) * 2, int(round(p.bucket[1] * f / 2)) * 2)
-        p.frames = np.zeros((cfg.frames, p.work[1], p.work[0], 3), np.uint8)
-        K = p.boxes.shape[1]
-        p.faces = np.zeros((cfg.frames, K, MESH_SIDE, MESH_SIDE, 3), np.uint8)
-        p.rois = np.zeros((cfg.frames, K, 4), np.float32)
-    first, last = min(p.window[0] for p in pending), max(p.window[1] for p in pending)
-    for k, frame in dec.frames(first, last):
-        for p in pending:
-            if p.window[0] <= k < p.window[1]:
-                t = k - p.window[0]
-                p.frames[t] = crop_resize(frame, p.crop, p.work)
-                for j in range(p.boxes.shape[1]):
-                    roi = mesh_roi(p.boxes[t, j], (info.width, info.height))
-                    p.rois[t, j] = roi
-                    p.faces[t, j] = crop_resize(frame, roi, (MESH_SIDE, MESH_SIDE))
-    timings["crop_decode"] = time.perf_counter() - t0
-    for p in pending:
-        row = _finish(src, p, dec, cfg, split, captioner, out, timings)
-        record["clips" if "path" in row else "rejects"].append(row)
+    try:
+        _crop_pass(src, dec, cfg, split, captioner, out, record, waiting, active, first, last, t0)
+    except SourceError as e:  # the second decode failed part-way (a file that changed or is flaky)
+        for q in active + waiting:
+            record["rejects"].append(_reject(src, q.window, e.reason, str(e)))
     return record
+
+
+def _crop_pass(src: Source, dec, cfg: IngestConfig, split: str, captioner, out: Path, record: dict,
+               waiting: list[_Pending], active: list[_Pending], first: int, last: int, t0: float) -> None:
+    """The crop decode of ``ingest_source``: fills, finishes and frees each clip in turn."""
+    timings, info = record["timings"], dec.info
+    for k, frame in dec.frames(first, last):
+        while waiting and waiting[0].window[0] == k:
+            active.append(_allocate(waiting.pop(0), cfg.frames))
+        for q in active:
+            t = k - q.window[0]
+            q.frames[t] = crop_resize(frame, q.crop, q.work)
+            for j in range(q.boxes.shape[1]):
+                roi = mesh_roi(q.boxes[t, j], (info.width, info.height))
+                q.rois[t, j] = roi
+                q.faces[t, j] = crop_resize(frame, roi, (MESH_SIDE, MESH_SIDE))
+        for q in [q for q in active if q.window[1] - 1 == k]:
+            timings["crop_decode"] += time.perf_counter() - t0
+            row = _finish(src, q, dec, cfg, split, captioner, out, timings)
+            record["clips" if "path" in row else "rejects"].append(row)
+            active.remove(q)
+            q.frames = q.faces = None
+            t0 = time.perf_counter()
+    timings["crop_decode"] += time.perf_counter() - t0
+    if active or waiting:
+        raise SourceError("corrupt", f"{src.path}: decoding ended before frame {last}; the file changed?")
+
+
+def _allocate(p: _Pending, frames: int) -> _Pending:
+    """Buffers of a clip the decoder has reached: crops at the work size and per-speaker face crops."""
+    f = max(1.0, WORK_SIDE / max(p.bucket))
+    p.work = (int(round(p.bucket[0] * f / 2)) * 2, int(round(p.bucket[1] * f / 2)) * 2)
+    p.frames = np.zeros((frames, p.work[1], p.work[0], 3), np.uint8)
+    K = p.boxes.shape[1]
+    p.faces = np.zeros((frames, K, MESH_SIDE, MESH_SIDE, 3), np.uint8)
+    p.rois = np.zeros((frames, K, 4), np.float32)
+    return p
 
 
 def _finish(src: Source, p: _Pending, dec, cfg: IngestConfig, split: str, captioner, out: Path,
