@@ -61,7 +61,7 @@ def retime(frames: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
     return frames[idx]
 
 
-def encode(path: Path, frames: np.ndarray, fps: int, audio16k: np.ndarray | None, vcodec: str = "libx264",
+def encode(path: Path, frames: np.ndarray | None, fps: int, audio16k: np.ndarray | None, vcodec: str = "libx264",
            acodec: str = "aac", audio_rate: int = 44100) -> Path:
     """Write frames at ``fps`` with the 16 kHz audio resampled to ``audio_rate`` in ``acodec``."""
     import av
@@ -70,19 +70,21 @@ def encode(path: Path, frames: np.ndarray, fps: int, audio16k: np.ndarray | None
     opts = {"libx264": {"preset": "ultrafast", "crf": "20", "threads": "1"},
             "libvpx": {"deadline": "realtime", "cpu-used": "8", "threads": "1", "b": "2M"},
             "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "threads": "1", "b": "2M"}}
-    F, H, W, _ = frames.shape
+    F, H, W, _ = frames.shape if frames is not None else (0, 0, 0, 3)
     with av.open(str(path), "w") as out:
-        vs = out.add_stream(vcodec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-        vs.options = opts.get(vcodec, {})
+        vs = None
+        if frames is not None:  # None: an audio-only file
+            vs = out.add_stream(vcodec, rate=fps)
+            vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+            vs.options = opts.get(vcodec, {})
         aus = None
         if audio16k is not None:
             aus = out.add_stream(acodec, rate=audio_rate)
             aus.layout = "stereo" if acodec == "libopus" else "mono"
-        for f in frames:
+        for f in frames if vs is not None else []:
             for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 out.mux(pkt)
-        for pkt in vs.encode():
+        for pkt in vs.encode() if vs is not None else []:
             out.mux(pkt)
         if aus is not None:
             a = librosa.resample(np.asarray(audio16k, np.float32), orig_sr=16000, target_sr=audio_rate,

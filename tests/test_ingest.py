@@ -3,7 +3,8 @@
 world clips re-encoded at 30 / 24 fps and 1280x720 with AAC and Opus in mp4, mkv and webm, the
 astronaut photograph panned and zoomed over 10 s with espeak-ng speech, a two-face video (rejected
 alone, accepted with speaker boxes), a static 5 s clip, a silent clip, a clip without audio, a hard
-cut, truncated mp4 / mkv files. One local Ray (2 CPUs) serves the whole module: the 1-worker and
+cut, truncated mp4 / mkv files, audio shorter than the video, an audio-only file, a photograph
+without a face. One local Ray (2 CPUs) serves the whole module: the 1-worker and
 2-worker runs must give the same manifest and clips.
 """
 
@@ -27,6 +28,9 @@ EXPECTED_REJECTS = {
     "noaudio": {"no_audio"},
     "trunc_mp4": {"corrupt"},
     "trunc_mkv": {"truncated"},
+    "short_audio": {"audio_short"},
+    "audio_only": {"no_video"},
+    "coffee": {"no_face"},
 }
 
 
@@ -51,6 +55,12 @@ def videos(tmp_path_factory) -> dict:
     fx.encode(d / "silent.mp4", c1.frames, 25, np.zeros_like(c1.audio))
     fx.encode(d / "noaudio.mp4", c1.frames, 25, None)
     fx.encode(d / "cut.mp4", np.concatenate([c1.frames, c3.frames]), 25, np.concatenate([c1.audio, c3.audio]))
+    fx.encode(d / "short_audio.mp4", c1.frames, 25, c1.audio[:16000])  # 2 s of video, 1 s of audio
+    fx.encode(d / "audio_only.mp4", None, 25, c1.audio)
+    from skimage import data
+
+    cup = fx.place(data.coffee()[None], (320, 240))[0]  # a photograph without a face, with speech
+    fx.encode(d / "coffee.mp4", np.repeat(cup, 50, 0), 25, c1.audio)
     for src, dst in (("w30.mp4", "trunc_mp4.mp4"), ("w24.mkv", "trunc_mkv.mkv")):
         b = (d / src).read_bytes()
         (d / dst).write_bytes(b[: len(b) // 2])
