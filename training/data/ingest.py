@@ -55,11 +55,23 @@ def _source_from_dict(d: dict) -> Source:
     return Source(d["path"], d.get("caption"), d.get("start"), d.get("end"), boxes, int(d.get("speaker") or 0))
 
 
+_CAPTIONERS: dict[str, object] = {}  # per worker process: Ray reuses workers, a model loads once
+
+
+def _captioner(folder: str | None):
+    if not folder:
+        return None
+    if folder not in _CAPTIONERS:
+        from training.data.ingest_captions import LocalCaptioner
+
+        _CAPTIONERS[folder] = LocalCaptioner(folder)
+    return _CAPTIONERS[folder]
+
+
 def ingest_row(row: dict, out: str, cfg: dict) -> dict:
     """The Ray Data map function: ingest one source, write its record; returns a small status row."""
     import cv2
 
-    from training.data.ingest_captions import LocalCaptioner
     from training.data.ingest_process import ingest_source
 
     cv2.setNumThreads(1)
@@ -67,8 +79,7 @@ def ingest_row(row: dict, out: str, cfg: dict) -> dict:
     src = _source_from_dict(json.loads(row["source"]))
     t0 = time.time()
     try:
-        captioner = LocalCaptioner(config.captioner) if config.captioner else None
-        record = ingest_source(src, out, config, captioner)
+        record = ingest_source(src, out, config, _captioner(config.captioner))
     except Exception as e:  # one bad file must not stop a million-clip run; it is a reject with a reason
         from training.data.ingest_process import _reject
 
