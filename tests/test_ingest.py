@@ -305,21 +305,22 @@ def test_two_workers_give_the_same_dataset(run1, videos, ray_local, tmp_path):
     assert again.processed == 0 and (tmp_path / "manifest.jsonl").read_text() == (out1 / "manifest.jsonl").read_text()
 
 
-def test_local_captioner_and_its_errors(videos, tmp_path):
-    """A real (tiny, random) transformers captioner from a folder; missing folders fail clearly."""
+def test_local_captioner_and_its_errors(videos, ray_local, tmp_path):
+    """A real (tiny, random) transformers captioner from a folder, run in the Ray tasks; missing folders
+    fail clearly."""
+    from training.data.ingest import ingest
     from training.data.ingest_captions import LocalCaptioner
     from training.data.ingest_config import IngestConfig
-    from training.data.ingest_process import ingest_source
-    from training.data.ingest_sources import Source
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         LocalCaptioner(tmp_path / "nothing")
-    cap = LocalCaptioner(fx.tiny_captioner(tmp_path / "captioner"))
-    rec = ingest_source(Source(str(videos["dir"] / "w30.mp4")), tmp_path / "out", IngestConfig(frames=33, size=64),
-                        cap)
-    assert len(rec["clips"]) == 2 and {r["caption_source"] for r in rec["clips"]} == {"captioner"}
-    words = set("a person talking to the camera smiling woman man [EOS]".split())
-    for r in rec["clips"]:
+    folder = fx.tiny_captioner(tmp_path / "captioner")
+    res = ingest([str(videos["dir"] / "w30.mp4")], tmp_path / "out",
+                 IngestConfig(frames=33, size=64, captioner=str(folder)), workers=1, progress=False)
+    rows = _rows(res.manifest)
+    assert len(rows) == 2 and {r["caption_source"] for r in rows} == {"captioner"}
+    words = set("a person talking to the camera smiling woman man".split())
+    for r in rows:
         assert r["prompt"] and set(r["prompt"].lower().split()) <= words, r["prompt"]
 
 
