@@ -114,9 +114,9 @@ def timeline(times: list[float], last_duration: float) -> tuple[np.ndarray, int]
     """(source frame index for each 25 fps frame, number of 25 fps frames) for frame times ``times``.
 
     Frame k takes the source frame nearest to time t0 + k / 25 (ties to the earlier frame)."""
-    t = np.asarray(times, np.float64)
-    order = np.argsort(t, kind="stable")  # decode order is presentation order for sane files
-    t = t[order] - t[0 if len(t) == 0 else order[0]]
+    order = np.argsort(np.asarray(times, np.float64), kind="stable")  # decoders output in presentation order;
+    t = np.asarray(times, np.float64)[order]  # sorting only guards against broken timestamps
+    t = t - t[0]
     end = t[-1] + last_duration
     n = int(math.floor(end * FPS + 0.05))  # mkv / webm store times in ms: 1.9997 s is 2 s
     grid = np.arange(n, dtype=np.float64) / FPS
@@ -214,7 +214,7 @@ def open_source(path: str, on_frame: Callable[[Any], Any] | None = None) -> Deco
     ``on_frame`` runs on every decoded source frame in the same pass (see ``DecodedSource.analysis``)."""
     times, last_dur, facts, results = _frame_times(path, on_frame)
     frame_map, n = timeline(times, last_dur)
-    decoded = times[-1] - times[0] + last_dur
+    decoded = max(times) - min(times) + last_dur
     stated = facts["stated"]
     if stated is not None and decoded < stated - max(TRUNCATED_SLACK_S, 0.05 * stated):
         raise SourceError(
@@ -224,11 +224,11 @@ def open_source(path: str, on_frame: Callable[[Any], Any] | None = None) -> Deco
         )
     if n < 1:
         raise SourceError("corrupt", f"{path}: shorter than one 25 fps frame")
-    audio, afacts = decode_audio(path, times[0], n)
+    audio, afacts = decode_audio(path, min(times), n)
     info = SourceInfo(
         width=facts["width"], height=facts["height"], fps=facts["fps"], video_codec=facts["video_codec"],
         audio_codec=afacts["audio_codec"], audio_rate=afacts["audio_rate"],
-        audio_channels=afacts["audio_channels"], num_frames=n, first_time=float(times[0]),
+        audio_channels=afacts["audio_channels"], num_frames=n, first_time=float(min(times)),
         stated_duration=stated,
     )
     return DecodedSource(str(path), info, frame_map, audio, results)
