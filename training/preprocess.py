@@ -35,11 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from magicinfinite_core.autoencoders import Autoencoder, load_autoencoder
-from magicinfinite_core.checkpoints import read_metadata, save_state_dict
+from magicinfinite_core.checkpoints import read_metadata
 from magicinfinite_core.masks import token_masks
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
 from magicinfinite_core.models.dit import image_tokens_from_latent
+from training.canonical_safetensors import save_canonical
 from training.data.clip import is_clip_dir, load_clip
+from training.shards import DEFAULT_SHARD_ROWS, write_manifests
 
 CACHE_FORMAT = 1
 TEXT_MAX_TOKENS = 40
@@ -173,8 +175,9 @@ def cache_clip(
 ) -> dict[str, torch.Tensor]:
     """All cached tensors of one clip (see module doc)."""
     frames = frames_to_tensor(clip.frames)[None]
+    device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
     with torch.no_grad():
-        latent = vae.encode(frames)[0].float()  # [C, T, h, w]
+        latent = vae.encode(frames.to(device))[0].float().cpu()  # [C, T, h, w]
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
     feats = extractor.extract(clip.audio, n).float()  # [F, D]
@@ -231,24 +234,34 @@ def preprocess(
     shard: tuple[int, int] = (0, 1),
     split: str | None = None,
     patch: tuple[int, int] = (4, 4),
+    workers: int = 1,
+    threads: int = 2,
+    address: str | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> Path:
     """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
     manifest path. Each manifest row records its clip's split, which the trainers filter on.
 
+    Runs as one Ray Data pipeline (`training.ray_preprocess`): CPU tasks decode the clips, a pool
+    of `workers` encoder actors (one GPU each where the cluster has GPUs, `threads` torch threads
+    each) computes and writes the cache files; the driver writes the sorted manifests, so the
+    result does not depend on `workers`. Joins `address` / $RAY_ADDRESS, else starts Ray locally.
+
     patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
     speaker masks and the image tokens' patch."""
-    from magicinfinite_core.audio_features import MelExtractor
+    from magicinfinite_core.distributed.ray_runtime import require_ray
+    from training.ray_preprocess import cache_with_ray
 
+    require_ray()  # before anything is written: says how to install Ray
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     settings = CacheSettings(vae_sha=file_sha(vae_path), patch=tuple(patch))
     _check_settings(out, settings)
-    vae = load_vae(vae_path)
-    text = MiniLMText(settings.text_max_tokens)
-    extractor = MelExtractor(n_mels=settings.n_mels, n_fft=settings.n_fft)
     null = out / "null_text.safetensors"
     if not null.is_file():
-        tokens, mask, pooled = text.encode([""])
-        save_state_dict(
+        tokens, mask, pooled = MiniLMText(settings.text_max_tokens).encode([""])
+        save_canonical(
             null,
             {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
             kind="magicinfinite-cache-null-text",
@@ -259,18 +272,24 @@ def preprocess(
     if limit is not None:
         dirs = dirs[:limit]
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
-    done = 0
-    for i, d in enumerate(dirs):
-        path = out / f"{d.name}.safetensors"
-        if path.is_file():
-            continue
-        clip = read_clip(d)
-        tensors = cache_clip(clip, vae, text, extractor, settings)
-        save_state_dict(path, tensors, kind="magicinfinite-cache-clip", extra={"meta": json.dumps(_row(clip))})
-        done += 1
-        if log_every and done % log_every == 0:
-            print(f"cached {i + 1}/{len(dirs)}", flush=True)
-    return write_cache_manifest(out)
+    rows = cache_with_ray(dirs, vae_path, out, settings, workers=workers, threads=threads, address=address,
+                          log_every=log_every)
+    return write_cache_manifest(out, rows, shard_rows)
+
+
+def encode_clip_file(clip: ClipArrays, path: Path, vae: Autoencoder, text: MiniLMText, extractor,
+                     settings: CacheSettings) -> dict:
+    """Cache one clip into `path` (atomic) and return its manifest row (without "file")."""
+    tensors = cache_clip(clip, vae, text, extractor, settings)
+    row = _row(clip)
+    save_canonical(path, tensors, kind="magicinfinite-cache-clip", extra={"meta": json.dumps(row)})
+    return row
+
+
+def cached_row(path: str | Path) -> dict | None:
+    """The manifest row stored in a finished cache file (None for files without one)."""
+    meta = read_metadata(path)
+    return json.loads(meta["meta"]) if "meta" in meta else None
 
 
 def _row(clip: ClipArrays) -> dict:
@@ -285,17 +304,22 @@ def _row(clip: ClipArrays) -> dict:
     }
 
 
-def write_cache_manifest(out: str | Path) -> Path:
-    """Rewrite manifest.jsonl from the finished cache files (sorted by name)."""
+def write_cache_manifest(out: str | Path, rows: list[dict] | None = None,
+                         shard_rows: int = DEFAULT_SHARD_ROWS) -> Path:
+    """Rewrite manifest.jsonl, its shards and shards.json: the earlier manifest's rows whose files
+    still exist, updated by `rows` (this run's clips, each with its "file"), sorted by file name.
+
+    With rows None the rows are read back from every cache file in the folder (a repair for a
+    cache whose manifest was lost)."""
     out = Path(out)
-    rows = []
-    for p in sorted(out.glob("*.safetensors")):
-        meta = read_metadata(p)
-        if "meta" in meta:
-            rows.append({**json.loads(meta["meta"]), "file": p.name})
-    path = out / "manifest.jsonl"
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return path
+    if rows is None:
+        found = ((p, cached_row(p)) for p in sorted(out.glob("*.safetensors")))
+        return write_manifests(out, [{**r, "file": p.name} for p, r in found if r is not None], shard_rows)
+    merged = {}
+    if (out / "manifest.jsonl").is_file():
+        merged = {r["file"]: r for r in read_cache_manifest(out) if (out / r["file"]).is_file()}
+    merged.update({r["file"]: r for r in rows})
+    return write_manifests(out, list(merged.values()), shard_rows)
 
 
 def read_cache_manifest(out: str | Path) -> list[dict]:
@@ -309,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder)")
     p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per encoder worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="encoder workers (Ray actors; one GPU each where Ray sees GPUs). Local mode starts "
+                        "Ray with N+1 CPUs; set RAY_ADDRESS (or --address) to run on a cluster")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    p.add_argument("--manifest-shard-rows", type=int, default=DEFAULT_SHARD_ROWS,
+                   help="manifest rows per shard (shards/<split>-NNNNN.jsonl, indexed by shards.json)")
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
     p.add_argument("--patch", type=int, nargs=2, default=[4, 4], metavar=("PH", "PW"),
                    help="the DiT's spatial patch in latent pixels (token grid of masks and image tokens)")
@@ -326,11 +356,22 @@ def main(argv: list[str] | None = None) -> int:
         i, n = (int(v) for v in a.shard.split("/"))
     except ValueError:
         problems.append(f"--shard {a.shard!r}: expected i/n")
+    if a.workers < 1:
+        problems.append(f"--workers {a.workers}: need at least 1")
+    if a.manifest_shard_rows < 1:
+        problems.append(f"--manifest-shard-rows {a.manifest_shard_rows}: need at least 1")
     if problems:
         return fail(problems, "python -m training.preprocess")
+    from magicinfinite_core.distributed.ray_runtime import RayUnavailableError
+
     torch.set_num_threads(a.threads)
     split = None if a.split == "all" else a.split
-    manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch))
+    try:
+        manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch),
+                              workers=a.workers, threads=a.threads, address=a.address,
+                              shard_rows=a.manifest_shard_rows)
+    except RayUnavailableError as e:
+        return fail([str(e)], "python -m training.preprocess")
     counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))
     print(f"manifest: {manifest} ({', '.join(f'{k} {v}' for k, v in counts.items())} clips)")
     return 0
