@@ -746,8 +746,12 @@ def main(argv: list[str] | None = None) -> int:
     base_path, bundle_dir = resolve_base(a.base)
     base = load_dit(base_path).train()
     if a.data:
+        from accelerate import PartialState
+
+        state = PartialState()  # rank and world before the trainer's Accelerator (which shares this state)
         data = open_examples(
-            a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim)
+            a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim),
+            rank=state.process_index, world=state.num_processes,
         )
         counts = getattr(data, "counts", None)
         print(describe_counts("distill", counts) if counts else f"distill: {len(data)} examples from {a.data}",

@@ -91,10 +91,10 @@ class QuickEval:
 
     def __init__(self, cache: str | Path, vae_path: str | Path, clips: int = 8, steps: int = 12,
                  shift: float = 3.0, use_audio: bool = True, seed: int = 0) -> None:
-        from training.preprocess import read_cache_manifest
+        from training.shards import split_rows
 
         cache = Path(cache)
-        rows = [r for r in read_cache_manifest(cache) if r.get("split") == "heldout"][:clips]
+        rows = split_rows(cache, "heldout", limit=clips)  # reads only held-out shards where sharded
         if not rows:  # never fall back to training clips: the score would measure memorisation
             raise ValueError(f"{cache} holds no held-out clips (manifest split 'heldout'); the evaluation "
                              "refuses clips of the train split")
