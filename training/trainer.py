@@ -152,6 +152,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on stderr (main process)
     # a process owning at most this many clips holds them in memory; more stream from disk per batch
     data_in_memory: int = 20000
+    tensorboard: bool = True  # event files in <out>/stage<N>/ (training.tracking; `tensorboard --logdir out`)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -405,13 +406,14 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
 
     from magicinfinite_core.checkpoints import load_into, save_dit
     from training.runconfig import describe_counts, progress, trim_log
+    from training.tracking import RunTracker, tracker_kwargs
 
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     st = cfg.stage2 if stage == 2 else cfg.stage1
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, **tracker_kwargs(cfg.tensorboard, cfg.out))
     out = Path(cfg.out) / f"stage{stage}"
     data = CacheData(cfg.cache, rank=acc.process_index, world=acc.num_processes, max_in_memory=cfg.data_in_memory)
     parts = [data.describe_part()]
@@ -443,6 +445,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         log.write(json.dumps(start) + "\n")
         log.flush()
     acc.print(describe_counts(f"stage {stage}", data.counts))
+    tracker = RunTracker(acc, f"stage{stage}", asdict(cfg), step, cfg.tensorboard)
     evaluator = _make_evaluator(cfg, stage) if (cfg.eval_minutes > 0 and acc.is_main_process) else None
     bar = progress(total, step, f"stage {stage}", cfg.progress and acc.is_main_process)
     t0 = time.time()
@@ -494,6 +497,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.write(json.dumps(rec))
+            tracker.scalars(training_scalars(rec, opt.param_groups, st.batch * acc.num_processes), step)
         now = time.time()
         # every rank takes the same decision (a time-based one could differ between ranks)
         due = (cfg.save_every and step % cfg.save_every == 0) or now - last_save > cfg.save_minutes * 60
@@ -510,6 +514,9 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             log.write(json.dumps(res) + "\n")
             log.flush()
             bar.write(json.dumps(res))
+            tracker.scalars({f"heldout/{k}": v for k, v in res.items() if k not in ("step", "eval")}, step)
+            if getattr(evaluator, "sample", None) is not None:
+                tracker.image("heldout/sample", evaluator.sample, step)
             # stage 2 keeps the checkpoint that follows the audio best while ignoring silence;
             # stage 1 (no audio) keeps the one that best preserves the portrait
             score = (res.get("lipsync_r", 0.0) - abs(res.get("muted_r", 0.0)) if stage == 2
@@ -527,6 +534,16 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         log.close()
     acc.end_training()
     return out / "dit_last.safetensors"
+
+
+def training_scalars(rec: dict, groups: list[dict], clips_per_step: int) -> dict[str, float]:
+    """TensorBoard tags of one log record: loss terms, each group's lr, steps/s and clips/s."""
+    out = {f"loss/{'total' if k == 'loss' else k}": v for k, v in rec.items()
+           if k == "loss" or k in ("base", "face", "mouth")}
+    out.update({f"lr/{name}": g["lr"] for name, g in zip(("backbone", "audio"), groups, strict=False)})
+    out["throughput/steps_per_s"] = rec["steps_per_s"]
+    out["throughput/clips_per_s"] = rec["steps_per_s"] * clips_per_step
+    return out
 
 
 def _make_evaluator(cfg: TrainConfig, stage: int):
