@@ -79,3 +79,39 @@ def test_train_cost_cli_prints_json_and_refuses_bad_input():
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "train_cost.py"), "--size", "540"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "multiple of 16" in bad.stderr
+
+
+def test_13b_training_config_is_the_preset_and_starts_from_the_i2v_backbone():
+    from magicinfinite_core.config import dit_preset
+    from training.trainer import TrainConfig
+
+    cfg = TrainConfig.from_json(ROOT / "training" / "configs" / "hunyuan13b_stage2.json").resolved()
+    assert cfg.dit_config(2) == dit_preset("hunyuan-13b")
+    assert cfg.stage2.init.endswith("hunyuan_video_image_to_video_720p_bf16.safetensors")
+    assert (cfg.mixed_precision, cfg.gradient_checkpointing, cfg.stage2.lr, cfg.stage2.face_weight) == ("bf16", True,
+                                                                                                      1e-5, 10.0)
+
+
+def test_stage2_starts_from_a_published_backbone_file_with_inert_audio_layers(tmp_path):
+    """stage2.init may be a backbone in a published layout (no config in the metadata): it loads
+    through checkpoint_layouts.load_transformer and the new audio layers change nothing yet."""
+    import torch
+    from safetensors.torch import save_file
+
+    from magicinfinite_core.models.dit import AUDIO_PREFIXES
+    from tests.test_training import tiny_config
+    from training.trainer import build_model
+
+    cfg = tiny_config(tmp_path)
+    torch.manual_seed(3)
+    stage1 = build_model(cfg, 1).eval()
+    backbone = {k: v.contiguous() for k, v in stage1.state_dict().items() if not k.startswith(AUDIO_PREFIXES)}
+    save_file(backbone, str(tmp_path / "mp_rank_00_model_states.safetensors"))  # original names, no metadata
+    cfg.stage2.init = str(tmp_path / "mp_rank_00_model_states.safetensors")
+    model = build_model(cfg, 2).eval()
+    x = torch.randn(1, 9, 3, 4, 4)
+    args = (x, torch.tensor([500.0]), torch.randn(1, 6, 16), None, torch.randn(1, 16))
+    with torch.no_grad():
+        ref = stage1(*args)
+        out = model(*args, audio=torch.randn(1, 1, 3, 4, 5, 8), speaker_mask=torch.ones(1, 1, 3, 2, 2))
+    assert torch.allclose(ref, out, atol=1e-5)

@@ -39,6 +39,7 @@ from magicinfinite_core.checkpoints import read_metadata
 from magicinfinite_core.masks import token_masks
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
 from magicinfinite_core.models.dit import image_tokens_from_latent
+from training.cache_encoders import HUNYUAN_MAX_TOKENS, EncoderSpec
 from training.canonical_safetensors import save_canonical
 from training.data.clip import is_clip_dir, load_clip
 from training.shards import DEFAULT_SHARD_ROWS, write_manifests
@@ -153,10 +154,14 @@ class CacheSettings:
 
 
 def file_sha(path: str | Path) -> str:
+    """Content hash of a file, or of a model folder's config and weight files (a diffusers VAE)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".safetensors")) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in files:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -190,7 +195,10 @@ def cache_clip(
     t_video = num_latent_frames(n, settings.frames_per_latent)
     face_tokens = token_masks(speaker[None], t_video, (h // ph, w // pw), settings.frames_per_latent)[0]
     mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
-    tokens, mask, pooled = text.encode([clip.meta["prompt"]])
+    if getattr(text, "uses_image", False):  # the 13B's LLaVA: I2V template with the portrait
+        tokens, mask, pooled = text.encode([clip.meta["prompt"]], [clip.frames[0]])
+    else:
+        tokens, mask, pooled = text.encode([clip.meta["prompt"]])
     return {
         "latent": latent,
         "audio": audio.half(),
@@ -238,6 +246,7 @@ def preprocess(
     threads: int = 2,
     address: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    encoders: EncoderSpec | None = None,
 ) -> Path:
     """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
     manifest path. Each manifest row records its clip's split, which the trainers filter on.
@@ -248,31 +257,30 @@ def preprocess(
     result does not depend on `workers`. Joins `address` / $RAY_ADDRESS, else starts Ray locally.
 
     patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
-    speaker masks and the image tokens' patch."""
+    speaker masks and the image tokens' patch. encoders: the demo's (default) or the 13B model's
+    (`training.cache_encoders.EncoderSpec`)."""
     from magicinfinite_core.distributed.ray_runtime import require_ray
     from training.ray_preprocess import cache_with_ray
 
     require_ray()  # before anything is written: says how to install Ray
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    spec = encoders or EncoderSpec()
+    problems = spec.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
     out = Path(out)
-    settings = CacheSettings(vae_sha=file_sha(vae_path), patch=tuple(patch))
+    settings = CacheSettings(vae_sha=file_sha(vae_path), text_encoder=spec.text_label, audio_extractor=spec.audio_label,
+                             text_max_tokens=HUNYUAN_MAX_TOKENS if spec.text == "hunyuan" else TEXT_MAX_TOKENS,
+                             patch=tuple(patch))
     _check_settings(out, settings)
-    null = out / "null_text.safetensors"
-    if not null.is_file():
-        tokens, mask, pooled = MiniLMText(settings.text_max_tokens).encode([""])
-        save_canonical(
-            null,
-            {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
-            kind="magicinfinite-cache-null-text",
-        )
     dirs = [d for root in data_roots for d in list_clips(root)]
     if split is not None:
         dirs = [d for d in dirs if json.loads((d / "meta.json").read_text()).get("split") == split]
     if limit is not None:
         dirs = dirs[:limit]
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
-    rows = cache_with_ray(dirs, vae_path, out, settings, workers=workers, threads=threads, address=address,
+    rows = cache_with_ray(dirs, vae_path, out, settings, spec, workers=workers, threads=threads, address=address,
                           log_every=log_every)
     return write_cache_manifest(out, rows, shard_rows)
 
@@ -330,7 +338,8 @@ def read_cache_manifest(out: str | Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.preprocess", description=__doc__.split("\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="dataset directories of clip folders")
-    p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder)")
+    p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder), "
+                                                "or a HunyuanVideo VAE (file or diffusers folder) for the 13B")
     p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2, help="torch threads per encoder worker")
@@ -338,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="encoder workers (Ray actors; one GPU each where Ray sees GPUs). Local mode starts "
                         "Ray with N+1 CPUs; set RAY_ADDRESS (or --address) to run on a cluster")
     p.add_argument("--address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    p.add_argument("--text-encoder", choices=("minilm", "hunyuan"), default="minilm",
+                   help="minilm (the demo) or hunyuan (LLaVA-llama-3 + CLIP-L of the 13B: --llava, --clip)")
+    p.add_argument("--llava", default="", help="LLaVA-llama-3 folder (text_encoder_i2v, transformers format)")
+    p.add_argument("--clip", default="", help="CLIP-L text folder (clip-vit-large-patch14)")
+    p.add_argument("--audio-encoder", choices=("mel", "wav2vec2"), default="mel",
+                   help="mel (the demo) or wav2vec2 (the 13B: --wav2vec2)")
+    p.add_argument("--wav2vec2", default="", help="wav2vec2 folder or ComfyUI .safetensors")
     p.add_argument("--manifest-shard-rows", type=int, default=DEFAULT_SHARD_ROWS,
                    help="manifest rows per shard (shards/<split>-NNNNN.jsonl, indexed by shards.json)")
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
@@ -350,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.runconfig import fail, missing_inputs, split_counts
 
     problems = missing_inputs([(Path(d).is_dir(), f"--data {d} is not a folder") for d in a.data]
-                              + [(Path(a.vae).is_file(), f"--vae {a.vae} does not exist (train one: "
+                              + [(Path(a.vae).exists(), f"--vae {a.vae} does not exist (train one: "
                                                          "python -m training.train_vae ...)")])
     try:
         i, n = (int(v) for v in a.shard.split("/"))
@@ -358,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--shard {a.shard!r}: expected i/n")
     if a.workers < 1:
         problems.append(f"--workers {a.workers}: need at least 1")
+    spec = EncoderSpec(a.text_encoder, a.audio_encoder, a.llava, a.clip, a.wav2vec2)
+    problems += spec.problems()
     if a.manifest_shard_rows < 1:
         problems.append(f"--manifest-shard-rows {a.manifest_shard_rows}: need at least 1")
     if problems:
@@ -369,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch),
                               workers=a.workers, threads=a.threads, address=a.address,
-                              shard_rows=a.manifest_shard_rows)
+                              shard_rows=a.manifest_shard_rows, encoders=spec)
     except RayUnavailableError as e:
         return fail([str(e)], "python -m training.preprocess")
     counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))

@@ -40,22 +40,38 @@ def decode_clip(item: dict, out: str) -> dict:
             "meta": json.dumps(clip.meta), "gt": gt}
 
 
+def write_null_text(out: str, spec, max_tokens: int, threads: int) -> None:
+    """Ray task: the empty prompt's encoding (`null_text.safetensors`, the trainers' dropped text)."""
+    import torch
+
+    from training.cache_encoders import build_text
+    from training.canonical_safetensors import save_canonical
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokens, mask, pooled = build_text(spec, max_tokens, device).encode([""])  # no portrait: the UNCOND pass
+    save_canonical(Path(out) / "null_text.safetensors",
+                   {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
+                   kind="magicinfinite-cache-null-text")
+
+
 class ClipEncoder:
     """Ray actor: loads the VAE, the text encoder and the audio extractor once, then caches clips."""
 
-    def __init__(self, vae_path: str, out: str, settings: dict, threads: int) -> None:
+    def __init__(self, vae_path: str, out: str, settings: dict, spec, threads: int) -> None:
         import torch
 
-        from magicinfinite_core.audio_features import MelExtractor
-        from training.preprocess import CacheSettings, MiniLMText, load_vae
+        from training.cache_encoders import build_audio, build_text, load_any_vae
+        from training.preprocess import CacheSettings
 
         if threads:
             torch.set_num_threads(threads)
-        self.settings = CacheSettings(**{**settings, "patch": tuple(settings["patch"])})
+        self.settings = s = CacheSettings(**{**settings, "patch": tuple(settings["patch"])})
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.vae = load_vae(vae_path).to(device)
-        self.text = MiniLMText(self.settings.text_max_tokens)
-        self.extractor = MelExtractor(n_mels=self.settings.n_mels, n_fft=self.settings.n_fft)
+        self.vae = load_any_vae(vae_path, device)
+        self.text = build_text(spec, s.text_max_tokens, device)
+        self.extractor = build_audio(spec, s.n_mels, s.n_fft, device)
         self.out = Path(out)
 
     def __call__(self, batch: dict) -> dict:
@@ -84,13 +100,16 @@ def cache_with_ray(
     vae_path: str | Path,
     out: str | Path,
     settings,
+    spec,
     *,
     workers: int = 1,
     threads: int = 2,
     address: str | None = None,
     log_every: int = 50,
 ) -> list[dict]:
-    """Cache `dirs` into `out` on Ray; returns their manifest rows (with "file"), sorted by name.
+    """Cache `dirs` into `out` on Ray with the encoders of `spec` (`cache_encoders.EncoderSpec`);
+    writes the empty prompt's encoding first when missing; returns the clips' manifest rows (with
+    "file"), sorted by name.
 
     Local mode gets `workers` + 1 CPUs (the encoder actors and the decoding tasks); on a cluster
     the actors ask for one GPU each when the cluster has GPUs. Ray is shut down again when this
@@ -99,7 +118,8 @@ def cache_with_ray(
     from magicinfinite_core.distributed.ray_runtime import init_ray, require_ray
 
     ray = require_ray()
-    if not dirs:
+    null_missing = not (Path(out) / "null_text.safetensors").is_file()
+    if not dirs and not null_missing:
         return []
     started = not ray.is_initialized()
     init_ray(address, num_cpus=workers + 1)
@@ -107,6 +127,11 @@ def cache_with_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if null_missing:
+            task = ray.remote(num_cpus=1, num_gpus=gpus)(write_null_text)
+            ray.get(task.remote(str(out), spec, settings.text_max_tokens, threads))
+        if not dirs:
+            return []
         s = asdict(settings)
         s["patch"] = list(s["patch"])
         ds = ray.data.from_items([{"clip": str(d)} for d in dirs], override_num_blocks=len(dirs))
@@ -114,7 +139,7 @@ def cache_with_ray(
         # them into the actors), encoding in a fixed pool of `workers` actors
         ds = ds.map(decode_clip, fn_kwargs={"out": str(out)}, num_cpus=DECODE_CPUS)
         ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"vae_path": str(vae_path), "out": str(out),
-                                                                "settings": s, "threads": threads},
+                                                                "settings": s, "spec": spec, "threads": threads},
                             batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                             num_cpus=1, num_gpus=gpus)
         rows = []

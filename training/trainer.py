@@ -285,13 +285,28 @@ def build_model(cfg: TrainConfig, stage: int):
     # are initialised randomly on top of the stage-1 weights, so an unseeded init made two runs
     # of the same command differ from their first update on
     torch.manual_seed(cfg.seed)
-    if st.init and st.init != "none":
+    if st.init and st.init != "none" and not _is_our_dit(st.init):
+        # a published backbone (HunyuanVideo-I2V in any layout docs/checkpoints.md lists): the audio
+        # layers no file has start zero-initialised, fp32 master weights for training
+        from magicinfinite_core.checkpoint_layouts import load_transformer
+
+        model = load_transformer(st.init, cfg=dcfg, dtype=torch.float32, allow_missing_audio=stage == 2)
+        model.train()
+    elif st.init and st.init != "none":
         model = load_dit(st.init, cfg=dcfg, allow_missing_audio=stage == 2)
         model.train()
     else:
         model = MagicInfiniteDiT(dcfg)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     return model
+
+
+def _is_our_dit(path: str | Path) -> bool:
+    """A DiT file written by this package (`save_dit`: config in the metadata)."""
+    from magicinfinite_core.checkpoints import read_metadata
+
+    p = Path(path)
+    return p.is_file() and p.suffix == ".safetensors" and "config" in read_metadata(p)
 
 
 def param_groups(model: torch.nn.Module, stage: int, st: StageConfig) -> list[dict]:
@@ -677,7 +692,7 @@ def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
                f"no preprocessing cache at {cache} ({hint})")]
     if st.init and st.init != "none" and not resuming:
         what = "stage-1 weights" if stage == 2 else "init weights"
-        checks.append((Path(st.init).is_file(), f"{what} {st.init} do not exist (run --stage 1 first, or "
+        checks.append((Path(st.init).exists(), f"{what} {st.init} do not exist (run --stage 1 first, or "
                                                 "--set stage2.init=FILE / none)"))
     if cfg.eval_minutes > 0:
         hc = Path(cfg.heldout_cache)
