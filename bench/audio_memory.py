@@ -40,8 +40,8 @@ def write_wav(path: Path, minutes: float, sample_rate: int, seed: int) -> None:
 
 def child(path: str, extractor: str) -> None:
     t0 = time.perf_counter()
-    from magicinfinite_core.audio import load_audio
-    from magicinfinite_core.audio_features import load_extractor
+    from magicinfinite_core.inputs.audio import load_audio
+    from magicinfinite_core.inputs.audio_features import load_extractor
 
     t_import = time.perf_counter()
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -4,7 +4,7 @@
     python bench/demo_quality.py --model BUNDLE --heldout out/demo_heldout --long out/demo_long
     python bench/demo_quality.py --seconds 2 --clips 1 --skip-long --speakers 2   # quick check
 
-Everything goes through `magicinfinite_core.pipeline.generate` (the bundle's own sampler settings:
+Everything goes through `magicinfinite_core.generate.generate` (the bundle's own sampler settings:
 base = its recommended steps and CFG, distilled = its few-step list, no CFG) on REAL photographs
 (training.eval.real_photos: identity, face detection, lip sync vs reversed audio, muted audio, text
 control nodding vs still, 2 and 3 speakers, and a 60 s video for drift and seams). With --heldout
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from magicinfinite_core.pipeline import BUNDLE_FILE, DEMO_MODEL_DIR, load_bundle
+from magicinfinite_core.weights.bundle import BUNDLE_FILE, DEMO_MODEL_DIR, load_bundle
 from training.eval import real_photos as rp
 
 

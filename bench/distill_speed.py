@@ -7,7 +7,7 @@ held-out evaluation of both, side by side (JSON).
 
 --model is a bundle with a "distilled" entry (training.distill writes one); --generator instead names
 a bare generator file to pair with the bundle's base DiT. Both timed runs go through
-`magicinfinite_core.pipeline.generate` (sliding windows, streamed decode, mp4) on the same input: the
+`magicinfinite_core.generate.generate` (sliding windows, streamed decode, mp4) on the same input: the
 base with `--steps` Euler steps and multi-condition CFG (two-fold above the boundary, three-fold
 below, all passes batched, the model's recommended scales unless given), the distilled one with its
 4-step list and no CFG. The input is a portrait image and a voice file, or (default) a seeded
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_dit, read_metadata
-from magicinfinite_core.guidance import CFGConfig
-from magicinfinite_core.pipeline import BUNDLE_FILE, ModelBundle, generate, load_bundle
+from magicinfinite_core.generate import generate
+from magicinfinite_core.weights.bundle import BUNDLE_FILE, ModelBundle, load_bundle, recommended_guidance
+from magicinfinite_core.weights.checkpoints import read_metadata
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 
 
 def synthetic_input(
@@ -57,7 +58,7 @@ def load_pair(model: str, generator: str | None, device: str) -> tuple[ModelBund
     if generator is None:
         return base, load_bundle(model, device, distilled=True)
     distilled = load_bundle(model, device)
-    distilled.dit = load_dit(generator, device=device).eval()
+    distilled.dit = load_transformer(generator, device=device).eval()
     distilled.dit_path, distilled._fingerprint, distilled.name = Path(generator), None, base.name + "-4step"
     meta = read_metadata(generator)  # training.distill records the step list and shift it distilled for
     if "distilled_timesteps" in meta:
@@ -112,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     device = a.device or "cpu"
     base, distilled = load_pair(a.model, a.generator, device)
     rec = base.sampler_defaults
-    cfg = CFGConfig(audio_scale=a.audio_scale if a.audio_scale is not None else rec.get("audio_scale", 4.0),
-                    text_scale=a.text_scale if a.text_scale is not None else rec.get("text_scale", 3.0))
+    cfg = recommended_guidance(rec, a.audio_scale, a.text_scale)
     _, shift, _, _ = base.resolve_sampling(False)
     _, d_shift, _, timesteps = distilled.resolve_sampling(True)
 

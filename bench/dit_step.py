@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from magicinfinite_core.config import dit_preset
-from magicinfinite_core.models.audio_layers import num_latent_frames
+from magicinfinite_core.config import dit_preset, latent_frames
 from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition, count_parameters
 
 
@@ -32,7 +31,7 @@ def main() -> None:
     a = cfg.audio
     torch.manual_seed(0)
     model = MagicInfiniteDiT(cfg).eval()
-    t_lat, hw = num_latent_frames(args.frames), args.size // 8
+    t_lat, hw = latent_frames(args.frames), args.size // 8
     g = torch.Generator().manual_seed(0)
     results = {}
     for batch, label in ((1, "one_pass"), (3, "three_fold_cfg_batched")):

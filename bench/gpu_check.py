@@ -8,11 +8,11 @@ runs) and the JSON is rewritten after every stage, so a run cut short still leav
 
   environment      device, memory, versions (torch, CUDA, flash-attn, xfuser, yunchang, diffusers, ...),
                    the measured bf16 matmul ceiling and the datasheet peak used for MFU
-  tiny_cuda_vs_cpu the tiny DiT saved to safetensors and loaded straight onto the GPU (load_dit) equals
+  tiny_cuda_vs_cpu the tiny DiT saved to safetensors and loaded straight onto the GPU (load_transformer) equals
                    the CPU fp32 result: fp32 rel. error < 1e-3 (TF32 convs), bf16 < 3e-2
   dit_window_<px>  the DiT (hunyuan-13b with audio layers: built on the meta device, materialised on the
                    device in bf16 with seeded random weights), one 33-frame window forward per size
-                   (CUDA events, 1 warm-up, median of --repeats), FLOPs from magicinfinite_core.flops,
+                   (CUDA events, 1 warm-up, median of --repeats), FLOPs from magicinfinite_core.models.flops,
                    TFLOP/s, MFU, peak memory
   cfg_batched      3 CFG passes as one batch-3 forward vs 3 batch-1 forwards (time ratio)
   sdpa_backends    flash / efficient / cuDNN / math SDPA at the window's attention shape: time, error
@@ -62,9 +62,10 @@ if str(ROOT) not in sys.path:  # `python bench/gpu_check.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from magicinfinite_core.config import VAEConfig, dit_preset, vae_preset  # noqa: E402
-from magicinfinite_core.flops import ForwardShape, dit_forward_flops  # noqa: E402
 from magicinfinite_core.models.dit import MagicInfiniteDiT, count_parameters  # noqa: E402
-from magicinfinite_core.sliding_window import latent_frames  # noqa: E402
+from magicinfinite_core.models.flops import ForwardShape, dit_forward_flops  # noqa: E402
+from magicinfinite_core.sampling.sliding_window import latent_frames  # noqa: E402
+from magicinfinite_core.weights.transformer_layouts import load_transformer  # noqa: E402
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (TFLOP/s, no sparsity), by device-name
 # substring, most specific first. MFU is reported against this and against the measured matmul rate.
@@ -342,7 +343,7 @@ class GPUCheck:
     # --- 2
     def tiny_cuda_vs_cpu(self) -> dict[str, Any]:
         self.need_cuda("the CUDA-vs-CPU comparison")
-        from magicinfinite_core.checkpoints import load_dit, save_dit
+        from magicinfinite_core.weights.checkpoints import save_dit
 
         cpu = build_dit("tiny", torch.device("cpu"), torch.float32, seed=1)
         inp = window_inputs(cpu, 64, 33, 24, batch=2)
@@ -355,7 +356,7 @@ class GPUCheck:
         with tempfile.TemporaryDirectory() as d:
             path = save_dit(Path(d) / "tiny.safetensors", cpu)
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                gpu = load_dit(path, device=self.device, dtype=dtype)  # safetensors straight to the GPU
+                gpu = load_transformer(path, device=self.device, dtype=dtype)  # safetensors straight to the GPU
                 gin = {k: (v.to(self.device, dtype) if torch.is_tensor(v) and v.is_floating_point() else
                            v.to(self.device) if torch.is_tensor(v) else v) for k, v in inp.items()}
                 with torch.inference_mode():
@@ -508,7 +509,7 @@ class GPUCheck:
 
     # --- 8
     def vae_decode(self) -> dict[str, Any]:
-        from magicinfinite_core.streamed_decode import diffusers_decode_fn
+        from magicinfinite_core.media.streamed_decode import diffusers_decode_fn
 
         vae = self.vae_model()
         px, tile = self.args.vae_size, self.args.vae_tile
@@ -538,7 +539,7 @@ class GPUCheck:
 
     def vae_model(self):
         if self.vae is None:
-            from magicinfinite_core.vae import VideoVAE
+            from magicinfinite_core.media.vae import VideoVAE
 
             cfg: VAEConfig = vae_preset(self.args.vae_preset)
             torch.manual_seed(0)
@@ -564,9 +565,12 @@ class GPUCheck:
 
     # --- 10
     def generation(self) -> dict[str, Any]:
-        from magicinfinite_core.audio_features import MelExtractor
-        from magicinfinite_core.pipeline import ByteTextEncoder, ModelBundle, PatchImageEncoder, sample_latent
-        from magicinfinite_core.streamed_decode import diffusers_decode_fn, streamed_decode
+        from magicinfinite_core.config import DEFAULT_SHIFT, DISTILLED_TIMESTEPS
+        from magicinfinite_core.generate import sample_latent
+        from magicinfinite_core.inputs.audio_features import MelExtractor
+        from magicinfinite_core.inputs.encoders import ByteTextEncoder, PatchImageEncoder
+        from magicinfinite_core.media.streamed_decode import diffusers_decode_fn, streamed_decode
+        from magicinfinite_core.weights.bundle import ModelBundle
 
         model, vae = self.dit(), self.vae_model()
         px, seconds, fps = self.args.sizes[0], self.args.seconds, 25
@@ -581,7 +585,7 @@ class GPUCheck:
             init_random_(mod, 1, std=0.5)
         bundle = ModelBundle(model, vae, text.to(self.device, self.dtype).eval(), image.to(self.device, self.dtype).eval(),
                              MelExtractor(n_mels=64), px, px, name=f"random-{self.args.preset}",
-                             distilled={"timesteps": [1000.0, 750.0, 500.0, 250.0], "shift": 7.0},
+                             distilled={"timesteps": list(DISTILLED_TIMESTEPS), "shift": DEFAULT_SHIFT},
                              # the resume hash hashes every weight (26 GB for the 13B, about a minute):
                              # a fixed id stands in, so that cost is not mixed into "other"
                              _fingerprint=f"random-{self.args.preset}-seed0")
@@ -639,7 +643,7 @@ class GPUCheck:
         """DiT FLOPs of the whole generation over the datasheet peak, per video-second (the floor)."""
         if not self.peak:
             return None
-        from magicinfinite_core.sampler import step_plans
+        from magicinfinite_core.sampling.sampler import step_plans
 
         total = 0.0
         for plan in step_plans(sampled.shape[1], sampled.config, 4):

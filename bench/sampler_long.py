@@ -27,12 +27,13 @@ def _child(seconds: float, steps: int, size: int, out_dir: Path) -> dict:
     import torch
 
     from magicinfinite_core.config import SamplerConfig
-    from magicinfinite_core.guidance import CFGConfig
-    from magicinfinite_core.pipeline import generate, random_bundle
-    from magicinfinite_core.sampler import step_plans
-    from magicinfinite_core.sliding_window import video_frames_of_latent
-    from magicinfinite_core.streamed_decode import decode_chunks
-    from magicinfinite_core.video_io import iter_video_frames, write_wav
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.streamed_decode import decode_chunks
+    from magicinfinite_core.media.video_io import iter_video_frames, write_wav
+    from magicinfinite_core.sampling.guidance import CFGConfig
+    from magicinfinite_core.sampling.sampler import step_plans
+    from magicinfinite_core.sampling.sliding_window import video_frames_of_latent
+    from magicinfinite_core.weights.bundle import random_bundle
 
     torch.manual_seed(0)
     rate = 16000

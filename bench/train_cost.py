@@ -3,7 +3,7 @@
     python bench/train_cost.py [--frames 129] [--size 544] [--mfu 0.4] [--peak-tflops 989] [--clips 1000]
 
 Prints JSON. Nothing is measured and nothing runs on a GPU: the DiT forward FLOPs of one clip come
-from `magicinfinite_core.flops` (the counter `bench/gpu_check.py` reports MFU with, checked against
+from `magicinfinite_core.models.flops` (the counter `bench/gpu_check.py` reports MFU with, checked against
 torch's FlopCounterMode in tests/test_gpu_check.py), a training step costs forward + backward
 (about 3x the forward; 4x with gradient checkpointing, which runs each block's forward again), and
 the GPU delivers `mfu` of its dense bf16 peak (default: 40 % of an H100 SXM's 989 TFLOP/s, an
@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/train_cost.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from magicinfinite_core.config import dit_preset  # noqa: E402
-from magicinfinite_core.flops import ForwardShape, dit_forward_flops  # noqa: E402
-from magicinfinite_core.sliding_window import latent_frames  # noqa: E402
+from magicinfinite_core.config import dit_preset, latent_frames  # noqa: E402
+from magicinfinite_core.models.flops import ForwardShape, dit_forward_flops  # noqa: E402
 
 TEXT_TOKENS, IMAGE_TOKENS = 256, 576  # as bench/gpu_check.py: LLaVA prompt tokens + portrait tokens
 H100_BF16_DENSE_TFLOPS = 989.0

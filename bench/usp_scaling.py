@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from magicinfinite_core.config import DiTConfig, SamplerConfig, dit_preset
-from magicinfinite_core.flops import block_counts, linear_flops_per_token
-from magicinfinite_core.sampler import step_plans
-from magicinfinite_core.sliding_window import latent_frames
+from magicinfinite_core.config import DiTConfig, SamplerConfig, dit_preset, latent_frames
+from magicinfinite_core.models.flops import block_counts, linear_flops_per_token
+from magicinfinite_core.sampling.sampler import step_plans
 
 ASSUMPTIONS = {
     "h100_bf16_dense_peak_tflops": 790.0,  # given by the brief

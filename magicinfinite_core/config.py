@@ -11,6 +11,14 @@ from typing import Any
 
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16_000
+TEMPORAL_RATIO = 4  # the causal VAE: frame 0 alone, then one latent frame per 4 video frames
+
+
+def latent_frames(video_frames: int, ratio: int = TEMPORAL_RATIO) -> int:
+    """Latent frames of a causal-VAE clip of `video_frames` frames: 1 + ceil((F-1)/ratio)."""
+    if video_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {video_frames}")
+    return 1 + -(-(video_frames - 1) // ratio)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,11 @@ class DiTConfig:
     def image_concat(self) -> bool:
         return self.in_channels == 2 * self.out_channels + 1
 
+    @property
+    def image_mode(self) -> str | None:
+        """How the portrait enters the DiT's input: 'first_frame' / 'every_frame', None without the I2V concat."""
+        return self.image_condition if self.image_concat else None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -153,14 +166,24 @@ class VAEConfig:
         return cls(**d)
 
 
+# The sampling defaults (the paper's settings): the only place they are written. A bundle's own
+# recommended settings (bundle.json "sampler" / "distilled") override them per model.
+DEFAULT_STEPS = 30
+DEFAULT_SHIFT = 7.0
+DEFAULT_AUDIO_SCALE = 4.0  # CFG scale of the audio condition (Eq. 7)
+DEFAULT_TEXT_SCALE = 3.0  # CFG scale of the text + portrait condition
+DEFAULT_CFG_BOUNDARY = 0.75  # sigma >= boundary: two-fold guidance; below: three-fold
+DISTILLED_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)  # the paper's 4-step list (warped by the shift)
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
-    steps: int = 30
-    shift: float = 7.0
+    steps: int = DEFAULT_STEPS
+    shift: float = DEFAULT_SHIFT
     window_frames: int = 33  # video frames per window (9 latent frames)
     overlap_frames: int = 8  # video frames shared by consecutive windows (2 latent frames)
     shift_windows: bool = True  # move window boundaries each step so seams never sit still
-    distilled_timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
+    distilled_timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS
 
 
 DIT_PRESETS: dict[str, DiTConfig] = {

@@ -6,8 +6,8 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from magicinfinite_core.audio import num_video_frames_for_samples
 from magicinfinite_core.config import VIDEO_FPS
+from magicinfinite_core.inputs.audio import num_video_frames_for_samples
 
 from .common import (
     CATEGORY,
@@ -109,8 +109,8 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
 
         import torch
 
-        from magicinfinite_core.audio import load_speaker_tracks
-        from magicinfinite_core.audio_features import extract_speaker_features
+        from magicinfinite_core.inputs.audio import load_speaker_tracks
+        from magicinfinite_core.inputs.audio_features import extract_speaker_features
 
         audios = [a for a in (audio_1, audio_2, audio_3, audio_4) if a is not None]
         for a in audios:

@@ -123,7 +123,7 @@ def resolve_model_path(folder: str, name: str, *, want: str = "file") -> Path:
 
 def list_safetensors(folder: str) -> list[str]:
     """Loadable weight entries of a ComfyUI model folder (files, shard indexes, diffusers folders)."""
-    from magicinfinite_core.checkpoint_layouts import list_model_files
+    from magicinfinite_core.weights.transformer_layouts import list_model_files
 
     found: set[str] = set()
     for base in model_folder_paths(folder):
@@ -171,7 +171,7 @@ def check_prefix(prefix: str) -> str | None:
 
 
 def progress_callback(node_id: str | None) -> Callable[[Any], None]:
-    """A ``magicinfinite_core.sampler.Progress`` callback driving a ComfyUI progress bar.
+    """A ``magicinfinite_core.sampling.sampler.Progress`` callback driving a ComfyUI progress bar.
 
     One bar per phase (denoise: windows x steps, decode: chunks), text with the ETA under the node,
     and ComfyUI's Cancel honoured between windows.
@@ -257,8 +257,8 @@ def caught_warnings(record: list[Any]) -> list[str]:
     entries, de-duplicated, in order; any other warning (library deprecations...) is shown as usual."""
     import warnings
 
-    from magicinfinite_core.audio import AudioWarning
-    from magicinfinite_core.pipeline import PortraitWarning
+    from magicinfinite_core.inputs.audio import AudioWarning
+    from magicinfinite_core.inputs.portrait import PortraitWarning
 
     out: list[str] = []
     for w in record:

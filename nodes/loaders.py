@@ -14,6 +14,8 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
+from magicinfinite_core.weights.bundle import BUNDLE_FILE
+
 from .common import (
     CATEGORY,
     EMBEDDED_DEMO,
@@ -29,7 +31,6 @@ from .common import (
     resolve_model_path,
 )
 
-BUNDLE_MARKER = "bundle.json"
 MINILM = "packaged MiniLM (demo)"
 TRANSFORMERS = ["base", "4-step distilled"]
 MEL = "mel (demo)"
@@ -39,18 +40,18 @@ _DTYPES = ["auto", "bfloat16", "float16", "float32"]
 def _bundle_path(name: str) -> str:
     """Folder of the bundle called ``name`` (the embedded demo or one under diffusion_models)."""
     if name == EMBEDDED_DEMO:
-        from magicinfinite_core.pipeline import DEMO_MODEL_DIR
+        from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
 
-        if not (DEMO_MODEL_DIR / BUNDLE_MARKER).is_file():
+        if not (DEMO_MODEL_DIR / BUNDLE_FILE).is_file():
             raise NodeInputError(
-                f"the embedded demo model is not installed ({DEMO_MODEL_DIR} has no {BUNDLE_MARKER}); "
+                f"the embedded demo model is not installed ({DEMO_MODEL_DIR} has no {BUNDLE_FILE}); "
                 "reinstall the pack or pick a bundle folder from models/diffusion_models"
             )
         return str(DEMO_MODEL_DIR)
     path = resolve_model_path("diffusion_models", name, want="dir")
-    if not (path / BUNDLE_MARKER).is_file():
+    if not (path / BUNDLE_FILE).is_file():
         raise NodeInputError(
-            f"{name!r} in models/diffusion_models is not a MagicInfinite bundle (no {BUNDLE_MARKER}); "
+            f"{name!r} in models/diffusion_models is not a MagicInfinite bundle (no {BUNDLE_FILE}); "
             "load a single transformer file with 'MagicInfinite DiT Loader' instead"
         )
     return str(path)
@@ -60,17 +61,17 @@ def _check_bundle(name: str, distilled: bool) -> str:
     """The bundle's folder; every file its bundle.json names must lie inside it; with `distilled`,
     also that it carries a distilled generator."""
     from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.pipeline import bundle_files
+    from magicinfinite_core.weights.bundle import bundle_files
 
     path = _bundle_path(name)
     try:
-        spec = json.loads((Path(path) / BUNDLE_MARKER).read_text())
+        spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
     except (OSError, ValueError) as e:
-        raise NodeInputError(f"cannot read {name!r}/{BUNDLE_MARKER}: {e}") from None
+        raise NodeInputError(f"cannot read {name!r}/{BUNDLE_FILE}: {e}") from None
     if not isinstance(spec, dict):
-        raise NodeInputError(f"{name!r}/{BUNDLE_MARKER} must hold a JSON object")
+        raise NodeInputError(f"{name!r}/{BUNDLE_FILE} must hold a JSON object")
     try:
-        bundle_files(spec, Path(path), f"{name}/{BUNDLE_MARKER}")
+        bundle_files(spec, Path(path), f"{name}/{BUNDLE_FILE}")
     except CheckpointError as e:
         raise NodeInputError(str(e)) from None
     if distilled:
@@ -112,7 +113,7 @@ class MagicInfiniteModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_MARKER)],
+                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_FILE)],
                     default=EMBEDDED_DEMO,
                     tooltip="Bundle folders found in models/diffusion_models, or the demo shipped with the pack.",
                 ),
@@ -136,7 +137,7 @@ class MagicInfiniteModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
-        from magicinfinite_core.pipeline import load_bundle
+        from magicinfinite_core.weights.bundle import load_bundle
 
         bundle = load_bundle(_check_bundle(model, transformer == TRANSFORMERS[1]), distilled=transformer == TRANSFORMERS[1])
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
@@ -168,7 +169,7 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
-        from magicinfinite_core.checkpoint_layouts import load_transformer
+        from magicinfinite_core.weights.transformer_layouts import load_transformer
 
         return io.NodeOutput(load_transformer(_dit_path(dit_name), dtype=_dtype(weight_dtype)))
 
@@ -200,9 +201,9 @@ class MagicInfiniteVAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
-        from magicinfinite_core.vae_layouts import load_vae
+        from magicinfinite_core.media.autoencoders import load_autoencoder
 
-        return io.NodeOutput(load_vae(_vae_path(vae_name)))
+        return io.NodeOutput(load_autoencoder(_vae_path(vae_name)))
 
 
 def _vae_path(name: str) -> str:
@@ -238,8 +239,8 @@ class MagicInfiniteTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, text_encoder: str) -> io.NodeOutput:
-        from magicinfinite_core.pipeline import PromptEncoder
-        from magicinfinite_core.text_encoders import MiniLMTextEncoder
+        from magicinfinite_core.inputs.encoders import PromptEncoder
+        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
 
         path = None if text_encoder == MINILM else resolve_model_path("text_encoders", text_encoder, want="dir")
         if path is not None and not any(p.suffix == ".safetensors" for p in path.iterdir()):
@@ -273,7 +274,7 @@ class MagicInfiniteAudioEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_encoder: str, n_mels: int) -> io.NodeOutput:
-        from magicinfinite_core.audio_features import load_extractor
+        from magicinfinite_core.inputs.audio_features import load_extractor
 
         if audio_encoder == MEL:
             return io.NodeOutput(load_extractor("mel", n_mels=int(n_mels)))
@@ -320,7 +321,7 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
         text_encoder: Any = None,
         base_model: Any = None,
     ) -> io.NodeOutput:
-        from magicinfinite_core.pipeline import ModelBundle
+        from magicinfinite_core.weights.bundle import ModelBundle
 
         def part(value: Any, attr: str, what: str) -> Any:
             if value is not None:
@@ -379,7 +380,7 @@ class MagicInfiniteLoRA(io.ComfyNode):
     def execute(cls, model: Any, lora_name: str, strength: float) -> io.NodeOutput:
         import dataclasses
 
-        from magicinfinite_core.lora import apply_lora
+        from magicinfinite_core.weights.lora import apply_lora
 
         check_floats(strength=(strength, -4.0, 4.0))  # NaN passes ComfyUI's min/max
         merged = apply_lora(model.dit, _lora_path(lora_name), float(strength))

@@ -87,8 +87,8 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         import torch
         import torch.nn.functional as F
 
-        from magicinfinite_core.masks import draw_speaker_overlay, speaker_masks
-        from magicinfinite_core.pipeline import read_portrait
+        from magicinfinite_core.inputs.masks import draw_speaker_overlay, speaker_masks
+        from magicinfinite_core.inputs.portrait import read_portrait
 
         k = int(num_speakers)
         with warnings.catch_warnings(record=True) as caught:

@@ -6,6 +6,9 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
+from magicinfinite_core.config import DEFAULT_AUDIO_SCALE, DEFAULT_CFG_BOUNDARY, DEFAULT_TEXT_SCALE
+from magicinfinite_core.sampling.schedule import distilled_timesteps
+
 from .common import (
     CATEGORY,
     MagicAudioFeatures,
@@ -45,11 +48,11 @@ class MagicInfiniteCFG(io.ComfyNode):
             "distilled 4-step model ignores CFG.",
             inputs=[
                 io.Combo.Input("mode", options=CFG_MODES, default=CFG_MODES[0]),
-                io.Float.Input("audio_scale", default=4.0, min=0.0, max=20.0, step=0.1,
+                io.Float.Input("audio_scale", default=DEFAULT_AUDIO_SCALE, min=0.0, max=20.0, step=0.1,
                                tooltip="How strongly the lips follow the voice."),
-                io.Float.Input("text_scale", default=3.0, min=0.0, max=20.0, step=0.1,
+                io.Float.Input("text_scale", default=DEFAULT_TEXT_SCALE, min=0.0, max=20.0, step=0.1,
                                tooltip="How strongly the prompt is followed (three-fold steps)."),
-                io.Float.Input("boundary", default=0.75, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("boundary", default=DEFAULT_CFG_BOUNDARY, min=0.0, max=1.0, step=0.01,
                                tooltip="Noise level (sigma) below which three-fold guidance starts."),
             ],
             outputs=[MagicCFG.Output("cfg", display_name="cfg")],
@@ -57,7 +60,7 @@ class MagicInfiniteCFG(io.ComfyNode):
 
     @classmethod
     def execute(cls, mode: str, audio_scale: float, text_scale: float, boundary: float) -> io.NodeOutput:
-        from magicinfinite_core.guidance import CFGConfig
+        from magicinfinite_core.sampling.guidance import CFGConfig
 
         # ComfyUI's min/max checks let NaN through (every comparison is False): refuse it here
         check_floats(audio_scale=(audio_scale, 0.0, 20.0), text_scale=(text_scale, 0.0, 20.0),
@@ -69,18 +72,11 @@ class MagicInfiniteCFG(io.ComfyNode):
         return io.NodeOutput(CFGConfig(audio_scale=audio_scale, text_scale=text_scale, boundary=boundary))
 
 
-def distilled_timesteps(steps: int) -> tuple[float, ...]:
-    """The generator's timesteps: the trained 1000/750/500/250 for 4 steps, else evenly spaced."""
-    if steps == 4:
-        return (1000.0, 750.0, 500.0, 250.0)
-    return tuple(1000.0 * (1 - i / steps) for i in range(steps))
-
-
 def _portrait_masks(masks: Any, height: int, width: int) -> Any:
     """Pixel masks [K, H, W] of the input portrait → the model's crop and size (as load_portrait does)."""
     import numpy as np
 
-    from magicinfinite_core.pipeline import load_portrait
+    from magicinfinite_core.inputs.portrait import load_portrait
 
     out = []
     for m in masks.float().cpu().numpy():
@@ -145,7 +141,8 @@ class MagicInfiniteSampler(io.ComfyNode):
                 io.String.Input("negative_prompt", multiline=True, default="", optional=True),
                 io.Mask.Input("speaker_masks", optional=True,
                               tooltip="From 'Speaker Masks'; unconnected: detect the face (one speaker)."),
-                MagicCFG.Input("cfg", optional=True, tooltip="Guidance for mode 'base (CFG)'; default 4.0/3.0/0.75."),
+                MagicCFG.Input("cfg", optional=True, tooltip="Guidance for mode 'base (CFG)'; default the model's own (bundle.json), else "
+                               f"{DEFAULT_AUDIO_SCALE}/{DEFAULT_TEXT_SCALE}/{DEFAULT_CFG_BOUNDARY}."),
                 io.Combo.Input("mode", options=SAMPLER_MODES, default="distilled",
                                tooltip="distilled: the 4-step generator, no CFG. base: flow-matching Euler with CFG."),
                 io.Int.Input("steps", default=4, min=1, max=200, tooltip="4 for the distilled model, ~30 for base."),
@@ -181,7 +178,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         the inputs it is about. Checks ComfyUI cannot do (NaN shift, resume_dir path, cuda) run first
         thing in execute, before this node does any work.
         """
-        from magicinfinite_core.sliding_window import window_sizes
+        from magicinfinite_core.sampling.sliding_window import window_sizes
 
         if not WINDOW_RANGE[0] <= int(window) <= WINDOW_RANGE[1]:
             return f"window {window} must be in {WINDOW_RANGE[0]}..{WINDOW_RANGE[1]}"
@@ -228,8 +225,8 @@ class MagicInfiniteSampler(io.ComfyNode):
         import warnings
 
         from magicinfinite_core.errors import MaskError
-        from magicinfinite_core.pipeline import sample_latent
-        from magicinfinite_core.sampler_state import has_state
+        from magicinfinite_core.generate import GenerateOptions, sample_latent
+        from magicinfinite_core.sampling.state import has_state
 
         cls.check_inputs(shift, resume_dir, device)
         state_dir = state_dir_for(resume_dir)
@@ -243,14 +240,15 @@ class MagicInfiniteSampler(io.ComfyNode):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                sampled = sample_latent(
-                    model, portrait[:1], features,
-                    int(audio_features["num_frames"]), prompt or "",
+                options = GenerateOptions(
                     speakers=node_speakers(speaker_masks, k, model.height, model.width),
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
-                    window=int(window), overlap=int(overlap), shift=float(shift),
-                    distilled_timesteps=timesteps, seed=int(seed), device=torch_device(device),
-                    state_dir=state_dir, resume=resumed, callback=progress_callback(cls.hidden.unique_id),
+                    window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
+                    seed=int(seed), state_dir=state_dir, resume=resumed,
+                )
+                sampled = sample_latent(
+                    model, portrait[:1], features, int(audio_features["num_frames"]), prompt or "",
+                    options=options, device=torch_device(device), callback=progress_callback(cls.hidden.unique_id),
                     forward=forward,
                 )
         except MaskError as e:

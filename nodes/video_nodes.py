@@ -27,7 +27,7 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 def _clear_state(latent: dict[str, Any]) -> None:
     """The video is on disk: the sampler's resume state has served its purpose."""
-    from magicinfinite_core.sampler_state import clear_state
+    from magicinfinite_core.sampling.state import clear_state
 
     if latent.get("state_dir"):
         (Path(latent["state_dir"]) / OUTPUT_RECORD).unlink(missing_ok=True)
@@ -99,7 +99,7 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
                 device: str) -> io.NodeOutput:
-        from magicinfinite_core.pipeline import decode_to_mp4
+        from magicinfinite_core.media.video_io import decode_to_mp4
 
         err = check_prefix(filename_prefix)
         if err:
@@ -148,9 +148,9 @@ class MagicInfiniteDecode(io.ComfyNode):
                 device: str) -> io.NodeOutput:
         import torch
 
-        from magicinfinite_core.autoencoders import decode_fn
         from magicinfinite_core.config import VIDEO_FPS
-        from magicinfinite_core.streamed_decode import streamed_decode
+        from magicinfinite_core.media.autoencoders import decode_fn
+        from magicinfinite_core.media.streamed_decode import streamed_decode
 
         check_floats(max_seconds=(max_seconds, 0.04, 3600.0))  # NaN passes ComfyUI's min/max
         n = int(latent["num_frames"])

@@ -7,8 +7,8 @@
 # The machine (KINDS.md of the device tool): Python 3.12, x86-64, torch 2.11 + CUDA 13, triton,
 # transformers, accelerate, peft, einops, sentencepiece, safetensors, numpy, pillow, pyyaml, requests,
 # huggingface-hub already installed. Missing and needed:
-#   diffusers          the VAE (magicinfinite_core.vae imports it at the top); needs importlib_metadata
-#   soxr               magicinfinite_core.audio (imported by pipeline.py)
+#   diffusers          the VAE (magicinfinite_core.media.vae imports it at the top); needs importlib_metadata
+#   soxr               magicinfinite_core.inputs.audio (imported by pipeline.py)
 #   xfuser + yunchang  the USP path (`bench/usp_scaling.py --xfuser-check`); xfuser's package import
 #                      also pulls distvae (its VAE pipelines) and beautifulsoup4 (+ soupsieve)
 # Deliberately not carried: PyAV (36 MB; only video_io needs it, for writing mp4, which gpu_check never

@@ -83,7 +83,7 @@ def magic_test_bundle(comfyui_models: Path) -> str:
 
     Returns its name for the Model Loader's ``model`` input (the demo model may not exist yet).
     """
-    from magicinfinite_core.pipeline import random_bundle, save_bundle
+    from magicinfinite_core.weights.bundle import random_bundle, save_bundle
 
     dest = comfyui_models / "diffusion_models" / TEST_BUNDLE
     if not (dest / "bundle.json").is_file():

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from magicinfinite_core.audio import (
+from magicinfinite_core.errors import AudioError
+from magicinfinite_core.inputs.audio import (
     AudioWarning,
     audio_from_comfy,
     load_audio,
@@ -20,7 +21,6 @@ from magicinfinite_core.audio import (
     num_video_frames_for_samples,
     to_comfy_audio,
 )
-from magicinfinite_core.errors import AudioError
 from tests.audio_fixtures import convert_soundfile, encode_av, make_speech
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.audio import load_audio, load_speaker_tracks
-from magicinfinite_core.audio_features import (
+from magicinfinite_core.errors import AudioError, CheckpointError
+from magicinfinite_core.inputs.audio import load_audio, load_speaker_tracks
+from magicinfinite_core.inputs.audio_features import (
     AudioFeatureExtractor,
     MelExtractor,
     Wav2Vec2Extractor,
@@ -21,7 +22,6 @@ from magicinfinite_core.audio_features import (
     infer_wav2vec2_config,
     load_extractor,
 )
-from magicinfinite_core.errors import AudioError, CheckpointError
 from tests.audio_fixtures import make_speech, save_comfy_single_file, tiny_wav2vec2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_wav2vec2_all_layouts_match_the_model(w2v, speech):
 def test_config_inferred_from_shapes(w2v):
     from safetensors.torch import load_file
 
-    from magicinfinite_core.audio_features import _strip_prefix
+    from magicinfinite_core.inputs.audio_features import _strip_prefix
 
     model, _, single, _ = w2v
     cfg = infer_wav2vec2_config(_strip_prefix(load_file(str(single))))

@@ -110,7 +110,7 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
     assert res["bad"]["status"] == "error" and "missing.wav" in res["bad"]["error"]
     assert res["cut"]["status"] == "error" and "node 7" in res["cut"]["error"]
     state = tmp_path / "out" / "cut" / "magicinfinite_state" / "batch_cut"
-    from magicinfinite_core.sampler_state import has_state, load_state
+    from magicinfinite_core.sampling.state import has_state, load_state
 
     assert has_state(state) and load_state(state).step == load_state(state).total_steps  # sampling had finished
 

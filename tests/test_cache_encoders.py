@@ -27,16 +27,16 @@ def test_missing_encoder_files_are_named_with_what_to_pass(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_hunyuan_wav2vec2_cache_holds_llava_tokens_and_wav2vec2_features(folders, tmp_path):  # noqa: F811
-    from magicinfinite_core.checkpoints import load_state_dict
     from magicinfinite_core.config import VAEConfig
     from magicinfinite_core.distributed.ray_runtime import init_ray
-    from magicinfinite_core.vae import VideoVAE
+    from magicinfinite_core.media.autoencoders import save_autoencoder as save_vae
+    from magicinfinite_core.media.vae import VideoVAE
+    from magicinfinite_core.weights.checkpoints import load_state_dict
     from tests.audio_fixtures import tiny_wav2vec2
     from training.data.clip import make_clip, save_clip
     from training.data.render import WorldConfig
     from training.data.speech import espeak_available
     from training.preprocess import preprocess
-    from training.train_vae import save_vae
 
     if not espeak_available():
         pytest.skip("espeak-ng is needed to build world clips")

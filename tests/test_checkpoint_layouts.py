@@ -17,12 +17,12 @@ import torch
 from diffusers import HunyuanVideoTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-from magicinfinite_core import checkpoint_layouts as cl
-from magicinfinite_core.checkpoints import save_dit
 from magicinfinite_core.config import DiTConfig, dit_preset
 from magicinfinite_core.errors import CheckpointError
-from magicinfinite_core.key_maps import diffusers_to_original
 from magicinfinite_core.models.dit import AUDIO_PREFIXES, MagicInfiniteDiT
+from magicinfinite_core.weights import transformer_layouts as cl
+from magicinfinite_core.weights.checkpoints import save_dit
+from magicinfinite_core.weights.key_maps import diffusers_to_original
 
 DATA = Path(__file__).parent / "data"
 
@@ -405,4 +405,3 @@ def test_list_model_files(saved):
     assert "transformer" in listed  # the diffusers folder, not its shards
     assert "orig_shards/model.safetensors.index.json" in listed
     assert not any("-of-" in name for name in listed)
-    assert cl.COMFYUI_FOLDERS["transformer"] == "diffusion_models"

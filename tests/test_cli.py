@@ -5,15 +5,15 @@ import sys
 import numpy as np
 from PIL import Image
 
-from magicinfinite_core.cli import main
 from magicinfinite_core.config import VAEConfig
-from magicinfinite_core.pipeline import random_bundle, save_bundle
-from magicinfinite_core.video_io import probe_video, write_wav
+from magicinfinite_core.media.video_io import probe_video, write_wav
+from magicinfinite_core.weights.bundle import random_bundle, save_bundle
+from runner.cli import main
 
 
 def _demo_width() -> int:
     """The embedded demo model's frame width (its bundle.json resolution)."""
-    from magicinfinite_core.pipeline import DEMO_MODEL_DIR
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
 
     return int(json.loads((DEMO_MODEL_DIR / "bundle.json").read_text())["resolution"][1])
 
@@ -25,16 +25,16 @@ def _inputs(tmp_path):
 
 
 def test_help_is_readable():
-    out = subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", "generate", "--help"],
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "generate", "--help"],
                          capture_output=True, text=True, check=True).stdout
     for flag in ("--portrait", "--audio", "--prompt", "--out", "--speaker-mask", "--model", "--resume", "examples:"):
         assert flag in out
 
 
 def test_missing_demo_model_says_so_in_one_line(tmp_path, capsys, monkeypatch):
-    import magicinfinite_core.pipeline as pipeline
+    import magicinfinite_core.weights.bundle as bundle
 
-    monkeypatch.setattr(pipeline, "DEMO_MODEL_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(bundle, "DEMO_MODEL_DIR", tmp_path / "not-installed")
     p, a = _inputs(tmp_path)
     code = main(["generate", "--portrait", p, "--audio", a, "--prompt", "hi", "--out", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err.strip()
@@ -96,6 +96,6 @@ def test_the_generator_is_the_default_when_the_model_has_one(tmp_path, capsys):
     assert m == "base" and "note:" not in err
     m, err = mode(["--steps", "2"], "s.mp4")
     assert m == "base" and "note: --steps given" in err
-    assert subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", "generate", "--portrait", p, "--audio", a,
+    assert subprocess.run([sys.executable, "-m", "runner.cli", "generate", "--portrait", p, "--audio", a,
                            "--prompt", "x", "--out", str(tmp_path / "x.mp4"), "--base", "--distilled"],
                           capture_output=True, text=True).returncode == 2

@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
-from magicinfinite_core.checkpoints import load_dit, load_state_dict, save_dit
 from magicinfinite_core.config import AudioLayerConfig, DiTConfig, SamplerConfig
-from magicinfinite_core.guidance import CFGConfig
 from magicinfinite_core.models.dit import MagicInfiniteDiT
-from magicinfinite_core.sampler import sample
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.sampler import sample
+from magicinfinite_core.weights.checkpoints import load_state_dict, save_dit
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 from training.distill.batch import CondBatch, collate, run_dit, synthetic_examples
 from training.distill.dmd import Critic, dmd_gradient, dmd_loss, dmd_terms, generator_sample
 from training.distill.gan_head import GANHead
@@ -204,17 +205,17 @@ def test_resume_is_bit_exact(tmp_path):
     assert not torch.equal(a["gen.final_layer.linear.weight"], make_base().final_layer.linear.weight)
 
 
-def test_generator_file_loads_with_load_dit_and_runs_the_4_step_sampler(tmp_path):
+def test_generator_file_loads_with_load_transformer_and_runs_the_4_step_sampler(tmp_path):
     trainer = DistillTrainer(make_base(), data(), small_config(), tmp_path)
     trainer.train(2)
     gen_path, lora_path = trainer.export()
-    model = load_dit(gen_path)
+    model = load_transformer(gen_path)
     ema = trainer.ema.state_dict(trainer.gen_module)
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
     assert any("lora_A" in k for k in load_state_dict(lora_path))
     half, _ = trainer.export(tmp_path / "fp16", dtype=torch.float16)  # how the demo generator ships
     assert all(v.dtype == torch.float16 for v in load_state_dict(half).values() if v.is_floating_point())
-    assert load_dit(half).cfg == CFG
+    assert load_transformer(half).cfg == CFG
 
     batch = collate(data(1))
 
@@ -245,8 +246,8 @@ def test_curriculum_endpoints():
 def test_real_score_is_the_samplers_guided_prediction():
     """The distillation teacher must be exactly what the base sampler runs (pipeline.WindowPredictor):
     same passes, same UNCOND (null prompt, no portrait concat, no audio), same normalised Eq. 7."""
-    from magicinfinite_core.pipeline import Conditions, WindowPredictor, audio_for_latents
-    from magicinfinite_core.sliding_window import Window
+    from magicinfinite_core.sampling.predictor import Conditions, WindowPredictor, audio_for_latents
+    from magicinfinite_core.sampling.sliding_window import Window
 
     g = torch.Generator().manual_seed(11)
     t, h, w = THW
@@ -307,11 +308,12 @@ def test_cli_trains_resumes_and_exports(tmp_path, capsys):
     assert main([*args, "--steps", "3", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "resumed from" in out and "at step 2" in out
-    assert load_dit(tmp_path / "run" / "generator.safetensors").cfg == CFG
+    assert load_transformer(tmp_path / "run" / "generator.safetensors").cfg == CFG
 
 
 def test_cli_on_a_model_bundle_exports_a_bundle_the_pipeline_runs_in_4_steps(tmp_path):
-    from magicinfinite_core.pipeline import generate, random_bundle, save_bundle
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.weights.bundle import random_bundle, save_bundle
 
     base = save_bundle(random_bundle(0, dit_cfg=CFG), tmp_path / "base_bundle")
     out = tmp_path / "run"

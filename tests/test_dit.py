@@ -3,20 +3,17 @@
 import pytest
 import torch
 
-from magicinfinite_core.checkpoints import load_dit, load_into, save_dit, save_state_dict
-from magicinfinite_core.config import DiTConfig, dit_preset
+from magicinfinite_core.config import DiTConfig, dit_preset, latent_frames
 from magicinfinite_core.errors import CheckpointError
-from magicinfinite_core.models.audio_layers import (
-    AudioCrossAttention,
-    group_audio_by_latent_frame,
-    num_latent_frames,
-)
+from magicinfinite_core.models.audio_layers import AudioCrossAttention, group_audio_by_latent_frame
 from magicinfinite_core.models.dit import (
     AUDIO_PREFIXES,
     MagicInfiniteDiT,
     concat_image_condition,
     count_parameters,
 )
+from magicinfinite_core.weights.checkpoints import load_into, save_dit, save_state_dict
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 
 
 def tiny_inputs(cfg: DiTConfig, k: int = 2, t: int = 3, hw: tuple[int, int] = (8, 8), seed: int = 0):
@@ -120,7 +117,7 @@ def test_wrong_speaker_mask_shape_is_a_clear_error():
 def test_group_audio_by_latent_frame_alignment():
     feats = torch.arange(10.0)[:, None]  # video frame index as the feature
     grouped = group_audio_by_latent_frame(feats, frames_per_latent=4, window=5)  # [T_lat, 4, 5, 1]
-    assert grouped.shape == (num_latent_frames(10), 4, 5, 1) == (4, 4, 5, 1)
+    assert grouped.shape == (latent_frames(10), 4, 5, 1) == (4, 4, 5, 1)
     assert grouped[0, :, 2, 0].tolist() == [0, 0, 0, 0]  # latent 0 <-> video frame 0 alone
     assert grouped[1, :, 2, 0].tolist() == [1, 2, 3, 4]  # latent k <-> 4k-3..4k
     assert grouped[3, :, 2, 0].tolist() == [9, 9, 9, 9]  # frames past the end clamp to the last one
@@ -142,7 +139,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     model = MagicInfiniteDiT(dit_preset("tiny"))
     randomise_(model)
     path = save_dit(tmp_path / "m.safetensors", model)
-    loaded = load_dit(path)
+    loaded = load_transformer(path)
     assert loaded.cfg == model.cfg
     a, b = model.state_dict(), loaded.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -175,8 +172,8 @@ def test_stage1_checkpoint_loads_into_audio_model_with_zero_audio(tmp_path):
     randomise_(stage1)
     path = save_dit(tmp_path / "stage1.safetensors", stage1)
     with pytest.raises(CheckpointError, match="missing"):
-        load_dit(path, cfg=cfg)
-    model = load_dit(path, cfg=cfg, allow_missing_audio=True)
+        load_transformer(path, cfg)
+    model = load_transformer(path, cfg, allow_missing_audio=True)
     assert all(
         torch.equal(p, torch.zeros_like(p))
         for n, p in model.named_parameters()
@@ -188,26 +185,26 @@ def test_pickle_and_corrupt_files_are_refused(tmp_path):
     bad = tmp_path / "m.pt"
     bad.write_bytes(b"\x80\x04junk")
     with pytest.raises(CheckpointError, match="only .safetensors"):
-        load_dit(bad)
+        load_transformer(bad)
     path = save_state_dict(tmp_path / "t.safetensors", {"a": torch.zeros(1000)}, kind="test")
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated.safetensors"):
-        load_dit(truncated)
+        load_transformer(truncated)
     with pytest.raises(CheckpointError, match="not found"):
-        load_dit(tmp_path / "nope.safetensors")
+        load_transformer(tmp_path / "nope.safetensors")
 
 
 def test_one_denoising_step_of_a_33_frame_window_on_cpu():
     """Batch 1, 33 video frames (9 latent frames) at 64x64: the tiny model's sliding window."""
-    from magicinfinite_core import scheduler
+    from magicinfinite_core.sampling import schedule as scheduler
 
     cfg = dit_preset("tiny")
     torch.manual_seed(0)
     model = MagicInfiniteDiT(cfg).eval()
     g = torch.Generator().manual_seed(0)
     a = cfg.audio
-    noisy = torch.randn(1, cfg.out_channels, num_latent_frames(33), 8, 8, generator=g)
+    noisy = torch.randn(1, cfg.out_channels, latent_frames(33), 8, 8, generator=g)
     image = torch.randn(1, cfg.out_channels, 1, 8, 8, generator=g)
     sigmas = scheduler.flow_sigmas(4)
     with torch.inference_mode():

@@ -5,8 +5,8 @@ import torch
 from diffusers import HunyuanVideoTransformer3DModel
 
 from magicinfinite_core.config import dit_preset
-from magicinfinite_core.key_maps import diffusers_to_original, original_to_diffusers
 from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.weights.key_maps import diffusers_to_original, original_to_diffusers
 
 
 def diffusers_twin(cfg):

@@ -14,8 +14,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from magicinfinite_core import flops
 from magicinfinite_core.config import VAEConfig, dit_preset
+from magicinfinite_core.media.streamed_decode import diffusers_decode_fn
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.models import flops
 from magicinfinite_core.models.block_swap import BlockSwap, execution_order
 from magicinfinite_core.models.blocks import DoubleStreamBlock, SingleStreamBlock
 from magicinfinite_core.models.fp8 import (
@@ -27,8 +29,6 @@ from magicinfinite_core.models.fp8 import (
     roundtrip_error,
 )
 from magicinfinite_core.models.rope import rope_3d
-from magicinfinite_core.streamed_decode import diffusers_decode_fn
-from magicinfinite_core.vae import VideoVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_gpu_check_bf16_path_runs_on_cpu(tmp_path):
 
 def _plans(t_lat: int):
     from magicinfinite_core.config import SamplerConfig
-    from magicinfinite_core.sampler import step_plans
+    from magicinfinite_core.sampling.sampler import step_plans
 
     return step_plans(t_lat, SamplerConfig(), 4)
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from magicinfinite_core import scheduler
 from magicinfinite_core.config import dit_preset
-from magicinfinite_core.guidance import (
+from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.sampling import schedule as scheduler
+from magicinfinite_core.sampling.guidance import (
     FULL,
     NO_AUDIO,
     PASSES,
@@ -15,7 +16,6 @@ from magicinfinite_core.guidance import (
     draw_scales,
     guided_velocity,
 )
-from magicinfinite_core.models.dit import MagicInfiniteDiT
 
 
 @pytest.mark.parametrize("mode", ["off", "two-fold", "three-fold"])
@@ -26,7 +26,7 @@ def test_coefficients_sum_to_one(mode, wa, wt):
 
 def test_zero_scales_return_the_fully_conditioned_prediction():
     preds = {FULL: torch.randn(2, 3), NO_AUDIO: torch.randn(2, 3), UNCOND: torch.randn(2, 3)}
-    from magicinfinite_core.guidance import combine
+    from magicinfinite_core.sampling.guidance import combine
 
     for mode in ("two-fold", "three-fold"):
         assert torch.allclose(combine(preds, mode, 0.0, 0.0), preds[FULL])

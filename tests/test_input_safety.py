@@ -21,10 +21,12 @@ from PIL import Image
 
 from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.errors import CheckpointError, MagicInfiniteError, MaskError, NonFiniteError
-from magicinfinite_core.masks import MAX_FACE_AREA, FaceDetector, speaker_masks
-from magicinfinite_core.pipeline import generate, load_bundle, pixel_speaker_masks, random_bundle, save_bundle
-from magicinfinite_core.sampler import sample
-from magicinfinite_core.video_io import write_wav
+from magicinfinite_core.generate import generate
+from magicinfinite_core.inputs.masks import MAX_FACE_AREA, FaceDetector, speaker_masks
+from magicinfinite_core.inputs.portrait import pixel_speaker_masks
+from magicinfinite_core.media.video_io import write_wav
+from magicinfinite_core.sampling.sampler import sample
+from magicinfinite_core.weights.bundle import load_bundle, random_bundle, save_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 BOX = [[4, 4, 28, 28]]
@@ -90,7 +92,7 @@ def test_library_refuses_bad_sampling_numbers(tmp_path, tiny, kw):
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600)
 
 
@@ -253,7 +255,7 @@ def test_batch_killed_during_decode_resumes_into_its_own_name(comfyui_install, t
     import shutil
     import signal
 
-    from magicinfinite_core.video_io import probe_video
+    from magicinfinite_core.media.video_io import probe_video
 
     from .comfyui_server import WORKFLOWS_DIR, magic_workflow
     from .comfyui_server import write_wav as write_tone
@@ -265,7 +267,7 @@ def test_batch_killed_during_decode_resumes_into_its_own_name(comfyui_install, t
     (tmp_path / "wf.json").write_text(json.dumps(magic_workflow("single_speaker", "mi_kill_bundle", "unused.wav")))
     (tmp_path / "jobs.csv").write_text("id,portrait,3.audio,7.decode_chunk\nk1,face.png,voice.wav,2\n")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "magicinfinite_core.cli", "batch", str(tmp_path / "jobs.csv"), "--workflow",
+    argv = [sys.executable, "-m", "runner.cli", "batch", str(tmp_path / "jobs.csv"), "--workflow",
             str(tmp_path / "wf.json"), "--out", str(out), "--map", "portrait=2.image", "--models-dir", str(models),
             "--comfyui", str(comfyui_install), "--cpu"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

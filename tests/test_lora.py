@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from magicinfinite_core.checkpoint_layouts import original_key_to_comfyui
-from magicinfinite_core.checkpoints import save_state_dict
 from magicinfinite_core.config import dit_preset
 from magicinfinite_core.errors import CheckpointError
-from magicinfinite_core.lora import apply_lora
 from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.weights.checkpoints import save_state_dict
+from magicinfinite_core.weights.lora import apply_lora
+from magicinfinite_core.weights.transformer_layouts import original_key_to_comfyui
 from training.distill.lora import make_fake_score, save_lora
 
 from .test_dit import randomise_, tiny_inputs

@@ -10,7 +10,7 @@ import torch
 from skimage import data
 
 from magicinfinite_core.errors import MaskError
-from magicinfinite_core.masks import (
+from magicinfinite_core.inputs.masks import (
     FaceBox,
     FaceDetector,
     as_mask_stack,
@@ -175,7 +175,7 @@ def test_token_masks_static_and_threshold():
     m = np.zeros((2, 64, 64), np.float32)
     m[0, 0:16, 0:16] = 1  # exactly token (0, 0) of an 8x8 grid (8x8 px tokens) ... and (0,1),(1,0),(1,1)
     m[1, 40:42, 40:48] = 1  # 2 rows of token (5, 5): 25% -> on (threshold is >= 0.25)
-    tm = token_masks(m, num_latent_frames=3, grid_hw=(8, 8))
+    tm = token_masks(m, latent_frames=3, grid_hw=(8, 8))
     assert tm.shape == (2, 3, 8, 8) and tm.dtype == torch.float32
     assert set(tm.unique().tolist()) <= {0.0, 1.0}
     assert tm[0, 0].sum() == 4 and tm[0, 0, :2, :2].all()

@@ -115,7 +115,7 @@ def test_usp_backend_runs_in_worker_processes_and_matches_single_device(comfyui_
 def test_lora_node_merges_a_lora_from_models_loras(comfyui_server, comfyui_models, magic_test_bundle, voice):
     import torch
 
-    from magicinfinite_core.checkpoints import save_state_dict
+    from magicinfinite_core.weights.checkpoints import save_state_dict
 
     g = torch.Generator().manual_seed(0)
     hidden = 128

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.autoencoders import decode_fn, load_autoencoder, save_autoencoder
 from magicinfinite_core.config import AudioLayerConfig, DiTConfig, SamplerConfig
 from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.media.autoencoders import decode_fn, load_autoencoder, save_autoencoder
+from magicinfinite_core.media.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig
+from magicinfinite_core.media.streamed_decode import streamed_decode
 from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
-from magicinfinite_core.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig
-from magicinfinite_core.sampler import sample
-from magicinfinite_core.streamed_decode import streamed_decode
+from magicinfinite_core.sampling.sampler import sample
 from training.fit_autoencoder import fit_patch_autoencoder, psnr
 
 CFG = PatchAutoencoderConfig(patch=4, spatial_channels=12, temporal_channels=6)
@@ -74,8 +74,8 @@ def test_save_load_round_trip_and_misfit_names_keys(fitted, tmp_path):
     assert torch.equal(again.encode(v), fitted.encode(v))  # bases stay float32 even when fp16 is asked
     other = PatchAutoencoder(PatchAutoencoderConfig(patch=4, spatial_channels=10, temporal_channels=6))
     bad = save_autoencoder(tmp_path / "bad.safetensors", other)
-    from magicinfinite_core.autoencoders import load_autoencoder_state
-    from magicinfinite_core.checkpoints import load_state_dict
+    from magicinfinite_core.media.autoencoders import load_autoencoder_state
+    from magicinfinite_core.weights.checkpoints import load_state_dict
 
     with pytest.raises(CheckpointError, match="spatial_basis"):
         load_autoencoder_state(PatchAutoencoder(CFG), load_state_dict(bad), bad)
@@ -151,8 +151,9 @@ def test_bundle_with_patch_autoencoder_generates_through_the_pipeline(tmp_path):
     DiT without branching; the mp4 decodes back to the audio's length at the bundle's size."""
     from PIL import Image
 
-    from magicinfinite_core.pipeline import generate, load_bundle, random_bundle, save_bundle
-    from magicinfinite_core.video_io import probe_video, write_wav
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video, write_wav
+    from magicinfinite_core.weights.bundle import load_bundle, random_bundle, save_bundle
 
     dit_cfg = DiTConfig(in_channels=2 * CFG.latent_channels + 1, out_channels=CFG.latent_channels,
                         image_condition="every_frame", reference_skip=True, audio=AudioLayerConfig(feature_dim=64))

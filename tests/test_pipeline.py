@@ -5,24 +5,18 @@ import pytest
 import torch
 from PIL import Image
 
-from magicinfinite_core.audio import load_audio, num_video_frames
-from magicinfinite_core.config import SamplerConfig, VAEConfig
+from magicinfinite_core.config import SamplerConfig, VAEConfig, latent_frames
 from magicinfinite_core.errors import CheckpointError, MagicInfiniteError
-from magicinfinite_core.guidance import CFGConfig
+from magicinfinite_core.generate import generate
+from magicinfinite_core.inputs.audio import load_audio, num_video_frames
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.media.video_io import decode_to_mp4, iter_video_frames, probe_video, write_wav
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
-from magicinfinite_core.pipeline import (
-    audio_for_latents,
-    decode_to_mp4,
-    generate,
-    load_bundle,
-    random_bundle,
-    save_bundle,
-)
-from magicinfinite_core.sampler import sample
-from magicinfinite_core.sampler_state import load_state
-from magicinfinite_core.sliding_window import latent_frames
-from magicinfinite_core.vae import VideoVAE
-from magicinfinite_core.video_io import iter_video_frames, probe_video, write_wav
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.predictor import audio_for_latents
+from magicinfinite_core.sampling.sampler import sample
+from magicinfinite_core.sampling.state import load_state
+from magicinfinite_core.weights.bundle import load_bundle, random_bundle, save_bundle
 
 SMALL_VAE = VAEConfig(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, mid_block_add_attention=False)
 BOX = [[4, 4, 28, 28]]

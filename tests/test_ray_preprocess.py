@@ -39,10 +39,10 @@ def world(tmp_path_factory):
     if not espeak_available():
         pytest.skip("espeak-ng is needed to build world clips")
     from magicinfinite_core.config import VAEConfig
-    from magicinfinite_core.vae import VideoVAE
+    from magicinfinite_core.media.autoencoders import save_autoencoder as save_vae
+    from magicinfinite_core.media.vae import VideoVAE
     from training.data.clip import make_clip, save_clip
     from training.data.render import WorldConfig
-    from training.train_vae import save_vae
 
     root = tmp_path_factory.mktemp("world")
     torch.manual_seed(0)

@@ -3,8 +3,8 @@ import torch
 
 from magicinfinite_core.config import SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.sampler import Progress, fill_noise, sample, sampling_sigmas
-from magicinfinite_core.sampler_state import has_state, load_state
+from magicinfinite_core.sampling.sampler import Progress, fill_noise, sample, sampling_sigmas
+from magicinfinite_core.sampling.state import has_state, load_state
 
 SHAPE = (4, 23, 4, 4)  # 23 latent frames = 89 video frames: 3-4 windows of 9
 CFG = SamplerConfig(steps=5, shift=3.0, window_frames=33, overlap_frames=8, shift_windows=True)

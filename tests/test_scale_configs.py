@@ -60,7 +60,7 @@ def _train_cost():
 
 def test_train_cost_is_flops_over_the_assumed_rate():
     from magicinfinite_core.config import dit_preset
-    from magicinfinite_core.flops import ForwardShape, dit_forward_flops
+    from magicinfinite_core.models.flops import ForwardShape, dit_forward_flops
 
     mod = _train_cost()
     res = mod.estimate(frames=129, size=544, mfu=0.4, peak_tflops=989.0, clips=1000)

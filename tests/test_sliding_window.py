@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from magicinfinite_core.sliding_window import (
+from magicinfinite_core.config import latent_frames
+from magicinfinite_core.sampling.sliding_window import (
     blend_weights,
     coverage,
-    latent_frames,
     max_shift,
     step_shift,
     video_frames_of_latent,

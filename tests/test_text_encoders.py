@@ -19,8 +19,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from magicinfinite_core import text_encoders as te
 from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.inputs import text_encoders as te
 
 SPECIAL = [
     "<|begin_of_text|>",

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "training.md"
 ASSETS = REPO / "magicinfinite_core" / "assets"
 SPLITS = {"train": 6, "heldout": 2}
-SHELL_PRELUDE = 'set -e\npython() { "$PY" "$@"; }\nmagicinfinite() { "$PY" -m magicinfinite_core.cli "$@"; }\n'
+SHELL_PRELUDE = 'set -e\npython() { "$PY" "$@"; }\nmagicinfinite() { "$PY" -m runner.cli "$@"; }\n'
 
 
 def recipe_commands() -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.checkpoints import save_state_dict
+from magicinfinite_core.weights.checkpoints import save_state_dict
 from tests.test_training import TINY_DIT, tiny_config
 
 pytest.importorskip("tensorboard")
@@ -50,8 +50,8 @@ def make_eval_cache(root: Path, n: int = 3, heldout: int = 1, seed: int = 0) -> 
 
 def _test_vae(path: Path) -> Path:
     from magicinfinite_core.config import VAEConfig
-    from magicinfinite_core.vae import VideoVAE
-    from training.train_vae import save_vae
+    from magicinfinite_core.media.autoencoders import save_autoencoder as save_vae
+    from magicinfinite_core.media.vae import VideoVAE
 
     torch.manual_seed(0)
     return save_vae(path, VideoVAE(VAEConfig(spatial_compression_ratio=4)))
@@ -102,9 +102,9 @@ def test_distillation_logs_its_loss_terms_and_rates(tmp_path):
     from training.distill.trainer import main
 
     base = tmp_path / "base.safetensors"
-    from magicinfinite_core.checkpoints import save_dit
     from magicinfinite_core.config import AudioLayerConfig, DiTConfig
     from magicinfinite_core.models.dit import MagicInfiniteDiT
+    from magicinfinite_core.weights.checkpoints import save_dit
 
     d = dict(TINY_DIT)
     audio = d.pop("audio")

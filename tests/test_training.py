@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from magicinfinite_core.checkpoints import save_state_dict
+from magicinfinite_core.weights.checkpoints import save_state_dict
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 from training.conditioning import DropoutConfig, assemble, draw_dropout, model_input
 from training.losses import LossConfig, adaptive_flow_loss, masked_mean
 from training.trainer import (
@@ -20,11 +21,10 @@ from training.trainer import (
     StageConfig,
     TrainConfig,
     build_model,
-    load_optimizer_tensors,
-    optimizer_tensors,
     run,
     train_step_loss,
 )
+from training.training_state import load_optimizer_tensors, optimizer_tensors
 
 C, T, H, W, L, DT, D = 4, 5, 4, 4, 6, 16, 8
 
@@ -194,9 +194,8 @@ def test_stage2_starts_equal_to_stage1(tmp_path):
     path = run(cfg, 1, max_steps=1)
     cfg.stage2.init = str(path)
     m1, m2 = build_model(cfg, 1).eval(), build_model(cfg, 2).eval()
-    from magicinfinite_core.checkpoints import load_dit
 
-    m1 = load_dit(path)
+    m1 = load_transformer(path)
     x = torch.randn(1, 2 * C + 1, 3, H, W)
     args = (x, torch.tensor([500.0]), torch.randn(1, L, DT), None, torch.randn(1, DT))
     audio = torch.randn(1, 1, 3, 4, 5, D)
@@ -268,16 +267,16 @@ def test_preprocess_cache_is_deterministic_and_resumes(tmp_path):
 
     if not espeak_available():
         pytest.skip("espeak-ng is needed to build world clips")
-    from magicinfinite_core.checkpoints import load_state_dict
     from magicinfinite_core.config import VAEConfig
-    from magicinfinite_core.vae import VideoVAE
+    from magicinfinite_core.media.autoencoders import save_autoencoder
+    from magicinfinite_core.media.vae import VideoVAE
+    from magicinfinite_core.weights.checkpoints import load_state_dict
     from training.data.clip import make_clip, save_clip
     from training.data.render import WorldConfig
     from training.preprocess import preprocess, read_cache_manifest
-    from training.train_vae import save_vae
 
     torch.manual_seed(0)
-    vae_path = save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(spatial_compression_ratio=4)))
+    vae_path = save_autoencoder(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(spatial_compression_ratio=4)))
     for i in range(2):
         save_clip(make_clip(i, "train", 9, WorldConfig(32, 32, 0.3, 0.4, 1, 0.0)), tmp_path / "data" / f"c{i}")
     a = preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
@@ -307,17 +306,17 @@ def test_lr_factor_warms_up_then_anneals_to_the_floor():
 def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
     from magicinfinite_core.config import VAEConfig
     from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.pipeline import load_bundle
-    from magicinfinite_core.vae import VideoVAE
-    from training.train_vae import save_vae
+    from magicinfinite_core.media.autoencoders import save_autoencoder
+    from magicinfinite_core.media.vae import VideoVAE
+    from magicinfinite_core.weights.bundle import load_bundle
     from training.trainer import export_demo
 
     cfg = tiny_config(tmp_path)
     dit = run(cfg, 1, max_steps=1)
-    cfg.vae = str(save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
+    cfg.vae = str(save_autoencoder(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
     assets = tmp_path / "assets"
     export_demo(cfg, dit, assets, card={"recommended_guidance": {"audio_scale": 3.0, "text_scale": 0.0}})
-    from magicinfinite_core.checkpoints import load_state_dict
+    from magicinfinite_core.weights.checkpoints import load_state_dict
 
     assert {v.dtype for v in load_state_dict(assets / "dit.safetensors").values()} == {torch.float16}
     bundle = load_bundle(assets)
@@ -443,13 +442,13 @@ def test_resume_skips_a_checkpoint_cut_by_a_kill_and_saves_on_steps(tmp_path):
 
 def test_export_refuses_the_package_and_names_the_bundle_after_the_run(tmp_path, capsys):
     from magicinfinite_core.config import VAEConfig
-    from magicinfinite_core.vae import VideoVAE
-    from training.train_vae import save_vae
+    from magicinfinite_core.media.autoencoders import save_autoencoder
+    from magicinfinite_core.media.vae import VideoVAE
     from training.trainer import main
 
     cfg = tiny_config(tmp_path / "myrun")
     run(cfg, 2, max_steps=1)
-    cfg.vae = str(save_vae(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
+    cfg.vae = str(save_autoencoder(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(latent_channels=C, spatial_compression_ratio=4))))
     from dataclasses import asdict
 
     path = tmp_path / "cfg.json"

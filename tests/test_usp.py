@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from magicinfinite_core.checkpoints import load_dit, save_dit
 from magicinfinite_core.config import SamplerConfig, dit_preset
 from magicinfinite_core.distributed.usp import (
     ReplicatedTailAttention,
@@ -19,10 +18,12 @@ from magicinfinite_core.distributed.usp import (
     check_layout,
 )
 from magicinfinite_core.distributed.worker_group import ModelSpec, SequenceParallelWorkerGroup, resolve
-from magicinfinite_core.guidance import FULL, UNCOND, CFGConfig, guided_velocity
 from magicinfinite_core.models.attention import LocalAttention
 from magicinfinite_core.models.dit import concat_image_condition
-from magicinfinite_core.sampler import sample
+from magicinfinite_core.sampling.guidance import FULL, UNCOND, CFGConfig, guided_velocity
+from magicinfinite_core.sampling.sampler import sample
+from magicinfinite_core.weights.checkpoints import save_dit
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 
 TOL = 1e-5
 CFG = dit_preset("tiny")
@@ -64,7 +65,7 @@ def checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def reference(checkpoint):
-    return load_dit(checkpoint)
+    return load_transformer(checkpoint)
 
 
 @pytest.fixture(scope="module")

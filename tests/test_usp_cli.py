@@ -1,4 +1,4 @@
-"""`torchrun --nproc-per-node 2 -m magicinfinite_core.cli generate ...` on CPU/gloo equals one process."""
+"""`torchrun --nproc-per-node 2 -m runner.cli generate ...` on CPU/gloo equals one process."""
 
 import os
 import subprocess
@@ -9,9 +9,9 @@ import soundfile as sf
 from PIL import Image
 
 from magicinfinite_core.config import DiTConfig
-from magicinfinite_core.pipeline import random_bundle, save_bundle
-from magicinfinite_core.sampler_state import load_state
-from magicinfinite_core.video_io import iter_video_frames
+from magicinfinite_core.media.video_io import iter_video_frames
+from magicinfinite_core.sampling.state import load_state
+from magicinfinite_core.weights.bundle import random_bundle, save_bundle
 
 
 def _frames(path):
@@ -29,12 +29,12 @@ def test_torchrun_two_ranks_matches_single_process(tmp_path):
               "--model", str(model), "--steps", "2", "--window", "9", "--overlap", "4", "--speaker-box",
               "4,4,28,28", "-q", "--device", "cpu", "--keep-state"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "magicinfinite_core.cli", *common, "--out", str(tmp_path / "one.mp4")],
+    single = subprocess.run([sys.executable, "-m", "runner.cli", *common, "--out", str(tmp_path / "one.mp4")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr
     dist = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29611",
-         "-m", "magicinfinite_core.cli", *common, "--out", str(tmp_path / "two.mp4")],
+         "-m", "runner.cli", *common, "--out", str(tmp_path / "two.mp4")],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert dist.returncode == 0, dist.stderr[-3000:]

@@ -3,7 +3,7 @@
 import torch
 
 from magicinfinite_core.config import vae_preset
-from magicinfinite_core.vae import FrameGroupNorm, VideoVAE
+from magicinfinite_core.media.vae import FrameGroupNorm, VideoVAE
 
 
 def test_causality_and_shapes():

@@ -11,9 +11,9 @@ import torch
 from diffusers import AutoencoderKLHunyuanVideo
 from safetensors.torch import load_file, save_file
 
-from magicinfinite_core import vae_layouts as vl
 from magicinfinite_core.config import vae_preset
 from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.weights import vae_layouts as vl
 
 DATA = Path(__file__).parent / "data"
 

@@ -5,8 +5,8 @@ from diffusers import AutoencoderKLHunyuanVideo
 
 from magicinfinite_core.config import VAEConfig
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.streamed_decode import decode_chunks, diffusers_decode_fn, streamed_decode
-from magicinfinite_core.video_io import (
+from magicinfinite_core.media.streamed_decode import decode_chunks, diffusers_decode_fn, streamed_decode
+from magicinfinite_core.media.video_io import (
     VideoWriter,
     frames_to_uint8,
     iter_video_frames,

@@ -63,7 +63,7 @@ class HunyuanCacheText:
 
     def __init__(self, llava: str | Path, clip: str | Path, device: str = "cpu",
                  max_tokens: int = HUNYUAN_MAX_TOKENS) -> None:
-        from magicinfinite_core.text_encoders import HunyuanTextEncoder
+        from magicinfinite_core.inputs.text_encoders import HunyuanTextEncoder
 
         dtype = torch.float16 if device != "cpu" else torch.float32
         self.encoder = HunyuanTextEncoder(llava, clip, device=device, dtype=dtype)
@@ -94,24 +94,17 @@ def build_text(spec: EncoderSpec, max_tokens: int, device: str = "cpu"):
 def build_audio(spec: EncoderSpec, n_mels: int, n_fft: int, device: str = "cpu"):
     """The audio feature extractor of a spec: `.extract(waveform_16k, num_frames) -> [F, D]`."""
     if spec.audio == "wav2vec2":
-        from magicinfinite_core.audio_features import Wav2Vec2Extractor
+        from magicinfinite_core.inputs.audio_features import Wav2Vec2Extractor
 
         return Wav2Vec2Extractor.from_path(spec.wav2vec2, device=device)
-    from magicinfinite_core.audio_features import MelExtractor
+    from magicinfinite_core.inputs.audio_features import MelExtractor
 
     return MelExtractor(n_mels=n_mels, n_fft=n_fft)
 
 
 def load_any_vae(path: str | Path, device: str = "cpu"):
-    """Our autoencoder files (config in the metadata), else a HunyuanVideo VAE in any layout
-    `vae_layouts.load_vae` reads (diffusers folder, original or ComfyUI file)."""
-    from magicinfinite_core.checkpoints import read_metadata
+    """Our autoencoder files (config in the metadata) or a HunyuanVideo VAE in any published layout
+    (`media.autoencoders.load_autoencoder`, the one autoencoder loader)."""
+    from magicinfinite_core.media.autoencoders import load_autoencoder
 
-    p = Path(path)
-    if p.is_file() and "config" in read_metadata(p):
-        from training.preprocess import load_vae
-
-        return load_vae(p).to(device)
-    from magicinfinite_core.vae_layouts import load_vae as load_published_vae
-
-    return load_published_vae(p, device=device)
+    return load_autoencoder(path, device=device)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from magicinfinite_core.checkpoints import FORMAT_KEY
+from magicinfinite_core.weights.checkpoints import FORMAT_KEY
 
 
 def canonical_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.autoencoders import save_autoencoder
-from magicinfinite_core.models.audio_layers import num_latent_frames
-from magicinfinite_core.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig, patchify
-from training.preprocess import frames_to_tensor, list_clips, read_clip
+from magicinfinite_core.config import latent_frames
+from magicinfinite_core.media.autoencoders import save_autoencoder
+from magicinfinite_core.media.patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig, patchify
+from training.data.clip import list_clips, read_clip
+from training.data.tensors import frames_to_tensor
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -118,7 +119,7 @@ def fit_patch_autoencoder(
 def round_trip_psnr(ae: PatchAutoencoder, video: torch.Tensor) -> float:
     f = video.shape[1]
     rec = ae.decode(ae.encode(video[None]))[0, :, :f]
-    assert rec.shape[1] == f or num_latent_frames(f) > 0
+    assert rec.shape[1] == f or latent_frames(f) > 0
     return psnr(rec, video)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from magicinfinite_core.scheduler import add_noise, shift_sigmas, velocity_target
+from magicinfinite_core.sampling.schedule import add_noise, shift_sigmas, velocity_target
 
 
 @dataclass(frozen=True)

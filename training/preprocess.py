@@ -16,9 +16,16 @@ them every step would waste most of the compute. Per clip we store one safetenso
 * ``mouth_open``    [F] audio-derived lip target, ``mouth_box`` / ``face_box`` [F, 4] and the
                     ``portrait`` (frame 0, uint8): what the evaluation during training needs.
 
-A manifest (``manifest.jsonl``) lists the cached clips; ``cache.json`` records the settings and
-refuses to mix caches made with different settings. Each file is written atomically, so an
-interrupted run resumes by skipping finished clips; the VAE posterior mean makes it deterministic.
+A manifest (``manifest.jsonl``, and per split in shards indexed by ``shards.json``: see
+``training.shards``) lists the cached clips; ``cache.json`` records the settings and refuses to mix
+caches made with different settings. The work runs as one Ray Data pipeline
+(``training.ray_preprocess``: decoding tasks, an actor pool of encoders), in local mode or on the
+cluster of ``RAY_ADDRESS``. Each file is written atomically with a canonical header, so an
+interrupted run resumes by skipping finished clips, and 1 or N workers give byte-identical caches;
+the VAE posterior mean makes it deterministic.
+
+    python -m training.preprocess ... --workers 2                       # 2 encoder actors, local Ray
+    RAY_ADDRESS=ray://head:10001 python -m training.preprocess ... --workers 8   # a cluster, 8 GPU actors
 """
 
 from __future__ import annotations
@@ -32,88 +39,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from magicinfinite_core.autoencoders import Autoencoder, load_autoencoder
-from magicinfinite_core.checkpoints import read_metadata
-from magicinfinite_core.masks import token_masks
-from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
+from magicinfinite_core.config import latent_frames
+from magicinfinite_core.inputs.masks import token_masks
+from magicinfinite_core.media.autoencoders import Autoencoder
+from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import image_tokens_from_latent
+from magicinfinite_core.weights.checkpoints import read_metadata
 from training.cache_encoders import HUNYUAN_MAX_TOKENS, EncoderSpec
 from training.canonical_safetensors import save_canonical
-from training.data.clip import is_clip_dir, load_clip
+from training.data.clip import ClipArrays, list_clips
+from training.data.jsonl import read_jsonl
+from training.data.tensors import box_mask, frames_to_tensor, latent_mask, speaker_mouth_boxes
 from training.shards import DEFAULT_SHARD_ROWS, write_manifests
 
 CACHE_FORMAT = 1
 TEXT_MAX_TOKENS = 40
 
 
-# ------------------------------------------------------------------------------------------ clips
-@dataclass
-class ClipArrays:
-    """One world clip as arrays: frames uint8 [F, H, W, 3], 16 kHz audio, ground truth, metadata."""
-
-    name: str
-    frames: np.ndarray
-    audio: np.ndarray
-    gt: dict[str, np.ndarray]
-    meta: dict
-
-
-def list_clips(root: str | Path) -> list[Path]:
-    """Finished clip directories under root, sorted so every consumer sees the same order."""
-    return sorted(p for p in Path(root).iterdir() if is_clip_dir(p))
-
-
-def read_clip(clip_dir: str | Path) -> ClipArrays:
-    clip = load_clip(clip_dir)
-    return ClipArrays(Path(clip_dir).name, clip.frames, clip.audio, clip.gt, clip.meta)
-
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> float [3, F, H, W] in [-1, 1] (the VAE's input range)."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
-    """float [3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
-    x = ((video.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
-
-
-def box_mask(boxes: np.ndarray, height: int, width: int, margin: float = 0.0) -> np.ndarray:
-    """Boxes [F, 4] (x0, y0, x1, y1) px -> bool masks [F, H, W]; `margin` grows each side by a fraction."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    x0, x1 = b[:, 0] - margin * w, b[:, 2] + margin * w
-    y0, y1 = b[:, 1] - margin * h, b[:, 3] + margin * h
-    xs = np.arange(width, dtype=np.float32) + 0.5
-    ys = np.arange(height, dtype=np.float32) + 0.5
-    inx = (xs[None, :] >= x0[:, None]) & (xs[None, :] <= x1[:, None])
-    iny = (ys[None, :] >= y0[:, None]) & (ys[None, :] <= y1[:, None])
-    return iny[:, :, None] & inx[:, None, :]
-
-
-def speaker_mouth_boxes(gt: dict[str, np.ndarray], meta: dict) -> np.ndarray:
-    """[F, 4] mouth box of the clip's speaker (the region the lips fill at full opening)."""
-    return np.asarray(gt["mouth_box"][:, int(meta.get("speaker", 0))], np.float32)
-
-
-def latent_mask(mask_hw: np.ndarray, latent_hw: tuple[int, int], mode: str) -> torch.Tensor:
-    """Pixel mask [H, W] -> binary mask at latent resolution.
-
-    'cover': a latent pixel is in when >= half its area is (the face, paper's M_face);
-    'touch': in when any of it is (the mouth, so a 1-latent-pixel mouth is never lost).
-    """
-    m = torch.from_numpy(np.asarray(mask_hw, np.float32))[None, None]
-    if mode == "cover":
-        return (F.adaptive_avg_pool2d(m, latent_hw)[0, 0] >= 0.5).float()
-    if mode == "touch":
-        return (F.adaptive_max_pool2d(m, latent_hw)[0, 0] > 0).float()
-    raise ValueError(f"unknown latent mask mode {mode!r}; use 'cover' or 'touch'")
-
-
-# ------------------------------------------------------------------------------------ image tokens
 # ------------------------------------------------------------------------------------ text encoder
 class MiniLMText:
     """The packaged MiniLM (`text_encoders.MiniLMTextEncoder`) padded to a fixed length for caching.
@@ -126,7 +69,7 @@ class MiniLMText:
     dim = 384
 
     def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
-        from magicinfinite_core.text_encoders import MiniLMTextEncoder
+        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
 
         self.encoder = MiniLMTextEncoder(max_length=max_tokens, pad_to_max_length=True)
         self.max_tokens = max_tokens
@@ -165,12 +108,6 @@ def file_sha(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_vae(path: str | Path) -> Autoencoder:
-    """An autoencoder file written by training.train_vae or training.fit_autoencoder (config in the
-    safetensors metadata): either kind, through magicinfinite_core.autoencoders."""
-    return load_autoencoder(path)
-
-
 def cache_clip(
     clip: ClipArrays,
     vae: Autoencoder,
@@ -192,7 +129,7 @@ def cache_clip(
     ph, pw = settings.patch
     # sized for the video's latent length (1 + ceil((F-1)/4)); the VAE drops a trailing partial group
     # of frames when F != 4k+1, but the sampler denoises the full length
-    t_video = num_latent_frames(n, settings.frames_per_latent)
+    t_video = latent_frames(n, settings.frames_per_latent)
     face_tokens = token_masks(speaker[None], t_video, (h // ph, w // pw), settings.frames_per_latent)[0]
     mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
     if getattr(text, "uses_image", False):  # the 13B's LLaVA: I2V template with the portrait
@@ -331,8 +268,7 @@ def write_cache_manifest(out: str | Path, rows: list[dict] | None = None,
 
 
 def read_cache_manifest(out: str | Path) -> list[dict]:
-    lines = (Path(out) / "manifest.jsonl").read_text().splitlines()
-    return [json.loads(x) for x in lines if x.strip()]
+    return read_jsonl(Path(out) / "manifest.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:

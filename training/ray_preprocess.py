@@ -25,7 +25,8 @@ def decode_clip(item: dict, out: str) -> dict:
     """Ray task: one clip folder -> its arrays (or, when already cached, just its stored row)."""
     from safetensors.numpy import save
 
-    from training.preprocess import cached_row, read_clip
+    from training.data.clip import read_clip
+    from training.preprocess import cached_row
 
     clip_dir = Path(item["clip"])
     path = Path(out) / f"{clip_dir.name}.safetensors"
@@ -77,7 +78,8 @@ class ClipEncoder:
     def __call__(self, batch: dict) -> dict:
         from safetensors.numpy import load
 
-        from training.preprocess import ClipArrays, encode_clip_file
+        from training.data.clip import ClipArrays
+        from training.preprocess import encode_clip_file
 
         names, rows = [], []
         for i in range(len(batch["name"])):

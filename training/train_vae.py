@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
 from magicinfinite_core.config import VAEConfig
-from magicinfinite_core.vae import VideoVAE
-from training.preprocess import box_mask, frames_to_tensor, list_clips, read_clip, speaker_mouth_boxes
-from training.trainer import load_training_state, save_training_state
+from magicinfinite_core.media.autoencoders import save_autoencoder
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.weights.checkpoints import load_state_dict
+from training.data.clip import list_clips, read_clip
+from training.data.tensors import box_mask, frames_to_tensor, speaker_mouth_boxes
+from training.training_state import load_training_state, save_training_state
 
 
 def clip_split(clip_dir: Path) -> str | None:
@@ -121,12 +123,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10.0 * np.log10(4.0 / max(mse, 1e-12))
 
 
-def save_vae(path: str | Path, vae: VideoVAE, dtype: torch.dtype | None = None) -> Path:
-    return save_state_dict(
-        path, vae.model.state_dict(), kind="magicinfinite-vae", config=vae.cfg.to_dict(), dtype=dtype
-    )
-
-
 @torch.no_grad()
 def measure_scaling(vae: VideoVAE, frames: torch.Tensor, n: int = 16) -> float:
     """1 / std of posterior means over a few clips, so the DiT sees unit-variance latents."""
@@ -152,7 +148,7 @@ def _save(out: Path, vae: VideoVAE, cfg: VAEConfig, frames: torch.Tensor, fixed_
     final = VideoVAE(VAEConfig(**{**cfg.to_dict(), "scaling_factor": scale,
                                   "block_out_channels": cfg.block_out_channels}))
     final.model.load_state_dict(vae.model.state_dict())
-    save_vae(out / MODEL_FILE, final)
+    save_autoencoder(out / MODEL_FILE, final)
     save_training_state(out / STATE_FILE, opt, names, gens, step)
     return scale
 
@@ -168,9 +164,9 @@ def train(args: argparse.Namespace) -> Path:
     if args.init:
         # Decoder fine-tuning: the encoder (and so every cached latent and the scaling factor) stays
         # fixed while the decoder keeps improving -- the DiT can train on the frozen latents meanwhile.
-        from training.preprocess import load_vae
+        from magicinfinite_core.media.autoencoders import load_autoencoder
 
-        vae = load_vae(args.init)
+        vae = load_autoencoder(args.init)
         cfg = vae.cfg
     else:
         cfg = VAEConfig(

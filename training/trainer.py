@@ -30,45 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
-from training.optim_state import load_optimizer_tensors, optimizer_tensors
-
-# ------------------------------------------------------------------------------ training state i/o
-
-
-def rng_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
-    return {f"rng::{k}": g.get_state() for k, g in generators.items()}
-
-
-def load_rng_tensors(generators: dict[str, torch.Generator], tensors: dict[str, torch.Tensor]) -> None:
-    for k, g in generators.items():
-        key = f"rng::{k}"
-        if key in tensors:
-            g.set_state(tensors[key].to(torch.uint8))
-
-
-def save_training_state(
-    path: str | Path,
-    opt: torch.optim.Optimizer,
-    names: dict[int, str],
-    generators: dict[str, torch.Generator],
-    step: int,
-    extra: dict | None = None,
-) -> Path:
-    tensors = {**optimizer_tensors(opt, names), **rng_tensors(generators)}
-    tensors["step"] = torch.tensor(step, dtype=torch.int64)
-    return save_state_dict(
-        path, tensors, kind="magicinfinite-train-state", extra={"info": json.dumps(extra or {})}
-    )
-
-
-def load_training_state(
-    path: str | Path, opt: torch.optim.Optimizer, names: dict[int, str], generators: dict[str, torch.Generator]
-) -> int:
-    tensors = load_state_dict(path)
-    load_optimizer_tensors(opt, names, {k: v for k, v in tensors.items() if "::" in k and not k.startswith("rng::")})
-    load_rng_tensors(generators, tensors)
-    return int(tensors["step"])
+from magicinfinite_core.weights.checkpoints import load_state_dict
+from magicinfinite_core.weights.transformer_layouts import load_transformer
+from training.training_state import load_training_state, save_training_state
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -276,7 +240,6 @@ def step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Genera
 
 # ------------------------------------------------------------------------------------------- model
 def build_model(cfg: TrainConfig, stage: int):
-    from magicinfinite_core.checkpoints import load_dit
     from magicinfinite_core.models.dit import MagicInfiniteDiT
 
     dcfg = cfg.dit_config(stage)
@@ -285,28 +248,13 @@ def build_model(cfg: TrainConfig, stage: int):
     # are initialised randomly on top of the stage-1 weights, so an unseeded init made two runs
     # of the same command differ from their first update on
     torch.manual_seed(cfg.seed)
-    if st.init and st.init != "none" and not _is_our_dit(st.init):
-        # a published backbone (HunyuanVideo-I2V in any layout docs/checkpoints.md lists): the audio
-        # layers no file has start zero-initialised, fp32 master weights for training
-        from magicinfinite_core.checkpoint_layouts import load_transformer
-
-        model = load_transformer(st.init, cfg=dcfg, dtype=torch.float32, allow_missing_audio=stage == 2)
-        model.train()
-    elif st.init and st.init != "none":
-        model = load_dit(st.init, cfg=dcfg, allow_missing_audio=stage == 2)
+    if st.init and st.init != "none":
+        model = load_transformer(st.init, dcfg, allow_missing_audio=stage == 2)
         model.train()
     else:
         model = MagicInfiniteDiT(dcfg)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     return model
-
-
-def _is_our_dit(path: str | Path) -> bool:
-    """A DiT file written by this package (`save_dit`: config in the metadata)."""
-    from magicinfinite_core.checkpoints import read_metadata
-
-    p = Path(path)
-    return p.is_file() and p.suffix == ".safetensors" and "config" in read_metadata(p)
 
 
 def param_groups(model: torch.nn.Module, stage: int, st: StageConfig) -> list[dict]:
@@ -419,7 +367,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
     """
     from accelerate import Accelerator
 
-    from magicinfinite_core.checkpoints import load_into, save_dit
+    from magicinfinite_core.weights.checkpoints import load_into, save_dit
     from training.runconfig import describe_counts, progress, trim_log
     from training.tracking import RunTracker, tracker_kwargs
 
@@ -585,7 +533,7 @@ TEXT_ENCODER_SPEC = {
 
 def _frame_size(dit_path: str | Path, cache: str | Path) -> tuple[int, int]:
     """(H, W) the model was trained at: the checkpoint's metadata, else the cache's first portrait."""
-    from magicinfinite_core.checkpoints import read_metadata
+    from magicinfinite_core.weights.checkpoints import read_metadata
     from training.preprocess import read_cache_manifest
 
     meta = read_metadata(dit_path)
@@ -609,13 +557,15 @@ def default_export_dit(cfg: TrainConfig) -> Path:
 
 def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card: dict | None = None,
                 name: str | None = None) -> Path:
-    """fp16 safetensors + bundle.json + model.json: what the pipeline needs to rebuild the model offline.
+    """fp16 safetensors + bundle.json: what the pipeline needs to rebuild the model offline.
 
     The bundle is named `name`, else `cfg.export.name`, else after the run folder; its sampler
-    section carries `cfg.export`'s CFG scales (a card's "recommended_guidance" wins).
+    section carries `cfg.export`'s CFG scales (a card's "recommended_guidance" wins); the card (or the
+    run, checkpoint and step) goes into its "training" entry.
     """
-    from magicinfinite_core.autoencoders import save_autoencoder
-    from magicinfinite_core.checkpoints import load_dit, read_metadata, save_dit
+    from magicinfinite_core.media.autoencoders import load_autoencoder, save_autoencoder
+    from magicinfinite_core.weights.bundle import DIT_FILE, VAE_FILE, bundle_spec, write_bundle_spec
+    from magicinfinite_core.weights.checkpoints import read_metadata, save_dit
     from training.preprocess import CacheSettings
 
     cfg = cfg.resolved()
@@ -623,60 +573,28 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     height, width = _frame_size(dit_path, cfg.cache)
     assets = Path(assets)
     assets.mkdir(parents=True, exist_ok=True)
-    model = load_dit(dit_path)
-    save_dit(assets / "dit.safetensors", model, dtype=torch.float16,
+    model = load_transformer(dit_path)
+    save_dit(assets / DIT_FILE, model, dtype=torch.float16,
              extra={k: v for k, v in read_metadata(dit_path).items() if k in ("step", "stage", "frame_size")})
-    from training.preprocess import load_vae
-
-    vae = load_vae(cfg.vae)
-    save_autoencoder(assets / "vae.safetensors", vae, dtype=torch.float16)
+    vae = load_autoencoder(cfg.vae)
+    save_autoencoder(assets / VAE_FILE, vae, dtype=torch.float16)
     s = CacheSettings(vae_sha="", patch=tuple(cfg.dit.get("patch_size", [1, 4, 4])[1:]))
     guidance = {"audio_scale": cfg.export.audio_scale, "text_scale": cfg.export.text_scale,
                 "boundary": cfg.export.boundary,
                 **{k: v for k, v in (card or {}).get("recommended_guidance", {}).items()
                    if k in ("audio_scale", "text_scale")}}
-    sampler = {"steps": cfg.export.steps, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8}
-    spec = {
-        "name": name,
-        "dit": "dit.safetensors",
-        "vae": "vae.safetensors",
-        "vae_format": "magicinfinite_core.autoencoders.load_autoencoder: safetensors metadata 'config' is a "
-                      "PatchAutoencoderConfig dict (kind 'linear_patch', float32 bases) or a VAEConfig dict "
-                      "(AutoencoderKLHunyuanVideo state_dict, fp16); scaling_factor inside",
-        "dit_format": "magicinfinite_core.checkpoints.load_dit (config in the metadata)",
-        "frame_size": [height, width],
-        "fps": 25,
-        "text_encoder": TEXT_ENCODER_SPEC,
-        "audio_extractor": {"name": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft, "fmin": 0.0, "fmax": 8000.0,
-                            "sample_rate": 16000, "fps": 25, "values": "ln(max(mel_power, 1e-5)), no normalisation"},
-        "image_tokens": {"source": "vae_latent_patches", "patch": list(s.patch),
-                         "dim": model.cfg.image_token_dim,
-                         "layout": "portrait latent frame 0 [C, h, w] cut into ph x pw patches, row-major over "
-                                   "the patch grid, each token flattened as (C, ph, pw)"},
-        "speaker_mask": "face region of the portrait (world: union of the speaker's face pixels), "
-                        "masks.token_masks on the DiT token grid",
-        "sampler": sampler,
-        "recommended_guidance": guidance,
-        "training": card or {"run": str(Path(cfg.out)), "dit": str(dit_path),
-                             "step": read_metadata(dit_path).get("step")},
-    }
-    path = assets / "model.json"
-    path.write_text(json.dumps(spec, indent=1) + "\n")
-    bundle = {  # what magicinfinite_core.pipeline.load_bundle reads
-        "format": "magicinfinite-bundle/1",
-        "name": name,
-        "resolution": [height, width],
-        "dit": "dit.safetensors",
-        "vae": {"weights": "vae.safetensors", "config": vae.cfg.to_dict()},
-        "audio": {"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
-        "text_encoder": {"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
+    spec = bundle_spec(
+        name=name, height=height, width=width, vae_config=vae.cfg.to_dict(),
+        audio={"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
+        text_encoder={"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
+        # a model without image tokens sees the portrait through the concat only
+        image_encoder={"config": {"kind": "latent_patches", "patch": list(s.patch)}} if model.cfg.image_token_dim else None,
         # a new base invalidates any earlier distilled generator: training.distill adds "distilled" back
-        "sampler": {**sampler, **guidance},
-    }
-    if model.cfg.image_token_dim:  # a model without image tokens sees the portrait through the concat only
-        bundle["image_encoder"] = {"config": {"kind": "latent_patches", "patch": list(s.patch)}}
-    (assets / "bundle.json").write_text(json.dumps(bundle, indent=1) + "\n")
-    return assets / "bundle.json"
+        sampler={"steps": cfg.export.steps, "shift": cfg.train_shift, "window_frames": 33, "overlap_frames": 8,
+                 **guidance},
+        training=card or {"run": str(Path(cfg.out)), "dit": str(dit_path), "step": read_metadata(dit_path).get("step")},
+    )
+    return write_bundle_spec(assets, spec)
 
 
 def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
@@ -736,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default=None, help="bundle name (default: export.name, else the run folder's name)")
     e.add_argument("--into-package", action="store_true",
                    help="allow --to inside magicinfinite_core/assets (replaces the shipped demo model)")
-    e.add_argument("--card", default=None, help="JSON file of training facts to embed in model.json")
+    e.add_argument("--card", default=None, help="JSON file of training facts to embed in bundle.json (its \"training\" entry)")
     return p
 
 

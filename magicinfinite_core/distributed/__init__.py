@@ -3,7 +3,7 @@
 Two ways in:
   * a persistent `SequenceParallelWorkerGroup(n, ModelSpec(...))` whose `predict(**forward_kwargs)`
     replaces the DiT forward in a single-process caller (ComfyUI, tests);
-  * `torchrun --nproc-per-node N -m magicinfinite_core.cli generate ... --sp-ulysses U --sp-ring R`:
+  * `torchrun --nproc-per-node N -m runner.cli generate ... --sp-ulysses U --sp-ring R`:
     every rank runs the same pipeline (same seed, so the same windows) and the CLI wraps its model
     with `wrap_for_torchrun`; only `is_main_process()` writes files.
 
@@ -17,8 +17,8 @@ import os
 
 from torch import nn
 
-from .parallel_dit import SequenceParallelDiT
-from .usp import (
+from magicinfinite_core.distributed.parallel_dit import SequenceParallelDiT
+from magicinfinite_core.distributed.usp import (
     ParallelGroups,
     ReplicatedTailAttention,
     ShardPlan,
@@ -28,7 +28,12 @@ from .usp import (
     gather_tokens,
     make_backend,
 )
-from .worker_group import ModelSpec, SequenceParallelWorkerGroup, init_process, resolve
+from magicinfinite_core.distributed.worker_group import (
+    ModelSpec,
+    SequenceParallelWorkerGroup,
+    init_process,
+    resolve,
+)
 
 __all__ = [
     "ModelSpec",

@@ -21,9 +21,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..models.attention import AttentionBackend, attention_backend
-from ..models.dit import MagicInfiniteDiT
-from .usp import ParallelGroups, ReplicatedTailAttention, ShardPlan, gather_tokens
+from magicinfinite_core.distributed.usp import (
+    ParallelGroups,
+    ReplicatedTailAttention,
+    ShardPlan,
+    gather_tokens,
+)
+from magicinfinite_core.models.attention import AttentionBackend, attention_backend
+from magicinfinite_core.models.dit import MagicInfiniteDiT
 
 _BATCHED = ("x", "timestep", "txt", "txt_mask", "pooled", "image_tokens", "image_tokens_mask", "audio",
             "speaker_mask", "guidance")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import MagicInfiniteError
+from magicinfinite_core.errors import MagicInfiniteError
 
 RAY_INSTALL_HINT = 'pip install "comfyui-magicinfinite[ray]"  (or: pip install "ray[data]>=2.40" "protobuf<5")'
 

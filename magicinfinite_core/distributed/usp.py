@@ -28,14 +28,13 @@ and the replicated joint tokens, the wrapper handles the tail):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..models.attention import AttentionBackend, sdpa
+from magicinfinite_core.models.attention import AttentionBackend, sdpa
 
 
 class USPUnavailableError(RuntimeError):
@@ -408,12 +407,3 @@ def make_backend(attention: str, groups: ParallelGroups) -> AttentionBackend:
     if attention == "xfuser":
         return XFuserUSPAttention()
     raise ValueError(f"unknown attention backend {attention!r}; use 'auto', 'yunchang' or 'xfuser'")
-
-
-def ulysses_all_to_all_bytes(tokens: int, hidden: int, world: int, bytes_per_el: int = 2) -> float:
-    """Bytes one rank sends in one Ulysses attention (q, k, v in + output back): 4 all-to-alls of its
-    [q, hidden] shard, of which (N-1)/N leaves the rank."""
-    if world <= 1:
-        return 0.0
-    shard = math.ceil(tokens / world) * hidden * bytes_per_el
-    return 4 * shard * (world - 1) / world

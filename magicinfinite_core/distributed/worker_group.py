@@ -27,10 +27,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..config import DiTConfig
-from ..models.dit import MagicInfiniteDiT
-from .parallel_dit import SequenceParallelDiT
-from .usp import ParallelGroups, check_layout, init_xfuser_groups, make_backend, new_groups
+from magicinfinite_core.config import DiTConfig
+from magicinfinite_core.distributed.parallel_dit import SequenceParallelDiT
+from magicinfinite_core.distributed.usp import (
+    ParallelGroups,
+    check_layout,
+    init_xfuser_groups,
+    make_backend,
+    new_groups,
+)
+from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.weights.transformer_layouts import load_transformer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -54,9 +61,8 @@ class ModelSpec:
     def build(self, device: torch.device | str = "cpu") -> MagicInfiniteDiT:
         dtype = _DTYPES[self.dtype]
         if self.checkpoint is not None:
-            from ..checkpoints import load_dit
 
-            return load_dit(self.checkpoint, cfg=self.config, device=device, dtype=dtype)
+            return load_transformer(self.checkpoint, self.config, device=device, dtype=dtype)
         if self.config is None:
             raise ValueError("a ModelSpec needs a checkpoint or a config")
         gen = torch.Generator().manual_seed(self.seed)
@@ -76,8 +82,8 @@ def _spec_config(spec: ModelSpec) -> DiTConfig:
         return spec.config
     if spec.checkpoint is None:
         raise ValueError("a ModelSpec needs a checkpoint or a config")
-    from ..checkpoints import CONFIG_KEY, read_metadata
-    from ..errors import CheckpointError
+    from magicinfinite_core.errors import CheckpointError
+    from magicinfinite_core.weights.checkpoints import CONFIG_KEY, read_metadata
 
     meta = read_metadata(spec.checkpoint)
     if CONFIG_KEY not in meta:

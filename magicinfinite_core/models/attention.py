@@ -76,10 +76,6 @@ def joint_attention(
     return _backend.joint(img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_mask)
 
 
-def get_attention_backend() -> AttentionBackend:
-    return _backend
-
-
 @contextlib.contextmanager
 def attention_backend(backend: AttentionBackend) -> Iterator[AttentionBackend]:
     """Use `backend` for every joint attention inside the block (e.g. a USP backend per rank)."""

@@ -5,17 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import AudioLayerConfig
-from .attention import sdpa
-from .blocks import split_heads
-from .layers import RMSNorm, layer_norm
-
-
-def num_latent_frames(num_video_frames: int, frames_per_latent: int = 4) -> int:
-    """Causal VAE: frame 0 alone, then one latent frame per `frames_per_latent` video frames."""
-    if num_video_frames < 1:
-        raise ValueError(f"need at least one video frame, got {num_video_frames}")
-    return 1 + -(-(num_video_frames - 1) // frames_per_latent)
+from magicinfinite_core.config import AudioLayerConfig, latent_frames
+from magicinfinite_core.models.attention import sdpa
+from magicinfinite_core.models.blocks import split_heads
+from magicinfinite_core.models.layers import RMSNorm, layer_norm
 
 
 def group_audio_by_latent_frame(
@@ -28,7 +21,7 @@ def group_audio_by_latent_frame(
     video so that slicing latent frames for a sliding window stays exactly aligned.
     """
     n = features.shape[-2]
-    t_lat = num_latent_frames(n, frames_per_latent)
+    t_lat = latent_frames(n, frames_per_latent)
     k = torch.arange(t_lat)[:, None]
     j = torch.arange(frames_per_latent)[None, :]
     centre = torch.where(k == 0, torch.zeros_like(j), (k - 1) * frames_per_latent + 1 + j)  # [T_lat, fpl]

@@ -5,9 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import joint_attention, sdpa
-from .layers import MLP, Modulation, RMSNorm, TextProjection, TimestepEmbedder, gate, layer_norm, modulate
-from .rope import apply_rope
+from magicinfinite_core.models.attention import joint_attention, sdpa
+from magicinfinite_core.models.layers import (
+    MLP,
+    Modulation,
+    RMSNorm,
+    TextProjection,
+    TimestepEmbedder,
+    gate,
+    layer_norm,
+    modulate,
+)
+from magicinfinite_core.models.rope import apply_rope
 
 
 def split_heads(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, ...]:

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import DiTConfig
-from .audio_layers import AudioCrossAttention, AudioProjection
-from .blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
-from .layers import TimestepEmbedder, VectorEmbedder
-from .rope import rope_3d
+from magicinfinite_core.config import DiTConfig
+from magicinfinite_core.models.audio_layers import AudioCrossAttention, AudioProjection
+from magicinfinite_core.models.blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
+from magicinfinite_core.models.layers import TimestepEmbedder, VectorEmbedder
+from magicinfinite_core.models.rope import rope_3d
 
 
 def concat_image_condition(

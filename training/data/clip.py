@@ -17,11 +17,11 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from training.data.jsonl import read_jsonl, write_jsonl
 from training.data.mouth import FPS, SAMPLE_RATE, mouth_from_audio
 from training.data.prompts import make_prompt, sample_controls
 from training.data.render import (
@@ -188,37 +188,13 @@ def _make_photo_clip(
 
 # ----------------------------------------------------------------------------- files
 def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None = None, crf: int = 18) -> None:
-    """H.264 video at 25 fps with an optional AAC audio track (16 kHz mono)."""
-    import av
+    """H.264 video at 25 fps with an optional AAC audio track (16 kHz mono): the pipeline's own writer."""
+    from magicinfinite_core.media.video_io import VideoWriter
 
     F, H, W, _ = frames.shape
-    if H % 2 or W % 2:
-        raise ValueError(f"H.264 yuv420p needs even sizes, got {W}x{H}")
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=FPS)
-        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-        vs.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
-        aus = None
-        if audio is not None:
-            aus = out.add_stream("aac", rate=SAMPLE_RATE)
-            aus.layout = "mono"
-        for f in frames:
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if aus is not None:
-            a = np.asarray(audio, np.float32)
-            step = 1024
-            for i in range(0, len(a), step):
-                fr = av.AudioFrame.from_ndarray(a[None, i : i + step].copy(), format="fltp", layout="mono")
-                fr.sample_rate = SAMPLE_RATE
-                fr.pts = i
-                fr.time_base = Fraction(1, SAMPLE_RATE)
-                for pkt in aus.encode(fr):
-                    out.mux(pkt)
-            for pkt in aus.encode():
-                out.mux(pkt)
+    track = None if audio is None else (np.asarray(audio, np.float32)[None], SAMPLE_RATE)
+    with VideoWriter(path, W, H, fps=FPS, audio=track, crf=crf) as writer:
+        writer.write(np.ascontiguousarray(frames))
 
 
 def read_mp4_frames(path: str | Path) -> np.ndarray:
@@ -318,17 +294,30 @@ def write_manifest(root: str | Path) -> Path:
     """Rewrite ``manifest.jsonl`` from the finished clips under root, sorted by name."""
     root = Path(root)
     rows = [manifest_row(p, root) for p in sorted(root.iterdir()) if is_clip_dir(p)]
-    path = root / "manifest.jsonl"
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return path
+    return write_jsonl(root / "manifest.jsonl", rows)
 
 
 def read_manifest(root: str | Path) -> list[dict]:
     """Rows of a dataset's manifest (``path`` is relative to root)."""
-    lines = (Path(root) / "manifest.jsonl").read_text().splitlines()
-    return [json.loads(x) for x in lines if x.strip()]
+    return read_jsonl(Path(root) / "manifest.jsonl")
 
 
-def mouth_from_clip_audio(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-    """Recompute the lips ground truth from a clip's audio (equals gt for world clips)."""
-    return mouth_from_audio(clip.audio, clip.num_frames)
+@dataclass
+class ClipArrays:
+    """One world clip as arrays: frames uint8 [F, H, W, 3], 16 kHz audio, ground truth, metadata."""
+
+    name: str
+    frames: np.ndarray
+    audio: np.ndarray
+    gt: dict[str, np.ndarray]
+    meta: dict
+
+
+def list_clips(root: str | Path) -> list[Path]:
+    """Finished clip directories under root, sorted so every consumer sees the same order."""
+    return sorted(p for p in Path(root).iterdir() if is_clip_dir(p))
+
+
+def read_clip(clip_dir: str | Path) -> ClipArrays:
+    clip = load_clip(clip_dir)
+    return ClipArrays(Path(clip_dir).name, clip.frames, clip.audio, clip.gt, clip.meta)

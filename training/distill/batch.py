@@ -1,20 +1,16 @@
 """Condition batches for distillation: one clean latent + everything the DiT is conditioned on.
 
-The stage-1/2 trainer's `training/conditioning.py` did not exist when this was written, so this is
-a minimal stand-alone version of the same idea (merge later). Pass conventions match
-`magicinfinite_core.guidance`:
+The passes are built by the sampler's own `magicinfinite_core.sampling.predictor.pass_inputs`, so
+they mean exactly what they mean at sampling time (`magicinfinite_core.sampling.guidance`):
 
   FULL      u(T, I, A): prompt text (+ image tokens), audio with the speaker masks;
   NO_AUDIO  u(T, I, 0): the same with the speaker masks zeroed (the audio layers add nothing);
   UNCOND    u(0, 0, 0): the empty-prompt text, no portrait (zero frame-0 concat with mask 0, image
             tokens masked out), speaker masks zeroed.
 
-This is exactly what `magicinfinite_core.pipeline.WindowPredictor` feeds the DiT at sampling time.
-`image_keep` (per sample) drops the frame-0 concat in every pass, as the sampler does for every
-window after the first, so the generator also learns the mid-video windows.
-
-On disk (`--data DIR` of the distillation CLI) one example is one safetensors file holding the keys
-of `CondBatch` without the batch dimension; `None` fields are simply absent.
+`image_keep` (per sample) marks windows that start the video: without it the frame-0 concat is off
+in every pass, as the sampler does for every window after the first, so the generator also learns the
+mid-video windows.
 """
 
 from __future__ import annotations
@@ -24,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from magicinfinite_core.checkpoints import load_state_dict, save_state_dict
 from magicinfinite_core.config import DiTConfig
-from magicinfinite_core.guidance import FULL, NO_AUDIO, UNCOND
-from magicinfinite_core.models.dit import concat_image_condition
+from magicinfinite_core.sampling.guidance import FULL
+from magicinfinite_core.sampling.predictor import PassConditions, pad_tokens, pass_inputs
+from magicinfinite_core.sampling.schedule import timestep_from_sigma
+from magicinfinite_core.weights.checkpoints import load_state_dict
 
-EXAMPLE_KIND = "magicinfinite-distill-example"
 REQUIRED = ("latents", "txt", "txt_mask", "pooled", "uncond_txt", "uncond_txt_mask", "uncond_pooled")
 
 
@@ -64,71 +60,15 @@ class CondBatch:
 
         return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
-    def model_inputs(
-        self, rows: int, passes: tuple[str, ...] = (FULL,)
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, dict]:
-        """Portrait latent, per row whether the pass is conditioned (1) or unconditional (0), per row
-        whether the window starts the video (`image_keep`), and the DiT keyword conditions, for
-        `rows` = len(passes) * B inputs, pass-major.
-
-        Building all passes here lets the real score run FULL / NO_AUDIO / UNCOND in one forward.
-        """
-        b, n = self.batch_size, len(passes)
-        if rows != n * b:
-            raise ValueError(f"x has {rows} rows, expected {n} passes x batch {b}")
-        device = self.latents.device
-        txts, masks, pooled, itok_masks, spk, keep = [], [], [], [], [], []
-        on = torch.ones(b, device=device) if self.image_keep is None else self.image_keep.to(device).float()
-        for p in passes:
-            if p not in (FULL, NO_AUDIO, UNCOND):
-                raise ValueError(f"unknown condition pass {p!r}")
-            cond = p != UNCOND
-            txts.append(self.txt if cond else self.uncond_txt)
-            masks.append(self.txt_mask if cond else self.uncond_txt_mask)
-            pooled.append(self.pooled if cond else self.uncond_pooled)
-            keep.append(torch.full_like(on, 1.0 if cond else 0.0))
-            if self.image_tokens is not None:
-                m = torch.ones(self.image_tokens.shape[:2], dtype=torch.bool, device=device)
-                itok_masks.append(m if cond else torch.zeros_like(m))
-            if self.speaker_mask is not None:
-                spk.append(self.speaker_mask if p == FULL else torch.zeros_like(self.speaker_mask))
-        length = max(t.shape[1] for t in txts)
-        txt = torch.cat([_pad_tokens(t, length) for t in txts])
-        txt_mask = torch.cat([_pad_tokens(m.bool(), length) for m in masks])
-        image = None if self.image_latent is None else self.image_latent.repeat(n, 1, 1, 1, 1)
-        kwargs = dict(
-            txt=txt,
-            txt_mask=txt_mask,
-            pooled=torch.cat(pooled),
-            image_tokens=None if self.image_tokens is None else self.image_tokens.repeat(n, 1, 1),
-            image_tokens_mask=torch.cat(itok_masks) if itok_masks else None,
-            audio=None if self.audio is None else self.audio.repeat(n, 1, 1, 1, 1, 1),
-            speaker_mask=torch.cat(spk) if spk else None,
+    def pass_conditions(self) -> PassConditions:
+        """The batch as the predictor's conditions (`image_keep` = the window starts the video)."""
+        return PassConditions(
+            txt=self.txt, txt_mask=self.txt_mask, pooled=self.pooled,
+            null_txt=self.uncond_txt, null_txt_mask=self.uncond_txt_mask, null_pooled=self.uncond_pooled,
+            image_latent=self.image_latent,
+            first=True if self.image_keep is None else self.image_keep.to(self.latents.device).float(),
+            image_tokens=self.image_tokens, audio=self.audio, speaker_mask=self.speaker_mask,
         )
-        return image, torch.cat(keep), on.repeat(n), kwargs
-
-
-def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
-    if t.shape[1] == length:
-        return t
-    pad = t.new_zeros(t.shape[0], length - t.shape[1], *t.shape[2:])
-    return torch.cat([t, pad], dim=1)
-
-
-def image_condition(
-    x: torch.Tensor, image: torch.Tensor | None, cond: torch.Tensor, first: torch.Tensor, mode: str = "first_frame"
-) -> torch.Tensor:
-    """`models.dit.concat_image_condition` per row: cond = 0 is the unconditional pass (no portrait);
-    first = 0 is a mid-video window (first_frame: no concat at all; every_frame: the portrait stays,
-    only the frame-0 mask is off)."""
-    if mode == "every_frame":
-        return concat_image_condition(x, image, every_frame=True, keep=cond, first=first)
-    return concat_image_condition(x, image, keep=cond * first)
-
-
-def image_mode(cfg: DiTConfig) -> str | None:
-    """What `run_dit` needs to know of a DiT's image condition (None: no I2V concat)."""
-    return cfg.image_condition if cfg.image_concat else None
 
 
 def run_dit(
@@ -137,13 +77,14 @@ def run_dit(
     sigma: torch.Tensor,
     batch: CondBatch,
     passes: tuple[str, ...] = (FULL,),
-    image_concat: bool | str | None = True,
+    image_mode: str | None = "first_frame",
 ) -> torch.Tensor:
-    """Velocity of `model` (a DiT, a peft wrapper of one, or a DDP wrapper) for x at per-row sigma."""
-    image, cond, first, kw = batch.model_inputs(x.shape[0], passes)
-    mode = "first_frame" if image_concat is True else image_concat
-    x_in = image_condition(x, image, cond, first, mode) if mode else x
-    timestep = (sigma.to(x.device, torch.float32) * 1000.0).expand(x.shape[0])
+    """Velocity of `model` (a DiT, a peft wrapper of one, or a DDP wrapper) for x at per-row sigma.
+
+    All passes in one forward, built by the sampler's own `pass_inputs` (the real score runs FULL /
+    NO_AUDIO / UNCOND together)."""
+    x_in, kw = pass_inputs(x, passes, batch.pass_conditions(), image_mode)
+    timestep = timestep_from_sigma(sigma.to(x.device, torch.float32)).expand(x.shape[0])
     return model(x_in, timestep, **kw)
 
 
@@ -159,40 +100,9 @@ def collate(examples: list[CondBatch]) -> CondBatch:
             continue
         if f.name in ("txt", "txt_mask", "uncond_txt", "uncond_txt_mask"):
             length = max(v.shape[0] for v in vals)
-            vals = [_pad_tokens(v[None], length)[0] for v in vals]
+            vals = [pad_tokens(v[None], length)[0] for v in vals]
         out[f.name] = torch.stack(vals)
     return CondBatch(**out)
-
-
-def save_example(path: str | Path, example: CondBatch) -> Path:
-    """One unbatched example -> safetensors (the `--data` format of the distillation CLI)."""
-    tensors = {
-        f.name: getattr(example, f.name) for f in fields(example) if getattr(example, f.name) is not None
-    }
-    return save_state_dict(path, tensors, kind=EXAMPLE_KIND)
-
-
-def load_example(path: str | Path) -> CondBatch:
-    sd = load_state_dict(path)
-    missing = [k for k in REQUIRED if k not in sd]
-    if missing:
-        raise ValueError(f"{path}: distillation example lacks {missing}")
-    return CondBatch(**{f.name: sd.get(f.name) for f in fields(CondBatch)})
-
-
-class ExampleDir(torch.utils.data.Dataset):
-    """A folder of example safetensors files, sorted by name (so the index order is stable)."""
-
-    def __init__(self, root: str | Path):
-        self.files = sorted(Path(root).glob("*.safetensors"))
-        if not self.files:
-            raise FileNotFoundError(f"no *.safetensors distillation examples in {root}")
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> CondBatch:
-        return load_example(self.files[i])
 
 
 def synthetic_examples(
@@ -306,11 +216,14 @@ class PreprocessCache(torch.utils.data.Dataset):
 def open_examples(
     root: str | Path, latent_frames: int | None = None, image_tokens: bool = True, rank: int = 0, world: int = 1
 ) -> torch.utils.data.Dataset:
-    """A preprocess cache (has a manifest + null_text.safetensors; process `rank` of `world` gets its
-    disjoint part of the train split) or a folder of examples."""
+    """A preprocess cache (a manifest + null_text.safetensors), the distillation trainer's --data;
+    process `rank` of `world` gets its disjoint part of the train split."""
     from training.shards import has_manifest
 
     root = Path(root)
     if has_manifest(root) and (root / "null_text.safetensors").is_file():
         return PreprocessCache(root, latent_frames, image_tokens=image_tokens, rank=rank, world=world)
-    return ExampleDir(root)
+    raise FileNotFoundError(
+        f"{root} is not a preprocess cache (no manifest.jsonl + null_text.safetensors): make one with "
+        "python -m training.preprocess, or use --synthetic N for a smoke run"
+    )

@@ -1,6 +1,6 @@
 """DMD2 step + CFG distillation math (paper §3.4, Eq. 5–7; DESIGN.md §4 "DMD2", §5).
 
-Conventions (magicinfinite_core.scheduler): sigma = 1 is noise, x_sigma = sigma*noise + (1-sigma)*x0,
+Conventions (magicinfinite_core.sampling.schedule): sigma = 1 is noise, x_sigma = sigma*noise + (1-sigma)*x0,
 v = noise - x0, x0 = x - sigma*v. The paper's Eq. 5 "distribution matching at t = 0" is DMD2's
 x0-space gradient: grad = x0_fake - x0_real (the paper's z_t - sigma*u terms are x0 estimates),
 normalised per sample by mean|x - x0_real| as in DMD2, applied through the surrogate
@@ -21,10 +21,10 @@ from peft import PeftModel
 from torch import nn
 from torch.nn import functional as F
 
-from magicinfinite_core.guidance import FULL, CFGConfig, draw_scales, guided_velocity
-from magicinfinite_core.scheduler import add_noise, shift_sigmas, x0_from_velocity
+from magicinfinite_core.sampling.guidance import FULL, CFGConfig, draw_scales, guided_velocity
+from magicinfinite_core.sampling.schedule import add_noise, shift_sigmas, x0_from_velocity
 
-from .batch import CondBatch, image_mode, run_dit
+from .batch import CondBatch, run_dit
 from .gan_head import FeatureHook, GANHead, feature_block_name, gan_generator_loss
 
 
@@ -74,7 +74,7 @@ class Critic(nn.Module):
         self.fake_score = fake_score
         self.head = head
         dit = fake_score.get_base_model()
-        self.image_concat = image_mode(dit.cfg)
+        self.image_mode = dit.cfg.image_mode
         self.patch = dit.cfg.patch_size
         self.feature_block = feature_block_name(dit, feature_block)
         self._hook = FeatureHook(dit.get_submodule(self.feature_block)) if head is not None else None
@@ -84,14 +84,14 @@ class Critic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         passes = (FULL,) * (x.shape[0] // batch.batch_size)
         if not features:
-            return run_dit(self.fake_score, x, sigma, batch, passes, self.image_concat), None
+            return run_dit(self.fake_score, x, sigma, batch, passes, self.image_mode), None
         if self._hook is None:
             raise RuntimeError("features requested from a critic built without a GAN head")
         t, h, w = x.shape[2:]
         self._hook.n_img = (t // self.patch[0]) * (h // self.patch[1]) * (w // self.patch[2])
         self._hook.active = True
         try:
-            v = run_dit(self.fake_score, x, sigma, batch, passes, self.image_concat)
+            v = run_dit(self.fake_score, x, sigma, batch, passes, self.image_mode)
         finally:
             self._hook.active = False
         return v, self.head(self._hook.pop())
@@ -114,7 +114,7 @@ class Critic(nn.Module):
 
         def forward(x_rep: torch.Tensor, passes: tuple[str, ...]) -> torch.Tensor:
             return run_dit(
-                self.fake_score, x_rep, sigma.repeat(len(passes)), batch, passes, self.image_concat
+                self.fake_score, x_rep, sigma.repeat(len(passes)), batch, passes, self.image_mode
             )
 
         with self.fake_score.disable_adapter():
@@ -127,7 +127,7 @@ def simulate_to_step(
     sigmas: Sequence[float],
     step: int,
     rng: torch.Generator,
-    image_concat: bool | str | None = True,
+    image_mode: str | None = "first_frame",
 ) -> torch.Tensor:
     """DMD2 backward simulation: x at sampler step `step`, reached by running steps < step.
 
@@ -141,7 +141,7 @@ def simulate_to_step(
         for k in range(step):
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
             sig = torch.full((x.shape[0],), s, device=x.device)
-            v = run_dit(generator_model, x, sig, batch, (FULL,), image_concat)
+            v = run_dit(generator_model, x, sig, batch, (FULL,), image_mode)
             x0 = x0_from_velocity(x, v.to(x.dtype), s)
             x = add_noise(x0, randn_like_cpu(x0, rng), s_next)
     return x
@@ -153,14 +153,14 @@ def generator_sample(
     sigmas: Sequence[float],
     step: int,
     rng: torch.Generator,
-    image_concat: bool | str | None = True,
+    image_mode: str | None = "first_frame",
 ) -> torch.Tensor:
     """x0 the few-step generator produces at sampler step `step`, without grad (critic updates)."""
-    x = simulate_to_step(generator_model, batch, sigmas, step, rng, image_concat)
+    x = simulate_to_step(generator_model, batch, sigmas, step, rng, image_mode)
     s = float(sigmas[step])
     with torch.no_grad():
         v = run_dit(
-            generator_model, x, torch.full((x.shape[0],), s, device=x.device), batch, (FULL,), image_concat
+            generator_model, x, torch.full((x.shape[0],), s, device=x.device), batch, (FULL,), image_mode
         )
     return x0_from_velocity(x, v.to(x.dtype), s)
 

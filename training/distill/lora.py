@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-from magicinfinite_core.checkpoints import load_state_dict, read_metadata, save_state_dict
 from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.weights.checkpoints import load_state_dict, read_metadata, save_state_dict
 
 LORA_KIND = "magicinfinite-fake-score-lora"
 

@@ -19,7 +19,7 @@ simulation over the distilled schedule (1000/750/500/250 warped onto the shifted
 step k, the steps before it run without grad, exactly as the distilled sampler runs them.
 
 Outputs in --out: `log.jsonl` (JSON lines; a resumed run drops the records after its checkpoint),
-`generator.safetensors` (EMA weights, a normal DiT file: `load_dit` and the
+`generator.safetensors` (EMA weights, a normal DiT file: `load_transformer` and the
 sampler's distilled mode take it as is), `bundle/` when --base is a pipeline model bundle (the same
 bundle with the generator as its DiT), `fake_score_lora.safetensors`, and resumable checkpoints
 under `checkpoints/` (all safetensors; resume is bit-exact on CPU, tested). docs/distillation.md.
@@ -43,13 +43,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from magicinfinite_core.checkpoints import load_dit, load_into, load_state_dict, save_dit, save_state_dict
-from magicinfinite_core.guidance import CFGConfig
+from magicinfinite_core.config import (
+    DEFAULT_AUDIO_SCALE,
+    DEFAULT_CFG_BOUNDARY,
+    DEFAULT_SHIFT,
+    DEFAULT_TEXT_SCALE,
+    DISTILLED_TIMESTEPS,
+)
+from magicinfinite_core.errors import CheckpointError
 from magicinfinite_core.models.dit import MagicInfiniteDiT
-from magicinfinite_core.scheduler import add_noise, distilled_sigmas, x0_from_velocity
-from training.optim_state import load_optimizer_tensors, optimizer_tensors
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.schedule import add_noise, distilled_sigmas, x0_from_velocity
+from magicinfinite_core.weights.bundle import BUNDLE_FILE, bundle_with_generator, read_bundle_spec
+from magicinfinite_core.weights.checkpoints import (
+    load_into,
+    load_state_dict,
+    save_dit,
+    save_state_dict,
+)
+from magicinfinite_core.weights.transformer_layouts import load_transformer
+from training.training_state import load_optimizer_tensors, optimizer_tensors
 
-from .batch import CondBatch, collate, image_mode, open_examples, run_dit, synthetic_examples
+from .batch import CondBatch, collate, open_examples, run_dit, synthetic_examples
 from .dmd import (
     Critic,
     dmd_terms,
@@ -122,15 +137,15 @@ class DistillConfig:
     # generator must also learn the windows that run without it.
     image_drop_prob: float = 0.25
     # distilled schedule
-    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
-    shift: float = 7.0
+    timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS
+    shift: float = DEFAULT_SHIFT
     dmd_t_range: tuple[float, float] = (0.02, 0.98)  # unshifted, then shifted
     fake_t_range: tuple[float, float] = (0.0, 1.0)  # Eq. 6: t ~ [0, 1], shifted
     base_t_range: tuple[float, float] = (0.0, 1.0)
     # real score CFG (normalised Eq. 7; two-fold for sigma >= boundary, three-fold below)
-    audio_scale: float = 4.0
-    text_scale: float = 3.0
-    cfg_boundary: float = 0.75
+    audio_scale: float = DEFAULT_AUDIO_SCALE
+    text_scale: float = DEFAULT_TEXT_SCALE
+    cfg_boundary: float = DEFAULT_CFG_BOUNDARY
     cfg_std: float = 0.5  # dynamic scales ~ N(mean, std)
     # fake score / GAN
     lora_rank: int = 64
@@ -237,7 +252,7 @@ class DistillTrainer:
             raise ValueError("the distillation data set is empty")
         self.sigmas = distilled_sigmas(c.timesteps, c.shift).tolist()
         self.cfg_guidance = c.cfg()
-        self.image_concat = image_mode(base.cfg)
+        self.image_mode = base.cfg.image_mode
         self.model_config = base.cfg
 
         generator = copy.deepcopy(base).train()
@@ -299,7 +314,7 @@ class DistillTrainer:
         xs, sigmas = [], []
         if w_dm > 0:
             k = self._random_step()
-            x_k = simulate_to_step(self.generator, batch, self.sigmas, k, self.rng, self.image_concat)
+            x_k = simulate_to_step(self.generator, batch, self.sigmas, k, self.rng, self.image_mode)
             xs.append(x_k)
             sigmas.append(torch.full((b,), self.sigmas[k], device=x_k.device))
         if w_base > 0:
@@ -312,7 +327,7 @@ class DistillTrainer:
             return logs, None
         passes = ("full",) * len(xs)
         # One forward with grad (G sample rows and base-loss rows together): DDP sees one forward.
-        v = run_dit(self.generator, torch.cat(xs), torch.cat(sigmas), batch, passes, self.image_concat)
+        v = run_dit(self.generator, torch.cat(xs), torch.cat(sigmas), batch, passes, self.image_mode)
         v = v.float().chunk(len(xs))
         loss = torch.zeros((), device=batch.latents.device)
         x0_gen = None
@@ -352,7 +367,7 @@ class DistillTrainer:
         b = batch.batch_size
         if x0_gen is None:
             x0_gen = generator_sample(
-                self.generator, batch, self.sigmas, self._random_step(), self.rng, self.image_concat
+                self.generator, batch, self.sigmas, self._random_step(), self.rng, self.image_mode
             )
         sig = sample_sigmas(b, *c.fake_t_range, c.shift, self.rng).to(x0_gen.device)
         noise = randn_like_cpu(x0_gen, self.rng)
@@ -724,41 +739,16 @@ def config_from_args(a: argparse.Namespace) -> DistillConfig:
     )
 
 
-BUNDLE_JSON = "bundle.json"  # magicinfinite_core.pipeline.BUNDLE_FILE (not imported: keeps this light)
-
-
 def resolve_base(path: str | Path) -> tuple[Path, Path | None]:
     """(DiT file, bundle folder or None): --base may be a DiT file or a pipeline model bundle."""
     path = Path(path)
-    spec = path / BUNDLE_JSON if path.is_dir() else (path if path.name == BUNDLE_JSON else None)
-    if spec is None:
+    if not (path.is_dir() or path.name == BUNDLE_FILE):
         return path, None
-    if not spec.is_file():
-        raise SystemExit(f"--base {path}: a folder without {BUNDLE_JSON}")
-    return spec.parent / json.loads(spec.read_text())["dit"], spec.parent
-
-
-DISTILLED_DIT = "dit_4step.safetensors"
-
-
-def export_bundle(bundle_dir: Path, generator: Path, out_dir: Path, config: DistillConfig) -> Path:
-    """A copy of the base bundle plus the generator as its "distilled" DiT.
-
-    The base stays the bundle's DiT (CFG sampling still works); `load_bundle(..., distilled=True)`,
-    the CLI's --distilled and the loader node's 4-step variant take the generator, with the step
-    list and shift it was distilled for.
-    """
-    spec = json.loads((bundle_dir / BUNDLE_JSON).read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for f in bundle_dir.iterdir():
-        if f.is_file() and f.name not in (BUNDLE_JSON, DISTILLED_DIT):
-            shutil.copy2(f, out_dir / f.name)
-    shutil.copy2(generator, out_dir / DISTILLED_DIT)
-    spec["distilled"] = {"dit": DISTILLED_DIT, "timesteps": list(config.timesteps), "shift": config.shift}
-    tmp = out_dir / (BUNDLE_JSON + ".tmp")
-    tmp.write_text(json.dumps(spec, indent=1) + "\n")
-    os.replace(tmp, out_dir / BUNDLE_JSON)
-    return out_dir
+    try:
+        spec, spec_path = read_bundle_spec(path)
+    except CheckpointError as exc:
+        raise SystemExit(f"--base {path}: {exc}") from None
+    return spec_path.parent / spec["dit"], spec_path.parent
 
 
 LOG_FILE = "log.jsonl"
@@ -773,7 +763,7 @@ def input_problems(a: argparse.Namespace) -> list[str]:
     checks = [
         (base.exists(), f"--base {base} does not exist (export a bundle first: python -m training.trainer "
                         "--export --config CFG, see docs/training.md)"),
-        (not base.is_dir() or (base / BUNDLE_JSON).is_file(), f"--base {base}: a folder without {BUNDLE_JSON}"),
+        (not base.is_dir() or (base / BUNDLE_FILE).is_file(), f"--base {base}: a folder without {BUNDLE_FILE}"),
         (a.gen_every >= 1, "--gen-every must be >= 1"),
         (bool(a.data) or a.synthetic > 0, "give --data DIR or --synthetic N"),
         (not a.data or Path(a.data).is_dir(), f"--data {a.data} is not a folder"),
@@ -794,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     config = config_from_args(a)
     base_path, bundle_dir = resolve_base(a.base)
-    base = load_dit(base_path).train()
+    base = load_transformer(base_path).train()
     if a.data:
         from accelerate import PartialState
 
@@ -841,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.accelerator.is_main_process:
         result = {"generator": str(gen_path), "lora": str(lora_path), "step": trainer.step}
         if bundle_dir is not None:
-            result["bundle"] = str(export_bundle(bundle_dir, gen_path, Path(a.out) / "bundle", config))
+            result["bundle"] = str(bundle_with_generator(bundle_dir, gen_path, Path(a.out) / "bundle", config.timesteps,
+                                                           config.shift))
         print(json.dumps(result), flush=True)
     return 0
 

@@ -5,7 +5,7 @@ seams and drift over a long video).
         --vae magicinfinite_core/assets/demo/vae.safetensors --heldout out/demo_heldout \
         --long out/demo_long --out out/eval.json
 
-Generation goes through the library's sliding-window sampler (magicinfinite_core.sampler.sample), the
+Generation goes through the library's sliding-window sampler (magicinfinite_core.sampling.sampler.sample), the
 same code the pipeline uses: window 0 gets the frame-0 latent concat, every window gets the portrait's
 image tokens, the prompt and its slice of the audio windows.
 """
@@ -23,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magicinfinite_core.checkpoints import load_dit, load_state_dict
-from magicinfinite_core.config import SamplerConfig
-from magicinfinite_core.guidance import CFGConfig
-from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame, num_latent_frames
+from magicinfinite_core.config import DISTILLED_TIMESTEPS, SamplerConfig, latent_frames
+from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import MagicInfiniteDiT
-from magicinfinite_core.pipeline import Conditions, WindowPredictor
-from magicinfinite_core.sampler import sample
-from magicinfinite_core.sliding_window import seam_frames
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.predictor import Conditions, WindowPredictor
+from magicinfinite_core.sampling.sampler import sample
+from magicinfinite_core.sampling.sliding_window import seam_frames
+from magicinfinite_core.weights.checkpoints import load_state_dict
+from magicinfinite_core.weights.transformer_layouts import load_transformer
+from training.data.tensors import tensor_to_frames
 from training.eval import metrics
-from training.preprocess import tensor_to_frames
 
 
 def conditions_from_cache(item: dict[str, torch.Tensor], null: dict[str, torch.Tensor]) -> Conditions:
@@ -52,7 +53,7 @@ def conditions_from_cache(item: dict[str, torch.Tensor], null: dict[str, torch.T
 
 def silent_audio(num_frames: int, n_mels: int = 64, n_fft: int = 1024) -> torch.Tensor:
     """Per-latent-frame windows of the mel features of digital silence (the muted test)."""
-    from magicinfinite_core.audio_features import MelExtractor
+    from magicinfinite_core.inputs.audio_features import MelExtractor
 
     feats = MelExtractor(n_mels=n_mels, n_fft=n_fft).silence(num_frames).float()
     return group_audio_by_latent_frame(feats)
@@ -72,7 +73,7 @@ def generate(
 ) -> np.ndarray:
     """Frames uint8 [F, H, W, 3] for one video (distilled: the sampler's few-step list, no CFG)."""
     _, c, _, h, w = cond.image_latent.shape
-    t = num_latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
+    t = latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
     if not use_audio:
         cond = dataclasses.replace(cond, audio_windows=None, token_mask=torch.zeros_like(cond.token_mask))
     if distilled:
@@ -114,13 +115,13 @@ class QuickEval:
         self.sample: np.ndarray | None = None  # frames of the first clip (portrait first), for the trackers
 
     def __call__(self, model: MagicInfiniteDiT) -> dict[str, float]:
-        from training.preprocess import load_vae
+        from magicinfinite_core.media.autoencoders import load_autoencoder
 
         if not self.vae_path.is_file():
             return {"eval_skipped": f"{self.vae_path} does not exist yet"}
         if self.vae_path.stat().st_mtime != self._vae_mtime:  # a decoder may still be training next to us
             self._vae_mtime = self.vae_path.stat().st_mtime
-            self.vae = load_vae(self.vae_path)
+            self.vae = load_autoencoder(self.vae_path)
         model.eval()
         t0 = time.time()
         rs, rs_muted, open_a, open_m, psnrs = [], [], [], [], []
@@ -171,7 +172,7 @@ def heldout_clips(root: str | Path) -> list[Path]:
     A world folder may hold both splits (docs/world.md); scoring a clip the model was trained on
     would measure memorisation, so only meta.json split == "heldout" is evaluated.
     """
-    from training.preprocess import list_clips
+    from training.data.clip import list_clips
 
     dirs = list_clips(root)
     split = {d: json.loads((d / "meta.json").read_text()).get("split") for d in dirs}
@@ -205,18 +206,20 @@ def evaluate(
     seed: int = 0,
     mediapipe: bool = False,
     distilled: bool = False,
-    distilled_timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0),
+    distilled_timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS,
 ) -> dict:
     """Full held-out evaluation; returns a JSON-able dict of per-clip rows and summary numbers.
 
     distilled: sample with the few-step list (`distilled_timesteps` warped by `shift`) and no CFG,
     as the pipeline runs a distilled generator; `steps` and the guidance scales are then unused.
     """
-    from magicinfinite_core.audio_features import MelExtractor
-    from training.preprocess import CacheSettings, MiniLMText, cache_clip, load_vae, read_clip
+    from magicinfinite_core.inputs.audio_features import MelExtractor
+    from magicinfinite_core.media.autoencoders import load_autoencoder
+    from training.data.clip import read_clip
+    from training.preprocess import CacheSettings, MiniLMText, cache_clip
 
-    model = load_dit(dit_path).eval()
-    vae = load_vae(vae_path)
+    model = load_transformer(dit_path).eval()
+    vae = load_autoencoder(vae_path)
     text = MiniLMText()
     extractor = MelExtractor()
     settings = CacheSettings(vae_sha="")
@@ -347,8 +350,9 @@ def evaluate(
 def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler, guidance, seed,
                   distilled: bool = False) -> dict:
     """One long held-out video through the sliding window: seams and identity drift."""
-    from magicinfinite_core.sampler import step_plans
-    from training.preprocess import cache_clip, read_clip
+    from magicinfinite_core.sampling.sampler import step_plans
+    from training.data.clip import read_clip
+    from training.preprocess import cache_clip
 
     d = heldout_clips(long_dir)[0]
     clip = read_clip(d)
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mediapipe", action="store_true")
     p.add_argument("--distilled", action="store_true",
                    help="few-step sampling without CFG (a distilled generator); --steps and scales unused")
-    p.add_argument("--distilled-timesteps", type=float, nargs="+", default=[1000.0, 750.0, 500.0, 250.0])
+    p.add_argument("--distilled-timesteps", type=float, nargs="+", default=list(DISTILLED_TIMESTEPS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the JSON result here")

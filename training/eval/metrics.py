@@ -134,7 +134,7 @@ def ssim(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = No
 
 def non_mouth_mask(mouth_boxes: np.ndarray, height: int, width: int, margin: float = 0.5) -> np.ndarray:
     """[H, W] True outside the union of the (enlarged) mouth boxes: where identity is judged."""
-    from training.preprocess import box_mask
+    from training.data.tensors import box_mask
 
     return ~box_mask(np.asarray(mouth_boxes).reshape(-1, 4), height, width, margin).any(0)
 

@@ -135,7 +135,7 @@ class FaceMeter:
     def __init__(self, min_side: int = 256, crop: int = 256) -> None:
         from mediapipe.python.solutions import face_mesh
 
-        from magicinfinite_core.masks import FaceDetector
+        from magicinfinite_core.inputs.masks import FaceDetector
 
         self.min_side, self.crop = min_side, crop
         self.detector = FaceDetector(min_confidence=0.5)
@@ -232,8 +232,8 @@ def portrait_reference(image: Any, height: int, width: int, meter: FaceMeter, fa
     64x64), the landmarks come from the full-resolution picture mapped into the crop; the lip gap is
     a ratio and does not depend on the resolution.
     """
-    from magicinfinite_core.masks import to_rgb_uint8
-    from magicinfinite_core.pipeline import load_portrait
+    from magicinfinite_core.inputs.masks import to_rgb_uint8
+    from magicinfinite_core.inputs.portrait import load_portrait
 
     _, img = load_portrait(image, height, width)
     found = [f for f in meter.faces(img, max_faces=faces) if f.lips is not None]
@@ -340,7 +340,7 @@ def composite(portraits: list[Any], k: int, size: int = 512) -> np.ndarray:
     portraits reused left to right with a mirror flip on reuse. uint8 [size, size, 3]."""
     from PIL import Image
 
-    from magicinfinite_core.masks import detect_faces, to_rgb_uint8
+    from magicinfinite_core.inputs.masks import detect_faces, to_rgb_uint8
 
     tw = size // k
     tiles = []
@@ -421,7 +421,7 @@ def speaker_measures(frames: np.ndarray, tracks: list[np.ndarray], owner: np.nda
 # ------------------------------------------------------------------------------------- strips, io
 def read_video(path: str | Path) -> np.ndarray:
     """All frames of an mp4, uint8 [F, H, W, 3]."""
-    from magicinfinite_core.video_io import iter_video_frames
+    from magicinfinite_core.media.video_io import iter_video_frames
 
     return np.stack(list(iter_video_frames(path)))
 
@@ -476,7 +476,7 @@ class _Runner:
 
     def __call__(self, portrait: Any, audio: Any, prompt: str, name: str, speakers: Any = None,
                  timed: bool = True) -> tuple[np.ndarray, Any]:
-        from magicinfinite_core.pipeline import generate
+        from magicinfinite_core.generate import generate
 
         path, rep = generate(portrait, audio, prompt, model=self.bundle, out=self.out / f"{self.mode}_{name}.mp4",
                              distilled=self.distilled, speakers=speakers, seed=self.s.seed, device=self.s.device)
@@ -504,8 +504,8 @@ def _seams(rep: Any, bundle: Any, distilled: bool, window: int = 33, overlap: in
     """Video frames where the sampler's last step hands one window over to the next (as
     training.eval.evaluate.evaluate_long counts them): latent frame k starts at video frame 4k - 3."""
     from magicinfinite_core.config import SamplerConfig
-    from magicinfinite_core.sampler import step_plans
-    from magicinfinite_core.sliding_window import seam_frames
+    from magicinfinite_core.sampling.sampler import step_plans
+    from magicinfinite_core.sampling.sliding_window import seam_frames
 
     steps, shift, _, ts = bundle.resolve_sampling(distilled)
     cfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap, distilled_timesteps=ts)

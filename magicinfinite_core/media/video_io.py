@@ -12,13 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import torch
 
-from .config import VIDEO_FPS
-from .errors import AudioError, MagicInfiniteError
+from magicinfinite_core.config import VIDEO_FPS
+from magicinfinite_core.errors import AudioError, MagicInfiniteError
+from magicinfinite_core.media.autoencoders import decode_fn
+from magicinfinite_core.media.streamed_decode import streamed_decode
+from magicinfinite_core.sampling.sampler import ProgressCallback
 
 AudioSource = str | Path | tuple[np.ndarray, int]  # a file, or (waveform [C, N] float32, sample_rate)
 _AUDIO_CHUNK = 4096
@@ -229,3 +233,55 @@ def write_wav(path: str | Path, waveform: np.ndarray, rate: int) -> Path:
         for pkt in s.encode(None):
             c.mux(pkt)
     return Path(path)
+
+
+def check_output_path(out: str | Path) -> Path:
+    """The mp4 path ``out`` if a video can be written there; else a MagicInfiniteError, creating nothing.
+
+    Why: the path used to be tried only after sampling and decoding (an ``IsADirectoryError``
+    traceback after the whole run, with ``<out>.partial`` left behind).
+    """
+    import os
+
+    p = Path(out)
+    if str(out).endswith(("/", os.sep)) or p.is_dir():
+        raise MagicInfiniteError(f"the output path {out} is a folder; give the path of the .mp4 file to write, e.g. {p / 'talk.mp4'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise MagicInfiniteError(f"the output path {out} exists and is not writable")
+    parent = p.parent if str(p.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MagicInfiniteError(f"the output path {out}: {existing} is a file, not a folder")
+    import tempfile
+
+    try:  # os.access says yes to root even on read-only or virtual file systems: really try
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise MagicInfiniteError(f"the output path {out}: cannot write into {existing} ({exc.strerror})") from None
+    return p
+
+
+def decode_to_mp4(
+    latent: torch.Tensor,
+    vae: Any,
+    num_frames: int,
+    out: str | Path,
+    audio: Any = None,
+    *,
+    chunk: int = 8,
+    context: int = 2,
+    device: torch.device | str = "cpu",
+    callback: ProgressCallback | None = None,
+) -> Path:
+    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
+    decode = decode_fn(vae)
+    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
+    height, width = latent.shape[-2] * s, latent.shape[-1] * s
+    with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio) as writer:
+        for frames in streamed_decode(latent, decode, num_frames=num_frames, chunk=chunk, context=context,
+                                      device=device, callback=callback):
+            writer.write(frames)
+    return Path(out)

@@ -38,26 +38,18 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from . import key_maps
-from .checkpoints import CONFIG_KEY, FORMAT_KEY, save_state_dict
-from .config import DIT_PRESETS, AudioLayerConfig, DiTConfig
-from .errors import CheckpointError
-from .models.audio_layers import AudioCrossAttention, AudioProjection
-from .models.dit import AUDIO_PREFIXES, MagicInfiniteDiT
+from magicinfinite_core.config import DIT_PRESETS, AudioLayerConfig, DiTConfig
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.models.audio_layers import AudioCrossAttention, AudioProjection
+from magicinfinite_core.models.dit import AUDIO_PREFIXES, MagicInfiniteDiT
+from magicinfinite_core.weights import key_maps
+from magicinfinite_core.weights.checkpoints import CONFIG_KEY, FORMAT_KEY, save_state_dict
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("original", "comfyui", "diffusers", "magicinfinite")
 """original: HunyuanVideo names; comfyui: ComfyUI's renames; diffusers: HunyuanVideoTransformer3DModel;
 magicinfinite: our own files (original names + audio layers, config in the metadata)."""
-
-# ComfyUI model folders (relative to ComfyUI/models) per component.
-COMFYUI_FOLDERS = {
-    "transformer": "diffusion_models",
-    "vae": "vae",
-    "text_encoder": "text_encoders",
-    "audio_encoder": "audio_encoders",
-}
 
 # Prefixes wrapping the transformer's own keys, longest first.
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.", "model.", "transformer.")
@@ -391,7 +383,7 @@ def _what_else(keys: list[str]) -> str | None:
         k.startswith(("encoder.down_blocks.", "decoder.up_blocks.", "encoder.down.", "decoder.up."))
         for k in ks
     ):
-        return "a VAE (put it in ComfyUI/models/vae and load it with vae_layouts.load_vae)"
+        return "a VAE (put it in ComfyUI/models/vae and load it with media.autoencoders.load_autoencoder)"
     if any("feature_extractor.conv_layers" in k for k in ks):
         return "a wav2vec2 audio encoder (put it in ComfyUI/models/audio_encoders)"
     if any(
@@ -833,11 +825,17 @@ def plan_load(
     cfg: DiTConfig | None = None,
     *,
     overlays: Sequence[str | Path] = (),
-    allow_missing_audio: bool = True,
+    allow_missing_audio: bool | None = None,
     with_audio: bool = True,
 ) -> tuple[DiTConfig, list[CheckpointInfo]]:
-    """Detect every file's layout, settle the config and check names/shapes — reading headers only."""
+    """Detect every file's layout, settle the config and check names/shapes — reading headers only.
+
+    allow_missing_audio=None: audio layers may be absent only when no file is one of ours (a
+    HunyuanVideo base never carries them; a MagicInfinite file without them is broken).
+    """
     infos = [detect_layout(path)] + [detect_layout(p) for p in overlays]
+    if allow_missing_audio is None:
+        allow_missing_audio = all(info.layout != "magicinfinite" for info in infos)
     planned = []
     for info in infos:
         planned.append(
@@ -859,18 +857,20 @@ def load_transformer(
     cfg: DiTConfig | None = None,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype = torch.float32,
     overlays: Sequence[str | Path] = (),
-    allow_missing_audio: bool = True,
+    allow_missing_audio: bool | None = None,
     with_audio: bool = True,
 ) -> MagicInfiniteDiT:
-    """Load a HunyuanVideo / MagicInfinite transformer from any supported layout.
+    """Load a HunyuanVideo / MagicInfinite transformer from any supported layout: the one DiT loader.
 
+    Used by bundles, the nodes, the USP workers, the trainers and the evaluation alike.
     `path`: a .safetensors file (original, ComfyUI, ours; fp8 / fp8-scaled dequantised), a shard
     index json, or a diffusers folder. `overlays`: our own stage-2 / distilled files whose keys
     replace or add to the base (usually the audio layers). `cfg=None` infers the config (from our
     metadata, diffusers config.json or the shapes + presets). Audio layers absent from every file keep
-    their zero-initialised start unless `allow_missing_audio=False`.
+    their zero-initialised start when the files are a HunyuanVideo base (any foreign layout); from our
+    own files they are an error unless `allow_missing_audio=True` (a stage-1 file starting stage 2).
     """
     cfg, infos = plan_load(
         path, cfg, overlays=overlays, allow_missing_audio=allow_missing_audio, with_audio=with_audio

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from magicinfinite_core.config import DISTILLED_TIMESTEPS
+
 TIMESTEP_SCALE = 1000.0
 
 
@@ -70,3 +72,10 @@ def _broadcast(sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     if sigma.ndim == 1 and like.ndim > 1:
         sigma = sigma.view(-1, *([1] * (like.ndim - 1)))
     return sigma
+
+
+def distilled_timesteps(steps: int) -> tuple[float, ...]:
+    """A few-step generator's timesteps: the paper's trained list for 4 steps, else evenly spaced."""
+    if steps == len(DISTILLED_TIMESTEPS):
+        return DISTILLED_TIMESTEPS
+    return tuple(TIMESTEP_SCALE * (1 - i / steps) for i in range(steps))

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import MaskError
+from magicinfinite_core.errors import MaskError
 
 log = logging.getLogger(__name__)
 
@@ -579,7 +579,7 @@ def _as_box(b: Sequence[float], hw: tuple[int, int], i: int) -> FaceBox:
 
 def token_masks(
     masks: Any,
-    num_latent_frames: int,
+    latent_frames: int,
     grid_hw: tuple[int, int],
     frames_per_latent: int = 4,
     threshold: float = TOKEN_THRESHOLD,
@@ -599,8 +599,8 @@ def token_masks(
     h, w = (int(v) for v in grid_hw)
     if h < 1 or w < 1:
         raise MaskError(f"token grid {grid_hw} must be positive")
-    if num_latent_frames < 1:
-        raise MaskError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
+    if latent_frames < 1:
+        raise MaskError(f"latent_frames must be >= 1, got {latent_frames}")
     if not 0 < threshold <= 1:
         raise MaskError(f"threshold must be in (0, 1], got {threshold}")
     if a.shape[0] == 0:
@@ -609,29 +609,29 @@ def token_masks(
     K = m.shape[0]
     if m.ndim == 3:
         cov = F.adaptive_avg_pool2d(m[:, None], (h, w))[:, 0]  # [K, h, w]
-        cov = cov[:, None].expand(K, num_latent_frames, h, w).contiguous()
+        cov = cov[:, None].expand(K, latent_frames, h, w).contiguous()
     else:
         nf = m.shape[1]
-        need = 1 + frames_per_latent * (num_latent_frames - 1)
+        need = 1 + frames_per_latent * (latent_frames - 1)
         if nf != need:
             raise MaskError(
-                f"per-frame masks cover {nf} video frames but {num_latent_frames} latent frames need "
+                f"per-frame masks cover {nf} video frames but {latent_frames} latent frames need "
                 f"{need} (1 + {frames_per_latent} x (T-1)); give one mask per video frame, or one static mask"
             )
         H, W = m.shape[-2:]
         cov_f = F.adaptive_avg_pool2d(m.reshape(K * nf, 1, H, W), (h, w)).reshape(K, nf, h, w)
         first = cov_f[:, :1]
-        rest = cov_f[:, 1:].reshape(K, num_latent_frames - 1, frames_per_latent, h, w).amax(dim=2)
+        rest = cov_f[:, 1:].reshape(K, latent_frames - 1, frames_per_latent, h, w).amax(dim=2)
         cov = torch.cat([first, rest], dim=1)
     on = cov >= threshold
-    flat = cov.reshape(K, num_latent_frames, -1)
-    lost = (~on.reshape(K, num_latent_frames, -1).any(-1)) & (flat.amax(-1) > 0)
+    flat = cov.reshape(K, latent_frames, -1)
+    lost = (~on.reshape(K, latent_frames, -1).any(-1)) & (flat.amax(-1) > 0)
     if lost.any():
         best = flat.argmax(-1)
-        on_flat = on.reshape(K, num_latent_frames, -1)
+        on_flat = on.reshape(K, latent_frames, -1)
         kk, tt = torch.nonzero(lost, as_tuple=True)
         on_flat[kk, tt, best[kk, tt]] = True
-        on = on_flat.reshape(K, num_latent_frames, h, w)
+        on = on_flat.reshape(K, latent_frames, h, w)
     return on.float()
 
 

@@ -2,7 +2,8 @@
 
 Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1, so
 scripts can rely on the exit code and humans get something to act on. `run` and `batch` belong to
-the headless runner (runner/headless.py, runner/batch.py) and are imported only when used.
+the headless runner (runner/headless.py, runner/batch.py) and are imported only when used. The entry
+point lives here, outside the core, because it calls both the core and the runner.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import MagicInfiniteError, finite_error
+from magicinfinite_core.errors import MagicInfiniteError, finite_error
 
 SEED_MAX = 2**63 - 1  # the same range as the ComfyUI sampler node's seed
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--latent-file", default=None, help="keep the video latent in this memory-mapped file")
     r.add_argument("--json", action="store_true", help="print the run report as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    from .distributed import add_sp_arguments
+    from magicinfinite_core.distributed import add_sp_arguments
 
     add_sp_arguments(g)
     for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
@@ -134,8 +135,8 @@ def check_args(args: argparse.Namespace) -> None:
     meant "the default", a seed beyond 64 bits died in torch, and a bad ``--out`` failed only after
     the whole video was computed.
     """
-    from .pipeline import check_output_path
-    from .sliding_window import window_sizes
+    from magicinfinite_core.media.video_io import check_output_path
+    from magicinfinite_core.sampling.sliding_window import window_sizes
 
     errors = [
         finite_error("--shift", args.shift, 1e-6) if args.shift is not None else None,
@@ -161,7 +162,7 @@ def _use_generator(args: argparse.Namespace, model: Path) -> bool:
     """The 4-step generator when the model has one, unless --base, or a base-only option, is given."""
     if args.distilled or args.base:
         return bool(args.distilled)
-    from .pipeline import bundle_has_generator
+    from magicinfinite_core.weights.bundle import bundle_has_generator
 
     if not bundle_has_generator(model):
         return False
@@ -175,18 +176,24 @@ def _use_generator(args: argparse.Namespace, model: Path) -> bool:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .guidance import CFGConfig
-    from .pipeline import DEMO_MODEL_DIR, bundle_sampler_defaults, generate
+    from magicinfinite_core.generate import GenerateOptions, generate
+    from magicinfinite_core.sampling.guidance import CFGConfig
+    from magicinfinite_core.weights.bundle import (
+        BUNDLE_FILE,
+        DEMO_MODEL_DIR,
+        bundle_sampler_defaults,
+        recommended_guidance,
+    )
 
     check_args(args)
 
     model = Path(args.model) if args.model else DEMO_MODEL_DIR
-    if not (model / "bundle.json").is_file() and not model.is_file():
+    if not (model / BUNDLE_FILE).is_file() and not model.is_file():
         if args.model is None:
             raise MagicInfiniteError(
                 f"the embedded demo model is not installed ({DEMO_MODEL_DIR}); pass --model PATH to a model folder"
             )
-        raise MagicInfiniteError(f"no model at {model}: expected a folder with bundle.json")
+        raise MagicInfiniteError(f"no model at {model}: expected a folder with {BUNDLE_FILE}")
     if args.speaker_mask and args.speaker_box:
         raise MagicInfiniteError("give --speaker-mask or --speaker-box, not both")
     speakers = args.speaker_mask or args.speaker_box
@@ -197,13 +204,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.no_cfg:
         cfg = CFGConfig.off()
     elif args.cfg_audio is not None or args.cfg_text is not None:
-        rec = bundle_sampler_defaults(model)
-        cfg = CFGConfig(audio_scale=args.cfg_audio if args.cfg_audio is not None else rec.get("audio_scale", 4.0),
-                        text_scale=args.cfg_text if args.cfg_text is not None else rec.get("text_scale", 3.0))
+        cfg = recommended_guidance(bundle_sampler_defaults(model), args.cfg_audio, args.cfg_text)
     state_dir = Path(args.state_dir) if args.state_dir else Path(str(args.out) + ".state")
     out, bundle = args.out, _maybe_sequence_parallel(model, args)
     if bundle is not None:
-        from .distributed import is_main_process
+        from magicinfinite_core.distributed import is_main_process
 
         if not is_main_process():  # every rank samples the same windows; only rank 0 keeps files
             import tempfile
@@ -211,16 +216,18 @@ def _generate(args: argparse.Namespace) -> int:
             out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
             state_dir, args.quiet = None, True
     cb, close = _progress_bars(args.quiet)
-    from .errors import MaskError
+    from magicinfinite_core.errors import MaskError
 
     try:
+        options = GenerateOptions(
+            steps=args.steps, cfg=cfg, shift=args.shift, distilled=args.distilled, window=args.window,
+            overlap=args.overlap, shift_windows=not args.fixed_windows, speakers=speakers, seed=args.seed,
+            negative_prompt=args.negative_prompt, face_fallback="center" if args.face_fallback == "centre" else None,
+            state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
+        )
         path, report = generate(
             args.portrait, args.audio if len(args.audio) > 1 else args.audio[0], args.prompt,
-            model=bundle if bundle is not None else model, out=out, steps=args.steps, cfg=cfg, window=args.window, overlap=args.overlap,
-            shift=args.shift, shift_windows=not args.fixed_windows, distilled=args.distilled, speakers=speakers,
-            seed=args.seed, negative_prompt=args.negative_prompt, device=args.device, state_dir=state_dir,
-            resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file, callback=cb,
-            face_fallback="center" if args.face_fallback == "centre" else None,
+            model=bundle if bundle is not None else model, out=out, options=options, device=args.device, callback=cb,
         )
     except MaskError as exc:
         if "no face found" not in str(exc):
@@ -245,8 +252,8 @@ def _maybe_sequence_parallel(model: Path, args: argparse.Namespace):
     wanted = (args.sp_ulysses or 1) * args.sp_ring * args.sp_cfg > 1 or args.sp_attention == "xfuser"
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not wanted:
         return None
-    from .distributed import wrap_for_torchrun
-    from .pipeline import load_bundle
+    from magicinfinite_core.distributed import wrap_for_torchrun
+    from magicinfinite_core.weights.bundle import load_bundle
 
     bundle = load_bundle(model, distilled=args.distilled)
     bundle.dit = wrap_for_torchrun(bundle.dit, ulysses=args.sp_ulysses, ring=args.sp_ring, cfg=args.sp_cfg,
@@ -256,16 +263,10 @@ def _maybe_sequence_parallel(model: Path, args: argparse.Namespace):
 
 def _headless(command: str, rest: list[str]) -> int:
     """`run` -> runner.headless.main, `batch` -> runner.batch.main (imported only when used)."""
-    import importlib
-
-    module = "runner.headless" if command == "run" else "runner.batch"
-    pack_root = Path(__file__).resolve().parent.parent  # runner/ sits beside magicinfinite_core/ in the pack
-    if (pack_root / "runner").is_dir() and str(pack_root) not in sys.path:
-        sys.path.insert(0, str(pack_root))
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise MagicInfiniteError(f"`magicinfinite {command}` needs the runner package next to the pack ({exc})") from None
+    if command == "run":
+        from runner import headless as mod
+    else:
+        from runner import batch as mod
     return int(mod.main(rest) or 0)
 
 

@@ -15,9 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import DiTConfig
-from .errors import CheckpointError
-from .models.dit import AUDIO_PREFIXES, MagicInfiniteDiT
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.models.dit import MagicInfiniteDiT
 
 FORMAT_KEY = "magicinfinite_format"
 CONFIG_KEY = "config"
@@ -130,27 +129,3 @@ def save_dit(
         dtype=dtype,
         extra=extra,
     )
-
-
-def load_dit(
-    path: str | Path,
-    *,
-    cfg: DiTConfig | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    allow_missing_audio: bool = False,
-) -> MagicInfiniteDiT:
-    """Rebuild a DiT from one of our files (config from metadata) or with an explicit config."""
-    meta = read_metadata(path)
-    if cfg is None:
-        if CONFIG_KEY not in meta:
-            raise CheckpointError(f"{path}: no model config in the file's metadata; pass a preset (cfg=...)")
-        cfg = DiTConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-    model = MagicInfiniteDiT(cfg)
-    load_into(
-        model,
-        load_state_dict(path, device),
-        allow_missing=AUDIO_PREFIXES if allow_missing_audio else (),
-        source=str(path),
-    )
-    return model.to(device=device, dtype=dtype).eval()

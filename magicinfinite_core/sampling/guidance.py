@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from magicinfinite_core.config import DEFAULT_AUDIO_SCALE, DEFAULT_CFG_BOUNDARY, DEFAULT_TEXT_SCALE
+
 FULL = "full"  # u(T, I, A)
 NO_AUDIO = "no_audio"  # u(T, I, 0)
 UNCOND = "uncond"  # u(0, 0, 0)
@@ -28,9 +30,9 @@ PASSES = {"off": (FULL,), "two-fold": (FULL, UNCOND), "three-fold": (FULL, NO_AU
 
 @dataclass(frozen=True)
 class CFGConfig:
-    audio_scale: float = 4.0
-    text_scale: float = 3.0
-    boundary: float = 0.75  # sigma >= boundary -> two-fold, below -> three-fold
+    audio_scale: float = DEFAULT_AUDIO_SCALE
+    text_scale: float = DEFAULT_TEXT_SCALE
+    boundary: float = DEFAULT_CFG_BOUNDARY  # sigma >= boundary -> two-fold, below -> three-fold
     dynamic_std: float = 0.0  # >0: per-sample scales drawn from N(mean, std) (distillation)
     enabled: bool = True
 

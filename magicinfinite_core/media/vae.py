@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 
-from .config import VAEConfig
-from .models.audio_layers import num_latent_frames
+from magicinfinite_core.config import VAEConfig, latent_frames
 
 
 class FrameGroupNorm(torch.nn.GroupNorm):
@@ -66,7 +65,7 @@ class VideoVAE(torch.nn.Module):
             raise ValueError(f"frame size {height}x{width} must be a multiple of {s} for this VAE")
         return (
             self.cfg.latent_channels,
-            num_latent_frames(frames, self.temporal_ratio),
+            latent_frames(frames, self.temporal_ratio),
             height // s,
             width // s,
         )

@@ -27,16 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-TEMPORAL_RATIO = 4
+from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
+
 # Step offsets follow the golden-ratio sequence: spread evenly over the allowed range, deterministic.
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-
-
-def latent_frames(video_frames: int, ratio: int = TEMPORAL_RATIO) -> int:
-    """Latent frames of a causal-VAE clip of `video_frames` frames: 1 + ceil((F-1)/ratio)."""
-    if video_frames < 1:
-        raise ValueError(f"a video needs at least one frame, got {video_frames}")
-    return 1 + -(-(video_frames - 1) // ratio)
 
 
 def video_frames_of_latent(k: int, ratio: int = TEMPORAL_RATIO) -> tuple[int, int]:

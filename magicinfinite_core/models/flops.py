@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DiTConfig
+from magicinfinite_core.config import DiTConfig
 
 FREQ_DIM = 256  # sinusoidal timestep embedding size (layers.TimestepEmbedder)
 

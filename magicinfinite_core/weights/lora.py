@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_layouts import comfyui_key_to_original
-from .checkpoints import load_state_dict, read_metadata
-from .errors import CheckpointError
-from .models.dit import MagicInfiniteDiT
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.weights.checkpoints import load_state_dict, read_metadata
+from magicinfinite_core.weights.transformer_layouts import comfyui_key_to_original
 
 _PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.")
 _PAIR = re.compile(r"(.+)\.(lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.weight$")

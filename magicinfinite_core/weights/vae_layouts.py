@@ -26,10 +26,10 @@ from diffusers import AutoencoderKLHunyuanVideo
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint_layouts import TensorEntry, scan_safetensors
-from .config import VAE_PRESETS, VAEConfig
-from .errors import CheckpointError
-from .vae import VideoVAE
+from magicinfinite_core.config import VAE_PRESETS, VAEConfig
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.weights.transformer_layouts import TensorEntry, scan_safetensors
 
 _PREFIXES = ("first_stage_model.", "vae.", "model.")
 _ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}

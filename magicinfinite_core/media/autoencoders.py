@@ -16,12 +16,16 @@ from typing import Any
 
 import torch
 
-from .checkpoints import load_state_dict, read_metadata, save_state_dict
-from .config import VAEConfig
-from .errors import CheckpointError
-from .patch_autoencoder import PatchAutoencoder, PatchAutoencoderConfig, is_patch_autoencoder_config
-from .streamed_decode import DecodeFn, diffusers_decode_fn
-from .vae import VideoVAE
+from magicinfinite_core.config import VAEConfig
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.media.patch_autoencoder import (
+    PatchAutoencoder,
+    PatchAutoencoderConfig,
+    is_patch_autoencoder_config,
+)
+from magicinfinite_core.media.streamed_decode import DecodeFn, diffusers_decode_fn
+from magicinfinite_core.media.vae import VideoVAE
+from magicinfinite_core.weights.checkpoints import load_state_dict, read_metadata, save_state_dict
 
 Autoencoder = VideoVAE | PatchAutoencoder
 FILE_KIND = "magicinfinite-vae"
@@ -70,13 +74,20 @@ def save_autoencoder(path: str | Path, ae: Autoencoder, dtype: torch.dtype | Non
     return save_state_dict(path, autoencoder_state_dict(ae), kind=FILE_KIND, config=autoencoder_config(ae), dtype=dtype)
 
 
-def load_autoencoder(path: str | Path) -> Autoencoder:
-    """A file written by `save_autoencoder` (or training.train_vae / fit_autoencoder)."""
-    meta = read_metadata(path)
-    if "config" not in meta:
-        raise CheckpointError(f"{path}: no autoencoder config in the file's metadata (not written by this package?)")
-    ae = autoencoder_from_config(json.loads(meta["config"]))
-    return load_autoencoder_state(ae, {k: v.float() for k, v in load_state_dict(path).items()}, path)
+def load_autoencoder(
+    path: str | Path, device: str | torch.device = "cpu", config: dict[str, Any] | None = None,
+) -> Autoencoder:
+    """The one autoencoder loader: our files (config in the safetensors metadata, or given as `config`
+    by a bundle.json: the demo's patch autoencoder, trained causal VAEs) or a published HunyuanVideo
+    VAE in any layout (ComfyUI file, diffusers folder or names; `weights/vae_layouts.py`)."""
+    p = Path(path)
+    meta = read_metadata(p) if p.is_file() and config is None else {}
+    if config is None and "config" not in meta:
+        from magicinfinite_core.weights.vae_layouts import load_vae
+
+        return load_vae(p, device=device)
+    ae = autoencoder_from_config(config if config is not None else json.loads(meta["config"]))
+    return load_autoencoder_state(ae, {k: v.float() for k, v in load_state_dict(p).items()}, p).to(device)
 
 
 def decode_fn(ae: Autoencoder) -> DecodeFn:

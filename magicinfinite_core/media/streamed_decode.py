@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .sampler import Progress, ProgressCallback
-from .sliding_window import TEMPORAL_RATIO, latent_frames
+from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
+from magicinfinite_core.sampling.sampler import Progress, ProgressCallback
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # [1, C, t, h, w] -> [1, 3, 1 + 4(t-1), H, W] in [-1, 1]
 

@@ -32,11 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import SamplerConfig
-from .errors import MagicInfiniteError, NonFiniteError
-from .sampler_state import SamplerState, config_hash, has_state, load_state, save_state
-from .scheduler import distilled_sigmas, flow_sigmas
-from .sliding_window import Window, blend_weights, step_shift, window_plan, window_sizes
+from magicinfinite_core.config import SamplerConfig
+from magicinfinite_core.errors import MagicInfiniteError, NonFiniteError
+from magicinfinite_core.sampling.schedule import distilled_sigmas, euler_step, flow_sigmas, x0_from_velocity
+from magicinfinite_core.sampling.sliding_window import (
+    Window,
+    blend_weights,
+    step_shift,
+    window_plan,
+    window_sizes,
+)
+from magicinfinite_core.sampling.state import SamplerState, config_hash, has_state, load_state, save_state
 
 Predictor = Callable[[torch.Tensor, float, Window], torch.Tensor]
 
@@ -148,9 +154,9 @@ class _StreamingUpdate:
         v = (self.acc[:, :n] / self.wsum[:n].view(1, -1, 1, 1)).to(torch.float32)
         x = self.latent[:, self.p0 : upto]
         if not self.distilled or not self.renoise:
-            x_new = x + v * (self.sigma_next - self.sigma)  # Euler (scheduler.euler_step)
+            x_new = euler_step(x, v, self.sigma, self.sigma_next)
         else:
-            x0 = x - self.sigma * v
+            x0 = x0_from_velocity(x, v, self.sigma)
             if self.sigma_next > 0:
                 noise = torch.empty_like(x)
                 fill_noise(noise, self.generator)

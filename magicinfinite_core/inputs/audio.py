@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import soxr
 
-from .config import AUDIO_SAMPLE_RATE, VIDEO_FPS
-from .errors import AudioError
+from magicinfinite_core.config import AUDIO_SAMPLE_RATE, VIDEO_FPS
+from magicinfinite_core.errors import AudioError
 
 log = logging.getLogger(__name__)
 

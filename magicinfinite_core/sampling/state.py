@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import MagicInfiniteError
+from magicinfinite_core.errors import MagicInfiniteError
 
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"

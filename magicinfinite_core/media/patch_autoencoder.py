@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models.audio_layers import num_latent_frames
+from magicinfinite_core.config import latent_frames
 
 KIND = "linear_patch"
 
@@ -110,7 +110,7 @@ class PatchAutoencoder(nn.Module):
         p = self.cfg.patch
         if height % p or width % p:
             raise ValueError(f"frame size {height}x{width} must be a multiple of {p} for this autoencoder")
-        return (self.cfg.latent_channels, num_latent_frames(frames, self.temporal_ratio), height // p, width // p)
+        return (self.cfg.latent_channels, latent_frames(frames, self.temporal_ratio), height // p, width // p)
 
     def enable_tiling(self, tile: int = 256) -> None:
         """Nothing to tile: every patch is coded on its own, so memory is already linear in the frame size."""
@@ -123,7 +123,7 @@ class PatchAutoencoder(nn.Module):
         x = patchify(frames.to(self.dtype), p) - self.mean  # [B, F, h, w, n]
         first = x[:, :1]
         rest = x[:, 1:]
-        groups = num_latent_frames(f, r) - 1
+        groups = latent_frames(f, r) - 1
         if groups and rest.shape[1] < groups * r:  # a short last group repeats its last frame
             pad = rest[:, -1:].expand(-1, groups * r - rest.shape[1], -1, -1, -1)
             rest = torch.cat([rest, pad], dim=1)

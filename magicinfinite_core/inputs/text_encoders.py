@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .errors import CheckpointError
+from magicinfinite_core.errors import CheckpointError
 
 # HunyuanVideo-I2V's video prompt template (`dit-llm-encode-video-i2v`); crop 103 with llama-3's tokenizer.
 I2V_TEMPLATE = (

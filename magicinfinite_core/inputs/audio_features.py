@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .audio import LoadedAudio, num_video_frames_for_samples, samples_per_frame
-from .config import AUDIO_SAMPLE_RATE
-from .errors import AudioError, CheckpointError
+from magicinfinite_core.config import AUDIO_SAMPLE_RATE
+from magicinfinite_core.errors import AudioError, CheckpointError
+from magicinfinite_core.inputs.audio import LoadedAudio, num_video_frames_for_samples, samples_per_frame
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Config

@@ -1,0 +1,310 @@
+"""generate(): portrait + voice + prompt -> mp4 of exactly the audio's length (DESIGN.md §2 data flow).
+
+A short chain of named phases, each a function of its own module:
+
+    load the model        weights/bundle.py        load_bundle
+    read the voice        inputs/audio*.py         load_speaker_tracks -> extract_speaker_features [K, F, D]
+    prepare the portrait  inputs/portrait.py       read_portrait -> load_portrait, pixel_speaker_masks
+    build the conditions  sampling/predictor.py    build_conditions -> WindowPredictor (CFG passes)
+    sample the latent     sampling/sampler.py      sample (sliding windows, resumable state)
+    decode and write      media/video_io.py        decode_to_mp4 (streamed causal decode + mux)
+
+Identity over any length (DESIGN.md §5): only window 0 starts at the portrait, so in the paper's
+first_frame mode only window 0 gets the I2V frame-0 latent concat; every other window gets the zero
+concat, exactly what training shows the model when it drops that condition. Models with the
+every_frame image condition see the portrait in every window. Guidance scales are fixed per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from magicinfinite_core.config import VIDEO_FPS, SamplerConfig, latent_frames
+from magicinfinite_core.errors import MagicInfiniteError, finite_error
+from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
+from magicinfinite_core.inputs.audio_features import extract_speaker_features
+from magicinfinite_core.inputs.portrait import (
+    PortraitWarning,
+    load_portrait,
+    pixel_speaker_masks,
+    read_portrait,
+)
+from magicinfinite_core.media.video_io import check_output_path, decode_to_mp4
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
+from magicinfinite_core.sampling.sampler import ProgressCallback, sample, step_plans
+from magicinfinite_core.sampling.sliding_window import window_sizes
+from magicinfinite_core.sampling.state import clear_state, has_state, load_state
+from magicinfinite_core.weights.bundle import ModelBundle, load_bundle
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Every setting of one generation. None = the model's own recommendation (bundle.json), else the
+    library default (config.py). The CLI, the nodes, the runner and the benches fill this one record."""
+
+    steps: int | None = None  # base-model denoising steps
+    cfg: CFGConfig | None = None  # guidance (base mode)
+    shift: float | None = None  # flow-matching time shift
+    distilled: bool = False  # the few-step generator, no CFG (a bundle path then loads its distilled DiT)
+    distilled_timesteps: Sequence[float] | None = None
+    window: int = 33  # video frames per sliding window
+    overlap: int = 8  # video frames shared by consecutive windows
+    shift_windows: bool = True  # move window boundaries every step so seams never sit still
+    speakers: Any = None  # None (detect faces), [K, H, W] masks, mask image paths, or K pixel boxes
+    seed: int = 0
+    negative_prompt: str = ""
+    face_fallback: str | None = None  # "center": centred regions when no face is found (reported in notes)
+    state_dir: str | Path | None = None  # save the sampler state after every step
+    resume: bool = False  # continue from state_dir (bit-identical result)
+    keep_state: bool = False  # keep state_dir after a finished video
+    latent_file: str | Path | None = None  # memory-map the video's latent here instead of RAM
+    decode_chunk: int = 8  # latent frames per decode chunk
+    decode_context: int = 2  # latent frames of causal context per chunk
+
+
+def options_with(options: GenerateOptions | None, overrides: dict[str, Any]) -> GenerateOptions:
+    """`options` (or the defaults) with keyword overrides; an unknown name is an error, not ignored."""
+    known = {f.name for f in fields(GenerateOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+    return replace(options or GenerateOptions(), **overrides)
+
+
+@dataclass
+class GenerateReport:
+    path: str
+    frames: int
+    seconds: float
+    fps: int
+    width: int
+    height: int
+    latent_shape: list[int]
+    steps: int
+    mode: str
+    windows_per_step: list[int]
+    seed: int
+    wall_s: float
+    sample_s: float
+    decode_s: float
+    resumed_from_step: int | None
+    peak_rss_mb: float
+    peak_device_mb: float | None
+    notes: list[str] = field(default_factory=list)  # fallbacks and input changes the user should know about
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the peak of this program's own memory. ``ru_maxrss`` keeps
+    the peak of the process image before ``exec`` (a forked copy of a large launcher, e.g. a test
+    runner), so it can report the parent's size; it is the fallback elsewhere (Linux reports KiB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _audio_list(audio: Any) -> list:
+    if isinstance(audio, (list, tuple)) and not (len(audio) == 2 and isinstance(audio[1], int)):
+        return list(audio)
+    return [audio]
+
+
+def generate(
+    portrait: Any,
+    audio: Any,
+    prompt: str,
+    *,
+    model: ModelBundle | str | Path,
+    out: str | Path,
+    options: GenerateOptions | None = None,
+    device: str | torch.device | None = None,
+    callback: ProgressCallback | None = None,
+    **overrides: Any,
+) -> tuple[Path, GenerateReport]:
+    """Make a talking video; returns (mp4 path, report).
+
+    audio: a file / ComfyUI AUDIO / (array, rate), or a list of them (one per speaker, same order as
+    `options.speakers`). Settings come from `options` (GenerateOptions), with keyword overrides of its
+    fields (``generate(..., steps=20, seed=1)``).
+    """
+    opts = options_with(options, overrides)
+    t_start = time.perf_counter()
+    check_output_path(out)  # before any work: a bad path must not cost a whole run
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
+    window_sizes(opts.window, opts.overlap)  # fail early on a bad window/overlap, before any heavy work
+
+    tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
+    num_frames = max(t.num_frames for t in tracks)
+    features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
+
+    sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
+                            callback=callback)
+
+    t1 = time.perf_counter()
+    out = decode_to_mp4(sampled.latent, bundle.vae, num_frames, out, _output_audio(audio, tracks),
+                        chunk=opts.decode_chunk, context=opts.decode_context, device=device, callback=callback)
+    decode_s = time.perf_counter() - t1
+    if opts.state_dir is not None and not opts.keep_state:
+        clear_state(opts.state_dir)
+
+    scfg = sampled.config
+    n_steps = len(scfg.distilled_timesteps) if opts.distilled else scfg.steps
+    report = GenerateReport(
+        path=str(out), frames=num_frames, seconds=num_frames / VIDEO_FPS, fps=VIDEO_FPS,
+        width=bundle.width, height=bundle.height, latent_shape=list(sampled.shape),
+        steps=n_steps, mode="distilled" if opts.distilled else "base",
+        windows_per_step=[len(p) for p in step_plans(sampled.shape[1], scfg, n_steps)], seed=opts.seed,
+        wall_s=time.perf_counter() - t_start, sample_s=sampled.seconds, decode_s=decode_s,
+        resumed_from_step=sampled.resumed_from_step, peak_rss_mb=peak_rss_mb(),
+        peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        notes=sampled.notes,
+    )
+    return out, report
+
+
+@dataclass
+class SampledLatent:
+    latent: torch.Tensor  # [C, T, h, w] on the CPU
+    shape: tuple[int, int, int, int]
+    config: SamplerConfig
+    num_frames: int
+    resumed_from_step: int | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)  # what the user should know (fallbacks, downscaling)
+
+
+def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence[float], seed: int) -> None:
+    """Refuse sampling settings that cannot give a video: NaN/inf or out-of-range numbers.
+
+    Why: NaN passes every ``<``/``>`` check and used to come out as an all-black video reported as
+    a success; this is the library's own line of defence under the CLI's and the nodes' checks.
+    """
+    errs = [
+        None if int(steps) >= 1 else f"steps must be at least 1, got {steps}",
+        finite_error("shift", shift, 1e-6),
+        finite_error("audio guidance scale", cfg.audio_scale),
+        finite_error("text guidance scale", cfg.text_scale),
+        finite_error("CFG boundary", cfg.boundary),
+        *[finite_error("distilled timestep", t, 0.0, 1000.0) for t in timesteps],
+        None if 0 <= int(seed) < 2**64 else f"seed must be in 0..2**64-1, got {seed}",
+    ]
+    for e in errs:
+        if e:
+            raise MagicInfiniteError(e)
+
+
+def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerConfig, CFGConfig]:
+    """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked."""
+    steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
+                                                           opts.distilled_timesteps)
+    check_sampling(steps, shift, cfg, timesteps, opts.seed)
+    window_sizes(opts.window, opts.overlap)
+    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=opts.window, overlap_frames=opts.overlap,
+                         shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
+    return scfg, cfg
+
+
+def prepare_portrait(
+    bundle: ModelBundle, portrait: Any, num_speakers: int, opts: GenerateOptions, notes: list[str],
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(portrait [1, 3, H, W] in [-1, 1], the same as uint8, speaker masks [K, H, W]) at the model's size.
+
+    Faces are detected on the full-resolution picture; what was changed or fell back goes to `notes`.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PortraitWarning)
+        full = read_portrait(portrait)
+    for w in caught:
+        notes.append(str(w.message))
+        warnings.warn(w.message, stacklevel=3)
+    img, img_u8 = load_portrait(full, bundle.height, bundle.width)
+    masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,
+                                notes=notes)
+    return img, img_u8, masks
+
+
+def sample_latent(
+    bundle: ModelBundle,
+    portrait: Any,
+    features: torch.Tensor,
+    num_frames: int,
+    prompt: str,
+    *,
+    options: GenerateOptions | None = None,
+    device: str | torch.device = "cpu",
+    callback: ProgressCallback | None = None,
+    forward: Any = None,
+    **overrides: Any,
+) -> SampledLatent:
+    """Portrait + per-speaker features [K, F, D] + prompt -> the sampled latent of the whole video.
+
+    The part of generate() that the ComfyUI sampler node runs on its own. `forward` replaces the DiT
+    call (e.g. a USP worker group with the DiT's signature). The resume hash covers the model, the
+    portrait, the features, the masks, the prompts and the guidance.
+    """
+    opts = options_with(options, overrides)
+    device = torch.device(device)
+    prompt = prompt or ""
+    scfg, cfg = sampler_config(bundle, opts)
+    if bundle.dit.cfg.audio is not None and features.shape[-1] != bundle.dit.cfg.audio.feature_dim:
+        raise MagicInfiniteError(
+            f"the audio features have {features.shape[-1]} dims but the model expects "
+            f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
+        )
+    notes: list[str] = []
+    img, img_u8, masks = prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
+    cond = build_conditions(bundle, img, prompt, features, masks, device, opts.negative_prompt)
+    h_lat, w_lat = cond.image_latent.shape[-2:]
+    shape = (bundle.dit.cfg.out_channels, latent_frames(num_frames), h_lat, w_lat)
+    inputs_hash = {
+        "model": bundle.fingerprint(),
+        "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
+        "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
+        "masks": hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest(),
+        "prompt": prompt,
+        "negative_prompt": opts.negative_prompt,
+        "cfg": asdict(cfg),
+    }
+    state_dir = opts.state_dir
+    resumed_from = load_state(state_dir).step if opts.resume and has_state(state_dir) else None
+    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward)
+    t0 = time.perf_counter()
+    latent = sample(predictor, shape, config=scfg, distilled=opts.distilled, seed=opts.seed, device=device,
+                    state_dir=state_dir, resume=opts.resume, extra_hash=inputs_hash, latent_file=opts.latent_file,
+                    callback=callback)
+    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0, notes)
+
+
+def _output_audio(audio: Any, tracks: list[LoadedAudio]):
+    """The track muxed into the mp4: the original file for one speaker (its own rate and quality),
+    otherwise the speakers' 16 kHz tracks mixed."""
+    items = _audio_list(audio)
+    if len(items) == 1 and isinstance(items[0], (str, Path)):
+        return items[0]
+    mix = np.sum([t.waveform for t in tracks], axis=0)
+    peak = float(np.abs(mix).max()) if mix.size else 0.0
+    if peak > 1:
+        mix = mix / peak
+    return (mix.astype(np.float32)[None], tracks[0].sample_rate)

@@ -1,0 +1,1 @@
+"""Inputs on their way to the model: audio loading and features, portraits, speaker masks, encoders."""

@@ -1,0 +1,1 @@
+"""From latent to file: the autoencoders, streamed decoding and video writing."""

@@ -1,0 +1,1 @@
+"""From noise to latent: schedule, sliding windows, guidance, the predictor, the sampler and its state."""

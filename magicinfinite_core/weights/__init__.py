@@ -1,0 +1,1 @@
+"""Weight files: the bundle format, transformer and VAE checkpoint layouts, key maps, LoRA."""

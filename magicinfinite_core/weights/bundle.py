@@ -1,0 +1,389 @@
+"""The model bundle: one folder, one bundle.json, the weights it names — the format the demo model ships in.
+
+Everything about that format lives here: the file name, the schema written by `bundle_spec`, saving,
+loading (base DiT or the few-step "distilled" entry), the path checks and the recommended settings.
+The autoencoder and audio modules are imported where a bundle is loaded or saved, so that reading
+the format (the node pack at ComfyUI's start, the CLI's argument checks) stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from magicinfinite_core.config import (
+    DEFAULT_AUDIO_SCALE,
+    DEFAULT_CFG_BOUNDARY,
+    DEFAULT_SHIFT,
+    DEFAULT_STEPS,
+    DEFAULT_TEXT_SCALE,
+    DISTILLED_TIMESTEPS,
+    DiTConfig,
+    VAEConfig,
+)
+from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.inputs.encoders import ByteTextEncoder, PatchImageEncoder, encoder_from_config
+from magicinfinite_core.models.dit import MagicInfiniteDiT
+from magicinfinite_core.sampling.guidance import CFGConfig
+from magicinfinite_core.weights.checkpoints import load_state_dict, save_dit, save_state_dict
+from magicinfinite_core.weights.transformer_layouts import load_transformer
+
+if TYPE_CHECKING:
+    from magicinfinite_core.inputs.audio_features import AudioFeatureExtractor
+    from magicinfinite_core.media.vae import VideoVAE
+
+log = logging.getLogger(__name__)
+
+
+BUNDLE_FILE = "bundle.json"  # the one definition of the name
+DIT_FILE = "dit.safetensors"
+VAE_FILE = "vae.safetensors"
+DISTILLED_DIT_FILE = "dit_4step.safetensors"  # the few-step generator beside the base DiT
+BUNDLE_FORMAT = "magicinfinite-bundle/1"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+@dataclass
+class ModelBundle:
+    """Everything generate() needs. `text_encoder(prompt) -> TextEmbedding`; `image_encoder(img) ->
+    [1, Li, dim]` (dim = image_token_dim, or text_dim when the DiT has no image projection)."""
+
+    dit: MagicInfiniteDiT
+    vae: VideoVAE
+    text_encoder: Any
+    image_encoder: Any | None
+    audio_extractor: AudioFeatureExtractor
+    height: int = 64
+    width: int = 64
+    name: str = "model"
+    dit_path: Path | None = None  # the DiT file a bundle was loaded from (multi-process workers reload it)
+    # bundle.json "sampler": the settings the model was tuned for (steps, shift, audio_scale, text_scale)
+    sampler_defaults: dict[str, Any] = field(default_factory=dict)
+    # set when `dit` is a few-step distilled generator: {"timesteps": [...], "shift": s}
+    distilled: dict[str, Any] | None = None
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def resolve_sampling(
+        self,
+        distilled: bool,
+        steps: int | None = None,
+        shift: float | None = None,
+        cfg: CFGConfig | None = None,
+        distilled_timesteps: Sequence[float] | None = None,
+    ) -> tuple[int, float, CFGConfig, tuple[float, ...]]:
+        """(steps, shift, guidance, distilled step list): what the caller set, else what this model was
+        trained / distilled for (bundle.json), else the library defaults (config.py)."""
+        d = self.sampler_defaults
+        info = self.distilled or {}
+        timesteps = tuple(float(t) for t in (distilled_timesteps or info.get("timesteps") or DISTILLED_TIMESTEPS))
+        if distilled:
+            shift = float(shift if shift is not None else info.get("shift", d.get("shift", DEFAULT_SHIFT)))
+            return len(timesteps), shift, CFGConfig.off(), timesteps
+        steps = int(steps if steps is not None else d.get("steps", DEFAULT_STEPS))
+        shift = float(shift if shift is not None else d.get("shift", DEFAULT_SHIFT))
+        return steps, shift, cfg if cfg is not None else recommended_guidance(d), timesteps
+
+    def fingerprint(self) -> str:
+        """Hash of all weights (resume refuses a state made by another model)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for mod in (self.dit, self.vae, self.text_encoder, self.image_encoder):
+                if isinstance(mod, nn.Module):
+                    for k, v in sorted(mod.state_dict().items()):
+                        h.update(k.encode())
+                        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+            h.update(str(getattr(self.audio_extractor, "name", "")).encode())
+            self._fingerprint = h.hexdigest()[:24]
+        return self._fingerprint
+
+    def to(self, device: torch.device | str) -> ModelBundle:
+        for mod in (self.dit, self.vae, self.text_encoder, self.image_encoder):
+            if isinstance(mod, nn.Module):
+                mod.to(device)
+        return self
+
+
+def recommended_guidance(
+    defaults: dict[str, Any], audio_scale: float | None = None, text_scale: float | None = None,
+) -> CFGConfig:
+    """CFG scales: the caller's where given, else the model's (bundle.json "sampler"), else the library's."""
+    return CFGConfig(
+        audio_scale=float(audio_scale if audio_scale is not None else defaults.get("audio_scale", DEFAULT_AUDIO_SCALE)),
+        text_scale=float(text_scale if text_scale is not None else defaults.get("text_scale", DEFAULT_TEXT_SCALE)),
+        boundary=float(defaults.get("boundary", DEFAULT_CFG_BOUNDARY)),
+    )
+
+
+def _seeded_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name and p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def random_bundle(
+    seed: int = 0,
+    *,
+    height: int = 64,
+    width: int = 64,
+    dit_cfg: DiTConfig | None = None,
+    vae_cfg: VAEConfig | None = None,
+    std: float = 0.05,
+) -> ModelBundle:
+    """Seeded random tiny models (tests, benches): every weight drawn from one generator.
+
+    Output projections that are zero-initialised for training are random here too, so the random
+    model's velocity actually depends on its inputs.
+    """
+    from magicinfinite_core.inputs.audio_features import MelExtractor
+    from magicinfinite_core.media.vae import VideoVAE
+
+    dit_cfg = dit_cfg or DiTConfig()
+    vae_cfg = vae_cfg or VAEConfig(latent_channels=dit_cfg.out_channels)
+    g = torch.Generator().manual_seed(int(seed))
+    dit = MagicInfiniteDiT(dit_cfg)
+    _seeded_init(dit, g, std)
+    vae = VideoVAE(vae_cfg)
+    _seeded_init(vae.model, g, std=0.2)
+    text = ByteTextEncoder(dit_cfg.text_dim, dit_cfg.pooled_dim)
+    _seeded_init(text, g, 0.5)
+    image = PatchImageEncoder(dit_cfg.image_token_dim or dit_cfg.text_dim)
+    _seeded_init(image, g, 0.5)
+    n_mels = dit_cfg.audio.feature_dim if dit_cfg.audio is not None else 64
+    bundle = ModelBundle(dit.eval(), vae.eval(), text.eval(), image.eval(), MelExtractor(n_mels=n_mels),
+                         height, width, name=f"random-tiny-{seed}")
+    return bundle
+
+
+def bundle_spec(
+    *,
+    name: str,
+    height: int,
+    width: int,
+    vae_config: dict[str, Any],
+    audio: dict[str, Any],
+    text_encoder: dict[str, Any],
+    image_encoder: dict[str, Any] | None = None,
+    sampler: dict[str, Any] | None = None,
+    distilled: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The bundle.json schema, written in this one place (save_bundle, the trainer's export, distillation).
+
+    text_encoder / image_encoder: {"config": {...}} plus "weights" when the encoder has its own file;
+    audio: {"kind": "mel", "n_mels", "n_fft"} or {"kind": ..., "path": file}; sampler: the settings the
+    model was tuned for; distilled: {"dit", "timesteps", "shift"} of a few-step generator; training:
+    free-form provenance (run, step), never read by the loader.
+    """
+    spec: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "resolution": [int(height), int(width)],
+        "dit": DIT_FILE,
+        "vae": {"weights": VAE_FILE, "config": vae_config},
+        "audio": audio,
+        "text_encoder": text_encoder,
+    }
+    if image_encoder is not None:
+        spec["image_encoder"] = image_encoder
+    if sampler:
+        spec["sampler"] = dict(sampler)
+    if distilled is not None:
+        spec["distilled"] = dict(distilled)
+    if training:
+        spec["training"] = training
+    return spec
+
+
+def write_bundle_spec(folder: str | Path, spec: dict[str, Any]) -> Path:
+    """Write bundle.json atomically (a reader never sees half a file)."""
+    import os
+
+    path = Path(folder) / BUNDLE_FILE
+    tmp = path.with_name(BUNDLE_FILE + ".tmp")
+    tmp.write_text(json.dumps(spec, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_bundle_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """(spec, path of bundle.json) for a bundle folder or its bundle.json; a CheckpointError if unreadable."""
+    p = Path(path)
+    spec_path = p / BUNDLE_FILE if p.is_dir() else p
+    if not spec_path.is_file():
+        raise CheckpointError(f"no model at {path}: expected a folder with {BUNDLE_FILE}")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{spec_path} is not valid JSON ({exc})") from None
+    if not isinstance(spec, dict) or "dit" not in spec:
+        raise CheckpointError(f"{spec_path} names no DiT file (\"dit\"); is this a MagicInfinite bundle?")
+    return spec, spec_path
+
+
+def _encoder_entry(key: str, mod: Any, folder: Path) -> dict[str, Any] | None:
+    """An encoder's bundle.json entry, saving its weights beside it when it has any."""
+    if isinstance(mod, nn.Module):
+        save_state_dict(folder / f"{key}.safetensors", mod.state_dict(), kind=f"magicinfinite-{key}", config=mod.config)
+        return {"weights": f"{key}.safetensors", "config": mod.config}
+    if mod is not None:  # weightless adapters (packaged MiniLM, latent patches)
+        return {"config": mod.config}
+    return None
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Write a bundle folder: bundle.json + dit / vae / text / image safetensors (our formats)."""
+    from magicinfinite_core.media.autoencoders import save_autoencoder
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_dit(d / DIT_FILE, bundle.dit)
+    save_autoencoder(d / VAE_FILE, bundle.vae)
+    ex = bundle.audio_extractor
+    spec = bundle_spec(
+        name=bundle.name, height=bundle.height, width=bundle.width, vae_config=bundle.vae.cfg.to_dict(),
+        audio={"kind": getattr(ex, "name", "mel"), "n_mels": getattr(ex, "n_mels", 64), "n_fft": getattr(ex, "n_fft", 1024)},
+        text_encoder=_encoder_entry("text_encoder", bundle.text_encoder, d),
+        image_encoder=_encoder_entry("image_encoder", bundle.image_encoder, d),
+        sampler=bundle.sampler_defaults,
+        # the DiT is itself a few-step generator: say so, with its step list
+        distilled=None if bundle.distilled is None else {"dit": DIT_FILE, **bundle.distilled},
+    )
+    write_bundle_spec(d, spec)
+    return d
+
+
+def bundle_with_generator(
+    base: str | Path, generator: str | Path, out: str | Path, timesteps: Sequence[float], shift: float,
+) -> Path:
+    """A copy of the base bundle plus a few-step generator as its "distilled" DiT.
+
+    The base stays the bundle's DiT (CFG sampling still works); `load_bundle(..., distilled=True)`, the
+    CLI's default and the loader node's 4-step variant take the generator, with its step list and shift.
+    """
+    import shutil
+
+    spec, spec_path = read_bundle_spec(base)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in spec_path.parent.iterdir():
+        if f.is_file() and f.name not in (BUNDLE_FILE, DISTILLED_DIT_FILE):
+            shutil.copy2(f, out / f.name)
+    shutil.copy2(generator, out / DISTILLED_DIT_FILE)
+    spec["distilled"] = {"dit": DISTILLED_DIT_FILE, "timesteps": [float(t) for t in timesteps], "shift": float(shift)}
+    write_bundle_spec(out, spec)
+    return out
+
+
+def bundle_sampler_defaults(path: str | Path) -> dict[str, Any]:
+    """bundle.json's "sampler" section (the model's recommended settings) without loading weights."""
+    try:
+        return dict(read_bundle_spec(path)[0].get("sampler", {}))
+    except (CheckpointError, OSError, AttributeError, TypeError, ValueError):
+        return {}
+
+
+def bundle_files(spec: dict[str, Any], folder: Path, spec_path: Path | str = BUNDLE_FILE) -> dict[str, Path]:
+    """Every file a bundle.json names ({"dit": path, "vae.weights": path, ...}), each checked to lie in its folder.
+
+    Why: bundle folders come from anywhere (downloads, shared drives); a ``bundle.json`` naming
+    ``/abs/path`` or ``../../x`` must not make the loader read files outside the bundle. Relative
+    names without ``..`` only; a symlink the user placed inside the folder is followed.
+    """
+    import os
+
+    found: dict[str, Any] = {"dit": spec.get("dit")}
+    if isinstance(spec.get("distilled"), dict) and "dit" in spec["distilled"]:
+        found["distilled.dit"] = spec["distilled"]["dit"]
+    for key in ("vae", "text_encoder", "image_encoder"):
+        if isinstance(spec.get(key), dict) and "weights" in spec[key]:
+            found[f"{key}.weights"] = spec[key]["weights"]
+    if isinstance(spec.get("audio"), dict) and "path" in spec["audio"]:
+        found["audio.path"] = spec["audio"]["path"]
+    out: dict[str, Path] = {}
+    base = os.path.normpath(os.path.abspath(folder))
+    for key, name in found.items():
+        if not isinstance(name, str) or not name.strip():
+            raise CheckpointError(f"{spec_path}: {key!r} must name a file inside the bundle folder, got {name!r}")
+        parts = Path(name.replace("\\", "/")).parts
+        if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            raise CheckpointError(
+                f"{spec_path}: {key!r} is the absolute path {name!r}; bundle files must be named relative to the "
+                "bundle folder (absolute paths are refused)"
+            )
+        cand = os.path.normpath(os.path.join(base, name))
+        if ".." in parts or os.path.commonpath([base, cand]) != base:
+            raise CheckpointError(
+                f"{spec_path}: {key!r} = {name!r} leaves the bundle folder ('..' is refused); put the file inside it"
+            )
+        out[key] = Path(cand)
+    return out
+
+
+def bundle_has_generator(path: str | Path) -> bool:
+    """Whether bundle.json names a few-step distilled generator (its "distilled" entry), without loading."""
+    try:
+        info = read_bundle_spec(path)[0].get("distilled")
+    except (CheckpointError, OSError):
+        return False
+    return isinstance(info, dict) and "dit" in info
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled: bool = False) -> ModelBundle:
+    """Load a bundle folder written by save_bundle (the demo model ships in this format).
+
+    distilled: load the bundle's few-step generator (bundle.json "distilled": {"dit", "timesteps",
+    "shift"}, written by training.distill) instead of its base DiT; everything else is shared.
+    """
+    from magicinfinite_core.inputs.audio_features import MelExtractor, load_extractor
+    from magicinfinite_core.media.autoencoders import load_autoencoder
+
+    spec, spec_path = read_bundle_spec(path)
+    d = spec_path.parent
+    dit_file, info = spec["dit"], None
+    if distilled:
+        info = spec.get("distilled")
+        if not isinstance(info, dict) or "dit" not in info:
+            raise CheckpointError(
+                f"{spec_path} has no distilled generator (no 'distilled' entry naming a DiT file): distil it with "
+                "python -m training.distill.trainer, or sample it in base mode (CFG, more steps)"
+            )
+        dit_file = info["dit"]
+        info = {k: v for k, v in info.items() if k != "dit"}
+    files = bundle_files(spec, d, spec_path)  # every path checked before anything is read
+    dit = load_transformer(files["dit" if not distilled else "distilled.dit"], device=device)
+    vae = load_autoencoder(files["vae.weights"], config=spec["vae"]["config"])
+    encoders = {}
+    for key in ("text_encoder", "image_encoder"):
+        if spec.get(key):
+            mod = encoder_from_config(spec[key]["config"])
+            if isinstance(mod, nn.Module):
+                mod.load_state_dict(load_state_dict(files[f"{key}.weights"]))
+                mod.eval()
+            encoders[key] = mod
+    if "text_encoder" not in encoders:
+        raise CheckpointError(f"{spec_path} names no text encoder")
+    audio = spec.get("audio", {"kind": "mel"})
+    if audio["kind"] == "mel":
+        extractor = MelExtractor(n_mels=audio.get("n_mels", 64), n_fft=audio.get("n_fft", 1024))
+    else:
+        extractor = load_extractor(files["audio.path"])
+    h, w = spec.get("resolution", [64, 64])
+    name = spec.get("name", d.name) + ("-4step" if distilled else "")
+    return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
+                       int(h), int(w), name=name, dit_path=d / str(dit_file),
+                       sampler_defaults=dict(spec.get("sampler", {})), distilled=info).to(device)
+
+
