@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+TEXT_MAX_TOKENS = 40  # the demo's MiniLM prompt length
 HUNYUAN_MAX_TOKENS = 1024  # prompt (256) + the portrait's LLaVA image tokens fit; every row is padded to it
 
 
@@ -55,6 +56,27 @@ class EncoderSpec:
         return "mel" if self.audio == "mel" else f"wav2vec2:{Path(self.wav2vec2).name}"
 
 
+class MiniLMText:
+    """The packaged MiniLM (`text_encoders.MiniLMTextEncoder`) padded to a fixed length for caching.
+
+    -> tokens [B, max_tokens, 384] (padding rows zero), mask [B, max_tokens] bool, pooled [B, 384]
+    (mean over the mask, L2-normalised).
+    """
+
+    name = "minilm"
+    dim = 384
+
+    def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
+        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
+
+        self.encoder = MiniLMTextEncoder(max_length=max_tokens, pad_to_max_length=True)
+        self.max_tokens = max_tokens
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e = self.encoder.encode(prompts)
+        return e.tokens, e.mask, e.pooled
+
+
 class HunyuanCacheText:
     """`text_encoders.HunyuanTextEncoder` for caching: the I2V template with the portrait, every
     output padded to one fixed length (the trainer swaps rows for the empty prompt's in place)."""
@@ -86,8 +108,6 @@ def build_text(spec: EncoderSpec, max_tokens: int, device: str = "cpu"):
     """The text encoder of a spec: `.encode(prompts[, images]) -> (tokens, mask, pooled)`."""
     if spec.text == "hunyuan":
         return HunyuanCacheText(spec.llava, spec.clip, device)
-    from training.preprocess import MiniLMText
-
     return MiniLMText(max_tokens)
 
 

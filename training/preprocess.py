@@ -19,7 +19,7 @@ them every step would waste most of the compute. Per clip we store one safetenso
 A manifest (``manifest.jsonl``, and per split in shards indexed by ``shards.json``: see
 ``training.shards``) lists the cached clips; ``cache.json`` records the settings and refuses to mix
 caches made with different settings. The work runs as one Ray Data pipeline
-(``training.ray_preprocess``: decoding tasks, an actor pool of encoders), in local mode or on the
+(``cache_with_ray``: decoding tasks, an actor pool of encoders), in local mode or on the
 cluster of ``RAY_ADDRESS``. Each file is written atomically with a canonical header, so an
 interrupted run resumes by skipping finished clips, and 1 or N workers give byte-identical caches;
 the VAE posterior mean makes it deterministic.
@@ -46,37 +46,22 @@ from magicinfinite_core.media.autoencoders import Autoencoder
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import image_tokens_from_latent
 from magicinfinite_core.weights.checkpoints import read_metadata
-from training.cache_encoders import HUNYUAN_MAX_TOKENS, EncoderSpec
+from training.cache_encoders import (
+    HUNYUAN_MAX_TOKENS,
+    TEXT_MAX_TOKENS,
+    EncoderSpec,
+    MiniLMText,
+    build_audio,
+    build_text,
+    load_any_vae,
+)
 from training.canonical_safetensors import save_canonical
-from training.data.clip import ClipArrays, list_clips
+from training.data.clip import ClipArrays, list_clips, read_clip
 from training.data.jsonl import read_jsonl
 from training.data.tensors import box_mask, frames_to_tensor, latent_mask, speaker_mouth_boxes
 from training.shards import DEFAULT_SHARD_ROWS, write_manifests
 
 CACHE_FORMAT = 1
-TEXT_MAX_TOKENS = 40
-
-
-# ------------------------------------------------------------------------------------ text encoder
-class MiniLMText:
-    """The packaged MiniLM (`text_encoders.MiniLMTextEncoder`) padded to a fixed length for caching.
-
-    -> tokens [B, max_tokens, 384] (padding rows zero), mask [B, max_tokens] bool, pooled [B, 384]
-    (mean over the mask, L2-normalised).
-    """
-
-    name = "minilm"
-    dim = 384
-
-    def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
-        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
-
-        self.encoder = MiniLMTextEncoder(max_length=max_tokens, pad_to_max_length=True)
-        self.max_tokens = max_tokens
-
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        e = self.encoder.encode(prompts)
-        return e.tokens, e.mask, e.pooled
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -188,7 +173,7 @@ def preprocess(
     """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
     manifest path. Each manifest row records its clip's split, which the trainers filter on.
 
-    Runs as one Ray Data pipeline (`training.ray_preprocess`): CPU tasks decode the clips, a pool
+    Runs as one Ray Data pipeline (`cache_with_ray`): CPU tasks decode the clips, a pool
     of `workers` encoder actors (one GPU each where the cluster has GPUs, `threads` torch threads
     each) computes and writes the cache files; the driver writes the sorted manifests, so the
     result does not depend on `workers`. Joins `address` / $RAY_ADDRESS, else starts Ray locally.
@@ -197,7 +182,6 @@ def preprocess(
     speaker masks and the image tokens' patch. encoders: the demo's (default) or the 13B model's
     (`training.cache_encoders.EncoderSpec`)."""
     from magicinfinite_core.distributed.ray_runtime import require_ray
-    from training.ray_preprocess import cache_with_ray
 
     require_ray()  # before anything is written: says how to install Ray
     if workers < 1:
@@ -269,6 +253,136 @@ def write_cache_manifest(out: str | Path, rows: list[dict] | None = None,
 
 def read_cache_manifest(out: str | Path) -> list[dict]:
     return read_jsonl(Path(out) / "manifest.jsonl")
+
+
+# ------------------------------------------------------------------------------ Ray Data pipeline
+# Why Ray Data: decoding a clip (PyAV, the wav, the ground truth) is cheap CPU work that scales with
+# tasks, while the encoders (VAE, text, audio) are expensive to load and belong in long-lived actors,
+# one GPU each where the cluster has GPUs. The same code runs in local mode and unchanged on a
+# cluster (RAY_ADDRESS). Every actor writes its clips' files atomically and returns their manifest
+# rows; the driver writes the manifests sorted, and each clip's numbers depend only on the clip, the
+# encoders and the per-actor thread count, so 1 and N workers give byte-identical caches (tested). A
+# clip whose cache file exists is not decoded again: its row is read back from the file (resume).
+DECODE_CPUS = 0.5  # Ray CPUs per decoding task (PyAV + wav + ground truth of one clip)
+
+
+def decode_clip(item: dict, out: str) -> dict:
+    """Ray task: one clip folder -> its arrays (or, when already cached, just its stored row)."""
+    from safetensors.numpy import save
+
+    clip_dir = Path(item["clip"])
+    path = Path(out) / f"{clip_dir.name}.safetensors"
+    if path.is_file():
+        row = cached_row(path)
+        if row is not None:
+            return {"name": clip_dir.name, "done": json.dumps(row), "frames": np.zeros((0, 0, 0, 3), np.uint8),
+                    "audio": np.zeros(0, np.float32), "meta": "{}", "gt": b""}
+    clip = read_clip(clip_dir)
+    gt = save({k: np.ascontiguousarray(v) for k, v in clip.gt.items()})
+    return {"name": clip.name, "done": "", "frames": clip.frames, "audio": np.asarray(clip.audio, np.float32),
+            "meta": json.dumps(clip.meta), "gt": gt}
+
+
+def write_null_text(out: str, spec: EncoderSpec, max_tokens: int, threads: int) -> None:
+    """Ray task: the empty prompt's encoding (`null_text.safetensors`, the trainers' dropped text)."""
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokens, mask, pooled = build_text(spec, max_tokens, device).encode([""])  # no portrait: the UNCOND pass
+    save_canonical(Path(out) / "null_text.safetensors",
+                   {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
+                   kind="magicinfinite-cache-null-text")
+
+
+class ClipEncoder:
+    """Ray actor: loads the VAE, the text encoder and the audio extractor once, then caches clips."""
+
+    def __init__(self, vae_path: str, out: str, settings: dict, spec: EncoderSpec, threads: int) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.settings = s = CacheSettings(**{**settings, "patch": tuple(settings["patch"])})
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.vae = load_any_vae(vae_path, device)
+        self.text = build_text(spec, s.text_max_tokens, device)
+        self.extractor = build_audio(spec, s.n_mels, s.n_fft, device)
+        self.out = Path(out)
+
+    def __call__(self, batch: dict) -> dict:
+        from safetensors.numpy import load
+
+        names, rows = [], []
+        for i in range(len(batch["name"])):
+            name = str(batch["name"][i])
+            done = str(batch["done"][i])
+            if done:
+                row = json.loads(done)
+            else:
+                clip = ClipArrays(name, np.asarray(batch["frames"][i]), np.asarray(batch["audio"][i]),
+                                  load(bytes(batch["gt"][i])), json.loads(str(batch["meta"][i])))
+                row = encode_clip_file(clip, self.out / f"{name}.safetensors", self.vae, self.text,
+                                       self.extractor, self.settings)
+            names.append(name)
+            rows.append(json.dumps({**row, "file": f"{name}.safetensors"}, sort_keys=True))
+        return {"name": np.array(names), "row": np.array(rows)}
+
+
+def cache_with_ray(
+    dirs: list[Path],
+    vae_path: str | Path,
+    out: str | Path,
+    settings,
+    spec,
+    *,
+    workers: int = 1,
+    threads: int = 2,
+    address: str | None = None,
+    log_every: int = 50,
+) -> list[dict]:
+    """Cache `dirs` into `out` on Ray with the encoders of `spec` (`cache_encoders.EncoderSpec`);
+    writes the empty prompt's encoding first when missing; returns the clips' manifest rows (with
+    "file"), sorted by name.
+
+    Local mode gets `workers` + 1 CPUs (the encoder actors and the decoding tasks); on a cluster
+    the actors ask for one GPU each when the cluster has GPUs. Ray is shut down again when this
+    call started it.
+    """
+    from magicinfinite_core.distributed.ray_runtime import init_ray, require_ray
+
+    ray = require_ray()
+    null_missing = not (Path(out) / "null_text.safetensors").is_file()
+    if not dirs and not null_missing:
+        return []
+    started = not ray.is_initialized()
+    init_ray(address, num_cpus=workers + 1)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if null_missing:
+            task = ray.remote(num_cpus=1, num_gpus=gpus)(write_null_text)
+            ray.get(task.remote(str(out), spec, settings.text_max_tokens, threads))
+        if not dirs:
+            return []
+        s = asdict(settings)
+        s["patch"] = list(s["patch"])
+        ds = ray.data.from_items([{"clip": str(d)} for d in dirs], override_num_blocks=len(dirs))
+        # decoding as tasks (their own operator: other resources than the actors, so Ray does not fuse
+        # them into the actors), encoding in a fixed pool of `workers` actors
+        ds = ds.map(decode_clip, fn_kwargs={"out": str(out)}, num_cpus=DECODE_CPUS)
+        ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"vae_path": str(vae_path), "out": str(out),
+                                                                "settings": s, "spec": spec, "threads": threads},
+                            batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_cpus=1, num_gpus=gpus)
+        rows = []
+        for i, rec in enumerate(ds.iter_rows()):
+            rows.append(json.loads(rec["row"]))
+            if log_every and (i + 1) % log_every == 0:
+                print(f"cached {i + 1}/{len(dirs)}", flush=True)
+    finally:
+        if started:
+            ray.shutdown()
+    return sorted(rows, key=lambda r: r["file"])
 
 
 def main(argv: list[str] | None = None) -> int:
