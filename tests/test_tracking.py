@@ -131,3 +131,24 @@ def test_frame_strip_puts_the_portrait_first():
     frames = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(10)])
     strip = frame_strip(frames, count=3, portrait=np.full((2, 3, 3), 99, np.uint8))
     assert strip.shape == (2, 12, 3) and list(strip[0, ::3, 0]) == [99, 0, 4, 9]
+
+
+def test_without_tensorboard_the_trainer_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from training.tracking import TrackingUnavailableError, tracker_kwargs
+    from training.trainer import main
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails as if not installed
+    with pytest.raises(TrackingUnavailableError, match=r'pip install "comfyui-magicinfinite\[train\]"'):
+        tracker_kwargs(True, tmp_path)
+    assert tracker_kwargs(False, tmp_path) == {}
+    cfg = tiny_config(tmp_path)
+    path = tmp_path / "cfg.json"
+    from dataclasses import asdict
+
+    path.write_text(json.dumps(asdict(cfg)))
+    assert main(["--stage", "1", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs tensorboard" in err and "--set tensorboard=false" in err
+    assert not (Path(cfg.out) / "stage1").exists()

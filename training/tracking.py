@@ -25,16 +25,23 @@ class TrackingUnavailableError(RuntimeError):
     """TensorBoard logging was asked for but the package is not installed."""
 
 
+def tensorboard_problem() -> str | None:
+    """None when TensorBoard can be imported, else the one line that says how to get it."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return (f"TensorBoard logging needs tensorboard, which is not installed: {INSTALL_HINT}; or switch "
+                "it off (--set tensorboard=false, distillation: --no-tensorboard)")
+    return None
+
+
 def tracker_kwargs(enabled: bool, project_dir: str | Path) -> dict[str, Any]:
     """`Accelerator(**tracker_kwargs(...))`: TensorBoard logging into `project_dir`, or nothing."""
     if not enabled:
         return {}
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError as e:
-        raise TrackingUnavailableError(f"TensorBoard logging needs tensorboard, which is not installed: "
-                                       f"{INSTALL_HINT}; or switch it off (tensorboard: false / "
-                                       "--no-tensorboard)") from e
+    problem = tensorboard_problem()
+    if problem:
+        raise TrackingUnavailableError(problem)
     return {"log_with": TRACKER, "project_dir": str(project_dir)}
 
 

@@ -612,6 +612,11 @@ def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
         what = "stage-1 weights" if stage == 2 else "init weights"
         checks.append((Path(st.init).exists(), f"{what} {st.init} do not exist (run --stage 1 first, or "
                                                 "--set stage2.init=FILE / none)"))
+    if cfg.tensorboard:
+        from training.tracking import tensorboard_problem
+
+        problem = tensorboard_problem()
+        checks.append((problem is None, problem or ""))
     if cfg.eval_minutes > 0:
         hc = Path(cfg.heldout_cache)
         checks.append((has_manifest(hc) and read_index(hc).counts.get("heldout", 0) > 0,

@@ -770,6 +770,11 @@ def input_problems(a: argparse.Namespace) -> list[str]:
         (not a.resume or latest_checkpoint(a.out) is not None,
          f"--resume: no checkpoint under {Path(a.out) / CHECKPOINTS}"),
     ]
+    if not a.no_tensorboard:
+        from training.tracking import tensorboard_problem
+
+        problem = tensorboard_problem()
+        checks.append((problem is None, problem or ""))
     return missing_inputs(checks)
 
 
