@@ -152,3 +152,29 @@ def test_without_tensorboard_the_trainer_says_how_to_install_it(tmp_path, monkey
     err = capsys.readouterr().err
     assert "needs tensorboard" in err and "--set tensorboard=false" in err
     assert not (Path(cfg.out) / "stage1").exists()
+
+
+def test_distillation_evaluates_held_out_lip_sync_and_logs_it(tmp_path):
+    from magicinfinite_core.config import AudioLayerConfig, DiTConfig
+    from magicinfinite_core.models.dit import MagicInfiniteDiT
+    from magicinfinite_core.weights.checkpoints import save_dit
+    from training.distill.trainer import main
+
+    cache = make_eval_cache(tmp_path / "cache", n=3, heldout=1)
+    vae = _test_vae(tmp_path / "vae.safetensors")
+    d = {**TINY_DIT}
+    audio = {**d.pop("audio"), "feature_dim": D}
+    torch.manual_seed(0)
+    save_dit(tmp_path / "base.safetensors", MagicInfiniteDiT(DiTConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}, audio=AudioLayerConfig(**audio))))
+    out = tmp_path / "distill"
+    rc = main(["--base", str(tmp_path / "base.safetensors"), "--data", str(cache), "--vae", str(vae),
+               "--out", str(out), "--steps", "2", "--log-every", "1", "--save-every", "0", "--lora-rank", "2",
+               "--gen-every", "1", "--curriculum-steps", "1", "--latent-frames", "3", "--eval-every", "2",
+               "--eval-clips", "1", "--shift", "3", "--no-progress"])
+    assert rc == 0
+    evals = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"eval": true' in x]
+    assert len(evals) == 1 and evals[0]["step"] == 2 and "lipsync_r" in evals[0] and "muted_r" in evals[0]
+    ev = _events(out)
+    assert {"heldout/lipsync_r", "heldout/muted_r", "heldout/psnr_portrait"} <= set(ev.Tags()["scalars"])
+    assert "heldout/sample" in ev.Tags()["images"]
