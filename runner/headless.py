@@ -313,16 +313,18 @@ DEMO_PREFIX = "magicinfinite_demo_"  # same names as nodes/assets.py gives them
 
 
 def install_demo_inputs(input_dir: Path) -> None:
-    """Copy the example workflows' portrait/voices into a custom input folder (never overwrites).
+    """Copy the example workflows' portrait/voices into a custom input folder, refreshing stale copies.
 
-    The pack does this for ComfyUI's own input folder when it loads; ``--input-dir`` replaces that
-    folder afterwards, so the runner repeats it there and the example workflows run as-is.
+    The pack does this for ComfyUI's own input folder when it loads (nodes/assets.py, same rule: a
+    ``magicinfinite_demo_`` file whose bytes differ from the pack's is replaced); ``--input-dir``
+    replaces that folder afterwards, so the runner repeats it there and the example workflows run as-is.
     """
     for src in sorted(DEMO_ASSETS.glob("*")):
         dst = input_dir / f"{DEMO_PREFIX}{src.name}"
-        if src.is_file() and not dst.exists():
+        if src.is_file() and not (dst.is_file() and dst.read_bytes() == src.read_bytes()):
             input_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, dst.with_name(dst.name + ".tmp"))
+            os.replace(dst.with_name(dst.name + ".tmp"), dst)
 
 
 def _one_line(text: str) -> str:
