@@ -264,6 +264,7 @@ def read_cache_manifest(out: str | Path) -> list[dict]:
 # encoders and the per-actor thread count, so 1 and N workers give byte-identical caches (tested). A
 # clip whose cache file exists is not decoded again: its row is read back from the file (resume).
 DECODE_CPUS = 0.5  # Ray CPUs per decoding task (PyAV + wav + ground truth of one clip)
+MAX_BLOCKS = 2000  # input blocks of the clip list
 
 
 def decode_clip(item: dict, out: str) -> dict:
@@ -356,8 +357,12 @@ def cache_with_ray(
     started = not ray.is_initialized()
     init_ray(address, num_cpus=workers + 1)
     try:
-        ctx = ray.data.DataContext.get_current()
+        import logging
+
+        ctx = ray.data.DataContext.get_current()  # (importing ray.data configures its loggers)
         ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own "cached i/n" lines instead
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         if null_missing:
             task = ray.remote(num_cpus=1, num_gpus=gpus)(write_null_text)
@@ -366,7 +371,8 @@ def cache_with_ray(
             return []
         s = asdict(settings)
         s["patch"] = list(s["patch"])
-        ds = ray.data.from_items([{"clip": str(d)} for d in dirs], override_num_blocks=len(dirs))
+        # blocks of a few clips each (not one block per clip: millions of blocks would swamp the scheduler)
+        ds = ray.data.from_items([{"clip": str(d)} for d in dirs], override_num_blocks=min(len(dirs), MAX_BLOCKS))
         # decoding as tasks (their own operator: other resources than the actors, so Ray does not fuse
         # them into the actors), encoding in a fixed pool of `workers` actors
         ds = ds.map(decode_clip, fn_kwargs={"out": str(out)}, num_cpus=DECODE_CPUS)
