@@ -139,3 +139,15 @@ def test_bad_worker_count_is_one_clear_error(tmp_path, capsys):
     rc = main(["--data", str(tmp_path / "data"), "--vae", str(tmp_path / "vae.safetensors"),
                "--out", str(tmp_path / "out"), "--workers", "0"])
     assert rc == 2 and "--workers 0: need at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shard_processes_fill_one_cache_and_the_last_manifest_lists_all(caches, world, tmp_path):
+    from training.preprocess import preprocess, read_cache_manifest
+
+    data, vae = world
+    out = tmp_path / "cache"
+    for i in range(2):  # as two processes would, one after the other
+        preprocess([data], vae, out, shard=(i, 2), workers=1, threads=1, log_every=0, shard_rows=2)
+    assert [r["name"] for r in read_cache_manifest(out)] == ["c0", "c1", "c2", "c3"]
+    assert _hashes(out) == _hashes(caches[0])

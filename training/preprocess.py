@@ -203,6 +203,8 @@ def preprocess(
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
     rows = cache_with_ray(dirs, vae_path, out, settings, spec, workers=workers, threads=threads, address=address,
                           log_every=log_every)
+    if shard[1] > 1:  # other processes fill the same cache: rebuild from every finished file, as they will
+        return write_cache_manifest(out, None, shard_rows)
     return write_cache_manifest(out, rows, shard_rows)
 
 
