@@ -138,8 +138,12 @@ class MagicInfiniteModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
         from magicinfinite_core.weights.bundle import load_bundle
+        from magicinfinite_core.weights.model_cache import model_cache
 
-        bundle = load_bundle(_check_bundle(model, transformer == TRANSFORMERS[1]), distilled=transformer == TRANSFORMERS[1])
+        distilled = transformer == TRANSFORMERS[1]
+        path = _check_bundle(model, distilled)
+        # the batch runner's model cache (off in a ComfyUI server, whose own cache reuses this output)
+        bundle = model_cache().get("bundle", path, lambda: load_bundle(path, distilled=distilled), distilled=distilled)
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
         return io.NodeOutput(bundle, ui=ui.PreviewText(text))
 
@@ -169,9 +173,11 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
+        from magicinfinite_core.weights.model_cache import model_cache
         from magicinfinite_core.weights.transformer_layouts import load_transformer
 
-        return io.NodeOutput(load_transformer(_dit_path(dit_name), dtype=_dtype(weight_dtype)))
+        path, dtype = _dit_path(dit_name), _dtype(weight_dtype)
+        return io.NodeOutput(model_cache().get("dit", path, lambda: load_transformer(path, dtype=dtype), dtype=dtype))
 
 
 def _dit_path(name: str) -> str:
@@ -202,8 +208,10 @@ class MagicInfiniteVAELoader(io.ComfyNode):
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
         from magicinfinite_core.media.autoencoders import load_autoencoder
+        from magicinfinite_core.weights.model_cache import model_cache
 
-        return io.NodeOutput(load_autoencoder(_vae_path(vae_name)))
+        path = _vae_path(vae_name)
+        return io.NodeOutput(model_cache().get("vae", path, lambda: load_autoencoder(path)))
 
 
 def _vae_path(name: str) -> str:

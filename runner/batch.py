@@ -14,8 +14,13 @@ says ``ok``/``skipped`` and whose output file still exists is skipped; every oth
 and because each job's sampler gets its own ``resume_dir`` (``batch_<id>``, unless the jobs set
 one), an interrupted job continues from its last finished sampler step instead of starting over.
 The table (``--results``, default ``<out>/results.csv``; ``.jsonl`` also works) is rewritten after
-every job with id, status (ok / error / skipped / interrupted), output, seconds, error and warnings
+every change with id, status (ok / error / skipped / running / requeued / interrupted), output, seconds,
+worker, attempts, resumed_from (``5/48`` when a run continued from a saved state), error and warnings
 (the pack's node warnings: a face fallback the workflow chose, a silent voice, a reduced portrait).
+Only this process (the driver) writes it; docs/batch.md describes every column.
+
+``--ray [ADDRESS]`` runs the same jobs on Ray workers that keep their model loaded (runner/ray_batch.py);
+without it the jobs run here one after another, and jobs on the same model load it once (model cache).
 """
 
 from __future__ import annotations
@@ -28,18 +33,27 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import headless
+from .job_runner import (
+    SAMPLER_CLASS,
+    BatchError,
+    InProcessRunner,
+    error_line,
+    main_output,
+    model_cache_size,
+    node_warnings,
+    prepare_process,
+    previous_attempts,
+    print_cache_summary,
+    saved_progress,
+    worker_label,
+)
 
 FILE_INPUTS = {("LoadImage", "image"), ("LoadAudio", "audio"), ("LoadVideo", "file"), ("LoadImageMask", "image")}
-SAMPLER_CLASS = "MagicInfiniteSampler"
-RESULT_FIELDS = ["id", "status", "output", "seconds", "error", "warnings"]
+RESULT_FIELDS = ["id", "status", "output", "seconds", "worker", "attempts", "resumed_from", "error", "warnings"]
 FINISHED = ("ok", "skipped")
-
-
-class BatchError(Exception):
-    """A problem with the jobs file or the arguments (reported as one line, exit code 2)."""
 
 
 # --------------------------------------------------------------------------------- jobs
@@ -149,46 +163,7 @@ def is_finished(row: dict[str, Any] | None) -> bool:
     return bool(row) and row.get("status") in FINISHED and bool(row.get("output")) and Path(row["output"]).is_file()
 
 
-def _main_output(files: list[str]) -> str:
-    videos = [f for f in files if f.endswith(".mp4")]
-    return (videos or files or [""])[0]
-
-
-def node_warnings(outputs: dict[str, Any]) -> str:
-    """The pack's warnings in a run's outputs (the ``warnings`` list of each node's UI output), one
-    cell: ``node 5: no face found; ... | node 4: ... is silent``. Why: a fallback the user chose, a silent
-    voice or a downscaled portrait must show in the results table, not only in a server log."""
-    parts = []
-    for node_id, out in (outputs or {}).items():
-        for w in (out or {}).get("warnings", []) if isinstance(out, dict) else []:
-            parts.append(f"node {node_id}: {w}")
-    return headless._one_line(" | ".join(parts)) if parts else ""
-
-
 # --------------------------------------------------------------------------------- runners
-
-
-class InProcessRunner:
-    """Runs jobs with :func:`runner.headless.run_workflow` (ComfyUI bootstrapped once)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.ready = False
-
-    def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path],
-            out: Path) -> tuple[str, str]:
-        """(main output file, warnings cell) of one job."""
-        if not self.ready:  # models_dir also when ComfyUI was bootstrapped earlier in this process
-            headless.bootstrap(self.args.comfyui, cpu=self.args.cpu)
-            if self.args.models_dir:
-                headless.add_models_dir(self.args.models_dir)
-            self.ready = True
-        overrides = {**overrides, **{k: str(p) for k, p in files.items()}}
-        result = headless.run_workflow(
-            workflow, overrides, out, input_dir=self.args.input_dir, comfyui=self.args.comfyui,
-            cpu=self.args.cpu, models_dir=self.args.models_dir,
-        )
-        return _main_output(result["files"]), node_warnings(result["outputs"])
 
 
 class ServerRunner:
@@ -263,7 +238,7 @@ class ServerRunner:
                         dest = out / Path(item["filename"]).name
                         dest.write_bytes(data.content)
                         saved.append(str(dest.resolve()))
-        return _main_output(saved), node_warnings(entry.get("outputs", {}))
+        return main_output(saved), node_warnings(entry.get("outputs", {}))
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -285,12 +260,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None)
     p.add_argument("--comfyui", default=None)
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--model-cache", type=int, default=None, metavar="N",
+                   help="loaded models each process keeps between jobs (default: one per loader node; 0: reload)")
+    p.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads per process (default: torch's own; on Ray: the worker's CPUs). "
+                   "Runs to compare bit for bit need the same value")
+    r = p.add_argument_group("Ray (runner/ray_batch.py, docs/batch.md)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the jobs on Ray workers: join ADDRESS (or $RAY_ADDRESS), else start Ray here")
+    r.add_argument("--workers", type=int, default=None,
+                   help="Ray workers (default: as many as the cluster's GPUs, or CPUs, hold)")
+    r.add_argument("--worker-cpus", type=float, default=None, help="CPUs per worker (default 1; USP on CPU: N)")
+    r.add_argument("--worker-gpus", type=float, default=None,
+                   help="GPUs per worker (default 1 when the cluster has GPUs, N for a USP sampler of N; 0 with --cpu)")
+    r.add_argument("--max-attempts", type=int, default=3,
+                   help="runs of a job whose worker died (node lost, OOM) before it is recorded as failed")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def run_batch(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
-    """Run every job; returns (result rows in job order, results path)."""
+class ResultsTable:
+    """The batch's rows in job order, rewritten atomically after every change (by the driver only)."""
+
+    def __init__(self, path: Path, order: list[str], rows: dict[str, dict[str, Any]]) -> None:
+        self.path, self.order, self.rows = path, order, rows
+
+    def set(self, job_id: str, row: dict[str, Any], announce: bool = True) -> None:
+        self.rows[job_id] = row
+        self.write()
+        if announce:
+            print(f"{job_id}: {row['status']} {row.get('output') or row.get('error', '')} "
+                  f"({row.get('seconds', '')} s, {row.get('worker', '')})", file=sys.stderr)
+            if row.get("warnings"):
+                print(f"{job_id}: warning: {row['warnings']}", file=sys.stderr)
+
+    def write(self) -> None:
+        write_results(self.path, [self.rows[i] for i in self.order])
+
+    def in_order(self) -> list[dict[str, Any]]:
+        return [self.rows[i] for i in self.order]
+
+
+class BatchRun(NamedTuple):
+    """What :func:`run_batch` did: result rows in job order, the table's path, model loads / reuses."""
+
+    rows: list[dict[str, Any]]
+    results_path: Path
+    model_cache: dict[str, int]
+
+
+def run_batch(args: argparse.Namespace) -> BatchRun:
+    """Run every job (here, on a ComfyUI server, or on Ray) and keep the results table."""
     jobs_path = Path(args.jobs)
     workflow = headless.load_workflow(args.workflow)
     jobs = read_jobs(jobs_path)
@@ -300,54 +320,78 @@ def run_batch(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
         if not sep or "." not in key:
             raise BatchError(f"--map expects COLUMN=NODE.INPUT, got {item!r}")
         mapping[col.strip()] = key.strip()
+    if args.ray is not None and args.server:
+        raise BatchError("--ray and --server are two ways to run the jobs; pick one")
+    cache_size = model_cache_size(workflow, args.model_cache)
     out_root = Path(args.out).resolve()
     results_path = Path(args.results).resolve() if args.results else out_root / "results.csv"
     previous = read_results(results_path)
     plans = [(row, *job_overrides(row, workflow, mapping, jobs_path.parent.resolve())) for row in jobs]
-    runner: Any = ServerRunner(args.server, args.timeout) if args.server else InProcessRunner(args)
 
     rows: dict[str, dict[str, Any]] = {r["id"]: previous.get(r["id"], {"id": r["id"], "status": "pending"}) for r in jobs}
-    order = [r["id"] for r in jobs]
+    table = ResultsTable(results_path, [r["id"] for r in jobs], rows)
+    todo = []
     for row, overrides, files in plans:
         job_id = row["id"]
         if not args.rerun and is_finished(previous.get(job_id)):
             rows[job_id] = {**previous[job_id], "status": "skipped"}
             print(f"{job_id}: skipped (finished: {previous[job_id]['output']})", file=sys.stderr)
             continue
+        todo.append((job_id, overrides, files))
+    if args.ray is not None:
+        from . import ray_batch
+
+        stats = ray_batch.run_on_ray(args, workflow, todo, out_root, table, cache_size) if todo else {}
+        table.write()
+        return BatchRun(table.in_order(), results_path, stats)
+
+    if args.server:
+        runner: Any = ServerRunner(args.server, args.timeout)
+        worker = f"server {args.server}"
+    else:
+        prepare_process(args.torch_threads, cache_size)
+        runner, worker = InProcessRunner(args), worker_label()
+    for job_id, overrides, files in todo:
+        attempts = previous_attempts(previous.get(job_id)) + 1
+        table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts}, announce=False)
         t0 = time.perf_counter()
+        base = {"id": job_id, "worker": worker, "attempts": attempts,
+                "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
         try:
             output, warned = runner.run(workflow, overrides, files, out_root / job_id)
-            rows[job_id] = {"id": job_id, "status": "ok", "output": output,
-                            "seconds": round(time.perf_counter() - t0, 2), "error": "", "warnings": warned}
+            row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),
+                   "error": "", "warnings": warned}
         except KeyboardInterrupt:
-            rows[job_id] = {"id": job_id, "status": "interrupted", "output": "",
-                            "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}
-            write_results(results_path, [rows[i] for i in order])
+            table.set(job_id, {**base, "status": "interrupted", "output": "",
+                               "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}, announce=False)
             raise
         except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
-            msg = str(e) if isinstance(e, headless.HeadlessError) else f"{type(e).__name__}: {e}"
-            rows[job_id] = {"id": job_id, "status": "error", "output": "",
-                            "seconds": round(time.perf_counter() - t0, 2), "error": headless._one_line(msg)}
-        write_results(results_path, [rows[i] for i in order])
-        r = rows[job_id]
-        print(f"{job_id}: {r['status']} {r['output'] or r['error']} ({r['seconds']} s)", file=sys.stderr)
-        if r.get("warnings"):
-            print(f"{job_id}: warning: {r['warnings']}", file=sys.stderr)
-        if r["status"] == "error" and args.stop_on_error:
+            row = {**base, "status": "error", "output": "", "seconds": round(time.perf_counter() - t0, 2),
+                   "error": error_line(e)}
+        table.set(job_id, row)
+        if row["status"] == "error" and args.stop_on_error:
             break
-    write_results(results_path, [rows[i] for i in order])
-    return [rows[i] for i in order], results_path
+    table.write()
+    stats: dict[str, int] = {}
+    if not args.server:
+        from magicinfinite_core.weights.model_cache import model_cache
+
+        stats = model_cache().stats()
+        print_cache_summary(1, stats)
+    return BatchRun(table.in_order(), results_path, stats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0: every job ok or skipped; 1: some job failed; 2: bad arguments / jobs file; 130: Ctrl-C."""
     import logging
 
+    from magicinfinite_core.errors import MagicInfiniteError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, format="%(message)s")
     try:
-        rows, results_path = run_batch(args)
-    except (BatchError, headless.WorkflowFormatError) as e:
+        rows, results_path, _ = run_batch(args)
+    except (BatchError, headless.WorkflowFormatError, MagicInfiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

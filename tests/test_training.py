@@ -279,11 +279,17 @@ def test_preprocess_cache_is_deterministic_and_resumes(tmp_path):
     vae_path = save_autoencoder(tmp_path / "vae.safetensors", VideoVAE(VAEConfig(spatial_compression_ratio=4)))
     for i in range(2):
         save_clip(make_clip(i, "train", 9, WorldConfig(32, 32, 0.3, 0.4, 1, 0.0)), tmp_path / "data" / f"c{i}")
-    a = preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
-    first = load_state_dict(tmp_path / "a" / "c0.safetensors")
-    (tmp_path / "a" / "c1.safetensors").unlink()  # an interrupted run: one clip missing
-    preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
-    preprocess([tmp_path / "data"], vae_path, tmp_path / "b", log_every=0)
+    from magicinfinite_core.distributed.ray_runtime import init_ray
+
+    ray = init_ray(num_cpus=2)  # one local Ray for the three runs (each would start its own)
+    try:
+        a = preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
+        first = load_state_dict(tmp_path / "a" / "c0.safetensors")
+        (tmp_path / "a" / "c1.safetensors").unlink()  # an interrupted run: one clip missing
+        preprocess([tmp_path / "data"], vae_path, tmp_path / "a", log_every=0)
+        preprocess([tmp_path / "data"], vae_path, tmp_path / "b", log_every=0)
+    finally:
+        ray.shutdown()
     assert [r["name"] for r in read_cache_manifest(a.parent)] == ["c0", "c1"]
     for name in ("c0", "c1"):
         x, y = load_state_dict(tmp_path / "a" / f"{name}.safetensors"), load_state_dict(tmp_path / "b" / f"{name}.safetensors")

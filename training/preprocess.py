@@ -16,9 +16,16 @@ them every step would waste most of the compute. Per clip we store one safetenso
 * ``mouth_open``    [F] audio-derived lip target, ``mouth_box`` / ``face_box`` [F, 4] and the
                     ``portrait`` (frame 0, uint8): what the evaluation during training needs.
 
-A manifest (``manifest.jsonl``) lists the cached clips; ``cache.json`` records the settings and
-refuses to mix caches made with different settings. Each file is written atomically, so an
-interrupted run resumes by skipping finished clips; the VAE posterior mean makes it deterministic.
+A manifest (``manifest.jsonl``, and per split in shards indexed by ``shards.json``: see
+``training.shards``) lists the cached clips; ``cache.json`` records the settings and refuses to mix
+caches made with different settings. The work runs as one Ray Data pipeline
+(``cache_with_ray``: decoding tasks, an actor pool of encoders), in local mode or on the
+cluster of ``RAY_ADDRESS``. Each file is written atomically with a canonical header, so an
+interrupted run resumes by skipping finished clips, and 1 or N workers give byte-identical caches;
+the VAE posterior mean makes it deterministic.
+
+    python -m training.preprocess ... --workers 2                       # 2 encoder actors, local Ray
+    RAY_ADDRESS=ray://head:10001 python -m training.preprocess ... --workers 8   # a cluster, 8 GPU actors
 """
 
 from __future__ import annotations
@@ -35,38 +42,26 @@ import torch
 
 from magicinfinite_core.config import latent_frames
 from magicinfinite_core.inputs.masks import token_masks
-from magicinfinite_core.media.autoencoders import Autoencoder, load_autoencoder
+from magicinfinite_core.media.autoencoders import Autoencoder
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import image_tokens_from_latent
-from magicinfinite_core.weights.checkpoints import read_metadata, save_state_dict
+from magicinfinite_core.weights.checkpoints import read_metadata
+from training.cache_encoders import (
+    HUNYUAN_MAX_TOKENS,
+    TEXT_MAX_TOKENS,
+    EncoderSpec,
+    MiniLMText,
+    build_audio,
+    build_text,
+    load_any_vae,
+)
+from training.canonical_safetensors import save_canonical
 from training.data.clip import ClipArrays, list_clips, read_clip
-from training.data.jsonl import read_jsonl, write_jsonl
+from training.data.jsonl import read_jsonl
 from training.data.tensors import box_mask, frames_to_tensor, latent_mask, speaker_mouth_boxes
+from training.shards import DEFAULT_SHARD_ROWS, write_manifests
 
 CACHE_FORMAT = 1
-TEXT_MAX_TOKENS = 40
-
-
-# ------------------------------------------------------------------------------------ text encoder
-class MiniLMText:
-    """The packaged MiniLM (`text_encoders.MiniLMTextEncoder`) padded to a fixed length for caching.
-
-    -> tokens [B, max_tokens, 384] (padding rows zero), mask [B, max_tokens] bool, pooled [B, 384]
-    (mean over the mask, L2-normalised).
-    """
-
-    name = "minilm"
-    dim = 384
-
-    def __init__(self, max_tokens: int = TEXT_MAX_TOKENS) -> None:
-        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
-
-        self.encoder = MiniLMTextEncoder(max_length=max_tokens, pad_to_max_length=True)
-        self.max_tokens = max_tokens
-
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        e = self.encoder.encode(prompts)
-        return e.tokens, e.mask, e.pooled
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -87,10 +82,14 @@ class CacheSettings:
 
 
 def file_sha(path: str | Path) -> str:
+    """Content hash of a file, or of a model folder's config and weight files (a diffusers VAE)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".safetensors")) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in files:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -103,8 +102,9 @@ def cache_clip(
 ) -> dict[str, torch.Tensor]:
     """All cached tensors of one clip (see module doc)."""
     frames = frames_to_tensor(clip.frames)[None]
+    device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
     with torch.no_grad():
-        latent = vae.encode(frames)[0].float()  # [C, T, h, w]
+        latent = vae.encode(frames.to(device))[0].float().cpu()  # [C, T, h, w]
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
     feats = extractor.extract(clip.audio, n).float()  # [F, D]
@@ -117,7 +117,10 @@ def cache_clip(
     t_video = latent_frames(n, settings.frames_per_latent)
     face_tokens = token_masks(speaker[None], t_video, (h // ph, w // pw), settings.frames_per_latent)[0]
     mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
-    tokens, mask, pooled = text.encode([clip.meta["prompt"]])
+    if getattr(text, "uses_image", False):  # the 13B's LLaVA: I2V template with the portrait
+        tokens, mask, pooled = text.encode([clip.meta["prompt"]], [clip.frames[0]])
+    else:
+        tokens, mask, pooled = text.encode([clip.meta["prompt"]])
     return {
         "latent": latent,
         "audio": audio.half(),
@@ -161,46 +164,63 @@ def preprocess(
     shard: tuple[int, int] = (0, 1),
     split: str | None = None,
     patch: tuple[int, int] = (4, 4),
+    workers: int = 1,
+    threads: int = 2,
+    address: str | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    encoders: EncoderSpec | None = None,
 ) -> Path:
     """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
     manifest path. Each manifest row records its clip's split, which the trainers filter on.
 
-    patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
-    speaker masks and the image tokens' patch."""
-    from magicinfinite_core.inputs.audio_features import MelExtractor
+    Runs as one Ray Data pipeline (`cache_with_ray`): CPU tasks decode the clips, a pool
+    of `workers` encoder actors (one GPU each where the cluster has GPUs, `threads` torch threads
+    each) computes and writes the cache files; the driver writes the sorted manifests, so the
+    result does not depend on `workers`. Joins `address` / $RAY_ADDRESS, else starts Ray locally.
 
+    patch: the DiT's spatial patch (latent pixels per token), which sets the token grid of the
+    speaker masks and the image tokens' patch. encoders: the demo's (default) or the 13B model's
+    (`training.cache_encoders.EncoderSpec`)."""
+    from magicinfinite_core.distributed.ray_runtime import require_ray
+
+    require_ray()  # before anything is written: says how to install Ray
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    spec = encoders or EncoderSpec()
+    problems = spec.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
     out = Path(out)
-    settings = CacheSettings(vae_sha=file_sha(vae_path), patch=tuple(patch))
+    settings = CacheSettings(vae_sha=file_sha(vae_path), text_encoder=spec.text_label, audio_extractor=spec.audio_label,
+                             text_max_tokens=HUNYUAN_MAX_TOKENS if spec.text == "hunyuan" else TEXT_MAX_TOKENS,
+                             patch=tuple(patch))
     _check_settings(out, settings)
-    vae = load_autoencoder(vae_path)
-    text = MiniLMText(settings.text_max_tokens)
-    extractor = MelExtractor(n_mels=settings.n_mels, n_fft=settings.n_fft)
-    null = out / "null_text.safetensors"
-    if not null.is_file():
-        tokens, mask, pooled = text.encode([""])
-        save_state_dict(
-            null,
-            {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
-            kind="magicinfinite-cache-null-text",
-        )
     dirs = [d for root in data_roots for d in list_clips(root)]
     if split is not None:
         dirs = [d for d in dirs if json.loads((d / "meta.json").read_text()).get("split") == split]
     if limit is not None:
         dirs = dirs[:limit]
     dirs = dirs[shard[0] :: shard[1]]  # several processes can fill one cache (files are atomic)
-    done = 0
-    for i, d in enumerate(dirs):
-        path = out / f"{d.name}.safetensors"
-        if path.is_file():
-            continue
-        clip = read_clip(d)
-        tensors = cache_clip(clip, vae, text, extractor, settings)
-        save_state_dict(path, tensors, kind="magicinfinite-cache-clip", extra={"meta": json.dumps(_row(clip))})
-        done += 1
-        if log_every and done % log_every == 0:
-            print(f"cached {i + 1}/{len(dirs)}", flush=True)
-    return write_cache_manifest(out)
+    rows = cache_with_ray(dirs, vae_path, out, settings, spec, workers=workers, threads=threads, address=address,
+                          log_every=log_every)
+    if shard[1] > 1:  # other processes fill the same cache: rebuild from every finished file, as they will
+        return write_cache_manifest(out, None, shard_rows)
+    return write_cache_manifest(out, rows, shard_rows)
+
+
+def encode_clip_file(clip: ClipArrays, path: Path, vae: Autoencoder, text: MiniLMText, extractor,
+                     settings: CacheSettings) -> dict:
+    """Cache one clip into `path` (atomic) and return its manifest row (without "file")."""
+    tensors = cache_clip(clip, vae, text, extractor, settings)
+    row = _row(clip)
+    save_canonical(path, tensors, kind="magicinfinite-cache-clip", extra={"meta": json.dumps(row)})
+    return row
+
+
+def cached_row(path: str | Path) -> dict | None:
+    """The manifest row stored in a finished cache file (None for files without one)."""
+    meta = read_metadata(path)
+    return json.loads(meta["meta"]) if "meta" in meta else None
 
 
 def _row(clip: ClipArrays) -> dict:
@@ -215,28 +235,185 @@ def _row(clip: ClipArrays) -> dict:
     }
 
 
-def write_cache_manifest(out: str | Path) -> Path:
-    """Rewrite manifest.jsonl from the finished cache files (sorted by name)."""
+def write_cache_manifest(out: str | Path, rows: list[dict] | None = None,
+                         shard_rows: int = DEFAULT_SHARD_ROWS) -> Path:
+    """Rewrite manifest.jsonl, its shards and shards.json: the earlier manifest's rows whose files
+    still exist, updated by `rows` (this run's clips, each with its "file"), sorted by file name.
+
+    With rows None the rows are read back from every cache file in the folder (a repair for a
+    cache whose manifest was lost)."""
     out = Path(out)
-    rows = []
-    for p in sorted(out.glob("*.safetensors")):
-        meta = read_metadata(p)
-        if "meta" in meta:
-            rows.append({**json.loads(meta["meta"]), "file": p.name})
-    return write_jsonl(out / "manifest.jsonl", rows)
+    if rows is None:
+        found = ((p, cached_row(p)) for p in sorted(out.glob("*.safetensors")))
+        return write_manifests(out, [{**r, "file": p.name} for p, r in found if r is not None], shard_rows)
+    merged = {}
+    if (out / "manifest.jsonl").is_file():
+        merged = {r["file"]: r for r in read_cache_manifest(out) if (out / r["file"]).is_file()}
+    merged.update({r["file"]: r for r in rows})
+    return write_manifests(out, list(merged.values()), shard_rows)
 
 
 def read_cache_manifest(out: str | Path) -> list[dict]:
     return read_jsonl(Path(out) / "manifest.jsonl")
 
 
+# ------------------------------------------------------------------------------ Ray Data pipeline
+# Why Ray Data: decoding a clip (PyAV, the wav, the ground truth) is cheap CPU work that scales with
+# tasks, while the encoders (VAE, text, audio) are expensive to load and belong in long-lived actors,
+# one GPU each where the cluster has GPUs. The same code runs in local mode and unchanged on a
+# cluster (RAY_ADDRESS). Every actor writes its clips' files atomically and returns their manifest
+# rows; the driver writes the manifests sorted, and each clip's numbers depend only on the clip, the
+# encoders and the per-actor thread count, so 1 and N workers give byte-identical caches (tested). A
+# clip whose cache file exists is not decoded again: its row is read back from the file (resume).
+DECODE_CPUS = 0.5  # Ray CPUs per decoding task (PyAV + wav + ground truth of one clip)
+MAX_BLOCKS = 2000  # input blocks of the clip list
+
+
+def decode_clip(item: dict, out: str) -> dict:
+    """Ray task: one clip folder -> its arrays (or, when already cached, just its stored row)."""
+    from safetensors.numpy import save
+
+    clip_dir = Path(item["clip"])
+    path = Path(out) / f"{clip_dir.name}.safetensors"
+    if path.is_file():
+        row = cached_row(path)
+        if row is not None:
+            return {"name": clip_dir.name, "done": json.dumps(row), "frames": np.zeros((0, 0, 0, 3), np.uint8),
+                    "audio": np.zeros(0, np.float32), "meta": "{}", "gt": b""}
+    clip = read_clip(clip_dir)
+    gt = save({k: np.ascontiguousarray(v) for k, v in clip.gt.items()})
+    return {"name": clip.name, "done": "", "frames": clip.frames, "audio": np.asarray(clip.audio, np.float32),
+            "meta": json.dumps(clip.meta), "gt": gt}
+
+
+def write_null_text(out: str, spec: EncoderSpec, max_tokens: int, threads: int) -> None:
+    """Ray task: the empty prompt's encoding (`null_text.safetensors`, the trainers' dropped text)."""
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokens, mask, pooled = build_text(spec, max_tokens, device).encode([""])  # no portrait: the UNCOND pass
+    save_canonical(Path(out) / "null_text.safetensors",
+                   {"text_tokens": tokens[0].half(), "text_mask": mask[0], "pooled": pooled[0]},
+                   kind="magicinfinite-cache-null-text")
+
+
+class ClipEncoder:
+    """Ray actor: loads the VAE, the text encoder and the audio extractor once, then caches clips."""
+
+    def __init__(self, vae_path: str, out: str, settings: dict, spec: EncoderSpec, threads: int) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.settings = s = CacheSettings(**{**settings, "patch": tuple(settings["patch"])})
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.vae = load_any_vae(vae_path, device)
+        self.text = build_text(spec, s.text_max_tokens, device)
+        self.extractor = build_audio(spec, s.n_mels, s.n_fft, device)
+        self.out = Path(out)
+
+    def __call__(self, batch: dict) -> dict:
+        from safetensors.numpy import load
+
+        names, rows = [], []
+        for i in range(len(batch["name"])):
+            name = str(batch["name"][i])
+            done = str(batch["done"][i])
+            if done:
+                row = json.loads(done)
+            else:
+                clip = ClipArrays(name, np.asarray(batch["frames"][i]), np.asarray(batch["audio"][i]),
+                                  load(bytes(batch["gt"][i])), json.loads(str(batch["meta"][i])))
+                row = encode_clip_file(clip, self.out / f"{name}.safetensors", self.vae, self.text,
+                                       self.extractor, self.settings)
+            names.append(name)
+            rows.append(json.dumps({**row, "file": f"{name}.safetensors"}, sort_keys=True))
+        return {"name": np.array(names), "row": np.array(rows)}
+
+
+def cache_with_ray(
+    dirs: list[Path],
+    vae_path: str | Path,
+    out: str | Path,
+    settings,
+    spec,
+    *,
+    workers: int = 1,
+    threads: int = 2,
+    address: str | None = None,
+    log_every: int = 50,
+) -> list[dict]:
+    """Cache `dirs` into `out` on Ray with the encoders of `spec` (`cache_encoders.EncoderSpec`);
+    writes the empty prompt's encoding first when missing; returns the clips' manifest rows (with
+    "file"), sorted by name.
+
+    Local mode gets `workers` + 1 CPUs (the encoder actors and the decoding tasks); on a cluster
+    the actors ask for one GPU each when the cluster has GPUs. Ray is shut down again when this
+    call started it.
+    """
+    from magicinfinite_core.distributed.ray_runtime import init_ray, require_ray
+
+    ray = require_ray()
+    null_missing = not (Path(out) / "null_text.safetensors").is_file()
+    if not dirs and not null_missing:
+        return []
+    started = not ray.is_initialized()
+    init_ray(address, num_cpus=workers + 1)
+    try:
+        import logging
+
+        ctx = ray.data.DataContext.get_current()  # (importing ray.data configures its loggers)
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own "cached i/n" lines instead
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if null_missing:
+            task = ray.remote(num_cpus=1, num_gpus=gpus)(write_null_text)
+            ray.get(task.remote(str(out), spec, settings.text_max_tokens, threads))
+        if not dirs:
+            return []
+        s = asdict(settings)
+        s["patch"] = list(s["patch"])
+        # blocks of a few clips each (not one block per clip: millions of blocks would swamp the scheduler)
+        ds = ray.data.from_items([{"clip": str(d)} for d in dirs], override_num_blocks=min(len(dirs), MAX_BLOCKS))
+        # decoding as tasks (their own operator: other resources than the actors, so Ray does not fuse
+        # them into the actors), encoding in a fixed pool of `workers` actors
+        ds = ds.map(decode_clip, fn_kwargs={"out": str(out)}, num_cpus=DECODE_CPUS)
+        ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"vae_path": str(vae_path), "out": str(out),
+                                                                "settings": s, "spec": spec, "threads": threads},
+                            batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_cpus=1, num_gpus=gpus)
+        rows = []
+        for i, rec in enumerate(ds.iter_rows()):
+            rows.append(json.loads(rec["row"]))
+            if log_every and (i + 1) % log_every == 0:
+                print(f"cached {i + 1}/{len(dirs)}", flush=True)
+    finally:
+        if started:
+            ray.shutdown()
+    return sorted(rows, key=lambda r: r["file"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.preprocess", description=__doc__.split("\n")[0])
     p.add_argument("--data", nargs="+", required=True, help="dataset directories of clip folders")
-    p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder)")
+    p.add_argument("--vae", required=True, help="autoencoder .safetensors (training.train_vae or training.fit_autoencoder), "
+                                                "or a HunyuanVideo VAE (file or diffusers folder) for the 13B")
     p.add_argument("--out", required=True, help="cache directory (resumes if it exists)")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per encoder worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="encoder workers (Ray actors; one GPU each where Ray sees GPUs). Local mode starts "
+                        "Ray with N+1 CPUs; set RAY_ADDRESS (or --address) to run on a cluster")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    p.add_argument("--text-encoder", choices=("minilm", "hunyuan"), default="minilm",
+                   help="minilm (the demo) or hunyuan (LLaVA-llama-3 + CLIP-L of the 13B: --llava, --clip)")
+    p.add_argument("--llava", default="", help="LLaVA-llama-3 folder (text_encoder_i2v, transformers format)")
+    p.add_argument("--clip", default="", help="CLIP-L text folder (clip-vit-large-patch14)")
+    p.add_argument("--audio-encoder", choices=("mel", "wav2vec2"), default="mel",
+                   help="mel (the demo) or wav2vec2 (the 13B: --wav2vec2)")
+    p.add_argument("--wav2vec2", default="", help="wav2vec2 folder or ComfyUI .safetensors")
+    p.add_argument("--manifest-shard-rows", type=int, default=DEFAULT_SHARD_ROWS,
+                   help="manifest rows per shard (shards/<split>-NNNNN.jsonl, indexed by shards.json)")
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
     p.add_argument("--patch", type=int, nargs=2, default=[4, 4], metavar=("PH", "PW"),
                    help="the DiT's spatial patch in latent pixels (token grid of masks and image tokens)")
@@ -247,17 +424,30 @@ def main(argv: list[str] | None = None) -> int:
     from training.runconfig import fail, missing_inputs, split_counts
 
     problems = missing_inputs([(Path(d).is_dir(), f"--data {d} is not a folder") for d in a.data]
-                              + [(Path(a.vae).is_file(), f"--vae {a.vae} does not exist (train one: "
+                              + [(Path(a.vae).exists(), f"--vae {a.vae} does not exist (train one: "
                                                          "python -m training.train_vae ...)")])
     try:
         i, n = (int(v) for v in a.shard.split("/"))
     except ValueError:
         problems.append(f"--shard {a.shard!r}: expected i/n")
+    if a.workers < 1:
+        problems.append(f"--workers {a.workers}: need at least 1")
+    spec = EncoderSpec(a.text_encoder, a.audio_encoder, a.llava, a.clip, a.wav2vec2)
+    problems += spec.problems()
+    if a.manifest_shard_rows < 1:
+        problems.append(f"--manifest-shard-rows {a.manifest_shard_rows}: need at least 1")
     if problems:
         return fail(problems, "python -m training.preprocess")
+    from magicinfinite_core.distributed.ray_runtime import RayUnavailableError
+
     torch.set_num_threads(a.threads)
     split = None if a.split == "all" else a.split
-    manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch))
+    try:
+        manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch),
+                              workers=a.workers, threads=a.threads, address=a.address,
+                              shard_rows=a.manifest_shard_rows, encoders=spec)
+    except RayUnavailableError as e:
+        return fail([str(e)], "python -m training.preprocess")
     counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))
     print(f"manifest: {manifest} ({', '.join(f'{k} {v}' for k, v in counts.items())} clips)")
     return 0

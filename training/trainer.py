@@ -114,6 +114,9 @@ class TrainConfig:
     eval_steps: int = 12
     threads: int = 0
     progress: bool = True  # tqdm bar on stderr (main process)
+    # a process owning at most this many clips holds them in memory; more stream from disk per batch
+    data_in_memory: int = 20000
+    tensorboard: bool = True  # event files in <out>/stage<N>/ (training.tracking; `tensorboard --logdir out`)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -170,44 +173,63 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------- data
 class CacheData:
-    """The cached clips of one split held in memory (the demo caches are a few hundred MB at most).
+    """The cached clips of one split that this process trains on.
 
-    Only rows whose manifest split is `split` are loaded: a cache may hold both splits (preprocess
-    caches every clip of its data folders), and held-out clips must never be trained on.
-    `counts` says how many rows of each split the manifest had.
+    Only rows whose manifest split is `split` are used: a cache may hold both splits (preprocess
+    caches every clip of its data folders), and held-out clips must never be trained on. Of those,
+    process `rank` of `world` owns a contiguous, disjoint part (`training.shards.rank_rows`), read
+    from the manifest shards that hold it. A part of at most `max_in_memory` clips is loaded into
+    memory once (the demo caches: a few hundred MB); a larger one streams, each batch reading its
+    clips' files. `counts` says how many rows of each split the whole cache has.
     """
 
     KEYS = ("latent", "audio", "face_tokens", "face_latent", "mouth_latent", "text_tokens", "text_mask",
             "pooled", "image_tokens")
 
-    def __init__(self, cache: str | Path, limit: int | None = None, split: str = "train") -> None:
-        from training.preprocess import read_cache_manifest
-        from training.runconfig import split_counts
+    def __init__(self, cache: str | Path, limit: int | None = None, split: str = "train", rank: int = 0,
+                 world: int = 1, max_in_memory: int | None = None) -> None:
+        from training.shards import rank_rows
 
-        cache = Path(cache)
-        all_rows = read_cache_manifest(cache)
-        self.counts = split_counts(r.get("split") for r in all_rows)
-        rows = [r for r in all_rows if r.get("split") == split][:limit]
-        if not rows:
+        self.cache = cache = Path(cache)
+        part = rank_rows(cache, split, rank, world, limit)
+        self.counts, self.part = part.counts, part
+        if not part.rows and part.total:
+            raise RuntimeError(f"{cache}: the {split} split has {part.total} clips, fewer than the {world} "
+                               "processes; cache more clips or run fewer processes")
+        if not part.rows:
             raise RuntimeError(f"{cache}: no cached clips of the {split} split (manifest: {self.counts}); "
                                "run python -m training.preprocess on a folder with such clips")
-        self.rows = rows
-        files = [load_state_dict(cache / r["file"]) for r in rows]
-        self.tensors = {k: torch.stack([f[k] for f in files]) for k in self.KEYS}
-        self.extra = [{k: v for k, v in f.items() if k not in self.KEYS} for f in files]
+        self.rows = part.rows
+        self.in_memory = max_in_memory is None or len(self.rows) <= max_in_memory
+        self.tensors: dict[str, torch.Tensor] | None = None
+        if self.in_memory:
+            files = [load_state_dict(cache / r["file"]) for r in self.rows]
+            self.tensors = {k: torch.stack([f[k] for f in files]) for k in self.KEYS}
+            self._portrait = files[0].get("portrait")
+        else:
+            self._portrait = load_state_dict(cache / self.rows[0]["file"]).get("portrait")
         self.null_text = load_state_dict(cache / "null_text.safetensors")
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
         """(H, W) pixels of the clips (from the cached portrait), None for caches without one."""
-        p = self.extra[0].get("portrait")
+        p = self._portrait
         return None if p is None else (int(p.shape[0]), int(p.shape[1]))
+
+    def describe_part(self) -> dict:
+        """Where this process's clips sit in the split: rows [start, stop) and the first / last names."""
+        return {"start": self.part.start, "stop": self.part.stop, "of": self.part.total,
+                "first": self.rows[0]["name"], "last": self.rows[-1]["name"], "shards": self.part.shards_read}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[idx] for k, v in self.tensors.items()}
+        if self.tensors is not None:
+            return {k: v[idx] for k, v in self.tensors.items()}
+        wanted = sorted(set(idx.tolist()))
+        files = {i: load_state_dict(self.cache / self.rows[i]["file"]) for i in wanted}
+        return {k: torch.stack([files[i][k] for i in idx.tolist()]) for k in self.KEYS}
 
 
 def step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
@@ -347,15 +369,21 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
 
     from magicinfinite_core.weights.checkpoints import load_into, save_dit
     from training.runconfig import describe_counts, progress, trim_log
+    from training.tracking import RunTracker, tracker_kwargs
 
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     st = cfg.stage2 if stage == 2 else cfg.stage1
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, **tracker_kwargs(cfg.tensorboard, cfg.out))
     out = Path(cfg.out) / f"stage{stage}"
-    data = CacheData(cfg.cache)
+    data = CacheData(cfg.cache, rank=acc.process_index, world=acc.num_processes, max_in_memory=cfg.data_in_memory)
+    parts = [data.describe_part()]
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object(parts)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg, stage)
@@ -376,10 +404,11 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         trim_log(out / "log.jsonl", step)
         log = open(out / "log.jsonl", "a")
         start = {"event": "start", "stage": stage, "start_step": step, "steps": total, "clips": data.counts,
-                 "processes": acc.num_processes}
+                 "processes": acc.num_processes, "data_parts": parts}
         log.write(json.dumps(start) + "\n")
         log.flush()
     acc.print(describe_counts(f"stage {stage}", data.counts))
+    tracker = RunTracker(acc, f"stage{stage}", asdict(cfg), step, cfg.tensorboard)
     evaluator = _make_evaluator(cfg, stage) if (cfg.eval_minutes > 0 and acc.is_main_process) else None
     bar = progress(total, step, f"stage {stage}", cfg.progress and acc.is_main_process)
     t0 = time.time()
@@ -431,6 +460,7 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.write(json.dumps(rec))
+            tracker.scalars(training_scalars(rec, opt.param_groups, st.batch * acc.num_processes), step)
         now = time.time()
         # every rank takes the same decision (a time-based one could differ between ranks)
         due = (cfg.save_every and step % cfg.save_every == 0) or now - last_save > cfg.save_minutes * 60
@@ -447,6 +477,9 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
             log.write(json.dumps(res) + "\n")
             log.flush()
             bar.write(json.dumps(res))
+            tracker.scalars({f"heldout/{k}": v for k, v in res.items() if k not in ("step", "eval")}, step)
+            if getattr(evaluator, "sample", None) is not None:
+                tracker.image("heldout/sample", evaluator.sample, step)
             # stage 2 keeps the checkpoint that follows the audio best while ignoring silence;
             # stage 1 (no audio) keeps the one that best preserves the portrait
             score = (res.get("lipsync_r", 0.0) - abs(res.get("muted_r", 0.0)) if stage == 2
@@ -464,6 +497,16 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
         log.close()
     acc.end_training()
     return out / "dit_last.safetensors"
+
+
+def training_scalars(rec: dict, groups: list[dict], clips_per_step: int) -> dict[str, float]:
+    """TensorBoard tags of one log record: loss terms, each group's lr, steps/s and clips/s."""
+    out = {f"loss/{'total' if k == 'loss' else k}": v for k, v in rec.items()
+           if k == "loss" or k in ("base", "face", "mouth")}
+    out.update({f"lr/{name}": g["lr"] for name, g in zip(("backbone", "audio"), groups, strict=False)})
+    out["throughput/steps_per_s"] = rec["steps_per_s"]
+    out["throughput/clips_per_s"] = rec["steps_per_s"] * clips_per_step
+    return out
 
 
 def _make_evaluator(cfg: TrainConfig, stage: int):
@@ -557,23 +600,26 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
 def stage_problems(cfg: TrainConfig, stage: int) -> list[str]:
     """Every missing input of a stage run, checked before anything is written (cfg resolved)."""
     from training.runconfig import missing_inputs
+    from training.shards import has_manifest, read_index
 
     cache = Path(cfg.cache)
     st = cfg.stage2 if stage == 2 else cfg.stage1
     resuming = latest_resume(Path(cfg.out) / f"stage{stage}") is not None
     hint = ("build it: python -m training.preprocess --data WORLD --vae VAE --out " + str(cache))
-    checks = [((cache / "manifest.jsonl").is_file() and (cache / "null_text.safetensors").is_file(),
+    checks = [(has_manifest(cache) and (cache / "null_text.safetensors").is_file(),
                f"no preprocessing cache at {cache} ({hint})")]
     if st.init and st.init != "none" and not resuming:
         what = "stage-1 weights" if stage == 2 else "init weights"
-        checks.append((Path(st.init).is_file(), f"{what} {st.init} do not exist (run --stage 1 first, or "
+        checks.append((Path(st.init).exists(), f"{what} {st.init} do not exist (run --stage 1 first, or "
                                                 "--set stage2.init=FILE / none)"))
-    if cfg.eval_minutes > 0:
-        from training.preprocess import read_cache_manifest
+    if cfg.tensorboard:
+        from training.tracking import tensorboard_problem
 
+        problem = tensorboard_problem()
+        checks.append((problem is None, problem or ""))
+    if cfg.eval_minutes > 0:
         hc = Path(cfg.heldout_cache)
-        rows = read_cache_manifest(hc) if (hc / "manifest.jsonl").is_file() else []
-        checks.append((any(r.get("split") == "heldout" for r in rows),
+        checks.append((has_manifest(hc) and read_index(hc).counts.get("heldout", 0) > 0,
                        f"no held-out clips in the cache {hc} for the evaluation during training (cache "
                        "a --split heldout world there, or --set eval_minutes=0)"))
         checks.append((Path(cfg.vae).is_file(), f"VAE {cfg.vae} does not exist (the evaluation decodes with it; "

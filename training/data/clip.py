@@ -205,8 +205,10 @@ def read_mp4_frames(path: str | Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def save_clip(clip: Clip, clip_dir: str | Path) -> Path:
-    """Write a clip directory atomically (temp dir + rename) so partial clips never look done."""
+def save_clip(clip: Clip, clip_dir: str | Path, crf: int = 18) -> Path:
+    """Write a clip directory atomically (temp dir + rename) so partial clips never look done.
+
+    ``crf``: the H.264 quality of video.mp4 (0 = lossless; ``--crf`` of the ingestion)."""
     import soundfile as sf
 
     clip_dir = Path(clip_dir)
@@ -214,7 +216,7 @@ def save_clip(clip: Clip, clip_dir: str | Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write_mp4(tmp / "video.mp4", clip.frames, clip.audio)
+    write_mp4(tmp / "video.mp4", clip.frames, clip.audio, crf=crf)
     sf.write(str(tmp / "audio.wav"), clip.audio, SAMPLE_RATE, subtype="FLOAT")
     arrays = {}
     for k, v in clip.gt.items():

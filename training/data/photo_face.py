@@ -66,16 +66,29 @@ def _cache_dir() -> Path:
     return Path(root) / "face_landmarks"
 
 
-def detect_landmarks(img: Array) -> Array | None:
-    """[468, 2] face-mesh landmarks in pixels of the largest face, or None (mediapipe, slow)."""
+def detect_all_landmarks(img: Array, mesh=None) -> list[Array]:
+    """[468, 2] face-mesh landmarks in pixels of every face found (up to 4), or [] (mediapipe).
+
+    ``mesh``: a ``face_mesh.FaceMesh`` to reuse across the frames of a video (ingestion); without
+    one a static-image mesh is made for this call (slow: ~0.1 s to build)."""
     from mediapipe.python.solutions import face_mesh
 
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False) as mesh:
+    if mesh is None:
+        with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False) as own:
+            res = own.process(np.ascontiguousarray(img))
+    else:
         res = mesh.process(np.ascontiguousarray(img))
     if not res.multi_face_landmarks:
-        return None
+        return []
     h, w = img.shape[:2]
-    faces = [np.array([[p.x * w, p.y * h] for p in f.landmark], np.float32) for f in res.multi_face_landmarks]
+    return [np.array([[p.x * w, p.y * h] for p in f.landmark], np.float32) for f in res.multi_face_landmarks]
+
+
+def detect_landmarks(img: Array, mesh=None) -> Array | None:
+    """[468, 2] face-mesh landmarks in pixels of the largest face, or None (mediapipe, slow)."""
+    faces = detect_all_landmarks(img, mesh)
+    if not faces:
+        return None
     return max(faces, key=lambda L: float(np.ptp(L[:, 0]) * np.ptp(L[:, 1])))
 
 

@@ -167,17 +167,21 @@ class PreprocessCache(torch.utils.data.Dataset):
         self,
         root: str | Path,
         latent_frames: int | None = None,
-        split: str | None = "train",
+        split: str = "train",
         image_tokens: bool = True,
+        rank: int = 0,
+        world: int = 1,
     ):
-        from training.preprocess import read_cache_manifest
+        from training.shards import rank_rows
 
         self.root = Path(root)
-        from training.runconfig import split_counts
-
-        rows = read_cache_manifest(self.root)
-        self.counts = split_counts(r.get("split") for r in rows)  # what the cache holds, per split
-        self.files = [self.root / r["file"] for r in rows if split is None or r.get("split") == split]
+        # process `rank` of `world` reads only its part of the split's manifest shards (disjoint parts)
+        part = rank_rows(self.root, split, rank, world)
+        self.counts = part.counts  # what the cache holds, per split
+        self.files = [self.root / r["file"] for r in part.rows]
+        if not self.files and part.total:
+            raise FileNotFoundError(f"{root}: the {split} split has {part.total} cached clips, fewer than the "
+                                    f"{world} processes; cache more clips or run fewer processes")
         if not self.files:
             raise FileNotFoundError(f"no cached clips of split {split!r} in {root}")
         null = load_state_dict(self.root / "null_text.safetensors")
@@ -210,12 +214,15 @@ class PreprocessCache(torch.utils.data.Dataset):
 
 
 def open_examples(
-    root: str | Path, latent_frames: int | None = None, image_tokens: bool = True
+    root: str | Path, latent_frames: int | None = None, image_tokens: bool = True, rank: int = 0, world: int = 1
 ) -> torch.utils.data.Dataset:
-    """A preprocess cache (manifest.jsonl + null_text.safetensors), the distillation trainer's --data."""
+    """A preprocess cache (a manifest + null_text.safetensors), the distillation trainer's --data;
+    process `rank` of `world` gets its disjoint part of the train split."""
+    from training.shards import has_manifest
+
     root = Path(root)
-    if (root / "manifest.jsonl").is_file() and (root / "null_text.safetensors").is_file():
-        return PreprocessCache(root, latent_frames, image_tokens=image_tokens)
+    if has_manifest(root) and (root / "null_text.safetensors").is_file():
+        return PreprocessCache(root, latent_frames, image_tokens=image_tokens, rank=rank, world=world)
     raise FileNotFoundError(
         f"{root} is not a preprocess cache (no manifest.jsonl + null_text.safetensors): make one with "
         "python -m training.preprocess, or use --synthetic N for a smoke run"

@@ -230,15 +230,22 @@ class DistillTrainer:
         config: DistillConfig,
         out_dir: str | Path,
         accelerator=None,
+        tensorboard: bool = False,
     ):
         from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        from training.tracking import tracker_kwargs
 
         self.config = c = config
         self.out = Path(out_dir)
         self.data = data
+        self.tensorboard = tensorboard
+        self.tracker = None
+        # events in out_dir itself (project RUN/distill, run name "distill"): `tensorboard --logdir RUN`
         self.accelerator = accelerator or Accelerator(
             mixed_precision=c.mixed_precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            **tracker_kwargs(tensorboard, self.out.resolve().parent),
         )
         acc = self.accelerator
         if len(data) == 0:
@@ -400,14 +407,22 @@ class DistillTrainer:
         return logs
 
     def train(self, until_step: int, *, save_every: int = 0, log_every: int = 0,
-              log_file: str | Path | None = None, progress: bool = False) -> list[dict[str, float]]:
+              log_file: str | Path | None = None, progress: bool = False, evaluator=None,
+              eval_every: int = 0) -> list[dict[str, float]]:
         """Train until the global step count reaches `until_step`; returns per-step logs.
 
         Every `log_every`-th step's logs go to stdout and, when given, to `log_file` as JSON lines
-        (main process); `progress` shows a tqdm bar (steps, generator / critic loss, ETA).
+        (main process) and to TensorBoard (when the trainer was made with tensorboard=True);
+        `progress` shows a tqdm bar (steps, generator / critic loss, ETA). With an `evaluator`
+        (`training.eval.evaluate.QuickEval` in distilled mode) the generator's held-out lip sync is
+        measured every `eval_every` steps on the main process and logged the same ways.
         """
         from training.runconfig import progress as progress_bar
+        from training.tracking import RunTracker
 
+        if self.tracker is None:
+            self.tracker = RunTracker(self.accelerator, self.out.resolve().name, self.config.to_dict(), self.step,
+                                      self.tensorboard)
         history = []
         main = self.accelerator.is_main_process
         log = open(log_file, "a") if (log_file is not None and main) else None
@@ -427,6 +442,18 @@ class DistillTrainer:
                     if log is not None:
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
+                    self.tracker.scalars(self._scalars(logs, rate), self.step)
+                if evaluator is not None and eval_every and self.step % eval_every == 0 and main:
+                    res = {**evaluator(self.gen_module), "step": self.step, "eval": True}
+                    self.gen_module.train()
+                    bar.write(json.dumps(res))
+                    if log is not None:
+                        log.write(json.dumps(res) + "\n")
+                        log.flush()
+                    self.tracker.scalars({f"heldout/{k}": v for k, v in res.items() if k not in ("step", "eval")},
+                                         self.step)
+                    if getattr(evaluator, "sample", None) is not None:
+                        self.tracker.image("heldout/sample", evaluator.sample, self.step)
                 if save_every and self.step % save_every == 0:
                     self.save_checkpoint()
         finally:
@@ -434,6 +461,22 @@ class DistillTrainer:
             if log is not None:
                 log.close()
         return history
+
+    def _scalars(self, logs: dict[str, float], steps_per_s: float) -> dict[str, float]:
+        """TensorBoard tags of one step: loss terms, curriculum weights, both lrs, steps/s and clips/s."""
+        out = {f"loss/{k}": v for k, v in logs.items() if k in ("gen_loss", "fake", "dmd", "gan_g", "gan_d", "base")}
+        out.update({f"curriculum/{k}": logs[k] for k in ("w_base", "w_dm") if k in logs})
+        out["lr/generator"] = self.opt_g.param_groups[0]["lr"]
+        out["lr/critic"] = self.opt_c.param_groups[0]["lr"]
+        out["throughput/steps_per_s"] = steps_per_s
+        out["throughput/clips_per_s"] = steps_per_s * self.config.batch_size * self.accelerator.num_processes
+        return out
+
+    def close_tracker(self) -> None:
+        """Flush and close the event file (end of a CLI run)."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     # -- files
     def fake_score_loss(
@@ -611,6 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the exported generator file (float16 for a shipped model)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard event file in OUT (default: one, `tensorboard --logdir OUT/..`)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="held-out lip sync (4-step samples) every N steps; needs held-out rows in --data "
+                        "and a VAE (--vae, default the --base bundle's)")
+    p.add_argument("--eval-clips", type=int, default=4, help="held-out clips per evaluation")
+    p.add_argument("--vae", default=None, help="autoencoder for the evaluation (default: the bundle's vae)")
     a = p.add_argument_group("optimisation")
     a.add_argument("--seed", type=int, default=d.seed)
     a.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -720,6 +770,11 @@ def input_problems(a: argparse.Namespace) -> list[str]:
         (not a.resume or latest_checkpoint(a.out) is not None,
          f"--resume: no checkpoint under {Path(a.out) / CHECKPOINTS}"),
     ]
+    if not a.no_tensorboard:
+        from training.tracking import tensorboard_problem
+
+        problem = tensorboard_problem()
+        checks.append((problem is None, problem or ""))
     return missing_inputs(checks)
 
 
@@ -736,8 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     base_path, bundle_dir = resolve_base(a.base)
     base = load_transformer(base_path).train()
     if a.data:
+        from accelerate import PartialState
+
+        state = PartialState()  # rank and world before the trainer's Accelerator (which shares this state)
         data = open_examples(
-            a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim)
+            a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim),
+            rank=state.process_index, world=state.num_processes,
         )
         counts = getattr(data, "counts", None)
         print(describe_counts("distill", counts) if counts else f"distill: {len(data)} examples from {a.data}",
@@ -745,7 +804,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t = a.latent_frames or 3
         data = synthetic_examples(base.cfg, a.synthetic, (t, *a.latent_size), seed=a.seed)
-    trainer = DistillTrainer(base, data, config, a.out)
+    evaluator = None
+    if a.eval_every > 0:
+        from training.eval.evaluate import QuickEval
+
+        vae = a.vae or (str(bundle_dir / "vae.safetensors") if bundle_dir is not None else None)
+        if vae is None or not a.data:
+            return fail(["--eval-every needs --data CACHE (with held-out rows) and --vae FILE (or a bundle --base)"],
+                        PROG)
+        evaluator = QuickEval(a.data, vae, clips=a.eval_clips, shift=config.shift,
+                              distilled_timesteps=config.timesteps, seed=config.seed)
+    trainer = DistillTrainer(base, data, config, a.out, tensorboard=not a.no_tensorboard)
     if a.resume:
         ckpt = latest_checkpoint(a.out)
         trainer.load_checkpoint(ckpt)
@@ -759,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "clips": getattr(data, "counts", {"examples": len(data)}),
                                 "config": config.to_dict()}, default=list) + "\n")
     trainer.train(a.steps, save_every=a.save_every, log_every=a.log_every, log_file=Path(a.out) / LOG_FILE,
-                  progress=not a.no_progress)
+                  progress=not a.no_progress, evaluator=evaluator, eval_every=a.eval_every)
+    trainer.close_tracker()
     if trainer.step % max(a.save_every, 1) or not a.save_every:
         trainer.save_checkpoint()
     gen_path, lora_path = trainer.export(use_ema=not a.no_ema_export, dtype=getattr(torch, a.export_dtype))

@@ -91,11 +91,12 @@ class QuickEval:
     """
 
     def __init__(self, cache: str | Path, vae_path: str | Path, clips: int = 8, steps: int = 12,
-                 shift: float = 3.0, use_audio: bool = True, seed: int = 0) -> None:
-        from training.preprocess import read_cache_manifest
+                 shift: float = 3.0, use_audio: bool = True, seed: int = 0,
+                 distilled_timesteps: tuple[float, ...] | None = None) -> None:
+        from training.shards import split_rows
 
         cache = Path(cache)
-        rows = [r for r in read_cache_manifest(cache) if r.get("split") == "heldout"][:clips]
+        rows = split_rows(cache, "heldout", limit=clips)  # reads only held-out shards where sharded
         if not rows:  # never fall back to training clips: the score would measure memorisation
             raise ValueError(f"{cache} holds no held-out clips (manifest split 'heldout'); the evaluation "
                              "refuses clips of the train split")
@@ -105,8 +106,13 @@ class QuickEval:
         self._vae_mtime = None
         self.vae = None
         self.sampler = SamplerConfig(steps=steps, shift=shift, window_frames=33, overlap_frames=8)
+        # a distilled generator samples its few-step list (no CFG) instead of `steps` steps
+        self.distilled = distilled_timesteps is not None
+        if self.distilled:
+            self.sampler = dataclasses.replace(self.sampler, distilled_timesteps=tuple(distilled_timesteps))
         self.use_audio = use_audio
         self.seed = seed
+        self.sample: np.ndarray | None = None  # frames of the first clip (portrait first), for the trackers
 
     def __call__(self, model: MagicInfiniteDiT) -> dict[str, float]:
         from magicinfinite_core.media.autoencoders import load_autoencoder
@@ -124,7 +130,12 @@ class QuickEval:
             n = int(item["mouth_open"].shape[0])
             target = item["mouth_open"].numpy()
             boxes = item["mouth_box"].numpy()
-            frames = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, self.use_audio)
+            frames = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, self.use_audio,
+                              self.distilled)
+            if i == 0:
+                from training.tracking import frame_strip
+
+                self.sample = frame_strip(frames, portrait=item["portrait"].numpy())
             pred = metrics.mouth_openings(frames, boxes)
             rs.append(metrics.pearson(pred, target))
             open_a.append(float(pred.mean()))
@@ -132,7 +143,8 @@ class QuickEval:
             psnrs.append(metrics.masked_psnr(frames, item["portrait"].numpy(), keep))
             if self.use_audio:
                 cond.audio_windows = silent_audio(n)[None]
-                frames_m = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, True)
+                frames_m = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, True,
+                                    self.distilled)
                 pm = metrics.mouth_openings(frames_m, boxes)
                 rs_muted.append(metrics.pearson(pm, target))
                 open_m.append(float(pm.mean()))
