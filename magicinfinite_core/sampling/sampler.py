@@ -113,14 +113,6 @@ def allocate_latent(shape: tuple[int, ...], path: str | Path | None = None) -> t
     return torch.from_numpy(mm)
 
 
-def fill_noise(latent: torch.Tensor, generator: torch.Generator, start: int = 0, end: int | None = None) -> None:
-    """Standard normal noise written frame by frame (frame order fixes the random stream)."""
-    c, _, h, w = latent.shape
-    end = latent.shape[1] if end is None else end
-    for f in range(start, end):
-        latent[:, f : f + 1] = torch.randn((c, 1, h, w), generator=generator, dtype=torch.float32)
-
-
 class _StreamingUpdate:
     """Blends window predictions and applies the step update to frames as soon as they are final."""
 
@@ -207,6 +199,7 @@ def sample(
     total = latent_shape[1]
     plans = step_plans(total, config, steps)
     chash = sampler_hash(latent_shape, config, distilled, renoise, seed, extra_hash)
+    # no randomness is drawn from it (noise_keys); its state stays in the saved state's format (state.py)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(seed))
     latent = allocate_latent(latent_shape, latent_file)
