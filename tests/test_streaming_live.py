@@ -145,3 +145,28 @@ def test_mel_features_without_librosa_equal_librosa(tmp_path):
     spec = librosa.stft(padded, n_fft=1024, hop_length=640, window=ex._window, center=False)[:, :n]
     ref = np.log(np.maximum(basis @ (spec.real**2 + spec.imag**2).astype(np.float32), 1e-5)).T
     assert np.array_equal(ex._frames(seg, n, None).numpy(), ref)
+
+
+def test_a_growing_file_is_read_until_it_stops_growing(tmp_path):
+    """--live FILE: the file is written while it is read; it has ended once idle for idle_timeout_s."""
+    bundle = random_bundle(0)
+    portrait = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    data = _voice(tmp_path / "v.wav", 1.6).read_bytes()
+    grow = tmp_path / "growing.wav"
+    grow.write_bytes(data[:44])
+
+    def write() -> None:
+        with open(grow, "ab") as f:
+            for i in range(44, len(data), 6400):
+                f.write(data[i : i + 6400])
+                f.flush()
+                time.sleep(0.05)
+
+    th = threading.Thread(target=write, daemon=True)
+    th.start()
+    path, rep = generate_live(portrait, str(grow), "hi", model=bundle, out=tmp_path / "g.mp4", idle_timeout_s=0.5,
+                              **KW)
+    th.join()
+    assert rep.frames == 40
+    with av.open(str(path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 40
