@@ -30,7 +30,8 @@ def runner_install(input_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("install", ["pack", "runner"])
-def test_stale_demo_copies_are_replaced_and_other_files_kept(tmp_path, install):
+def test_stale_demo_copies_are_replaced_and_other_files_kept(tmp_path, install, monkeypatch):
+    monkeypatch.delenv("MAGICINFINITE_NO_DEMO_INPUTS", raising=False)  # the headless runner sets it
     run = (lambda d: pack_assets_module().install_demo_inputs(d)) if install == "pack" else runner_install
     stale = tmp_path / "magicinfinite_demo_portrait_one_speaker.png"
     stale.write_bytes(b"an older pack's portrait")
