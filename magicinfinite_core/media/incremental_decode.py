@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
-from magicinfinite_core.media.streamed_decode import DecodeFn
+from magicinfinite_core.media.streamed_decode import DecodeFn, decode_chunk
 
 
 class IncrementalDecoder:
@@ -82,30 +82,13 @@ class IncrementalDecoder:
         return x
 
     def _decode(self, b: int, last: bool) -> torch.Tensor:
-        """One chunk [a, b) with its context, exactly as streamed_decode does it."""
-        a, r = self.a, self.ratio
-        a0 = max(0, a - self.context)
-        z = self.buf[:, a0 - self.lo : b - self.lo].unsqueeze(0).to(device=self.device, dtype=self.dtype)
-        with torch.no_grad():
-            frames = self.decode_fn(z)[0].to("cpu", torch.float32)
-        del z
-        expected = 1 + r * (b - a0 - 1)
-        if frames.shape[1] != expected:
-            raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {b - a0} latent frames, expected {expected}")
-        out = []
-        if a == 0:
-            new = frames
-        else:
-            n_ov = r * (a - a0 - 1)
-            new = frames[:, 1 + n_ov :]
-            if self.held is not None and n_ov and self.crossfade:
-                w = (torch.arange(1, n_ov + 1, dtype=torch.float32) / (n_ov + 1)).view(1, -1, 1, 1)
-                out.append(self.held[:, -n_ov:] * (1 - w) + frames[:, 1 : 1 + n_ov] * w)
-        keep = new.shape[1] if last else new.shape[1] - min(self.n_fade, new.shape[1])
-        out.append(new[:, :keep])
-        self.held = None if last else new[:, keep:]
+        """One chunk [a, b) with its context, through streamed_decode's own chunk step."""
+        a0 = max(0, self.a - self.context)
+        out, self.held = decode_chunk(self.decode_fn, self.buf[:, a0 - self.lo : b - self.lo], a0, self.a, self.held,
+                                      ratio=self.ratio, crossfade=self.crossfade, n_fade=self.n_fade, last=last,
+                                      device=self.device, dtype=self.dtype)
         self.a = b
         drop = max(0, b - self.context) - self.lo  # keep only the next chunk's context
         if drop > 0:
             self.buf, self.lo = self.buf[:, drop:].clone(), self.lo + drop
-        return self._emit(torch.cat(out, dim=1))
+        return self._emit(out)

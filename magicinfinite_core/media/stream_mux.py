@@ -12,10 +12,8 @@ it is the live output. Audio is interleaved as the video advances, from a file /
 from __future__ import annotations
 
 from collections import deque
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from magicinfinite_core.config import VIDEO_FPS
@@ -66,13 +64,7 @@ class FragmentedVideoWriter(VideoWriter):
         if self._live is None:
             return super()._pump_audio(until_s)
         while self._live and (until_s is None or self.audio_samples < until_s * self.audio_rate):
-            chunk = self._live.popleft()
-            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
-            af.sample_rate, af.pts = self.audio_rate, self.audio_samples
-            af.time_base = Fraction(1, self.audio_rate)
-            self.audio_samples += chunk.shape[1]
-            for pkt in self.astream.encode(af):
-                self.container.mux(pkt)
+            self._encode_audio(self._live.popleft())
 
     def abort(self) -> None:
         """Close on an error or interrupt, keeping the file: the fragments written so far play."""

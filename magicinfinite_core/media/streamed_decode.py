@@ -38,6 +38,47 @@ def decode_chunks(total: int, chunk: int, context: int) -> list[tuple[int, int, 
     return [(max(0, a - context), a, min(a + chunk, total)) for a in range(0, total, chunk)]
 
 
+def decode_chunk(
+    decode_fn: DecodeFn,
+    z: torch.Tensor,
+    a0: int,
+    a: int,
+    held: torch.Tensor | None,
+    *,
+    ratio: int,
+    crossfade: bool,
+    n_fade: int,
+    last: bool,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode latent frames [a0, b) = `z` ([C, b-a0, h, w]; a0..a is left context) into the frames to emit
+    and the tail held back for the next chunk's cross-fade (None after the last chunk).
+
+    The one chunk step of `streamed_decode` and of the incremental decoder, so both give the same frames.
+    """
+    b = a0 + z.shape[1]
+    zz = z.unsqueeze(0).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        frames = decode_fn(zz)[0].to("cpu", torch.float32)
+    del zz
+    expected = 1 + ratio * (b - a0 - 1)
+    if frames.shape[1] != expected:
+        raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {b - a0} latent frames, expected {expected}")
+    out = []
+    if a == 0:
+        new = frames
+    else:
+        n_ov = ratio * (a - a0 - 1)  # frames of latents a0+1..a-1, already decoded by the previous chunk
+        new = frames[:, 1 + n_ov :]
+        if held is not None and n_ov and crossfade:
+            w = (torch.arange(1, n_ov + 1, dtype=torch.float32) / (n_ov + 1)).view(1, -1, 1, 1)
+            out.append(held[:, -n_ov:] * (1 - w) + frames[:, 1 : 1 + n_ov] * w)
+    keep = new.shape[1] if last else new.shape[1] - min(n_fade, new.shape[1])
+    out.append(new[:, :keep])
+    return torch.cat(out, dim=1), None if last else new[:, keep:]
+
+
 def streamed_decode(
     latent: torch.Tensor,
     decode_fn: DecodeFn,
@@ -69,28 +110,10 @@ def streamed_decode(
         return x
 
     for i, (a0, a, b) in enumerate(plan):
-        z = latent[:, a0:b].unsqueeze(0).to(device=device, dtype=dtype)
-        with torch.no_grad():
-            frames = decode_fn(z)[0].to("cpu", torch.float32)
-        del z
-        expected = 1 + ratio * (b - a0 - 1)
-        if frames.shape[1] != expected:
-            raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {b - a0} latent frames, expected {expected}")
-        out = []
-        if a == 0:
-            new = frames
-        else:
-            n_ov = ratio * (a - a0 - 1)  # frames of latents a0+1..a-1, already decoded by the previous chunk
-            new = frames[:, 1 + n_ov :]
-            if held is not None and n_ov and crossfade:
-                w = (torch.arange(1, n_ov + 1, dtype=torch.float32) / (n_ov + 1)).view(1, -1, 1, 1)
-                out.append(held[:, -n_ov:] * (1 - w) + frames[:, 1 : 1 + n_ov] * w)
         last = i == len(plan) - 1
-        keep = new.shape[1] if last else new.shape[1] - min(n_fade, new.shape[1])
-        out.append(new[:, :keep])
-        held = None if last else new[:, keep:]
-        del frames
-        chunk_out = emit(torch.cat(out, dim=1))
+        out, held = decode_chunk(decode_fn, latent[:, a0:b], a0, a, held, ratio=ratio, crossfade=crossfade,
+                                 n_fade=n_fade, last=last, device=device, dtype=dtype)
+        chunk_out = emit(out)
         if callback is not None:
             el = time.perf_counter() - t0
             callback(Progress("decode", 1, 1, i + 1, len(plan), i + 1, len(plan), el, el / (i + 1) * (len(plan) - i - 1)))

@@ -145,12 +145,16 @@ class VideoWriter:
             if chunk is None:
                 self._audio_done = True
                 break
-            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
-            af.sample_rate, af.pts = self.audio_rate, self.audio_samples
-            af.time_base = Fraction(1, self.audio_rate)
-            self.audio_samples += chunk.shape[1]
-            for pkt in self.astream.encode(af):
-                self.container.mux(pkt)
+            self._encode_audio(chunk)
+
+    def _encode_audio(self, chunk: np.ndarray) -> None:
+        """Encode one planar float32 chunk [C, n] at the next audio timestamp."""
+        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
+        af.sample_rate, af.pts = self.audio_rate, self.audio_samples
+        af.time_base = Fraction(1, self.audio_rate)
+        self.audio_samples += chunk.shape[1]
+        for pkt in self.astream.encode(af):
+            self.container.mux(pkt)
 
     def close(self) -> Path:
         """Flush both encoders and move the finished file into place."""
