@@ -193,16 +193,13 @@ def window_predictor(forward, cond: dict, cfg: CFGConfig):
     return predict
 
 
-@pytest.mark.slow
-def test_sliding_window_generation_equals_single_process(group, reference):
-    """The colleague's sampler (3 steps, 3-latent-frame windows) over 6 latent frames, two speakers,
-    two-fold then three-fold CFG batched into one forward (batches of 2 and 3)."""
-    g = torch.Generator().manual_seed(99)
-    t, h, w = 6, 6, 6
+def two_speaker_conditions(t: int, h: int, w: int, seed: int = 99) -> dict:
+    """Seeded random window conditions for the tiny model: two speakers, a padded prompt, a portrait."""
+    g = torch.Generator().manual_seed(seed)
     a = CFG.audio
     empty = torch.zeros(1, 7, dtype=torch.bool)
     empty[:, 0] = True
-    cond = dict(
+    return dict(
         image_latent=torch.randn(1, CFG.out_channels, 1, h, w, generator=g),
         audio=torch.randn(1, 2, t, a.frames_per_latent, a.frame_window, a.feature_dim, generator=g),
         speaker_mask=two_speaker_mask(1, t, h // 2, w // 2),
@@ -211,6 +208,14 @@ def test_sliding_window_generation_equals_single_process(group, reference):
         empty_mask=empty,
         pooled=torch.randn(1, CFG.pooled_dim, generator=g),
     )
+
+
+@pytest.mark.slow
+def test_sliding_window_generation_equals_single_process(group, reference):
+    """The colleague's sampler (3 steps, 3-latent-frame windows) over 6 latent frames, two speakers,
+    two-fold then three-fold CFG batched into one forward (batches of 2 and 3)."""
+    t, h, w = 6, 6, 6
+    cond = two_speaker_conditions(t, h, w)
     cfg = CFGConfig(audio_scale=2.0, text_scale=1.5, boundary=0.75)
     sampler_cfg = SamplerConfig(steps=3, shift=3.0, window_frames=9, overlap_frames=4)
     shape = (CFG.out_channels, t, h, w)

@@ -49,7 +49,10 @@ def keyed_noise(seed: int, step: int, start: int, end: int, shape: tuple[int, in
 
 def fill_keyed_noise(latent: torch.Tensor, seed: int, step: int = INITIAL, start: int = 0,
                      end: int | None = None) -> None:
-    """Write the keyed noise of frames [start, end) into a [C, T, h, w] latent (index = latent frame)."""
+    """Write the keyed noise of frames [start, end) into a [C, T, h, w] latent (index = latent frame).
+
+    Frame by frame, not through `keyed_noise`: the latent may be a memory-mapped whole-video file, and
+    one frame at a time keeps the RAM it needs bounded."""
     c, t, h, w = latent.shape
     end = t if end is None else end
     for f in range(start, end):
