@@ -69,6 +69,14 @@ class DiTConfig:
     # (TrainConfig.reference_skip_loss_sigma). A floor of 0.25 bounded it too, but the blocks then had
     # to supply most of the velocity of still regions at low noise and left grain in them.
     reference_skip_min_sigma: float = 0.02
+    # Gate the skip per latent cell: the final layer emits one more channel, a logit g, and the skip
+    # adds sigmoid(g) * (x_noisy - ref) / sigma. Why: the full skip makes x0 = ref - sigma * blocks, so
+    # at low noise a moving region's x0 can follow the noisy input only if the blocks amplify it by
+    # 1/sigma, which a small model cannot (measured: the v2 demo's mouth error at sigma 0.05 equals
+    # its error at 0.5, so sampling steps never refine); a closed gate is plain velocity prediction.
+    reference_gate: bool = False
+    # the gate logit's start (`models.dit.add_reference_gate`): sigmoid(5) = 0.993, nearly the full skip
+    reference_gate_init: float = 5.0
 
     @property
     def head_dim(self) -> int:
@@ -77,6 +85,11 @@ class DiTConfig:
     @property
     def latent_channels(self) -> int:
         return self.out_channels
+
+    @property
+    def head_channels(self) -> int:
+        """Channels the final layer emits per latent cell: the velocity, plus the skip's gate logit."""
+        return self.out_channels + int(self.reference_gate)
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -93,6 +106,8 @@ class DiTConfig:
             raise ValueError(f"image_condition must be 'first_frame' or 'every_frame', got {self.image_condition!r}")
         if self.reference_skip and (self.image_condition != "every_frame" or self.in_channels == self.out_channels):
             raise ValueError("reference_skip needs the every_frame image condition (in_channels = 2*out_channels+1)")
+        if self.reference_gate and not self.reference_skip:
+            raise ValueError("reference_gate gates the reference skip; set reference_skip too")
 
     @property
     def every_frame_reference(self) -> bool:

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -239,8 +239,18 @@ def step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Genera
 
 
 # ------------------------------------------------------------------------------------------- model
+def _file_config(path: str | Path) -> dict:
+    """The DiT config stored in one of our files ({} for other layouts)."""
+    from magicinfinite_core.weights.checkpoints import read_metadata
+
+    try:
+        return json.loads(read_metadata(path).get("config", "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
 def build_model(cfg: TrainConfig, stage: int):
-    from magicinfinite_core.models.dit import MagicInfiniteDiT
+    from magicinfinite_core.models.dit import MagicInfiniteDiT, with_reference_gate
 
     dcfg = cfg.dit_config(stage)
     st = cfg.stage2 if stage == 2 else cfg.stage1
@@ -249,7 +259,10 @@ def build_model(cfg: TrainConfig, stage: int):
     # of the same command differ from their first update on
     torch.manual_seed(cfg.seed)
     if st.init and st.init != "none":
-        model = load_transformer(st.init, dcfg, allow_missing_audio=stage == 2)
+        add_gate = dcfg.reference_gate and not _file_config(st.init).get("reference_gate", False)
+        model = load_transformer(st.init, replace(dcfg, reference_gate=False) if add_gate else dcfg,
+                                 allow_missing_audio=stage == 2)
+        model = with_reference_gate(model) if add_gate else model
         model.train()
     else:
         model = MagicInfiniteDiT(dcfg)

@@ -8,7 +8,7 @@ loads without renaming; the audio layers are our own (`audio_proj`, `audio_doubl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -104,7 +104,12 @@ class MagicInfiniteDiT(nn.Module):
             SingleStreamBlock(hidden, heads, cfg.mlp_ratio, eps) for _ in range(cfg.depth_single)
         )
         pt, ph, pw = cfg.patch_size
-        self.final_layer = FinalLayer(hidden, pt * ph * pw * cfg.out_channels, eps)
+        self.final_layer = FinalLayer(hidden, pt * ph * pw * cfg.head_channels, eps)
+        if cfg.reference_gate:  # the gate rows start nearly open: the model starts as the full skip
+            with torch.no_grad():
+                gate = slice(pt * ph * pw * cfg.out_channels, None)
+                self.final_layer.linear.weight[gate].zero_()
+                self.final_layer.linear.bias[gate].fill_(cfg.reference_gate_init)
         if cfg.audio is not None:
             self.audio_proj = AudioProjection(cfg.audio)
             self.audio_double_blocks = nn.ModuleList(
@@ -152,6 +157,9 @@ class MagicInfiniteDiT(nn.Module):
     def add_reference_skip(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """`DiTConfig.reference_skip`: add (x_noisy - portrait latent) / sigma to the velocity.
 
+        `out` is the unpatchified head: [B, head_channels, ...]; with `reference_gate` its last channel
+        is a per-cell logit and the skip is multiplied by its sigmoid (the velocity is the rest).
+
         That term is the exact velocity of a video that equals the portrait wherever it stands still
         (x = sigma*noise + (1-sigma)*ref  =>  noise - ref = (x - ref) / sigma), so the blocks only learn
         what moves (lips, head) and the portrait's detail never has to pass through the hidden width.
@@ -162,11 +170,12 @@ class MagicInfiniteDiT(nn.Module):
         if not cfg.reference_skip:
             return out
         c = cfg.out_channels
+        out, gate = out[:, :c], (torch.sigmoid(out[:, c:]) if cfg.reference_gate else 1.0)
         noisy, ref = x[:, :c].to(out.dtype), x[:, c : 2 * c].to(out.dtype)
         present = (ref.flatten(1).abs().amax(dim=1) > 0).to(out.dtype)
         sigma = (timestep.to(out.device, out.dtype).reshape(-1) / 1000.0).clamp_min(cfg.reference_skip_min_sigma)
         sigma = sigma.expand(out.shape[0])
-        return out + (noisy - ref) * (present / sigma).view(-1, 1, 1, 1, 1)
+        return out + gate * (noisy - ref) * (present / sigma).view(-1, 1, 1, 1, 1)
 
     def prepare(
         self,
@@ -264,10 +273,28 @@ class MagicInfiniteDiT(nn.Module):
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, grid
-        x = x.reshape(x.shape[0], t, h, w, self.cfg.out_channels, pt, ph, pw)
-        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(
-            x.shape[0], self.cfg.out_channels, t * pt, h * ph, w * pw
-        )
+        c = self.cfg.head_channels
+        x = x.reshape(x.shape[0], t, h, w, c, pt, ph, pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(x.shape[0], c, t * pt, h * ph, w * pw)
+
+
+def with_reference_gate(model: MagicInfiniteDiT) -> MagicInfiniteDiT:
+    """The same model with `DiTConfig.reference_gate` added: its velocity rows kept, the gate rows new.
+
+    Why: a trained full-skip model fine-tunes into a gated one from where it stands (the gate starts at
+    sigmoid(reference_gate_init), nearly the full skip) instead of training from scratch.
+    """
+    if model.cfg.reference_gate:
+        return model
+    gated = MagicInfiniteDiT(replace(model.cfg, reference_gate=True)).to(next(model.parameters()).dtype)
+    sd = model.state_dict()
+    rows = sd["final_layer.linear.weight"].shape[0]
+    new = gated.state_dict()
+    for name in ("final_layer.linear.weight", "final_layer.linear.bias"):
+        new[name][:rows] = sd.pop(name)
+    new.update(sd)
+    gated.load_state_dict(new)
+    return gated.train(model.training)
 
 
 def count_parameters(model: nn.Module, prefix_filter: tuple[str, ...] = ()) -> int:
