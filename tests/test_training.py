@@ -519,3 +519,22 @@ def test_low_noise_scale_bounds_the_reference_skip_loss():
     full, _ = adaptive_flow_loss(pred, target, None, None, LossConfig(0.0, 0.0))
     half, _ = adaptive_flow_loss(pred, target, None, None, LossConfig(0.0, 0.0), sample_scale=torch.tensor([1.0, 0.0]))
     assert float(full) == 1.0 and float(half) == 0.5
+
+
+def test_train_controls_keep_only_the_matching_clips(tmp_path):
+    """train_controls={"action": ["still"]}: the trainer reads only clips whose prompt controls match,
+    and says what to check when none does."""
+    from training.trainer import matches_controls
+
+    root = make_cache(tmp_path / "cache", n=4)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["controls"] = {"action": "still" if i % 2 else "nodding", "emotion": "smile"}
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    still = CacheData(root, controls={"action": ["still"]})
+    assert [r["name"] for r in still.rows] == ["clip1", "clip3"]
+    assert len(CacheData(root, controls={"action": ["still", "nodding"], "emotion": "smile"})) == 4
+    assert len(CacheData(root)) == 4
+    assert not matches_controls({"name": "x"}, {"action": ["still"]})
+    with pytest.raises(RuntimeError, match="train_controls"):
+        CacheData(root, controls={"action": ["shaking"]})

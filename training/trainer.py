@@ -116,6 +116,10 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on stderr (main process)
     # a process owning at most this many clips holds them in memory; more stream from disk per batch
     data_in_memory: int = 20000
+    # train only on clips whose prompt controls take these values (the manifest's "controls"), e.g.
+    # {"action": ["still"]}: a small model that must also invent head motion draws it as blocky noise
+    # over the face, so the demo fine-tunes on still heads last (docs/demo_model.md). {}: every clip.
+    train_controls: dict = field(default_factory=dict)
     tensorboard: bool = True  # event files in <out>/stage<N>/ (training.tracking; `tensorboard --logdir out`)
 
     @classmethod
@@ -172,6 +176,12 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------- data
+def matches_controls(row: dict, controls: dict) -> bool:
+    """Whether a manifest row's prompt controls take one of the allowed values for every key."""
+    have = row.get("controls") or {}
+    return all(have.get(k) in (v if isinstance(v, (list, tuple)) else [v]) for k, v in controls.items())
+
+
 class CacheData:
     """The cached clips of one split that this process trains on.
 
@@ -187,11 +197,16 @@ class CacheData:
             "pooled", "image_tokens")
 
     def __init__(self, cache: str | Path, limit: int | None = None, split: str = "train", rank: int = 0,
-                 world: int = 1, max_in_memory: int | None = None) -> None:
+                 world: int = 1, max_in_memory: int | None = None, controls: dict | None = None) -> None:
         from training.shards import rank_rows
 
         self.cache = cache = Path(cache)
         part = rank_rows(cache, split, rank, world, limit)
+        if controls:
+            part.rows = [r for r in part.rows if matches_controls(r, controls)]
+            if not part.rows:
+                raise RuntimeError(f"{cache}: none of this process's {part.stop - part.start} {split} clips has "
+                                   f"the controls {controls}; check train_controls against the manifest's \"controls\"")
         self.counts, self.part = part.counts, part
         if not part.rows and part.total:
             raise RuntimeError(f"{cache}: the {split} split has {part.total} clips, fewer than the {world} "
@@ -391,7 +406,8 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     acc = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision, **tracker_kwargs(cfg.tensorboard, cfg.out))
     out = Path(cfg.out) / f"stage{stage}"
-    data = CacheData(cfg.cache, rank=acc.process_index, world=acc.num_processes, max_in_memory=cfg.data_in_memory)
+    data = CacheData(cfg.cache, rank=acc.process_index, world=acc.num_processes, max_in_memory=cfg.data_in_memory,
+                     controls=cfg.train_controls)
     parts = [data.describe_part()]
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
@@ -420,7 +436,9 @@ def run(cfg: TrainConfig, stage: int, max_steps: int | None = None, cpu: bool | 
                  "processes": acc.num_processes, "data_parts": parts}
         log.write(json.dumps(start) + "\n")
         log.flush()
-    acc.print(describe_counts(f"stage {stage}", data.counts))
+    acc.print(describe_counts(f"stage {stage}", data.counts)
+              + (f"; this process trains on the {len(data)} with the controls {cfg.train_controls}"
+                 if cfg.train_controls else ""))
     tracker = RunTracker(acc, f"stage{stage}", asdict(cfg), step, cfg.tensorboard)
     evaluator = _make_evaluator(cfg, stage) if (cfg.eval_minutes > 0 and acc.is_main_process) else None
     bar = progress(total, step, f"stage {stage}", cfg.progress and acc.is_main_process)
