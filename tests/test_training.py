@@ -332,7 +332,7 @@ def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
         load_bundle(assets, distilled=True)
 
 
-@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json"])
+@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None

@@ -56,7 +56,7 @@ def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int 
 
 def single_speaker() -> dict[str, Any]:
     return _base("portrait_one_speaker.png", "voice_one_speaker.wav",
-                 "A pencil sketch of a person speaking with raised eyebrows in surprise and nodding.",
+                 "A photo of a person talking with a warm smile, holding the head steady, in front of a still background.",
                  "MagicInfinite/single_speaker")
 
 
@@ -81,7 +81,7 @@ def two_speakers() -> dict[str, Any]:
 def long_video() -> dict[str, Any]:
     """≥ 60 s: streamed save (frames go to disk as decoded) and a resume folder for interruptions."""
     return _base("portrait_one_speaker.png", "voice_long_60s.ogg",
-                 "A pencil sketch of a person giving a calm, friendly talk.",
+                 "A photo of a person giving a calm, friendly talk, keeping the head still.",
                  "MagicInfinite/long_video", resume_dir="long_video_demo")
 
 
