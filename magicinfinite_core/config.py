@@ -75,7 +75,7 @@ class DiTConfig:
     # 1/sigma, which a small model cannot (measured: the v2 demo's mouth error at sigma 0.05 equals
     # its error at 0.5, so sampling steps never refine); a closed gate is plain velocity prediction.
     reference_gate: bool = False
-    # the gate logit's start (`models.dit.add_reference_gate`): sigmoid(5) = 0.993, nearly the full skip
+    # the gate logit's start (fresh models and `models.dit.with_reference_gate`): sigmoid(5) = 0.993, nearly the full skip
     reference_gate_init: float = 5.0
 
     @property
