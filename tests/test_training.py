@@ -538,3 +538,30 @@ def test_train_controls_keep_only_the_matching_clips(tmp_path):
     assert not matches_controls({"name": "x"}, {"action": ["still"]})
     with pytest.raises(RuntimeError, match="train_controls"):
         CacheData(root, controls={"action": ["shaking"]})
+
+
+def test_x0_error_bench_reports_model_and_copy_per_region(tmp_path):
+    """bench/x0_error.py on a tiny every-frame DiT and a cache whose clips are held out: one JSON with
+    the model's and the copy-the-portrait error for each noise level and region."""
+    import subprocess
+    import sys
+
+    from magicinfinite_core.models.dit import MagicInfiniteDiT
+    from magicinfinite_core.weights.checkpoints import save_dit
+
+    cfg = tiny_config(tmp_path)
+    root = make_cache(tmp_path / "heldout_cache", n=2)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    (root / "manifest.jsonl").write_text("".join(json.dumps({**r, "split": "heldout"}) + "\n" for r in rows))
+    cfg.dit = {**cfg.dit, "image_condition": "every_frame", "reference_skip": True}
+    dit = save_dit(tmp_path / "dit.safetensors", MagicInfiniteDiT(cfg.dit_config(2)))
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "bench" / "x0_error.py"), "--dit", str(dit), "--cache", str(root),
+                          "--sigmas", "0.5", "0.1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = json.loads(out.stdout)["latent_mse"]
+    assert sorted(table) == sorted(f"{s}/{r}" for s in (0.5, 0.1) for r in ("mouth", "face", "background"))
+    assert all(v["model"] >= 0 and v["copy_portrait"] > 0 for v in table.values())
+    bad = subprocess.run([sys.executable, str(repo / "bench" / "x0_error.py"), "--dit", str(dit), "--cache", str(root),
+                          "--actions", "nodding"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no held-out clips" in bad.stderr
