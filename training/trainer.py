@@ -256,10 +256,10 @@ def step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Genera
 # ------------------------------------------------------------------------------------------- model
 def _file_config(path: str | Path) -> dict:
     """The DiT config stored in one of our files ({} for other layouts)."""
-    from magicinfinite_core.weights.checkpoints import read_metadata
+    from magicinfinite_core.weights.checkpoints import CONFIG_KEY, read_metadata
 
     try:
-        return json.loads(read_metadata(path).get("config", "{}"))
+        return json.loads(read_metadata(path).get(CONFIG_KEY, "{}"))
     except (OSError, ValueError):
         return {}
 
