@@ -112,6 +112,15 @@ class DiTConfig:
     reference_gate_init: float = 5.0
     # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
     avatar: AvatarConfig | None = None
+    # Channels of the portrait condition in the I2V concat; 0: the latent's own (the portrait latent).
+    # A motion latent (media/motion_autoencoder.py) codes motion, so the portrait's latent is zero and
+    # the condition is the portrait's appearance on the latent grid, with its own channel count.
+    condition_channels: int = 0
+    # What the final layer emits: "velocity" (flow matching's target), or "x0" (the clean latent; the
+    # forward still returns the velocity (x - x0) / sigma). Why x0: with a motion latent, "stand still"
+    # is x0 = 0, which a zero output gives exactly at every noise level, while a velocity head must
+    # reproduce the noisy input x / sigma in still regions (where the demo's flicker came from).
+    prediction: str = "velocity"
 
     @property
     def head_dim(self) -> int:
@@ -131,11 +140,20 @@ class DiTConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if sum(self.rope_dims) != self.head_dim:
             raise ValueError(f"rope_dims {self.rope_dims} must sum to head_dim {self.head_dim}")
-        if self.in_channels not in (self.out_channels, 2 * self.out_channels + 1):
+        if self.condition_channels < 0:
+            raise ValueError(f"condition_channels must be >= 0, got {self.condition_channels}")
+        concat = self.out_channels + self.cond_channels + 1
+        if self.in_channels not in (self.out_channels, concat):
             raise ValueError(
                 f"in_channels {self.in_channels} must be out_channels ({self.out_channels}) or "
-                f"2*out_channels+1 ({2 * self.out_channels + 1}) for the I2V latent concat"
+                f"out_channels + condition channels + 1 ({concat}) for the I2V latent concat"
             )
+        if self.prediction not in ("velocity", "x0"):
+            raise ValueError(f"prediction must be 'velocity' or 'x0', got {self.prediction!r}")
+        if self.prediction == "x0" and self.reference_skip:
+            raise ValueError("prediction 'x0' and reference_skip are two answers to one problem; pick one")
+        if self.reference_skip and self.cond_channels != self.out_channels:
+            raise ValueError("reference_skip subtracts the portrait latent: condition_channels must be the latent's")
 
         if self.image_condition not in ("first_frame", "every_frame"):
             raise ValueError(f"image_condition must be 'first_frame' or 'every_frame', got {self.image_condition!r}")
@@ -162,8 +180,13 @@ class DiTConfig:
         return self.image_condition == "every_frame"
 
     @property
+    def cond_channels(self) -> int:
+        """Channels of the portrait condition in the I2V concat."""
+        return self.condition_channels or self.out_channels
+
+    @property
     def image_concat(self) -> bool:
-        return self.in_channels == 2 * self.out_channels + 1
+        return self.in_channels == self.out_channels + self.cond_channels + 1
 
     @property
     def image_mode(self) -> str | None:

@@ -33,8 +33,12 @@ def concat_image_condition(
     every_frame: bool = False,
     keep: torch.Tensor | None = None,
     first: torch.Tensor | bool = True,
+    cond_channels: int | None = None,
 ) -> torch.Tensor:
-    """I2V latent concat: [noisy C, portrait latent C, mask 1] along channels.
+    """I2V latent concat: [noisy C, portrait condition C_ref, mask 1] along channels.
+
+    C_ref is the condition's own channel count (the portrait latent's C for pixel latents), or
+    `cond_channels` (default C) when there is no condition at all.
 
     first_frame (the paper, HunyuanVideo-I2V): the portrait latent sits at latent frame 0 and the mask
     is 1 there, only for a window that starts the video (`first`); elsewhere both are zero.
@@ -42,7 +46,8 @@ def concat_image_condition(
     window, and the mask still marks latent frame 0 of the video's first window. keep [B] switches the
     condition off per row (condition dropout, the unconditional CFG pass); None keeps every row.
     """
-    b, c, t, h, w = noisy.shape
+    b, _, t, h, w = noisy.shape
+    c = image_latent.shape[1] if image_latent is not None else (cond_channels or noisy.shape[1])
     cond = noisy.new_zeros(b, c + 1, t, h, w)
     if image_latent is None:
         return torch.cat([noisy, cond], dim=1)
@@ -187,7 +192,19 @@ class MagicInfiniteDiT(nn.Module):
             ref_latent=ref_latent, motion_exp=motion_exp, motion_pose=motion_pose, fps=fps,
         )
         out = self.unpatchify(self.head(state, self.run_blocks(state)), state.grid)
+        return self.output_velocity(out, x, timestep)
+
+    def output_velocity(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The unpatchified head -> the velocity (`DiTConfig.prediction`, `reference_skip`)."""
+        if self.cfg.prediction == "x0":
+            return self.velocity_from_x0(out, x, timestep)
         return self.add_reference_skip(out, x, timestep)
+
+    def velocity_from_x0(self, x0: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """`DiTConfig.prediction` "x0": v = (x_noisy - x0) / sigma, sigma floored at `reference_skip_min_sigma`."""
+        noisy = x[:, : self.cfg.out_channels].to(x0.dtype)
+        sigma = (timestep.to(x0.device, x0.dtype).reshape(-1) / 1000.0).clamp_min(self.cfg.reference_skip_min_sigma)
+        return (noisy - x0) / sigma.expand(x0.shape[0]).view(-1, 1, 1, 1, 1)
 
     def add_reference_skip(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """`DiTConfig.reference_skip`: add (x_noisy - portrait latent) / sigma to the velocity.
