@@ -263,14 +263,26 @@ DEFAULT_AUDIO_SCALE = 4.0  # CFG scale of the audio condition (Eq. 7)
 DEFAULT_TEXT_SCALE = 3.0  # CFG scale of the text + portrait condition
 DEFAULT_CFG_BOUNDARY = 0.75  # sigma >= boundary: two-fold guidance; below: three-fold
 DISTILLED_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)  # the paper's 4-step list (warped by the shift)
+DEFAULT_WINDOW = 33  # video frames per sliding window (9 latent frames)
+DEFAULT_OVERLAP = 8  # video frames shared by consecutive windows (2 latent frames)
+
+# HunyuanVideo-Avatar's sampler (docs/hunyuan_avatar.md): the defaults of any model with `DiTConfig.avatar`
+# (bundle.json "sampler" format). Its windows are 33 latents = 129 video frames; "guidance": "avatar" selects
+# `sampling.guidance.DecayingGuidance`. Our seams blend over `overlap` frames and move every step
+# (sliding_window.py) where the reference's windows wrap around the video's end (see the doc for why).
+AVATAR_SAMPLER = {"steps": 50, "shift": 5.0, "window": 129, "overlap": 8, "guidance": "avatar"}
+AVATAR_RESOLUTION = (704, 768)  # (H, W): the reference's 720p-class training size, 16-pixel aligned
+# A one-file Avatar model narrower than the real one (tests, tiny workflows) renders at this size instead.
+AVATAR_SMALL_RESOLUTION = (64, 64)
+AVATAR_SMALL_HIDDEN = 1024  # hidden sizes below this count as "small"
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     steps: int = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
-    window_frames: int = 33  # video frames per window (9 latent frames)
-    overlap_frames: int = 8  # video frames shared by consecutive windows (2 latent frames)
+    window_frames: int = DEFAULT_WINDOW
+    overlap_frames: int = DEFAULT_OVERLAP
     shift_windows: bool = True  # move window boundaries each step so seams never sit still
     distilled_timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS
 

@@ -45,7 +45,7 @@ from magicinfinite_core.media.autoencoders import moves_portrait
 from magicinfinite_core.media.video_io import check_output_path, decode_to_mp4
 from magicinfinite_core.sampling.guidance import CFGConfig
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
-from magicinfinite_core.sampling.sampler import ProgressCallback, sample, step_plans
+from magicinfinite_core.sampling.sampler import ProgressCallback, sample, sampling_sigmas, step_plans
 from magicinfinite_core.sampling.sliding_window import window_sizes
 from magicinfinite_core.sampling.state import clear_state, has_state, load_state
 from magicinfinite_core.weights.bundle import ModelBundle, load_bundle
@@ -61,8 +61,8 @@ class GenerateOptions:
     shift: float | None = None  # flow-matching time shift
     distilled: bool = False  # the few-step generator, no CFG (a bundle path then loads its distilled DiT)
     distilled_timesteps: Sequence[float] | None = None
-    window: int = 33  # video frames per sliding window
-    overlap: int = 8  # video frames shared by consecutive windows
+    window: int | None = None  # video frames per sliding window (None: the model's, else 33)
+    overlap: int | None = None  # video frames shared by consecutive windows (None: the model's, else 8)
     shift_windows: bool = True  # move window boundaries every step so seams never sit still
     speakers: Any = None  # None (detect faces), [K, H, W] masks, mask image paths, or K pixel boxes
     seed: int = 0
@@ -157,7 +157,7 @@ def generate(
     check_output_path(out)  # before any work: a bad path must not cost a whole run
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
-    window_sizes(opts.window, opts.overlap)  # fail early on a bad window/overlap, before any heavy work
+    window_sizes(*bundle.resolve_windows(opts.window, opts.overlap))  # fail early, before any heavy work
 
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
@@ -238,8 +238,9 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
-    window_sizes(opts.window, opts.overlap)
-    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=opts.window, overlap_frames=opts.overlap,
+    window, overlap = bundle.resolve_windows(opts.window, opts.overlap)
+    window_sizes(window, overlap)
+    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
                          shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
     return scfg, cfg
 
@@ -300,6 +301,11 @@ def sample_latent(
             f"the audio features have {features.shape[-1]} dims but the model expects "
             f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
         )
+    if bundle.dit.cfg.avatar is not None and features.shape[-1] != bundle.dit.cfg.avatar.audio_feature_dim:
+        raise MagicInfiniteError(
+            f"the audio features have {features.shape[-1]} dims but this HunyuanVideo-Avatar model expects "
+            f"{bundle.dit.cfg.avatar.audio_feature_dim} (Whisper windows); use its Whisper audio encoder"
+        )
     notes: list[str] = []
     prep = prepared or prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
     img, img_u8, masks = prep.image, prep.image_u8, prep.masks
@@ -318,7 +324,8 @@ def sample_latent(
     }
     state_dir = opts.state_dir
     resumed_from = load_state(state_dir).step if opts.resume and has_state(state_dir) else None
-    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward)
+    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward,
+                                sigmas=sampling_sigmas(scfg, opts.distilled))
     t0 = time.perf_counter()
     latent = (sampler_fn or sample)(predictor, shape, config=scfg, distilled=opts.distilled, seed=opts.seed,
                                     device=device, state_dir=state_dir, resume=opts.resume, extra_hash=inputs_hash,

@@ -3,6 +3,8 @@
 Why two paths: the demo and our own checkpoints ship as one bundle folder (dit + vae + encoders);
 users of the published weights have separate files in ``diffusion_models``, ``vae``,
 ``text_encoders`` and ``audio_encoders`` and compose them with "MagicInfinite Model From Parts".
+A HunyuanVideo-Avatar file in ``diffusion_models`` is also a whole model for the Model Loader: its VAE
+and Whisper are found in ``vae`` / ``audio_encoders`` (`weights/avatar_bundle.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .common import (
     check_floats,
     list_dirs,
     list_safetensors,
+    model_folder_paths,
     resolve_model_path,
 )
 
@@ -37,8 +40,33 @@ MEL = "mel (demo)"
 _DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
+def _is_avatar_file(path: Path) -> bool:
+    """Whether a file in diffusion_models is a HunyuanVideo-Avatar transformer (header only)."""
+    from magicinfinite_core.weights.transformer_layouts import detect_layout
+
+    try:
+        return path.is_file() and path.suffix == ".safetensors" and detect_layout(path).layout == "avatar"
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not listed; the DiT Loader says why
+        return False
+
+
+def list_avatar_files() -> list[str]:
+    """HunyuanVideo-Avatar files in models/diffusion_models (one-file models for the Model Loader)."""
+    out = []
+    for name in list_safetensors("diffusion_models"):
+        if name.endswith(".safetensors"):
+            try:
+                path = resolve_model_path("diffusion_models", name, want="file")
+            except NodeInputError:
+                continue
+            if _is_avatar_file(path):
+                out.append(name)
+    return out
+
+
 def _bundle_path(name: str) -> str:
-    """Folder of the bundle called ``name`` (the embedded demo or one under diffusion_models)."""
+    """Folder of the bundle called ``name`` (the embedded demo or one under diffusion_models), or an
+    Avatar file there (a one-file model)."""
     if name == EMBEDDED_DEMO:
         from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
 
@@ -48,6 +76,14 @@ def _bundle_path(name: str) -> str:
                 "reinstall the pack or pick a bundle folder from models/diffusion_models"
             )
         return str(DEMO_MODEL_DIR)
+    if name.endswith(".safetensors"):
+        path = resolve_model_path("diffusion_models", name, want="file")
+        if not _is_avatar_file(path):
+            raise NodeInputError(
+                f"{name!r} is not a HunyuanVideo-Avatar file (the Model Loader loads bundle folders and Avatar "
+                "files); load other transformers with 'MagicInfinite DiT Loader' and 'Model From Parts'"
+            )
+        return str(path)
     path = resolve_model_path("diffusion_models", name, want="dir")
     if not (path / BUNDLE_FILE).is_file():
         raise NodeInputError(
@@ -64,6 +100,11 @@ def _check_bundle(name: str, distilled: bool) -> str:
     from magicinfinite_core.weights.bundle import bundle_files
 
     path = _bundle_path(name)
+    if path.endswith(".safetensors"):
+        if distilled:
+            raise NodeInputError(f"{name!r} is one transformer file with no 4-step generator; set transformer to "
+                                 "'base' and the sampler's mode to 'base (CFG)'")
+        return path
     try:
         spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
     except (OSError, ValueError) as e:
@@ -109,11 +150,12 @@ class MagicInfiniteModelLoader(io.ComfyNode):
             display_name="MagicInfinite Model Loader",
             category=CATEGORY,
             description="Load a complete MagicInfinite model (transformer, VAE, text/image and audio encoders): "
-            "the embedded demo, or a bundle folder (with bundle.json) in models/diffusion_models.",
+            "the embedded demo, a bundle folder (with bundle.json) in models/diffusion_models, or a "
+            "HunyuanVideo-Avatar .safetensors there (its VAE from models/vae, Whisper from models/audio_encoders).",
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_FILE)],
+                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_FILE), *list_avatar_files()],
                     default=EMBEDDED_DEMO,
                     tooltip="Bundle folders found in models/diffusion_models, or the demo shipped with the pack.",
                 ),
@@ -143,7 +185,20 @@ class MagicInfiniteModelLoader(io.ComfyNode):
         distilled = transformer == TRANSFORMERS[1]
         path = _check_bundle(model, distilled)
         # the batch runner's model cache (off in a ComfyUI server, whose own cache reuses this output)
-        bundle = model_cache().get("bundle", path, lambda: load_bundle(path, distilled=distilled), distilled=distilled)
+        if path.endswith(".safetensors"):  # a HunyuanVideo-Avatar file: its parts from ComfyUI's model folders
+            from magicinfinite_core.errors import CheckpointError
+            from magicinfinite_core.weights.avatar_bundle import load_file_bundle
+
+            def load():
+                try:
+                    return load_file_bundle(path, vae_folders=[Path(p) for p in model_folder_paths("vae")],
+                                            audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")])
+                except CheckpointError as e:
+                    raise NodeInputError(str(e)) from None
+        else:
+            def load():
+                return load_bundle(path, distilled=distilled)
+        bundle = model_cache().get("bundle", path, load, distilled=distilled)
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
         return io.NodeOutput(bundle, ui=ui.PreviewText(text))
 
@@ -157,8 +212,8 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
             node_id="MagicInfiniteDiTLoader",
             display_name="MagicInfinite DiT Loader",
             category=CATEGORY,
-            description="Load a MagicInfinite / HunyuanVideo-I2V transformer (.safetensors, shard index or "
-            "diffusers folder) from models/diffusion_models; the layout is detected.",
+            description="Load a MagicInfinite / HunyuanVideo-I2V / HunyuanVideo-Avatar transformer (.safetensors, "
+            "shard index or diffusers folder) from models/diffusion_models; the layout is detected.",
             inputs=[
                 io.Combo.Input("dit_name", options=list_safetensors("diffusion_models")),
                 io.Combo.Input("weight_dtype", options=_DTYPES, default="auto",
@@ -265,8 +320,9 @@ class MagicInfiniteAudioEncoderLoader(io.ComfyNode):
             node_id="MagicInfiniteAudioEncoderLoader",
             display_name="MagicInfinite Audio Encoder Loader",
             category=CATEGORY,
-            description="Load the audio encoder for 'Model From Parts': a wav2vec2 .safetensors file or folder in "
-            "models/audio_encoders, or the log-mel features the demo model uses.",
+            description="Load the audio encoder for 'Model From Parts': a wav2vec2 or Whisper (HunyuanVideo-Avatar: "
+            "whisper-tiny) .safetensors file or transformers folder in models/audio_encoders, or the log-mel "
+            "features the demo model uses.",
             inputs=[
                 io.Combo.Input("audio_encoder", options=[MEL, *list_safetensors("audio_encoders")], default=MEL),
                 io.Int.Input("n_mels", default=64, min=8, max=256, tooltip="Mel bands (mel only; must match the model)."),
@@ -329,7 +385,8 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
         text_encoder: Any = None,
         base_model: Any = None,
     ) -> io.NodeOutput:
-        from magicinfinite_core.weights.bundle import ModelBundle
+        from magicinfinite_core.weights.avatar_bundle import avatar_resolution
+        from magicinfinite_core.weights.bundle import ModelBundle, model_sampler_defaults
 
         def part(value: Any, attr: str, what: str) -> Any:
             if value is not None:
@@ -346,17 +403,28 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
                 f"the text encoder gives {tdim}-dim tokens but the DiT expects {dit_m.cfg.text_dim}; "
                 "use the text encoder the model was trained with"
             )
-        h = height or (base_model.height if base_model is not None else 720)
-        w = width or (base_model.width if base_model is not None else 1280)
+        # no size and no base: HunyuanVideo-Avatar's own size for an Avatar transformer, else 720p
+        own = avatar_resolution(dit_m.cfg) if dit_m.cfg.avatar is not None else (720, 1280)
+        h = height or (base_model.height if base_model is not None else own[0])
+        w = width or (base_model.width if base_model is not None else own[1])
+        audio = part(audio_encoder, "audio_extractor", "audio_encoder")
+        if dit_m.cfg.avatar is not None and getattr(audio, "feature_dim", None) != dit_m.cfg.avatar.audio_feature_dim:
+            raise NodeInputError(
+                f"this HunyuanVideo-Avatar transformer needs Whisper windows of {dit_m.cfg.avatar.audio_feature_dim} "
+                f"values per frame, the audio encoder gives {getattr(audio, 'feature_dim', '?')}; load whisper-tiny "
+                "with 'MagicInfinite Audio Encoder Loader'"
+            )
         bundle = ModelBundle(
             dit=dit_m,
             vae=part(vae, "vae", "vae"),
             text_encoder=text,
             image_encoder=base_model.image_encoder if base_model is not None else None,
-            audio_extractor=part(audio_encoder, "audio_extractor", "audio_encoder"),
+            audio_extractor=audio,
             height=int(h),
             width=int(w),
             name=os.path.basename(getattr(text, "name", "")) or "parts",
+            sampler_defaults=model_sampler_defaults(
+                dit_m.cfg, base_model.sampler_defaults if base_model is not None and dit is None else None),
         )
         return io.NodeOutput(bundle)
 

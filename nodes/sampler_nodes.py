@@ -25,7 +25,7 @@ from .common import (
     ui_output,
 )
 
-CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off"]
+CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off", "decaying (HunyuanVideo-Avatar)"]
 SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -44,7 +44,8 @@ class MagicInfiniteCFG(io.ComfyNode):
             display_name="MagicInfinite Multi-Condition CFG",
             category=CATEGORY,
             description="Classifier-free guidance over audio and text. Multi-condition: two-fold (everything vs "
-            "nothing) while sigma >= boundary, then three-fold (audio and text guided separately). The "
+            "nothing) while sigma >= boundary, then three-fold (audio and text guided separately). Decaying: "
+            "HunyuanVideo-Avatar's own schedule (its scales and steps; the scales here are unused). The "
             "distilled 4-step model ignores CFG.",
             inputs=[
                 io.Combo.Input("mode", options=CFG_MODES, default=CFG_MODES[0]),
@@ -67,6 +68,8 @@ class MagicInfiniteCFG(io.ComfyNode):
                      boundary=(boundary, 0.0, 1.0))
         if mode == "off":
             return io.NodeOutput(CFGConfig.off())
+        if mode == CFG_MODES[3]:
+            return io.NodeOutput(CFGConfig.avatar())
         if mode == "two-fold only":
             boundary = 0.0  # every sigma >= 0 → two-fold
         return io.NodeOutput(CFGConfig(audio_scale=audio_scale, text_scale=text_scale, boundary=boundary))

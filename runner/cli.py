@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(reported in the output)")
     m = g.add_argument_group("model and sampling")
     m.add_argument("--model", default=None,
-                   help="model folder (bundle.json); default: the embedded demo model")
+                   help="model folder (bundle.json), or one HunyuanVideo-Avatar .safetensors file (its VAE and "
+                   "Whisper found in the ComfyUI model folders around it); default: the embedded demo model")
     m.add_argument("--steps", type=int, default=None,
                    help="denoising steps of the base model (default: the model's own, bundle.json 'sampler'; else 30)")
     mode = m.add_mutually_exclusive_group()
@@ -85,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cfg-text", type=float, default=None, help="text guidance scale (default: the model's; else 3)")
     m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
     m.add_argument("--negative-prompt", default="", help="prompt of the unconditional pass (default empty)")
-    m.add_argument("--window", type=int, default=33, help="frames per sliding window (default 33)")
-    m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
+    m.add_argument("--window", type=int, default=None,
+                   help="frames per sliding window (default: the model's, e.g. 129 for HunyuanVideo-Avatar; else 33)")
+    m.add_argument("--overlap", type=int, default=None,
+                   help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
     m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
     m.add_argument("--seed", type=int, default=0,
@@ -149,6 +152,7 @@ def check_args(args: argparse.Namespace) -> None:
     meant "the default", a seed beyond 64 bits died in torch, and a bad ``--out`` failed only after
     the whole video was computed.
     """
+    from magicinfinite_core.config import DEFAULT_OVERLAP, DEFAULT_WINDOW
     from magicinfinite_core.media.video_io import check_output_path
     from magicinfinite_core.sampling.sliding_window import window_sizes
 
@@ -164,7 +168,7 @@ def check_args(args: argparse.Namespace) -> None:
         if e:
             raise MagicInfiniteError(e)
     try:
-        window_sizes(args.window, args.overlap)
+        window_sizes(args.window or DEFAULT_WINDOW, DEFAULT_OVERLAP if args.overlap is None else args.overlap)
     except ValueError as e:
         raise MagicInfiniteError(f"--window {args.window} / --overlap {args.overlap}: {e}") from None
     from magicinfinite_core.inputs.live_audio import is_live_source

@@ -461,10 +461,13 @@ class Wav2Vec2Extractor(ChunkedExtractor):
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def load_extractor(spec: str | Path, **kwargs: Any) -> ChunkedExtractor:
-    """``"mel"`` -> MelExtractor, anything else is a wav2vec2 path (folder or .safetensors)."""
+def load_extractor(spec: str | Path, **kwargs: Any) -> ChunkedExtractor | WhisperExtractor:
+    """``"mel"`` -> MelExtractor; a Whisper folder or file (`is_whisper`) -> WhisperExtractor; anything
+    else is a wav2vec2 path (folder or .safetensors)."""
     if str(spec) == "mel":
         return MelExtractor(**kwargs)
+    if is_whisper(spec):
+        return WhisperExtractor.from_path(spec, **kwargs)
     return Wav2Vec2Extractor.from_path(spec, **kwargs)
 
 
@@ -558,9 +561,14 @@ class WhisperExtractor:
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | torch.device = "cpu") -> WhisperExtractor:
+        """A transformers folder (config.json + safetensors), or one ``.safetensors`` file as ComfyUI keeps
+        it in models/audio_encoders (config inferred from the shapes, `whisper_encoder_from_file`)."""
         from transformers import WhisperFeatureExtractor, WhisperModel
 
         path = Path(path)
+        if path.is_file() and path.suffix == ".safetensors":
+            encoder = whisper_encoder_from_file(path)
+            return cls(encoder, WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins), device)
         if not (path / "config.json").is_file():
             raise CheckpointError(
                 f"{path}: not a Whisper folder (no config.json); put the transformers folder of "
@@ -591,3 +599,68 @@ class WhisperExtractor:
     def windows(self, waveform: np.ndarray, num_frames: int | None = None) -> torch.Tensor:
         """The same features as [F, 10, layers, width] (what the Avatar audio projection takes)."""
         return self.extract(waveform, num_frames).reshape(-1, WHISPER_WINDOW, self.layers, self.width)
+
+
+WHISPER_ENCODER_PREFIXES = ("model.encoder.", "encoder.", "")  # ForConditionalGeneration, WhisperModel, bare
+
+
+def is_whisper(path: str | Path) -> bool:
+    """A transformers folder whose config says "whisper", or a safetensors file holding a Whisper encoder."""
+    p = Path(path)
+    if p.is_dir():
+        try:
+            return json.loads((p / "config.json").read_text()).get("model_type") == "whisper"
+        except (OSError, ValueError):
+            return False
+    if p.is_file() and p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                keys = list(f.keys())
+        except Exception:  # noqa: BLE001 - not readable as safetensors: not Whisper (the caller's loader says why)
+            return False
+        return any(k.endswith("conv1.weight") and k[: -len("conv1.weight")] in WHISPER_ENCODER_PREFIXES for k in keys)
+    return False
+
+
+def whisper_encoder_from_file(path: str | Path) -> Any:
+    """transformers' `WhisperEncoder` from one safetensors file, its config read off the tensor shapes.
+
+    Not in the shapes, so by Whisper's convention: heads = d_model / 64 (tiny 6 ... large 20). Decoder
+    tensors are ignored (named in the log); a missing or misshapen encoder tensor is an error.
+    """
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    sd = load_file(str(path))
+    prefix = next((p for p in WHISPER_ENCODER_PREFIXES if p + "conv1.weight" in sd), None)
+    if prefix is None:
+        raise CheckpointError(f"{path}: no Whisper encoder inside (no 'encoder.conv1.weight'); use openai/whisper-tiny")
+    enc = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    dropped = len(sd) - len(enc)
+    if dropped:
+        log.info("%s: ignoring %d tensors outside the Whisper encoder", path, dropped)
+    try:
+        d_model, mels = enc["conv1.weight"].shape[:2]
+        layers = 1 + max(int(k.split(".")[1]) for k in enc if k.startswith("layers."))
+        cfg = WhisperConfig(d_model=d_model, num_mel_bins=mels, encoder_layers=layers, decoder_layers=1,
+                            encoder_attention_heads=d_model // 64 or 1, decoder_attention_heads=d_model // 64 or 1,
+                            encoder_ffn_dim=enc["layers.0.fc1.weight"].shape[0],
+                            max_source_positions=enc["embed_positions.weight"].shape[0])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a Whisper encoder we can read (no {e} to size it from); "
+                              "use openai/whisper-tiny") from None
+    model = WhisperEncoder(cfg)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(enc))
+    unexpected = sorted(set(enc) - set(own))
+    wrong = sorted(k for k in set(own) & set(enc) if own[k].shape != enc[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path}: not a Whisper encoder we can read ({len(missing)} missing e.g. {missing[:2]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:2]}, {len(wrong)} wrong-shaped e.g. {wrong[:2]})"
+        )
+    model.load_state_dict(enc, strict=True)
+    return model.eval()

@@ -342,12 +342,12 @@ class MagicInfiniteDiT(nn.Module):
         stream and one mask each, and their masked outputs add up (the paper's masked audio attention).
         """
         b, _, c = img.shape
-        t = s.grid[0]
+        t, k = s.grid[0], s.ctx.shape[1]
         video = img[:, s.n_ref :]
-        frames = video.reshape(b, t, -1, c)
-        out = sum(
-            adapter(s.ctx[:, k], frames).reshape(b, -1, c) * s.mask[:, k, :, None] for k in range(s.ctx.shape[1])
-        )
+        frames = video.reshape(b, 1, t, -1, c).expand(-1, k, -1, -1, -1).reshape(b * k, t, -1, c)
+        # all speakers in one call (one load per block under block swap): rows are (sample, speaker)
+        out = adapter(s.ctx.reshape(b * k, *s.ctx.shape[2:]), frames).reshape(b, k, -1, c)
+        out = (out * s.mask[..., None]).sum(dim=1)
         return torch.cat([img[:, : s.n_ref], video + out], dim=1)
 
     def run_blocks(self, s: BlockInputs, audio_fn: Callable | None = None) -> torch.Tensor:

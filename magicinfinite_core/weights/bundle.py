@@ -20,11 +20,14 @@ import torch
 from torch import nn
 
 from magicinfinite_core.config import (
+    AVATAR_SAMPLER,
     DEFAULT_AUDIO_SCALE,
     DEFAULT_CFG_BOUNDARY,
+    DEFAULT_OVERLAP,
     DEFAULT_SHIFT,
     DEFAULT_STEPS,
     DEFAULT_TEXT_SCALE,
+    DEFAULT_WINDOW,
     DISTILLED_TIMESTEPS,
     DiTConfig,
     VAEConfig,
@@ -91,6 +94,12 @@ class ModelBundle:
         shift = float(shift if shift is not None else d.get("shift", DEFAULT_SHIFT))
         return steps, shift, cfg if cfg is not None else recommended_guidance(d), timesteps
 
+    def resolve_windows(self, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """(window, overlap) in video frames: the caller's, else the model's (bundle.json "sampler"), else 33 / 8."""
+        d = self.sampler_defaults
+        return (int(window if window is not None else d.get("window", DEFAULT_WINDOW)),
+                int(overlap if overlap is not None else d.get("overlap", DEFAULT_OVERLAP)))
+
     def fingerprint(self) -> str:
         """Hash of all weights (resume refuses a state made by another model)."""
         if self._fingerprint is None:
@@ -114,12 +123,25 @@ class ModelBundle:
 def recommended_guidance(
     defaults: dict[str, Any], audio_scale: float | None = None, text_scale: float | None = None,
 ) -> CFGConfig:
-    """CFG scales: the caller's where given, else the model's (bundle.json "sampler"), else the library's."""
+    """CFG scales: the caller's where given, else the model's (bundle.json "sampler"), else the library's.
+
+    A model whose "sampler" says "guidance": "avatar" (HunyuanVideo-Avatar) gets its decaying schedule
+    (`CFGConfig.avatar`) unless the caller gives scales, which select our multi-condition guidance.
+    """
+    if defaults.get("guidance") == "avatar" and audio_scale is None and text_scale is None:
+        return CFGConfig.avatar()
     return CFGConfig(
         audio_scale=float(audio_scale if audio_scale is not None else defaults.get("audio_scale", DEFAULT_AUDIO_SCALE)),
         text_scale=float(text_scale if text_scale is not None else defaults.get("text_scale", DEFAULT_TEXT_SCALE)),
         boundary=float(defaults.get("boundary", DEFAULT_CFG_BOUNDARY)),
     )
+
+
+def model_sampler_defaults(dit_cfg: DiTConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model's recommended sampler settings: bundle.json's "sampler" over the architecture's own
+    (HunyuanVideo-Avatar's `AVATAR_SAMPLER` for a DiT with the avatar option)."""
+    base = dict(AVATAR_SAMPLER) if dit_cfg.avatar is not None else {}
+    return {**base, **dict(spec or {})}
 
 
 def _seeded_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
@@ -222,6 +244,8 @@ def read_bundle_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
     """(spec, path of bundle.json) for a bundle folder or its bundle.json; a CheckpointError if unreadable."""
     p = Path(path)
     spec_path = p / BUNDLE_FILE if p.is_dir() else p
+    if spec_path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is one weights file, not a bundle folder ({BUNDLE_FILE})")
     if not spec_path.is_file():
         raise CheckpointError(f"no model at {path}: expected a folder with {BUNDLE_FILE}")
     try:
@@ -350,6 +374,12 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     from magicinfinite_core.inputs.audio_features import MelExtractor, load_extractor
     from magicinfinite_core.media.autoencoders import load_autoencoder
 
+    if Path(path).is_file() and Path(path).suffix == ".safetensors":  # one transformer file, parts found beside it
+        from magicinfinite_core.weights.avatar_bundle import load_file_bundle
+
+        if distilled:
+            raise CheckpointError(f"{path} is one transformer file, not a few-step generator; sample it in base mode")
+        return load_file_bundle(path, device)
     spec, spec_path = read_bundle_spec(path)
     d = spec_path.parent
     dit_file, info = spec["dit"], None
@@ -384,6 +414,6 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     name = spec.get("name", d.name) + ("-4step" if distilled else "")
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
                        int(h), int(w), name=name, dit_path=d / str(dit_file),
-                       sampler_defaults=dict(spec.get("sampler", {})), distilled=info).to(device)
+                       sampler_defaults=model_sampler_defaults(dit.cfg, spec.get("sampler")), distilled=info).to(device)
 
 

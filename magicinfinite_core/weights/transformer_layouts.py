@@ -661,9 +661,11 @@ def infer_dit_config(sd: dict[str, torch.Tensor], *, with_audio: bool = True) ->
             continue
         if avatar and not _avatar_shapes_fit(preset, sd):
             continue
-        if all(getattr(probe, k) == v for k, v in kw.items() if k != "image_token_dim"):
+        # an Avatar file's text widths are read off its shapes (a small model may read the demo's MiniLM)
+        free = ("image_token_dim", "text_dim", "pooled_dim") if avatar else ("image_token_dim",)
+        if all(getattr(probe, k) == v for k, v in kw.items() if k not in free):
             return replace(
-                preset, image_token_dim=kw["image_token_dim"], audio=preset.audio if with_audio else None
+                preset, **{k: kw[k] for k in free}, audio=preset.audio if with_audio else None
             )
     if avatar:
         raise CheckpointError(
