@@ -25,7 +25,8 @@ from magicinfinite_core.sampling.sliding_window import Window
 from magicinfinite_core.weights.avatar_bundle import load_file_bundle
 from magicinfinite_core.weights.bundle import load_bundle
 from runner.cli import main as cli_main
-from tests.avatar_fixtures import portrait, random_avatar_dit, two_speaker_masks, voice, write_avatar_models
+
+from .avatar_fixtures import portrait, random_avatar_dit, two_speaker_masks, voice, write_avatar_models
 
 
 @pytest.fixture(scope="module")
