@@ -100,10 +100,7 @@ def _check_bundle(name: str, distilled: bool) -> str:
     from magicinfinite_core.weights.bundle import bundle_files
 
     path = _bundle_path(name)
-    if path.endswith(".safetensors"):
-        if distilled:
-            raise NodeInputError(f"{name!r} is one transformer file with no 4-step generator; set transformer to "
-                                 "'base' and the sampler's mode to 'base (CFG)'")
+    if path.endswith(".safetensors"):  # a one-file model: "4-step distilled" means the file is a generator
         return path
     try:
         spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
@@ -190,11 +187,16 @@ class MagicInfiniteModelLoader(io.ComfyNode):
             from magicinfinite_core.weights.avatar_bundle import load_file_bundle
 
             def load():
+                from magicinfinite_core.config import DISTILLED_TIMESTEPS
+
                 try:
-                    return load_file_bundle(path, vae_folders=[Path(p) for p in model_folder_paths("vae")],
-                                            audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")])
+                    b = load_file_bundle(path, vae_folders=[Path(p) for p in model_folder_paths("vae")],
+                                         audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")])
                 except CheckpointError as e:
                     raise NodeInputError(str(e)) from None
+                if distilled:  # our DMD2 export of the model: the 4-step list at the model's shift
+                    b.distilled = {"timesteps": list(DISTILLED_TIMESTEPS), "shift": float(b.sampler_defaults["shift"])}
+                return b
         else:
             def load():
                 return load_bundle(path, distilled=distilled)

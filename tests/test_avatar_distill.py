@@ -51,8 +51,8 @@ def test_dmd2_distils_an_avatar_file_into_a_4_step_generator(tmp_path):
     # the generator beside the VAE and Whisper: a one-file Avatar model, sampled in 4 steps without CFG
     target = paths["dit"].parent / "avatar_4step.safetensors"
     shutil.copy(out / "generator.safetensors", target)
-    bundle = load_bundle(target)
-    bundle.distilled = {"timesteps": list(DISTILLED_TIMESTEPS), "shift": 5.0}
+    bundle = load_bundle(target, distilled=True)  # what `generate --model FILE --distilled` loads
+    assert bundle.distilled == {"timesteps": list(DISTILLED_TIMESTEPS), "shift": 5.0}
     path, report = generate(portrait(), voice(0.5, 200), "a person talks", model=bundle, out=tmp_path / "g.mp4",
                             distilled=True, speakers=[(8, 8, 56, 56)], device="cpu")
     assert path.is_file() and report.steps == 4 and report.mode == "distilled"

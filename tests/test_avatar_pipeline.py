@@ -217,3 +217,10 @@ def test_block_swap_covers_the_adapters_and_changes_nothing(bundle):
     assert torch.equal(want, got)
     assert any(n.startswith("audio_adapter_blocks.") for n in names) and replaced
     assert (fp8 - want).abs().max() / want.abs().max() < 0.05
+
+
+def test_usp_refuses_avatar_models_with_one_line():
+    from magicinfinite_core.distributed.parallel_dit import SequenceParallelDiT
+
+    with pytest.raises(ValueError, match="does not run HunyuanVideo-Avatar models yet; sample them on one GPU"):
+        SequenceParallelDiT(random_avatar_dit(0), None, None)

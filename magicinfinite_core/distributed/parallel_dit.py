@@ -39,6 +39,9 @@ class SequenceParallelDiT(nn.Module):
 
     def __init__(self, model: MagicInfiniteDiT, groups: ParallelGroups, attention: AttentionBackend):
         super().__init__()
+        if model.cfg.avatar is not None:  # docs/hunyuan_avatar.md, "Multi-GPU": what is missing
+            raise ValueError("sequence parallelism (USP) does not run HunyuanVideo-Avatar models yet; sample "
+                             "them on one GPU (block swap / fp8 for smaller cards)")
         if model.cfg.num_heads % groups.ulysses:
             raise ValueError(
                 f"the model's {model.cfg.num_heads} heads cannot be split over an Ulysses degree of "

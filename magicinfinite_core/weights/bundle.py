@@ -377,9 +377,12 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     if Path(path).is_file() and Path(path).suffix == ".safetensors":  # one transformer file, parts found beside it
         from magicinfinite_core.weights.avatar_bundle import load_file_bundle
 
-        if distilled:
-            raise CheckpointError(f"{path} is one transformer file, not a few-step generator; sample it in base mode")
-        return load_file_bundle(path, device)
+        bundle = load_file_bundle(path, device)
+        if distilled:  # the file is itself a few-step generator (our DMD2 export): the 4-step list, its shift
+            bundle.distilled = {"timesteps": list(DISTILLED_TIMESTEPS),
+                                "shift": float(bundle.sampler_defaults.get("shift", DEFAULT_SHIFT))}
+            bundle.name += "-4step"
+        return bundle
     spec, spec_path = read_bundle_spec(path)
     d = spec_path.parent
     dit_file, info = spec["dit"], None
