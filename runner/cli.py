@@ -152,7 +152,7 @@ def check_args(args: argparse.Namespace) -> None:
     meant "the default", a seed beyond 64 bits died in torch, and a bad ``--out`` failed only after
     the whole video was computed.
     """
-    from magicinfinite_core.config import DEFAULT_OVERLAP, DEFAULT_WINDOW
+    from magicinfinite_core.config import DEFAULT_OVERLAP
     from magicinfinite_core.media.video_io import check_output_path
     from magicinfinite_core.sampling.sliding_window import window_sizes
 
@@ -167,10 +167,13 @@ def check_args(args: argparse.Namespace) -> None:
     for e in errors:
         if e:
             raise MagicInfiniteError(e)
+    # without --window the model's own window applies (checked when the model is loaded)
+    overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
     try:
-        window_sizes(args.window or DEFAULT_WINDOW, DEFAULT_OVERLAP if args.overlap is None else args.overlap)
+        if args.window is not None:
+            window_sizes(args.window, overlap)
     except ValueError as e:
-        raise MagicInfiniteError(f"--window {args.window} / --overlap {args.overlap}: {e}") from None
+        raise MagicInfiniteError(f"--window {args.window} / --overlap {overlap}: {e}") from None
     from magicinfinite_core.inputs.live_audio import is_live_source
 
     live = [a for a in args.audio if is_live_source(a)]
