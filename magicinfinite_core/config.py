@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 VIDEO_FPS = 25
+MAX_OUTPUT_SIDE = 1024  # motion-latent models: the video is the portrait's own size, up to this a side
 AUDIO_SAMPLE_RATE = 16_000
 TEMPORAL_RATIO = 4  # the causal VAE: frame 0 alone, then one latent frame per 4 video frames
 
