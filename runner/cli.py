@@ -182,14 +182,14 @@ def check_args(args: argparse.Namespace) -> None:
     for p in inputs:
         if not Path(p).is_file():
             raise MagicInfiniteError(f"input file not found: {p}")
-    out = check_output_path(args.out)
     model = Path(args.model) if args.model else None
     if model is not None and model.is_dir():  # the bundle's own files are inputs too
         inputs += [f for f in model.iterdir() if f.is_file()]
-    refuse_inputs_as_outputs({"--out": out, "--out's temporary file": partial_path(out),
+    refuse_inputs_as_outputs({"--out": args.out, "--out's temporary file": partial_path(args.out),
                               "--latent-file": args.latent_file, "--state-dir": args.state_dir}, inputs)
     if args.latent_file is not None:
-        refuse_inputs_as_outputs({"--latent-file": args.latent_file}, [out])
+        refuse_inputs_as_outputs({"--latent-file": args.latent_file}, [args.out])
+    check_output_path(args.out)
 
 
 def _use_generator(args: argparse.Namespace, model: Path) -> bool:
