@@ -268,6 +268,10 @@ def test_a_192_khz_voice_is_resampled_for_aac(tmp_path, tiny):
     r = _cli(*_args(tiny, tmp_path / "s.mp4", "--sweep", "--resume", audio=str(tmp_path / "hi.wav")))
     assert r.returncode == 0, r.stderr
     assert probe_video(tmp_path / "s.mp4").audio_rate == 48000
+    r = _cli(*_args(tiny, tmp_path / "live.mp4", audio="-"), stdin=(tmp_path / "hi.wav").read_bytes())  # live
+    assert r.returncode == 0, r.stderr
+    info = probe_video(tmp_path / "live.mp4")
+    assert info.audio_rate == 48000 and abs(info.audio_seconds - 0.3) < 0.05, info
 
 
 # ------------------------------------------------------------------------------ 14: damaged audio
