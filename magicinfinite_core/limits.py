@@ -150,14 +150,23 @@ AUDIO_LAYER_KINDS = {"feature_dim": "width", "frame_window": "frames", "frames_p
                      "proj_dim": "width", "tokens_per_latent_frame": "tokens", "context_dim": "width",
                      "num_heads": "heads", "single_block_every": "depth"}
 
+AVATAR_KINDS = {"audio_window": "frames", "audio_layers": "layers", "audio_channels": "width", "audio_hidden": "width",
+                "tokens_per_frame": "tokens", "frames_per_latent": "frames", "adapter_dim": "width",
+                "adapter_after_double": "depth", "motion_values": "frames"}
+
 
 def check_dit_config(d: Any, where: str) -> None:
     """A stored DiT config dict (checkpoint metadata) checked field by field, and its size as a whole."""
     from magicinfinite_core.config import AudioLayerConfig, DiTConfig
 
-    check_config_dict(DiTConfig, d, where, DIT_KINDS, {"image_token_dim": (0, 65536), "mlp_ratio": (0.01, 64.0)})
+    check_config_dict(DiTConfig, d, where, DIT_KINDS, {"image_token_dim": (0, 65536), "mlp_ratio": (0.01, 64.0),
+                                                       "condition_channels": (0, 65536)})
     if d.get("audio") is not None:
         check_config_dict(AudioLayerConfig, d["audio"], f"{where} 'audio'", AUDIO_LAYER_KINDS)
+    if d.get("avatar") is not None:
+        from magicinfinite_core.config import AvatarConfig
+
+        check_config_dict(AvatarConfig, d["avatar"], f"{where} 'avatar'", AVATAR_KINDS, {"ref_time": (-4096, 4096)})
     hidden = int(d.get("hidden_size", 128))
     heads = int(d.get("num_heads", 4))
     if hidden % heads:
@@ -173,21 +182,32 @@ VAE_KINDS = {"latent_channels": "width", "block_out_channels": "width", "layers_
              "norm_num_groups": "groups", "spatial_compression_ratio": "patch", "temporal_compression_ratio": "patch"}
 PATCH_AE_KINDS = {"patch": "patch", "spatial_channels": "width", "temporal_channels": "width",
                   "temporal_compression_ratio": "patch"}
+MOTION_AE_KINDS = {"cell": "patch", "residual_channels": "width", "reference_subcells": "patch",
+                   "temporal_compression_ratio": "patch"}
 POSITIVE = (1e-12, 1e12)
 
 
 def check_vae_config(d: Any, where: str) -> None:
     """A bundle's autoencoder config: a known kind, every field typed and bounded, a finite scale."""
     from magicinfinite_core.config import VAEConfig
-    from magicinfinite_core.media.patch_autoencoder import KIND, PatchAutoencoderConfig
+    from magicinfinite_core.media.motion_autoencoder import KIND as MOTION
+    from magicinfinite_core.media.motion_autoencoder import MotionAutoencoderConfig
+    from magicinfinite_core.media.patch_autoencoder import KIND as PATCH
+    from magicinfinite_core.media.patch_autoencoder import PatchAutoencoderConfig
 
     if not isinstance(d, dict):
         raise MagicInfiniteError(f"{where}: must be an object, got {type(d).__name__}")
     kind = d.get("kind")
-    if kind == KIND:
-        check_config_dict(PatchAutoencoderConfig, {k: v for k, v in d.items() if k != "kind"}, where,
-                          PATCH_AE_KINDS, {"scaling_factor": POSITIVE, "temporal_channels": (0, 65536)})
+    fields_only = {k: v for k, v in d.items() if k != "kind"}
+    if kind == PATCH:
+        check_config_dict(PatchAutoencoderConfig, fields_only, where, PATCH_AE_KINDS,
+                          {"scaling_factor": POSITIVE, "temporal_channels": (0, 65536)})
+    elif kind == MOTION:
+        check_config_dict(MotionAutoencoderConfig, fields_only, where, MOTION_AE_KINDS,
+                          {"working_size": RESOLUTION_RANGE, "residual_channels": (0, 65536),
+                           "flow_scale": POSITIVE, "residual_scale": POSITIVE})
     elif kind is None:
         check_config_dict(VAEConfig, d, where, VAE_KINDS, {"scaling_factor": POSITIVE})
     else:
-        raise MagicInfiniteError(f"{where}: unknown autoencoder kind {kind!r}; known: {KIND!r} or none (a 3D VAE)")
+        raise MagicInfiniteError(f"{where}: unknown autoencoder kind {kind!r}; known: {PATCH!r}, {MOTION!r} or "
+                                 "none (a 3D VAE)")

@@ -283,7 +283,7 @@ def check_bundle_spec(spec: dict[str, Any]) -> None:
     check_vae_config(vae["config"], "'vae' 'config'")
     cfg = vae["config"]
     ratio = int(cfg.get("patch", 8) if cfg.get("kind") == PATCH_KIND else cfg.get("spatial_compression_ratio", 8))
-    if any(int(v) % ratio for v in res):
+    if cfg.get("kind") in (PATCH_KIND, None) and any(int(v) % ratio for v in res):  # pixel-latent kinds
         raise MagicInfiniteError(f"'resolution' {res} must be a multiple of the autoencoder's {ratio} pixels per "
                                  "latent cell")
     audio = spec.get("audio", {"kind": "mel"})
