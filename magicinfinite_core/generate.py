@@ -41,8 +41,9 @@ from magicinfinite_core.inputs.portrait import (
     pixel_speaker_masks,
     read_portrait,
 )
+from magicinfinite_core.limits import MAX_STEPS, check_window
 from magicinfinite_core.media.autoencoders import moves_portrait
-from magicinfinite_core.media.video_io import check_output_path, decode_to_mp4
+from magicinfinite_core.media.video_io import check_output_audio, check_output_path, decode_to_mp4
 from magicinfinite_core.sampling.guidance import CFGConfig
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
 from magicinfinite_core.sampling.sampler import ProgressCallback, sample, step_plans
@@ -162,6 +163,7 @@ def generate(
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
+    check_output_audio(_output_audio(audio, tracks))  # the AAC encoder opens, before any sampling
 
     sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
                             callback=callback)
@@ -220,7 +222,7 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
     a success; this is the library's own line of defence under the CLI's and the nodes' checks.
     """
     errs = [
-        None if int(steps) >= 1 else f"steps must be at least 1, got {steps}",
+        None if 1 <= int(steps) <= MAX_STEPS else f"steps must be in 1..{MAX_STEPS}, got {steps}",
         finite_error("shift", shift, 1e-6),
         finite_error("audio guidance scale", cfg.audio_scale),
         finite_error("text guidance scale", cfg.text_scale),
@@ -238,7 +240,7 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
-    window_sizes(opts.window, opts.overlap)
+    check_window(opts.window, opts.overlap)
     scfg = SamplerConfig(steps=steps, shift=shift, window_frames=opts.window, overlap_frames=opts.overlap,
                          shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
     return scfg, cfg

@@ -7,13 +7,13 @@ users of the published weights have separate files in ``diffusion_models``, ``va
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import io, ui
 
+from magicinfinite_core.limits import RESOLUTION_RANGE
 from magicinfinite_core.weights.bundle import BUNDLE_FILE
 
 from .common import (
@@ -61,15 +61,15 @@ def _check_bundle(name: str, distilled: bool) -> str:
     """The bundle's folder; every file its bundle.json names must lie inside it; with `distilled`,
     also that it carries a distilled generator."""
     from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.weights.bundle import bundle_files
+    from magicinfinite_core.weights.bundle import bundle_files, read_bundle_spec
 
     path = _bundle_path(name)
     try:
-        spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
-    except (OSError, ValueError) as e:
+        spec, _ = read_bundle_spec(path)  # the schema check of every field (limits.py bounds)
+    except OSError as e:
         raise NodeInputError(f"cannot read {name!r}/{BUNDLE_FILE}: {e}") from None
-    if not isinstance(spec, dict):
-        raise NodeInputError(f"{name!r}/{BUNDLE_FILE} must hold a JSON object")
+    except CheckpointError as e:
+        raise NodeInputError(str(e).replace(str(Path(path).parent) + os.sep, "")) from None
     try:
         bundle_files(spec, Path(path), f"{name}/{BUNDLE_FILE}")
     except CheckpointError as e:
@@ -346,11 +346,18 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
                 f"the text encoder gives {tdim}-dim tokens but the DiT expects {dit_m.cfg.text_dim}; "
                 "use the text encoder the model was trained with"
             )
+        vae_m = part(vae, "vae", "vae")
+        ratio = int(getattr(vae_m, "spatial_ratio", 8))
+        lo, hi = RESOLUTION_RANGE
+        for label, v in (("height", height), ("width", width)):
+            if v and not (lo <= int(v) <= hi and int(v) % ratio == 0):
+                raise NodeInputError(f"{label} {v}: use 0 (the base model's size) or {lo}..{hi} pixels, a multiple "
+                                     f"of the autoencoder's {ratio}")
         h = height or (base_model.height if base_model is not None else 720)
         w = width or (base_model.width if base_model is not None else 1280)
         bundle = ModelBundle(
             dit=dit_m,
-            vae=part(vae, "vae", "vae"),
+            vae=vae_m,
             text_encoder=text,
             image_encoder=base_model.image_encoder if base_model is not None else None,
             audio_extractor=part(audio_encoder, "audio_extractor", "audio_encoder"),

@@ -12,6 +12,11 @@ from magicinfinite_core.config import (
     DEFAULT_TEXT_SCALE,
     MAX_OUTPUT_SIDE,
 )
+from magicinfinite_core.limits import (  # the bounds the CLI and bundles use
+    MAX_STEPS,
+    OVERLAP_RANGE,
+    WINDOW_RANGE,
+)
 from magicinfinite_core.sampling.schedule import distilled_timesteps
 
 from .common import (
@@ -34,8 +39,6 @@ CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "of
 SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
-WINDOW_RANGE = (5, 1025)
-OVERLAP_RANGE = (4, 1024)
 SHIFT_RANGE = (0.1, 50.0)
 
 
@@ -170,7 +173,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                                f"{DEFAULT_AUDIO_SCALE}/{DEFAULT_TEXT_SCALE}/{DEFAULT_CFG_BOUNDARY}."),
                 io.Combo.Input("mode", options=SAMPLER_MODES, default="distilled",
                                tooltip="distilled: the 4-step generator, no CFG. base: flow-matching Euler with CFG."),
-                io.Int.Input("steps", default=4, min=1, max=200, tooltip="4 for the distilled model, ~30 for base."),
+                io.Int.Input("steps", default=4, min=1, max=MAX_STEPS, tooltip="4 for the distilled model, ~30 for base."),
                 io.Int.Input("window", default=33, min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], step=4,
                              tooltip="Video frames per window (4n+1)."),
                 io.Int.Input("overlap", default=8, min=OVERLAP_RANGE[0], max=OVERLAP_RANGE[1], step=4,
