@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 VIDEO_FPS = 25
+MAX_OUTPUT_SIDE = 1024  # motion-latent models: the video is the portrait's own size, up to this a side
 AUDIO_SAMPLE_RATE = 16_000
 TEMPORAL_RATIO = 4  # the causal VAE: frame 0 alone, then one latent frame per 4 video frames
 
@@ -270,7 +271,7 @@ DEFAULT_OVERLAP = 8  # video frames shared by consecutive windows (2 latent fram
 # (bundle.json "sampler" format). Its windows are 33 latents = 129 video frames; "guidance": "avatar" selects
 # `sampling.guidance.DecayingGuidance`. Our seams blend over `overlap` frames and move every step
 # (sliding_window.py) where the reference's windows wrap around the video's end (see the doc for why).
-AVATAR_SAMPLER = {"steps": 50, "shift": 5.0, "window": 129, "overlap": 8, "guidance": "avatar"}
+AVATAR_SAMPLER = {"steps": 50, "shift": 5.0, "window_frames": 129, "overlap_frames": 8, "guidance": "avatar"}
 AVATAR_RESOLUTION = (704, 768)  # (H, W): the reference's 720p-class training size, 16-pixel aligned
 # A one-file Avatar model narrower than the real one (tests, tiny workflows) renders at this size instead.
 AVATAR_SMALL_RESOLUTION = (64, 64)

@@ -30,23 +30,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from magicinfinite_core.config import VIDEO_FPS, SamplerConfig, latent_frames
+from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig, latent_frames
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.inputs.framing import MAX_OUTPUT_SIDE, frame_portrait
+from magicinfinite_core.inputs.framing import frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,
     pixel_speaker_masks,
     read_portrait,
 )
+from magicinfinite_core.limits import MAX_STEPS, check_window
 from magicinfinite_core.media.autoencoders import moves_portrait
-from magicinfinite_core.media.video_io import check_output_path, decode_to_mp4
+from magicinfinite_core.media.video_io import check_output_audio, check_output_path, decode_to_mp4
 from magicinfinite_core.sampling.guidance import CFGConfig
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
 from magicinfinite_core.sampling.sampler import ProgressCallback, sample, sampling_sigmas, step_plans
-from magicinfinite_core.sampling.sliding_window import window_sizes
 from magicinfinite_core.sampling.state import clear_state, has_state, load_state
 from magicinfinite_core.weights.bundle import ModelBundle, load_bundle
 
@@ -157,11 +157,12 @@ def generate(
     check_output_path(out)  # before any work: a bad path must not cost a whole run
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
-    window_sizes(*bundle.resolve_windows(opts.window, opts.overlap))  # fail early, before any heavy work
+    check_window(*bundle.resolve_windows(opts.window, opts.overlap))  # fail early, before any heavy work
 
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
+    check_output_audio(_output_audio(audio, tracks))  # the AAC encoder opens, before any sampling
 
     sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
                             callback=callback)
@@ -220,7 +221,7 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
     a success; this is the library's own line of defence under the CLI's and the nodes' checks.
     """
     errs = [
-        None if int(steps) >= 1 else f"steps must be at least 1, got {steps}",
+        None if 1 <= int(steps) <= MAX_STEPS else f"steps must be in 1..{MAX_STEPS}, got {steps}",
         finite_error("shift", shift, 1e-6),
         finite_error("audio guidance scale", cfg.audio_scale),
         finite_error("text guidance scale", cfg.text_scale),
@@ -239,7 +240,7 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
     window, overlap = bundle.resolve_windows(opts.window, opts.overlap)
-    window_sizes(window, overlap)
+    check_window(window, overlap)
     scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
                          shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
     return scfg, cfg

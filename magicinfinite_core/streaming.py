@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from magicinfinite_core.config import VIDEO_FPS, SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
@@ -43,7 +43,8 @@ from magicinfinite_core.generate import (
 )
 from magicinfinite_core.inputs.audio import load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.media.video_io import check_output_path
+from magicinfinite_core.media.video_io import check_output_audio, check_output_path
+from magicinfinite_core.output_files import naming_full_disk, write_file_synced
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
 from magicinfinite_core.sampling.sampler import Predictor, ProgressCallback, sampler_hash, sampling_sigmas
 from magicinfinite_core.sampling.state import STATE_FILE
@@ -105,18 +106,24 @@ class StreamState:
         self._final = open(self.dir / FINAL_LATENTS, "wb")
 
     def append_final(self, frames: torch.Tensor) -> None:
-        """Final latent frames [C, n, h, w] -> the file, frame-major."""
-        self._final.write(frames.permute(1, 0, 2, 3).contiguous().numpy().astype(np.float32).tobytes())
+        """Final latent frames [C, n, h, w] -> the file, frame-major (a resume truncates what the last
+        save does not cover, so a partial append on a full disk is harmless)."""
+        with naming_full_disk(self.dir / FINAL_LATENTS):
+            self._final.write(frames.permute(1, 0, 2, 3).contiguous().numpy().astype(np.float32).tobytes())
 
     def save(self, engine: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        self._final.flush()
-        os.fsync(self._final.fileno())
+        """The in-flight region, atomically; on a full disk the half-written file goes, the last save stays."""
         tmp = self.dir / (STREAM_STATE + ".tmp")
-        save_file(engine, str(tmp), metadata={"format": FORMAT, **meta})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / STREAM_STATE)
-        (self.dir / STREAM_JSON).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
+        jtmp = self.dir / (STREAM_JSON + ".tmp")
+        with naming_full_disk(self.dir / FINAL_LATENTS):
+            self._final.flush()
+            os.fsync(self._final.fileno())
+        with naming_full_disk(tmp, tmp):
+            write_file_synced(tmp, save(engine, metadata={"format": FORMAT, **meta}))
+            os.replace(tmp, self.dir / STREAM_STATE)
+        with naming_full_disk(jtmp, jtmp):
+            write_file_synced(jtmp, json.dumps({"format": FORMAT, **meta}, indent=1).encode())
+            os.replace(jtmp, self.dir / STREAM_JSON)
 
     def load(self, expected_hash: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(engine state, final latent frames [C, n, h, w] already muxed) of a saved run."""
@@ -154,7 +161,7 @@ class StreamState:
 
     def clear(self) -> None:
         self.close()
-        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS, STREAM_STATE + ".tmp"):
+        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS, STREAM_STATE + ".tmp", STREAM_JSON + ".tmp"):
             (self.dir / name).unlink(missing_ok=True)
         try:
             self.dir.rmdir()
@@ -320,6 +327,7 @@ def generate_streaming(
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)
     mux_audio = _output_audio(audio, tracks)
+    check_output_audio(mux_audio)  # the AAC encoder opens, before any sampling (a resume too)
     stats = StreamStats(order=order)
     notes: list[str] = []
     prep = prepare_portrait(bundle, portrait, features.shape[0], opts, notes)

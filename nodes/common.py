@@ -63,7 +63,9 @@ def check_relative_name(name: str, what: str) -> str | None:
     Why: ComfyUI joins names onto folders with ``os.path.join``, which lets an absolute name or
     ``../`` escape the folder; names from workflows are untrusted.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        return f"{what} must be a name (text), got {name!r}"
+    if not name.strip():
         return f"{what} is empty"
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return f"{what} {name!r} must be relative (absolute paths are not allowed)"
@@ -157,14 +159,31 @@ def state_dir_for(name: str) -> Path | None:
         raise NodeInputError(err)
     base = os.path.join(folder_paths.get_output_directory(), STATE_SUBFOLDER)
     path = os.path.join(base, name.strip())
-    if not _inside(base, path):
-        raise NodeInputError(f"resume_dir {name!r} escapes the output folder")
+    if not _inside(base, path) or not _inside_after_links(folder_paths.get_output_directory(), path):
+        raise NodeInputError(f"resume_dir {name!r} escapes the output folder (through a symlink)")
     return Path(path)
+
+
+def _inside_after_links(base: str, candidate: str) -> bool:
+    """Whether ``candidate`` stays inside ``base`` once every symlink on the way is resolved.
+
+    Why: a symlink planted inside output/ (``output/x -> /etc``) let a relative, '..'-free name write
+    outside; models may be symlinked in on purpose, so only output paths get this check.
+    """
+    real_base = os.path.realpath(base)
+    return os.path.commonpath([real_base, os.path.realpath(candidate)]) == real_base
 
 
 def check_prefix(prefix: str) -> str | None:
     """Error text for a ``filename_prefix`` that would write outside the output folder (else None)."""
-    return check_relative_name(prefix, "filename_prefix")
+    err = check_relative_name(prefix, "filename_prefix")
+    if err is None:
+        import folder_paths
+
+        out = folder_paths.get_output_directory()
+        if not _inside_after_links(out, os.path.join(out, prefix)):
+            err = f"filename_prefix {prefix!r} leads outside the output folder through a symlink"
+    return err
 
 
 # --------------------------------------------------------------------------------- progress

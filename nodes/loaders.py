@@ -9,13 +9,13 @@ and Whisper are found in ``vae`` / ``audio_encoders`` (`weights/avatar_bundle.py
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import io, ui
 
+from magicinfinite_core.limits import RESOLUTION_RANGE
 from magicinfinite_core.weights.bundle import BUNDLE_FILE
 
 from .common import (
@@ -97,17 +97,17 @@ def _check_bundle(name: str, distilled: bool) -> str:
     """The bundle's folder; every file its bundle.json names must lie inside it; with `distilled`,
     also that it carries a distilled generator."""
     from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.weights.bundle import bundle_files
+    from magicinfinite_core.weights.bundle import bundle_files, read_bundle_spec
 
     path = _bundle_path(name)
     if path.endswith(".safetensors"):  # a one-file model: "4-step distilled" means the file is a generator
         return path
     try:
-        spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
-    except (OSError, ValueError) as e:
+        spec, _ = read_bundle_spec(path)  # the schema check of every field (limits.py bounds)
+    except OSError as e:
         raise NodeInputError(f"cannot read {name!r}/{BUNDLE_FILE}: {e}") from None
-    if not isinstance(spec, dict):
-        raise NodeInputError(f"{name!r}/{BUNDLE_FILE} must hold a JSON object")
+    except CheckpointError as e:
+        raise NodeInputError(str(e).replace(str(Path(path).parent) + os.sep, "")) from None
     try:
         bundle_files(spec, Path(path), f"{name}/{BUNDLE_FILE}")
     except CheckpointError as e:
@@ -405,6 +405,13 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
                 f"the text encoder gives {tdim}-dim tokens but the DiT expects {dit_m.cfg.text_dim}; "
                 "use the text encoder the model was trained with"
             )
+        vae_m = part(vae, "vae", "vae")
+        ratio = int(getattr(vae_m, "spatial_ratio", 8))
+        lo, hi = RESOLUTION_RANGE
+        for label, v in (("height", height), ("width", width)):
+            if v and not (lo <= int(v) <= hi and int(v) % ratio == 0):
+                raise NodeInputError(f"{label} {v}: use 0 (the base model's size) or {lo}..{hi} pixels, a multiple "
+                                     f"of the autoencoder's {ratio}")
         # no size and no base: HunyuanVideo-Avatar's own size for an Avatar transformer, else 720p
         own = avatar_resolution(dit_m.cfg) if dit_m.cfg.avatar is not None else (720, 1280)
         h = height or (base_model.height if base_model is not None else own[0])
@@ -418,7 +425,7 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
             )
         bundle = ModelBundle(
             dit=dit_m,
-            vae=part(vae, "vae", "vae"),
+            vae=vae_m,
             text_encoder=text,
             image_encoder=base_model.image_encoder if base_model is not None else None,
             audio_extractor=audio,

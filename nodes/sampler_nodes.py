@@ -6,7 +6,17 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from magicinfinite_core.config import DEFAULT_AUDIO_SCALE, DEFAULT_CFG_BOUNDARY, DEFAULT_TEXT_SCALE
+from magicinfinite_core.config import (
+    DEFAULT_AUDIO_SCALE,
+    DEFAULT_CFG_BOUNDARY,
+    DEFAULT_TEXT_SCALE,
+    MAX_OUTPUT_SIDE,
+)
+from magicinfinite_core.limits import (  # the bounds the CLI and bundles use
+    MAX_STEPS,
+    OVERLAP_RANGE,
+    WINDOW_RANGE,
+)
 from magicinfinite_core.sampling.schedule import distilled_timesteps
 
 from .common import (
@@ -29,8 +39,6 @@ CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "of
 SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
-WINDOW_RANGE = (5, 1025)
-OVERLAP_RANGE = (4, 1024)
 SHIFT_RANGE = (0.1, 50.0)
 
 
@@ -168,7 +176,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                                f"{DEFAULT_AUDIO_SCALE}/{DEFAULT_TEXT_SCALE}/{DEFAULT_CFG_BOUNDARY}."),
                 io.Combo.Input("mode", options=SAMPLER_MODES, default="distilled",
                                tooltip="distilled: the 4-step generator, no CFG. base: flow-matching Euler with CFG."),
-                io.Int.Input("steps", default=4, min=1, max=200, tooltip="4 for the distilled model, ~30 for base."),
+                io.Int.Input("steps", default=4, min=1, max=MAX_STEPS, tooltip="4 for the distilled model, ~30 for base."),
                 io.Int.Input("window", default=33, min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], step=4,
                              tooltip="Video frames per window (4n+1)."),
                 io.Int.Input("overlap", default=8, min=OVERLAP_RANGE[0], max=OVERLAP_RANGE[1], step=4,
@@ -187,6 +195,9 @@ class MagicInfiniteSampler(io.ComfyNode):
                              tooltip="Workers for the USP backend (the number of GPUs)."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (CPU with --cpu)."),
+                io.Int.Input("max_size", default=MAX_OUTPUT_SIDE, min=64, max=4096, step=2, optional=True,
+                             tooltip="Motion-latent models (the demo): the video has the portrait's own size, "
+                             "reduced to this many pixels on its longer side. Other models: their own size."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
@@ -244,6 +255,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         negative_prompt: str = "",
         speaker_masks: Any = None,
         cfg: Any = None,
+        max_size: int = 0,
     ) -> io.NodeOutput:
         import warnings
 
@@ -275,6 +287,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
+                    max_size=int(max_size) or MAX_OUTPUT_SIDE,
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)

@@ -736,13 +736,35 @@ def diffusers_config(cfg: DiTConfig) -> dict[str, Any]:
     }
 
 
+def stored_dit_config(text: str, where: str) -> DiTConfig:
+    """The DiT config a checkpoint stores in its metadata, checked against `limits` before anything is built.
+
+    Why: the metadata is user data; ``depth_double: 1e7`` hung building blocks, ``num_heads: 0`` raised a
+    ZeroDivisionError.
+    """
+    from magicinfinite_core.errors import MagicInfiniteError
+    from magicinfinite_core.limits import MAX_CONFIG_DEPTH, check_dit_config, config_depth
+
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({type(exc).__name__})") from None
+    try:
+        if config_depth(d) > MAX_CONFIG_DEPTH:
+            raise MagicInfiniteError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+        check_dit_config(d, where)
+    except MagicInfiniteError as exc:
+        raise CheckpointError(f"{exc}; the file's metadata is damaged or not a MagicInfinite DiT") from None
+    return DiTConfig.from_dict(d)
+
+
 def resolve_config(
     infos: Sequence[CheckpointInfo], converted: dict[str, torch.Tensor], *, with_audio: bool = True
 ) -> DiTConfig:
     """Config from (in order): our metadata in an overlay or the base file, diffusers config.json, shapes."""
     for info in reversed(infos):
         if CONFIG_KEY in info.metadata:
-            return DiTConfig.from_dict(json.loads(info.metadata[CONFIG_KEY]))
+            return stored_dit_config(info.metadata[CONFIG_KEY], f"{info.path} metadata {CONFIG_KEY!r}")
     base = infer_dit_config(converted, with_audio=with_audio)
     dc = infos[0].diffusers_config
     if dc is not None and dc.get("_class_name") == "HunyuanVideoTransformer3DModel":

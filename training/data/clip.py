@@ -157,6 +157,9 @@ def _make_photo_clip(
         r_scene, ph.name, opening, width, controls, cfg.height, cfg.width,
         (cfg.photo_face_min, cfg.photo_face_max), bg,
     )
+    if cfg.photo_open_portraits > 0 and photo_face.photo_opening(
+            photo_face.MouthFrame.from_landmarks(scene.landmarks)) > photo_face.OPEN_MOUTH:
+        scene.open_portrait = bool(r_scene.random() < cfg.photo_open_portraits)
     frames, gt = photo_face.render_photo_scene(scene)
     prompt = make_prompt(controls, r_text, split, "realistic", 1, 0, [0])
     ident = photo_face.photo_identity_id(ph.name)
@@ -180,6 +183,7 @@ def _make_photo_clip(
             "crop": [round(float(v), 3) for v in scene.crop],
             "flip": scene.flip,
             "teeth": scene.teeth,
+            "open_portrait": scene.open_portrait,
             "jitter": {k: v for k, v in vars(scene.jitter).items()},
         },
     }
