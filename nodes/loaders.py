@@ -76,7 +76,7 @@ def _bundle_path(name: str) -> str:
                 "reinstall the pack or pick a bundle folder from models/diffusion_models"
             )
         return str(DEMO_MODEL_DIR)
-    if name.endswith(".safetensors"):
+    if isinstance(name, str) and name.endswith(".safetensors"):  # other types: resolve_model_path's message
         path = resolve_model_path("diffusion_models", name, want="file")
         if not _is_avatar_file(path):
             raise NodeInputError(
