@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR), help="bundle folder with a 'distilled' entry (default: the demo)")
     ap.add_argument("--portraits", nargs="+", default=None,
-                    help="real portrait images (default: the held-out grace_hopper and an AI-generated man with a guitar)")
+                    help="real portrait images (default: the held-out grace_hopper and an AI-generated open smile)")
     ap.add_argument("--pictures", nargs="*", default=None, choices=["full_length", "letterboxed", "greyscale", "open_smile"],
                     help="hard test pictures to generate (default: all; give none for none)")
     ap.add_argument("--speed-seconds", type=float, default=8.0, help="4-step 512x512 speed video length (0: none)")
