@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from magicinfinite_core.config import VIDEO_FPS, SamplerConfig, latent_frames
+from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig, latent_frames
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.inputs.framing import MAX_OUTPUT_SIDE, frame_portrait
+from magicinfinite_core.inputs.framing import frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,

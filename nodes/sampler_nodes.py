@@ -6,7 +6,12 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from magicinfinite_core.config import DEFAULT_AUDIO_SCALE, DEFAULT_CFG_BOUNDARY, DEFAULT_TEXT_SCALE
+from magicinfinite_core.config import (
+    DEFAULT_AUDIO_SCALE,
+    DEFAULT_CFG_BOUNDARY,
+    DEFAULT_TEXT_SCALE,
+    MAX_OUTPUT_SIDE,
+)
 from magicinfinite_core.sampling.schedule import distilled_timesteps
 
 from .common import (
@@ -184,6 +189,9 @@ class MagicInfiniteSampler(io.ComfyNode):
                              tooltip="Workers for the USP backend (the number of GPUs)."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (CPU with --cpu)."),
+                io.Int.Input("max_size", default=MAX_OUTPUT_SIDE, min=64, max=4096, step=2, optional=True,
+                             tooltip="Motion-latent models (the demo): the video has the portrait's own size, "
+                             "reduced to this many pixels on its longer side. Other models: their own size."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
@@ -241,6 +249,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         negative_prompt: str = "",
         speaker_masks: Any = None,
         cfg: Any = None,
+        max_size: int = 0,
     ) -> io.NodeOutput:
         import warnings
 
@@ -272,6 +281,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
+                    max_size=int(max_size) or MAX_OUTPUT_SIDE,
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)

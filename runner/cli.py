@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from magicinfinite_core.config import MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 
 SEED_MAX = 2**63 - 1  # the same range as the ComfyUI sampler node's seed
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
     m.add_argument("--negative-prompt", default="", help="prompt of the unconditional pass (default empty)")
     m.add_argument("--window", type=int, default=33, help="frames per sliding window (default 33)")
+    m.add_argument("--max-size", type=int, default=MAX_OUTPUT_SIDE, metavar="PX",
+                   help="motion-latent models (the demo): the video has the portrait's own size, reduced to this "
+                   f"many pixels on its longer side (default {MAX_OUTPUT_SIDE}); other models keep their own size")
     m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
     m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
@@ -107,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     from magicinfinite_core.distributed import add_sp_arguments
 
     add_sp_arguments(g)
+    ins = sub.add_parser("inspect", help="name a transformer file's layout and list its bad keys (reads the header only)")
+    ins.add_argument("file", help=".safetensors file, shard index or diffusers folder")
+    ins.add_argument("--json", action="store_true", help='print {"layout","missing","unexpected","wrong_shapes"}')
+    cv = sub.add_parser("convert", help="one-time: a pickled .pt checkpoint -> .safetensors (torch weights_only)")
+    cv.add_argument("src", help="IN.pt (e.g. HunyuanVideo-Avatar's mp_rank_00_model_states.pt)")
+    cv.add_argument("dst", help="OUT.safetensors")
     for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
                        ("batch", "run a workflow over many inputs headlessly")):
         s = sub.add_parser(name, help=text, add_help=False)
@@ -153,6 +163,7 @@ def check_args(args: argparse.Namespace) -> None:
         f"--steps must be at least 1, got {args.steps}" if args.steps is not None and args.steps < 1 else None,
         f"--seed must be in 0..{SEED_MAX}, got {args.seed}" if not 0 <= args.seed <= SEED_MAX else None,
         finite_error("--save-every", args.save_every, 0.0),
+        f"--max-size must be in 64..4096, got {args.max_size}" if not 64 <= args.max_size <= 4096 else None,
     ]
     for e in errors:
         if e:
@@ -242,6 +253,7 @@ def _generate(args: argparse.Namespace) -> int:
             overlap=args.overlap, shift_windows=not args.fixed_windows, speakers=speakers, seed=args.seed,
             negative_prompt=args.negative_prompt, face_fallback="center" if args.face_fallback == "centre" else None,
             state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
+            max_size=args.max_size,
         )
         audio = args.audio if len(args.audio) > 1 else args.audio[0]
         common = dict(model=bundle if bundle is not None else model, out=out, options=options, device=args.device,
@@ -317,6 +329,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "inspect":
+            from magicinfinite_core.weights.inspect_file import inspect_file
+
+            report = inspect_file(args.file)
+            print(report.to_json() if args.json else report.to_text())
+            return 0
+        if args.command == "convert":
+            from runner.convert import convert
+
+            n = convert(args.src, args.dst)
+            print(f"wrote {n} tensors to {args.dst}")
+            return 0
         return _generate(args)
     except (MagicInfiniteError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -186,3 +186,79 @@ def test_output_size_keeps_the_picture_up_to_the_limit_and_even():
     with pytest.raises(ValueError):
         output_size(100, 100, 8)
     assert np.all(np.array(output_size(37, 91, 64)) % 2 == 0)
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def _motion_bundle():
+    from magicinfinite_core.config import AudioLayerConfig
+    from magicinfinite_core.weights.bundle import random_bundle
+
+    ae_cfg = MotionAutoencoderConfig(residual_channels=2)
+    c = ae_cfg.latent_channels
+    dit_cfg = DiTConfig(hidden_size=32, num_heads=2, rope_dims=(4, 6, 6), patch_size=(1, 4, 4),
+                        in_channels=c + ae_cfg.reference_channels + 1, out_channels=c,
+                        condition_channels=ae_cfg.reference_channels, prediction="x0",
+                        image_condition="every_frame", text_dim=16, pooled_dim=8,
+                        audio=AudioLayerConfig(feature_dim=64, proj_dim=16, context_dim=16, num_heads=2))
+    return random_bundle(3, height=128, width=128, dit_cfg=dit_cfg, vae_cfg=ae_cfg, std=0.02)
+
+
+def _hopper(tmp_path, size=(300, 260)):
+    """Grace Hopper (matplotlib's sample, public domain) on a wider canvas: the face is not centred."""
+    import matplotlib
+    from PIL import Image
+
+    src = Image.open(__import__("pathlib").Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"
+                     / "grace_hopper.jpg").convert("RGB").resize((200, 234))
+    canvas = Image.new("RGB", size, (40, 90, 60))
+    canvas.paste(src, (size[0] - 200, 10))
+    canvas.save(tmp_path / "hopper.png")
+    return tmp_path / "hopper.png", np.asarray(canvas)
+
+
+def test_generate_moves_the_picture_at_its_own_size_and_streaming_gives_the_same_frames(tmp_path):
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video
+    from magicinfinite_core.streaming import generate_streaming
+    from training.eval.real_photos import read_video
+
+    bundle = _motion_bundle()
+    portrait, picture = _hopper(tmp_path)
+    rate = 16000
+    t = np.arange(int(0.7 * rate)) / rate
+    wav = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    out, report = generate(portrait, (wav, rate), "a person talks", model=bundle, out=tmp_path / "a.mp4",
+                           distilled=True, distilled_timesteps=(1000.0, 500.0))
+    info = probe_video(out)
+    assert (info.width, info.height) == (300, 260) and (report.width, report.height) == (300, 260)
+    assert info.frames == report.frames
+    frames = read_video(out).astype(np.float32)
+    assert np.abs(frames[0] - picture).mean() < 4  # frame 0 is the picture (through H.264)
+    # the region is framed around the face on the right: the left strip never moves
+    left = frames[:, :, :40]
+    assert np.abs(left - left[:1]).max() < 12
+    streamed, _ = generate_streaming(portrait, (wav, rate), "a person talks", model=bundle,
+                                     out=tmp_path / "b.mp4", distilled=True, distilled_timesteps=(1000.0, 500.0))
+    again = read_video(streamed).astype(np.float32)
+    assert again.shape == frames.shape and np.abs(again - frames).mean() < 1.0
+
+
+def test_max_size_reduces_the_output_and_a_faceless_picture_says_what_to_do(tmp_path):
+    from magicinfinite_core.errors import MaskError
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video
+
+    bundle = _motion_bundle()
+    portrait, _ = _hopper(tmp_path)
+    wav = np.zeros(int(0.3 * 16000), np.float32)
+    out, _ = generate(portrait, (wav, 16000), "", model=bundle, out=tmp_path / "s.mp4", distilled=True,
+                      distilled_timesteps=(1000.0,), max_size=150)
+    info = probe_video(out)
+    assert max(info.width, info.height) <= 150 and info.width % 2 == 0 and info.height % 2 == 0
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "grey.png")
+    with pytest.raises(MaskError, match="face"):
+        generate(tmp_path / "grey.png", (wav, 16000), "", model=bundle, out=tmp_path / "g.mp4", distilled=True,
+                 distilled_timesteps=(1000.0,))
+    assert not (tmp_path / "g.mp4").exists()

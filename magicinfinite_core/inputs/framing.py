@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magicinfinite_core.config import MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MaskError
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
@@ -26,7 +27,6 @@ from magicinfinite_core.media.motion_autoencoder import MotionReference
 FACE_SHARE = 0.565
 FACE_CENTRE_Y = 0.54
 GROUP_MARGIN = 0.35  # around several faces: this share of a face width on every side
-MAX_OUTPUT_SIDE = 1024  # default output size: the picture's own, up to this many pixels a side
 
 
 def output_size(height: int, width: int, max_side: int = MAX_OUTPUT_SIDE) -> tuple[int, int]:

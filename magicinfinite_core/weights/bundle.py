@@ -139,7 +139,7 @@ def random_bundle(
     height: int = 64,
     width: int = 64,
     dit_cfg: DiTConfig | None = None,
-    vae_cfg: VAEConfig | None = None,
+    vae_cfg: Any = None,
     std: float = 0.05,
 ) -> ModelBundle:
     """Seeded random tiny models (tests, benches): every weight drawn from one generator.
@@ -155,8 +155,13 @@ def random_bundle(
     g = torch.Generator().manual_seed(int(seed))
     dit = MagicInfiniteDiT(dit_cfg)
     _seeded_init(dit, g, std)
-    vae = VideoVAE(vae_cfg)
-    _seeded_init(vae.model, g, std=0.2)
+    if isinstance(vae_cfg, VAEConfig):
+        vae = VideoVAE(vae_cfg)
+        _seeded_init(vae.model, g, std=0.2)
+    else:  # another autoencoder kind (a motion autoencoder): its config as is, no weights to draw
+        from magicinfinite_core.media.autoencoders import autoencoder_from_config
+
+        vae = autoencoder_from_config(vae_cfg.to_dict())
     text = ByteTextEncoder(dit_cfg.text_dim, dit_cfg.pooled_dim)
     _seeded_init(text, g, 0.5)
     image = PatchImageEncoder(dit_cfg.image_token_dim or dit_cfg.text_dim)

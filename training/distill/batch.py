@@ -142,7 +142,8 @@ def synthetic_examples(
                 [torch.ones(1, dtype=torch.bool), torch.zeros(text_len - 1, dtype=torch.bool)]
             ),
             uncond_pooled=torch.zeros(cfg.pooled_dim),
-            image_latent=latents[:, :1].clone() if cfg.image_concat else None,
+            image_latent=(torch.randn(cfg.cond_channels, 1, h, w, generator=g) if cfg.cond_channels != c
+                          else latents[:, :1].clone()) if cfg.image_concat else None,
         )
         if cfg.audio is not None:
             a = cfg.audio
@@ -206,7 +207,8 @@ class PreprocessCache(torch.utils.data.Dataset):
             uncond_txt=self.null[0],
             uncond_txt_mask=self.null[1],
             uncond_pooled=self.null[2],
-            image_latent=latent[:, :1].clone(),
+            # the portrait condition: its latent, or (motion latents) its appearance on the latent grid
+            image_latent=(sd["reference_latent"].float() if "reference_latent" in sd else latent[:, :1].clone()),
             image_tokens=sd["image_tokens"].float() if self.image_tokens else None,
             audio=sd["audio"][None, :t].float(),
             speaker_mask=sd["face_tokens"][None, :t].float(),
