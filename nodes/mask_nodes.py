@@ -6,7 +6,7 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, NodeInputError, caught_warnings, send_warnings, ui_output
+from .common import CATEGORY, NodeInputError, caught_warnings, choice_error, send_warnings, ui_output
 
 MAX_SPEAKERS = 4
 SOURCES = ["auto", "drawn masks", "detect faces", "detect faces, else centre"]
@@ -60,8 +60,12 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1) -> bool | str:
-        """face_order against num_speakers (ComfyUI labels the message on both; it checks source itself)."""
+    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1, source: str | None = None) -> bool | str:
+        """``source`` among SOURCES (ComfyUI 0.3.75 does not check V3 combo values), then face_order
+        against num_speakers (ComfyUI labels the message on every input this takes)."""
+        err = choice_error("source", source, SOURCES)
+        if err:
+            return err
         if not 1 <= int(num_speakers) <= MAX_SPEAKERS:
             return f"num_speakers must be 1..{MAX_SPEAKERS}, got {num_speakers}"
         try:

@@ -16,6 +16,7 @@ from .common import (
     MagicModel,
     check_floats,
     check_prefix,
+    choice_error,
     progress_callback,
     torch_device,
 )
@@ -93,8 +94,10 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, filename_prefix: str) -> bool | str:
-        return check_prefix(filename_prefix) or True
+    def validate_inputs(cls, filename_prefix: str, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values) and a prefix that stays
+        inside the output folder and is a usable file name (no NUL, not thousands of characters)."""
+        return choice_error("device", device, DEVICES) or check_prefix(filename_prefix) or True
 
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
@@ -142,6 +145,11 @@ class MagicInfiniteDecode(io.ComfyNode):
             ],
             hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values)."""
+        return choice_error("device", device, DEVICES) or True
 
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], max_seconds: float, decode_chunk: int,

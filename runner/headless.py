@@ -332,12 +332,27 @@ def _one_line(text: str) -> str:
 
 
 def _validation_message(error: dict[str, Any], node_errors: dict[str, Any], prompt: dict[str, Any]) -> str:
+    """ComfyUI's validation errors as one line. A node's ``validate_inputs`` message is attached by
+    ComfyUI to every input that function takes (``"window - <msg>"``, ``"mode - <msg>"``...): said once,
+    without the misleading input label, when several inputs carry the same message."""
     parts = []
     for node_id, info in node_errors.items():
-        for reason in info.get("errors", []):
-            parts.append(
-                f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}"
-            )
+        reasons = info.get("errors", [])
+        shared: dict[str, int] = {}
+        for reason in reasons:
+            if reason.get("type") == "custom_validation_failed":
+                _, _, text = str(reason.get("details", "")).partition(" - ")
+                shared[text] = shared.get(text, 0) + 1
+        said: set[str] = set()
+        for reason in reasons:
+            details = reason.get("details")
+            if reason.get("type") == "custom_validation_failed":
+                _, _, text = str(details).partition(" - ")
+                if text in said:
+                    continue
+                said.add(text)
+                details = text if shared[text] > 1 else details
+            parts.append(f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {details}")
     if not parts:
         parts.append(f"{error.get('message')}: {error.get('details')}".rstrip(": "))
     return _one_line("invalid workflow: " + "; ".join(parts))
@@ -390,8 +405,7 @@ def run_workflow(
 
     prompt = apply_overrides(normalize_workflow(copy.deepcopy(workflow)), overrides or {})
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    folder_paths.set_output_directory(str(out))
+    folder_paths.set_output_directory(str(out))  # made only once the workflow is valid: a refusal leaves nothing
     if input_dir is not None:
         folder_paths.set_input_directory(str(Path(input_dir).resolve()))
     install_demo_inputs(Path(folder_paths.get_input_directory()))
@@ -404,6 +418,7 @@ def run_workflow(
             _validation_message(error or {}, node_errors, prompt), error or {}, node_errors
         )
 
+    out.mkdir(parents=True, exist_ok=True)
     server.messages = []
     server.last_prompt_id = prompt_id
     executor = execution.PromptExecutor(
