@@ -106,12 +106,13 @@ def test_every_range_is_enforced_with_one_message_on_the_right_input(comfyui_ser
     # ranges ComfyUI skipped before because validate_inputs took these inputs
     e = errs(**{"6.steps": 10000})
     assert [(n, label) for n, label, _ in e] == [("6", "steps")], e
+    # ComfyUI labels a validate_inputs message with every input that function takes: the window/overlap
+    # pair and the choices it checks (mode, backend, device), never steps, resume_dir...
+    taken = {"window", "overlap", "mode", "backend", "device"}
     e = errs(**{"6.window": 2001})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and all("window 2001 must be in 5..1025" in d
-                                                                           for _, _, d in e), e
-    # one bad overlap: reported on window/overlap (the pair it breaks), never under steps, resume_dir...
+    assert {label for _, label, _ in e} == taken and all("window 2001 must be in 5..1025" in d for _, _, d in e), e
     e = errs(**{"6.overlap": 40})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and len(e) == 2, e
+    assert {label for _, label, _ in e} == taken and len(e) == len(taken), e
     assert all("must be under half the window" in d for _, _, d in e)
     e = errs(**{"6.seed": -1})
     assert [(n, label) for n, label, _ in e] == [("6", "seed")], e
