@@ -37,10 +37,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import headless, job_checks
+from .interrupts import SigintInterrupts
 from .job_runner import (
     SAMPLER_CLASS,
     BatchError,
     InProcessRunner,
+    discard_previous_outputs,
     error_line,
     main_output,
     model_cache_size,
@@ -390,26 +392,37 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
     if not args.server:
         prepare_process(args.torch_threads, cache_size)
         runner, worker = InProcessRunner(args), worker_label()
-    for job_id, overrides, files in todo:
-        attempts = previous_attempts(previous.get(job_id)) + 1
-        table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts}, announce=False)
-        t0 = time.perf_counter()
-        base = {"id": job_id, "worker": worker, "attempts": attempts,
-                "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
-        try:
-            output, warned = runner.run(workflow, overrides, files, out_root / job_id)
-            row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),
-                   "error": "", "warnings": warned}
-        except KeyboardInterrupt:
-            table.set(job_id, {**base, "status": "interrupted", "output": "",
-                               "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}, announce=False)
-            raise
-        except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
-            row = {**base, "status": "error", "output": "", "seconds": round(time.perf_counter() - t0, 2),
-                   "error": error_line(e)}
-        table.set(job_id, row)
-        if row["status"] == "error" and args.stop_on_error:
-            break
+    with SigintInterrupts() as ctrl_c:
+        for job_id, overrides, files in todo:
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
+            attempts = previous_attempts(previous.get(job_id)) + 1
+            table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts},
+                      announce=False)
+            t0 = time.perf_counter()
+            base = {"id": job_id, "worker": worker, "attempts": attempts,
+                    "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
+            if not args.server:
+                discard_previous_outputs(out_root / job_id)
+            try:
+                output, warned = runner.run(workflow, overrides, files, out_root / job_id)
+                row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),
+                       "error": "", "warnings": warned}
+            except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
+                row = {**base, "status": "error", "output": "", "seconds": round(time.perf_counter() - t0, 2),
+                       "error": error_line(e)}
+                if ctrl_c.requested:  # the job stopped because of Ctrl-C: it resumes on the next run
+                    row.update(status="interrupted", error="interrupted")
+            except KeyboardInterrupt:
+                table.set(job_id, {**base, "status": "interrupted", "output": "",
+                                   "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"},
+                          announce=False)
+                raise
+            table.set(job_id, row)  # a job that finished as Ctrl-C came is recorded as the success it is
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
+            if row["status"] == "error" and args.stop_on_error:
+                break
     table.write()
     stats: dict[str, int] = {}
     if not args.server:
