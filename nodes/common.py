@@ -215,6 +215,18 @@ def check_prefix(prefix: str) -> str | None:
 # --------------------------------------------------------------------------------- progress
 
 
+def stop_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt (Cancel, /interrupt, Ctrl-C in a batch) here if one is pending.
+
+    Why: ComfyUI cannot stop a node that computes synchronously; the node has to look. The progress
+    callback looks after every sampler step and decode chunk; nodes also look between their other long
+    stages (portrait reduction, face detection, audio features), so an interrupt lands within one stage.
+    """
+    import comfy.model_management
+
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
 def progress_callback(node_id: str | None) -> Callable[[Any], None]:
     """A ``magicinfinite_core.sampling.sampler.Progress`` callback driving a ComfyUI progress bar.
 

@@ -6,7 +6,15 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, NodeInputError, caught_warnings, choice_error, send_warnings, ui_output
+from .common import (
+    CATEGORY,
+    NodeInputError,
+    caught_warnings,
+    choice_error,
+    send_warnings,
+    stop_if_interrupted,
+    ui_output,
+)
 
 MAX_SPEAKERS = 4
 SOURCES = ["auto", "drawn masks", "detect faces", "detect faces, else centre"]
@@ -95,10 +103,12 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         from magicinfinite_core.inputs.portrait import read_portrait
 
         k = int(num_speakers)
+        stop_if_interrupted()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             img = read_portrait(image[:1])  # huge portraits are pooled down first: memory stays bounded
         notes = caught_warnings(caught)
+        stop_if_interrupted()  # before face detection
         drawn = [m for m in (mask_1, mask_2, mask_3, mask_4) if m is not None]
         use_drawn = source == "drawn masks" or (source == "auto" and drawn)
         if use_drawn:

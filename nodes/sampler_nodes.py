@@ -24,6 +24,7 @@ from .common import (
     progress_callback,
     send_warnings,
     state_dir_for,
+    stop_if_interrupted,
     torch_device,
     ui_output,
 )
@@ -273,6 +274,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         progress = progress_callback(cls.hidden.unique_id)
         # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's per-step state
         sampler_fn = None if state_dir is not None else wavefront_sampler_fn(on_final=frame_previews(model, progress))
+        stop_if_interrupted()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

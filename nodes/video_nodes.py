@@ -18,6 +18,7 @@ from .common import (
     check_prefix,
     choice_error,
     progress_callback,
+    stop_if_interrupted,
     torch_device,
 )
 
@@ -110,6 +111,7 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         full_folder, file, subfolder = output_file(latent, filename_prefix, model.width, model.height)
         path = os.path.join(full_folder, file)
         dev = torch_device(device)
+        stop_if_interrupted()
         decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
                       chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id))
         _clear_state(latent)

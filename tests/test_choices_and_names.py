@@ -120,3 +120,41 @@ def test_run_subprocess_refuses_a_typo_before_sampling(comfyui_install, comfyui_
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert "node 6 (MagicInfiniteSampler)" in lines[0] and "mode 'distiled'" in lines[0] and SAMPLER_MODES in lines[0]
     assert not out.exists()  # refused before the output folder was made
+
+
+def test_interrupt_lands_within_seconds(comfyui_server, magic_test_bundle, voice):
+    """Case 18: POST /interrupt while a job samples at 4x the bundle's size; the job ends within seconds
+    (the pack's nodes check ComfyUI's interrupt flag after every step and chunk and between stages)."""
+    import time
+    import uuid
+
+    import requests
+    import websocket
+
+    wf = _workflow(magic_test_bundle, voice, {"6.steps": 200, "41.height": 256, "41.width": 256,
+                                              "7.filename_prefix": "mi_interrupt/v"})
+    cid = uuid.uuid4().hex
+    ws = websocket.create_connection(f"{comfyui_server.ws_url}?clientId={cid}", timeout=120)
+    try:
+        pid = comfyui_server.queue_prompt(wf, cid)
+        t_interrupt = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            raw = ws.recv()
+            if isinstance(raw, bytes):
+                continue
+            m = json.loads(raw)
+            d = m.get("data", {})
+            if t_interrupt is None and m["type"] == "progress" and d.get("node") == "6" and d.get("value", 0) >= 2:
+                t_interrupt = time.monotonic()
+                requests.post(comfyui_server.base_url + "/interrupt", json={}, timeout=10)
+            if m["type"] in ("execution_interrupted", "execution_error", "execution_success") and d.get(
+                    "prompt_id") == pid:
+                break
+        latency = time.monotonic() - t_interrupt
+    finally:
+        ws.close()
+    assert m["type"] == "execution_interrupted", m
+    print(f"/interrupt to execution_interrupted: {latency:.2f} s")
+    assert latency < 5, latency
+    assert not (comfyui_server.server.output_dir / "mi_interrupt").exists()
