@@ -192,12 +192,13 @@ def stream_to_mp4(
     live: Any = None,
     on_frames: Callable[[torch.Tensor], None] | None = None,
     stats: StreamStats | None = None,
+    portrait: Any = None,
 ) -> StreamStats:
     """Sample, decode and mux one video as a stream; returns what was measured.
 
     `live` (`live_audio.LiveAudio`, with `plans` its `GrowingPlans`): the length comes at the end, the
     audio track is pushed as it arrives; `num_frames` is then ignored."""
-    from magicinfinite_core.media.autoencoders import decode_fn
+    from magicinfinite_core.media.autoencoders import decode_fn, video_size
     from magicinfinite_core.media.incremental_decode import IncrementalDecoder
     from magicinfinite_core.media.stream_mux import FragmentedVideoWriter
 
@@ -220,10 +221,10 @@ def stream_to_mp4(
         store.start()
     engine = WavefrontSampler(predict, (c, h, w), plans, sigmas, distilled=distilled, seed=seed, device=device,
                               order=order, state=engine_state, callback=callback)
-    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
-    decoder = IncrementalDecoder(decode_fn(vae), chunk=decode_chunk, context=decode_context,
+    decoder = IncrementalDecoder(decode_fn(vae, portrait), chunk=decode_chunk, context=decode_context,
                                  num_frames=num_frames if isinstance(plans, FixedPlans) else None, device=device)
-    writer = FragmentedVideoWriter(out, w * s, h * s, audio=None if live else audio,
+    height, width = video_size(vae, (h, w), portrait)
+    writer = FragmentedVideoWriter(out, width, height, audio=None if live else audio,
                                    live_audio=live.rate_channels if live else None)
     if live:
         live.writer = writer
@@ -320,17 +321,20 @@ def generate_streaming(
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)
     mux_audio = _output_audio(audio, tracks)
     stats = StreamStats(order=order)
+    notes: list[str] = []
+    prep = prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
 
     def run(predictor, shape, *, config, distilled, seed, device, state_dir, resume, extra_hash, **_):
         stream_to_mp4(predictor, shape, config=config, vae=bundle.vae, num_frames=num_frames, out=out,
                       audio=mux_audio, distilled=distilled, seed=seed, device=device, order=order,
                       state_dir=state_dir, resume=resume, extra_hash=extra_hash, decode_chunk=opts.decode_chunk,
                       decode_context=opts.decode_context, callback=callback, save_every_s=save_every_s,
-                      on_frames=on_frames, stats=stats)
+                      on_frames=on_frames, stats=stats, portrait=prep.reference)
         return torch.empty((shape[0], 0, *shape[2:]))
 
     sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
-                            callback=callback, sampler_fn=run)
+                            callback=callback, sampler_fn=run, prepared=prep)
+    sampled.notes[:0] = notes
     if opts.state_dir is not None and not opts.keep_state:
         StreamState(opts.state_dir, (1, 1, 1)).clear()
     n_steps = len(sampled.config.distilled_timesteps) if opts.distilled else sampled.config.steps
@@ -378,10 +382,11 @@ def generate_live(
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
     scfg, cfg = sampler_config(bundle, opts)
     notes: list[str] = []
-    img, _, masks = prepare_portrait(bundle, portrait, 1, opts, notes)
+    prep = prepare_portrait(bundle, portrait, 1, opts, notes)
     live = LiveAudio(source, bundle.audio_extractor, idle_timeout_s=idle_timeout_s)
     try:
-        cond = build_conditions(bundle, img, prompt or "", live.features, masks, device, opts.negative_prompt)
+        cond = build_conditions(bundle, prep.image, prompt or "", live.features, prep.masks, device,
+                                opts.negative_prompt)
         live.cond = cond
         predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
         n_steps = len(scfg.distilled_timesteps) if opts.distilled else scfg.steps
@@ -390,7 +395,8 @@ def generate_live(
         stats = stream_to_mp4(predictor, (bundle.dit.cfg.out_channels, 0, h, w), config=scfg, vae=bundle.vae,
                               num_frames=None, out=out, distilled=opts.distilled, seed=opts.seed, device=device,
                               decode_chunk=opts.decode_chunk, decode_context=opts.decode_context,
-                              callback=callback, plans=plans, live=live, on_frames=on_frames)
+                              callback=callback, plans=plans, live=live, on_frames=on_frames,
+                              portrait=prep.reference)
     finally:
         live.close()
     lat = live.latency()

@@ -130,11 +130,13 @@ def usp_worker_group(bundle: Any, processes: int) -> Any:
     return _WORKER_GROUPS[key]
 
 
-def frame_previews(bundle: Any, progress: Any) -> Any:
-    """on_final(start, latent frames) -> the newest finished frame, decoded, as the node's preview image."""
+def frame_previews(bundle: Any, progress: Any, reference: Any = None) -> Any:
+    """on_final(start, latent frames) -> the newest finished frame, decoded, as the node's preview image.
+
+    `reference`: what a motion latent moves (the prepared portrait's), None for pixel latents."""
     from magicinfinite_core.media.autoencoders import decode_fn
 
-    decode = decode_fn(bundle.vae)
+    decode = decode_fn(bundle.vae, reference)
 
     def on_final(start: int, frames: Any) -> None:
         import torch
@@ -258,7 +260,8 @@ class MagicInfiniteSampler(io.ComfyNode):
         import warnings
 
         from magicinfinite_core.errors import MaskError
-        from magicinfinite_core.generate import GenerateOptions, sample_latent
+        from magicinfinite_core.generate import GenerateOptions, prepare_portrait, sample_latent
+        from magicinfinite_core.media.autoencoders import moves_portrait
         from magicinfinite_core.sampling.state import has_state
         from magicinfinite_core.sampling.wavefront import wavefront_sampler_fn
 
@@ -272,23 +275,32 @@ class MagicInfiniteSampler(io.ComfyNode):
         # the generator's own step list when the step count matches it, else an even spread
         timesteps = None if len(trained_steps) == int(steps) else distilled_timesteps(steps)
         progress = progress_callback(cls.hidden.unique_id)
-        # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's per-step state
-        sampler_fn = None if state_dir is not None else wavefront_sampler_fn(on_final=frame_previews(model, progress))
+        # a motion-latent model frames the faces itself: the masks stay at the portrait's own size
+        mask_hw = (model.height, model.width)
+        if speaker_masks is not None and moves_portrait(model.vae):
+            mask_hw = tuple(speaker_masks.shape[-2:])
         stop_if_interrupted()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 options = GenerateOptions(
-                    speakers=node_speakers(speaker_masks, k, model.height, model.width),
+                    speakers=node_speakers(speaker_masks, k, *mask_hw),
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
                 )
+                prep_notes: list[str] = []
+                prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)
+                stop_if_interrupted()  # face detection and portrait encoding done
+                # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's state
+                sampler_fn = None if state_dir is not None else wavefront_sampler_fn(
+                    on_final=frame_previews(model, progress, prep.reference))
                 sampled = sample_latent(
                     model, portrait[:1], features, int(audio_features["num_frames"]), prompt or "",
                     options=options, device=torch_device(device), callback=progress, forward=forward,
-                    sampler_fn=sampler_fn,
+                    sampler_fn=sampler_fn, prepared=prep,
                 )
+                sampled.notes[:0] = prep_notes
         except MaskError as e:
             if speaker_masks is not None:
                 raise
@@ -304,6 +316,7 @@ class MagicInfiniteSampler(io.ComfyNode):
             "num_frames": int(audio_features["num_frames"]),
             "mux": audio_features["mux"],
             "state_dir": str(state_dir) if state_dir is not None else None,
+            "reference": sampled.reference,  # what decoding moves (motion latents), else None
         }
         note = " (resumed)" if resumed else ""
         if distilled and model.distilled is None:

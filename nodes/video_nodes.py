@@ -113,7 +113,8 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         dev = torch_device(device)
         stop_if_interrupted()
         decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
-                      chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id))
+                      chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id),
+                      portrait=latent.get("reference"))
         _clear_state(latent)
         video = InputImpl.VideoFromFile(path)
         result = ui.SavedResult(file, subfolder, io.FolderType.output)
@@ -173,7 +174,7 @@ class MagicInfiniteDecode(io.ComfyNode):
         vae = model.vae.to(dev)
         chunks = [
             c.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1)  # [3, n, H, W] in [-1, 1] -> [n, H, W, 3]
-            for c in streamed_decode(latent["latent"], decode_fn(vae), num_frames=n,
+            for c in streamed_decode(latent["latent"], decode_fn(vae, latent.get("reference")), num_frames=n,
                                      chunk=int(decode_chunk), device=dev,
                                      callback=progress_callback(cls.hidden.unique_id))
         ]

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     from magicinfinite_core.distributed import add_sp_arguments
 
     add_sp_arguments(g)
+    ins = sub.add_parser("inspect", help="name a transformer file's layout and list its bad keys (reads the header only)")
+    ins.add_argument("file", help=".safetensors file, shard index or diffusers folder")
+    ins.add_argument("--json", action="store_true", help='print {"layout","missing","unexpected","wrong_shapes"}')
+    cv = sub.add_parser("convert", help="one-time: a pickled .pt checkpoint -> .safetensors (torch weights_only)")
+    cv.add_argument("src", help="IN.pt (e.g. HunyuanVideo-Avatar's mp_rank_00_model_states.pt)")
+    cv.add_argument("dst", help="OUT.safetensors")
     for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
                        ("batch", "run a workflow over many inputs headlessly")):
         s = sub.add_parser(name, help=text, add_help=False)
@@ -319,6 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "inspect":
+            from magicinfinite_core.weights.inspect_file import inspect_file
+
+            report = inspect_file(args.file)
+            print(report.to_json() if args.json else report.to_text())
+            return 0
+        if args.command == "convert":
+            from runner.convert import convert
+
+            n = convert(args.src, args.dst)
+            print(f"wrote {n} tensors to {args.dst}")
+            return 0
         return _generate(args)
     except (MagicInfiniteError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

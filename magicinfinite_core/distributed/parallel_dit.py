@@ -100,7 +100,7 @@ class SequenceParallelDiT(nn.Module):
         with attention_backend(ReplicatedTailAttention(self.attention, plan.tail)):
             xs = m.run_blocks(state, audio_fn=lambda layer, img, ctx, mask: self._audio(layer, img, ctx, mask, plan))
         out = m.head(state, xs)  # [B, local, p*C]: gather after the head (C << hidden)
-        return m.add_reference_skip(m.unpatchify(gather_tokens(out, plan, self.groups.sp_group), state.grid), x, timestep)
+        return m.output_velocity(m.unpatchify(gather_tokens(out, plan, self.groups.sp_group), state.grid), x, timestep)
 
     def _embed_local(self, x: torch.Tensor, plan: ShardPlan) -> torch.Tensor:
         """Patch-embed only the latent frames this rank's tokens come from (Conv3d, kernel = stride)."""

@@ -509,3 +509,85 @@ def extract_speaker_features(
         w = _fit(t.waveform, n)
         feats.append(extractor.extract(w, num_frames))
     return torch.stack(feats, dim=0)
+
+
+# ------------------------------------------------------------------------------------------- Whisper
+
+WHISPER_LEAD_FRAMES = 4  # zero encoder frames put in front (HunyuanVideo-Avatar's encode_audio)
+WHISPER_FRAMES_PER_VIDEO_FRAME = 2  # 50 Hz encoder frames, 25 fps video
+WHISPER_WINDOW = 10  # encoder frames each video frame sees
+WHISPER_CHUNK_SAMPLES = 30 * AUDIO_SAMPLE_RATE  # Whisper encodes 30 s (3000 mel frames) at a time
+
+
+def whisper_frame_windows(hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Stacked encoder hidden states [N, layers, C] (50 Hz) -> per-video-frame windows [F, 10, layers, C].
+
+    The Avatar windowing: 4 zero frames in front, then video frame f takes the 10 encoder frames that
+    start at 2f. Frames past the end of the audio read zeros (the reference stops at 400 frames and 30 s;
+    here any length works, the hidden states of consecutive 30 s chunks simply follow one another).
+    """
+    if hidden.ndim != 3:
+        raise AudioError(f"Whisper hidden states must be [frames, layers, channels], got {tuple(hidden.shape)}")
+    need = WHISPER_FRAMES_PER_VIDEO_FRAME * (num_frames - 1) + WHISPER_WINDOW
+    lead = hidden.new_zeros(WHISPER_LEAD_FRAMES, *hidden.shape[1:])
+    tail = hidden.new_zeros(max(0, need - WHISPER_LEAD_FRAMES - hidden.shape[0]), *hidden.shape[1:])
+    padded = torch.cat([lead, hidden, tail], dim=0)
+    idx = torch.arange(num_frames)[:, None] * WHISPER_FRAMES_PER_VIDEO_FRAME + torch.arange(WHISPER_WINDOW)
+    return padded[idx]
+
+
+class WhisperExtractor:
+    """HunyuanVideo-Avatar's audio features: a Whisper encoder (transformers `WhisperModel`) from a
+    local folder, all hidden states stacked, windowed by `whisper_frame_windows`.
+
+    Output per video frame: the flattened window, 10 x layers x width (whisper-tiny: 10 x 5 x 384 =
+    19200 = `AvatarConfig.audio_feature_dim`). Long audio is encoded 30 s at a time (Whisper's own
+    input length), so there is no length cap.
+    """
+
+    name = "whisper"
+
+    def __init__(self, model: Any, feature_extractor: Any, device: str | torch.device = "cpu") -> None:
+        self.encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+        self.encoder.eval().to(device)
+        self.features = feature_extractor
+        self.device = device
+        cfg = self.encoder.config
+        self.layers, self.width = cfg.encoder_layers + 1, cfg.d_model
+        self.feature_dim = WHISPER_WINDOW * self.layers * self.width
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str | torch.device = "cpu") -> WhisperExtractor:
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path}: not a Whisper folder (no config.json); put the transformers folder of "
+                "openai/whisper-tiny in ComfyUI/models/audio_encoders/whisper-tiny"
+            )
+        model = WhisperModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+        return cls(model, WhisperFeatureExtractor.from_pretrained(str(path), local_files_only=True), device)
+
+    @torch.no_grad()
+    def hidden_states(self, waveform: np.ndarray) -> torch.Tensor:
+        """16 kHz waveform -> stacked hidden states [N, layers, width] at 50 Hz, 30 s chunks in sequence."""
+        w = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        out = []
+        for start in range(0, max(len(w), 1), WHISPER_CHUNK_SAMPLES):
+            mel = self.features(w[start : start + WHISPER_CHUNK_SAMPLES], sampling_rate=AUDIO_SAMPLE_RATE,
+                                return_tensors="pt").input_features
+            hs = self.encoder(mel.to(self.device, self.encoder.dtype), output_hidden_states=True).hidden_states
+            out.append(torch.stack(hs, dim=2)[0].float().cpu())
+        return torch.cat(out, dim=0)
+
+    def extract(self, waveform: np.ndarray, num_frames: int | None = None) -> torch.Tensor:
+        """[F, 10 * layers * width] float16; F defaults to the audio's length in 25 fps frames."""
+        if num_frames is None:
+            num_frames = max(1, len(np.asarray(waveform).reshape(-1)) // samples_per_frame(AUDIO_SAMPLE_RATE))
+        windows = whisper_frame_windows(self.hidden_states(waveform), num_frames)
+        return windows.reshape(num_frames, -1).half()
+
+    def windows(self, waveform: np.ndarray, num_frames: int | None = None) -> torch.Tensor:
+        """The same features as [F, 10, layers, width] (what the Avatar audio projection takes)."""
+        return self.extract(waveform, num_frames).reshape(-1, WHISPER_WINDOW, self.layers, self.width)

@@ -20,7 +20,7 @@ import torch
 
 from magicinfinite_core.config import VIDEO_FPS
 from magicinfinite_core.errors import AudioError, MagicInfiniteError
-from magicinfinite_core.media.autoencoders import decode_fn
+from magicinfinite_core.media.autoencoders import decode_fn, video_size
 from magicinfinite_core.media.streamed_decode import streamed_decode
 from magicinfinite_core.sampling.sampler import ProgressCallback
 
@@ -287,11 +287,13 @@ def decode_to_mp4(
     context: int = 2,
     device: torch.device | str = "cpu",
     callback: ProgressCallback | None = None,
+    portrait: Any = None,
 ) -> Path:
-    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
-    decode = decode_fn(vae)
-    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
-    height, width = latent.shape[-2] * s, latent.shape[-1] * s
+    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio.
+
+    `portrait`: what a motion latent moves (`autoencoders.decode_fn`); the video then has its size."""
+    decode = decode_fn(vae, portrait)
+    height, width = video_size(vae, latent.shape[-2:], portrait)
     with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio) as writer:
         for frames in streamed_decode(latent, decode, num_frames=num_frames, chunk=chunk, context=context,
                                       device=device, callback=callback):

@@ -173,7 +173,9 @@ def build_conditions(
         txt = torch.cat([F.pad(e.tokens, (0, 0, 0, n - e.tokens.shape[1])) for e in (pos, neg)]).to(device)
         txt_mask = torch.cat([F.pad(e.mask.bool(), (0, n - e.mask.shape[1])) for e in (pos, neg)]).to(device)
         pooled = torch.cat([pos.pooled, neg.pooled]).to(device)
-        image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
+        from magicinfinite_core.media.autoencoders import reference_latent  # media imports sampling
+
+        image_latent = reference_latent(bundle.vae, portrait.to(device))
         image_tokens = None
         if bundle.image_encoder is not None:
             if isinstance(bundle.image_encoder, LatentPatchTokens):

@@ -95,7 +95,7 @@ def make_clip(
     idents = [sample_identity(ids[speaker])]
     style = idents[0].style
     idents = [sample_identity(i, style=style) if j != speaker else idents[0] for j, i in enumerate(ids)]
-    controls = sample_controls(r_text)
+    controls = sample_controls(r_text, tuple(cfg.backgrounds))
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
@@ -147,7 +147,7 @@ def _make_photo_clip(
     # the few real photographs get a fixed share, not drowned by the many generated portraits
     pool = real if (not gen or (real and r_cast.random() < cfg.photo_real_share)) else gen
     ph = pool[int(r_cast.integers(len(pool)))]
-    controls = sample_controls(r_text)
+    controls = sample_controls(r_text, tuple(cfg.backgrounds))
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)

@@ -173,6 +173,7 @@ class WorldConfig:
     photo_face_max: float = 0.34
     photo_generated: bool = True  # also use the AI-generated portraits (photos.py) as faces / textures
     photo_real_share: float = 0.35  # of photo-face clips, the share that animate real photographs
+    backgrounds: tuple[str, ...] = ("static", "leaves", "lights")  # prompt controls drawn from these
 
 
 @dataclass
