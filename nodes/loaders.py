@@ -27,7 +27,9 @@ from .common import (
     MagicTextEncoder,
     MagicVAE,
     NodeInputError,
+    check_choices,
     check_floats,
+    choice_error,
     list_dirs,
     list_safetensors,
     model_folder_paths,
@@ -166,19 +168,21 @@ class MagicInfiniteModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str) -> bool | str:
-        """The bundle folder and every path in its bundle.json (one message, labelled ``model``).
+    def validate_inputs(cls, model: str, transformer: str | None = None) -> bool | str:
+        """``transformer`` among TRANSFORMERS (ComfyUI 0.3.75 does not check V3 combo values), then the
+        bundle folder and every path in its bundle.json.
 
-        Why ``model`` alone: ComfyUI attaches a validate_inputs message to every input the function
-        takes; whether the bundle has a distilled generator is checked first thing in execute.
+        ComfyUI attaches a validate_inputs message to every input the function takes, so each message
+        names its input; whether the bundle has a distilled generator is checked first thing in execute.
         """
-        return _error_text(_check_bundle, model, False)
+        return choice_error("transformer", transformer, TRANSFORMERS) or _error_text(_check_bundle, model, False)
 
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
         from magicinfinite_core.weights.bundle import load_bundle
         from magicinfinite_core.weights.model_cache import model_cache
 
+        check_choices(transformer=(transformer, TRANSFORMERS))
         distilled = transformer == TRANSFORMERS[1]
         path = _check_bundle(model, distilled)
         # the batch runner's model cache (off in a ComfyUI server, whose own cache reuses this output)
@@ -225,14 +229,17 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, dit_name: str) -> bool | str:
-        return _error_text(_dit_path, dit_name)
+    def validate_inputs(cls, dit_name: str, weight_dtype: str | None = None) -> bool | str:
+        """``weight_dtype`` among the offered dtypes (ComfyUI 0.3.75 does not check V3 combo values; ``int8``
+        ended in a raw torch error), then the weights file."""
+        return choice_error("weight_dtype", weight_dtype, _DTYPES) or _error_text(_dit_path, dit_name)
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
         from magicinfinite_core.weights.model_cache import model_cache
         from magicinfinite_core.weights.transformer_layouts import load_transformer
 
+        check_choices(weight_dtype=(weight_dtype, _DTYPES))
         path, dtype = _dit_path(dit_name), _dtype(weight_dtype)
         return io.NodeOutput(model_cache().get("dit", path, lambda: load_transformer(path, dtype=dtype), dtype=dtype))
 

@@ -27,10 +27,14 @@ from .common import (
     MagicModel,
     NodeInputError,
     caught_warnings,
+    check_choices,
     check_floats,
+    choice_error,
+    choices_error,
     progress_callback,
     send_warnings,
     state_dir_for,
+    stop_if_interrupted,
     torch_device,
     ui_output,
 )
@@ -66,6 +70,11 @@ class MagicInfiniteCFG(io.ComfyNode):
             ],
             outputs=[MagicCFG.Output("cfg", display_name="cfg")],
         )
+
+    @classmethod
+    def validate_inputs(cls, mode: str | None = None) -> bool | str:
+        """``mode`` among CFG_MODES (ComfyUI 0.3.75 does not check V3 combo values)."""
+        return choice_error("mode", mode, CFG_MODES) or True
 
     @classmethod
     def execute(cls, mode: str, audio_scale: float, text_scale: float, boundary: float) -> io.NodeOutput:
@@ -204,16 +213,21 @@ class MagicInfiniteSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window: int, overlap: int) -> bool | str:
-        """The window/overlap pair (ComfyUI checks every other input's range itself).
+    def validate_inputs(cls, window: int, overlap: int, mode: str | None = None, backend: str | None = None,
+                        device: str | None = None) -> bool | str:
+        """The choices (mode, backend, device) and the window/overlap pair.
 
-        Why only these two: ComfyUI 0.3.75 attaches a validate_inputs message to EVERY input this
-        function takes and skips its own min/max for them; taking just the pair keeps each message on
-        the inputs it is about. Checks ComfyUI cannot do (NaN shift, resume_dir path, cuda) run first
-        thing in execute, before this node does any work.
+        Why these: ComfyUI 0.3.75 does not check V3 combo values (see common.choice_error), and the
+        window/overlap pair needs both values. ComfyUI attaches this function's message to every input
+        it takes and skips its own min/max for them, so the message names the input it is about and the
+        ranges are enforced here. Checks ComfyUI cannot do before the run (NaN shift, resume_dir path,
+        cuda) run first thing in execute, before this node does any work.
         """
         from magicinfinite_core.sampling.sliding_window import window_sizes
 
+        err = choices_error(mode=(mode, SAMPLER_MODES), backend=(backend, BACKENDS), device=(device, DEVICES))
+        if err:
+            return err
         if not WINDOW_RANGE[0] <= int(window) <= WINDOW_RANGE[1]:
             return f"window {window} must be in {WINDOW_RANGE[0]}..{WINDOW_RANGE[1]}"
         if not OVERLAP_RANGE[0] <= int(overlap) <= OVERLAP_RANGE[1]:
@@ -228,6 +242,7 @@ class MagicInfiniteSampler(io.ComfyNode):
     def check_inputs(cls, shift: float, resume_dir: str, device: str) -> None:
         """The single-input checks ComfyUI's validation cannot make (raised as one NodeInputError)."""
         check_floats(shift=(shift, SHIFT_RANGE[0], SHIFT_RANGE[1]))
+        check_choices(device=(device, DEVICES))
         state_dir_for(resume_dir)  # relative, no '..', inside output/magicinfinite_state
         if device == "cuda":
             import torch
@@ -279,6 +294,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         mask_hw = (model.height, model.width)
         if speaker_masks is not None and moves_portrait(model.vae):
             mask_hw = tuple(speaker_masks.shape[-2:])
+        stop_if_interrupted()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -291,6 +307,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)
+                stop_if_interrupted()  # face detection and portrait encoding done
                 # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's state
                 sampler_fn = None if state_dir is not None else wavefront_sampler_fn(
                     on_final=frame_previews(model, progress, prep.reference))

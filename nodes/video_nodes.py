@@ -16,7 +16,9 @@ from .common import (
     MagicModel,
     check_floats,
     check_prefix,
+    choice_error,
     progress_callback,
+    stop_if_interrupted,
     torch_device,
 )
 
@@ -93,8 +95,10 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, filename_prefix: str) -> bool | str:
-        return check_prefix(filename_prefix) or True
+    def validate_inputs(cls, filename_prefix: str, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values) and a prefix that stays
+        inside the output folder and is a usable file name (no NUL, not thousands of characters)."""
+        return choice_error("device", device, DEVICES) or check_prefix(filename_prefix) or True
 
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
@@ -107,6 +111,7 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         full_folder, file, subfolder = output_file(latent, filename_prefix, model.width, model.height)
         path = os.path.join(full_folder, file)
         dev = torch_device(device)
+        stop_if_interrupted()
         decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
                       chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id),
                       portrait=latent.get("reference"))
@@ -143,6 +148,11 @@ class MagicInfiniteDecode(io.ComfyNode):
             ],
             hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values)."""
+        return choice_error("device", device, DEVICES) or True
 
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], max_seconds: float, decode_chunk: int,

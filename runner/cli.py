@@ -1,7 +1,9 @@
 """`magicinfinite` command line: generate a video, or run / batch ComfyUI workflows headlessly.
 
-Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1, so
-scripts can rely on the exit code and humans get something to act on. `run` and `batch` belong to
+Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1 (`batch`:
+2 for a bad jobs file or arguments, 1 when some job failed; see `run --help` / `batch --help`), argparse
+usage errors with 2 and Ctrl-C with 130, so scripts can rely on the exit code and humans get something
+to act on. `run` and `batch` belong to
 the headless runner (runner/headless.py, runner/batch.py) and are imported only when used. The entry
 point lives here, outside the core, because it calls both the core and the runner.
 """

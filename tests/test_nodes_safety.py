@@ -106,17 +106,18 @@ def test_every_range_is_enforced_with_one_message_on_the_right_input(comfyui_ser
     # ranges ComfyUI skipped before because validate_inputs took these inputs
     e = errs(**{"6.steps": 10000})
     assert [(n, label) for n, label, _ in e] == [("6", "steps")], e
+    # ComfyUI labels a validate_inputs message with every input that function takes: the window/overlap
+    # pair and the choices it checks (mode, backend, device), never steps, resume_dir...
+    taken = {"window", "overlap", "mode", "backend", "device"}
     e = errs(**{"6.window": 2001})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and all("window 2001 must be in 5..1025" in d
-                                                                           for _, _, d in e), e
-    # one bad overlap: reported on window/overlap (the pair it breaks), never under steps, resume_dir...
+    assert {label for _, label, _ in e} == taken and all("window 2001 must be in 5..1025" in d for _, _, d in e), e
     e = errs(**{"6.overlap": 40})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and len(e) == 2, e
+    assert {label for _, label, _ in e} == taken and len(e) == len(taken), e
     assert all("must be under half the window" in d for _, _, d in e)
     e = errs(**{"6.seed": -1})
     assert [(n, label) for n, label, _ in e] == [("6", "seed")], e
     e = errs(**{"5.num_speakers": 9})
-    assert {label for _, label, _ in e} <= {"num_speakers", "face_order"} and "1..4" in e[0][2], e
+    assert {label for _, label, _ in e} <= {"num_speakers", "face_order", "source"} and "1..4" in e[0][2], e
     # a NaN sent for a float is one message under its own label when ComfyUI can check it (not in validate_inputs)
     r = _post(comfyui_server, magic_workflow("single_speaker", magic_test_bundle, voice, **{"6.shift": 60.0}))
     body = r.json()
@@ -142,7 +143,8 @@ def test_bundle_json_paths_outside_the_bundle_are_refused(comfyui_server, comfyu
         spec["dit"] = dit
         (dest / "bundle.json").write_text(json.dumps(spec))
         e = _errors(comfyui_server, magic_workflow("single_speaker", name, voice))
-        assert [(n, label) for n, label, _ in e] == [("1", "model")], e  # one message, on `model`
+        # one message, labelled by ComfyUI with both inputs the loader's validate_inputs takes
+        assert sorted((n, label) for n, label, _ in e) == [("1", "model"), ("1", "transformer")], e
         assert ("absolute paths are refused" if name.endswith("abs") else "leaves the bundle folder") in e[0][2], e
     _still_serving(comfyui_server)
 

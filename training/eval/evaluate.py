@@ -374,10 +374,18 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
     plan = step_plans(t_lat, sampler, n_steps)[-1]
     seams = sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
     pred = metrics.mouth_openings(frames, boxes)
+    # upper face (issue 26): the speaker's face box above its mouth box, in frame 0 (world clips have no landmarks)
+    spk = int(clip.meta.get("speaker", 0))
+    upper = metrics.upper_face_box_mask(clip.gt["face_box"][0, spk], float(np.asarray(boxes).reshape(-1, 4)[0, 1]),
+                                        *clip.frames.shape[1:3])
+    flick = metrics.flicker(frames, upper)
     return {
         "clip": d.name, "seconds": n / 25.0, "generate_s": round(gen_s, 1),
         "lipsync_r": metrics.pearson(pred, item["mouth_open"].numpy()),
         "seam_score": metrics.seam_score(frames, seams),
+        "seam_score_upper": metrics.seam_score(frames, seams, mask=upper),
+        "upper_flicker": flick["mean"], "upper_flicker_p95": flick["p95"],
+        "upper_drift_db": metrics.drift(frames, clip.frames[0], upper, span_s=1.0)["drift_db"],
         **metrics.drift(frames, clip.frames[0], keep),
         "gt_drift": metrics.drift(clip.frames, clip.frames[0], keep),
     }
