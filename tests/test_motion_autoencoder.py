@@ -70,6 +70,21 @@ def test_a_shift_is_measured_as_flow_and_rebuilt_by_the_warp():
     assert float(err) < 0.25 * float(copy)
 
 
+def test_cells_that_stand_still_get_exactly_zero_flow():
+    """Optical flow in an unchanged (or flat) region is noise; the still gate keeps it out of the latent."""
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    p = _texture(seed=6)
+    p[..., :, 64:] = 0.1  # a flat right half, where flow is unmeasurable
+    moved = _shifted_video(p, [0, 2, 2, 2, 2])
+    video = p[:, :, None].repeat(1, 1, 5, 1, 1)
+    video[..., 40:88, 8:56] = moved[..., 40:88, 8:56]  # only a patch on the textured left moves
+    g = torch.Generator().manual_seed(0)
+    video = (video + 0.004 * torch.randn(video.shape, generator=g)).clamp(-1, 1)  # sensor noise everywhere
+    flow = ae.slot_codes(ae.encode(video))[0, 1:, :2]  # [F, 2, 16, 16]
+    assert torch.count_nonzero(flow[..., :, 9:]) == 0  # the flat half and everything away from the patch
+    assert float(flow[:, 0, 6:10, 2:6].mean()) < -1.5  # the moving patch keeps its flow (2 px to the right)
+
+
 def test_chunked_decode_equals_one_shot_and_latent_frame_zero_is_frame_zero_alone():
     ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=3))
     g = torch.Generator().manual_seed(3)

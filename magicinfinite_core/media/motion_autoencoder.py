@@ -45,6 +45,11 @@ class MotionAutoencoderConfig:
     reference_subcells: int = 4  # the DiT's portrait condition: mean colours of sub x sub parts per cell
     temporal_compression_ratio: int = 4
     flow_scale: float = 1.0  # latent units per working-grid pixel of displacement
+    # Encode: a cell keeps its measured flow only if warping explains it better than standing still
+    # by this mean absolute error ([-1, 1] units; 0.01 ~ 1.3 grey levels). Why: optical flow in flat
+    # or unchanged regions is noise (0.65 px mean in still heads' upper faces), which a DiT learns
+    # and then draws as flicker on textured faces.
+    still_gate: float = 0.01
     residual_scale: float = 1.0  # latent units per unit of residual PCA code
 
     @property
@@ -207,10 +212,22 @@ class MotionAutoencoder(nn.Module):
 
     def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
         """Unscaled per-frame codes [F, 2 + R, h, w] of frames [F, 3, H, W] (working size) against the portrait."""
-        flow = self._cell_flow(frames, portrait)
+        flow = self.gated_flow(frames, portrait, self._cell_flow(frames, portrait))
         h, w = frames.shape[-2:]
         warped = warp(portrait[None].expand(len(frames), -1, -1, -1), self._upsample(flow, h, w))
         return torch.cat([flow, self._residual_code(frames, warped)], dim=1)
+
+    def gated_flow(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """Zero the flow of cells that standing still explains as well (`still_gate`), twice: the
+        bilinear field of a cell depends on its neighbours, so the second pass sees the first's zeros."""
+        h, w = frames.shape[-2:]
+        p = portrait[None].expand(len(frames), -1, -1, -1)
+        e_still = F.avg_pool2d((frames - p).abs().mean(1, keepdim=True), self.cfg.cell)
+        for _ in range(2):
+            warped = warp(p, self._upsample(flow, h, w))
+            e_flow = F.avg_pool2d((frames - warped).abs().mean(1, keepdim=True), self.cfg.cell)
+            flow = flow * (e_flow < e_still - self.cfg.still_gate).to(flow.dtype)
+        return flow
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, frames: torch.Tensor, portrait: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
