@@ -17,7 +17,7 @@ from magicinfinite_core.errors import MagicInfiniteError
 
 MAX_STEPS = 200  # denoising steps (the sampler node's maximum)
 WINDOW_RANGE = (5, 1025)  # video frames per sliding window
-OVERLAP_RANGE = (4, 1024)  # video frames shared by neighbouring windows
+OVERLAP_RANGE = (0, 1024)  # video frames shared by neighbouring windows (0: windows side by side)
 MAX_VIDEO_SECONDS = 4 * 3600  # audio / video length: the features of the whole voice are held in memory
 RESOLUTION_RANGE = (16, 4096)  # model frame height and width, pixels
 MAX_DISTILLED_STEPS = 64  # entries of a distilled generator's step list

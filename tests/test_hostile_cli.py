@@ -73,7 +73,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 CLI_CASES = [
     (["--steps", "1000000000"], "--steps must be at most 200"),
     (["--window", "100001", "--overlap", "8"], "--window must be in 5..1025"),
-    (["--overlap", "100000"], "--overlap must be in 4..1024"),
+    (["--overlap", "100000"], "--overlap must be in 0..1024"),
     (["--device", "tpu:3"], "--device 'tpu:3' is not a device"),
     (["--device", "cuda:abc"], "is not a device"),
 ]
@@ -121,7 +121,7 @@ BUNDLE_CASES = {
     "resolution-zero": ("resolution", [0, 0], "'resolution' height must be in 16..4096, got 0"),
     "vae-kind": ("vae.config.kind", "magic", "unknown autoencoder kind 'magic'"),
     "format": ("format", "magicinfinite-bundle/9", "'format' is 'magicinfinite-bundle/9'"),
-    "overlap": ("sampler", {"window_frames": 33, "overlap_frames": -5}, "overlap must be in 4..1024, got -5"),
+    "overlap": ("sampler", {"window_frames": 33, "overlap_frames": -5}, "overlap must be in 0..1024, got -5"),
     "max_length": ("text_encoder", {"config": {"kind": "minilm", "max_length": 0}}, "'max_length' must be in 1..4096"),
     "steps": ("sampler", {"steps": 1e9}, "'sampler' 'steps' must be an integer in 1..200"),
     "nan-scale": ("vae.config.scaling_factor", float("nan"), "'scaling_factor' must be a finite number"),
