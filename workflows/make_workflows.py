@@ -64,7 +64,7 @@ def single_speaker() -> dict[str, Any]:
 def two_speakers() -> dict[str, Any]:
     """Dialogue: speaker 1 (left face) talks first, speaker 2 (right face) answers after 4.5 s."""
     wf = _base("portrait_two_speakers.png", "voice_one_speaker.wav",
-               "A pencil sketch of two people talking in turn, in front of a still background.",
+               "A photo of two people talking in turn, holding their heads steady, in front of a still background.",
                "MagicInfinite/two_speakers", speakers=2)
     wf["8"] = {"class_type": "LoadAudio", "inputs": {"audio": DEMO + "voice_second_speaker.wav"},
                "_meta": {"title": "Voice (speaker 2)"}}
