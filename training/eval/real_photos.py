@@ -123,9 +123,9 @@ class FaceReading:
 
 
 def _lip_indices() -> list[int]:
-    from mediapipe.python.solutions import face_mesh
+    from magicinfinite_core.inputs.face_tasks import LIP_POINTS
 
-    return sorted({i for pair in face_mesh.FACEMESH_LIPS for i in pair})
+    return list(LIP_POINTS)
 
 
 class FaceMeter:
@@ -133,13 +133,12 @@ class FaceMeter:
     the graphs costs ~0.5 s each)."""
 
     def __init__(self, min_side: int = 256, crop: int = 256) -> None:
-        from mediapipe.python.solutions import face_mesh
-
+        from magicinfinite_core.inputs.face_tasks import FaceMesh
         from magicinfinite_core.inputs.masks import FaceDetector
 
         self.min_side, self.crop = min_side, crop
         self.detector = FaceDetector(min_confidence=0.5)
-        self.mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=0.3)
+        self.mesh = FaceMesh(max_faces=1, min_detection_confidence=0.3)
         self.lips = _lip_indices()
 
     def close(self) -> None:
@@ -168,13 +167,13 @@ class FaceMeter:
             x0, y0 = cx - side / 2, cy - side / 2
             crop = Image.fromarray(img).crop((int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side))))
             crop = np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop), Image.BICUBIC)))
-            res = self.mesh.process(crop)
+            found = self.mesh.landmarks(crop)
             gap, lips = float("nan"), None
-            if res.multi_face_landmarks:
-                lm = res.multi_face_landmarks[0].landmark
-                gap = abs(lm[_MP_LOWER].y - lm[_MP_UPPER].y) / max(abs(lm[_MP_CHIN].y - lm[_MP_TOP].y), 1e-6)
-                px = np.array([(x0 + lm[i].x * side) / s for i in self.lips])
-                py = np.array([(y0 + lm[i].y * side) / s for i in self.lips])
+            if found:
+                lm = found[0]  # [468, 2] normalised x, y
+                gap = abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1]) / max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6)
+                px = np.array([(x0 + lm[i, 0] * side) / s for i in self.lips])
+                py = np.array([(y0 + lm[i, 1] * side) / s for i in self.lips])
                 lips = (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
             out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), float(gap), lips))
         return out
