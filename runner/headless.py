@@ -544,8 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for node_id, out in result["outputs"].items():
             for text in out.get("text", []):
                 print(f"node {node_id}: {text}")
-        for f in result["files"]:
-            print(f)
+        temp = str(Path(_Comfy.folder_paths.get_temp_directory()).resolve())
+        for f in result["files"]:  # results only: a preview node's temporary PNG is not one
+            if not Path(f).resolve().is_relative_to(temp):
+                print(f)
     return 0
 
 

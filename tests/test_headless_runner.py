@@ -168,6 +168,10 @@ def test_readme_demo_workflow_with_the_embedded_demo_model(comfyui_install, tmp_
         seconds = float(audio.duration * audio.time_base)
     assert frames == 111  # workflows/assets/voice_one_speaker.wav is 4.44 s
     assert abs(seconds - 4.44) < 0.05
+    # a newcomer sees the result, not noise: no TF Lite / absl start-up lines, no temporary preview PNG
+    assert "XNNPACK" not in proc.stderr and "W0000" not in proc.stderr, proc.stderr[-2000:]
+    files = [line for line in proc.stdout.splitlines() if line.startswith("/")]
+    assert files == [str(videos[0].resolve())], proc.stdout
 
 
 _PROMPT_SERVER_ORDER = """
