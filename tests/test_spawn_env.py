@@ -43,7 +43,10 @@ _COMFY_LIKE_MAIN = """
     importlib.import_module("utils.extra_config")
     importlib.import_module("comfy.options")
     importlib.import_module("comfy.cli_args").args.cpu = True
-    importlib.import_module("nodes")
+    importlib.import_module("nodes")  # 0.3.75 puts comfy/ first on sys.path here
+    comfy_pkg = os.path.join(os.environ["MI_COMFYUI"], "comfy")
+    if not sys.path[0].endswith("comfy"):  # newer ComfyUI does it when it loads custom nodes
+        sys.path.insert(0, comfy_pkg)
     with open(os.environ["MI_MARK"], "a") as f:
         f.write("main ran\\n")
 
