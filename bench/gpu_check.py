@@ -27,6 +27,11 @@ runs) and the JSON is rewritten after every stage, so a run cut short still leav
                    next to the paper's 8 GPU-s per video-second (10 s of video in 10 s on 8 H100)
   block_swap       the memory option for smaller cards: all blocks streamed from pinned host memory
                    (models/block_swap.py): time, peak memory, difference to the resident model
+  avatar           HunyuanVideo-Avatar (hunyuan-avatar preset, random weights; the 13B DiT of the stages
+                   above is freed first) at its own shape: 704x768, 129 frames = one window of 33 latent
+                   frames (+ the reference frame's tokens), one speaker: seconds per forward (= per step
+                   without CFG; its guidance runs 2 passes) and peak memory in bf16, with fp8 block linears,
+                   and with block swap (adapters included); errors against the bf16 forward
 
 Nothing is downloaded. Sizes: HunyuanVideo frames are multiples of 16 px, so "540x540" runs at 544x544
 (34x34 tokens, as bench/usp_scaling.py does); 720x720 is itself a multiple of 16. Text stream: 256
@@ -79,7 +84,7 @@ GOAL_GPU_S_PER_VIDEO_S = 4.0  # issue 18's goal: 2x the paper per GPU
 TEXT_TOKENS, IMAGE_TOKENS = 256, 576
 # Rough seconds of each CUDA stage on an H100-class GPU (for the --budget-s guard; 0 = always run).
 CUDA_ESTIMATE_S = {"dit_window": 25, "cfg_batched": 25, "sdpa_backends": 10, "compile": 120, "fp8": 30,
-                   "vae_decode": 40, "xfuser_world1": 30, "generation": 120, "block_swap": 60}
+                   "vae_decode": 40, "xfuser_world1": 30, "generation": 120, "block_swap": 60, "avatar": 240}
 
 
 def peak_tflops(name: str) -> float | None:
@@ -204,6 +209,28 @@ def window_inputs(model: MagicInfiniteDiT, pixels: int, frames: int, text_tokens
     return out
 
 
+def avatar_window_inputs(model: MagicInfiniteDiT, height: int, width: int, frames: int, text_tokens: int,
+                         speakers: int = 1, seed: int = 0) -> dict[str, Any]:
+    """One HunyuanVideo-Avatar window's forward inputs: the latent, the portrait's latent over the window,
+    Whisper windows of its video frames (one stream per speaker) and full face masks."""
+    cfg, av = model.cfg, model.cfg.avatar
+    p = next(model.parameters())
+    dev, dt = p.device, p.dtype
+    t = latent_frames(frames)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, cfg.in_channels, t, height // 8, width // 8, generator=g).to(dev, dt)
+    grid = model.token_grid(tuple(x.shape[2:]))
+    return {
+        "x": x, "timestep": torch.full((1,), 750.0, device=dev),
+        "txt": torch.randn(1, text_tokens, cfg.text_dim, generator=g).to(dev, dt), "txt_mask": None,
+        "pooled": torch.randn(1, cfg.pooled_dim, generator=g).to(dev, dt),
+        "audio": torch.randn(1, speakers, av.frames_per_latent * (t - 1) + 1, av.audio_window, av.audio_layers,
+                             av.audio_channels, generator=g).to(dev, dt),
+        "speaker_mask": torch.ones(1, speakers, *grid, device=dev, dtype=dt),
+        "ref_latent": torch.randn(x.shape, generator=g).to(dev, dt),
+    }
+
+
 def forward_shape(model: MagicInfiniteDiT, inputs: dict[str, Any]) -> ForwardShape:
     x = inputs["x"]
     return ForwardShape.for_window(model.cfg, tuple(x.shape[2:]), inputs["txt"].shape[1],
@@ -241,7 +268,7 @@ class GPUCheck:
         stages += [("cfg_batched", self.cfg_batched), ("sdpa_backends", self.sdpa_backends),
                    ("compile", self.compile), ("fp8", self.fp8), ("vae_decode", self.vae_decode),
                    ("xfuser_world1", self.xfuser_world1), ("generation", self.generation),
-                   ("block_swap", self.block_swap)]
+                   ("block_swap", self.block_swap), ("avatar", self.avatar)]
         for name, fn in stages:
             self._stage(name, fn)
         self.result["summary"] = self.summary()
@@ -678,6 +705,51 @@ class GPUCheck:
             swap.remove()
         return res
 
+    # --- 12
+    def avatar(self) -> dict[str, Any]:
+        """HunyuanVideo-Avatar's window: bf16, fp8 block linears, block swap (each: seconds, peak memory)."""
+        from magicinfinite_core.models.block_swap import BlockSwap
+        from magicinfinite_core.models.fp8 import quantize_linears, restore_linears
+
+        self.model = self.ref_out = None  # the 13B backbone of the stages above: free it first
+        if self.cuda:
+            torch.cuda.empty_cache()
+        h, w = self.args.avatar_size
+        reset_peak(self.device)
+        t_build, model = self.timer.once(lambda: build_dit(self.args.avatar_preset, self.device, self.dtype))
+        inp = avatar_window_inputs(model, h, w, self.args.avatar_frames, self.args.text_tokens)
+        t_lat, hh, ww = model.token_grid(tuple(inp["x"].shape[2:]))
+        res: dict[str, Any] = {
+            "preset": self.args.avatar_preset, "size": [h, w], "frames": self.args.avatar_frames,
+            "latent_frames": t_lat, "video_tokens": t_lat * hh * ww, "reference_tokens": hh * ww,
+            "params": count_parameters(model), "build_s": t_build,
+            "weights_gb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
+        }
+        repeats = max(1, self.args.repeats // 2)
+
+        def measure() -> tuple[dict[str, Any], torch.Tensor]:
+            reset_peak(self.device)
+            with torch.inference_mode():
+                timing = self.timer.median(lambda: model(**inp), repeats)
+                out = model(**inp)
+            return {**timing, "peak_memory_gb": peak_gb(self.device)}, out
+
+        res["bf16"], ref = measure()
+        replaced = quantize_linears(model, "scaled_mm" if self.cuda else "dequant")
+        try:
+            res["fp8"], out = measure()
+            res["fp8"].update(layers=len(replaced), **rel_err(out, ref))
+        finally:
+            restore_linears(replaced)
+        swap = BlockSwap(model, self.device, resident=0, prefetch=1)
+        try:
+            res["block_swap"], out = measure()
+            res["block_swap"].update(swapped_gb=swap.swapped_bytes / 1e9, identical_to_bf16=bool(torch.equal(out, ref)),
+                                     stats=dict(swap.stats), **rel_err(out, ref))
+        finally:
+            swap.remove()
+        return res
+
     # --- summary
     def summary(self) -> dict[str, Any]:
         st = self.result["stages"]
@@ -697,6 +769,9 @@ class GPUCheck:
         fp8 = st.get("fp8", {})
         if fp8.get("status") == "ok":
             s["fp8"] = {m: {k: fp8[m][k] for k in ("speedup_vs_bf16", "rel_l2", "max_abs")} for m in ("scaled_mm", "dequant")}
+        av = st.get("avatar", {})
+        if av.get("status") == "ok":
+            s["avatar"] = {m: {k: av[m].get(k) for k in ("median_s", "peak_memory_gb")} for m in ("bf16", "fp8", "block_swap")}
         gen = st.get("generation", {})
         if gen.get("status") == "ok":
             s["gpu_s_per_video_s"] = gen["gpu_s_per_video_s"]
@@ -774,16 +849,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--budget-s", type=float, default=420.0,
                     help="CUDA: skip a stage when less time than its estimate is left")
     ap.add_argument("--skip", nargs="*", default=[], help="stage names to skip")
+    ap.add_argument("--avatar-preset", default=None, help="Avatar DiT preset (hunyuan-avatar; tiny-avatar with --tiny)")
+    ap.add_argument("--avatar-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="Avatar window size in px (704 768; 64 64 with --tiny)")
+    ap.add_argument("--avatar-frames", type=int, default=None,
+                    help="Avatar window in video frames (129 = 33 latent frames; 9 with --tiny)")
     args = ap.parse_args(argv)
     tiny = args.tiny
     defaults = {"preset": "tiny" if tiny else "hunyuan-13b", "sizes": [64, 96] if tiny else [544, 720],
                 "text_tokens": 24 if tiny else TEXT_TOKENS + IMAGE_TOKENS, "repeats": 2 if tiny else 5,
                 "seconds": 2.0 if tiny else 10.0, "vae_preset": "tiny" if tiny else "hunyuan",
-                "vae_size": 128 if tiny else 544, "vae_tile": 64 if tiny else 256}
+                "vae_size": 128 if tiny else 544, "vae_tile": 64 if tiny else 256,
+                "avatar_preset": "tiny-avatar" if tiny else "hunyuan-avatar",
+                "avatar_size": [64, 64] if tiny else [704, 768], "avatar_frames": 9 if tiny else 129}
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    bad = [px for px in args.sizes + [args.vae_size] if px % 16]
+    bad = [px for px in args.sizes + [args.vae_size] + list(args.avatar_size) if px % 16]
     if bad:
         ap.error(f"sizes must be multiples of 16 px (HunyuanVideo: 8x VAE, 2x2 patches), got {bad}")
     return args

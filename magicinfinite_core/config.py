@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 VIDEO_FPS = 25
+MAX_OUTPUT_SIDE = 1024  # motion-latent models: the video is the portrait's own size, up to this a side
 AUDIO_SAMPLE_RATE = 16_000
 TEMPORAL_RATIO = 4  # the causal VAE: frame 0 alone, then one latent frame per 4 video frames
 
@@ -33,6 +34,39 @@ class AudioLayerConfig:
     context_dim: int = 128  # size of an audio context token
     num_heads: int = 4
     single_block_every: int = 2  # one audio layer after every 2nd single block
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    """HunyuanVideo-Avatar's added modules as an option of our DiT (Tencent-Hunyuan/HunyuanVideo-Avatar).
+
+    Why an option and not a fork: the backbone is the same MM-DiT; Avatar adds a reference-latent path
+    (`ref_in` + `before_proj`, and the first reference frame prepended as tokens at RoPE time
+    `ref_time`), an audio projection of Whisper windows (`audio_proj`), motion / fps embeddings added
+    to the vector condition, and single-head perceiver cross-attention adapters after some double
+    blocks, gated by the face mask. docs/hunyuan_avatar.md lists where each fact comes from.
+    """
+
+    audio_window: int = 10  # Whisper frames per video frame (50 Hz encoder, 25 fps video, +-context)
+    audio_layers: int = 5  # Whisper-tiny hidden states stacked: embeddings + 4 encoder layers
+    audio_channels: int = 384  # Whisper-tiny width
+    audio_hidden: int = 1024  # AudioProjNet2 intermediate size
+    tokens_per_frame: int = 4  # audio tokens per video frame (16 per latent frame)
+    frames_per_latent: int = 4  # the causal VAE: video frame 0 is repeated to fill latent frame 0
+    adapter_dim: int = 1024  # the adapters' single attention head width (to_q / to_kv / to_out)
+    adapter_norm_eps: float = 1e-5  # nn.LayerNorm's default, as in the reference adapters
+    adapter_after_double: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
+    motion_values: int = 4  # motion_exp / motion_pose: 4 scalars each, embedded to hidden/4 and joined
+    ref_time: int = -1  # RoPE time of the prepended reference-frame tokens
+    # the reference's inputs when a caller gives none (its dataset: expression 30, head pose 25, 25 fps)
+    default_motion_exp: float = 30.0
+    default_motion_pose: float = 25.0
+    default_fps: float = 25.0
+
+    @property
+    def audio_feature_dim(self) -> int:
+        """One video frame's flattened Whisper window: window x layers x channels (19200 for tiny)."""
+        return self.audio_window * self.audio_layers * self.audio_channels
 
 
 @dataclass(frozen=True)
@@ -77,6 +111,17 @@ class DiTConfig:
     reference_gate: bool = False
     # the gate logit's start (fresh models and `models.dit.with_reference_gate`): sigmoid(5) = 0.993, nearly the full skip
     reference_gate_init: float = 5.0
+    # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
+    avatar: AvatarConfig | None = None
+    # Channels of the portrait condition in the I2V concat; 0: the latent's own (the portrait latent).
+    # A motion latent (media/motion_autoencoder.py) codes motion, so the portrait's latent is zero and
+    # the condition is the portrait's appearance on the latent grid, with its own channel count.
+    condition_channels: int = 0
+    # What the final layer emits: "velocity" (flow matching's target), or "x0" (the clean latent; the
+    # forward still returns the velocity (x - x0) / sigma). Why x0: with a motion latent, "stand still"
+    # is x0 = 0, which a zero output gives exactly at every noise level, while a velocity head must
+    # reproduce the noisy input x / sigma in still regions (where the demo's flicker came from).
+    prediction: str = "velocity"
 
     @property
     def head_dim(self) -> int:
@@ -96,11 +141,20 @@ class DiTConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if sum(self.rope_dims) != self.head_dim:
             raise ValueError(f"rope_dims {self.rope_dims} must sum to head_dim {self.head_dim}")
-        if self.in_channels not in (self.out_channels, 2 * self.out_channels + 1):
+        if self.condition_channels < 0:
+            raise ValueError(f"condition_channels must be >= 0, got {self.condition_channels}")
+        concat = self.out_channels + self.cond_channels + 1
+        if self.in_channels not in (self.out_channels, concat):
             raise ValueError(
                 f"in_channels {self.in_channels} must be out_channels ({self.out_channels}) or "
-                f"2*out_channels+1 ({2 * self.out_channels + 1}) for the I2V latent concat"
+                f"out_channels + condition channels + 1 ({concat}) for the I2V latent concat"
             )
+        if self.prediction not in ("velocity", "x0"):
+            raise ValueError(f"prediction must be 'velocity' or 'x0', got {self.prediction!r}")
+        if self.prediction == "x0" and self.reference_skip:
+            raise ValueError("prediction 'x0' and reference_skip are two answers to one problem; pick one")
+        if self.reference_skip and self.cond_channels != self.out_channels:
+            raise ValueError("reference_skip subtracts the portrait latent: condition_channels must be the latent's")
 
         if self.image_condition not in ("first_frame", "every_frame"):
             raise ValueError(f"image_condition must be 'first_frame' or 'every_frame', got {self.image_condition!r}")
@@ -108,14 +162,32 @@ class DiTConfig:
             raise ValueError("reference_skip needs the every_frame image condition (in_channels = 2*out_channels+1)")
         if self.reference_gate and not self.reference_skip:
             raise ValueError("reference_gate gates the reference skip; set reference_skip too")
+        if self.avatar is not None:
+            if self.audio is not None or self.in_channels != self.out_channels or self.reference_skip:
+                raise ValueError(
+                    "the avatar option replaces our audio layers and the I2V concat: set audio=None, "
+                    "in_channels=out_channels and reference_skip=False"
+                )
+            if self.hidden_size % self.avatar.motion_values:
+                raise ValueError(f"hidden_size {self.hidden_size} is not divisible by motion_values")
+            if any(not 0 <= i < self.depth_double for i in self.avatar.adapter_after_double):
+                raise ValueError(
+                    f"avatar adapters after double blocks {self.avatar.adapter_after_double} but the "
+                    f"model has {self.depth_double}"
+                )
 
     @property
     def every_frame_reference(self) -> bool:
         return self.image_condition == "every_frame"
 
     @property
+    def cond_channels(self) -> int:
+        """Channels of the portrait condition in the I2V concat."""
+        return self.condition_channels or self.out_channels
+
+    @property
     def image_concat(self) -> bool:
-        return self.in_channels == 2 * self.out_channels + 1
+        return self.in_channels == self.out_channels + self.cond_channels + 1
 
     @property
     def image_mode(self) -> str | None:
@@ -129,10 +201,13 @@ class DiTConfig:
     def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
         d = dict(d)
         audio = d.pop("audio", None)
+        avatar = d.pop("avatar", None)
         for key in ("patch_size", "rope_dims"):
             if key in d:
                 d[key] = tuple(d[key])
-        return cls(**d, audio=AudioLayerConfig(**audio) if audio else None)
+        if avatar:
+            avatar = AvatarConfig(**{**avatar, "adapter_after_double": tuple(avatar["adapter_after_double"])})
+        return cls(**d, audio=AudioLayerConfig(**audio) if audio else None, avatar=avatar or None)
 
     def without_audio(self) -> DiTConfig:
         return replace(self, audio=None)
@@ -189,14 +264,26 @@ DEFAULT_AUDIO_SCALE = 4.0  # CFG scale of the audio condition (Eq. 7)
 DEFAULT_TEXT_SCALE = 3.0  # CFG scale of the text + portrait condition
 DEFAULT_CFG_BOUNDARY = 0.75  # sigma >= boundary: two-fold guidance; below: three-fold
 DISTILLED_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)  # the paper's 4-step list (warped by the shift)
+DEFAULT_WINDOW = 33  # video frames per sliding window (9 latent frames)
+DEFAULT_OVERLAP = 8  # video frames shared by consecutive windows (2 latent frames)
+
+# HunyuanVideo-Avatar's sampler (docs/hunyuan_avatar.md): the defaults of any model with `DiTConfig.avatar`
+# (bundle.json "sampler" format). Its windows are 33 latents = 129 video frames; "guidance": "avatar" selects
+# `sampling.guidance.DecayingGuidance`. Our seams blend over `overlap` frames and move every step
+# (sliding_window.py) where the reference's windows wrap around the video's end (see the doc for why).
+AVATAR_SAMPLER = {"steps": 50, "shift": 5.0, "window_frames": 129, "overlap_frames": 8, "guidance": "avatar"}
+AVATAR_RESOLUTION = (704, 768)  # (H, W): the reference's 720p-class training size, 16-pixel aligned
+# A one-file Avatar model narrower than the real one (tests, tiny workflows) renders at this size instead.
+AVATAR_SMALL_RESOLUTION = (64, 64)
+AVATAR_SMALL_HIDDEN = 1024  # hidden sizes below this count as "small"
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     steps: int = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
-    window_frames: int = 33  # video frames per window (9 latent frames)
-    overlap_frames: int = 8  # video frames shared by consecutive windows (2 latent frames)
+    window_frames: int = DEFAULT_WINDOW
+    overlap_frames: int = DEFAULT_OVERLAP
     shift_windows: bool = True  # move window boundaries each step so seams never sit still
     distilled_timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS
 
@@ -228,6 +315,37 @@ DIT_PRESETS: dict[str, DiTConfig] = {
             context_dim=768,
             num_heads=24,
             single_block_every=2,
+        ),
+    ),
+    # HunyuanVideo-Avatar (HYVideo-T/2 + its audio modules): T2V backbone, 16 latent channels in and out,
+    # no guidance embedding, LLaVA text with the image token, Whisper-tiny audio.
+    "hunyuan-avatar": DiTConfig(
+        hidden_size=3072,
+        num_heads=24,
+        depth_double=20,
+        depth_single=40,
+        mlp_ratio=4.0,
+        patch_size=(1, 2, 2),
+        rope_dims=(16, 56, 56),
+        rope_theta=256.0,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        pooled_dim=768,
+        refiner_depth=2,
+        guidance_embed=False,
+        audio=None,
+        avatar=AvatarConfig(),
+    ),
+    # The same modules at laptop size (tests, the tiny workflow).
+    "tiny-avatar": DiTConfig(
+        in_channels=4,
+        out_channels=4,
+        depth_double=4,
+        depth_single=1,
+        audio=None,
+        avatar=AvatarConfig(
+            audio_layers=2, audio_channels=8, audio_hidden=32, adapter_dim=32, adapter_after_double=(1, 3)
         ),
     ),
 }

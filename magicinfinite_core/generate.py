@@ -5,6 +5,7 @@ A short chain of named phases, each a function of its own module:
     load the model        weights/bundle.py        load_bundle
     read the voice        inputs/audio*.py         load_speaker_tracks -> extract_speaker_features [K, F, D]
     prepare the portrait  inputs/portrait.py       read_portrait -> load_portrait, pixel_speaker_masks
+                          inputs/framing.py        (motion latents) frame_portrait: region + output size
     build the conditions  sampling/predictor.py    build_conditions -> WindowPredictor (CFG passes)
     sample the latent     sampling/sampler.py      sample (sliding windows, resumable state)
     decode and write      media/video_io.py        decode_to_mp4 (streamed causal decode + mux)
@@ -29,21 +30,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from magicinfinite_core.config import VIDEO_FPS, SamplerConfig, latent_frames
+from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig, latent_frames
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
+from magicinfinite_core.inputs.framing import frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,
     pixel_speaker_masks,
     read_portrait,
 )
-from magicinfinite_core.media.video_io import check_output_path, decode_to_mp4
+from magicinfinite_core.limits import MAX_STEPS, check_window
+from magicinfinite_core.media.autoencoders import moves_portrait
+from magicinfinite_core.media.video_io import check_output_audio, check_output_path, decode_to_mp4
 from magicinfinite_core.sampling.guidance import CFGConfig
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
-from magicinfinite_core.sampling.sampler import ProgressCallback, sample, step_plans
-from magicinfinite_core.sampling.sliding_window import window_sizes
+from magicinfinite_core.sampling.sampler import ProgressCallback, sample, sampling_sigmas, step_plans
 from magicinfinite_core.sampling.state import clear_state, has_state, load_state
 from magicinfinite_core.weights.bundle import ModelBundle, load_bundle
 
@@ -58,8 +61,8 @@ class GenerateOptions:
     shift: float | None = None  # flow-matching time shift
     distilled: bool = False  # the few-step generator, no CFG (a bundle path then loads its distilled DiT)
     distilled_timesteps: Sequence[float] | None = None
-    window: int = 33  # video frames per sliding window
-    overlap: int = 8  # video frames shared by consecutive windows
+    window: int | None = None  # video frames per sliding window (None: the model's, else 33)
+    overlap: int | None = None  # video frames shared by consecutive windows (None: the model's, else 8)
     shift_windows: bool = True  # move window boundaries every step so seams never sit still
     speakers: Any = None  # None (detect faces), [K, H, W] masks, mask image paths, or K pixel boxes
     seed: int = 0
@@ -68,6 +71,7 @@ class GenerateOptions:
     state_dir: str | Path | None = None  # save the sampler state after every step
     resume: bool = False  # continue from state_dir (bit-identical result)
     keep_state: bool = False  # keep state_dir after a finished video
+    max_size: int = MAX_OUTPUT_SIDE  # motion-latent models: output = the portrait's size, up to this a side
     latent_file: str | Path | None = None  # memory-map the video's latent here instead of RAM
     decode_chunk: int = 8  # latent frames per decode chunk
     decode_context: int = 2  # latent frames of causal context per chunk
@@ -153,18 +157,20 @@ def generate(
     check_output_path(out)  # before any work: a bad path must not cost a whole run
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
-    window_sizes(opts.window, opts.overlap)  # fail early on a bad window/overlap, before any heavy work
+    check_window(*bundle.resolve_windows(opts.window, opts.overlap))  # fail early, before any heavy work
 
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)  # [K, F, D]
+    check_output_audio(_output_audio(audio, tracks))  # the AAC encoder opens, before any sampling
 
     sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
                             callback=callback)
 
     t1 = time.perf_counter()
     out = decode_to_mp4(sampled.latent, bundle.vae, num_frames, out, _output_audio(audio, tracks),
-                        chunk=opts.decode_chunk, context=opts.decode_context, device=device, callback=callback)
+                        chunk=opts.decode_chunk, context=opts.decode_context, device=device, callback=callback,
+                        portrait=sampled.reference)
     decode_s = time.perf_counter() - t1
     if opts.state_dir is not None and not opts.keep_state:
         clear_state(opts.state_dir)
@@ -173,7 +179,7 @@ def generate(
     n_steps = len(scfg.distilled_timesteps) if opts.distilled else scfg.steps
     report = GenerateReport(
         path=str(out), frames=num_frames, seconds=num_frames / VIDEO_FPS, fps=VIDEO_FPS,
-        width=bundle.width, height=bundle.height, latent_shape=list(sampled.shape),
+        width=sampled.output_size[1], height=sampled.output_size[0], latent_shape=list(sampled.shape),
         steps=n_steps, mode="distilled" if opts.distilled else "base",
         windows_per_step=[len(p) for p in step_plans(sampled.shape[1], scfg, n_steps)], seed=opts.seed,
         wall_s=time.perf_counter() - t_start, sample_s=sampled.seconds, decode_s=decode_s,
@@ -193,6 +199,19 @@ class SampledLatent:
     resumed_from_step: int | None
     seconds: float
     notes: list[str] = field(default_factory=list)  # what the user should know (fallbacks, downscaling)
+    reference: Any = None  # what decoding moves (motion latents: a MotionReference), else None
+    output_size: tuple[int, int] = (0, 0)  # (H, W) of the decoded video
+
+
+@dataclass
+class PreparedPortrait:
+    """The portrait as the model sees it, and what decoding needs of it."""
+
+    image: torch.Tensor  # [1, 3, h, w] in [-1, 1] at the model's size (motion latents: the framed region)
+    image_u8: np.ndarray  # the same, uint8 [h, w, 3]
+    masks: np.ndarray  # [K, h, w] speaker masks
+    reference: Any = None  # motion latents: the MotionReference decoding moves; else None
+    output_size: tuple[int, int] = (0, 0)  # (H, W) of the video
 
 
 def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence[float], seed: int) -> None:
@@ -202,7 +221,7 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
     a success; this is the library's own line of defence under the CLI's and the nodes' checks.
     """
     errs = [
-        None if int(steps) >= 1 else f"steps must be at least 1, got {steps}",
+        None if 1 <= int(steps) <= MAX_STEPS else f"steps must be in 1..{MAX_STEPS}, got {steps}",
         finite_error("shift", shift, 1e-6),
         finite_error("audio guidance scale", cfg.audio_scale),
         finite_error("text guidance scale", cfg.text_scale),
@@ -220,16 +239,18 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
-    window_sizes(opts.window, opts.overlap)
-    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=opts.window, overlap_frames=opts.overlap,
+    window, overlap = bundle.resolve_windows(opts.window, opts.overlap)
+    check_window(window, overlap)
+    scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
                          shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
     return scfg, cfg
 
 
 def prepare_portrait(
     bundle: ModelBundle, portrait: Any, num_speakers: int, opts: GenerateOptions, notes: list[str],
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """(portrait [1, 3, H, W] in [-1, 1], the same as uint8, speaker masks [K, H, W]) at the model's size.
+) -> PreparedPortrait:
+    """The portrait at the model's size with its speaker masks (and, for a motion-latent model, the
+    framed region and the full picture that decoding moves).
 
     Faces are detected on the full-resolution picture; what was changed or fell back goes to `notes`.
     """
@@ -239,10 +260,14 @@ def prepare_portrait(
     for w in caught:
         notes.append(str(w.message))
         warnings.warn(w.message, stacklevel=3)
+    if moves_portrait(bundle.vae):
+        img, img_u8, masks, ref = frame_portrait(full, (bundle.height, bundle.width), num_speakers, opts.speakers,
+                                                 fallback=opts.face_fallback, notes=notes, max_side=opts.max_size)
+        return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))
     img, img_u8 = load_portrait(full, bundle.height, bundle.width)
     masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,
                                 notes=notes)
-    return img, img_u8, masks
+    return PreparedPortrait(img, img_u8, masks, None, (bundle.height, bundle.width))
 
 
 def sample_latent(
@@ -257,6 +282,7 @@ def sample_latent(
     callback: ProgressCallback | None = None,
     forward: Any = None,
     sampler_fn: Any = None,
+    prepared: PreparedPortrait | None = None,
     **overrides: Any,
 ) -> SampledLatent:
     """Portrait + per-speaker features [K, F, D] + prompt -> the sampled latent of the whole video.
@@ -276,14 +302,21 @@ def sample_latent(
             f"the audio features have {features.shape[-1]} dims but the model expects "
             f"{bundle.dit.cfg.audio.feature_dim}; use the model's own audio encoder"
         )
+    if bundle.dit.cfg.avatar is not None and features.shape[-1] != bundle.dit.cfg.avatar.audio_feature_dim:
+        raise MagicInfiniteError(
+            f"the audio features have {features.shape[-1]} dims but this HunyuanVideo-Avatar model expects "
+            f"{bundle.dit.cfg.avatar.audio_feature_dim} (Whisper windows); use its Whisper audio encoder"
+        )
     notes: list[str] = []
-    img, img_u8, masks = prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
+    prep = prepared or prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
+    img, img_u8, masks = prep.image, prep.image_u8, prep.masks
     cond = build_conditions(bundle, img, prompt, features, masks, device, opts.negative_prompt)
     h_lat, w_lat = cond.image_latent.shape[-2:]
     shape = (bundle.dit.cfg.out_channels, latent_frames(num_frames), h_lat, w_lat)
     inputs_hash = {
         "model": bundle.fingerprint(),
         "portrait": hashlib.sha256(img_u8.tobytes()).hexdigest(),
+        **({"picture": _reference_hash(prep.reference)} if prep.reference is not None else {}),
         "features": hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest(),
         "masks": hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest(),
         "prompt": prompt,
@@ -292,12 +325,21 @@ def sample_latent(
     }
     state_dir = opts.state_dir
     resumed_from = load_state(state_dir).step if opts.resume and has_state(state_dir) else None
-    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward)
+    predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype, forward=forward,
+                                sigmas=sampling_sigmas(scfg, opts.distilled))
     t0 = time.perf_counter()
     latent = (sampler_fn or sample)(predictor, shape, config=scfg, distilled=opts.distilled, seed=opts.seed,
                                     device=device, state_dir=state_dir, resume=opts.resume, extra_hash=inputs_hash,
                                     latent_file=opts.latent_file, callback=callback)
-    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0, notes)
+    return SampledLatent(latent, shape, scfg, num_frames, resumed_from, time.perf_counter() - t0, notes,
+                         prep.reference, prep.output_size)
+
+
+def _reference_hash(ref: Any) -> str:
+    """What a motion latent moves is part of the video: the picture at output size and the region."""
+    h = hashlib.sha256(repr(tuple(ref.box)).encode())
+    h.update(((ref.image + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _output_audio(audio: Any, tracks: list[LoadedAudio]):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from magicinfinite_core.config import VIDEO_FPS, SamplerConfig
 from magicinfinite_core.errors import MagicInfiniteError
@@ -43,7 +43,8 @@ from magicinfinite_core.generate import (
 )
 from magicinfinite_core.inputs.audio import load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.media.video_io import check_output_path
+from magicinfinite_core.media.video_io import check_output_audio, check_output_path
+from magicinfinite_core.output_files import naming_full_disk, write_file_synced
 from magicinfinite_core.sampling.predictor import WindowPredictor, build_conditions
 from magicinfinite_core.sampling.sampler import Predictor, ProgressCallback, sampler_hash, sampling_sigmas
 from magicinfinite_core.sampling.state import STATE_FILE
@@ -105,18 +106,24 @@ class StreamState:
         self._final = open(self.dir / FINAL_LATENTS, "wb")
 
     def append_final(self, frames: torch.Tensor) -> None:
-        """Final latent frames [C, n, h, w] -> the file, frame-major."""
-        self._final.write(frames.permute(1, 0, 2, 3).contiguous().numpy().astype(np.float32).tobytes())
+        """Final latent frames [C, n, h, w] -> the file, frame-major (a resume truncates what the last
+        save does not cover, so a partial append on a full disk is harmless)."""
+        with naming_full_disk(self.dir / FINAL_LATENTS):
+            self._final.write(frames.permute(1, 0, 2, 3).contiguous().numpy().astype(np.float32).tobytes())
 
     def save(self, engine: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        self._final.flush()
-        os.fsync(self._final.fileno())
+        """The in-flight region, atomically; on a full disk the half-written file goes, the last save stays."""
         tmp = self.dir / (STREAM_STATE + ".tmp")
-        save_file(engine, str(tmp), metadata={"format": FORMAT, **meta})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / STREAM_STATE)
-        (self.dir / STREAM_JSON).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
+        jtmp = self.dir / (STREAM_JSON + ".tmp")
+        with naming_full_disk(self.dir / FINAL_LATENTS):
+            self._final.flush()
+            os.fsync(self._final.fileno())
+        with naming_full_disk(tmp, tmp):
+            write_file_synced(tmp, save(engine, metadata={"format": FORMAT, **meta}))
+            os.replace(tmp, self.dir / STREAM_STATE)
+        with naming_full_disk(jtmp, jtmp):
+            write_file_synced(jtmp, json.dumps({"format": FORMAT, **meta}, indent=1).encode())
+            os.replace(jtmp, self.dir / STREAM_JSON)
 
     def load(self, expected_hash: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(engine state, final latent frames [C, n, h, w] already muxed) of a saved run."""
@@ -154,7 +161,7 @@ class StreamState:
 
     def clear(self) -> None:
         self.close()
-        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS, STREAM_STATE + ".tmp"):
+        for name in (STREAM_STATE, STREAM_JSON, FINAL_LATENTS, STREAM_STATE + ".tmp", STREAM_JSON + ".tmp"):
             (self.dir / name).unlink(missing_ok=True)
         try:
             self.dir.rmdir()
@@ -192,12 +199,13 @@ def stream_to_mp4(
     live: Any = None,
     on_frames: Callable[[torch.Tensor], None] | None = None,
     stats: StreamStats | None = None,
+    portrait: Any = None,
 ) -> StreamStats:
     """Sample, decode and mux one video as a stream; returns what was measured.
 
     `live` (`live_audio.LiveAudio`, with `plans` its `GrowingPlans`): the length comes at the end, the
     audio track is pushed as it arrives; `num_frames` is then ignored."""
-    from magicinfinite_core.media.autoencoders import decode_fn
+    from magicinfinite_core.media.autoencoders import decode_fn, video_size
     from magicinfinite_core.media.incremental_decode import IncrementalDecoder
     from magicinfinite_core.media.stream_mux import FragmentedVideoWriter
 
@@ -220,10 +228,10 @@ def stream_to_mp4(
         store.start()
     engine = WavefrontSampler(predict, (c, h, w), plans, sigmas, distilled=distilled, seed=seed, device=device,
                               order=order, state=engine_state, callback=callback)
-    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
-    decoder = IncrementalDecoder(decode_fn(vae), chunk=decode_chunk, context=decode_context,
+    decoder = IncrementalDecoder(decode_fn(vae, portrait), chunk=decode_chunk, context=decode_context,
                                  num_frames=num_frames if isinstance(plans, FixedPlans) else None, device=device)
-    writer = FragmentedVideoWriter(out, w * s, h * s, audio=None if live else audio,
+    height, width = video_size(vae, (h, w), portrait)
+    writer = FragmentedVideoWriter(out, width, height, audio=None if live else audio,
                                    live_audio=live.rate_channels if live else None)
     if live:
         live.writer = writer
@@ -319,18 +327,22 @@ def generate_streaming(
     num_frames = max(t.num_frames for t in tracks)
     features = extract_speaker_features(tracks, bundle.audio_extractor, num_frames)
     mux_audio = _output_audio(audio, tracks)
+    check_output_audio(mux_audio)  # the AAC encoder opens, before any sampling (a resume too)
     stats = StreamStats(order=order)
+    notes: list[str] = []
+    prep = prepare_portrait(bundle, portrait, features.shape[0], opts, notes)
 
     def run(predictor, shape, *, config, distilled, seed, device, state_dir, resume, extra_hash, **_):
         stream_to_mp4(predictor, shape, config=config, vae=bundle.vae, num_frames=num_frames, out=out,
                       audio=mux_audio, distilled=distilled, seed=seed, device=device, order=order,
                       state_dir=state_dir, resume=resume, extra_hash=extra_hash, decode_chunk=opts.decode_chunk,
                       decode_context=opts.decode_context, callback=callback, save_every_s=save_every_s,
-                      on_frames=on_frames, stats=stats)
+                      on_frames=on_frames, stats=stats, portrait=prep.reference)
         return torch.empty((shape[0], 0, *shape[2:]))
 
     sampled = sample_latent(bundle, portrait, features, num_frames, prompt, options=opts, device=device,
-                            callback=callback, sampler_fn=run)
+                            callback=callback, sampler_fn=run, prepared=prep)
+    sampled.notes[:0] = notes
     if opts.state_dir is not None and not opts.keep_state:
         StreamState(opts.state_dir, (1, 1, 1)).clear()
     n_steps = len(sampled.config.distilled_timesteps) if opts.distilled else sampled.config.steps
@@ -378,10 +390,11 @@ def generate_live(
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
     scfg, cfg = sampler_config(bundle, opts)
     notes: list[str] = []
-    img, _, masks = prepare_portrait(bundle, portrait, 1, opts, notes)
+    prep = prepare_portrait(bundle, portrait, 1, opts, notes)
     live = LiveAudio(source, bundle.audio_extractor, idle_timeout_s=idle_timeout_s)
     try:
-        cond = build_conditions(bundle, img, prompt or "", live.features, masks, device, opts.negative_prompt)
+        cond = build_conditions(bundle, prep.image, prompt or "", live.features, prep.masks, device,
+                                opts.negative_prompt)
         live.cond = cond
         predictor = WindowPredictor(bundle.dit, cond, cfg, dtype=next(bundle.dit.parameters()).dtype)
         n_steps = len(scfg.distilled_timesteps) if opts.distilled else scfg.steps
@@ -390,7 +403,8 @@ def generate_live(
         stats = stream_to_mp4(predictor, (bundle.dit.cfg.out_channels, 0, h, w), config=scfg, vae=bundle.vae,
                               num_frames=None, out=out, distilled=opts.distilled, seed=opts.seed, device=device,
                               decode_chunk=opts.decode_chunk, decode_context=opts.decode_context,
-                              callback=callback, plans=plans, live=live, on_frames=on_frames)
+                              callback=callback, plans=plans, live=live, on_frames=on_frames,
+                              portrait=prep.reference)
     finally:
         live.close()
     lat = live.latency()

@@ -16,6 +16,7 @@ from .common import (
     audio_num_samples,
     caught_warnings,
     send_warnings,
+    stop_if_interrupted,
     ui_output,
 )
 
@@ -120,6 +121,7 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
             tracks = load_speaker_tracks(list(audios), normalize=bool(normalize))
         notes = caught_warnings(caught)
         send_warnings(cls.hidden.unique_id, "Audio Encode", notes)
+        stop_if_interrupted()  # before the feature extraction
         num_frames = max(t.num_frames for t in tracks)
         features = extract_speaker_features(tracks, model.audio_extractor, num_frames)
         want = model.dit.cfg.audio.feature_dim if model.dit.cfg.audio is not None else None

@@ -8,7 +8,7 @@ in one place is what the safety tests exercise.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,30 @@ def audio_num_samples(audio: dict[str, Any]) -> tuple[int, int]:
 # --------------------------------------------------------------------------------- path safety
 
 
+MAX_NAME_CHARS = 1024  # a whole relative name (prefix, resume_dir, model entry)
+MAX_PART_BYTES = 200  # one folder/file name: NAME_MAX is 255 and "_00001_.partial.mp4" is appended
+
+
 def check_relative_name(name: str, what: str) -> str | None:
     """Error text when ``name`` is absolute or climbs out with ``..`` (else None).
 
     Why: ComfyUI joins names onto folders with ``os.path.join``, which lets an absolute name or
     ``../`` escape the folder; names from workflows are untrusted.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        return f"{what} must be a name (text), got {name!r}"
+    if not name.strip():
         return f"{what} is empty"
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        return f"{what} contains the control character {bad!r} (a NUL or line break cannot be in a file name); remove it"
+    if len(name) > MAX_NAME_CHARS:
+        return f"{what} is {len(name)} characters long; keep it under {MAX_NAME_CHARS}"
+    sizes = {part: len(part.encode("utf-8", "surrogatepass")) for part in name.replace("\\", "/").split("/")}
+    long_part = next((part for part, size in sizes.items() if size > MAX_PART_BYTES), None)
+    if long_part is not None:
+        return (f"{what}: the name part {long_part[:20]!r}... is {sizes[long_part]} bytes; file systems allow 255 "
+                f"and the pack appends a counter and suffix: keep each part under {MAX_PART_BYTES} bytes")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return f"{what} {name!r} must be relative (absolute paths are not allowed)"
     parts = Path(name.replace("\\", "/")).parts
@@ -157,17 +173,77 @@ def state_dir_for(name: str) -> Path | None:
         raise NodeInputError(err)
     base = os.path.join(folder_paths.get_output_directory(), STATE_SUBFOLDER)
     path = os.path.join(base, name.strip())
-    if not _inside(base, path):
-        raise NodeInputError(f"resume_dir {name!r} escapes the output folder")
+    if not _inside(base, path) or not _inside_after_links(folder_paths.get_output_directory(), path):
+        raise NodeInputError(f"resume_dir {name!r} escapes the output folder (through a symlink)")
     return Path(path)
+
+
+def _inside_after_links(base: str, candidate: str) -> bool:
+    """Whether ``candidate`` stays inside ``base`` once every symlink on the way is resolved.
+
+    Why: a symlink planted inside output/ (``output/x -> /etc``) let a relative, '..'-free name write
+    outside; models may be symlinked in on purpose, so only output paths get this check.
+    """
+    real_base = os.path.realpath(base)
+    return os.path.commonpath([real_base, os.path.realpath(candidate)]) == real_base
+
+
+def choice_error(name: str, value: Any, options: Sequence[Any]) -> str | None:
+    """Error text when a choice (COMBO) input holds a value not among ``options`` (else None).
+
+    Why the nodes check this themselves: ComfyUI 0.3.75 checks combo values only for V1 list-typed
+    inputs (``isinstance(input_type, list)``); a V3 ``io.Combo`` is typed ``"COMBO"`` with the options
+    in its extra info, so a typo (``distiled``) passed validation and silently changed behaviour.
+    Current ComfyUI checks V3 combos, but skips every input a node's ``validate_inputs`` takes, so
+    the check must be the node's own either way. ``None`` (a linked input, known only at run time)
+    is not judged here.
+    """
+    if value is None or value in options:
+        return None
+    return f"{name} {value!r} is not an allowed value; choose one of: {', '.join(repr(o) for o in options)}"
+
+
+def choices_error(**specs: tuple[Any, Sequence[Any]]) -> str | None:
+    """The first :func:`choice_error` of ``name=(value, options)`` pairs (None when all are allowed)."""
+    for name, (value, options) in specs.items():
+        err = choice_error(name, value, options)
+        if err:
+            return err
+    return None
+
+
+def check_choices(**specs: tuple[Any, Sequence[Any]]) -> None:
+    """Raise NodeInputError for the first choice input holding a value not among its options."""
+    err = choices_error(**specs)
+    if err:
+        raise NodeInputError(err)
 
 
 def check_prefix(prefix: str) -> str | None:
     """Error text for a ``filename_prefix`` that would write outside the output folder (else None)."""
-    return check_relative_name(prefix, "filename_prefix")
+    err = check_relative_name(prefix, "filename_prefix")
+    if err is None:
+        import folder_paths
+
+        out = folder_paths.get_output_directory()
+        if not _inside_after_links(out, os.path.join(out, prefix)):
+            err = f"filename_prefix {prefix!r} leads outside the output folder through a symlink"
+    return err
 
 
 # --------------------------------------------------------------------------------- progress
+
+
+def stop_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt (Cancel, /interrupt, Ctrl-C in a batch) here if one is pending.
+
+    Why: ComfyUI cannot stop a node that computes synchronously; the node has to look. The progress
+    callback looks after every sampler step and decode chunk; nodes also look between their other long
+    stages (portrait reduction, face detection, audio features), so an interrupt lands within one stage.
+    """
+    import comfy.model_management
+
+    comfy.model_management.throw_exception_if_processing_interrupted()
 
 
 def progress_callback(node_id: str | None) -> Callable[[Any], None]:
@@ -281,10 +357,14 @@ def caught_warnings(record: list[Any]) -> list[str]:
     return out
 
 
+TORCH_DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
 def torch_device(choice: str) -> Any:
     """``auto`` → ComfyUI's device (respects ``--cpu``); otherwise the named torch device."""
     import torch
 
+    check_choices(device=(choice, TORCH_DEVICE_CHOICES))  # 'tpu:7' would end in a raw torch error
     if choice == "auto":
         import comfy.model_management
 

@@ -3,17 +3,19 @@
 Why two paths: the demo and our own checkpoints ship as one bundle folder (dit + vae + encoders);
 users of the published weights have separate files in ``diffusion_models``, ``vae``,
 ``text_encoders`` and ``audio_encoders`` and compose them with "MagicInfinite Model From Parts".
+A HunyuanVideo-Avatar file in ``diffusion_models`` is also a whole model for the Model Loader: its VAE
+and Whisper are found in ``vae`` / ``audio_encoders`` (`weights/avatar_bundle.py`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from comfy_api.latest import io, ui
 
+from magicinfinite_core.limits import RESOLUTION_RANGE
 from magicinfinite_core.weights.bundle import BUNDLE_FILE
 
 from .common import (
@@ -25,9 +27,12 @@ from .common import (
     MagicTextEncoder,
     MagicVAE,
     NodeInputError,
+    check_choices,
     check_floats,
+    choice_error,
     list_dirs,
     list_safetensors,
+    model_folder_paths,
     resolve_model_path,
 )
 
@@ -37,8 +42,33 @@ MEL = "mel (demo)"
 _DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
+def _is_avatar_file(path: Path) -> bool:
+    """Whether a file in diffusion_models is a HunyuanVideo-Avatar transformer (header only)."""
+    from magicinfinite_core.weights.transformer_layouts import detect_layout
+
+    try:
+        return path.is_file() and path.suffix == ".safetensors" and detect_layout(path).layout == "avatar"
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not listed; the DiT Loader says why
+        return False
+
+
+def list_avatar_files() -> list[str]:
+    """HunyuanVideo-Avatar files in models/diffusion_models (one-file models for the Model Loader)."""
+    out = []
+    for name in list_safetensors("diffusion_models"):
+        if name.endswith(".safetensors"):
+            try:
+                path = resolve_model_path("diffusion_models", name, want="file")
+            except NodeInputError:
+                continue
+            if _is_avatar_file(path):
+                out.append(name)
+    return out
+
+
 def _bundle_path(name: str) -> str:
-    """Folder of the bundle called ``name`` (the embedded demo or one under diffusion_models)."""
+    """Folder of the bundle called ``name`` (the embedded demo or one under diffusion_models), or an
+    Avatar file there (a one-file model)."""
     if name == EMBEDDED_DEMO:
         from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
 
@@ -48,6 +78,14 @@ def _bundle_path(name: str) -> str:
                 "reinstall the pack or pick a bundle folder from models/diffusion_models"
             )
         return str(DEMO_MODEL_DIR)
+    if isinstance(name, str) and name.endswith(".safetensors"):  # other types: resolve_model_path's message
+        path = resolve_model_path("diffusion_models", name, want="file")
+        if not _is_avatar_file(path):
+            raise NodeInputError(
+                f"{name!r} is not a HunyuanVideo-Avatar file (the Model Loader loads bundle folders and Avatar "
+                "files); load other transformers with 'MagicInfinite DiT Loader' and 'Model From Parts'"
+            )
+        return str(path)
     path = resolve_model_path("diffusion_models", name, want="dir")
     if not (path / BUNDLE_FILE).is_file():
         raise NodeInputError(
@@ -61,15 +99,17 @@ def _check_bundle(name: str, distilled: bool) -> str:
     """The bundle's folder; every file its bundle.json names must lie inside it; with `distilled`,
     also that it carries a distilled generator."""
     from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.weights.bundle import bundle_files
+    from magicinfinite_core.weights.bundle import bundle_files, read_bundle_spec
 
     path = _bundle_path(name)
+    if path.endswith(".safetensors"):  # a one-file model: "4-step distilled" means the file is a generator
+        return path
     try:
-        spec = json.loads((Path(path) / BUNDLE_FILE).read_text())
-    except (OSError, ValueError) as e:
+        spec, _ = read_bundle_spec(path)  # the schema check of every field (limits.py bounds)
+    except OSError as e:
         raise NodeInputError(f"cannot read {name!r}/{BUNDLE_FILE}: {e}") from None
-    if not isinstance(spec, dict):
-        raise NodeInputError(f"{name!r}/{BUNDLE_FILE} must hold a JSON object")
+    except CheckpointError as e:
+        raise NodeInputError(str(e).replace(str(Path(path).parent) + os.sep, "")) from None
     try:
         bundle_files(spec, Path(path), f"{name}/{BUNDLE_FILE}")
     except CheckpointError as e:
@@ -109,11 +149,12 @@ class MagicInfiniteModelLoader(io.ComfyNode):
             display_name="MagicInfinite Model Loader",
             category=CATEGORY,
             description="Load a complete MagicInfinite model (transformer, VAE, text/image and audio encoders): "
-            "the embedded demo, or a bundle folder (with bundle.json) in models/diffusion_models.",
+            "the embedded demo, a bundle folder (with bundle.json) in models/diffusion_models, or a "
+            "HunyuanVideo-Avatar .safetensors there (its VAE from models/vae, Whisper from models/audio_encoders).",
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_FILE)],
+                    options=[EMBEDDED_DEMO, *list_dirs("diffusion_models", BUNDLE_FILE), *list_avatar_files()],
                     default=EMBEDDED_DEMO,
                     tooltip="Bundle folders found in models/diffusion_models, or the demo shipped with the pack.",
                 ),
@@ -127,23 +168,43 @@ class MagicInfiniteModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str) -> bool | str:
-        """The bundle folder and every path in its bundle.json (one message, labelled ``model``).
+    def validate_inputs(cls, model: str, transformer: str | None = None) -> bool | str:
+        """``transformer`` among TRANSFORMERS (ComfyUI 0.3.75 does not check V3 combo values), then the
+        bundle folder and every path in its bundle.json.
 
-        Why ``model`` alone: ComfyUI attaches a validate_inputs message to every input the function
-        takes; whether the bundle has a distilled generator is checked first thing in execute.
+        ComfyUI attaches a validate_inputs message to every input the function takes, so each message
+        names its input; whether the bundle has a distilled generator is checked first thing in execute.
         """
-        return _error_text(_check_bundle, model, False)
+        return choice_error("transformer", transformer, TRANSFORMERS) or _error_text(_check_bundle, model, False)
 
     @classmethod
     def execute(cls, model: str, transformer: str = TRANSFORMERS[0]) -> io.NodeOutput:
         from magicinfinite_core.weights.bundle import load_bundle
         from magicinfinite_core.weights.model_cache import model_cache
 
+        check_choices(transformer=(transformer, TRANSFORMERS))
         distilled = transformer == TRANSFORMERS[1]
         path = _check_bundle(model, distilled)
         # the batch runner's model cache (off in a ComfyUI server, whose own cache reuses this output)
-        bundle = model_cache().get("bundle", path, lambda: load_bundle(path, distilled=distilled), distilled=distilled)
+        if path.endswith(".safetensors"):  # a HunyuanVideo-Avatar file: its parts from ComfyUI's model folders
+            from magicinfinite_core.errors import CheckpointError
+            from magicinfinite_core.weights.avatar_bundle import load_file_bundle
+
+            def load():
+                from magicinfinite_core.config import DISTILLED_TIMESTEPS
+
+                try:
+                    b = load_file_bundle(path, vae_folders=[Path(p) for p in model_folder_paths("vae")],
+                                         audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")])
+                except CheckpointError as e:
+                    raise NodeInputError(str(e)) from None
+                if distilled:  # our DMD2 export of the model: the 4-step list at the model's shift
+                    b.distilled = {"timesteps": list(DISTILLED_TIMESTEPS), "shift": float(b.sampler_defaults["shift"])}
+                return b
+        else:
+            def load():
+                return load_bundle(path, distilled=distilled)
+        bundle = model_cache().get("bundle", path, load, distilled=distilled)
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
         return io.NodeOutput(bundle, ui=ui.PreviewText(text))
 
@@ -157,8 +218,8 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
             node_id="MagicInfiniteDiTLoader",
             display_name="MagicInfinite DiT Loader",
             category=CATEGORY,
-            description="Load a MagicInfinite / HunyuanVideo-I2V transformer (.safetensors, shard index or "
-            "diffusers folder) from models/diffusion_models; the layout is detected.",
+            description="Load a MagicInfinite / HunyuanVideo-I2V / HunyuanVideo-Avatar transformer (.safetensors, "
+            "shard index or diffusers folder) from models/diffusion_models; the layout is detected.",
             inputs=[
                 io.Combo.Input("dit_name", options=list_safetensors("diffusion_models")),
                 io.Combo.Input("weight_dtype", options=_DTYPES, default="auto",
@@ -168,14 +229,17 @@ class MagicInfiniteDiTLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, dit_name: str) -> bool | str:
-        return _error_text(_dit_path, dit_name)
+    def validate_inputs(cls, dit_name: str, weight_dtype: str | None = None) -> bool | str:
+        """``weight_dtype`` among the offered dtypes (ComfyUI 0.3.75 does not check V3 combo values; ``int8``
+        ended in a raw torch error), then the weights file."""
+        return choice_error("weight_dtype", weight_dtype, _DTYPES) or _error_text(_dit_path, dit_name)
 
     @classmethod
     def execute(cls, dit_name: str, weight_dtype: str) -> io.NodeOutput:
         from magicinfinite_core.weights.model_cache import model_cache
         from magicinfinite_core.weights.transformer_layouts import load_transformer
 
+        check_choices(weight_dtype=(weight_dtype, _DTYPES))
         path, dtype = _dit_path(dit_name), _dtype(weight_dtype)
         return io.NodeOutput(model_cache().get("dit", path, lambda: load_transformer(path, dtype=dtype), dtype=dtype))
 
@@ -265,8 +329,9 @@ class MagicInfiniteAudioEncoderLoader(io.ComfyNode):
             node_id="MagicInfiniteAudioEncoderLoader",
             display_name="MagicInfinite Audio Encoder Loader",
             category=CATEGORY,
-            description="Load the audio encoder for 'Model From Parts': a wav2vec2 .safetensors file or folder in "
-            "models/audio_encoders, or the log-mel features the demo model uses.",
+            description="Load the audio encoder for 'Model From Parts': a wav2vec2 or Whisper (HunyuanVideo-Avatar: "
+            "whisper-tiny) .safetensors file or transformers folder in models/audio_encoders, or the log-mel "
+            "features the demo model uses.",
             inputs=[
                 io.Combo.Input("audio_encoder", options=[MEL, *list_safetensors("audio_encoders")], default=MEL),
                 io.Int.Input("n_mels", default=64, min=8, max=256, tooltip="Mel bands (mel only; must match the model)."),
@@ -329,7 +394,8 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
         text_encoder: Any = None,
         base_model: Any = None,
     ) -> io.NodeOutput:
-        from magicinfinite_core.weights.bundle import ModelBundle
+        from magicinfinite_core.weights.avatar_bundle import avatar_resolution
+        from magicinfinite_core.weights.bundle import ModelBundle, model_sampler_defaults
 
         def part(value: Any, attr: str, what: str) -> Any:
             if value is not None:
@@ -346,17 +412,35 @@ class MagicInfiniteModelFromParts(io.ComfyNode):
                 f"the text encoder gives {tdim}-dim tokens but the DiT expects {dit_m.cfg.text_dim}; "
                 "use the text encoder the model was trained with"
             )
-        h = height or (base_model.height if base_model is not None else 720)
-        w = width or (base_model.width if base_model is not None else 1280)
+        vae_m = part(vae, "vae", "vae")
+        ratio = int(getattr(vae_m, "spatial_ratio", 8))
+        lo, hi = RESOLUTION_RANGE
+        for label, v in (("height", height), ("width", width)):
+            if v and not (lo <= int(v) <= hi and int(v) % ratio == 0):
+                raise NodeInputError(f"{label} {v}: use 0 (the base model's size) or {lo}..{hi} pixels, a multiple "
+                                     f"of the autoencoder's {ratio}")
+        # no size and no base: HunyuanVideo-Avatar's own size for an Avatar transformer, else 720p
+        own = avatar_resolution(dit_m.cfg) if dit_m.cfg.avatar is not None else (720, 1280)
+        h = height or (base_model.height if base_model is not None else own[0])
+        w = width or (base_model.width if base_model is not None else own[1])
+        audio = part(audio_encoder, "audio_extractor", "audio_encoder")
+        if dit_m.cfg.avatar is not None and getattr(audio, "feature_dim", None) != dit_m.cfg.avatar.audio_feature_dim:
+            raise NodeInputError(
+                f"this HunyuanVideo-Avatar transformer needs Whisper windows of {dit_m.cfg.avatar.audio_feature_dim} "
+                f"values per frame, the audio encoder gives {getattr(audio, 'feature_dim', '?')}; load whisper-tiny "
+                "with 'MagicInfinite Audio Encoder Loader'"
+            )
         bundle = ModelBundle(
             dit=dit_m,
-            vae=part(vae, "vae", "vae"),
+            vae=vae_m,
             text_encoder=text,
             image_encoder=base_model.image_encoder if base_model is not None else None,
-            audio_extractor=part(audio_encoder, "audio_extractor", "audio_encoder"),
+            audio_extractor=audio,
             height=int(h),
             width=int(w),
             name=os.path.basename(getattr(text, "name", "")) or "parts",
+            sampler_defaults=model_sampler_defaults(
+                dit_m.cfg, base_model.sampler_defaults if base_model is not None and dit is None else None),
         )
         return io.NodeOutput(bundle)
 

@@ -6,7 +6,15 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from .common import CATEGORY, NodeInputError, caught_warnings, send_warnings, ui_output
+from .common import (
+    CATEGORY,
+    NodeInputError,
+    caught_warnings,
+    choice_error,
+    send_warnings,
+    stop_if_interrupted,
+    ui_output,
+)
 
 MAX_SPEAKERS = 4
 SOURCES = ["auto", "drawn masks", "detect faces", "detect faces, else centre"]
@@ -60,8 +68,12 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1) -> bool | str:
-        """face_order against num_speakers (ComfyUI labels the message on both; it checks source itself)."""
+    def validate_inputs(cls, face_order: str = "", num_speakers: int = 1, source: str | None = None) -> bool | str:
+        """``source`` among SOURCES (ComfyUI 0.3.75 does not check V3 combo values), then face_order
+        against num_speakers (ComfyUI labels the message on every input this takes)."""
+        err = choice_error("source", source, SOURCES)
+        if err:
+            return err
         if not 1 <= int(num_speakers) <= MAX_SPEAKERS:
             return f"num_speakers must be 1..{MAX_SPEAKERS}, got {num_speakers}"
         try:
@@ -91,10 +103,12 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         from magicinfinite_core.inputs.portrait import read_portrait
 
         k = int(num_speakers)
+        stop_if_interrupted()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             img = read_portrait(image[:1])  # huge portraits are pooled down first: memory stays bounded
         notes = caught_warnings(caught)
+        stop_if_interrupted()  # before face detection
         drawn = [m for m in (mask_1, mask_2, mask_3, mask_4) if m is not None]
         use_drawn = source == "drawn masks" or (source == "auto" and drawn)
         if use_drawn:

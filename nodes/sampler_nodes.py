@@ -6,7 +6,17 @@ from typing import Any
 
 from comfy_api.latest import io, ui
 
-from magicinfinite_core.config import DEFAULT_AUDIO_SCALE, DEFAULT_CFG_BOUNDARY, DEFAULT_TEXT_SCALE
+from magicinfinite_core.config import (
+    DEFAULT_AUDIO_SCALE,
+    DEFAULT_CFG_BOUNDARY,
+    DEFAULT_TEXT_SCALE,
+    MAX_OUTPUT_SIDE,
+)
+from magicinfinite_core.limits import (  # the bounds the CLI and bundles use
+    MAX_STEPS,
+    OVERLAP_RANGE,
+    WINDOW_RANGE,
+)
 from magicinfinite_core.sampling.schedule import distilled_timesteps
 
 from .common import (
@@ -17,20 +27,22 @@ from .common import (
     MagicModel,
     NodeInputError,
     caught_warnings,
+    check_choices,
     check_floats,
+    choice_error,
+    choices_error,
     progress_callback,
     send_warnings,
     state_dir_for,
+    stop_if_interrupted,
     torch_device,
     ui_output,
 )
 
-CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off"]
+CFG_MODES = ["multi-condition (two-fold, then three-fold)", "two-fold only", "off", "decaying (HunyuanVideo-Avatar)"]
 SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
-WINDOW_RANGE = (5, 1025)
-OVERLAP_RANGE = (4, 1024)
 SHIFT_RANGE = (0.1, 50.0)
 
 
@@ -44,7 +56,8 @@ class MagicInfiniteCFG(io.ComfyNode):
             display_name="MagicInfinite Multi-Condition CFG",
             category=CATEGORY,
             description="Classifier-free guidance over audio and text. Multi-condition: two-fold (everything vs "
-            "nothing) while sigma >= boundary, then three-fold (audio and text guided separately). The "
+            "nothing) while sigma >= boundary, then three-fold (audio and text guided separately). Decaying: "
+            "HunyuanVideo-Avatar's own schedule (its scales and steps; the scales here are unused). The "
             "distilled 4-step model ignores CFG.",
             inputs=[
                 io.Combo.Input("mode", options=CFG_MODES, default=CFG_MODES[0]),
@@ -59,6 +72,11 @@ class MagicInfiniteCFG(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, mode: str | None = None) -> bool | str:
+        """``mode`` among CFG_MODES (ComfyUI 0.3.75 does not check V3 combo values)."""
+        return choice_error("mode", mode, CFG_MODES) or True
+
+    @classmethod
     def execute(cls, mode: str, audio_scale: float, text_scale: float, boundary: float) -> io.NodeOutput:
         from magicinfinite_core.sampling.guidance import CFGConfig
 
@@ -67,6 +85,8 @@ class MagicInfiniteCFG(io.ComfyNode):
                      boundary=(boundary, 0.0, 1.0))
         if mode == "off":
             return io.NodeOutput(CFGConfig.off())
+        if mode == CFG_MODES[3]:
+            return io.NodeOutput(CFGConfig.avatar())
         if mode == "two-fold only":
             boundary = 0.0  # every sigma >= 0 → two-fold
         return io.NodeOutput(CFGConfig(audio_scale=audio_scale, text_scale=text_scale, boundary=boundary))
@@ -121,11 +141,13 @@ def usp_worker_group(bundle: Any, processes: int) -> Any:
     return _WORKER_GROUPS[key]
 
 
-def frame_previews(bundle: Any, progress: Any) -> Any:
-    """on_final(start, latent frames) -> the newest finished frame, decoded, as the node's preview image."""
+def frame_previews(bundle: Any, progress: Any, reference: Any = None) -> Any:
+    """on_final(start, latent frames) -> the newest finished frame, decoded, as the node's preview image.
+
+    `reference`: what a motion latent moves (the prepared portrait's), None for pixel latents."""
     from magicinfinite_core.media.autoencoders import decode_fn
 
-    decode = decode_fn(bundle.vae)
+    decode = decode_fn(bundle.vae, reference)
 
     def on_final(start: int, frames: Any) -> None:
         import torch
@@ -163,7 +185,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                                f"{DEFAULT_AUDIO_SCALE}/{DEFAULT_TEXT_SCALE}/{DEFAULT_CFG_BOUNDARY}."),
                 io.Combo.Input("mode", options=SAMPLER_MODES, default="distilled",
                                tooltip="distilled: the 4-step generator, no CFG. base: flow-matching Euler with CFG."),
-                io.Int.Input("steps", default=4, min=1, max=200, tooltip="4 for the distilled model, ~30 for base."),
+                io.Int.Input("steps", default=4, min=1, max=MAX_STEPS, tooltip="4 for the distilled model, ~30 for base."),
                 io.Int.Input("window", default=33, min=WINDOW_RANGE[0], max=WINDOW_RANGE[1], step=4,
                              tooltip="Video frames per window (4n+1)."),
                 io.Int.Input("overlap", default=8, min=OVERLAP_RANGE[0], max=OVERLAP_RANGE[1], step=4,
@@ -182,22 +204,30 @@ class MagicInfiniteSampler(io.ComfyNode):
                              tooltip="Workers for the USP backend (the number of GPUs)."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
                                tooltip="auto: ComfyUI's device (CPU with --cpu)."),
+                io.Int.Input("max_size", default=MAX_OUTPUT_SIDE, min=64, max=4096, step=2, optional=True,
+                             tooltip="Motion-latent models (the demo): the video has the portrait's own size, "
+                             "reduced to this many pixels on its longer side. Other models: their own size."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def validate_inputs(cls, window: int, overlap: int) -> bool | str:
-        """The window/overlap pair (ComfyUI checks every other input's range itself).
+    def validate_inputs(cls, window: int, overlap: int, mode: str | None = None, backend: str | None = None,
+                        device: str | None = None) -> bool | str:
+        """The choices (mode, backend, device) and the window/overlap pair.
 
-        Why only these two: ComfyUI 0.3.75 attaches a validate_inputs message to EVERY input this
-        function takes and skips its own min/max for them; taking just the pair keeps each message on
-        the inputs it is about. Checks ComfyUI cannot do (NaN shift, resume_dir path, cuda) run first
-        thing in execute, before this node does any work.
+        Why these: ComfyUI 0.3.75 does not check V3 combo values (see common.choice_error), and the
+        window/overlap pair needs both values. ComfyUI attaches this function's message to every input
+        it takes and skips its own min/max for them, so the message names the input it is about and the
+        ranges are enforced here. Checks ComfyUI cannot do before the run (NaN shift, resume_dir path,
+        cuda) run first thing in execute, before this node does any work.
         """
         from magicinfinite_core.sampling.sliding_window import window_sizes
 
+        err = choices_error(mode=(mode, SAMPLER_MODES), backend=(backend, BACKENDS), device=(device, DEVICES))
+        if err:
+            return err
         if not WINDOW_RANGE[0] <= int(window) <= WINDOW_RANGE[1]:
             return f"window {window} must be in {WINDOW_RANGE[0]}..{WINDOW_RANGE[1]}"
         if not OVERLAP_RANGE[0] <= int(overlap) <= OVERLAP_RANGE[1]:
@@ -212,6 +242,7 @@ class MagicInfiniteSampler(io.ComfyNode):
     def check_inputs(cls, shift: float, resume_dir: str, device: str) -> None:
         """The single-input checks ComfyUI's validation cannot make (raised as one NodeInputError)."""
         check_floats(shift=(shift, SHIFT_RANGE[0], SHIFT_RANGE[1]))
+        check_choices(device=(device, DEVICES))
         state_dir_for(resume_dir)  # relative, no '..', inside output/magicinfinite_state
         if device == "cuda":
             import torch
@@ -239,11 +270,13 @@ class MagicInfiniteSampler(io.ComfyNode):
         negative_prompt: str = "",
         speaker_masks: Any = None,
         cfg: Any = None,
+        max_size: int = 0,
     ) -> io.NodeOutput:
         import warnings
 
         from magicinfinite_core.errors import MaskError
-        from magicinfinite_core.generate import GenerateOptions, sample_latent
+        from magicinfinite_core.generate import GenerateOptions, prepare_portrait, sample_latent
+        from magicinfinite_core.media.autoencoders import moves_portrait
         from magicinfinite_core.sampling.state import has_state
         from magicinfinite_core.sampling.wavefront import wavefront_sampler_fn
 
@@ -257,22 +290,33 @@ class MagicInfiniteSampler(io.ComfyNode):
         # the generator's own step list when the step count matches it, else an even spread
         timesteps = None if len(trained_steps) == int(steps) else distilled_timesteps(steps)
         progress = progress_callback(cls.hidden.unique_id)
-        # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's per-step state
-        sampler_fn = None if state_dir is not None else wavefront_sampler_fn(on_final=frame_previews(model, progress))
+        # a motion-latent model frames the faces itself: the masks stay at the portrait's own size
+        mask_hw = (model.height, model.width)
+        if speaker_masks is not None and moves_portrait(model.vae):
+            mask_hw = tuple(speaker_masks.shape[-2:])
+        stop_if_interrupted()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 options = GenerateOptions(
-                    speakers=node_speakers(speaker_masks, k, model.height, model.width),
+                    speakers=node_speakers(speaker_masks, k, *mask_hw),
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
+                    max_size=int(max_size) or MAX_OUTPUT_SIDE,
                 )
+                prep_notes: list[str] = []
+                prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)
+                stop_if_interrupted()  # face detection and portrait encoding done
+                # no resume_dir: wavefront order, finished frames shown as they come; resume_dir: the sweep's state
+                sampler_fn = None if state_dir is not None else wavefront_sampler_fn(
+                    on_final=frame_previews(model, progress, prep.reference))
                 sampled = sample_latent(
                     model, portrait[:1], features, int(audio_features["num_frames"]), prompt or "",
                     options=options, device=torch_device(device), callback=progress, forward=forward,
-                    sampler_fn=sampler_fn,
+                    sampler_fn=sampler_fn, prepared=prep,
                 )
+                sampled.notes[:0] = prep_notes
         except MaskError as e:
             if speaker_masks is not None:
                 raise
@@ -288,6 +332,7 @@ class MagicInfiniteSampler(io.ComfyNode):
             "num_frames": int(audio_features["num_frames"]),
             "mux": audio_features["mux"],
             "state_dir": str(state_dir) if state_dir is not None else None,
+            "reference": sampled.reference,  # what decoding moves (motion latents), else None
         }
         note = " (resumed)" if resumed else ""
         if distilled and model.distilled is None:

@@ -16,7 +16,9 @@ from .common import (
     MagicModel,
     check_floats,
     check_prefix,
+    choice_error,
     progress_callback,
+    stop_if_interrupted,
     torch_device,
 )
 
@@ -93,8 +95,10 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, filename_prefix: str) -> bool | str:
-        return check_prefix(filename_prefix) or True
+    def validate_inputs(cls, filename_prefix: str, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values) and a prefix that stays
+        inside the output folder and is a usable file name (no NUL, not thousands of characters)."""
+        return choice_error("device", device, DEVICES) or check_prefix(filename_prefix) or True
 
     @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
@@ -107,8 +111,10 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         full_folder, file, subfolder = output_file(latent, filename_prefix, model.width, model.height)
         path = os.path.join(full_folder, file)
         dev = torch_device(device)
+        stop_if_interrupted()
         decode_to_mp4(latent["latent"], model.vae.to(dev), latent["num_frames"], path, latent.get("mux"),
-                      chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id))
+                      chunk=int(decode_chunk), device=dev, callback=progress_callback(cls.hidden.unique_id),
+                      portrait=latent.get("reference"))
         _clear_state(latent)
         video = InputImpl.VideoFromFile(path)
         result = ui.SavedResult(file, subfolder, io.FolderType.output)
@@ -144,6 +150,11 @@ class MagicInfiniteDecode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, device: str | None = None) -> bool | str:
+        """``device`` among DEVICES (ComfyUI 0.3.75 does not check V3 combo values)."""
+        return choice_error("device", device, DEVICES) or True
+
+    @classmethod
     def execute(cls, model: Any, latent: dict[str, Any], max_seconds: float, decode_chunk: int,
                 device: str) -> io.NodeOutput:
         import torch
@@ -163,7 +174,7 @@ class MagicInfiniteDecode(io.ComfyNode):
         vae = model.vae.to(dev)
         chunks = [
             c.permute(1, 2, 3, 0).add(1).div(2).clamp(0, 1)  # [3, n, H, W] in [-1, 1] -> [n, H, W, 3]
-            for c in streamed_decode(latent["latent"], decode_fn(vae), num_frames=n,
+            for c in streamed_decode(latent["latent"], decode_fn(vae, latent.get("reference")), num_frames=n,
                                      chunk=int(decode_chunk), device=dev,
                                      callback=progress_callback(cls.hidden.unique_id))
         ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -36,12 +37,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import headless
+from . import headless, job_checks
+from .interrupts import SigintInterrupts
 from .job_runner import (
     SAMPLER_CLASS,
     STAGED_SUBFOLDER,
     BatchError,
     InProcessRunner,
+    discard_previous_outputs,
     error_line,
     main_output,
     model_cache_size,
@@ -63,13 +66,24 @@ FINISHED = ("ok", "skipped")
 
 
 def read_jobs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a CSV (strings, parsed like ``--set`` values) or JSONL (typed) jobs file."""
+    """Rows of a CSV (strings, parsed like ``--set`` values) or JSONL (typed) jobs file.
+
+    Every job must give every column a value: an empty CSV cell or a JSONL row without a key the other
+    rows have used to fall back silently to the workflow's own value (the demo voice or portrait).
+    """
     p = Path(path)
     if not p.is_file():
         raise BatchError(f"jobs file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise BatchError(f"{p}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the jobs file "
+                         "as UTF-8") from None
     rows: list[dict[str, Any]] = []
+    lines: list[int] = []
     if p.suffix.lower() in (".jsonl", ".ndjson"):
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -79,19 +93,29 @@ def read_jobs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if not isinstance(row, dict):
                 raise BatchError(f"{p}:{n}: each line must be a JSON object")
             rows.append(row)
+            lines.append(n)
     else:
-        with p.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                rows.append({k.strip(): headless.parse_value(v) for k, v in row.items() if k and v not in (None, "")})
-    ids = [str(r.get("id", f"job{i + 1:04d}")) for i, r in enumerate(rows)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for row in reader:
+            lines.append(reader.line_num)
+            if None in row:
+                raise BatchError(f"{p}:{reader.line_num}: more cells than the header has columns")
+            rows.append({k.strip(): None if v is None or not v.strip() else headless.parse_value(v)
+                         for k, v in row.items() if k and k.strip()})
+    ids = [str(r["id"]) if r.get("id") is not None else f"job{i + 1:04d}" for i, r in enumerate(rows)]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise BatchError(f"job ids must be unique; repeated: {sorted(dup)}")
+    columns = list(dict.fromkeys(k for r in rows for k in r if k != "id"))
     for i, (row, job_id) in enumerate(zip(rows, ids, strict=True)):
         err = _bad_id(job_id)
         if err:
             raise BatchError(f"job {i + 1}: {err}")
         row["id"] = job_id
+        missing = [c for c in columns if row.get(c) is None]
+        if missing:
+            raise BatchError(f"{p}:{lines[i]}: job {job_id} has no value for column {missing[0]!r}; give every "
+                             "job a value (or drop the column to use the workflow's own)")
     return rows
 
 
@@ -247,7 +271,10 @@ class ServerRunner:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magicinfinite batch", description="Run many jobs through one workflow.")
+    p = argparse.ArgumentParser(prog="magicinfinite batch", description="Run many jobs through one workflow.",
+                                epilog="exit codes: 0 every job finished; 1 some job failed (see the results table); "
+                                "2 bad arguments, workflow or jobs file (one 'error:' line, nothing run); "
+                                "130 interrupted (Ctrl-C; run the same command again to resume)")
     p.add_argument("jobs", help="jobs.csv or jobs.jsonl (columns: id, NODE.INPUT...)")
     p.add_argument("--workflow", required=True, help="API-format workflow JSON")
     p.add_argument("--out", default="out/batch", help="one sub-folder per job (default out/batch)")
@@ -327,6 +354,21 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
     cache_size = model_cache_size(workflow, args.model_cache)
     out_root = Path(args.out).resolve()
     results_path = Path(args.results).resolve() if args.results else out_root / "results.csv"
+    if out_root.exists() and not out_root.is_dir():
+        raise BatchError(f"--out {args.out} is a file; --out is the folder the jobs' outputs go to")
+    if results_path.is_dir():
+        raise BatchError(f"--results {results_path} is a folder; give a .csv or .jsonl file name")
+    # every --map, column and row is checked before the first job runs and before anything is written
+    columns = job_checks.job_columns(jobs)
+    job_checks.check_mapping(mapping, columns, jobs_path)
+    runner: Any = None
+    if args.server:
+        runner, worker = ServerRunner(args.server, args.timeout), f"server {args.server}"
+        declared = job_checks.server_inputs(args.server)
+    else:
+        job_checks.bootstrap_for_checks(args)
+        declared = headless.node_inputs
+    job_checks.check_inputs(workflow, mapping, columns, declared)
     previous = read_results(results_path)
     plans = [(row, *job_overrides(row, workflow, mapping, jobs_path.parent.resolve())) for row in jobs]
 
@@ -340,6 +382,8 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
             print(f"{job_id}: skipped (finished: {previous[job_id]['output']})", file=sys.stderr)
             continue
         todo.append((job_id, overrides, files))
+    if not args.server:  # the server validates each job when it is queued; here every job is checked first
+        job_checks.validate_jobs(workflow, todo, args.input_dir)
     if args.ray is not None:
         from . import ray_batch
 
@@ -347,32 +391,40 @@ def run_batch(args: argparse.Namespace) -> BatchRun:
         table.write()
         return BatchRun(table.in_order(), results_path, stats)
 
-    if args.server:
-        runner: Any = ServerRunner(args.server, args.timeout)
-        worker = f"server {args.server}"
-    else:
+    if not args.server:
         prepare_process(args.torch_threads, cache_size)
         runner, worker = InProcessRunner(args), worker_label()
-    for job_id, overrides, files in todo:
-        attempts = previous_attempts(previous.get(job_id)) + 1
-        table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts}, announce=False)
-        t0 = time.perf_counter()
-        base = {"id": job_id, "worker": worker, "attempts": attempts,
-                "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
-        try:
-            output, warned = runner.run(workflow, overrides, files, out_root / job_id)
-            row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),
-                   "error": "", "warnings": warned}
-        except KeyboardInterrupt:
-            table.set(job_id, {**base, "status": "interrupted", "output": "",
-                               "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"}, announce=False)
-            raise
-        except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
-            row = {**base, "status": "error", "output": "", "seconds": round(time.perf_counter() - t0, 2),
-                   "error": error_line(e)}
-        table.set(job_id, row)
-        if row["status"] == "error" and args.stop_on_error:
-            break
+    with SigintInterrupts() as ctrl_c:
+        for job_id, overrides, files in todo:
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
+            attempts = previous_attempts(previous.get(job_id)) + 1
+            table.set(job_id, {"id": job_id, "status": "running", "worker": worker, "attempts": attempts},
+                      announce=False)
+            t0 = time.perf_counter()
+            base = {"id": job_id, "worker": worker, "attempts": attempts,
+                    "resumed_from": "" if args.server else saved_progress(workflow, overrides, out_root / job_id)}
+            if not args.server:
+                discard_previous_outputs(out_root / job_id)
+            try:
+                output, warned = runner.run(workflow, overrides, files, out_root / job_id)
+                row = {**base, "status": "ok", "output": output, "seconds": round(time.perf_counter() - t0, 2),
+                       "error": "", "warnings": warned}
+            except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on
+                row = {**base, "status": "error", "output": "", "seconds": round(time.perf_counter() - t0, 2),
+                       "error": error_line(e)}
+                if ctrl_c.requested:  # the job stopped because of Ctrl-C: it resumes on the next run
+                    row.update(status="interrupted", error="interrupted")
+            except KeyboardInterrupt:
+                table.set(job_id, {**base, "status": "interrupted", "output": "",
+                                   "seconds": round(time.perf_counter() - t0, 2), "error": "interrupted"},
+                          announce=False)
+                raise
+            table.set(job_id, row)  # a job that finished as Ctrl-C came is recorded as the success it is
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
+            if row["status"] == "error" and args.stop_on_error:
+                break
     table.write()
     stats: dict[str, int] = {}
     if not args.server:
@@ -393,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, format="%(message)s")
     try:
         rows, results_path, _ = run_batch(args)
-    except (BatchError, headless.WorkflowFormatError, MagicInfiniteError) as e:
+    except (BatchError, headless.HeadlessError, MagicInfiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

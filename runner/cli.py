@@ -1,7 +1,9 @@
 """`magicinfinite` command line: generate a video, or run / batch ComfyUI workflows headlessly.
 
-Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1, so
-scripts can rely on the exit code and humans get something to act on. `run` and `batch` belong to
+Every failure caused by inputs is printed as ONE line starting with "error:" and exits with 1 (`batch`:
+2 for a bad jobs file or arguments, 1 when some job failed; see `run --help` / `batch --help`), argparse
+usage errors with 2 and Ctrl-C with 130, so scripts can rely on the exit code and humans get something
+to act on. `run` and `batch` belong to
 the headless runner (runner/headless.py, runner/batch.py) and are imported only when used. The entry
 point lives here, outside the core, because it calls both the core and the runner.
 """
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from magicinfinite_core.config import MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 
 SEED_MAX = 2**63 - 1  # the same range as the ComfyUI sampler node's seed
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(reported in the output)")
     m = g.add_argument_group("model and sampling")
     m.add_argument("--model", default=None,
-                   help="model folder (bundle.json); default: the embedded demo model")
+                   help="model folder (bundle.json), or one HunyuanVideo-Avatar .safetensors file (its VAE and "
+                   "Whisper found in the ComfyUI model folders around it); default: the embedded demo model")
     m.add_argument("--steps", type=int, default=None,
                    help="denoising steps of the base model (default: the model's own, bundle.json 'sampler'; else 30)")
     mode = m.add_mutually_exclusive_group()
@@ -85,8 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cfg-text", type=float, default=None, help="text guidance scale (default: the model's; else 3)")
     m.add_argument("--no-cfg", action="store_true", help="turn guidance off (one pass per window, 3x faster)")
     m.add_argument("--negative-prompt", default="", help="prompt of the unconditional pass (default empty)")
-    m.add_argument("--window", type=int, default=33, help="frames per sliding window (default 33)")
-    m.add_argument("--overlap", type=int, default=8, help="frames shared by neighbouring windows (default 8)")
+    m.add_argument("--window", type=int, default=None,
+                   help="frames per sliding window (default: the model's, e.g. 129 for HunyuanVideo-Avatar; else 33)")
+    m.add_argument("--max-size", type=int, default=MAX_OUTPUT_SIDE, metavar="PX",
+                   help="motion-latent models (the demo): the video has the portrait's own size, reduced to this "
+                   f"many pixels on its longer side (default {MAX_OUTPUT_SIDE}); other models keep their own size")
+    m.add_argument("--overlap", type=int, default=None,
+                   help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
     m.add_argument("--fixed-windows", action="store_true", help="do not move window boundaries between steps")
     m.add_argument("--seed", type=int, default=0,
@@ -107,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     from magicinfinite_core.distributed import add_sp_arguments
 
     add_sp_arguments(g)
+    ins = sub.add_parser("inspect", help="name a transformer file's layout and list its bad keys (reads the header only)")
+    ins.add_argument("file", help=".safetensors file, shard index or diffusers folder")
+    ins.add_argument("--json", action="store_true", help='print {"layout","missing","unexpected","wrong_shapes"}')
+    cv = sub.add_parser("convert", help="one-time: a pickled .pt checkpoint -> .safetensors (torch weights_only)")
+    cv.add_argument("src", help="IN.pt (e.g. HunyuanVideo-Avatar's mp_rank_00_model_states.pt)")
+    cv.add_argument("dst", help="OUT.safetensors")
     for name, text in (("run", "run an API-format ComfyUI workflow headlessly"),
                        ("batch", "run a workflow over many inputs headlessly")):
         s = sub.add_parser(name, help=text, add_help=False)
@@ -143,7 +158,11 @@ def check_args(args: argparse.Namespace) -> None:
     meant "the default", a seed beyond 64 bits died in torch, and a bad ``--out`` failed only after
     the whole video was computed.
     """
-    from magicinfinite_core.media.video_io import check_output_path
+    from magicinfinite_core.config import DEFAULT_OVERLAP
+    from magicinfinite_core.devices import check_device
+    from magicinfinite_core.limits import MAX_STEPS, OVERLAP_RANGE, WINDOW_RANGE, count_error
+    from magicinfinite_core.media.video_io import check_output_path, partial_path
+    from magicinfinite_core.output_files import refuse_inputs_as_outputs
     from magicinfinite_core.sampling.sliding_window import window_sizes
 
     errors = [
@@ -151,16 +170,27 @@ def check_args(args: argparse.Namespace) -> None:
         finite_error("--cfg-audio", args.cfg_audio, 0.0) if args.cfg_audio is not None else None,
         finite_error("--cfg-text", args.cfg_text, 0.0) if args.cfg_text is not None else None,
         f"--steps must be at least 1, got {args.steps}" if args.steps is not None and args.steps < 1 else None,
+        f"--steps must be at most {MAX_STEPS}, got {args.steps}" if args.steps is not None and args.steps > MAX_STEPS
+        else None,
         f"--seed must be in 0..{SEED_MAX}, got {args.seed}" if not 0 <= args.seed <= SEED_MAX else None,
         finite_error("--save-every", args.save_every, 0.0),
+        f"--max-size must be in 64..4096, got {args.max_size}" if not 64 <= args.max_size <= 4096 else None,
     ]
     for e in errors:
         if e:
             raise MagicInfiniteError(e)
+    # without --window / --overlap the model's own apply (checked when the model is loaded)
+    for e in (args.window is not None and count_error("--window", args.window, *WINDOW_RANGE),
+              args.overlap is not None and count_error("--overlap", args.overlap, *OVERLAP_RANGE)):
+        if e:
+            raise MagicInfiniteError(e)
+    overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
     try:
-        window_sizes(args.window, args.overlap)
+        if args.window is not None:
+            window_sizes(args.window, overlap)
     except ValueError as e:
-        raise MagicInfiniteError(f"--window {args.window} / --overlap {args.overlap}: {e}") from None
+        raise MagicInfiniteError(f"--window {args.window} / --overlap {overlap}: {e}") from None
+    check_device(args.device)
     from magicinfinite_core.inputs.live_audio import is_live_source
 
     live = [a for a in args.audio if is_live_source(a)]
@@ -169,9 +199,17 @@ def check_args(args: argparse.Namespace) -> None:
     if (live or args.live) and (args.resume or args.sweep):
         raise MagicInfiniteError("live audio cannot be resumed or swept: it cannot be read twice; drop "
                                  "--resume / --sweep")
-    for p in [args.portrait, *[a for a in args.audio if a not in live], *(args.speaker_mask or [])]:
+    inputs = [args.portrait, *[a for a in args.audio if a not in live], *(args.speaker_mask or [])]
+    for p in inputs:
         if not Path(p).is_file():
             raise MagicInfiniteError(f"input file not found: {p}")
+    model = Path(args.model) if args.model else None
+    if model is not None and model.is_dir():  # the bundle's own files are inputs too
+        inputs += [f for f in model.iterdir() if f.is_file()]
+    refuse_inputs_as_outputs({"--out": args.out, "--out's temporary file": partial_path(args.out),
+                              "--latent-file": args.latent_file, "--state-dir": args.state_dir}, inputs)
+    if args.latent_file is not None:
+        refuse_inputs_as_outputs({"--latent-file": args.latent_file}, [args.out])
     check_output_path(args.out)
 
 
@@ -193,8 +231,6 @@ def _use_generator(args: argparse.Namespace, model: Path) -> bool:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from magicinfinite_core.generate import GenerateOptions, generate
-    from magicinfinite_core.inputs.live_audio import is_live_source
     from magicinfinite_core.sampling.guidance import CFGConfig
     from magicinfinite_core.weights.bundle import (
         BUNDLE_FILE,
@@ -233,16 +269,28 @@ def _generate(args: argparse.Namespace) -> int:
 
             out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
             state_dir, args.quiet = None, True
-    cb, close = _progress_bars(args.quiet)
-    from magicinfinite_core.errors import MaskError
+    from magicinfinite_core.output_files import OutputLocks
 
-    try:
-        options = GenerateOptions(
+    locks = {"--out": out, **({"--state-dir": state_dir} if args.state_dir and state_dir is not None else {})}
+    with OutputLocks(locks if out == args.out else {}):  # a second run on the same files stops here
+        return _run_locked(args, model, out, bundle, options_kw=dict(
             steps=args.steps, cfg=cfg, shift=args.shift, distilled=args.distilled, window=args.window,
             overlap=args.overlap, shift_windows=not args.fixed_windows, speakers=speakers, seed=args.seed,
             negative_prompt=args.negative_prompt, face_fallback="center" if args.face_fallback == "centre" else None,
             state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
-        )
+            max_size=args.max_size,
+        ))
+
+
+def _run_locked(args: argparse.Namespace, model: Path, out: str, bundle, options_kw: dict) -> int:
+    """The generation itself, once the output (and its state folder) are this run's."""
+    from magicinfinite_core.errors import MaskError
+    from magicinfinite_core.generate import GenerateOptions, generate
+    from magicinfinite_core.inputs.live_audio import is_live_source
+
+    cb, close = _progress_bars(args.quiet)
+    try:
+        options = GenerateOptions(**options_kw)
         audio = args.audio if len(args.audio) > 1 else args.audio[0]
         common = dict(model=bundle if bundle is not None else model, out=out, options=options, device=args.device,
                       callback=cb)
@@ -303,7 +351,15 @@ def _headless(command: str, rest: list[str]) -> int:
     return int(mod.main(rest) or 0)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Python warnings as one line each (no source line, no file path): ``warning: <message>``."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("run", "batch"):  # the runner parses its own options (--help included)
         try:
@@ -317,8 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "inspect":
+            from magicinfinite_core.weights.inspect_file import inspect_file
+
+            report = inspect_file(args.file)
+            print(report.to_json() if args.json else report.to_text())
+            return 0
+        if args.command == "convert":
+            from runner.convert import convert
+
+            n = convert(args.src, args.dst)
+            print(f"wrote {n} tensors to {args.dst}")
+            return 0
         return _generate(args)
-    except (MagicInfiniteError, ValueError, OSError) as exc:
+    except OSError as exc:
+        from magicinfinite_core.output_files import disk_full_error
+
+        print(f"error: {disk_full_error(exc.filename or args.out, exc) or exc}", file=sys.stderr)
+        return 1
+    except (MagicInfiniteError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,10 @@ def load_workflow(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WorkflowFormatError(f"workflow file not found: {path}") from e
     except json.JSONDecodeError as e:
         raise WorkflowFormatError(f"workflow {path} is not valid JSON: {e}") from e
+    except UnicodeDecodeError as e:
+        raise WorkflowFormatError(f"workflow {path} is not UTF-8 text (byte {e.start}); save it as UTF-8 JSON") from None
+    except OSError as e:
+        raise WorkflowFormatError(f"cannot read workflow {path}: {e.strerror or e}") from None
     return normalize_workflow(data)
 
 
@@ -142,6 +146,49 @@ def apply_overrides(workflow: dict[str, Any], overrides: dict[str, Any]) -> dict
             raise WorkflowFormatError(f"--set {key}: missing input name after the node id")
         wf[node_id]["inputs"][input_name] = value
     return wf
+
+
+def node_inputs(class_type: str) -> set[str] | None:
+    """The inputs (required and optional) ComfyUI's node class declares; None when ComfyUI is not loaded
+    in this process or the class is unknown (ComfyUI's validation names an unknown class itself)."""
+    if _Comfy.nodes is None:
+        return None
+    cls = _Comfy.nodes.NODE_CLASS_MAPPINGS.get(class_type)
+    if cls is None:
+        return None
+    spec = cls.INPUT_TYPES()
+    return set(spec.get("required", {})) | set(spec.get("optional", {}))
+
+
+def unknown_input_error(workflow: dict[str, Any], key: str,
+                        declared: Callable[[str], set[str] | None] = node_inputs) -> str | None:
+    """Error text when ``NODE.INPUT`` names no node of ``workflow`` or an input that node does not have.
+
+    Why: ComfyUI's validation ignores inputs a node does not declare, so ``--set 6.sed=1`` (for
+    ``seed``) or a batch column ``6.nosuch`` used to run the workflow unchanged without a word. The
+    inputs are the workflow node's own plus, where known, the class's declared ones (an optional input
+    the exported workflow leaves out is still settable).
+    """
+    node_id, _, name = key.partition(".")
+    node = workflow.get(node_id)
+    if node is None:
+        return f"the workflow has no node {node_id!r} (its nodes: {', '.join(sorted(workflow, key=_id_order))})"
+    if not name:
+        return "missing input name after the node id"
+    klass = node.get("class_type")
+    decl = declared(klass)
+    if name in node.get("inputs", {}) or decl is None or name in decl:
+        return None  # decl None: no declaration to judge an input the workflow leaves out
+    known = set(node.get("inputs", {})) | decl
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"node {node_id} ({klass}) has no input {name!r}{hint}; its inputs: {', '.join(sorted(known))}"
+
+
+def _id_order(node_id: str) -> tuple[int, str]:
+    return (int(node_id), "") if node_id.isdigit() else (1 << 30, node_id)
 
 
 # --------------------------------------------------------------------------- ComfyUI bootstrap
@@ -381,12 +428,27 @@ def _one_line(text: str) -> str:
 
 
 def _validation_message(error: dict[str, Any], node_errors: dict[str, Any], prompt: dict[str, Any]) -> str:
+    """ComfyUI's validation errors as one line. A node's ``validate_inputs`` message is attached by
+    ComfyUI to every input that function takes (``"window - <msg>"``, ``"mode - <msg>"``...): said once,
+    without the misleading input label, when several inputs carry the same message."""
     parts = []
     for node_id, info in node_errors.items():
-        for reason in info.get("errors", []):
-            parts.append(
-                f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}"
-            )
+        reasons = info.get("errors", [])
+        shared: dict[str, int] = {}
+        for reason in reasons:
+            if reason.get("type") == "custom_validation_failed":
+                _, _, text = str(reason.get("details", "")).partition(" - ")
+                shared[text] = shared.get(text, 0) + 1
+        said: set[str] = set()
+        for reason in reasons:
+            details = reason.get("details")
+            if reason.get("type") == "custom_validation_failed":
+                _, _, text = str(details).partition(" - ")
+                if text in said:
+                    continue
+                said.add(text)
+                details = text if shared[text] > 1 else details
+            parts.append(f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {details}")
     if not parts:
         parts.append(f"{error.get('message')}: {error.get('details')}".rstrip(": "))
     return _one_line("invalid workflow: " + "; ".join(parts))
@@ -415,6 +477,21 @@ def _list_files(root: Path) -> set[str]:
     return {str(p.resolve()) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 
+def validate_workflow(workflow: dict[str, Any], overrides: dict[str, Any] | None = None, *,
+                      input_dir: str | os.PathLike[str] | None = None) -> None:
+    """ComfyUI's own validation (what /prompt does, the nodes' ``validate_inputs`` included) without
+    running anything; raises :class:`WorkflowValidationError` with one line. ComfyUI must be
+    bootstrapped. Why: a batch checks every job before the first one runs."""
+    folder_paths, execution = _Comfy.folder_paths, _Comfy.execution
+    prompt = apply_overrides(normalize_workflow(copy.deepcopy(workflow)), overrides or {})
+    if input_dir is not None:
+        folder_paths.set_input_directory(str(Path(input_dir).resolve()))
+    install_demo_inputs(Path(folder_paths.get_input_directory()))
+    valid, error, _, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+    if not valid:
+        raise WorkflowValidationError(_validation_message(error or {}, node_errors, prompt), error or {}, node_errors)
+
+
 def run_workflow(
     workflow: dict[str, Any],
     overrides: dict[str, Any] | None = None,
@@ -439,8 +516,7 @@ def run_workflow(
 
     prompt = apply_overrides(normalize_workflow(copy.deepcopy(workflow)), overrides or {})
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    folder_paths.set_output_directory(str(out))
+    folder_paths.set_output_directory(str(out))  # made only once the workflow is valid: a refusal leaves nothing
     if input_dir is not None:
         folder_paths.set_input_directory(str(Path(input_dir).resolve()))
     install_demo_inputs(Path(folder_paths.get_input_directory()))
@@ -453,6 +529,7 @@ def run_workflow(
             _validation_message(error or {}, node_errors, prompt), error or {}, node_errors
         )
 
+    out.mkdir(parents=True, exist_ok=True)
     server.messages = []
     server.last_prompt_id = prompt_id
     executor = new_executor(execution, server)
@@ -476,10 +553,15 @@ def run_workflow(
 # --------------------------------------------------------------------------- CLI
 
 
+EXIT_CODES = ("exit codes: 0 done; 1 the workflow, an input or a node failed (one 'error:' line); "
+              "2 bad command-line arguments; 130 interrupted (Ctrl-C)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser for ``magicinfinite run`` / ``python -m runner.headless``."""
     p = argparse.ArgumentParser(
-        prog="magicinfinite run", description="Run an API-format ComfyUI workflow without a server."
+        prog="magicinfinite run", description="Run an API-format ComfyUI workflow without a server.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Export (API))")
     p.add_argument(
@@ -513,15 +595,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: exit code 0 on success, 1 with one ``error:`` line on stderr on any workflow error."""
+    """CLI entry: exit code 0 on success, 1 with one ``error:`` line on stderr on any workflow error, 2 for
+    bad arguments (argparse), 130 on Ctrl-C (:data:`EXIT_CODES`, shown by ``--help``)."""
     args = build_parser().parse_args(argv)
     # Quiet by default: ComfyUI logs a node's traceback at ERROR level; the CLI's contract is one
     # "error:" line, and -v brings ComfyUI's log (tracebacks included) back.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, format="%(message)s")
     try:
-        workflow = load_workflow(args.workflow)
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise WorkflowFormatError(f"--out {args.out} is a file; --out is the folder the outputs go to")
+        given = load_workflow(args.workflow)
         overrides = parse_overrides(args.overrides)
-        workflow = apply_overrides(workflow, overrides)  # fail on a bad --set before ComfyUI loads
+        workflow = apply_overrides(given, overrides)  # fail on a bad --set before ComfyUI loads
         bootstrap(
             args.comfyui,
             cpu=args.cpu,
@@ -529,6 +614,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_model_paths=args.extra_model_paths_config,
             all_custom_nodes=args.all_custom_nodes,
         )
+        for key in overrides:  # an input the node does not have is ignored by ComfyUI: refuse it here
+            err = unknown_input_error(given, key)
+            if err:
+                raise WorkflowFormatError(f"--set {key}: {err}")
         result = run_workflow(workflow, None, args.out, input_dir=args.input_dir)
     except HeadlessError as e:
         hint = (
@@ -538,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"error: {e}{hint}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps({k: result[k] for k in ("prompt_id", "outputs", "files")}, indent=2, default=str))
     else:

@@ -167,3 +167,22 @@ def previous_attempts(row: dict[str, Any] | None) -> int:
 def print_cache_summary(workers: int, stats: dict[str, int]) -> None:
     print(f"model loads: {stats['loads']} in {workers} process(es); reused a loaded model: {stats['hits']} time(s)",
           file=sys.stderr)
+
+
+def discard_previous_outputs(out: Path) -> list[Path]:
+    """Remove the videos an earlier, unrecorded attempt of this job left in its own folder ``out``.
+
+    Why: the results table is what says a job is done; a video that landed without its table row (the
+    process was killed between the two, or Ctrl-C came as the job finished) is not a result, and
+    ComfyUI's file counter would give the rerun ``_00002_`` beside it. Removing it first makes the
+    rerun write the same name again, so "video written" and "job done" never disagree for long. The
+    sampler's resume state (``magicinfinite_state/``) is kept: the rerun continues from it.
+    """
+    if not out.is_dir():
+        return []
+    removed = []
+    for p in sorted(out.rglob("*.mp4")):
+        if STATE_SUBFOLDER not in p.relative_to(out).parts and p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed

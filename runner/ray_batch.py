@@ -121,6 +121,7 @@ class BatchWorker:
         row: dict[str, Any] = {"id": job_id, "worker": self.label,
                                "resumed_from": job_runner.saved_progress(workflow, overrides, Path(out))}
         try:
+            job_runner.discard_previous_outputs(Path(out))  # an unrecorded earlier attempt's video: replaced
             output, warned = self.runner.run(workflow, overrides, {k: Path(v) for k, v in files.items()}, Path(out))
             row.update(status="ok", output=output, error="", warnings=warned)
         except Exception as e:  # noqa: BLE001 - every failure becomes a row; the batch goes on

@@ -112,15 +112,19 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
 ):
     wf = _workflow_file(tmp_path, magic_test_bundle)
     jobs = job_inputs / "jobs.csv"
-    # ok; a validation error; a job whose save step fails after sampling (decode device 'cuda' on a CPU box)
+    # a job with a missing file is refused before any job runs (issue 29), nothing written
+    jobs.write_text("id,portrait,3.audio,6.seed,7.device\nok1,face.png,voice.wav,1,auto\nbad,face.png,missing.wav,2,auto\n")
+    inputs = tmp_path / "comfy_input"
+    common = dict(map="portrait=2.image", models_dir=comfyui_models, comfyui=comfyui_install, input_dir=inputs)
+    assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 2
+    assert "job bad: invalid workflow: node 3 (LoadAudio)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # ok; a job whose save step fails after sampling (decode device 'cuda' on a CPU box)
     jobs.write_text(
         "id,portrait,3.audio,6.seed,7.device\n"
         "ok1,face.png,voice.wav,1,auto\n"
-        "bad,face.png,missing.wav,2,auto\n"
         "cut,face.png,voice.wav,3,cuda\n"
     )
-    inputs = tmp_path / "comfy_input"
-    common = dict(map="portrait=2.image", models_dir=comfyui_models, comfyui=comfyui_install, input_dir=inputs)
     assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 1
     # the portrait and voice were copied into the input folder, not handed over by absolute path
     staged = {p.name for p in (inputs / "magicinfinite_batch").iterdir()}
@@ -128,7 +132,6 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
     res = _results(tmp_path)
     assert res["ok1"]["status"] == "ok" and res["ok1"]["output"].endswith(".mp4")
     assert float(res["ok1"]["seconds"]) > 0
-    assert res["bad"]["status"] == "error" and "missing.wav" in res["bad"]["error"]
     assert res["cut"]["status"] == "error" and "node 7" in res["cut"]["error"]
     state = tmp_path / "out" / "cut" / "magicinfinite_state" / "batch_cut"
     from magicinfinite_core.sampling.state import has_state, load_state
@@ -137,7 +140,7 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
 
     # Second run: ok1 skipped, 'cut' continues from its saved sampler state and finishes.
     jobs.write_text(jobs.read_text().replace("voice.wav,3,cuda", "voice.wav,3,auto"))
-    assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 1  # 'bad' still fails
+    assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 0
     res2 = _results(tmp_path)
     assert res2["ok1"]["status"] == "skipped" and res2["ok1"]["output"] == res["ok1"]["output"]
     assert res2["cut"]["status"] == "ok" and not has_state(state)

@@ -111,3 +111,47 @@ def test_evaluate_runs_distilled_on_a_heldout_clip(tmp_path):
     assert row["gt_psnr_portrait"] > 5.0 and row["vae_psnr_portrait"] > 20.0
     assert s["still_static_clips"] == 0 and np.isnan(s["psnr_portrait_still_static"])
     assert set(res["control"][0]) == {"clip", "still", "nodding"}
+
+
+# ------------------------------------------------------------------------------ upper face (issue 26)
+def _ramp_video(n: int, shift_px: int = 0) -> np.ndarray:
+    """A horizontal grey ramp (2 grey levels per pixel); every odd frame moved right by `shift_px`."""
+    x = np.arange(64, dtype=np.float32)
+    frames = []
+    for t in range(n):
+        row = 40 + 2 * (x - (shift_px if t % 2 else 0))
+        frames.append(np.repeat(np.repeat(row[None, :, None], 48, 0), 3, 2))
+    return np.stack(frames).clip(0, 255).astype(np.uint8)
+
+
+def test_upper_face_mask_is_the_oval_above_the_nose_tip():
+    oval = np.array([[32, 4], [56, 24], [32, 44], [8, 24]], np.float32)  # a diamond 'face'
+    m = metrics.upper_face_mask(oval, nose_tip_y=24, height=48, width=64)
+    assert m[10, 32] and m[24, 32] and not m[25, 32]  # forehead in, nose-tip row in, below it out
+    assert not m[10, 12] and not m[2, 32]  # outside the oval's sides and above its top
+    box = metrics.upper_face_box_mask(np.array([10, 5, 50, 45]), mouth_top=30, height=48, width=64)
+    assert box[5:30, 10:50].all() and box.sum() == 25 * 40
+
+
+def test_still_video_scores_zero_flicker_and_capped_psnr():
+    frames = _ramp_video(6)
+    mask = np.zeros((48, 64), bool)
+    mask[8:40, 8:56] = True
+    f = metrics.flicker(frames, mask)
+    assert f["mean"] == 0.0 and f["p95"] == 0.0
+    assert metrics.region_psnr(frames, frames[0], mask) == metrics.PSNR_CAP
+    assert np.isnan(metrics.flicker(frames[:1], mask)["mean"])  # one frame: no change to measure
+
+
+def test_known_shift_scores_the_expected_change():
+    frames = _ramp_video(6, shift_px=2)  # a 2 px move of a 2-levels-per-pixel ramp: 4 grey levels everywhere
+    mask = np.zeros((48, 64), bool)
+    mask[8:40, 8:56] = True  # away from the clipped edge
+    f = metrics.flicker(frames, mask)
+    assert f["mean"] == pytest.approx(4.0, abs=0.6) and f["p95"] == pytest.approx(4.0, abs=0.6)
+    # PSNR of the moved frames (half of them) vs frame 0: mse = half of (4/255)^2
+    assert metrics.region_psnr(frames, frames[0], mask) == pytest.approx(
+        10 * np.log10(1 / (0.5 * (4 / 255) ** 2)), abs=1.5)
+    # a seam: one jump of 10 grey levels in an otherwise slowly brightening video, seen on the masked region
+    vid = np.stack([np.full((48, 64, 3), 50 + t + (10 if t >= 5 else 0), np.uint8) for t in range(10)])
+    assert metrics.seam_score(vid, [5], mask=mask) == pytest.approx(11.0, rel=0.05)

@@ -128,7 +128,7 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
             assert rec["status"] == "ok", (name, rec.get("error"), rec.get("traceback"))
     assert list(stages) == ["environment", "tiny_cuda_vs_cpu", "dit_window_64", "dit_window_96", "cfg_batched",
                             "sdpa_backends", "compile", "fp8", "vae_decode", "xfuser_world1", "generation",
-                            "block_swap"]
+                            "block_swap", "avatar"]
     w = stages["dit_window_64"]
     assert w["latent"] == [3, 8, 8] and w["video_tokens"] == 48 and w["timer"] == "perf_counter"
     assert w["achieved_tflops"] == pytest.approx(w["tflop"] / w["median_s"])
@@ -141,6 +141,11 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     assert gen["gpu_s_per_video_s"] == pytest.approx(gen["wall_s"] / 1.0)
     assert stages["block_swap"]["identical_to_resident"] is True
     assert stages["vae_decode"]["tiled"]["frames_out"] == 9
+    av = stages["avatar"]  # HunyuanVideo-Avatar's window at tiny shape: bf16 / fp8 / block swap
+    assert av["latent_frames"] == 3 and av["video_tokens"] == 3 * 16 and av["reference_tokens"] == 16
+    assert av["block_swap"]["identical_to_bf16"] is True and av["fp8"]["rel_l2"] < 0.1
+    assert av["block_swap"]["stats"]["loads"] >= 4 + 1 + 2  # 4 double + 1 single block + 2 adapters
+    assert set(result["summary"]["avatar"]) == {"bf16", "fp8", "block_swap"}
 
 
 def test_gpu_check_bf16_path_runs_on_cpu(tmp_path):

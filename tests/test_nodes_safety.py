@@ -106,17 +106,18 @@ def test_every_range_is_enforced_with_one_message_on_the_right_input(comfyui_ser
     # ranges ComfyUI skipped before because validate_inputs took these inputs
     e = errs(**{"6.steps": 10000})
     assert [(n, label) for n, label, _ in e] == [("6", "steps")], e
+    # ComfyUI labels a validate_inputs message with every input that function takes: the window/overlap
+    # pair and the choices it checks (mode, backend, device), never steps, resume_dir...
+    taken = {"window", "overlap", "mode", "backend", "device"}
     e = errs(**{"6.window": 2001})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and all("window 2001 must be in 5..1025" in d
-                                                                           for _, _, d in e), e
-    # one bad overlap: reported on window/overlap (the pair it breaks), never under steps, resume_dir...
+    assert {label for _, label, _ in e} == taken and all("window 2001 must be in 5..1025" in d for _, _, d in e), e
     e = errs(**{"6.overlap": 40})
-    assert {label for _, label, _ in e} == {"window", "overlap"} and len(e) == 2, e
+    assert {label for _, label, _ in e} == taken and len(e) == len(taken), e
     assert all("must be under half the window" in d for _, _, d in e)
     e = errs(**{"6.seed": -1})
     assert [(n, label) for n, label, _ in e] == [("6", "seed")], e
     e = errs(**{"5.num_speakers": 9})
-    assert {label for _, label, _ in e} <= {"num_speakers", "face_order"} and "1..4" in e[0][2], e
+    assert {label for _, label, _ in e} <= {"num_speakers", "face_order", "source"} and "1..4" in e[0][2], e
     # a NaN sent for a float is one message under its own label when ComfyUI can check it (not in validate_inputs)
     r = _post(comfyui_server, magic_workflow("single_speaker", magic_test_bundle, voice, **{"6.shift": 60.0}))
     body = r.json()
@@ -142,7 +143,8 @@ def test_bundle_json_paths_outside_the_bundle_are_refused(comfyui_server, comfyu
         spec["dit"] = dit
         (dest / "bundle.json").write_text(json.dumps(spec))
         e = _errors(comfyui_server, magic_workflow("single_speaker", name, voice))
-        assert [(n, label) for n, label, _ in e] == [("1", "model")], e  # one message, on `model`
+        # one message, labelled by ComfyUI with both inputs the loader's validate_inputs takes
+        assert sorted((n, label) for n, label, _ in e) == [("1", "model"), ("1", "transformer")], e
         assert ("absolute paths are refused" if name.endswith("abs") else "leaves the bundle folder") in e[0][2], e
     _still_serving(comfyui_server)
 
@@ -261,3 +263,57 @@ def test_warning_is_a_toast_in_the_real_frontend(comfyui_server, magic_test_bund
             time.sleep(0.25)
         b.screenshot(browser.default_artifacts_dir() / "magicinfinite_warning_toast.png")
     assert "is silent" in text and "mouth will stay closed" in text and "MagicInfinite" in text, text
+
+
+def test_hostile_bundles_parts_and_symlinks_are_one_message_in_the_server(comfyui_server, comfyui_models,
+                                                                          magic_test_bundle, voice, tmp_path):
+    """Issue 29: the bundle.json schema check labels `model` (HTTP 400), bad checkpoint metadata is an
+    execution error naming the field (not a ZeroDivisionError), Model From Parts' 7x7 and a model name
+    `5` say what is wrong, and a symlink planted in output/ lets neither a prefix nor a resume_dir out."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = comfyui_models / "diffusion_models" / magic_test_bundle
+    mels = comfyui_models / "diffusion_models" / "mi_hostile_mels"
+    shutil.copytree(src, mels, dirs_exist_ok=True)
+    spec = json.loads((mels / "bundle.json").read_text())
+    spec["audio"]["n_mels"] = 1e9
+    (mels / "bundle.json").write_text(json.dumps(spec))
+    e = _errors(comfyui_server, magic_workflow("single_speaker", "mi_hostile_mels", voice))
+    assert [(n, label) for n, label, _ in e] == [("1", "model")] and "'n_mels' must be an integer in 8..512" in e[0][2], e
+
+    heads = comfyui_models / "diffusion_models" / "mi_hostile_heads"
+    shutil.copytree(src, heads, dirs_exist_ok=True)
+    with safe_open(str(heads / "dit.safetensors"), "pt") as f:
+        meta = f.metadata()
+    cfg = json.loads(meta["config"])
+    cfg["num_heads"] = 0
+    save_file(load_file(heads / "dit.safetensors"), str(heads / "dit.safetensors"),
+              metadata={**meta, "config": json.dumps(cfg)})
+    err = comfyui_server.run(magic_workflow("single_speaker", "mi_hostile_heads", voice)).messages_of("execution_error")[0]
+    assert err["node_id"] == "1" and "'num_heads' must be in 1..512, got 0" in err["exception_message"], err
+    assert err["exception_type"] != "ZeroDivisionError"
+
+    e = _errors(comfyui_server, magic_workflow("single_speaker", magic_test_bundle, voice, **{"1.model": 5}))
+    assert any("must be a name (text), got 5" in d for _, _, d in e), e
+
+    wf = magic_workflow("single_speaker", magic_test_bundle, voice)
+    wf["99"] = {"class_type": "MagicInfiniteModelFromParts", "inputs": {"base_model": ["1", 0], "height": 7, "width": 7}}
+    wf["6"]["inputs"]["model"] = ["99", 0]
+    err = comfyui_server.run(wf).messages_of("execution_error")[0]
+    assert err["node_id"] == "99" and "height 7: use 0 (the base model's size) or 16..4096" in err["exception_message"]
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out_dir = comfyui_server.server.output_dir
+    (out_dir / "mi_planted").symlink_to(outside)
+    (out_dir / "magicinfinite_state").mkdir(exist_ok=True)
+    (out_dir / "magicinfinite_state" / "mi_planted").symlink_to(outside)
+    e = _errors(comfyui_server, magic_workflow("single_speaker", magic_test_bundle, voice,
+                                               **{"7.filename_prefix": "mi_planted/x"}))
+    assert [(n, label) for n, label, _ in e] == [("7", "filename_prefix")] and "through a symlink" in e[0][2], e
+    err = comfyui_server.run(magic_workflow("single_speaker", magic_test_bundle, voice,
+                                            **{"6.resume_dir": "mi_planted/run"})).messages_of("execution_error")[0]
+    assert err["node_id"] == "6" and "escapes the output folder" in err["exception_message"], err
+    assert not any(outside.iterdir())
+    _still_serving(comfyui_server)

@@ -48,7 +48,7 @@ def open_mouth(img: np.ndarray, lips: tuple[float, float, float, float], d: floa
 
 
 def test_lip_gap_follows_a_warped_mouth_opening(meter, portraits):
-    ref = rp.portrait_reference(portraits[1], 256, 256, meter, name="grace_hopper")
+    ref = rp.portrait_reference(portraits[0], 256, 256, meter, name="grace_hopper")
     lips = ref.faces[0].lips
     rng = np.random.default_rng(0)
     opening = rng.permutation(np.linspace(0, 1.2 * (lips[3] - lips[1]), 10))
@@ -96,7 +96,7 @@ def test_reversed_audio_changes_the_envelope():
 
 
 def test_silent_input_gives_mouth_measures(meter, portraits):
-    ref = rp.portrait_reference(portraits[1], 128, 128, meter)
+    ref = rp.portrait_reference(portraits[0], 128, 128, meter)
     frames = np.repeat(ref.image[None], 12, 0)
     silence = np.zeros(12 * 640, np.float32)
     m = rp.muted_measures(frames, ref, meter)
@@ -159,11 +159,11 @@ def test_bench_runs_end_to_end_on_the_demo(tmp_path, capsys):
     hopper = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
     # one held-out portrait, 1 s videos, the 4-step generator: the end-to-end plumbing, in CI time
     assert demo_quality.main(["--seconds", "1", "--skip-long", "--clips", "1", "--speakers", "2",
-                              "--portraits", str(hopper), "--modes", "distilled",
+                              "--portraits", str(hopper), "--modes", "distilled", "--pictures", "--speed-seconds", "0",
                               "--videos", str(tmp_path / "v"), "--strips", str(tmp_path / "s"), "--out", str(out)]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res == json.loads(out.read_text())
-    for key in ("table", "real_photos", "world", "sampler", "settings"):
+    for key in ("table", "real_photos", "world", "sampler", "settings", "pictures"):
         assert key in res
     for mode in ("distilled",):
         r = res["real_photos"][mode]
@@ -176,3 +176,69 @@ def test_bench_runs_end_to_end_on_the_demo(tmp_path, capsys):
     assert len(rows) == len(demo_quality.ROWS) and all("target" in r for r in rows.values())
     strips = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert "distilled_grace_hopper_c0.png" in strips and "distilled_speakers2.png" in strips
+
+
+def test_upper_face_of_a_still_portrait_scores_zero_and_cap(meter, portraits):
+    ref = rp.portrait_reference(portraits[0], 256, 256, meter, name="grace_hopper")
+    assert ref.upper is not None and ref.upper.any()
+    ys, xs = np.nonzero(ref.upper)
+    lm = ref.faces[0].landmarks
+    assert ys.max() <= lm[1, 1] + 1 and ys.min() >= lm[10, 1] - 2  # forehead top (10) .. nose tip (1)
+    assert not ref.upper[int(ref.faces[0].lips[1]):].any()  # no lips, no jaw
+    m = rp.upper_face_measures(np.repeat(ref.image[None], 5, 0), ref)
+    assert m["upper_flicker"] == 0.0 and m["upper_psnr"] == rp.metrics.PSNR_CAP
+
+
+def test_test_pictures_are_held_out_and_show_a_face(meter, tmp_path):
+    pics = {p.name: p for p in rp.test_pictures(tmp_path)}
+    assert set(pics) == {"full_length", "letterboxed", "greyscale", "open_smile"}
+    from PIL import Image
+
+    full = np.asarray(Image.open(pics["full_length"].path))
+    assert full.shape[0] > 2 * full.shape[1]  # tall: face at the top, body below
+    box = meter.boxes(full)[0]
+    assert 0.25 < (box.x1 - box.x0) / full.shape[1] < 0.45 and box.y1 < full.shape[0] / 3
+    box_img = np.asarray(Image.open(pics["letterboxed"].path))
+    assert box_img[:40].max() == 0 and box_img[-40:].max() == 0 and box_img.shape[1] * 3 == box_img.shape[0] * 4
+    for p in pics.values():
+        assert len(meter.boxes(np.asarray(Image.open(p.path).convert("RGB")))) >= 1, p.name
+    with pytest.raises(ValueError, match="not a held-out"):
+        rp.heldout_photo("astronaut", tmp_path)  # a training photo is refused
+
+
+def test_reference_is_what_a_pixel_bundle_shows(meter, portraits):
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    ref = rp.pipeline_reference(bundle, portraits[0], meter)
+    old = rp.portrait_reference(portraits[0], bundle.height, bundle.width, meter)
+    assert ref.image.shape == (bundle.height, bundle.width, 3) and np.array_equal(ref.image, old.image)
+
+
+def test_bench_issue26_path_on_the_demo_in_ci_time(tmp_path, capsys):
+    """The whole bench path once, tiny: 1 portrait, 1 s of audio, the 4-step generator, one hard picture,
+    the 512 x 512 speed video and the CLI first-frame timing; one JSON and the table with pass marks."""
+    from bench import demo_quality
+
+    hopper = rp.heldout_photo("grace_hopper", tmp_path)
+    out = tmp_path / "q.json"
+    assert demo_quality.main(["--seconds", "1", "--skip-long", "--clips", "1", "--speakers", "--no-control",
+                              "--portraits", str(hopper), "--modes", "distilled", "--pictures", "open_smile",
+                              "--speed-seconds", "1", "--videos", str(tmp_path / "v"),
+                              "--strips", str(tmp_path / "s"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert res == json.loads(out.read_text())
+    r = res["real_photos"]["distilled"]
+    for key in ("upper_flicker", "upper_flicker_p95", "upper_psnr", "lipsync_r", "muted_excess"):
+        assert key in r["summary"]
+    assert r["summary"]["upper_flicker"] >= 0 and r["summary"]["upper_psnr"] > 5
+    pic = r["pictures"]["rows"][0]
+    assert pic["picture"] == "open_smile" and pic["generated"] and 0 <= pic["face_found"] <= 1
+    assert "muted_excess" in pic and r["all_pictures"]["face_found_min"] is not None
+    assert r["speed_512"]["video_s_per_wall_s"] > 0 and r["speed_512"]["cli"]["first_frame_since_command_s"] > 0
+    rows = {row["measure"]: row for row in res["table"]}
+    assert len(rows) == len(demo_quality.ROWS) and all("distilled_pass" in row for row in rows.values())
+    assert "target" in captured.err and ("✔" in captured.err or "✘" in captured.err)
+    strips = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert "distilled_grace_hopper_c0.png" in strips and "distilled_picture_open_smile_muted.png" in strips

@@ -113,18 +113,19 @@ def test_killed_run_leaves_a_playable_mp4_and_resume_gives_the_same_file(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "first frame" in done.stderr
 
-    out, state = tmp_path / "cut.mp4", tmp_path / "cut.mp4.state"
+    out, state, growing = tmp_path / "cut.mp4", tmp_path / "cut.mp4.state", tmp_path / "cut.partial.mp4"
     proc = subprocess.Popen(_cli(*common, "--out", str(out)), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:  # kill once two seconds of video are muxed
-        if (state / STREAM_STATE).is_file() and out.is_file() and out.stat().st_size > 0.3 * ref.stat().st_size:
+        if (state / STREAM_STATE).is_file() and growing.is_file() and growing.stat().st_size > 0.3 * ref.stat().st_size:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with av.open(str(out)) as c:  # the partial file plays
+    assert not out.exists()  # the video grows under a temporary name; `out` appears only when complete
+    with av.open(str(growing)) as c:  # the partial file plays
         partial = sum(1 for _ in c.decode(video=0))
     with av.open(str(ref)) as c:
         full = sum(1 for _ in c.decode(video=0))
@@ -134,7 +135,7 @@ def test_killed_run_leaves_a_playable_mp4_and_resume_gives_the_same_file(tmp_pat
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == ref.read_bytes()
-    assert not state.exists()
+    assert not state.exists() and not growing.exists()
 
 
 def test_resume_with_other_settings_is_refused_and_bad_cli_options_are_one_line_errors(tmp_path, capsys):
@@ -151,14 +152,13 @@ def test_resume_with_other_settings_is_refused_and_bad_cli_options_are_one_line_
         pass
 
     def crash(p) -> None:  # once frames were muxed and a state was saved
-        out = tmp_path / "o.mp4"
-        if out.is_file() and (tmp_path / "st" / STREAM_STATE).is_file():
+        if (tmp_path / "o.partial.mp4").is_file() and (tmp_path / "st" / STREAM_STATE).is_file():
             raise Crash
 
     with pytest.raises(Crash):
         generate_streaming(portrait, audio, "hi", model=bundle, out=tmp_path / "o.mp4", callback=crash,
                            save_every_s=0, seed=1, **kw)
-    with av.open(str(tmp_path / "o.mp4")) as c:  # an exception closes the fragmented file: it plays
+    with av.open(str(tmp_path / "o.partial.mp4")) as c:  # an exception closes the fragmented file: it plays
         assert 0 < sum(1 for _ in c.decode(video=0)) < 200
     with pytest.raises(MagicInfiniteError, match="different inputs or settings"):
         generate_streaming(portrait, audio, "hi", model=bundle, out=tmp_path / "o.mp4", resume=True, seed=2, **kw)

@@ -14,7 +14,7 @@ from .comfyui_server import WORKFLOWS_DIR
 
 pytestmark = pytest.mark.comfyui
 
-NAMES = ["single_speaker", "two_speakers", "long_video"]
+NAMES = ["single_speaker", "two_speakers", "long_video", "hunyuan_avatar"]
 
 
 def _api(name: str) -> dict:

@@ -84,6 +84,8 @@ def assemble(
     `data` [B, C, W, h, w], the frame-0 `image_latent` (None entries = zeros) and the masks.
     """
     b = items["latent"].shape[0]
+    # the portrait condition: its latent, or (motion latents) its appearance on the latent grid
+    portrait = items["reference_latent"].float() if "reference_latent" in items else items["latent"][:, :, :1].float()
     data = _window(items["latent"].float(), draw.starts, draw.length, dim=2)
     keep = lambda m: m.view(b, *([1] * (items["text_tokens"].ndim - 1)))  # noqa: E731
     txt = torch.where(keep(draw.text), null_text["text_tokens"].float()[None], items["text_tokens"].float())
@@ -96,11 +98,11 @@ def assemble(
         "pooled": pooled,
         "image_tokens": items["image_tokens"].float(),
         "image_tokens_mask": ~draw.image[:, None].expand(b, items["image_tokens"].shape[1]),
-        "image_latent": items["latent"][:, :, :1].float() * draw.concat.view(b, 1, 1, 1, 1).float(),
+        "image_latent": portrait * draw.concat.view(b, 1, 1, 1, 1).float(),
         "concat": draw.concat,
         # every_frame models: the portrait (the clip's frame 0) in every window, dropped with the image
         # tokens; the frame-0 mask marks windows that start the clip.
-        "portrait_latent": items["latent"][:, :, :1].float(),
+        "portrait_latent": portrait,
         "reference": ~draw.image,
         "first": draw.starts == 0,
         "face_latent": items["face_latent"].float(),

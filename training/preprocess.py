@@ -42,7 +42,7 @@ import torch
 
 from magicinfinite_core.config import latent_frames
 from magicinfinite_core.inputs.masks import token_masks
-from magicinfinite_core.media.autoencoders import Autoencoder
+from magicinfinite_core.media.autoencoders import Autoencoder, encode_video, moves_portrait, reference_latent
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import image_tokens_from_latent
 from magicinfinite_core.weights.checkpoints import read_metadata
@@ -104,7 +104,8 @@ def cache_clip(
     frames = frames_to_tensor(clip.frames)[None]
     device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
     with torch.no_grad():
-        latent = vae.encode(frames.to(device))[0].float().cpu()  # [C, T, h, w]
+        latent = encode_video(vae, frames.to(device))[0].float().cpu()  # [C, T, h, w]
+        reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu() if moves_portrait(vae) else None
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
     feats = extractor.extract(clip.audio, n).float()  # [F, D]
@@ -135,7 +136,7 @@ def cache_clip(
         "mouth_box": torch.from_numpy(speaker_mouth_boxes(clip.gt, clip.meta)),
         "face_box": torch.from_numpy(np.asarray(clip.gt["face_box"][:, int(clip.meta.get("speaker", 0))], np.float32)),
         "portrait": torch.from_numpy(np.ascontiguousarray(clip.frames[0])),
-    }
+    } | ({"reference_latent": reference} if reference is not None else {})
 
 
 def _check_settings(out: Path, settings: CacheSettings) -> None:

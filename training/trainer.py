@@ -195,6 +195,7 @@ class CacheData:
 
     KEYS = ("latent", "audio", "face_tokens", "face_latent", "mouth_latent", "text_tokens", "text_mask",
             "pooled", "image_tokens")
+    OPTIONAL_KEYS = ("reference_latent",)  # a motion autoencoder's portrait condition (preprocess)
 
     def __init__(self, cache: str | Path, limit: int | None = None, split: str = "train", rank: int = 0,
                  world: int = 1, max_in_memory: int | None = None, controls: dict | None = None) -> None:
@@ -219,11 +220,14 @@ class CacheData:
         self.tensors: dict[str, torch.Tensor] | None = None
         if self.in_memory:
             files = [load_state_dict(cache / r["file"]) for r in self.rows]
-            self.tensors = {k: torch.stack([f[k] for f in files]) for k in self.KEYS}
+            self.tensors = {k: torch.stack([f[k] for f in files]) for k in self._keys(files[0])}
             self._portrait = files[0].get("portrait")
         else:
             self._portrait = load_state_dict(cache / self.rows[0]["file"]).get("portrait")
         self.null_text = load_state_dict(cache / "null_text.safetensors")
+
+    def _keys(self, sample: dict) -> tuple[str, ...]:
+        return self.KEYS + tuple(k for k in self.OPTIONAL_KEYS if k in sample)
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
@@ -244,7 +248,7 @@ class CacheData:
             return {k: v[idx] for k, v in self.tensors.items()}
         wanted = sorted(set(idx.tolist()))
         files = {i: load_state_dict(self.cache / self.rows[i]["file"]) for i in wanted}
-        return {k: torch.stack([files[i][k] for i in idx.tolist()]) for k in self.KEYS}
+        return {k: torch.stack([files[i][k] for i in idx.tolist()]) for k in self._keys(files[int(idx[0])])}
 
 
 def step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
@@ -335,7 +339,8 @@ def train_step_loss(
     loss, parts = adaptive_flow_loss(
         pred, target.to(device), b["face_latent"].to(device), b["mouth_latent"].to(device), lcfg,
         sample_weight=b["audio_on"].float().to(device),
-        sample_scale=low_noise_scale(sigma, cfg.reference_skip_loss_sigma).to(device) if dit_cfg.reference_skip else None,
+        sample_scale=(low_noise_scale(sigma, cfg.reference_skip_loss_sigma).to(device)
+                      if dit_cfg.reference_skip or dit_cfg.prediction == "x0" else None),
     )
     logs = {k: float(v.mean()) for k, v in parts.items()}
     return loss, logs

@@ -2,6 +2,7 @@
 
     python workflows/make_workflows.py          # workflows/*_api.json
     python workflows/make_workflows.py --ui     # also *.json (UI format), needs ComfyUI + Chromium
+    python workflows/make_workflows.py --ui hunyuan_avatar   # the UI format of the named workflows only
 
 Why generated: the three workflows share most nodes; editing one Python source keeps node ids and
 widget values consistent, and the UI files come from the frontend's own API→UI conversion so they
@@ -85,7 +86,29 @@ def long_video() -> dict[str, Any]:
                  "MagicInfinite/long_video", resume_dir="long_video_demo")
 
 
-WORKFLOWS = {"single_speaker": single_speaker, "two_speakers": two_speakers, "long_video": long_video}
+AVATAR_FILE = "hunyuan_video_avatar_720_bf16.safetensors"  # the public bf16 re-host (docs/hunyuan_avatar.md)
+CFG = "12"
+
+
+def hunyuan_avatar() -> dict[str, Any]:
+    """HunyuanVideo-Avatar with two speakers (its own code drives one): the one-file model from
+    models/diffusion_models (VAE from models/vae, Whisper from models/audio_encoders), its sampler
+    settings (50 steps, shift 5, 129-frame windows) and its decaying guidance."""
+    wf = two_speakers()
+    wf[MODEL]["inputs"] = {"model": AVATAR_FILE, "transformer": "base"}
+    wf[PORTRAIT]["_meta"]["title"] = "Portrait (704x768 works best)"
+    wf[SAMPLER]["inputs"].update(mode="base (CFG)", steps=50, window=129, overlap=8, shift=5.0,
+                                 prompt="Two people talking in turn in a quiet room.", cfg=[CFG, 0])
+    wf[SAVE]["inputs"]["filename_prefix"] = "MagicInfinite/hunyuan_avatar"
+    wf[CFG] = {"class_type": "MagicInfiniteCFG",
+               "inputs": {"mode": "decaying (HunyuanVideo-Avatar)", "audio_scale": 4.0, "text_scale": 3.0,
+                          "boundary": 0.75},
+               "_meta": {"title": "HunyuanVideo-Avatar guidance"}}
+    return wf
+
+
+WORKFLOWS = {"single_speaker": single_speaker, "two_speakers": two_speakers, "long_video": long_video,
+             "hunyuan_avatar": hunyuan_avatar}
 
 
 def write_api() -> list[Path]:
@@ -97,8 +120,8 @@ def write_api() -> list[Path]:
     return paths
 
 
-def write_ui() -> list[Path]:
-    """Convert with the ComfyUI frontend itself (a throwaway server + headless Chromium)."""
+def write_ui(only: list[str] | None = None) -> list[Path]:
+    """Convert with the ComfyUI frontend itself (a throwaway server + headless Chromium); `only`: these names."""
     import tempfile
 
     sys.path.insert(0, str(HERE.parent.parent))
@@ -114,6 +137,8 @@ def write_ui() -> list[Path]:
             requests.post(server.url + "/settings/Comfy.TutorialCompleted", json=True, timeout=10)
             browser_mod.open_comfyui(b, server.url)
             for name, fn in WORKFLOWS.items():
+                if only and name not in only:
+                    continue
                 ui_wf = browser_mod.api_to_ui_workflow(b, fn())
                 for node in ui_wf["nodes"]:  # the demo's seed stays fixed (frontend default: randomize)
                     vals = node.get("widgets_values") or []
@@ -126,5 +151,6 @@ def write_ui() -> list[Path]:
 
 
 if __name__ == "__main__":
-    for p in write_api() + (write_ui() if "--ui" in sys.argv else []):
+    names = [a for a in sys.argv[1:] if not a.startswith("--")]
+    for p in write_api() + (write_ui(names or None) if "--ui" in sys.argv else []):
         print(p)

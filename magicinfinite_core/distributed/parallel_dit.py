@@ -39,6 +39,9 @@ class SequenceParallelDiT(nn.Module):
 
     def __init__(self, model: MagicInfiniteDiT, groups: ParallelGroups, attention: AttentionBackend):
         super().__init__()
+        if model.cfg.avatar is not None:  # docs/hunyuan_avatar.md, "Multi-GPU": what is missing
+            raise ValueError("sequence parallelism (USP) does not run HunyuanVideo-Avatar models yet; sample "
+                             "them on one GPU (block swap / fp8 for smaller cards)")
         if model.cfg.num_heads % groups.ulysses:
             raise ValueError(
                 f"the model's {model.cfg.num_heads} heads cannot be split over an Ulysses degree of "
@@ -100,7 +103,7 @@ class SequenceParallelDiT(nn.Module):
         with attention_backend(ReplicatedTailAttention(self.attention, plan.tail)):
             xs = m.run_blocks(state, audio_fn=lambda layer, img, ctx, mask: self._audio(layer, img, ctx, mask, plan))
         out = m.head(state, xs)  # [B, local, p*C]: gather after the head (C << hidden)
-        return m.add_reference_skip(m.unpatchify(gather_tokens(out, plan, self.groups.sp_group), state.grid), x, timestep)
+        return m.output_velocity(m.unpatchify(gather_tokens(out, plan, self.groups.sp_group), state.grid), x, timestep)
 
     def _embed_local(self, x: torch.Tensor, plan: ShardPlan) -> torch.Tensor:
         """Patch-embed only the latent frames this rank's tokens come from (Conv3d, kernel = stride)."""

@@ -13,7 +13,6 @@ Also here: `init_process`, the per-process setup shared by the workers and by to
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import queue
 import shutil
@@ -89,7 +88,9 @@ def _spec_config(spec: ModelSpec) -> DiTConfig:
     meta = read_metadata(spec.checkpoint)
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{spec.checkpoint}: no model config in the file's metadata; pass config=")
-    return DiTConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+    from magicinfinite_core.weights.transformer_layouts import stored_dit_config
+
+    return stored_dit_config(meta[CONFIG_KEY], f"{spec.checkpoint} metadata {CONFIG_KEY!r}")
 
 
 def resolve(world: int, ulysses: int | None, ring: int, cfg: int, backend: str, attention: str,

@@ -12,7 +12,8 @@ Bad input policy (each raises :class:`AudioError` with a line that says what to 
 
 * missing / empty / corrupt files, no audio track, a codec FFmpeg cannot decode -> error;
 * zero samples, or shorter than one video frame (40 ms) -> error;
-* NaN / Inf samples -> error (the file is damaged; re-export it);
+* NaN / Inf samples, or samples beyond +60 dBFS (e.g. 1e30) -> error (the file is damaged);
+* longer than ``limits.MAX_VIDEO_SECONDS`` -> error, while decoding (memory stays bounded);
 * sample rates below 4 kHz or above 768 kHz -> error; 192 kHz etc. is simply resampled;
 * more than 2 channels -> mixed to mono with a warning (use ``load_speaker_tracks(...,
   split_channels=True)`` when channels are separate speakers); more than 64 channels -> error (almost
@@ -36,6 +37,7 @@ import soxr
 
 from magicinfinite_core.config import AUDIO_SAMPLE_RATE, VIDEO_FPS
 from magicinfinite_core.errors import AudioError
+from magicinfinite_core.limits import MAX_VIDEO_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ MIN_SAMPLE_RATE = 4_000
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this the whole track counts as silent
+MAX_SAMPLE_PEAK = 1000.0  # +60 dBFS: a float sample beyond this is damage, not loud speech
 _BLOCK = 1 << 17  # frames per decode block at the source rate
 
 AudioSource = str | os.PathLike | dict | tuple
@@ -95,6 +98,25 @@ def samples_per_frame(sample_rate: int = AUDIO_SAMPLE_RATE, fps: int = VIDEO_FPS
 # ------------------------------------------------------------------------------------------ streaming
 
 
+def check_samples(block: np.ndarray, name: str, offset: int, rate: int) -> None:
+    """Refuse NaN / infinite samples and absurd levels (block [n, C] or [C, n], ``offset`` samples in).
+
+    Why: such samples become NaN features and the sampler then reported a non-finite prediction ("check
+    guidance/shift"), blaming the settings for a damaged file. Float WAVs may exceed 1.0 a little;
+    ``MAX_SAMPLE_PEAK`` (+60 dBFS) is far above any real recording.
+    """
+    bad = ~np.isfinite(block)
+    if bad.any() or float(np.abs(np.where(bad, 0, block)).max(initial=0.0)) > MAX_SAMPLE_PEAK:
+        if bad.any():
+            what, first = "NaN or infinite samples", np.argwhere(bad)[0]
+        else:
+            what, first = f"samples of {float(np.abs(block).max()):.3g} (full scale is 1.0)", \
+                np.argwhere(np.abs(block) > MAX_SAMPLE_PEAK)[0]
+        at = (offset + int(first[0] if block.shape[0] >= block.shape[-1] else first[-1])) / rate
+        raise AudioError(f"{name} contains {what} (first at {at:.3f} s); the audio is damaged - re-export it "
+                         "from your audio editor or pick another take")
+
+
 class _Accumulator:
     """Receives [n, C] float32 blocks at the source rate; mixes/resamples them as they arrive."""
 
@@ -116,6 +138,9 @@ class _Accumulator:
         self._chunks: list[np.ndarray] = []
         self._buf: np.ndarray | None = None
         self._filled = 0
+        if expected is not None and expected > MAX_VIDEO_SECONDS * sr_in:
+            raise AudioError(f"{name} is {expected / sr_in / 3600:.1f} hours long; the longest video made in one "
+                             f"run is {MAX_VIDEO_SECONDS // 3600} hours: split it")
         if expected is not None and expected > 0:
             # Preallocate so the end needs no concatenated second copy (1 h at 16 kHz = 230 MB).
             n_out = int(math.ceil(expected * sr_out / sr_in)) + 64
@@ -127,13 +152,11 @@ class _Accumulator:
             block = block[:, None]
         if block.shape[0] == 0:
             return
-        if not np.isfinite(block).all():
-            bad = int(np.argwhere(~np.isfinite(block))[0][0]) + self.samples_in
-            raise AudioError(
-                f"{self.name} contains NaN or infinite samples (first at {bad / self.sr_in:.3f} s); the "
-                "file is damaged - re-export it from your audio editor or pick another take"
-            )
+        check_samples(block, self.name, self.samples_in, self.sr_in)
         self.samples_in += block.shape[0]
+        if self.samples_in > MAX_VIDEO_SECONDS * self.sr_in:
+            raise AudioError(f"{self.name} is longer than {MAX_VIDEO_SECONDS // 3600} hours, the longest video "
+                             "made in one run; split it")
         self.peak = max(self.peak, float(np.abs(block).max()))
         if self.mono and block.shape[1] > 1:
             block = block.mean(axis=1, keepdims=True, dtype=np.float32)

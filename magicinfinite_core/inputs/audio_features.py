@@ -461,10 +461,13 @@ class Wav2Vec2Extractor(ChunkedExtractor):
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def load_extractor(spec: str | Path, **kwargs: Any) -> ChunkedExtractor:
-    """``"mel"`` -> MelExtractor, anything else is a wav2vec2 path (folder or .safetensors)."""
+def load_extractor(spec: str | Path, **kwargs: Any) -> ChunkedExtractor | WhisperExtractor:
+    """``"mel"`` -> MelExtractor; a Whisper folder or file (`is_whisper`) -> WhisperExtractor; anything
+    else is a wav2vec2 path (folder or .safetensors)."""
     if str(spec) == "mel":
         return MelExtractor(**kwargs)
+    if is_whisper(spec):
+        return WhisperExtractor.from_path(spec, **kwargs)
     return Wav2Vec2Extractor.from_path(spec, **kwargs)
 
 
@@ -509,3 +512,155 @@ def extract_speaker_features(
         w = _fit(t.waveform, n)
         feats.append(extractor.extract(w, num_frames))
     return torch.stack(feats, dim=0)
+
+
+# ------------------------------------------------------------------------------------------- Whisper
+
+WHISPER_LEAD_FRAMES = 4  # zero encoder frames put in front (HunyuanVideo-Avatar's encode_audio)
+WHISPER_FRAMES_PER_VIDEO_FRAME = 2  # 50 Hz encoder frames, 25 fps video
+WHISPER_WINDOW = 10  # encoder frames each video frame sees
+WHISPER_CHUNK_SAMPLES = 30 * AUDIO_SAMPLE_RATE  # Whisper encodes 30 s (3000 mel frames) at a time
+
+
+def whisper_frame_windows(hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Stacked encoder hidden states [N, layers, C] (50 Hz) -> per-video-frame windows [F, 10, layers, C].
+
+    The Avatar windowing: 4 zero frames in front, then video frame f takes the 10 encoder frames that
+    start at 2f. Frames past the end of the audio read zeros (the reference stops at 400 frames and 30 s;
+    here any length works, the hidden states of consecutive 30 s chunks simply follow one another).
+    """
+    if hidden.ndim != 3:
+        raise AudioError(f"Whisper hidden states must be [frames, layers, channels], got {tuple(hidden.shape)}")
+    need = WHISPER_FRAMES_PER_VIDEO_FRAME * (num_frames - 1) + WHISPER_WINDOW
+    lead = hidden.new_zeros(WHISPER_LEAD_FRAMES, *hidden.shape[1:])
+    tail = hidden.new_zeros(max(0, need - WHISPER_LEAD_FRAMES - hidden.shape[0]), *hidden.shape[1:])
+    padded = torch.cat([lead, hidden, tail], dim=0)
+    idx = torch.arange(num_frames)[:, None] * WHISPER_FRAMES_PER_VIDEO_FRAME + torch.arange(WHISPER_WINDOW)
+    return padded[idx]
+
+
+class WhisperExtractor:
+    """HunyuanVideo-Avatar's audio features: a Whisper encoder (transformers `WhisperModel`) from a
+    local folder, all hidden states stacked, windowed by `whisper_frame_windows`.
+
+    Output per video frame: the flattened window, 10 x layers x width (whisper-tiny: 10 x 5 x 384 =
+    19200 = `AvatarConfig.audio_feature_dim`). Long audio is encoded 30 s at a time (Whisper's own
+    input length), so there is no length cap.
+    """
+
+    name = "whisper"
+
+    def __init__(self, model: Any, feature_extractor: Any, device: str | torch.device = "cpu") -> None:
+        self.encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+        self.encoder.eval().to(device)
+        self.features = feature_extractor
+        self.device = device
+        cfg = self.encoder.config
+        self.layers, self.width = cfg.encoder_layers + 1, cfg.d_model
+        self.feature_dim = WHISPER_WINDOW * self.layers * self.width
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str | torch.device = "cpu") -> WhisperExtractor:
+        """A transformers folder (config.json + safetensors), or one ``.safetensors`` file as ComfyUI keeps
+        it in models/audio_encoders (config inferred from the shapes, `whisper_encoder_from_file`)."""
+        from transformers import WhisperFeatureExtractor, WhisperModel
+
+        path = Path(path)
+        if path.is_file() and path.suffix == ".safetensors":
+            encoder = whisper_encoder_from_file(path)
+            return cls(encoder, WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins), device)
+        if not (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path}: not a Whisper folder (no config.json); put the transformers folder of "
+                "openai/whisper-tiny in ComfyUI/models/audio_encoders/whisper-tiny"
+            )
+        model = WhisperModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+        return cls(model, WhisperFeatureExtractor.from_pretrained(str(path), local_files_only=True), device)
+
+    @torch.no_grad()
+    def hidden_states(self, waveform: np.ndarray) -> torch.Tensor:
+        """16 kHz waveform -> stacked hidden states [N, layers, width] at 50 Hz, 30 s chunks in sequence."""
+        w = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        out = []
+        for start in range(0, max(len(w), 1), WHISPER_CHUNK_SAMPLES):
+            mel = self.features(w[start : start + WHISPER_CHUNK_SAMPLES], sampling_rate=AUDIO_SAMPLE_RATE,
+                                return_tensors="pt").input_features
+            hs = self.encoder(mel.to(self.device, self.encoder.dtype), output_hidden_states=True).hidden_states
+            out.append(torch.stack(hs, dim=2)[0].float().cpu())
+        return torch.cat(out, dim=0)
+
+    def extract(self, waveform: np.ndarray, num_frames: int | None = None) -> torch.Tensor:
+        """[F, 10 * layers * width] float16; F defaults to the audio's length in 25 fps frames."""
+        if num_frames is None:
+            num_frames = max(1, len(np.asarray(waveform).reshape(-1)) // samples_per_frame(AUDIO_SAMPLE_RATE))
+        windows = whisper_frame_windows(self.hidden_states(waveform), num_frames)
+        return windows.reshape(num_frames, -1).half()
+
+    def windows(self, waveform: np.ndarray, num_frames: int | None = None) -> torch.Tensor:
+        """The same features as [F, 10, layers, width] (what the Avatar audio projection takes)."""
+        return self.extract(waveform, num_frames).reshape(-1, WHISPER_WINDOW, self.layers, self.width)
+
+
+WHISPER_ENCODER_PREFIXES = ("model.encoder.", "encoder.", "")  # ForConditionalGeneration, WhisperModel, bare
+
+
+def is_whisper(path: str | Path) -> bool:
+    """A transformers folder whose config says "whisper", or a safetensors file holding a Whisper encoder."""
+    p = Path(path)
+    if p.is_dir():
+        try:
+            return json.loads((p / "config.json").read_text()).get("model_type") == "whisper"
+        except (OSError, ValueError):
+            return False
+    if p.is_file() and p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                keys = list(f.keys())
+        except Exception:  # noqa: BLE001 - not readable as safetensors: not Whisper (the caller's loader says why)
+            return False
+        return any(k.endswith("conv1.weight") and k[: -len("conv1.weight")] in WHISPER_ENCODER_PREFIXES for k in keys)
+    return False
+
+
+def whisper_encoder_from_file(path: str | Path) -> Any:
+    """transformers' `WhisperEncoder` from one safetensors file, its config read off the tensor shapes.
+
+    Not in the shapes, so by Whisper's convention: heads = d_model / 64 (tiny 6 ... large 20). Decoder
+    tensors are ignored (named in the log); a missing or misshapen encoder tensor is an error.
+    """
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    sd = load_file(str(path))
+    prefix = next((p for p in WHISPER_ENCODER_PREFIXES if p + "conv1.weight" in sd), None)
+    if prefix is None:
+        raise CheckpointError(f"{path}: no Whisper encoder inside (no 'encoder.conv1.weight'); use openai/whisper-tiny")
+    enc = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    dropped = len(sd) - len(enc)
+    if dropped:
+        log.info("%s: ignoring %d tensors outside the Whisper encoder", path, dropped)
+    try:
+        d_model, mels = enc["conv1.weight"].shape[:2]
+        layers = 1 + max(int(k.split(".")[1]) for k in enc if k.startswith("layers."))
+        cfg = WhisperConfig(d_model=d_model, num_mel_bins=mels, encoder_layers=layers, decoder_layers=1,
+                            encoder_attention_heads=d_model // 64 or 1, decoder_attention_heads=d_model // 64 or 1,
+                            encoder_ffn_dim=enc["layers.0.fc1.weight"].shape[0],
+                            max_source_positions=enc["embed_positions.weight"].shape[0])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a Whisper encoder we can read (no {e} to size it from); "
+                              "use openai/whisper-tiny") from None
+    model = WhisperEncoder(cfg)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(enc))
+    unexpected = sorted(set(enc) - set(own))
+    wrong = sorted(k for k in set(own) & set(enc) if own[k].shape != enc[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path}: not a Whisper encoder we can read ({len(missing)} missing e.g. {missing[:2]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:2]}, {len(wrong)} wrong-shaped e.g. {wrong[:2]})"
+        )
+    model.load_state_dict(enc, strict=True)
+    return model.eval()

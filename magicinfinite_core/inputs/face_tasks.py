@@ -49,6 +49,12 @@ def _vision() -> Any:
     return vision
 
 
+def face_oval_edges() -> list[tuple[int, int]]:
+    """The mesh's face oval as unordered ``(a, b)`` landmark edges (the old ``FACEMESH_FACE_OVAL``)."""
+    vision = _vision()
+    return [(c.start, c.end) for c in vision.FaceLandmarksConnections.FACE_LANDMARKS_FACE_OVAL]
+
+
 def _model_file() -> Path:
     if not LANDMARKER_TASK.is_file():
         raise FileNotFoundError(f"the face model {LANDMARKER_TASK} is missing; reinstall comfyui-magicinfinite")

@@ -36,7 +36,7 @@ import torch
 
 from magicinfinite_core.config import AUDIO_SAMPLE_RATE, latent_frames
 from magicinfinite_core.errors import AudioError
-from magicinfinite_core.inputs.audio import num_video_frames_for_samples
+from magicinfinite_core.inputs.audio import check_samples, num_video_frames_for_samples
 
 BLOCK_S = 0.1
 
@@ -84,6 +84,7 @@ class WavStream:
         self.dtype = np.int16 if bits == 16 else np.float32
         self.frame_bytes = self.channels * bits // 8
         self._rest = b""
+        self.samples_read = 0
 
     def _read_some(self, n: int) -> bytes:
         """Up to n bytes; b"" only at the end (EOF of a pipe, or a file idle for `idle` seconds)."""
@@ -117,7 +118,10 @@ class WavStream:
         usable = len(data) // self.frame_bytes * self.frame_bytes
         self._rest = data[usable:]
         x = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels).T
-        return (x.astype(np.float32) / 32768.0) if self.dtype == np.int16 else x.astype(np.float32)
+        x = (x.astype(np.float32) / 32768.0) if self.dtype == np.int16 else x.astype(np.float32)
+        check_samples(x, "the live audio", self.samples_read, self.rate)
+        self.samples_read += x.shape[1]
+        return x
 
 
 class LinearResampler:
@@ -193,6 +197,8 @@ class LiveAudio:
                 self.writer.push_audio(block[:2])
             self.wav16 = np.concatenate([self.wav16, self.resample(block)])
             self.arrivals.append((self.wav16.size, t))
+        if isinstance(self.error, AudioError):
+            raise self.error
         if self.error is not None:
             raise AudioError(f"reading the live audio failed: {self.error}")
         if ended:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from magicinfinite_core.errors import MagicInfiniteError, MaskError
 from magicinfinite_core.inputs.masks import (
@@ -54,13 +55,20 @@ def read_portrait(portrait: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
                             f"the portrait {portrait} is {w}x{h} ({w * h / 1e6:.0f} MP); portraits above "
                             f"{MAX_PORTRAIT_PIXELS / 1e6:.0f} MP are refused: downscale it first"
                         )
+                    turn = EXIF_TRANSPOSE.get(im.getexif().get(EXIF_ORIENTATION, 1))
+                    if turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE,
+                                Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270):
+                        w, h = h, w  # the size the user sees
+                    _check_portrait_size(w, h, portrait)
                     f = math.ceil(max(w, h) / max_side)
                     if f > 1 and im.format == "JPEG":
-                        im.draft("RGB", (max(1, w // f), max(1, h // f)))  # decode at 1/2, 1/4 or 1/8 scale
+                        im.draft("RGB", (max(1, im.size[0] // f), max(1, im.size[1] // f)))  # 1/2, 1/4, 1/8 scale
                     f2 = math.ceil(max(im.size) / max_side)
                     if f2 > 1:
                         im = im.reduce(f2)
-                    img = np.asarray(im.convert("RGB"))
+                    if turn is not None:
+                        im = im.transpose(turn)
+                    img = np.asarray(to_rgb(im))
         except MagicInfiniteError:
             raise
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -70,8 +78,11 @@ def read_portrait(portrait: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
         if hasattr(portrait, "convert") and hasattr(portrait, "size"):  # a PIL image
             portrait = np.asarray(portrait.convert("RGB"))
         shape = tuple(getattr(portrait, "shape", ()))
+        src = (shape[-2], shape[-3]) if len(shape) == 4 else (shape[1], shape[0]) if len(shape) >= 2 else None
+        if src is not None:
+            _check_portrait_size(*src, "the portrait")
         img = bounded_image(portrait, max_side)
-        src = (shape[-2], shape[-3]) if len(shape) == 4 else (shape[1], shape[0]) if len(shape) >= 2 else img.shape[1::-1]
+        src = src or img.shape[1::-1]
     if src[0] * src[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
         warnings.warn(
             f"the portrait is {src[0]}x{src[1]} ({src[0] * src[1] / 1e6:.0f} MP, above PIL's decompression-bomb "
@@ -80,6 +91,35 @@ def read_portrait(portrait: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
             PortraitWarning, stacklevel=2,
         )
     return img
+
+
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the picture upright (as PIL's ImageOps.exif_transpose and
+# ComfyUI's Load Image do); applied after the reduced decode, so a huge rotated JPEG stays cheap
+EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                  5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}
+MIN_PORTRAIT_SIDE = 32  # pixels; the face detector and the model's crop need at least this
+
+
+def _check_portrait_size(w: int, h: int, name: Any) -> None:
+    """Refuse a picture too small on a side, reporting the size of the file (not of a reduced copy)."""
+    if min(w, h) < MIN_PORTRAIT_SIDE:
+        raise MagicInfiniteError(f"{name} is {w}x{h} pixels; use a portrait with at least {MIN_PORTRAIT_SIDE} "
+                                 "pixels on each side")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image -> RGB, 16- and 32-bit greyscale scaled to 8 bits (PIL's own convert clips them to white)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        top = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def crop_region(ih: int, iw: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -124,13 +164,15 @@ def pixel_speaker_masks(
     h, w = image.shape[:2]
     if speakers is not None:
         if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
-            from PIL import Image
+            from PIL import ImageOps
 
             arrs = []
             for p in speakers:
                 try:
                     with Image.open(p) as im:
-                        arrs.append(np.asarray(im.convert("L").resize((w, h), Image.NEAREST), dtype=np.float32) / 255)
+                        im = ImageOps.exif_transpose(im)  # as the portrait (and ComfyUI's Load Image)
+                        arrs.append(np.asarray(to_rgb(im).convert("L").resize((w, h), Image.NEAREST),
+                                               dtype=np.float32) / 255)
                 except (OSError, ValueError) as exc:
                     raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
             speakers = np.stack(arrs)

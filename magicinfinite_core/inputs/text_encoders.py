@@ -50,6 +50,21 @@ T2V_TEMPLATE = (
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
 _ASSISTANT_HEADER = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+# HunyuanVideo-Avatar's text (its dataset and text encoder): a fixed quality prefix before the user's
+# prompt, the T2V template above (crop 95), and after the template's last <|eot_id|> a sentence ending
+# in LLaVA's single <image> token (the portrait, 336x336 CLIP-normalised). Negative prompt: AVATAR_NEGATIVE.
+AVATAR_PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "
+AVATAR_IMAGE_SUFFIX = "\nThe {} looks like<image>"
+AVATAR_CROP_START = 95
+AVATAR_NEGATIVE = (
+    "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
+    "bad eyes, bad limbs, distortion, blurring, Lens changes"
+)
+
+
+def avatar_prompt_text(prompt: str, subject: str = "person") -> str:
+    """The exact string HunyuanVideo-Avatar tokenises for `prompt` (before the <image> expansion)."""
+    return T2V_TEMPLATE.format(AVATAR_PROMPT_PREFIX + prompt) + AVATAR_IMAGE_SUFFIX.format(subject)
 
 
 @dataclass

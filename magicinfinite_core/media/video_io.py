@@ -2,7 +2,8 @@
 
 `VideoWriter` takes frames in chunks as the decoder produces them and interleaves the audio track as
 the video advances, so neither the frame stack nor the encoded audio is ever held whole. It writes
-to `<out>.partial.mp4` and renames on close, so a crash never leaves a truncated file at `out`.
+to `<out>.partial.mp4` and renames on close, so a crash never leaves a truncated file at `out`. The
+audio track is written at a rate AAC takes (a 192 kHz voice is resampled to 48 kHz).
 """
 
 from __future__ import annotations
@@ -20,12 +21,35 @@ import torch
 
 from magicinfinite_core.config import VIDEO_FPS
 from magicinfinite_core.errors import AudioError, MagicInfiniteError
-from magicinfinite_core.media.autoencoders import decode_fn
+from magicinfinite_core.media.autoencoders import decode_fn, video_size
 from magicinfinite_core.media.streamed_decode import streamed_decode
 from magicinfinite_core.sampling.sampler import ProgressCallback
 
 AudioSource = str | Path | tuple[np.ndarray, int]  # a file, or (waveform [C, N] float32, sample_rate)
 _AUDIO_CHUNK = 4096
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")  # what an H.264 + AAC MP4 file may be named
+
+
+def partial_path(out: str | Path) -> Path:
+    """The temporary name a video grows under beside ``out`` (renamed to ``out`` when it is complete)."""
+    p = Path(out)
+    return p.with_name(p.stem + ".partial" + p.suffix)
+
+
+def check_output_audio(source: AudioSource) -> None:
+    """Open the AAC encoder the video's audio track will use, before any sampling.
+
+    Why: an audio format the encoder refuses used to fail only when the first frames were muxed.
+    """
+    _chunks, rate, channels = _audio_chunks(source)
+    ctx = av.CodecContext.create("aac", "w")
+    ctx.sample_rate, ctx.layout, ctx.format = rate, "mono" if channels == 1 else "stereo", "fltp"
+    try:
+        ctx.open()
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"the audio cannot be encoded as AAC at {rate} Hz, {channels} channel(s) ({exc})") from None
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -38,8 +62,37 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).contiguous().numpy()
 
 
+def aac_rate(rate: int) -> int:
+    """The sample rate the AAC track is written at: ``rate`` when AAC takes it, else the nearest one above
+    (48 kHz above AAC's 96 kHz maximum). Why: a 192 kHz WAV made the encoder fail only after sampling."""
+    rates = sorted(av.codec.Codec("aac", "w").audio_rates or (48000,))
+    if rate in rates:
+        return int(rate)
+    if rate > rates[-1]:
+        return 48000 if 48000 in rates else rates[-1]
+    return next(r for r in rates if r >= rate)
+
+
+def resample_chunks(chunks: Iterator[np.ndarray], rate: int, out_rate: int, channels: int) -> Iterator[np.ndarray]:
+    """Planar float32 [C, n] chunks at ``rate`` -> the same sound at ``out_rate`` (FFmpeg's resampler)."""
+    if rate == out_rate:
+        yield from chunks
+        return
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=out_rate)
+    pts = 0
+    for chunk in chunks:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+        pts += chunk.shape[1]
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().astype(np.float32, copy=False)
+    for out in resampler.resample(None):
+        yield out.to_ndarray().astype(np.float32, copy=False)
+
+
 def _audio_chunks(source: AudioSource) -> tuple[Iterator[np.ndarray], int, int]:
-    """(iterator of planar float32 [C, n] chunks, sample rate, channels) of any audio source."""
+    """(iterator of planar float32 [C, n] chunks, sample rate, channels) of any audio source, at a rate AAC takes."""
     if isinstance(source, tuple):
         wav, rate = source
         wav = np.asarray(wav, dtype=np.float32)
@@ -52,14 +105,15 @@ def _audio_chunks(source: AudioSource) -> tuple[Iterator[np.ndarray], int, int]:
             for i in range(0, wav.shape[1], _AUDIO_CHUNK):
                 yield np.ascontiguousarray(wav[:, i : i + _AUDIO_CHUNK])
 
-        return it(), int(rate), wav.shape[0]
+        out_rate = aac_rate(int(rate))
+        return resample_chunks(it(), int(rate), out_rate, wav.shape[0]), out_rate, wav.shape[0]
     path = Path(source)
     try:
         probe = av.open(str(path))
         stream = probe.streams.audio[0]
     except (av.error.FFmpegError, IndexError, OSError) as exc:
         raise AudioError(f"cannot read audio from {path}: {exc}") from None
-    rate, channels = stream.rate, min(stream.channels, 2)
+    rate, channels = aac_rate(stream.rate), min(stream.channels, 2)
     probe.close()
 
     def it_file() -> Iterator[np.ndarray]:
@@ -116,8 +170,8 @@ class VideoWriter:
             self._audio_done = False
 
     def _target_path(self) -> Path:
-        """Where the file grows (`stream_mux` writes in place, as fragmented MP4)."""
-        return self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        """Where the file grows: a temporary name beside `path`, renamed on close."""
+        return partial_path(self.path)
 
     def _container_options(self) -> dict[str, str]:
         return {}
@@ -128,13 +182,26 @@ class VideoWriter:
             frames = frames_to_uint8(frames)
         if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [N, {self.height}, {self.width}, 3], got {frames.shape} {frames.dtype}")
-        for img in frames:
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts = self.frames_written
-            self.frames_written += 1
-            for pkt in self.vstream.encode(vf):
-                self.container.mux(pkt)
-        self._pump_audio(self.frames_written / self.fps + 0.5)
+        try:
+            for img in frames:
+                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                vf.pts = self.frames_written
+                self.frames_written += 1
+                for pkt in self.vstream.encode(vf):
+                    self.container.mux(pkt)
+            self._pump_audio(self.frames_written / self.fps + 0.5)
+        except OSError as exc:
+            self._raise_disk_full(exc)
+            raise
+
+    def _raise_disk_full(self, exc: OSError) -> None:
+        """A full disk: drop the partial file (a resume writes it again) and say which file it was."""
+        from magicinfinite_core.output_files import disk_full_error
+
+        err = disk_full_error(self.tmp, exc)
+        if err is not None:
+            self.discard()
+            raise err from None
 
     def _pump_audio(self, until_s: float | None) -> None:
         """Encode audio up to `until_s` seconds (None: to the end), keeping the streams interleaved."""
@@ -160,17 +227,31 @@ class VideoWriter:
         """Flush both encoders and move the finished file into place."""
         if self.container is None:
             return self.path
-        for pkt in self.vstream.encode(None):
-            self.container.mux(pkt)
-        if self.astream is not None:
-            self._pump_audio(None)
-            for pkt in self.astream.encode(None):
+        try:
+            for pkt in self.vstream.encode(None):
                 self.container.mux(pkt)
-        self.container.close()
+            if self.astream is not None:
+                self._pump_audio(None)
+                for pkt in self.astream.encode(None):
+                    self.container.mux(pkt)
+            self.container.close()
+        except OSError as exc:
+            self._raise_disk_full(exc)
+            raise
         self.container = None
         if self.tmp != self.path:
             os.replace(self.tmp, self.path)
         return self.path
+
+    def discard(self) -> None:
+        """Close without finishing and remove the partial file."""
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # the file is being discarded anyway
+                pass
+            self.container = None
+        self.tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Drop a half-written file (error path)."""
@@ -258,6 +339,9 @@ def check_output_path(out: str | Path) -> Path:
     p = Path(out)
     if str(out).endswith(("/", os.sep)) or p.is_dir():
         raise MagicInfiniteError(f"the output path {out} is a folder; give the path of the .mp4 file to write, e.g. {p / 'talk.mp4'}")
+    if p.suffix.lower() not in VIDEO_SUFFIXES:
+        raise MagicInfiniteError(f"the output {out} would be an H.264 + AAC MP4 video; name it "
+                                 f"{p.with_suffix('.mp4').name} ({' / '.join(VIDEO_SUFFIXES)})")
     if p.exists() and not os.access(p, os.W_OK):
         raise MagicInfiniteError(f"the output path {out} exists and is not writable")
     parent = p.parent if str(p.parent) else Path(".")
@@ -287,11 +371,13 @@ def decode_to_mp4(
     context: int = 2,
     device: torch.device | str = "cpu",
     callback: ProgressCallback | None = None,
+    portrait: Any = None,
 ) -> Path:
-    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio."""
-    decode = decode_fn(vae)
-    s = vae.spatial_ratio if hasattr(vae, "spatial_ratio") else vae.config.spatial_compression_ratio
-    height, width = latent.shape[-2] * s, latent.shape[-1] * s
+    """Stream-decode a [C, T, h, w] latent into an mp4 of exactly `num_frames` frames with the audio.
+
+    `portrait`: what a motion latent moves (`autoencoders.decode_fn`); the video then has its size."""
+    decode = decode_fn(vae, portrait)
+    height, width = video_size(vae, latent.shape[-2:], portrait)
     with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio) as writer:
         for frames in streamed_decode(latent, decode, num_frames=num_frames, chunk=chunk, context=context,
                                       device=device, callback=callback):

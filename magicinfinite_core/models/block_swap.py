@@ -27,14 +27,21 @@ from torch import nn
 
 
 def execution_order(model: nn.Module) -> list[nn.Module]:
-    """The DiT's big modules in the order `run_blocks` calls them (double, its audio layer, ...)."""
+    """The DiT's big modules in the order `run_blocks` calls them (double, its audio layer, ...).
+
+    HunyuanVideo-Avatar's adapters follow the double blocks they sit after (`AvatarConfig.adapter_after_double`).
+    """
     order: list[nn.Module] = []
     audio_double = getattr(model, "audio_double_blocks", None)
     audio_single = getattr(model, "audio_single_blocks", None)
+    adapters = getattr(model, "audio_adapter_blocks", None)
+    adapter_of = getattr(model, "_adapter_of", {})
     for i, block in enumerate(model.double_blocks):
         order.append(block)
         if audio_double is not None:
             order.append(audio_double[i])
+        if adapters is not None and i in adapter_of:
+            order.append(adapters[adapter_of[i]])
     every = model.cfg.audio.single_block_every if model.cfg.audio is not None else 0
     for i, block in enumerate(model.single_blocks):
         order.append(block)

@@ -2,7 +2,8 @@
 
 State-dict names follow HunyuanVideo's original checkpoints (DESIGN.md §4) so the public backbone
 loads without renaming; the audio layers are our own (`audio_proj`, `audio_double_blocks.N`,
-`audio_single_blocks.N`).
+`audio_single_blocks.N`). With `DiTConfig.avatar` the model is HunyuanVideo-Avatar instead: its
+reference path, motion / fps embeddings and face-masked audio adapters under the Avatar names.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from torch.utils.checkpoint import checkpoint
 
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.models.audio_layers import AudioCrossAttention, AudioProjection
+from magicinfinite_core.models.avatar_layers import (
+    AvatarAudioProjection,
+    PerceiverAudioAdapter,
+    audio_tokens_per_latent,
+)
 from magicinfinite_core.models.blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
 from magicinfinite_core.models.layers import TimestepEmbedder, VectorEmbedder
 from magicinfinite_core.models.rope import rope_3d
@@ -27,8 +33,12 @@ def concat_image_condition(
     every_frame: bool = False,
     keep: torch.Tensor | None = None,
     first: torch.Tensor | bool = True,
+    cond_channels: int | None = None,
 ) -> torch.Tensor:
-    """I2V latent concat: [noisy C, portrait latent C, mask 1] along channels.
+    """I2V latent concat: [noisy C, portrait condition C_ref, mask 1] along channels.
+
+    C_ref is the condition's own channel count (the portrait latent's C for pixel latents), or
+    `cond_channels` (default C) when there is no condition at all.
 
     first_frame (the paper, HunyuanVideo-I2V): the portrait latent sits at latent frame 0 and the mask
     is 1 there, only for a window that starts the video (`first`); elsewhere both are zero.
@@ -36,7 +46,8 @@ def concat_image_condition(
     window, and the mask still marks latent frame 0 of the video's first window. keep [B] switches the
     condition off per row (condition dropout, the unconditional CFG pass); None keeps every row.
     """
-    b, c, t, h, w = noisy.shape
+    b, _, t, h, w = noisy.shape
+    c = image_latent.shape[1] if image_latent is not None else (cond_channels or noisy.shape[1])
     cond = noisy.new_zeros(b, c + 1, t, h, w)
     if image_latent is None:
         return torch.cat([noisy, cond], dim=1)
@@ -78,6 +89,7 @@ class BlockInputs:
     ctx: torch.Tensor | None  # audio context tokens [B, K, T, n, C_ctx]
     mask: torch.Tensor | None  # speaker masks per video token [B, K, N_video]
     grid: tuple[int, int, int]  # token grid (t, h, w) of the whole window
+    n_ref: int = 0  # Avatar: reference-frame tokens in front of the video tokens (dropped by the head)
 
 
 class MagicInfiniteDiT(nn.Module):
@@ -119,7 +131,24 @@ class MagicInfiniteDiT(nn.Module):
                 AudioCrossAttention(hidden, cfg.audio, eps)
                 for _ in range(cfg.depth_single // cfg.audio.single_block_every)
             )
+        if cfg.avatar is not None:
+            self._init_avatar(cfg)
         self.gradient_checkpointing = False
+
+    def _init_avatar(self, cfg: DiTConfig) -> None:
+        """HunyuanVideo-Avatar's modules, under its names (`config.AvatarConfig`)."""
+        av, hidden = cfg.avatar, cfg.hidden_size
+        self.ref_in = nn.Module()
+        self.ref_in.proj = nn.Conv3d(cfg.in_channels, hidden, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.before_proj = nn.Linear(hidden, hidden)
+        self.audio_proj = AvatarAudioProjection(av, hidden)
+        self.motion_exp = TimestepEmbedder(hidden // av.motion_values)
+        self.motion_pose = TimestepEmbedder(hidden // av.motion_values)
+        self.fps_proj = TimestepEmbedder(hidden)
+        self.audio_adapter_blocks = nn.ModuleList(
+            PerceiverAudioAdapter(hidden, av) for _ in av.adapter_after_double
+        )
+        self._adapter_of = {block: i for i, block in enumerate(av.adapter_after_double)}
 
     def token_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, latent_thw
@@ -141,18 +170,41 @@ class MagicInfiniteDiT(nn.Module):
         audio: torch.Tensor | None = None,
         speaker_mask: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
+        *,
+        ref_latent: torch.Tensor | None = None,
+        motion_exp: torch.Tensor | None = None,
+        motion_pose: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity for x [B, in_channels, T, H, W] at timestep (sigma*1000) [B].
 
         txt [B, L, text_dim] with txt_mask [B, L] (True = real token); image_tokens [B, Li, image_token_dim]
         are prepended to the text stream; audio [B, K, T, fpl, window, D] with speaker_mask
         [B, K, T, h, w] in token space (zeros switch a speaker off: the unconditional audio pass).
+
+        Avatar models (`cfg.avatar`): ref_latent [B, C, T, H, W] (the portrait's latent over the window);
+        audio [B, K, 4T-3, window, layers, channels] Whisper windows, one stream per speaker, each with
+        its face mask in speaker_mask [B, K, T, h, w] (`avatar_layers.face_mask_to_tokens`); motion_exp /
+        motion_pose [B, motion_values] and fps [B] default to the reference's 30 / 25 / 25.
         """
         state = self.prepare(
-            x, timestep, txt, txt_mask, pooled, image_tokens, image_tokens_mask, audio, speaker_mask, guidance
+            x, timestep, txt, txt_mask, pooled, image_tokens, image_tokens_mask, audio, speaker_mask, guidance,
+            ref_latent=ref_latent, motion_exp=motion_exp, motion_pose=motion_pose, fps=fps,
         )
         out = self.unpatchify(self.head(state, self.run_blocks(state)), state.grid)
+        return self.output_velocity(out, x, timestep)
+
+    def output_velocity(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The unpatchified head -> the velocity (`DiTConfig.prediction`, `reference_skip`)."""
+        if self.cfg.prediction == "x0":
+            return self.velocity_from_x0(out, x, timestep)
         return self.add_reference_skip(out, x, timestep)
+
+    def velocity_from_x0(self, x0: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """`DiTConfig.prediction` "x0": v = (x_noisy - x0) / sigma, sigma floored at `reference_skip_min_sigma`."""
+        noisy = x[:, : self.cfg.out_channels].to(x0.dtype)
+        sigma = (timestep.to(x0.device, x0.dtype).reshape(-1) / 1000.0).clamp_min(self.cfg.reference_skip_min_sigma)
+        return (noisy - x0) / sigma.expand(x0.shape[0]).view(-1, 1, 1, 1, 1)
 
     def add_reference_skip(self, out: torch.Tensor, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """`DiTConfig.reference_skip`: add (x_noisy - portrait latent) / sigma to the velocity.
@@ -192,6 +244,10 @@ class MagicInfiniteDiT(nn.Module):
         *,
         embed_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
         select_tokens: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+        ref_latent: torch.Tensor | None = None,
+        motion_exp: torch.Tensor | None = None,
+        motion_pose: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
     ) -> BlockInputs:
         """Embeddings and per-token tables the blocks need.
 
@@ -220,6 +276,12 @@ class MagicInfiniteDiT(nn.Module):
             if guidance is None:
                 raise ValueError("this model embeds a guidance scale; pass guidance=")
             vec = vec + self.guidance_in(guidance.float() * 1000.0)
+        if cfg.avatar is not None:
+            if embed_video is not None or select_tokens is not None:
+                raise ValueError("sequence parallelism does not run the Avatar model yet; use one GPU")
+            return self._prepare_avatar(
+                x, img, txt, vec, txt_mask, grid, audio, speaker_mask, ref_latent, motion_exp, motion_pose, fps
+            )
         cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
         rope = (select(cos, 0).to(x.device), select(sin, 0).to(x.device))
 
@@ -232,6 +294,62 @@ class MagicInfiniteDiT(nn.Module):
         attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
         return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid)
 
+    def _prepare_avatar(
+        self, x, img, txt, vec, txt_mask, grid, audio, speaker_mask, ref_latent, motion_exp, motion_pose, fps
+    ) -> BlockInputs:
+        """Avatar: add the reference path, prepend the reference frame's tokens at RoPE time `ref_time`,
+        add the motion / fps embeddings to the vector condition and project the audio windows."""
+        cfg, av = self.cfg, self.cfg.avatar
+        b = x.shape[0]
+        if ref_latent is None:
+            raise ValueError("an Avatar model needs ref_latent= (the portrait's latent over the window)")
+        if ref_latent.shape != x.shape:
+            raise ValueError(f"ref_latent shape {tuple(ref_latent.shape)} must equal the latent's {tuple(x.shape)}")
+        ref_latent = ref_latent.to(img.dtype)
+        img = img + self.before_proj(self.ref_in.proj(ref_latent).flatten(2).transpose(1, 2))
+        ref_tokens = self.img_in.proj(ref_latent[:, :, :1]).flatten(2).transpose(1, 2)
+        img = torch.cat([ref_tokens, img], dim=1)
+
+        def scalars(v: torch.Tensor | None, default: float, n: int) -> torch.Tensor:
+            v = torch.full((b, n), default, device=x.device) if v is None else v.to(x.device).float()
+            return v.reshape(b, n)
+
+        vec = vec + self.motion_exp(scalars(motion_exp, av.default_motion_exp, av.motion_values).reshape(-1)).reshape(b, -1)
+        vec = vec + self.motion_pose(scalars(motion_pose, av.default_motion_pose, av.motion_values).reshape(-1)).reshape(b, -1)
+        vec = vec + self.fps_proj(scalars(fps, av.default_fps, 1).reshape(-1))
+        t, h, w = grid
+        cos, sin = rope_3d((t + 1, h, w), cfg.rope_dims, cfg.rope_theta, t_offset=av.ref_time)
+        ctx = mask = None
+        if audio is not None:
+            if speaker_mask is None:
+                raise ValueError("audio was given without face masks; pass one face mask per audio stream")
+            ctx = audio_tokens_per_latent(self.audio_proj(audio.to(img.dtype)), av.frames_per_latent)
+            if ctx.shape[2] != t:
+                raise ValueError(
+                    f"the audio covers {ctx.shape[2]} latent frames but the latent has {t}; "
+                    f"give {av.frames_per_latent * t - av.frames_per_latent + 1} video frames of audio"
+                )
+            mask = self._token_mask(speaker_mask, grid, ctx.shape[1]).to(img.dtype)
+        attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
+        return BlockInputs(
+            img, txt, vec, (cos.to(x.device), sin.to(x.device)), attn_txt_mask, ctx, mask, grid, ref_tokens.shape[1]
+        )
+
+    def _avatar_audio(self, adapter: nn.Module, img: torch.Tensor, s: BlockInputs) -> torch.Tensor:
+        """img + sum_k adapter(audio_k, video) * face_mask_k on the video tokens (reference tokens untouched).
+
+        One speaker is the reference's forward exactly; several speakers reuse the same adapter, one
+        stream and one mask each, and their masked outputs add up (the paper's masked audio attention).
+        """
+        b, _, c = img.shape
+        t, k = s.grid[0], s.ctx.shape[1]
+        video = img[:, s.n_ref :]
+        frames = video.reshape(b, 1, t, -1, c).expand(-1, k, -1, -1, -1).reshape(b * k, t, -1, c)
+        # all speakers in one call (one load per block under block swap): rows are (sample, speaker)
+        out = adapter(s.ctx.reshape(b * k, *s.ctx.shape[2:]), frames).reshape(b, k, -1, c)
+        out = (out * s.mask[..., None]).sum(dim=1)
+        return torch.cat([img[:, : s.n_ref], video + out], dim=1)
+
     def run_blocks(self, s: BlockInputs, audio_fn: Callable | None = None) -> torch.Tensor:
         """All double and single blocks with the audio layers between them -> [video; text] tokens.
 
@@ -239,23 +357,29 @@ class MagicInfiniteDiT(nn.Module):
         """
         audio_fn = audio_fn or (lambda layer, img, ctx, mask: self._run(layer, img, ctx, mask))
         img, txt = s.img, s.txt
+        avatar = self.cfg.avatar is not None
         for i, block in enumerate(self.double_blocks):
             img, txt = self._run(block, img, txt, s.vec, s.rope, s.txt_mask)
-            if s.ctx is not None:
+            if s.ctx is not None and avatar:
+                if i in self._adapter_of:
+                    img = self._run(self._avatar_audio, self.audio_adapter_blocks[self._adapter_of[i]], img, s)
+            elif s.ctx is not None:
                 img = audio_fn(self.audio_double_blocks[i], img, s.ctx, s.mask)
         n_img = img.shape[1]
         xs = torch.cat([img, txt], dim=1)
         every = self.cfg.audio.single_block_every if self.cfg.audio is not None else 0
         for i, block in enumerate(self.single_blocks):
             xs = self._run(block, xs, s.vec, s.rope, n_img, s.txt_mask)
-            if s.ctx is not None and (i + 1) % every == 0:
+            if s.ctx is not None and not avatar and (i + 1) % every == 0:
                 img_part = audio_fn(self.audio_single_blocks[i // every], xs[:, :n_img], s.ctx, s.mask)
                 xs = torch.cat([img_part, xs[:, n_img:]], dim=1)
         return xs
 
     def head(self, s: BlockInputs, xs: torch.Tensor) -> torch.Tensor:
-        """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels]."""
-        return self.final_layer(xs[:, : s.img.shape[1]], s.vec)
+        """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels].
+
+        Avatar's reference-frame tokens (the first `n_ref`) are dropped here, as in the reference."""
+        return self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
 
     def _run(self, module: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -86,7 +86,8 @@ Filter = Callable[[str, nn.Linear], bool]
 def block_linears(name: str, module: nn.Linear) -> bool:
     """Default filter: the linear layers inside the transformer and audio blocks (>98 % of the 13B
     weights); embeddings, refiner and the final layer stay in their dtype."""
-    return name.startswith(("double_blocks.", "single_blocks.", "audio_double_blocks.", "audio_single_blocks."))
+    return name.startswith(("double_blocks.", "single_blocks.", "audio_double_blocks.", "audio_single_blocks.",
+                             "audio_adapter_blocks."))
 
 
 def quantize_linears(model: nn.Module, mode: str = "scaled_mm", keep: Filter = block_linears

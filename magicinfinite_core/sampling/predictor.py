@@ -2,7 +2,12 @@
 
 CFG passes (guidance.py): FULL = text + portrait + audio; NO_AUDIO = the same with every speaker
 mask zeroed (switches the audio cross-attention off); UNCOND = null prompt, no portrait (zero
-concat, image tokens masked out) and no audio.
+concat, image tokens masked out) and no audio; ZERO_AUDIO / NEG_ZERO_AUDIO = the prompt / the
+negative prompt with zero audio features under the kept masks (HunyuanVideo-Avatar's guidance).
+
+Avatar models (`DiTConfig.avatar`) take the portrait as `ref_latent` over the whole window (every pass)
+instead of the I2V concat, and Whisper windows of the window's video frames as they come
+(`avatar_audio_window`), one stream and one face mask per speaker.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from magicinfinite_core.inputs.masks import (
     token_masks,
 )
 from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
-from magicinfinite_core.sampling.guidance import FULL, NO_AUDIO, UNCOND, CFGConfig, guided_velocity
+from magicinfinite_core.sampling.guidance import (
+    FULL,
+    NEG_ZERO_AUDIO,
+    NO_AUDIO,
+    UNCOND,
+    ZERO_AUDIO,
+    CFGConfig,
+    decayed_velocity,
+    guided_velocity,
+)
 from magicinfinite_core.sampling.schedule import timestep_from_sigma
 from magicinfinite_core.sampling.sliding_window import Window
 
@@ -36,6 +50,16 @@ def audio_for_latents(features: torch.Tensor, start: int, end: int, fpl: int = 4
     centre = torch.where(k == 0, torch.zeros_like(j), (k - 1) * fpl + 1 + j)
     idx = (centre[..., None] + torch.arange(window) - window // 2).clamp(0, n - 1)
     return features[:, idx.reshape(-1)].reshape(features.shape[0], end - start, fpl, window, -1)
+
+
+def avatar_audio_window(features: torch.Tensor, start: int, end: int, frames_per_latent: int = 4) -> torch.Tensor:
+    """Whisper features [K, F, D] -> the video frames HunyuanVideo-Avatar feeds a latent window [start, end):
+    [K, fpl*(end-start) - (fpl-1), D], starting at video frame fpl*start (its sampler's indexing), zeros
+    past the end of the audio."""
+    n = features.shape[1]
+    idx = frames_per_latent * start + torch.arange(frames_per_latent * (end - start) - (frames_per_latent - 1))
+    padded = torch.cat([features, features.new_zeros(features.shape[0], 1, features.shape[2])], dim=1)
+    return padded[:, idx.clamp(max=n)]
 
 
 @dataclass
@@ -55,8 +79,10 @@ class PassConditions:
     image_latent: torch.Tensor | None = None  # [B, C, 1, h, w] portrait latent (the I2V concat)
     first: torch.Tensor | bool = True  # [B] the window starts the video (first_frame: only those see the portrait)
     image_tokens: torch.Tensor | None = None  # [B, Li, image_token_dim]
-    audio: torch.Tensor | None = None  # [B, K, T, fpl, window, D]
+    audio: torch.Tensor | None = None  # [B, K, T, fpl, window, D] (Avatar: [B, K, 4T-3, window, layers, width])
     speaker_mask: torch.Tensor | None = None  # [B, K, T, h, w] token-space masks
+    ref_latent: bool = False  # Avatar: image_latent goes in as `ref_latent` over the window, in every pass
+    mask_scale: float = 1.0  # factor on the speaker masks of every pass (Avatar's early-step 0.6)
 
 
 def pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
@@ -78,10 +104,10 @@ def pass_inputs(
     b = c.txt.shape[0]
     if x.shape[0] != n * b:
         raise ValueError(f"x has {x.shape[0]} rows, expected {n} passes x batch {b}")
-    unknown = [p for p in passes if p not in (FULL, NO_AUDIO, UNCOND)]
+    unknown = [p for p in passes if p not in (FULL, NO_AUDIO, UNCOND, ZERO_AUDIO, NEG_ZERO_AUDIO)]
     if unknown:
         raise ValueError(f"unknown condition pass {unknown[0]!r}")
-    cond = [p != UNCOND for p in passes]
+    cond = [p not in (UNCOND, NEG_ZERO_AUDIO) for p in passes]
     txts = [c.txt if k else c.null_txt for k in cond]
     length = max(t.shape[1] for t in txts)
     kw: dict[str, torch.Tensor] = {
@@ -94,9 +120,13 @@ def pass_inputs(
         on = torch.tensor(cond, device=x.device).repeat_interleave(b)
         kw["image_tokens_mask"] = on[:, None].expand(n * b, c.image_tokens.shape[1])
     if c.audio is not None and c.speaker_mask is not None:
-        kw["audio"] = c.audio.repeat(n, *([1] * (c.audio.ndim - 1)))
-        kw["speaker_mask"] = torch.cat([c.speaker_mask if p == FULL else torch.zeros_like(c.speaker_mask)
-                                        for p in passes])
+        zero = (ZERO_AUDIO, NEG_ZERO_AUDIO)
+        kw["audio"] = torch.cat([torch.zeros_like(c.audio) if p in zero else c.audio for p in passes])
+        mask = c.speaker_mask * c.mask_scale if c.mask_scale != 1.0 else c.speaker_mask
+        kw["speaker_mask"] = torch.cat([mask if p in (FULL, *zero) else torch.zeros_like(mask) for p in passes])
+    if c.ref_latent:
+        ref = c.image_latent[:, :, :1].expand(b, -1, x.shape[2], -1, -1).to(x.dtype)
+        kw["ref_latent"] = ref.repeat(n, 1, 1, 1, 1)
     if image_mode is None:
         return x, kw
     keep = torch.tensor(cond, dtype=x.dtype, device=x.device).repeat_interleave(b)
@@ -127,21 +157,41 @@ class WindowPredictor:
     CFG passes in one batched DiT forward."""
 
     def __init__(self, dit: MagicInfiniteDiT, cond: Conditions, cfg: CFGConfig, dtype: torch.dtype = torch.float32,
-                 forward: Any = None):
+                 forward: Any = None, sigmas: Any = None):
+        """`sigmas`: the run's sigma list (noise to data); a step-indexed guidance schedule
+        (`CFGConfig.decay`) reads the step from it."""
         self.dit, self.cond, self.cfg, self.dtype = dit, cond, cfg, dtype
         self.forward = forward or dit
         a = dit.cfg.audio
         self.fpl, self.win = (a.frames_per_latent, a.frame_window) if a is not None else (4, 5)
         self.scales = (torch.tensor([float(cfg.audio_scale)]), torch.tensor([float(cfg.text_scale)]))
+        self.sigmas = None if sigmas is None else [float(s) for s in sigmas]
+        if cfg.enabled and cfg.decay is not None and self.sigmas is None:
+            raise ValueError("a step-indexed guidance schedule needs the run's sigma list (sigmas=)")
+
+    def step_of(self, sigma: float) -> int:
+        """The step whose starting sigma is `sigma` (the nearest one of the run's list)."""
+        return min(range(len(self.sigmas) - 1), key=lambda i: abs(self.sigmas[i] - sigma))
 
     def __call__(self, x: torch.Tensor, sigma: float, win: Window) -> torch.Tensor:
+        if self.cfg.enabled and self.cfg.decay is not None:
+            return decayed_velocity(lambda xr, passes, m: self._forward(xr, passes, sigma, win, m), x,
+                                    self.step_of(sigma), len(self.sigmas) - 1, self.cfg.decay)
         return guided_velocity(lambda xr, passes: self._forward(xr, passes, sigma, win), x, sigma, self.cfg, self.scales)
 
-    def _forward(self, x_rep: torch.Tensor, passes: tuple[str, ...], sigma: float, win: Window) -> torch.Tensor:
+    def _forward(self, x_rep: torch.Tensor, passes: tuple[str, ...], sigma: float, win: Window,
+                 mask_scale: float = 1.0) -> torch.Tensor:
         c, dev, dt = self.cond, x_rep.device, self.dtype
         dit_cfg = self.dit.cfg
         audio = speaker_mask = None
-        if dit_cfg.audio is not None and (c.audio_windows is not None or c.features is not None):
+        if dit_cfg.avatar is not None and c.features is not None:
+            av = dit_cfg.avatar
+            audio = avatar_audio_window(c.features, win.start, win.end, av.frames_per_latent).to(dev, dt)
+            audio = audio.reshape(*audio.shape[:2], av.audio_window, av.audio_layers, av.audio_channels)
+            tm = c.token_mask.to(dev, dt)
+            speaker_mask = tm[:, win.start : win.end] if tm.ndim == 4 else tm[:, None].expand(-1, win.length, -1, -1)
+            audio, speaker_mask = audio[None], speaker_mask[None]
+        elif dit_cfg.audio is not None and (c.audio_windows is not None or c.features is not None):
             if c.audio_windows is not None:
                 audio = c.audio_windows[:, win.start : win.end].to(dev, dt)
             else:
@@ -155,7 +205,7 @@ class WindowPredictor:
             image_latent=c.image_latent, first=win.is_first,
             # a model without image tokens ignores them
             image_tokens=c.image_tokens.to(dt) if c.image_tokens is not None and dit_cfg.image_token_dim else None,
-            audio=audio, speaker_mask=speaker_mask,
+            audio=audio, speaker_mask=speaker_mask, ref_latent=dit_cfg.avatar is not None, mask_scale=mask_scale,
         )
         x_in, kwargs = pass_inputs(x_rep, passes, window, dit_cfg.image_mode)
         t = timestep_from_sigma(sigma).to(dev).expand(len(passes))
@@ -173,7 +223,9 @@ def build_conditions(
         txt = torch.cat([F.pad(e.tokens, (0, 0, 0, n - e.tokens.shape[1])) for e in (pos, neg)]).to(device)
         txt_mask = torch.cat([F.pad(e.mask.bool(), (0, n - e.mask.shape[1])) for e in (pos, neg)]).to(device)
         pooled = torch.cat([pos.pooled, neg.pooled]).to(device)
-        image_latent = bundle.vae.encode(portrait.to(device)[:, :, None])
+        from magicinfinite_core.media.autoencoders import reference_latent  # media imports sampling
+
+        image_latent = reference_latent(bundle.vae, portrait.to(device))
         image_tokens = None
         if bundle.image_encoder is not None:
             if isinstance(bundle.image_encoder, LatentPatchTokens):

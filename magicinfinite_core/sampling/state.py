@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from magicinfinite_core.errors import MagicInfiniteError
+from magicinfinite_core.output_files import naming_full_disk, write_file_synced
 
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
@@ -67,15 +68,16 @@ def save_state(directory: str | Path, state: SamplerState) -> Path:
     }
     path = directory / STATE_FILE
     tmp = directory / (STATE_FILE + ".tmp")
-    save_file(
-        {"latent": state.latent.detach().cpu().contiguous(), "generator_state": state.generator_state.cpu()},
-        str(tmp),
-        metadata=meta,
-    )
-    _fsync_replace(tmp, path)
+    blob = save({"latent": state.latent.detach().cpu().contiguous(), "generator_state": state.generator_state.cpu()},
+                metadata=meta)
+    with naming_full_disk(tmp, tmp):  # a full disk: the previous step's state stays for --resume
+        write_file_synced(tmp, blob)
+        os.replace(tmp, path)
     jtmp = directory / (STATE_JSON + ".tmp")
-    jtmp.write_text(json.dumps({k: (json.loads(v) if k == "latent_shape" else v) for k, v in meta.items()}, indent=1))
-    _fsync_replace(jtmp, directory / STATE_JSON)
+    with naming_full_disk(jtmp, jtmp):
+        text = json.dumps({k: (json.loads(v) if k == "latent_shape" else v) for k, v in meta.items()}, indent=1)
+        write_file_synced(jtmp, text.encode())
+        os.replace(jtmp, directory / STATE_JSON)
     return path
 
 
@@ -120,8 +122,3 @@ def clear_state(directory: str | Path) -> None:
     except OSError:
         pass
 
-
-def _fsync_replace(tmp: Path, dst: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)

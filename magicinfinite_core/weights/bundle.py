@@ -20,17 +20,33 @@ import torch
 from torch import nn
 
 from magicinfinite_core.config import (
+    AVATAR_SAMPLER,
     DEFAULT_AUDIO_SCALE,
     DEFAULT_CFG_BOUNDARY,
+    DEFAULT_OVERLAP,
     DEFAULT_SHIFT,
     DEFAULT_STEPS,
     DEFAULT_TEXT_SCALE,
+    DEFAULT_WINDOW,
     DISTILLED_TIMESTEPS,
     DiTConfig,
     VAEConfig,
 )
-from magicinfinite_core.errors import CheckpointError
+from magicinfinite_core.errors import CheckpointError, MagicInfiniteError
 from magicinfinite_core.inputs.encoders import ByteTextEncoder, PatchImageEncoder, encoder_from_config
+from magicinfinite_core.limits import (
+    MAX_BUNDLE_JSON_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_DISTILLED_STEPS,
+    MAX_STEPS,
+    POSITIVE,
+    RESOLUTION_RANGE,
+    check_count,
+    check_vae_config,
+    check_window,
+    config_depth,
+    float_error,
+)
 from magicinfinite_core.models.dit import MagicInfiniteDiT
 from magicinfinite_core.sampling.guidance import CFGConfig
 from magicinfinite_core.weights.checkpoints import load_state_dict, save_dit, save_state_dict
@@ -91,6 +107,12 @@ class ModelBundle:
         shift = float(shift if shift is not None else d.get("shift", DEFAULT_SHIFT))
         return steps, shift, cfg if cfg is not None else recommended_guidance(d), timesteps
 
+    def resolve_windows(self, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """(window, overlap) in video frames: the caller's, else the model's (bundle.json "sampler"), else 33 / 8."""
+        d = self.sampler_defaults
+        return (int(window if window is not None else d.get("window_frames", DEFAULT_WINDOW)),
+                int(overlap if overlap is not None else d.get("overlap_frames", DEFAULT_OVERLAP)))
+
     def fingerprint(self) -> str:
         """Hash of all weights (resume refuses a state made by another model)."""
         if self._fingerprint is None:
@@ -114,12 +136,25 @@ class ModelBundle:
 def recommended_guidance(
     defaults: dict[str, Any], audio_scale: float | None = None, text_scale: float | None = None,
 ) -> CFGConfig:
-    """CFG scales: the caller's where given, else the model's (bundle.json "sampler"), else the library's."""
+    """CFG scales: the caller's where given, else the model's (bundle.json "sampler"), else the library's.
+
+    A model whose "sampler" says "guidance": "avatar" (HunyuanVideo-Avatar) gets its decaying schedule
+    (`CFGConfig.avatar`) unless the caller gives scales, which select our multi-condition guidance.
+    """
+    if defaults.get("guidance") == "avatar" and audio_scale is None and text_scale is None:
+        return CFGConfig.avatar()
     return CFGConfig(
         audio_scale=float(audio_scale if audio_scale is not None else defaults.get("audio_scale", DEFAULT_AUDIO_SCALE)),
         text_scale=float(text_scale if text_scale is not None else defaults.get("text_scale", DEFAULT_TEXT_SCALE)),
         boundary=float(defaults.get("boundary", DEFAULT_CFG_BOUNDARY)),
     )
+
+
+def model_sampler_defaults(dit_cfg: DiTConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model's recommended sampler settings: bundle.json's "sampler" over the architecture's own
+    (HunyuanVideo-Avatar's `AVATAR_SAMPLER` for a DiT with the avatar option)."""
+    base = dict(AVATAR_SAMPLER) if dit_cfg.avatar is not None else {}
+    return {**base, **dict(spec or {})}
 
 
 def _seeded_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
@@ -139,7 +174,7 @@ def random_bundle(
     height: int = 64,
     width: int = 64,
     dit_cfg: DiTConfig | None = None,
-    vae_cfg: VAEConfig | None = None,
+    vae_cfg: Any = None,
     std: float = 0.05,
 ) -> ModelBundle:
     """Seeded random tiny models (tests, benches): every weight drawn from one generator.
@@ -155,8 +190,13 @@ def random_bundle(
     g = torch.Generator().manual_seed(int(seed))
     dit = MagicInfiniteDiT(dit_cfg)
     _seeded_init(dit, g, std)
-    vae = VideoVAE(vae_cfg)
-    _seeded_init(vae.model, g, std=0.2)
+    if isinstance(vae_cfg, VAEConfig):
+        vae = VideoVAE(vae_cfg)
+        _seeded_init(vae.model, g, std=0.2)
+    else:  # another autoencoder kind (a motion autoencoder): its config as is, no weights to draw
+        from magicinfinite_core.media.autoencoders import autoencoder_from_config
+
+        vae = autoencoder_from_config(vae_cfg.to_dict())
     text = ByteTextEncoder(dit_cfg.text_dim, dit_cfg.pooled_dim)
     _seeded_init(text, g, 0.5)
     image = PatchImageEncoder(dit_cfg.image_token_dim or dit_cfg.text_dim)
@@ -222,15 +262,123 @@ def read_bundle_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
     """(spec, path of bundle.json) for a bundle folder or its bundle.json; a CheckpointError if unreadable."""
     p = Path(path)
     spec_path = p / BUNDLE_FILE if p.is_dir() else p
+    if spec_path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is one weights file, not a bundle folder ({BUNDLE_FILE})")
     if not spec_path.is_file():
         raise CheckpointError(f"no model at {path}: expected a folder with {BUNDLE_FILE}")
+    if spec_path.stat().st_size > MAX_BUNDLE_JSON_BYTES:
+        raise CheckpointError(f"{spec_path} is {spec_path.stat().st_size} bytes; a bundle.json is a few KB "
+                              f"(limit {MAX_BUNDLE_JSON_BYTES}): is this the right file?")
     try:
         spec = json.loads(spec_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{spec_path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{spec_path} is nested deeper than any bundle.json (limit {MAX_CONFIG_DEPTH} "
+                              "levels)") from None
     if not isinstance(spec, dict) or "dit" not in spec:
         raise CheckpointError(f"{spec_path} names no DiT file (\"dit\"); is this a MagicInfinite bundle?")
+    try:
+        check_bundle_spec(spec)
+    except MagicInfiniteError as exc:
+        raise CheckpointError(f"{spec_path}: {exc}") from None
     return spec, spec_path
+
+
+def check_bundle_spec(spec: dict[str, Any]) -> None:
+    """The one schema check of a bundle.json, before anything is built or read: every field typed and bounded.
+
+    Why: hostile or damaged values (``n_mels: 1e9``, ``resolution: [0, 0]``, a NaN scaling factor, a
+    negative overlap, an unknown kind) used to end in a ZeroDivisionError / KeyError / hang far from
+    the file. A MagicInfiniteError names the field; `read_bundle_spec` adds the file.
+    """
+    from magicinfinite_core.media.patch_autoencoder import KIND as PATCH_KIND
+
+    if config_depth(spec) > MAX_CONFIG_DEPTH:
+        raise MagicInfiniteError(f"nested deeper than {MAX_CONFIG_DEPTH} levels; not a bundle.json")
+    fmt = spec.get("format", BUNDLE_FORMAT)
+    if fmt != BUNDLE_FORMAT:
+        raise MagicInfiniteError(f"'format' is {fmt!r}; this version reads {BUNDLE_FORMAT!r} bundles")
+    if not isinstance(spec.get("name", ""), str):
+        raise MagicInfiniteError(f"'name' must be a string, got {spec['name']!r}")
+    res = spec.get("resolution", [64, 64])
+    if not isinstance(res, list) or len(res) != 2:
+        raise MagicInfiniteError(f"'resolution' must be [height, width], got {res!r}")
+    for label, v in zip(("height", "width"), res, strict=True):
+        check_count(f"'resolution' {label}", v, RESOLUTION_RANGE)
+    vae = spec.get("vae")
+    if not isinstance(vae, dict) or not isinstance(vae.get("weights"), str) or "config" not in vae:
+        raise MagicInfiniteError("'vae' must be {\"weights\": file, \"config\": {...}}")
+    check_vae_config(vae["config"], "'vae' 'config'")
+    cfg = vae["config"]
+    ratio = int(cfg.get("patch", 8) if cfg.get("kind") == PATCH_KIND else cfg.get("spatial_compression_ratio", 8))
+    if cfg.get("kind") in (PATCH_KIND, None) and any(int(v) % ratio for v in res):  # pixel-latent kinds
+        raise MagicInfiniteError(f"'resolution' {res} must be a multiple of the autoencoder's {ratio} pixels per "
+                                 "latent cell")
+    audio = spec.get("audio", {"kind": "mel"})
+    if not isinstance(audio, dict) or not isinstance(audio.get("kind"), str):
+        raise MagicInfiniteError(f"'audio' must be {{\"kind\": ...}}, got {audio!r}")
+    if audio["kind"] == "mel":
+        check_count("'audio' 'n_mels'", audio.get("n_mels", 64), "mel_bins")
+        check_count("'audio' 'n_fft'", audio.get("n_fft", 1024), "fft")
+    elif not isinstance(audio.get("path"), str):
+        raise MagicInfiniteError(f"'audio' of kind {audio['kind']!r} must name its weights ('path')")
+    for key in ("text_encoder", "image_encoder"):
+        entry = spec.get(key)
+        if entry is None and key == "image_encoder":
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise MagicInfiniteError(f"{key!r} must be {{\"config\": {{\"kind\": ...}}}}, got {entry!r}")
+        check_encoder_config(entry["config"], f"{key!r} 'config'")
+        if "weights" in entry and not isinstance(entry["weights"], str):
+            raise MagicInfiniteError(f"{key!r} 'weights' must be a file name, got {entry['weights']!r}")
+    check_sampler_settings(spec.get("sampler", {}), "'sampler'")
+    info = spec.get("distilled")
+    if info is not None:
+        if not isinstance(info, dict):
+            raise MagicInfiniteError(f"'distilled' must be an object, got {info!r}")
+        steps = info.get("timesteps", list(DISTILLED_TIMESTEPS))
+        if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_DISTILLED_STEPS:
+            raise MagicInfiniteError(f"'distilled' 'timesteps' must be a list of 1..{MAX_DISTILLED_STEPS} numbers")
+        for e in [float_error("'distilled' 'timesteps' entry", t, 0.0, 1000.0) for t in steps] + \
+                 [float_error("'distilled' 'shift'", info["shift"], *POSITIVE) if "shift" in info else None]:
+            if e:
+                raise MagicInfiniteError(e)
+
+
+ENCODER_COUNTS = {"bytes": {"text_dim": "width", "pooled_dim": "width", "max_len": "tokens"},
+                  "patches": {"token_dim": "width", "grid": "patch", "patch": "patch"},
+                  "minilm": {"max_length": "tokens"}, "latent_patches": {}}
+
+
+def check_encoder_config(cfg: dict[str, Any], where: str) -> None:
+    """A text / image encoder entry: a known kind and bounded sizes (``max_length: 0`` is refused)."""
+    kind = cfg.get("kind")
+    if kind not in ENCODER_COUNTS:
+        raise MagicInfiniteError(f"{where}: unknown encoder kind {kind!r}; known: {sorted(ENCODER_COUNTS)}")
+    for name, count_kind in ENCODER_COUNTS[kind].items():
+        if name in cfg:
+            check_count(f"{where} {name!r}", cfg[name], count_kind)
+    if kind == "latent_patches":
+        patch = cfg.get("patch", [2, 2])
+        if not isinstance(patch, list) or len(patch) != 2:
+            raise MagicInfiniteError(f"{where} 'patch' must be [h, w], got {patch!r}")
+        for v in patch:
+            check_count(f"{where} 'patch'", v, "patch")
+
+
+def check_sampler_settings(d: Any, where: str) -> None:
+    """bundle.json "sampler": the model's recommended steps, shift, window and guidance, bounded like the CLI's."""
+    if not isinstance(d, dict):
+        raise MagicInfiniteError(f"{where} must be an object, got {d!r}")
+    if "steps" in d:
+        check_count(f"{where} 'steps'", d["steps"], (1, MAX_STEPS))
+    if "window_frames" in d or "overlap_frames" in d:
+        check_window(d.get("window_frames", 33), d.get("overlap_frames", 8), f"{where} 'window_frames'/'overlap_frames'")
+    for key, lo, hi in (("shift", 1e-6, 1e6), ("audio_scale", 0.0, 100.0), ("text_scale", 0.0, 100.0),
+                        ("boundary", 0.0, 1.0)):
+        if key in d and (e := float_error(f"{where} {key!r}", d[key], lo, hi)):
+            raise MagicInfiniteError(e)
 
 
 def _encoder_entry(key: str, mod: Any, folder: Path) -> dict[str, Any] | None:
@@ -350,6 +498,15 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     from magicinfinite_core.inputs.audio_features import MelExtractor, load_extractor
     from magicinfinite_core.media.autoencoders import load_autoencoder
 
+    if Path(path).is_file() and Path(path).suffix == ".safetensors":  # one transformer file, parts found beside it
+        from magicinfinite_core.weights.avatar_bundle import load_file_bundle
+
+        bundle = load_file_bundle(path, device)
+        if distilled:  # the file is itself a few-step generator (our DMD2 export): the 4-step list, its shift
+            bundle.distilled = {"timesteps": list(DISTILLED_TIMESTEPS),
+                                "shift": float(bundle.sampler_defaults.get("shift", DEFAULT_SHIFT))}
+            bundle.name += "-4step"
+        return bundle
     spec, spec_path = read_bundle_spec(path)
     d = spec_path.parent
     dit_file, info = spec["dit"], None
@@ -363,6 +520,11 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
         dit_file = info["dit"]
         info = {k: v for k, v in info.items() if k != "dit"}
     files = bundle_files(spec, d, spec_path)  # every path checked before anything is read
+    needed = ["distilled.dit" if distilled else "dit", "vae.weights", "text_encoder.weights", "image_encoder.weights",
+              "audio.path"]
+    for key in [k for k in needed if k in files and not files[k].exists()]:
+        raise CheckpointError(f"{spec_path}: {key!r} names {files[key].name}, which is not in {d}; copy the "
+                              "bundle folder whole")
     dit = load_transformer(files["dit" if not distilled else "distilled.dit"], device=device)
     vae = load_autoencoder(files["vae.weights"], config=spec["vae"]["config"])
     encoders = {}
@@ -384,6 +546,6 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     name = spec.get("name", d.name) + ("-4step" if distilled else "")
     return ModelBundle(dit.eval(), vae.eval(), encoders["text_encoder"], encoders.get("image_encoder"), extractor,
                        int(h), int(w), name=name, dit_path=d / str(dit_file),
-                       sampler_defaults=dict(spec.get("sampler", {})), distilled=info).to(device)
+                       sampler_defaults=model_sampler_defaults(dit.cfg, spec.get("sampler")), distilled=info).to(device)
 
 

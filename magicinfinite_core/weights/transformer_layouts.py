@@ -47,9 +47,16 @@ from magicinfinite_core.weights.checkpoints import CONFIG_KEY, FORMAT_KEY, save_
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("original", "comfyui", "diffusers", "magicinfinite")
+LAYOUTS = ("original", "comfyui", "diffusers", "magicinfinite", "avatar")
 """original: HunyuanVideo names; comfyui: ComfyUI's renames; diffusers: HunyuanVideoTransformer3DModel;
-magicinfinite: our own files (original names + audio layers, config in the metadata)."""
+magicinfinite: our own files (original names + audio layers, config in the metadata); avatar:
+HunyuanVideo-Avatar (original names + its own modules: `ref_in`, `audio_adapter_blocks`, ...)."""
+
+# Keys only HunyuanVideo-Avatar files carry (its modules; the backbone keys are the original names).
+AVATAR_MARKERS = ("audio_adapter_blocks.", "ref_in.proj.", "before_proj.", "motion_exp.", "motion_pose.", "fps_proj.")
+# The sibling file holding the Avatar fp8 checkpoint's per-layer scales (its `*_fp8_map.pt`, converted).
+FP8_MAP_SUFFIX = "_map.safetensors"
+CONVERT_HINT = "convert it once with `magicinfinite convert IN.pt OUT.safetensors`"
 
 # Prefixes wrapping the transformer's own keys, longest first.
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.", "model.", "transformer.")
@@ -260,11 +267,12 @@ class CheckpointInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     diffusers_config: dict[str, Any] | None = None
     ignored: tuple[str, ...] = ()  # keys outside the transformer (other models in a combined file)
+    fp8_scales: dict[str, torch.Tensor] = field(default_factory=dict)  # Avatar fp8: module -> scale
 
     @property
     def quantization(self) -> str:
         """'fp8_scaled' (per-tensor scales), 'fp8' (plain casts) or 'none'."""
-        if any(k.endswith(_SCALE_SUFFIXES) for k in self.entries):
+        if self.fp8_scales or any(k.endswith(_SCALE_SUFFIXES) for k in self.entries):
             return "fp8_scaled"
         if any(e.dtype in _FP8 for e in self.entries.values()):
             return "fp8"
@@ -319,8 +327,7 @@ def _files_of(path: Path) -> tuple[list[Path], dict[str, Any] | None]:
         return _files_from_index(path), config
     if path.suffix != ".safetensors":
         raise CheckpointError(
-            f"{path.name}: only .safetensors weights are loaded (never pickled .pt/.ckpt/.bin); "
-            "re-save the checkpoint as safetensors."
+            f"{path.name}: only .safetensors weights are loaded (never pickled .pt/.ckpt/.bin); {CONVERT_HINT}."
         )
     return [path], None
 
@@ -390,6 +397,8 @@ def _what_else(keys: list[str]) -> str | None:
         k.startswith(("text_model.", "model.layers.", "language_model.", "model.language_model.")) for k in ks
     ):
         return "a text encoder (put it in ComfyUI/models/text_encoders)"
+    if any(re.match(r"^(model\.diffusion_model\.)?(blocks\.\d+\.self_attn\.q\.|patch_embedding\.)", k) for k in ks):
+        return "a Wan video transformer (MagicInfinite runs HunyuanVideo-family transformers: -I2V or -Avatar)"
     return None
 
 
@@ -422,6 +431,8 @@ def detect_layout(path: str | Path) -> CheckpointInfo:
     stripped = {k[len(prefix) :]: e for k, e in entries.items() if k.startswith(prefix)}
     layout = _guess_layout(list(stripped), metadata, dconfig)
     info = CheckpointInfo(path, layout, prefix, tuple(files), stripped, metadata, dconfig, tuple(ignored))
+    if layout == "avatar":
+        info.fp8_scales = _avatar_fp8_scales(info)
     if past_end:
         f, key = past_end[0]
         raise _fail(
@@ -450,7 +461,9 @@ def detect_layout(path: str | Path) -> CheckpointInfo:
         )
     votes = _vote(stripped)
     mixed = [
-        name for name in votes if name != layout and not (layout == "magicinfinite" and name == "original")
+        name
+        for name in votes
+        if name != layout and not (layout in ("magicinfinite", "avatar") and name == "original")
     ]
     if mixed:
         raise _fail(
@@ -471,6 +484,8 @@ def _guess_layout(
     votes = _vote(keys)
     if dconfig is not None and dconfig.get("_class_name") == "HunyuanVideoTransformer3DModel":
         return "diffusers"
+    if set(votes) == {"original"} and any(k.startswith(AVATAR_MARKERS) for k in keys):
+        return "avatar"
     if len(votes) == 1:
         return next(iter(votes))
     if len(votes) > 1:  # mixed: report the majority; detect_layout names the odd key
@@ -484,6 +499,60 @@ def _guess_layout(
 # --------------------------------------------------------------------------------------------------
 # Conversion plans (names and shapes only) and config inference
 # --------------------------------------------------------------------------------------------------
+
+
+def _avatar_fp8_scales(info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    """The Avatar fp8 file's per-layer scales, from `<stem>_map.safetensors` beside it.
+
+    Its float8 e4m3 block weights mean nothing without them (dequantised weight = weight * scale), so a
+    missing map is refused in one line instead of loading a wrong model.
+    """
+    fp8 = [k for k, e in info.entries.items() if e.dtype in _FP8]
+    if not fp8 or any(k.endswith(_SCALE_SUFFIXES) for k in info.entries):
+        return {}
+    first = info.files[0]
+    map_path = first.with_name(first.name[: -len(".safetensors")] + FP8_MAP_SUFFIX)
+    if not map_path.is_file():
+        raise _fail(
+            first,
+            "layout detected: avatar, fp8",
+            info.prefix + fp8[0],
+            f"float8 weights without their per-layer scale map (looked for {map_path.name} beside it)",
+            f"Convert mp_rank_00_model_states_fp8_map.pt too ({CONVERT_HINT}) and save it as {map_path.name}.",
+        )
+    scan = scan_safetensors(map_path)
+    if scan.problem or scan.past_end:
+        raise _fail(map_path, "fp8 scale map", None, f"the file is damaged: {scan.problem or 'truncated'}",
+                    "Convert the map again.")
+    from safetensors.torch import load_file
+
+    raw = load_file(str(map_path))
+    scales = {}
+    for k, v in raw.items():
+        for p in _PREFIXES:
+            if k.startswith(p):
+                k = k[len(p) :]
+                break
+        scales[k] = v.float()
+    unscaled = [k for k in fp8 if k.endswith(".weight") and k[: -len(".weight")] not in scales]
+    if unscaled:
+        raise _fail(first, "layout detected: avatar, fp8", info.prefix + unscaled[0],
+                    f"{len(unscaled)} float8 weights have no scale in {map_path.name}",
+                    "Use the map that came with this fp8 file.")
+    return scales
+
+
+def _apply_fp8_map(sd: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Avatar fp8: weight (float8) * its layer's scale (a scalar, or one per output row)."""
+    out = {}
+    for k, v in sd.items():
+        scale = scales.get(k[: -len(".weight")]) if k.endswith(".weight") and v.dtype in _FP8 else None
+        if scale is not None:
+            s = scale.to(device=v.device)
+            s = s.reshape(-1, *([1] * (v.ndim - 1))) if s.numel() > 1 else s.reshape(())
+            v = v.to(torch.float32) * s
+        out[k] = v
+    return out
 
 
 def _dequantize(sd: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -517,11 +586,12 @@ def to_original(
     mlp_ratio: float = 4.0,
 ) -> dict[str, torch.Tensor]:
     """Prefix-free tensors of `info`'s layout -> original names (dequantised, cast to `dtype`)."""
+    if info.fp8_scales:
+        sd = _apply_fp8_map(sd, info.fp8_scales)
     sd = _dequantize(sd, dtype)
+    src = "original" if info.layout in ("magicinfinite", "avatar") else info.layout
     try:
-        return convert_state_dict(
-            sd, "original" if info.layout == "magicinfinite" else info.layout, "original", mlp_ratio=mlp_ratio
-        )
+        return convert_state_dict(sd, src, "original", mlp_ratio=mlp_ratio)
     except KeyError as e:  # key_maps names the key it cannot place
         key = e.args[0].split("'")[1] if "'" in str(e.args[0]) else str(e.args[0])
         raise _fail(
@@ -584,18 +654,40 @@ def infer_dit_config(sd: dict[str, torch.Tensor], *, with_audio: bool = True) ->
         guidance_embed=any(k.startswith("guidance_in.") for k in sd),
         image_token_dim=shape("image_in.weight")[1] if "image_in.weight" in sd else 0,
     )
+    avatar = "audio_adapter_blocks.0.to_q.weight" in sd
     for preset in DIT_PRESETS.values():
         probe = replace(preset, audio=None)
-        if all(getattr(probe, k) == v for k, v in kw.items() if k != "image_token_dim"):
+        if (preset.avatar is not None) != avatar:
+            continue
+        if avatar and not _avatar_shapes_fit(preset, sd):
+            continue
+        # an Avatar file's text widths are read off its shapes (a small model may read the demo's MiniLM)
+        free = ("image_token_dim", "text_dim", "pooled_dim") if avatar else ("image_token_dim",)
+        if all(getattr(probe, k) == v for k, v in kw.items() if k not in free):
             return replace(
-                preset, image_token_dim=kw["image_token_dim"], audio=preset.audio if with_audio else None
+                preset, **{k: kw[k] for k in free}, audio=preset.audio if with_audio else None
             )
+    if avatar:
+        raise CheckpointError(
+            f"a HunyuanVideo-Avatar file whose shapes (hidden {hidden}, {kw['depth_double']} double blocks, "
+            f"{depth('audio_adapter_blocks.')} adapters) match no preset; pass cfg=DiTConfig(..., avatar=...)"
+        )
     if head_dim != 128:
         raise CheckpointError(
             f"transformer shape (hidden {hidden}, head_dim {head_dim}) matches no preset and RoPE dims "
             "are not stored in checkpoints; pass cfg=DiTConfig(...) explicitly"
         )
     return DiTConfig(**kw, rope_dims=(16, 56, 56), audio=None)
+
+
+def _avatar_shapes_fit(preset: DiTConfig, sd: dict[str, torch.Tensor]) -> bool:
+    av = preset.avatar
+    n = len({k.split(".")[1] for k in sd if k.startswith("audio_adapter_blocks.")})
+    return (
+        n == len(av.adapter_after_double)
+        and tuple(sd["audio_proj.proj1.weight"].shape) == (av.audio_hidden, av.audio_feature_dim)
+        and tuple(sd["audio_adapter_blocks.0.to_q.weight"].shape) == (av.adapter_dim, preset.hidden_size)
+    ) if "audio_proj.proj1.weight" in sd else False
 
 
 def dit_config_from_diffusers(c: dict[str, Any]) -> dict[str, Any]:
@@ -644,13 +736,35 @@ def diffusers_config(cfg: DiTConfig) -> dict[str, Any]:
     }
 
 
+def stored_dit_config(text: str, where: str) -> DiTConfig:
+    """The DiT config a checkpoint stores in its metadata, checked against `limits` before anything is built.
+
+    Why: the metadata is user data; ``depth_double: 1e7`` hung building blocks, ``num_heads: 0`` raised a
+    ZeroDivisionError.
+    """
+    from magicinfinite_core.errors import MagicInfiniteError
+    from magicinfinite_core.limits import MAX_CONFIG_DEPTH, check_dit_config, config_depth
+
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({type(exc).__name__})") from None
+    try:
+        if config_depth(d) > MAX_CONFIG_DEPTH:
+            raise MagicInfiniteError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+        check_dit_config(d, where)
+    except MagicInfiniteError as exc:
+        raise CheckpointError(f"{exc}; the file's metadata is damaged or not a MagicInfinite DiT") from None
+    return DiTConfig.from_dict(d)
+
+
 def resolve_config(
     infos: Sequence[CheckpointInfo], converted: dict[str, torch.Tensor], *, with_audio: bool = True
 ) -> DiTConfig:
     """Config from (in order): our metadata in an overlay or the base file, diffusers config.json, shapes."""
     for info in reversed(infos):
         if CONFIG_KEY in info.metadata:
-            return DiTConfig.from_dict(json.loads(info.metadata[CONFIG_KEY]))
+            return stored_dit_config(info.metadata[CONFIG_KEY], f"{info.path} metadata {CONFIG_KEY!r}")
     base = infer_dit_config(converted, with_audio=with_audio)
     dc = infos[0].diffusers_config
     if dc is not None and dc.get("_class_name") == "HunyuanVideoTransformer3DModel":
@@ -708,7 +822,7 @@ def check_plan(
                 info.prefix + src,
                 what,
                 "Check that the file is the model you meant and pass the matching cfg= (or let "
-                "load_transformer infer it).",
+                "load_transformer infer it); `magicinfinite inspect FILE` lists every bad key.",
             )
         orphans = _orphan_scales(info.entries)
         if orphans:
@@ -731,7 +845,7 @@ def check_plan(
             info.prefix + shown,
             f"{len(missing)} weights of the model are missing from the file (first listed in model order)",
             "The file is incomplete or of a different variant (e.g. T2V without guidance / I2V); "
-            "download the full checkpoint or pass the matching cfg=.",
+            "download the full checkpoint or pass the matching cfg= (`magicinfinite inspect FILE` lists them).",
         )
 
 
@@ -827,6 +941,7 @@ def plan_load(
     overlays: Sequence[str | Path] = (),
     allow_missing_audio: bool | None = None,
     with_audio: bool = True,
+    expect_layout: str | None = None,
 ) -> tuple[DiTConfig, list[CheckpointInfo]]:
     """Detect every file's layout, settle the config and check names/shapes — reading headers only.
 
@@ -834,6 +949,14 @@ def plan_load(
     HunyuanVideo base never carries them; a MagicInfinite file without them is broken).
     """
     infos = [detect_layout(path)] + [detect_layout(p) for p in overlays]
+    if expect_layout is not None and infos[0].layout != expect_layout:
+        first = infos[0].prefix + next(iter(infos[0].entries), "")
+        raise _fail(infos[0].path, infos[0].describe(), first, f"expected a {_LAYOUT_WORDS.get(expect_layout, expect_layout)} "
+                    f"checkpoint but this is {_layout_words(infos[0])}", _PICK_HINT.get(expect_layout, "Pick the right file."))
+    if cfg is not None and cfg.avatar is not None and infos[0].layout != "avatar":
+        first = infos[0].prefix + next(iter(infos[0].entries), "")
+        raise _fail(infos[0].path, infos[0].describe(), first, f"the config is HunyuanVideo-Avatar but this is "
+                    f"{_layout_words(infos[0])}", _PICK_HINT["avatar"])
     if allow_missing_audio is None:
         allow_missing_audio = all(info.layout != "magicinfinite" for info in infos)
     planned = []
@@ -846,10 +969,35 @@ def plan_load(
         for _, conv in planned:
             merged.update(conv)
         cfg = resolve_config(infos, merged, with_audio=with_audio)
+    if cfg.avatar is not None:
+        allow_missing_audio = False  # Avatar's modules come from its file, never from a fresh init
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in MagicInfiniteDiT(cfg).state_dict().items()}
     check_plan(shapes, planned, cfg, allow_missing=AUDIO_PREFIXES if allow_missing_audio else ())
     return cfg, infos
+
+
+_LAYOUT_WORDS = {"avatar": "HunyuanVideo-Avatar", "magicinfinite": "MagicInfinite"}
+_PICK_HINT = {
+    "avatar": "For HunyuanVideo-Avatar pick its transformer (hunyuan_video_avatar_720_bf16.safetensors, or "
+    "mp_rank_00_model_states.pt converted with `magicinfinite convert`); docs/hunyuan_avatar.md.",
+}
+
+
+def _layout_words(info: CheckpointInfo) -> str:
+    """'a HunyuanVideo-I2V transformer (original names, 33 input channels)' and the like."""
+    e = info.entries
+    key = {"diffusers": "x_embedder.proj.weight"}.get(info.layout, "img_in.proj.weight")
+    ch = e[key].shape[1] if key in e and len(e[key].shape) == 5 else None
+    final = e.get({"diffusers": "proj_out.weight"}.get(info.layout, "final_layer.linear.weight"))
+    out = final.shape[0] // math.prod(e[key].shape[2:]) if ch and final is not None else None
+    kind = "HunyuanVideo-I2V" if ch and out and ch == 2 * out + 1 else "HunyuanVideo (T2V / token-replace I2V)"
+    kind = kind if ch else "HunyuanVideo"
+    if info.layout == "avatar":
+        kind = "HunyuanVideo-Avatar"
+    if info.layout == "magicinfinite":
+        kind = "MagicInfinite"
+    return f"a {kind} transformer ({info.layout} names" + (f", {ch} input channels)" if ch else ")")
 
 
 def load_transformer(
@@ -861,6 +1009,7 @@ def load_transformer(
     overlays: Sequence[str | Path] = (),
     allow_missing_audio: bool | None = None,
     with_audio: bool = True,
+    expect_layout: str | None = None,
 ) -> MagicInfiniteDiT:
     """Load a HunyuanVideo / MagicInfinite transformer from any supported layout: the one DiT loader.
 
@@ -873,7 +1022,8 @@ def load_transformer(
     own files they are an error unless `allow_missing_audio=True` (a stage-1 file starting stage 2).
     """
     cfg, infos = plan_load(
-        path, cfg, overlays=overlays, allow_missing_audio=allow_missing_audio, with_audio=with_audio
+        path, cfg, overlays=overlays, allow_missing_audio=allow_missing_audio, with_audio=with_audio,
+        expect_layout=expect_layout,
     )
     with torch.device("meta"):
         model = MagicInfiniteDiT(cfg)

@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="real photographs only (leave out the AI-generated portraits of photos.py)",
     )
+    p.add_argument("--backgrounds", nargs="+", default=list(WorldConfig.backgrounds),
+                   help="background controls to draw from (e.g. static: nothing behind the person moves)")
+    p.add_argument("--open-portraits", type=float, default=0.0,
+                   help="share of animated photos that smile open which keep that open mouth on frame 0 (0..1)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.size % 2:
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         photo_faces=a.photo_faces, photo_textures=a.photo_textures,
         photo_face_min=a.photo_face_min, photo_face_max=a.photo_face_max,
         photo_generated=not a.no_generated_faces, photo_real_share=a.photo_real_share,
+        backgrounds=tuple(a.backgrounds), photo_open_portraits=a.open_portraits,
     )
     man = build(
         a.out, a.num_clips, frames, a.size, a.split, a.seed, a.workers, a.start, cfg, not a.no_progress

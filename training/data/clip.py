@@ -95,7 +95,7 @@ def make_clip(
     idents = [sample_identity(ids[speaker])]
     style = idents[0].style
     idents = [sample_identity(i, style=style) if j != speaker else idents[0] for j, i in enumerate(ids)]
-    controls = sample_controls(r_text)
+    controls = sample_controls(r_text, tuple(cfg.backgrounds))
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
@@ -147,7 +147,7 @@ def _make_photo_clip(
     # the few real photographs get a fixed share, not drowned by the many generated portraits
     pool = real if (not gen or (real and r_cast.random() < cfg.photo_real_share)) else gen
     ph = pool[int(r_cast.integers(len(pool)))]
-    controls = sample_controls(r_text)
+    controls = sample_controls(r_text, tuple(cfg.backgrounds))
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
@@ -157,6 +157,9 @@ def _make_photo_clip(
         r_scene, ph.name, opening, width, controls, cfg.height, cfg.width,
         (cfg.photo_face_min, cfg.photo_face_max), bg,
     )
+    if cfg.photo_open_portraits > 0 and photo_face.photo_opening(
+            photo_face.MouthFrame.from_landmarks(scene.landmarks)) > photo_face.OPEN_MOUTH:
+        scene.open_portrait = bool(r_scene.random() < cfg.photo_open_portraits)
     frames, gt = photo_face.render_photo_scene(scene)
     prompt = make_prompt(controls, r_text, split, "realistic", 1, 0, [0])
     ident = photo_face.photo_identity_id(ph.name)
@@ -180,6 +183,7 @@ def _make_photo_clip(
             "crop": [round(float(v), 3) for v in scene.crop],
             "flip": scene.flip,
             "teeth": scene.teeth,
+            "open_portrait": scene.open_portrait,
             "jitter": {k: v for k, v in vars(scene.jitter).items()},
         },
     }

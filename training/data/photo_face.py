@@ -49,6 +49,7 @@ Array = np.ndarray
 SUPERSAMPLE = 2
 GAP = 0.38  # full-opening gap height / inner mouth width
 LOWER_SHARE = 0.78
+OPEN_MOUTH = 0.2  # a photo whose own lip gap is above this (opening units) smiles open
 INTERIOR = np.array([0.20, 0.06, 0.07], np.float32)  # luminance ~0.1 like the drawn world's
 
 # face mesh (468 points; the Tasks landmarker's first 468 of 478) indices
@@ -200,6 +201,10 @@ class PhotoFaceScene:
     teeth: bool
     interior: Array  # [3]
     background: dict = field(default_factory=dict)
+    # Frame 0 is the photo as taken (its own open mouth, e.g. a smile with teeth) instead of the
+    # closed-mouth portrait; later frames close on silence. Why: a user's portrait may smile, and
+    # the model must learn to close that mouth when the voice is silent (issue 26's muted target).
+    open_portrait: bool = False
 
 
 def _sample_head(rng: np.random.Generator, action: str, n: int, s: float) -> dict[str, Array]:
@@ -520,8 +525,18 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
             b = min(a + 64, n)
             layer = render_background(bg, b - a, sc.height, sc.width, frame0=a)
             frames[a:b] = pw * frames[a:b] + (1.0 - pw) * layer
+    if sc.open_portrait:
+        frames[0] = still  # the photo itself: no closing warp, neutral head and emotion on frame 0
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    return out, photo_ground_truth(sc, mf)
+    gt = photo_ground_truth(sc, mf)
+    if sc.open_portrait:
+        gt["mouth_open"][0] = photo_opening(mf)
+    return out, gt
+
+
+def photo_opening(mf: MouthFrame) -> float:
+    """The photo's own inner-lip gap in opening units (o = 1: the full GAP x inner mouth width)."""
+    return float(np.clip((mf.gap_up + mf.gap_lo).max() / (GAP * 2 * mf.hw), 0.0, 1.0))
 
 
 def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict[str, Array]:

@@ -98,12 +98,17 @@ def _key(split: str) -> str:
     return split
 
 
-def sample_controls(rng: np.random.Generator) -> dict[str, str]:
-    """Uniform random controls: each value must be seen often for text to be learnable."""
+def sample_controls(rng: np.random.Generator, backgrounds: tuple[str, ...] = BACKGROUNDS) -> dict[str, str]:
+    """Uniform random controls: each value must be seen often for text to be learnable.
+
+    `backgrounds` narrows the background choice (a motion-latent model keeps the background still)."""
+    unknown = [b for b in backgrounds if b not in BACKGROUNDS]
+    if unknown or not backgrounds:
+        raise ValueError(f"backgrounds must be some of {BACKGROUNDS}, got {backgrounds}")
     return {
         "emotion": EMOTIONS[int(rng.integers(len(EMOTIONS)))],
         "action": ACTIONS[int(rng.integers(len(ACTIONS)))],
-        "background": BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
+        "background": backgrounds[int(rng.integers(len(backgrounds)))],
     }
 
 

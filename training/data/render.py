@@ -173,6 +173,10 @@ class WorldConfig:
     photo_face_max: float = 0.34
     photo_generated: bool = True  # also use the AI-generated portraits (photos.py) as faces / textures
     photo_real_share: float = 0.35  # of photo-face clips, the share that animate real photographs
+    backgrounds: tuple[str, ...] = ("static", "leaves", "lights")  # prompt controls drawn from these
+    # share of animated-photo clips whose photo smiles open (gap > OPEN_MOUTH of its width) that keep
+    # that open mouth on frame 0 (photo_face.PhotoFaceScene.open_portrait)
+    photo_open_portraits: float = 0.0
 
 
 @dataclass

@@ -11,6 +11,9 @@ they mean exactly what they mean at sampling time (`magicinfinite_core.sampling.
 `image_keep` (per sample) marks windows that start the video: without it the frame-0 concat is off
 in every pass, as the sampler does for every window after the first, so the generator also learns the
 mid-video windows.
+
+HunyuanVideo-Avatar models (`DiTConfig.avatar`) take the portrait as `ref_latent` (its reference path,
+in every pass, as the sampler gives it) and Whisper windows of the clip's 4T-3 video frames as `audio`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class CondBatch:
     audio: torch.Tensor | None = None  # [B, K, T, fpl, window, D]
     speaker_mask: torch.Tensor | None = None  # [B, K, T, h, w] token-space masks
     image_keep: torch.Tensor | None = None  # [B] 1 = frame-0 concat on, 0 = off (None: all on)
+    ref_latent: torch.Tensor | None = None  # [B, C, 1, H, W] Avatar: the portrait latent for its reference path
 
     @property
     def batch_size(self) -> int:
@@ -65,9 +69,10 @@ class CondBatch:
         return PassConditions(
             txt=self.txt, txt_mask=self.txt_mask, pooled=self.pooled,
             null_txt=self.uncond_txt, null_txt_mask=self.uncond_txt_mask, null_pooled=self.uncond_pooled,
-            image_latent=self.image_latent,
+            image_latent=self.image_latent if self.ref_latent is None else self.ref_latent,
             first=True if self.image_keep is None else self.image_keep.to(self.latents.device).float(),
             image_tokens=self.image_tokens, audio=self.audio, speaker_mask=self.speaker_mask,
+            ref_latent=self.ref_latent is not None,
         )
 
 
@@ -142,8 +147,17 @@ def synthetic_examples(
                 [torch.ones(1, dtype=torch.bool), torch.zeros(text_len - 1, dtype=torch.bool)]
             ),
             uncond_pooled=torch.zeros(cfg.pooled_dim),
-            image_latent=latents[:, :1].clone() if cfg.image_concat else None,
+            image_latent=(torch.randn(cfg.cond_channels, 1, h, w, generator=g) if cfg.cond_channels != c
+                          else latents[:, :1].clone()) if cfg.image_concat else None,
         )
+        if cfg.avatar is not None:  # Whisper windows of the 4T-3 video frames, the portrait as reference
+            av = cfg.avatar
+            ex.ref_latent = latents[:, :1].clone()
+            ex.audio = torch.randn(speakers, av.frames_per_latent * (t - 1) + 1, av.audio_window, av.audio_layers,
+                                   av.audio_channels, generator=g)
+            mask = torch.zeros(speakers, *grid)
+            mask[..., grid[1] // 4 : grid[1] - grid[1] // 4, grid[2] // 4 : grid[2] - grid[2] // 4] = 1.0
+            ex.speaker_mask = mask
         if cfg.audio is not None:
             a = cfg.audio
             ex.audio = torch.randn(
@@ -206,7 +220,8 @@ class PreprocessCache(torch.utils.data.Dataset):
             uncond_txt=self.null[0],
             uncond_txt_mask=self.null[1],
             uncond_pooled=self.null[2],
-            image_latent=latent[:, :1].clone(),
+            # the portrait condition: its latent, or (motion latents) its appearance on the latent grid
+            image_latent=(sd["reference_latent"].float() if "reference_latent" in sd else latent[:, :1].clone()),
             image_tokens=sd["image_tokens"].float() if self.image_tokens else None,
             audio=sd["audio"][None, :t].float(),
             speaker_mask=sd["face_tokens"][None, :t].float(),

@@ -27,7 +27,8 @@ LORA_KIND = "magicinfinite-fake-score-lora"
 _TARGET_PATTERNS = {
     "double": re.compile(r"^double_blocks\.\d+\.(img|txt)_(attn_qkv|attn_proj|mlp\.fc1|mlp\.fc2)$"),
     "single": re.compile(r"^single_blocks\.\d+\.(linear1|linear2)$"),
-    "audio": re.compile(r"^audio_(double|single)_blocks\.\d+\.(q|kv|proj)$"),
+    # ours (q / kv / proj) and HunyuanVideo-Avatar's perceiver adapters (to_q / to_kv / to_out)
+    "audio": re.compile(r"^audio_((double|single)_blocks\.\d+\.(q|kv|proj)|adapter_blocks\.\d+\.(to_q|to_kv|to_out))$"),
     "final": re.compile(r"^final_layer\.linear$"),
     "modulation": re.compile(r"^(double_blocks\.\d+\.(img|txt)_mod|single_blocks\.\d+\.modulation)\.linear$"),
 }

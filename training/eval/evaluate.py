@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from magicinfinite_core.config import DISTILLED_TIMESTEPS, SamplerConfig, latent_frames
+from magicinfinite_core.media.autoencoders import decode_video
 from magicinfinite_core.models.audio_layers import group_audio_by_latent_frame
 from magicinfinite_core.models.dit import MagicInfiniteDiT
 from magicinfinite_core.sampling.guidance import CFGConfig
@@ -44,7 +45,7 @@ def conditions_from_cache(item: dict[str, torch.Tensor], null: dict[str, torch.T
         txt_mask=torch.stack([item["text_mask"], null["text_mask"]]).bool(),
         pooled=torch.stack([item["pooled"], null["pooled"]]).float(),
         image_tokens=item["image_tokens"][None].float(),
-        image_latent=item["latent"][None, :, :1].float(),
+        image_latent=(item["reference_latent"] if "reference_latent" in item else item["latent"][:, :1])[None].float(),
         features=None,
         token_mask=item["face_tokens"][None].float() if has_audio else torch.zeros(1, 1, 1, 1),
         audio_windows=item["audio"][None].float() if has_audio else None,
@@ -70,9 +71,13 @@ def generate(
     seed: int = 0,
     use_audio: bool = True,
     distilled: bool = False,
+    portrait: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Frames uint8 [F, H, W, 3] for one video (distilled: the sampler's few-step list, no CFG)."""
-    _, c, _, h, w = cond.image_latent.shape
+    """Frames uint8 [F, H, W, 3] for one video (distilled: the sampler's few-step list, no CFG).
+
+    `portrait` (uint8 [H, W, 3]) is what a motion autoencoder moves; pixel-latent kinds ignore it."""
+    _, _, _, h, w = cond.image_latent.shape
+    c = model.cfg.out_channels
     t = latent_frames(num_frames)  # ceil: the decoded video is cut back to num_frames
     if not use_audio:
         cond = dataclasses.replace(cond, audio_windows=None, token_mask=torch.zeros_like(cond.token_mask))
@@ -80,7 +85,7 @@ def generate(
         guidance = CFGConfig.off()
     predictor = WindowPredictor(model, cond, guidance, dtype=next(model.parameters()).dtype)
     latent = sample(predictor, (c, t, h, w), config=sampler, distilled=distilled, seed=seed)
-    video = vae.decode(latent[None])[0]
+    video = decode_video(vae, latent[None], portrait)[0]
     return tensor_to_frames(video)[:num_frames]
 
 
@@ -131,7 +136,7 @@ class QuickEval:
             target = item["mouth_open"].numpy()
             boxes = item["mouth_box"].numpy()
             frames = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, self.use_audio,
-                              self.distilled)
+                              self.distilled, item["portrait"])
             if i == 0:
                 from training.tracking import frame_strip
 
@@ -144,7 +149,7 @@ class QuickEval:
             if self.use_audio:
                 cond.audio_windows = silent_audio(n)[None]
                 frames_m = generate(model, self.vae, cond, n, self.sampler, CFGConfig.off(), self.seed + i, True,
-                                    self.distilled)
+                                    self.distilled, item["portrait"])
                 pm = metrics.mouth_openings(frames_m, boxes)
                 rs_muted.append(metrics.pearson(pm, target))
                 open_m.append(float(pm.mean()))
@@ -240,13 +245,13 @@ def evaluate(
         boxes = item["mouth_box"].numpy()
         target = item["mouth_open"].numpy()
         keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
-        frames = gen(model, vae, cond, n, sampler, guidance, seed + i)
+        frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
         pred = metrics.mouth_openings(frames, boxes)
         gt_open = metrics.mouth_openings(clip.frames, boxes)
         ls = metrics.lipsync(pred, target)
-        recon = tensor_to_frames(vae.decode(item["latent"][None])[0])[:n]  # the VAE's own ceiling
+        recon = tensor_to_frames(decode_video(vae, item["latent"][None], item["portrait"])[0])[:n]  # the VAE's own ceiling
         cond.audio_windows = silent_audio(n)[None]
-        frames_m = gen(model, vae, cond, n, sampler, guidance, seed + i)
+        frames_m = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
         pm = metrics.mouth_openings(frames_m, boxes)
         row = {
             "clip": d.name, "action": clip.meta["controls"]["action"],
@@ -289,7 +294,7 @@ def evaluate(
             prompt = _swap_action(clip.meta["controls"], action, rng, clip.meta["style"], "heldout")
             tok, msk, pooled = text.encode([prompt])
             cond = conditions_from_cache({**item, "text_tokens": tok[0], "text_mask": msk[0], "pooled": pooled[0]}, null)
-            frames = gen(model, vae, cond, n, sampler, guidance, seed + i)
+            frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
             res[action] = metrics.head_motion(frames, fbox, exclude=excl)["motion_y"]
         control.append(res)
         print(json.dumps(res), flush=True)
@@ -360,7 +365,7 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
     item = cache_clip(clip, vae, text, extractor, settings)
     cond = conditions_from_cache(item, null)
     t0 = time.time()
-    frames = generate(model, vae, cond, n, sampler, guidance, seed, distilled=distilled)
+    frames = generate(model, vae, cond, n, sampler, guidance, seed, distilled=distilled, portrait=item["portrait"])
     gen_s = time.time() - t0
     boxes = item["mouth_box"].numpy()
     keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
@@ -369,10 +374,18 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
     plan = step_plans(t_lat, sampler, n_steps)[-1]
     seams = sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
     pred = metrics.mouth_openings(frames, boxes)
+    # upper face (issue 26): the speaker's face box above its mouth box, in frame 0 (world clips have no landmarks)
+    spk = int(clip.meta.get("speaker", 0))
+    upper = metrics.upper_face_box_mask(clip.gt["face_box"][0, spk], float(np.asarray(boxes).reshape(-1, 4)[0, 1]),
+                                        *clip.frames.shape[1:3])
+    flick = metrics.flicker(frames, upper)
     return {
         "clip": d.name, "seconds": n / 25.0, "generate_s": round(gen_s, 1),
         "lipsync_r": metrics.pearson(pred, item["mouth_open"].numpy()),
         "seam_score": metrics.seam_score(frames, seams),
+        "seam_score_upper": metrics.seam_score(frames, seams, mask=upper),
+        "upper_flicker": flick["mean"], "upper_flicker_p95": flick["p95"],
+        "upper_drift_db": metrics.drift(frames, clip.frames[0], upper, span_s=1.0)["drift_db"],
         **metrics.drift(frames, clip.frames[0], keep),
         "gt_drift": metrics.drift(clip.frames, clip.frames[0], keep),
     }

@@ -8,6 +8,10 @@
   that best re-aligns each frame to frame 0) -- separates "nodding" from "still".
 * seams: mean frame-to-frame change at sliding-window seams relative to elsewhere (1 = invisible).
 * drift: identity PSNR of the last 10 s minus the first 10 s of a long video.
+* upper face (issue 26): the face from the forehead to the nose tip, which a talking head with a still
+  head does not move. Flicker = mean absolute frame-to-frame change of its grey level (0-255; mean and
+  95th percentile over every pixel and frame pair), identity = PSNR of it vs the portrait. A still
+  photograph scores 0 and PSNR_CAP. `upper_face_mask` builds the region from face-mesh landmarks.
 
 Mouth opening comes from the world's own measuring function (training.data.mouth) on the rendered
 face geometry, and from mediapipe face mesh where a face is detectable (real footage).
@@ -195,10 +199,13 @@ def separability(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------- seams, drift
-def seam_score(frames: np.ndarray, seams: list[int]) -> float:
-    """Mean |frame[t] - frame[t-1]| at seam frames t divided by the median of all other frames' changes."""
+def seam_score(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = None) -> float:
+    """Mean |frame[t] - frame[t-1]| at seam frames t divided by the median of all other frames' changes
+    (only over `mask` [H, W] pixels when given, e.g. the upper face)."""
     x = _to_float(frames)
-    d = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # d[t-1] = change into frame t
+    if mask is not None:
+        x = x[:, np.asarray(mask, bool)]  # [F, P, 3]
+    d = np.abs(np.diff(x, axis=0)).reshape(len(x) - 1, -1).mean(axis=1) if len(x) > 1 else np.zeros(0)
     idx = [t - 1 for t in seams if 1 <= t < len(x)]
     if not idx:
         return 1.0
@@ -213,3 +220,50 @@ def drift(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = N
     first = masked_psnr(frames[:n], reference, keep)
     last = masked_psnr(frames[-n:], reference, keep)
     return {"psnr_first": first, "psnr_last": last, "drift_db": first - last}
+
+
+# ---------------------------------------------------------------------------------------- upper face
+PSNR_CAP = 100.0  # masked_psnr's value for identical pixels (mse floored at 1e-10)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def grey_levels(frames: np.ndarray) -> np.ndarray:
+    """[..., H, W, 3] uint8 (or float in 0-1) -> luma in grey levels 0-255, float32 [..., H, W]."""
+    return (_to_float(frames) @ _LUMA) * 255.0
+
+
+def upper_face_mask(oval: np.ndarray, nose_tip_y: float, height: int, width: int) -> np.ndarray:
+    """[H, W] True inside the face-oval polygon `oval` [N, 2] (pixel x, y, in order around the face) and
+    not below the nose tip's row `nose_tip_y`: forehead, brows, eyes, cheeks and nose, no mouth or jaw."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in np.asarray(oval, np.float64)], fill=1)
+    mask = np.asarray(img, bool).copy()
+    mask[max(0, int(math.floor(nose_tip_y)) + 1):] = False
+    return mask
+
+
+def upper_face_box_mask(face_box: np.ndarray, mouth_top: float, height: int, width: int) -> np.ndarray:
+    """Where no landmarks exist (world clips): the face box's rows above the mouth box's top edge."""
+    x0, y0, x1, _ = (float(v) for v in np.asarray(face_box).reshape(4))
+    mask = np.zeros((height, width), bool)
+    r0, r1 = max(int(round(y0)), 0), min(int(round(mouth_top)), height)
+    mask[r0:r1, max(int(round(x0)), 0):min(int(round(x1)), width)] = True
+    return mask
+
+
+def flicker(frames: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Absolute frame-to-frame change in grey levels (0-255) over `mask` [H, W]: 'mean' over every pixel
+    and frame pair, 'p95' its 95th percentile. A still video scores 0; NaN with fewer than 2 frames."""
+    m = np.asarray(mask, bool)
+    if len(frames) < 2 or not m.any():
+        return {"mean": float("nan"), "p95": float("nan")}
+    g = grey_levels(np.asarray(frames)[:, m])  # [F, P]
+    d = np.abs(np.diff(g, axis=0))
+    return {"mean": float(d.mean()), "p95": float(np.percentile(d, 95))}
+
+
+def region_psnr(frames: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, capped at PSNR_CAP) of the frames vs the reference over `mask` [H, W] (all frames pooled)."""
+    return min(masked_psnr(frames, reference, mask), PSNR_CAP)

@@ -3,8 +3,16 @@
 World clips have a ground truth; real photographs do not, so every measure here is read from the
 generated pixels with mediapipe and compared with the portrait or the audio:
 
-* identity: PSNR / SSIM outside the (expanded) mouth vs the portrait exactly as the pipeline crops
-  it (`pipeline.load_portrait`); the mouth comes from face-mesh lip landmarks on that crop.
+* reference: the portrait exactly as the pipeline outputs it (`generate.prepare_portrait`): for a
+  motion-latent bundle the whole picture at the output size (`PreparedPortrait.reference`), for a
+  pixel-latent bundle the centre crop at the model's size. Output frames have the same size.
+* identity: PSNR / SSIM outside the (expanded) mouth vs that reference; the mouth comes from
+  face-mesh lip landmarks on it.
+* upper face (issue 26): the face-mesh face oval (`face_tasks.face_oval_edges()`, top = landmark 10, the top of
+  the forehead) cut at the nose tip's row (landmark 1) on the reference: forehead, brows, eyes, upper
+  cheeks and nose, between the oval's sides. Flicker = mean |frame-to-frame change| of its grey level
+  (0-255) and the 95th percentile; identity = its PSNR vs the reference (`metrics.flicker`,
+  `metrics.region_psnr`), on the still-head prompt (the default prompt of every talking video here).
 * face detected: share of output frames in which mediapipe face detection finds the face.
 * lip sync: face-mesh inner-lip gap (landmarks 13/14 over the face height 10/152) per frame vs the
   audio's RMS envelope per 25 fps frame (dB, floored 40 dB below the peak -- the scale the world's
@@ -15,8 +23,10 @@ generated pixels with mediapipe and compared with the portrait or the audio:
 * several speakers: turn-taking audio (one speaker at a time); per speaker the mouth's motion while
   it speaks vs while another speaks.
 
-mediapipe does not find faces of a few dozen pixels, so every frame is upscaled (bicubic) to >= 256
-px, faces are found with face detection, and face mesh runs on a square crop around each face.
+mediapipe does not find faces of a few dozen pixels, so a small frame is upscaled (bicubic) to >= 256
+px; a large one (up to 1024 px) is downscaled to <= 512 px for face detection only (mediapipe's detector
+works at 128-256 px anyway); face mesh then runs on a square crop around each face cut from the frame
+at its full resolution and resized to 256 px, and landmarks are mapped back to the frame's pixels.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from training.eval import metrics
 
 MAX_LAG = 2
 _MP_UPPER, _MP_LOWER, _MP_TOP, _MP_CHIN = 13, 14, 10, 152
+_MP_NOSE_TIP = 1
 SILENCE_DBFS = -45.0  # a frame this quiet counts as silent (the speaker does not speak)
 ENVELOPE_RANGE_DB = 40.0
 
@@ -44,19 +55,128 @@ class NoFaceError(MagicInfiniteError):
 
 
 # -------------------------------------------------------------------------------------- inputs
-def default_portraits(workdir: str | Path) -> list[Path]:
-    """The held-out real portraits for now: scikit-image's astronaut (saved as PNG) and matplotlib's
-    grace_hopper.jpg -- both ship offline with installed packages (public domain, NASA / US Navy)."""
-    import matplotlib.cbook as cbook
+def heldout_photo(name: str, workdir: str | Path) -> Path:
+    """A held-out face photograph of `training.data.photos` (never a training one) as an RGB PNG."""
     from PIL import Image
-    from skimage import data
+
+    from training.data.photos import photo
+
+    p = photo(name)
+    if p.split != "heldout" or not p.face:
+        raise ValueError(f"{name} is not a held-out face photograph (split {p.split!r}): evaluation must not use it")
+    out = Path(workdir) / f"{name}.png"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(p.path()) as im:
+            im.convert("RGB").save(out)
+    return out
+
+
+HALF_LENGTH = "grace_hopper"  # 512 x 600, half-length, face ~40 % of the width
+GUITAR = "gen_video_wan2_2_14B_s2v-1"  # AI-generated, 350 x 350, a man with a guitar, face at the top
+OPEN_SMILE = "gen_ltxv_text_to_video-1"  # AI-generated, 350 x 350, a woman smiling with her teeth showing
+GREY = "takeo"  # a real greyscale photograph, 150 x 225
+
+
+def default_portraits(workdir: str | Path) -> list[Path]:
+    """The held-out portraits of the talking / muted / nodding videos: grace_hopper (public domain, US
+    Navy) and an AI-generated woman with an open smile (MIT, ComfyUI templates); both held out of
+    training (`training.data.photos`), both ship offline with installed packages. (The held-out man with
+    a guitar is not one: mediapipe also finds a 'face' in the guitar, so a one-speaker run refuses it.)"""
+    return [heldout_photo(HALF_LENGTH, workdir), heldout_photo(OPEN_SMILE, workdir)]
+
+
+def group_portraits(workdir: str | Path) -> list[Path]:
+    """The held-out faces the 2- and 3-person composites are cut from (three different people)."""
+    return [heldout_photo(n, workdir) for n in (HALF_LENGTH, GUITAR, OPEN_SMILE)]
+
+
+def _rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _main_face(img: np.ndarray, name: str) -> Any:
+    from magicinfinite_core.inputs.masks import detect_faces
+
+    faces = detect_faces(img)
+    if not faces:
+        raise NoFaceError(f"no face found in {name}, needed to compose a test picture")
+    return max(faces, key=lambda f: f.width)
+
+
+def full_length_picture(src: np.ndarray, width: int = 512, height: int = 1152, face_share: float = 0.35) -> np.ndarray:
+    """A full-length-style picture COMPOSED from a half-length one: the photo scaled so its face is
+    `face_share` of the canvas width, at the top of a tall canvas; its bottom rows (the clothes) continue
+    downward, darkening slowly, like a body below. Real full-length photos ship with no held-out set."""
+    from PIL import Image
+
+    face = _main_face(src, "the full-length source")
+    s = face_share * width / face.width
+    img = np.asarray(Image.fromarray(src).resize((max(1, round(src.shape[1] * s)), max(1, round(src.shape[0] * s))),
+                                                 Image.LANCZOS))
+    cx = face.center[0] * s
+    left = int(round(cx - width / 2))  # canvas x = image x - left; pad by repeating the edge columns
+    cols = np.clip(np.arange(width) + left, 0, img.shape[1] - 1)
+    img = img[:, cols]
+    rows = np.clip(np.arange(height), 0, img.shape[0] - 1)
+    out = img[rows].astype(np.float32)
+    below = np.arange(height) >= img.shape[0]
+    fade = 1.0 - 0.4 * np.clip((np.arange(height) - img.shape[0]) / max(height - img.shape[0], 1), 0, 1)
+    out[below] *= fade[below, None, None]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def letterboxed_picture(src: np.ndarray, width: int = 640, aspect: float = 16 / 9, frame_aspect: float = 4 / 3) -> np.ndarray:
+    """A 16:9 picture letterboxed (black bars above and below) in a 4:3 frame: the 16:9 strip is cut from
+    the photo around its face, as wide as the photo."""
+    from PIL import Image
+
+    face = _main_face(src, "the letterbox source")
+    h, w = src.shape[:2]
+    ch = min(h, int(round(w / aspect)))
+    top = int(round(min(max(face.center[1] - ch / 2, 0), h - ch)))
+    strip = Image.fromarray(src[top : top + ch]).resize((width, int(round(width / aspect))), Image.LANCZOS)
+    fh = int(round(width / frame_aspect))
+    out = np.zeros((fh, width, 3), np.uint8)
+    y = (fh - strip.height) // 2
+    out[y : y + strip.height] = np.asarray(strip)
+    return out
+
+
+@dataclass
+class TestPicture:
+    """One held-out picture of issue 26's 'all generate' row and the faces in it."""
+
+    name: str
+    path: Path
+    faces: int
+    how: str  # what it is / how it was made
+
+
+def test_pictures(workdir: str | Path) -> list[TestPicture]:
+    """The hard single-face pictures, built offline from held-out photos only (the 2- and 3-person
+    composites are the speaker videos): full-length (composed), letterboxed 16:9, a real greyscale
+    photograph and an open smile (teeth showing)."""
+    from PIL import Image
 
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    astro = workdir / "astronaut.png"
-    if not astro.is_file():
-        Image.fromarray(data.astronaut()).save(astro)
-    return [astro, Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+    hopper, guitar = _rgb(heldout_photo(HALF_LENGTH, workdir)), _rgb(heldout_photo(GUITAR, workdir))
+    made = {"full_length": (full_length_picture(hopper), f"composed: {HALF_LENGTH} at the top of a 512x1152 canvas, "
+                            "face 35 % of the width, clothes continued below"),
+            "letterboxed": (letterboxed_picture(guitar), f"{GUITAR}: a 16:9 strip around the face in a 640x480 "
+                            "frame with black bars above and below")}
+    out = []
+    for name, (img, how) in made.items():
+        path = workdir / f"test_{name}.png"
+        Image.fromarray(img).save(path)
+        out.append(TestPicture(name, path, 1, how))
+    out.append(TestPicture("greyscale", heldout_photo(GREY, workdir), 1, f"{GREY}: a real greyscale photograph, as is"))
+    out.append(TestPicture("open_smile", heldout_photo(OPEN_SMILE, workdir), 1,
+                           f"{OPEN_SMILE}: AI-generated portrait smiling with the teeth showing, as is"))
+    return out
 
 
 def heldout_speech(seconds: float, seed: int) -> tuple[np.ndarray, dict]:
@@ -116,6 +236,7 @@ class FaceReading:
     box: tuple[float, float, float, float]  # face detection box
     gap: float  # inner-lip gap / face height (NaN when face mesh failed on the crop)
     lips: tuple[float, float, float, float] | None  # lip landmarks' bounding box
+    landmarks: np.ndarray | None = None  # [468, 2] face-mesh (x, y) in the frame's pixels
 
     @property
     def cx(self) -> float:
@@ -128,15 +249,42 @@ def _lip_indices() -> list[int]:
     return list(LIP_POINTS)
 
 
+def face_oval_indices() -> list[int]:
+    """Face-mesh landmarks of the face oval in order around the face, starting at 10 (forehead top):
+    mediapipe gives the oval as an unordered set of edges; they form one loop."""
+    from magicinfinite_core.inputs.face_tasks import face_oval_edges
+
+    nbrs: dict[int, list[int]] = {}
+    for a, b in face_oval_edges():
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    loop, prev = [_MP_TOP], None
+    while True:
+        nxt = next(n for n in nbrs[loop[-1]] if n != prev)
+        if nxt == _MP_TOP:
+            return loop
+        prev = loop[-1]
+        loop.append(nxt)
+
+
+def upper_face(reading: FaceReading, height: int, width: int) -> np.ndarray | None:
+    """[H, W] upper-face mask of one face reading (None without landmarks): `metrics.upper_face_mask`
+    of the face oval cut at the nose tip (landmark 1)."""
+    if reading.landmarks is None:
+        return None
+    lm = reading.landmarks
+    return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_NOSE_TIP, 1]), height, width)
+
+
 class FaceMeter:
     """mediapipe face detection + face mesh on upscaled face crops, reusable across frames (building
     the graphs costs ~0.5 s each)."""
 
-    def __init__(self, min_side: int = 256, crop: int = 256) -> None:
+    def __init__(self, min_side: int = 256, crop: int = 256, detect_side: int = 512) -> None:
         from magicinfinite_core.inputs.face_tasks import FaceMesh
         from magicinfinite_core.inputs.masks import FaceDetector
 
-        self.min_side, self.crop = min_side, crop
+        self.min_side, self.crop, self.detect_side = min_side, crop, detect_side
         self.detector = FaceDetector(min_confidence=0.5)
         self.mesh = FaceMesh(max_faces=1, min_detection_confidence=0.3)
         self.lips = _lip_indices()
@@ -151,15 +299,39 @@ class FaceMeter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def faces(self, frame: np.ndarray, max_faces: int = 1) -> list[FaceReading]:
-        """Up to `max_faces` faces (the most confident), left to right."""
+    def _detect(self, img: np.ndarray, max_faces: int) -> list[Any]:
+        """Face boxes in `img`'s pixels, detected on a copy of at most `detect_side` px (mediapipe's
+        detector works at 128-256 px; converting a 1024 px frame for it is the slow part)."""
+        from PIL import Image
+
+        from magicinfinite_core.inputs.masks import FaceBox
+
+        d = min(1.0, self.detect_side / max(img.shape[:2]))
+        small = img if d == 1.0 else np.asarray(Image.fromarray(img).resize(
+            (max(1, round(img.shape[1] * d)), max(1, round(img.shape[0] * d))), Image.BILINEAR))
+        d = small.shape[1] / img.shape[1]
+        boxes = [FaceBox(b.x0 / d, b.y0 / d, b.x1 / d, b.y1 / d, b.score)
+                 for b in self.detector.detect(small, min_faces=max_faces)]
+        return sorted(sorted(boxes, key=lambda b: -b.score)[:max_faces], key=lambda b: b.center[0])
+
+    def _upscaled(self, frame: np.ndarray) -> tuple[np.ndarray, int]:
         from PIL import Image
 
         h, w = frame.shape[:2]
         s = max(1, math.ceil(self.min_side / max(h, w)))
-        img = np.asarray(Image.fromarray(frame).resize((w * s, h * s), Image.BICUBIC)) if s > 1 else frame
-        boxes = self.detector.detect(img, min_faces=max_faces)
-        boxes = sorted(sorted(boxes, key=lambda b: -b.score)[:max_faces], key=lambda b: b.center[0])
+        return (np.asarray(Image.fromarray(frame).resize((w * s, h * s), Image.BICUBIC)) if s > 1 else frame), s
+
+    def boxes(self, frame: np.ndarray, max_faces: int = 1) -> list[Any]:
+        """Face detection only: up to `max_faces` boxes (frame pixels), left to right."""
+        img, s = self._upscaled(frame)
+        return [b.__class__(b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s, b.score) for b in self._detect(img, max_faces)]
+
+    def faces(self, frame: np.ndarray, max_faces: int = 1) -> list[FaceReading]:
+        """Up to `max_faces` faces (the most confident), left to right."""
+        from PIL import Image
+
+        img, s = self._upscaled(frame)
+        boxes = self._detect(img, max_faces)
         out = []
         for b in boxes:
             side = 1.8 * max(b.width, b.height)
@@ -168,14 +340,15 @@ class FaceMeter:
             crop = Image.fromarray(img).crop((int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side))))
             crop = np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop), Image.BICUBIC)))
             found = self.mesh.landmarks(crop)
-            gap, lips = float("nan"), None
+            gap, lips, pts = float("nan"), None, None
             if found:
                 lm = found[0]  # [468, 2] normalised x, y
                 gap = abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1]) / max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6)
-                px = np.array([(x0 + lm[i, 0] * side) / s for i in self.lips])
-                py = np.array([(y0 + lm[i, 1] * side) / s for i in self.lips])
+                # crop pixels are side / crop px of the (upscaled) frame; x0 + side * normalised = frame px
+                pts = ((np.array([x0, y0], np.float32) + lm * side) / s).astype(np.float32)
+                px, py = pts[self.lips, 0], pts[self.lips, 1]
                 lips = (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
-            out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), float(gap), lips))
+            out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), float(gap), lips, pts))
         return out
 
     def track(self, frames: np.ndarray, centres: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -198,10 +371,11 @@ class FaceMeter:
 class PortraitRef:
     """The portrait as the pipeline crops it, and where its faces and mouths are."""
 
-    image: np.ndarray  # uint8 [H, W, 3] at the model's resolution
+    image: np.ndarray  # uint8 [H, W, 3] as the video shows it (model size, or output size for motion latents)
     faces: list[FaceReading]  # left to right
     keep: np.ndarray  # [H, W] True outside every (expanded) mouth: where identity is judged
     mouth_boxes: np.ndarray  # [K, 4] expanded mouth boxes (pixel change measure of several speakers)
+    upper: np.ndarray | None = None  # [H, W] upper face of the first face (None without its landmarks)
 
     @property
     def centres(self) -> list[float]:
@@ -251,13 +425,44 @@ def portrait_reference(image: Any, height: int, width: int, meter: FaceMeter, fa
             def m(b: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
                 return ((b[0] - x0) * sx, (b[1] - y0) * sy, (b[2] - x0) * sx, (b[3] - y0) * sy)
 
-            found = [FaceReading(m(f.box), f.gap, m(f.lips)) for f in big]
+            def pts(lm: np.ndarray | None) -> np.ndarray | None:
+                return None if lm is None else np.stack([(lm[:, 0] - x0) * sx, (lm[:, 1] - y0) * sy], -1)
+
+            found = [FaceReading(m(f.box), f.gap, m(f.lips), pts(f.landmarks)) for f in big]
     if len(found) < faces:
         raise NoFaceError(
             f"mediapipe finds {len(found)} face(s) with lips in {name} but the evaluation needs "
             f"{faces}: use a photograph with a clearly visible, frontal human face")
+    return _reference(img, found)
+
+
+def _reference(img: np.ndarray, found: list[FaceReading]) -> PortraitRef:
+    h, w = img.shape[:2]
     boxes = np.stack([mouth_box(f.lips) for f in found])
-    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, height, width), boxes)
+    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, h, w), boxes, upper_face(found[0], h, w))
+
+
+def pipeline_reference(bundle: Any, image: Any, meter: FaceMeter, faces: int = 1, name: str = "the portrait",
+                       max_size: int | None = None) -> PortraitRef:
+    """The portrait exactly as `generate` shows it for this bundle (`generate.prepare_portrait`): a
+    motion-latent bundle moves the whole picture at the output size, so that is the reference; a
+    pixel-latent bundle shows the centre crop at the model's size (`portrait_reference`)."""
+    import torch
+
+    from magicinfinite_core.generate import GenerateOptions, prepare_portrait
+
+    opts = GenerateOptions(face_fallback="center", **({"max_size": max_size} if max_size else {}))
+    prep = prepare_portrait(bundle, image, faces, opts, [])
+    if prep.reference is None:
+        return portrait_reference(image, bundle.height, bundle.width, meter, faces=faces, name=name)
+    img = ((prep.reference.image[0].permute(1, 2, 0).float() + 1) * 127.5).round().clamp(0, 255)
+    img = np.ascontiguousarray(img.to(torch.uint8).numpy())
+    found = [f for f in meter.faces(img, max_faces=faces) if f.lips is not None]
+    if len(found) < faces:
+        raise NoFaceError(
+            f"mediapipe finds {len(found)} face(s) with lips in {name} but the evaluation needs "
+            f"{faces}: use a photograph with a clearly visible, frontal human face")
+    return _reference(img, found)
 
 
 # --------------------------------------------------------------------------------------- measures
@@ -302,6 +507,16 @@ def identity(frames: np.ndarray, ref: PortraitRef) -> dict[str, float]:
             "psnr_last_second": metrics.masked_psnr(frames[-FPS:], ref.image, ref.keep)}
 
 
+def upper_face_measures(frames: np.ndarray, ref: PortraitRef, prefix: str = "upper") -> dict[str, float | None]:
+    """Upper-face flicker (grey levels: mean, 95th percentile) and identity (dB, capped) of a video;
+    None where the portrait's landmarks (hence the region) are unknown."""
+    if ref.upper is None or frames.shape[1:3] != ref.upper.shape:
+        return {f"{prefix}_flicker": None, f"{prefix}_flicker_p95": None, f"{prefix}_psnr": None}
+    f = metrics.flicker(frames, ref.upper)
+    return {f"{prefix}_flicker": f["mean"], f"{prefix}_flicker_p95": f["p95"],
+            f"{prefix}_psnr": metrics.region_psnr(frames, ref.image, ref.upper)}
+
+
 def talking_measures(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef, meter: FaceMeter) -> dict:
     """Identity, face detection, lip sync (face mesh) and mouth darkness sync of one talking video."""
     det, gaps = meter.track(frames, ref.centres)
@@ -309,7 +524,8 @@ def talking_measures(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef, mete
     env = audio_envelope(wav, len(frames))
     dark_fwd = metrics.lipsync(dark, env, MAX_LAG)["best_r"]
     dark_rev = metrics.lipsync(dark, reversed_envelope(wav, len(frames)), MAX_LAG)["best_r"]
-    return {**identity(frames, ref), "face_detected": float(det[:, 0].mean()), **lip_sync(gaps[:, 0], wav),
+    return {**identity(frames, ref), **upper_face_measures(frames, ref), "face_detected": float(det[:, 0].mean()),
+            **lip_sync(gaps[:, 0], wav),
             "lip_gap_mean": _nanmean(gaps[:, 0]) if np.isfinite(gaps[:, 0]).mean() >= 0.5 else None, "darkness_r": dark_fwd, "darkness_r_reversed": dark_rev}
 
 
@@ -324,7 +540,22 @@ def muted_measures(frames: np.ndarray, ref: PortraitRef, meter: FaceMeter, min_s
     pd = float(mouth_darkness(ref.image[None], ref.mouth_boxes[0])[0])
     return {"muted_lip_gap": m, "portrait_lip_gap": p, "muted_lip_measured_frames": share,
             "muted_excess": None if m is None else m - p, "muted_face_detected": float(det[:, 0].mean()),
-            "muted_darkness": md, "portrait_darkness": pd, "muted_darkness_excess": md - pd}
+            "muted_darkness": md, "portrait_darkness": pd, "muted_darkness_excess": md - pd,
+            **upper_face_measures(frames, ref, "muted_upper")}
+
+
+def head_motion(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px: int = 96) -> float:
+    """`metrics.head_motion`'s vertical motion (px of a face `face_px` wide) on frames pooled by an integer
+    factor so the face is about that wide: the shift search costs ~face area x 121 per frame, too slow at
+    1024 px, and nodding-vs-still separation does not need more pixels."""
+    k = max(1, int(round((box[2] - box[0]) / face_px)))
+    if k > 1:
+        f, h, w = frames.shape[:3]
+        h2, w2 = h // k, w // k
+        frames = frames[:, : h2 * k, : w2 * k].reshape(f, h2, k, w2, k, 3).mean(axis=(2, 4)).astype(np.uint8)
+        exclude = exclude[: h2 * k, : w2 * k].reshape(h2, k, w2, k).any(axis=(1, 3))
+        box = np.asarray(box, np.float32) / k
+    return metrics.head_motion(frames, box, exclude=exclude)["motion_y"]
 
 
 def _nanmean(x: np.ndarray) -> float | None:
@@ -425,22 +656,58 @@ def read_video(path: str | Path) -> np.ndarray:
     return np.stack(list(iter_video_frames(path)))
 
 
-def save_strip(path: str | Path, portrait: np.ndarray, frames: np.ndarray, count: int = 8, cell: int = 128) -> Path:
-    """PNG: the portrait crop, then `count` frames evenly spread over the video (first and last
-    included), each upscaled (nearest) to `cell` px so a 64 px video stays readable."""
+def _face_square(box: Any, h: int, w: int, grow: float = 1.5) -> tuple[int, int, int, int]:
+    """A square around a face box, `grow` times its larger side, moved inside the frame."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = int(round(min(grow * max(x1 - x0, y1 - y0), h, w)))
+    left = int(round(min(max((x0 + x1) / 2 - side / 2, 0), w - side)))
+    top = int(round(min(max((y0 + y1) / 2 - side / 2, 0), h - side)))
+    return left, top, left + side, top + side
+
+
+def save_strip(path: str | Path, portrait: np.ndarray, frames: np.ndarray, count: int = 8, cell: int = 128,
+               face_box: Any = None, overview: int = 256, zoom: int = 192) -> Path:
+    """PNG a person looks at: row 1 the portrait, then `count` frames evenly spread over the video (first and
+    last included), small frames upscaled (nearest) to `cell` px, large ones shrunk to `overview` px; with
+    `face_box`, row 2 the same frames cut around the face at FULL resolution (a square 1.5 face widths
+    wide, upscaled by an integer factor to >= `zoom` px, never shrunk): where flicker and lips show."""
     from PIL import Image
 
     idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
     cells = [portrait] + [frames[i] for i in idx]
     h, w = portrait.shape[:2]
-    s = max(1, cell // max(h, w))
-    gap = np.full((h * s, 4, 3), 255, np.uint8)
-    row = []
-    for c in cells:
-        row += [np.repeat(np.repeat(c, s, 0), s, 1), gap]
+
+    def fit(img: np.ndarray) -> np.ndarray:
+        s = max(1, cell // max(img.shape[:2]))
+        if s > 1:
+            return np.repeat(np.repeat(img, s, 0), s, 1)
+        if max(img.shape[:2]) > overview:
+            r = overview / max(img.shape[:2])
+            return np.asarray(Image.fromarray(img).resize((max(1, round(img.shape[1] * r)), max(1, round(img.shape[0] * r))),
+                                                          Image.LANCZOS))
+        return img
+
+    def row(imgs: list[np.ndarray]) -> np.ndarray:
+        gap = np.full((imgs[0].shape[0], 4, 3), 255, np.uint8)
+        parts: list[np.ndarray] = []
+        for c in imgs:
+            parts += [c, gap]
+        return np.concatenate(parts[:-1], axis=1)
+
+    rows = [row([fit(c) for c in cells])]
+    if face_box is not None:
+        x0, y0, x1, y1 = _face_square(face_box, h, w)
+        k = max(1, math.ceil(zoom / max(x1 - x0, 1)))
+        rows.append(row([np.repeat(np.repeat(c[y0:y1, x0:x1], k, 0), k, 1) for c in cells]))
+    width = max(r.shape[1] for r in rows)
+    out = np.full((sum(r.shape[0] for r in rows) + 4 * (len(rows) - 1), width, 3), 255, np.uint8)
+    y = 0
+    for r in rows:
+        out[y : y + r.shape[0], : r.shape[1]] = r
+        y += r.shape[0] + 4
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(row[:-1], axis=1)).save(path)
+    Image.fromarray(out).save(path)
     return path
 
 
@@ -454,7 +721,7 @@ def temp_dir(prefix: str = "real_photos_") -> Path:
 class Settings:
     """What the real-photo evaluation generates (shrink for a quick check)."""
 
-    seconds: float = 8.0  # length of each talking / muted / control / multi-speaker video
+    seconds: float = 8.0  # length of each talking / muted / control / multi-speaker / test-picture video
     clips: int = 2  # held-out voices and prompt phrasings per portrait
     long_seconds: float = 60.0  # the drift / seam video
     skip_long: bool = False
@@ -463,6 +730,9 @@ class Settings:
     prompt: str | None = None  # None: a held-out "still" phrasing (then reused as the control's "still" video)
     seed: int = 0
     device: str | None = None
+    pictures: tuple[str, ...] = ("full_length", "letterboxed", "greyscale", "open_smile")  # of test_pictures()
+    speed_seconds: float = 8.0  # the 512 x 512 speed video (4-step only); 0 = no speed runs
+    cli_first_frame: bool = True  # also time `magicinfinite generate` (command -> first frame), 4-step only
 
 
 class _Runner:
@@ -481,7 +751,7 @@ class _Runner:
                              distilled=self.distilled, speakers=speakers, seed=self.s.seed, device=self.s.device)
         if timed:
             self.timed.append({"video": name, "seconds": rep.seconds, "sample_s": rep.sample_s,
-                               "decode_s": rep.decode_s, "wall_s": rep.wall_s})
+                               "decode_s": rep.decode_s, "wall_s": rep.wall_s, "size": [rep.height, rep.width]})
         return read_video(path), rep
 
     def speed(self) -> dict:
@@ -517,21 +787,89 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _max(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    return float(np.max(vals)) if vals else None
+
+
+def _min(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    return float(np.min(vals)) if vals else None
+
+
+def own_size(image: Any) -> tuple[int, int]:
+    """The output size issue 26 asks for: the picture's own, up to 1024 px a side (`framing.output_size`)."""
+    from magicinfinite_core.inputs.framing import output_size
+    from magicinfinite_core.inputs.portrait import read_portrait
+
+    return output_size(*read_portrait(image).shape[:2])
+
+
+def face_found_share(frames: np.ndarray, faces: int, meter: FaceMeter) -> float:
+    """Share of frames in which mediapipe face detection finds at least `faces` faces (no face mesh)."""
+    if not len(frames):
+        return 0.0
+    return float(np.mean([len(meter.boxes(f, faces)) >= faces for f in frames]))
+
+
+def square_picture(path: Path, side: int, workdir: Path) -> Path:
+    """The picture's largest square around its face, resized to `side` px (the speed run's 512 x 512 input)."""
+    from PIL import Image
+
+    img = _rgb(path)
+    f = _main_face(img, str(path))
+    x0, y0, x1, y1 = _face_square((f.x0, f.y0, f.x1, f.y1), *img.shape[:2], grow=100.0)  # as large as fits
+    out = workdir / f"{path.stem}_{side}.png"
+    Image.fromarray(img[y0:y1, x0:x1]).resize((side, side), Image.LANCZOS).save(out)
+    return out
+
+
+def cli_first_frame(model: str | Path, portrait: Path, wav: np.ndarray, prompt: str, out: Path,
+                    device: str | None = None, timeout_s: float = 600.0) -> dict:
+    """`magicinfinite generate` (the streaming default, 4-step generator) as a new process, as a user types
+    it: command -> first muxed frame (`first_frame_since_process_s`: imports and model load included) and
+    its video-seconds per wall-second."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from scipy.io import wavfile
+
+    audio = out.with_suffix(".wav")
+    wavfile.write(audio, SAMPLE_RATE, (np.clip(wav, -1, 1) * 32767).astype(np.int16))
+    cmd = [sys.executable, "-m", "runner.cli", "generate", "--portrait", str(portrait), "--audio", str(audio),
+           "--prompt", prompt, "--out", str(out), "--model", str(model), "--distilled", "--quiet", "--json",
+           *(["--device", device] if device else [])]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1], "command_wall_s": wall}
+    rep = json.loads(res.stdout)
+    return {"first_frame_since_command_s": rep.get("first_frame_since_process_s"),
+            "first_frame_after_load_s": rep.get("first_frame_s"), "realtime_factor": rep.get("realtime_factor"),
+            "seconds": rep.get("seconds"), "wall_s": rep.get("wall_s"), "command_wall_s": wall}
+
+
 def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings: Settings, out: Path,
-                   strips: Path | None, meter: FaceMeter) -> dict:
-    """All real-photo measures for one model; JSON-able (None where a measure is undefined)."""
+                   strips: Path | None, meter: FaceMeter, model_path: str | Path | None = None,
+                   group: list[Path] | None = None, pictures: list[TestPicture] | None = None) -> dict:
+    """All real-photo measures for one model; JSON-able (None where a measure is undefined).
+
+    `group`: the photos the multi-speaker composites are cut from (default: `portraits`); `pictures`: the
+    hard test pictures (default: none); `model_path`: the bundle folder, for the CLI first-frame timing."""
     s = settings
     run = _Runner(bundle, distilled, out, s)
-    h, w = bundle.height, bundle.width
-    refs = [portrait_reference(p, h, w, meter, name=str(p)) for p in portraits]  # NoFaceError before any work
+    refs = [pipeline_reference(bundle, p, meter, name=str(p)) for p in portraits]  # NoFaceError before any work
     # untimed warm-up: the first call pays one-time costs (allocator, codecs) that are not the model's speed
     run(portraits[0], _wav(np.zeros(SAMPLE_RATE, np.float32)), "", "warmup", timed=False)
 
-    def strip(name: str, ref_img: np.ndarray, frames: np.ndarray) -> None:
-        if strips is not None:
-            save_strip(strips / f"{run.mode}_{name}.png", ref_img, frames)
+    def strip(name: str, ref: PortraitRef, frames: np.ndarray) -> None:
+        if strips is not None and frames.shape[1:3] == ref.image.shape[:2]:
+            save_strip(strips / f"{run.mode}_{name}.png", ref.image, frames, face_box=ref.faces[0].box)
 
-    clips, control = [], []
+    clips, control, sizes = [], [], []
     for pi, (p, ref) in enumerate(zip(portraits, refs, strict=True)):
         for c in range(s.clips):
             seed = s.seed + 1000 * pi + c
@@ -539,12 +877,13 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
             still_prompt = heldout_prompt(seed, "still")
             prompt = s.prompt if s.prompt is not None else still_prompt
             name = f"{Path(p).stem}_c{c}"
-            frames, _ = run(p, _wav(wav), prompt, name)
-            strip(name, ref.image, frames)
+            frames, rep = run(p, _wav(wav), prompt, name)
+            sizes.append({"picture": Path(p).name, "own": list(own_size(p)), "video": [rep.height, rep.width]})
+            strip(name, ref, frames)
             row = {"portrait": Path(p).name, "clip": c, **info, "prompt": prompt,
                    **talking_measures(frames, wav, ref, meter)}
             muted, _ = run(p, _wav(np.zeros_like(wav)), prompt, name + "_muted")
-            strip(name + "_muted", ref.image, muted)
+            strip(name + "_muted", ref, muted)
             row.update(muted_measures(muted, ref, meter))
             clips.append(row)
             if s.control:
@@ -552,16 +891,18 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
                 box = np.asarray(ref.faces[0].box, np.float32)
                 still = frames if s.prompt is None else run(p, _wav(wav), still_prompt, name + "_still")[0]
                 nod, _ = run(p, _wav(wav), heldout_prompt(seed, "nodding"), name + "_nodding")
-                strip(name + "_nodding", ref.image, nod)
+                strip(name + "_nodding", ref, nod)
                 control.append({"portrait": Path(p).name, "clip": c,
-                                "still": metrics.head_motion(still, box, exclude=excl)["motion_y"],
-                                "nodding": metrics.head_motion(nod, box, exclude=excl)["motion_y"],
+                                "still": head_motion(still, box, excl), "nodding": head_motion(nod, box, excl),
                                 "prompt_nodding": heldout_prompt(seed, "nodding")})
-    keys = ("psnr", "ssim", "psnr_frame0", "psnr_last_second", "face_detected", "lip_measured_frames", "lipsync_r",
+    keys = ("psnr", "ssim", "psnr_frame0", "psnr_last_second", "upper_flicker", "upper_flicker_p95", "upper_psnr",
+            "face_detected", "lip_measured_frames", "lipsync_r",
             "lipsync_r_reversed", "lipsync_r_margin", "darkness_r", "darkness_r_reversed", "muted_lip_gap",
-            "portrait_lip_gap", "muted_lip_measured_frames", "muted_excess", "muted_face_detected", "muted_darkness", "portrait_darkness",
-            "muted_darkness_excess")
+            "portrait_lip_gap", "muted_lip_measured_frames", "muted_excess", "muted_face_detected", "muted_darkness",
+            "portrait_darkness", "muted_darkness_excess", "muted_upper_flicker", "muted_upper_psnr")
     res: dict[str, Any] = {"summary": {k: _mean(clips, k) for k in keys}, "clips": clips}
+    res["summary"].update({"upper_flicker_max": _max(clips, "upper_flicker"), "muted_excess_max": _max(clips, "muted_excess"),
+                           "upper_psnr_min": _min(clips, "upper_psnr")})
     res["summary"]["lipsync_clips_measured"] = sum(r["lipsync_r"] is not None for r in clips)
     if control:
         sep = metrics.separability([c["still"] for c in control], [c["nodding"] for c in control])
@@ -569,32 +910,91 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
                           "motion_y_still": _mean(control, "still"), "motion_y_nodding": _mean(control, "nodding"),
                           "pairs": control}
 
+    # hard pictures: each must generate and show its face; one talking and one muted video each
+    rows = []
+    for i, pic in enumerate(pictures or []):
+        wav, info = heldout_speech(s.seconds, s.seed + 500 + i)
+        prompt = s.prompt if s.prompt is not None else heldout_prompt(s.seed + 500 + i, "still")
+        row: dict[str, Any] = {"picture": pic.name, "how": pic.how, "file": str(pic.path), **info}
+        try:
+            frames, rep = run(pic.path, _wav(wav), prompt, f"picture_{pic.name}")
+        except MagicInfiniteError as exc:  # the target is that it generates: record why not and go on
+            rows.append({**row, "generated": False, "error": str(exc), "face_found": 0.0})
+            continue
+        sizes.append({"picture": pic.name, "own": list(own_size(pic.path)), "video": [rep.height, rep.width]})
+        row.update({"generated": True, "face_found": face_found_share(frames, pic.faces, meter),
+                    "size": [rep.height, rep.width], "notes": rep.notes})
+        try:
+            ref = pipeline_reference(bundle, pic.path, meter, name=pic.name)
+        except NoFaceError as exc:
+            rows.append({**row, "measure_error": str(exc)})
+            continue
+        strip(f"picture_{pic.name}", ref, frames)
+        row.update(talking_measures(frames, wav, ref, meter))
+        muted, _ = run(pic.path, _wav(np.zeros_like(wav)), prompt, f"picture_{pic.name}_muted")
+        strip(f"picture_{pic.name}_muted", ref, muted)
+        row.update(muted_measures(muted, ref, meter))
+        rows.append(row)
+    if rows:
+        res["pictures"] = {"generated": sum(bool(r["generated"]) for r in rows), "total": len(rows),
+                           "face_found_min": min(r["face_found"] for r in rows),
+                           "muted_excess_max": _max(rows, "muted_excess"), "rows": rows}
+
     for k in s.speakers:
-        comp = composite(portraits, k)
-        ref = portrait_reference(comp, h, w, meter, faces=k, name=f"the {k}-face composite")
+        comp = composite(group or portraits, k)
+        ref = pipeline_reference(bundle, comp, meter, faces=k, name=f"the {k}-face composite")
         tracks, owner = turn_tracks(k, max(s.seconds, 2.0 * k), s.seed + 7 * k)
         boxes = [list(f.box) for f in ref.faces]  # speaker masks from face detection
         prompt = s.prompt if s.prompt is not None else heldout_prompt(s.seed + k, "still")
         frames, _ = run(comp, [_wav(t) for t in tracks], prompt, f"speakers{k}", speakers=boxes)
-        strip(f"speakers{k}", ref.image, frames)
-        res[f"speakers_{k}"] = {"boxes": boxes, **speaker_measures(frames, tracks, owner, ref, meter)}
+        strip(f"speakers{k}", ref, frames)
+        res[f"speakers_{k}"] = {"boxes": boxes, "face_found": face_found_share(frames, k, meter),
+                                **speaker_measures(frames, tracks, owner, ref, meter)}
+    found = [res["pictures"]["face_found_min"]] if rows else []
+    found += [res[f"speakers_{k}"]["face_found"] for k in s.speakers]
+    res["all_pictures"] = {"generated_share": (sum(bool(r["generated"]) for r in rows) + len(s.speakers))
+                           / max(len(rows) + len(s.speakers), 1) if (rows or s.speakers) else None,
+                           "face_found_min": min(found) if found else None,
+                           "muted_excess_max": max([v for v in (res["summary"]["muted_excess_max"],
+                                                                res.get("pictures", {}).get("muted_excess_max"))
+                                                    if v is not None], default=None)}
+    res["output_size"] = {"videos": sizes, "own_size_share": float(np.mean([v["own"] == v["video"] for v in sizes]))
+                          if sizes else None}
 
     if not s.skip_long:
         wav, info = heldout_speech(s.long_seconds, s.seed + 100)
         p, ref = portraits[0], refs[0]
         prompt = s.prompt if s.prompt is not None else heldout_prompt(s.seed + 100, "still")
         frames, rep = run(p, _wav(wav), prompt, "long")
-        strip("long", ref.image, frames)
+        strip("long", ref, frames)
         seams = _seams(rep, bundle, distilled)
         t = talking_measures(frames, wav, ref, meter)
-        res["long"] = {"portrait": Path(p).name, "seconds": rep.seconds, **info,
-                       "drift_db": metrics.drift(frames, ref.image, ref.keep, span_s=1.0)["drift_db"],
-                       "psnr_first_second": metrics.masked_psnr(frames[:FPS], ref.image, ref.keep),
-                       "psnr_last_second": t["psnr_last_second"], "seam_score": metrics.seam_score(frames, seams),
-                       "seams": len(seams), "face_detected": t["face_detected"], "lipsync_r": t["lipsync_r"],
-                       "lipsync_r_margin": t["lipsync_r_margin"],
-                       "speed_video_s_per_wall_s": rep.seconds / max(rep.sample_s + rep.decode_s, 1e-9)}
+        long = {"portrait": Path(p).name, "seconds": rep.seconds, **info,
+                "drift_db": metrics.drift(frames, ref.image, ref.keep, span_s=1.0)["drift_db"],
+                "psnr_first_second": metrics.masked_psnr(frames[:FPS], ref.image, ref.keep),
+                "psnr_last_second": t["psnr_last_second"], "seam_score": metrics.seam_score(frames, seams),
+                "seams": len(seams), "face_detected": t["face_detected"], "lipsync_r": t["lipsync_r"],
+                "lipsync_r_margin": t["lipsync_r_margin"], "upper_flicker": t["upper_flicker"],
+                "speed_video_s_per_wall_s": rep.seconds / max(rep.sample_s + rep.decode_s, 1e-9)}
+        if ref.upper is not None:
+            first = metrics.region_psnr(frames[:FPS], ref.image, ref.upper)
+            last = metrics.region_psnr(frames[-FPS:], ref.image, ref.upper)
+            long.update({"upper_psnr_first_second": first, "upper_psnr_last_second": last, "upper_drift_db": first - last,
+                         "seam_score_upper": metrics.seam_score(frames, seams, mask=ref.upper)})
+        res["long"] = long
     res["speed"] = run.speed()
+
+    if distilled and s.speed_seconds > 0:  # issue 26's speed row: 4-step, 512 x 512 output
+        sq = square_picture(portraits[0], 512, out)
+        wav, _ = heldout_speech(s.speed_seconds, s.seed + 300)
+        prompt = heldout_prompt(s.seed + 300, "still")
+        _, rep = run(sq, _wav(wav), prompt, "speed512", timed=False)
+        res["speed_512"] = {"size": [rep.height, rep.width], "seconds": rep.seconds, "sample_s": rep.sample_s,
+                            "decode_mux_s": rep.decode_s, "wall_s": rep.wall_s,
+                            "video_s_per_wall_s": rep.seconds / max(rep.sample_s + rep.decode_s, 1e-9),
+                            "video_s_per_wall_s_whole_call": rep.seconds / max(rep.wall_s, 1e-9)}
+        if s.cli_first_frame and model_path is not None:
+            res["speed_512"]["cli"] = cli_first_frame(model_path, sq, wav, prompt, out / "cli_speed512.mp4", s.device)
     return res
 
 

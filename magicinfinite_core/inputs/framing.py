@@ -1,0 +1,142 @@
+"""Where the model looks: a region of the picture framed around its faces, and the output size.
+
+Why: a motion-latent model (media/motion_autoencoder.py) sees the picture through a fixed working grid
+(128 x 128 for the demo), trained on clips whose face fills a known share of the frame. Framing the
+same way at inference makes a face in a full-length photo, a letterboxed frame or a group photo look
+to the model like the faces it learnt on, and the decoder moves the full-resolution picture, so the
+framing costs no resolution. Everything outside the region stays still.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from magicinfinite_core.config import MAX_OUTPUT_SIDE
+from magicinfinite_core.errors import MaskError
+from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
+from magicinfinite_core.media.motion_autoencoder import MotionReference
+
+# Measured on the demo's training clips (frame 0, mediapipe's detector): the face box is 0.565 of the
+# frame wide and its centre sits at (0.53, 0.54) of the frame. Framing reproduces that.
+FACE_SHARE = 0.565
+FACE_CENTRE_Y = 0.54
+GROUP_MARGIN = 0.35  # around several faces: this share of a face width on every side
+
+
+def output_size(height: int, width: int, max_side: int = MAX_OUTPUT_SIDE) -> tuple[int, int]:
+    """The picture's own size, reduced to `max_side` on its longer side, both sides even (H.264)."""
+    if max_side < 16:
+        raise ValueError(f"the output size must be at least 16 px a side, got {max_side}")
+    s = min(1.0, max_side / max(height, width))
+    return max(2, int(height * s) // 2 * 2), max(2, int(width * s) // 2 * 2)
+
+
+def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: float = FACE_SHARE) -> tuple[int, int, int, int]:
+    """A square region (x0, y0, x1, y1) of a picture of `size` (H, W) around all `faces` (pixel boxes).
+
+    One face: the face is `face_share` of the region's width, placed as in training. Several: the
+    region covers all of them with a margin, and is never tighter than one face alone would be. The
+    square is moved (never cut) to lie inside the picture; when the picture is narrower than the
+    square, the region is the picture's largest square there.
+    """
+    H, W = size
+    if not faces:
+        side = min(H, W)
+        return ((W - side) // 2, (H - side) // 2, (W - side) // 2 + side, (H - side) // 2 + side)
+    fw = max(f.width for f in faces)
+    x0, x1 = min(f.x0 for f in faces), max(f.x1 for f in faces)
+    y0, y1 = min(f.y0 for f in faces), max(f.y1 for f in faces)
+    side = max(fw / face_share, (x1 - x0) + 2 * GROUP_MARGIN * fw, (y1 - y0) + 2 * GROUP_MARGIN * fw)
+    side = int(round(min(side, H, W)))
+    cx = (x0 + x1) / 2
+    cy = (y0 + y1) / 2 - (FACE_CENTRE_Y - 0.5) * side
+    left = int(round(min(max(cx - side / 2, 0), W - side)))
+    top = int(round(min(max(cy - side / 2, 0), H - side)))
+    return (left, top, left + side, top + side)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[:2] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.LANCZOS), dtype=np.uint8)
+
+
+def _given_masks(speakers: Any, size: tuple[int, int]) -> np.ndarray:
+    """User speaker regions (mask arrays, mask files, or pixel boxes of the picture) -> [K, H, W] at `size`."""
+    from PIL import Image
+
+    H, W = size
+    if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
+        arrs = []
+        for p in speakers:
+            try:
+                with Image.open(p) as im:
+                    arrs.append(np.asarray(im.convert("L").resize((W, H), Image.NEAREST), dtype=np.float32) / 255)
+            except (OSError, ValueError) as exc:
+                raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
+        return np.stack(arrs)
+    arr = np.asarray(speakers, dtype=np.float32)
+    if arr.ndim == 2 and arr.shape[-1] == 4:  # pixel boxes of the picture as given
+        return np.stack([FaceBox(*b).to_mask((H, W)) for b in arr.tolist()])
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape[-2:] != (H, W):
+        arr = F.interpolate(torch.from_numpy(arr)[None], size=(H, W), mode="nearest")[0].numpy()
+    return arr
+
+
+def _mask_boxes(masks: np.ndarray) -> list[FaceBox]:
+    boxes = []
+    for m in masks:
+        ys, xs = np.nonzero(m > 0.5)
+        if len(xs):
+            boxes.append(FaceBox(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    return boxes
+
+
+def frame_portrait(
+    picture: np.ndarray,
+    model_hw: tuple[int, int],
+    num_speakers: int,
+    speakers: Any = None,
+    *,
+    fallback: str | None = None,
+    notes: list[str] | None = None,
+    max_side: int = MAX_OUTPUT_SIDE,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
+    """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
+
+    (the framed region at the model's size [1, 3, h, w] in [-1, 1], the same as uint8, speaker masks
+    [K, h, w] in that region, and the `MotionReference`: the picture at the output size with the
+    region's box). Faces are detected on the picture (or taken from the given speaker regions)."""
+    from magicinfinite_core.inputs.portrait import load_portrait, pixel_speaker_masks
+
+    size = output_size(*picture.shape[:2], max_side)
+    out = _resize(picture, size)
+    if speakers is not None:
+        given = _given_masks(speakers, size)
+        faces = _mask_boxes(given)
+    else:
+        given = None
+        faces = detect_faces(bounded_image(out, DETECT_MAX_SIDE), min_faces=num_speakers)
+        if faces:
+            s = out.shape[1] / bounded_image(out, DETECT_MAX_SIDE).shape[1]
+            faces = [FaceBox(f.x0 * s, f.y0 * s, f.x1 * s, f.y1 * s, f.score) for f in faces]
+    box = frame_faces(faces, size)
+    x0, y0, x1, y1 = box
+    region = np.ascontiguousarray(out[y0:y1, x0:x1])
+    img, img_u8 = load_portrait(region, *model_hw)
+    if given is not None:
+        masks = pixel_speaker_masks(img_u8, num_speakers, given[:, y0:y1, x0:x1])
+    else:
+        masks = pixel_speaker_masks(img_u8, num_speakers, portrait=region, fallback=fallback, notes=notes)
+    picture_t = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return img, img_u8, masks, MotionReference(picture_t, box)

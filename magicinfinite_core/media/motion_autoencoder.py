@@ -1,0 +1,316 @@
+"""A motion autoencoder: a frame's latent is how the portrait moves to make it, not what it looks like.
+
+Why: in a latent that codes appearance (the patch autoencoder), the same 2 px jaw drop is a different
+latent change for every face, so a small DiT cannot carry motion over to a face it never saw, and what
+it adds is noise (docs/demo_model.md). Here a latent cell holds
+
+* ``flow``: the mean backward displacement (output pixel -> portrait pixel) of that cell, in pixels
+  of the working grid - the same numbers for every face that opens its jaw the same way;
+* ``residual``: a few PCA components of what the warp cannot make in that cell (mouth interior,
+  teeth, shading), fitted by `training/fit_motion_autoencoder.py`.
+
+Decoding warps the **full-resolution** portrait by the bilinearly upsampled field and adds the
+upsampled residual, so the output has the photograph's own resolution and detail whatever the latent
+grid. The grid covers a region of the picture (`MotionReference.box`, framed around the faces by
+`inputs/framing.py`); the field and residual fade to zero over the region's outer cell, so the rest of
+the picture stays still and the join cannot be seen.
+
+Time grid: exactly HunyuanVideo's causal one. Latent frame k >= 1 holds the codes of frames
+4k-3..4k (one slot per frame); latent frame 0 holds frame 0's code in every slot, so a still video
+(all zeros) has all latent frames equal and "copy the portrait" is the zero latent. Every frame is
+decoded from its own slot alone, so chunked decode equals one-shot decode exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from magicinfinite_core.config import latent_frames
+from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
+
+KIND = "motion"
+
+
+@dataclass(frozen=True)
+class MotionAutoencoderConfig:
+    cell: int = 8  # working-grid pixels per latent cell, each side
+    working_size: int = 128  # the region's side on the working grid (flows are measured there)
+    residual_channels: int = 4  # PCA components of one frame's residual cell (3 * cell**2 values)
+    reference_subcells: int = 4  # the DiT's portrait condition: mean colours of sub x sub parts per cell
+    temporal_compression_ratio: int = 4
+    flow_scale: float = 1.0  # latent units per working-grid pixel of displacement
+    # Encode: a cell keeps its measured flow only if warping explains it better than standing still
+    # by this mean absolute error ([-1, 1] units; 0.01 ~ 1.3 grey levels). Why: optical flow in flat
+    # or unchanged regions is noise (0.65 px mean in still heads' upper faces), which a DiT learns
+    # and then draws as flicker on textured faces.
+    still_gate: float = 0.01
+    residual_scale: float = 1.0  # latent units per unit of residual PCA code
+
+    @property
+    def slot_channels(self) -> int:
+        return 2 + self.residual_channels
+
+    @property
+    def latent_channels(self) -> int:
+        return self.temporal_compression_ratio * self.slot_channels
+
+    @property
+    def reference_channels(self) -> int:
+        return 3 * self.reference_subcells**2
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        return self.cell
+
+    @property
+    def grid(self) -> int:
+        return self.working_size // self.cell
+
+    def __post_init__(self) -> None:
+        if self.cell < 1 or self.working_size % self.cell:
+            raise ValueError(f"working_size {self.working_size} must be a multiple of cell {self.cell}")
+        if not 0 <= self.residual_channels <= 3 * self.cell**2:
+            raise ValueError(f"residual_channels must be in 0..{3 * self.cell ** 2}, got {self.residual_channels}")
+        if self.reference_subcells < 1 or self.cell % self.reference_subcells:
+            raise ValueError(f"reference_subcells {self.reference_subcells} must divide cell {self.cell}")
+        if self.temporal_compression_ratio < 1:
+            raise ValueError("temporal_compression_ratio must be >= 1")
+        if not (self.flow_scale > 0 and self.residual_scale > 0):
+            raise ValueError("flow_scale and residual_scale must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MotionAutoencoderConfig:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+def is_motion_autoencoder_config(d: dict[str, Any]) -> bool:
+    return d.get("kind") == KIND
+
+
+@dataclass
+class MotionReference:
+    """The picture a motion latent moves: ``image`` [B, 3, H, W] in [-1, 1] at the output resolution,
+    and the region ``box`` (x0, y0, x1, y1 in its pixels) that the latent grid covers."""
+
+    image: torch.Tensor
+    box: tuple[int, int, int, int]
+
+    @classmethod
+    def whole(cls, image: torch.Tensor) -> MotionReference:
+        return cls(image, (0, 0, image.shape[-1], image.shape[-2]))
+
+    def region(self) -> torch.Tensor:
+        x0, y0, x1, y1 = self.box
+        return self.image[..., y0:y1, x0:x1]
+
+
+def as_reference(portrait: Any) -> MotionReference:
+    if isinstance(portrait, MotionReference):
+        return portrait
+    if isinstance(portrait, torch.Tensor):
+        return MotionReference.whole(portrait[:, :, 0] if portrait.ndim == 5 else portrait)
+    raise ValueError("the motion autoencoder needs the portrait (a [B, 3, H, W] tensor or a MotionReference)")
+
+
+def backward_flow(frame: np.ndarray, portrait: np.ndarray) -> np.ndarray:
+    """Dense flow [H, W, 2] (dx, dy) with frame(p) ~ portrait(p + flow(p)); uint8 grey inputs (OpenCV DIS)."""
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(frame, portrait, None)
+
+
+def _grey_u8(x: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in [-1, 1] -> uint8 luma [H, W]."""
+    y = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).clamp(-1, 1)
+    return ((y + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def warp(image: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
+    """Backward warp [B, 3, H, W] by a dense field [B, 2, H, W] in pixels (border pixels repeat)."""
+    b, _, h, w = image.shape
+    ys = torch.arange(h, dtype=image.dtype, device=image.device)
+    xs = torch.arange(w, dtype=image.dtype, device=image.device)
+    gx = (xs[None, None, :] + flow_px[:, 0]) * (2.0 / w) - 1 + 1.0 / w
+    gy = (ys[None, :, None] + flow_px[:, 1]) * (2.0 / h) - 1 + 1.0 / h
+    return F.grid_sample(image, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def edge_taper(h: int, w: int, width: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[h, w] weight 0 on the border, rising smoothly to 1 over `width` pixels."""
+    def ramp(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32, device=device) + 0.5
+        d = torch.minimum(i, n - i) / max(width, 1e-6)
+        d = d.clamp(0, 1)
+        return d * d * (3 - 2 * d)
+
+    return ramp(h)[:, None] * ramp(w)[None, :]
+
+
+class MotionAutoencoder(nn.Module):
+    """Same interface as the other autoencoders (encode/decode/latent_shape/spatial_ratio/temporal_ratio),
+    with the portrait as an argument of encode and decode, and `reference_latent` for the DiT's
+    portrait condition."""
+
+    def __init__(self, cfg: MotionAutoencoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = 3 * cfg.cell**2
+        self.register_buffer("residual_basis", torch.eye(n)[: cfg.residual_channels].clone())  # [R, n] orthonormal rows
+
+    # ------------------------------------------------------------------ shared interface
+    @property
+    def spatial_ratio(self) -> int:
+        return self.cfg.cell
+
+    @property
+    def temporal_ratio(self) -> int:
+        return self.cfg.temporal_compression_ratio
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.residual_basis.dtype
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        c = self.cfg.cell
+        if height % c or width % c:
+            raise ValueError(f"frame size {height}x{width} must be a multiple of {c} for this autoencoder")
+        return (self.cfg.latent_channels, latent_frames(frames, self.temporal_ratio), height // c, width // c)
+
+    def enable_tiling(self, tile: int = 256) -> None:
+        """Nothing to tile: every frame is one warp of the portrait."""
+
+    # ------------------------------------------------------------------ codes of one frame
+    def _cell_flow(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
+        """[F, 3, H, W] + [3, H, W] -> [F, 2, h, w] cell-mean backward flow in working pixels."""
+        p = _grey_u8(portrait)
+        dense = np.stack([backward_flow(_grey_u8(f), p) for f in frames])  # [F, H, W, 2]
+        d = torch.from_numpy(dense).permute(0, 3, 1, 2).to(frames.dtype)
+        return F.avg_pool2d(d, self.cfg.cell)
+
+    def _upsample(self, cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        return F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
+
+    def _residual_code(self, frames: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        """[F, 3, H, W] residual -> [F, R, h, w] PCA code."""
+        cells = patchify((frames - warped).transpose(0, 1)[None], self.cfg.cell)[0]  # [F, h, w, n]
+        return (cells @ self.residual_basis.T).permute(0, 3, 1, 2)
+
+    def _residual_image(self, code: torch.Tensor) -> torch.Tensor:
+        """[F, R, h, w] -> [F, 3, h*cell, w*cell]."""
+        cells = code.permute(0, 2, 3, 1) @ self.residual_basis  # [F, h, w, n]
+        return unpatchify(cells[None], self.cfg.cell)[0].transpose(0, 1)
+
+    def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
+        """Unscaled per-frame codes [F, 2 + R, h, w] of frames [F, 3, H, W] (working size) against the portrait."""
+        flow = self.gated_flow(frames, portrait, self._cell_flow(frames, portrait))
+        h, w = frames.shape[-2:]
+        warped = warp(portrait[None].expand(len(frames), -1, -1, -1), self._upsample(flow, h, w))
+        return torch.cat([flow, self._residual_code(frames, warped)], dim=1)
+
+    def gated_flow(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """Zero the flow of cells that standing still explains as well (`still_gate`), twice: the
+        bilinear field of a cell depends on its neighbours, so the second pass sees the first's zeros."""
+        h, w = frames.shape[-2:]
+        p = portrait[None].expand(len(frames), -1, -1, -1)
+        e_still = F.avg_pool2d((frames - p).abs().mean(1, keepdim=True), self.cfg.cell)
+        for _ in range(2):
+            warped = warp(p, self._upsample(flow, h, w))
+            e_flow = F.avg_pool2d((frames - warped).abs().mean(1, keepdim=True), self.cfg.cell)
+            flow = flow * (e_flow < e_still - self.cfg.still_gate).to(flow.dtype)
+        return flow
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, frames: torch.Tensor, portrait: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B, 3, F, H, W] in [-1, 1] (the region at working resolution) -> [B, C, 1 + ceil((F-1)/4), H/cell, W/cell].
+
+        `portrait` [B, 3, H, W] defaults to frame 0. Deterministic (generator unused)."""
+        cfg, r = self.cfg, self.temporal_ratio
+        b, _, f, h, w = frames.shape
+        self.latent_shape(f, h, w)
+        ref = frames[:, :, 0] if portrait is None else as_reference(portrait).region()
+        if ref.shape[-2:] != (h, w):
+            ref = F.interpolate(ref, size=(h, w), mode="area")
+        out = []
+        for i in range(b):
+            codes = self.frame_codes(frames[i].transpose(0, 1).to(self.dtype), ref[i].to(self.dtype))  # [F, S, h, w]
+            codes = torch.cat([codes[:, :2] * cfg.flow_scale, codes[:, 2:] * cfg.residual_scale], dim=1)
+            groups = latent_frames(f, r) - 1
+            rest = codes[1:]
+            if groups and rest.shape[0] < groups * r:  # a short last group repeats its last frame
+                rest = torch.cat([rest, rest[-1:].expand(groups * r - rest.shape[0], -1, -1, -1)])
+            first = codes[:1].expand(r, -1, -1, -1).reshape(1, -1, h // cfg.cell, w // cfg.cell)
+            slots = rest.reshape(groups, r * cfg.slot_channels, h // cfg.cell, w // cfg.cell)
+            out.append(torch.cat([first, slots]).transpose(0, 1))
+        return torch.stack(out)
+
+    def slot_codes(self, latents: torch.Tensor) -> torch.Tensor:
+        """[B, C, T, h, w] -> per-frame unscaled codes [B, F, 2 + R, h, w] (the causal frame layout)."""
+        cfg, r, s = self.cfg, self.temporal_ratio, self.cfg.slot_channels
+        b, _, t, h, w = latents.shape
+        z = latents.to(self.dtype).reshape(b, r, s, t, h, w).permute(0, 3, 1, 2, 4, 5)  # [B, T, r, S, h, w]
+        frames = torch.cat([z[:, :1, -1], z[:, 1:].reshape(b, (t - 1) * r, s, h, w)], dim=1)
+        scale = torch.tensor([1 / cfg.flow_scale] * 2 + [1 / cfg.residual_scale] * cfg.residual_channels,
+                             dtype=frames.dtype, device=frames.device)
+        return frames * scale.view(1, 1, -1, 1, 1)
+
+    def decode(self, latents: torch.Tensor, portrait: Any = None) -> torch.Tensor:
+        """[B, C, T, h, w] -> [B, 3, 1 + 4(T-1), H, W] in [-1, 1], H x W the portrait's own size."""
+        if portrait is None:
+            raise ValueError("the motion autoencoder decodes by moving the portrait: pass portrait=")
+        ref = as_reference(portrait)
+        codes = self.slot_codes(latents)  # [B, F, S, h, w]
+        frames = [self.decode_frames(codes[i], ref, i) for i in range(codes.shape[0])]
+        return torch.stack(frames).transpose(1, 2)
+
+    def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
+        """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region moved and retouched."""
+        cfg = self.cfg
+        image = ref.image[row].to(self.dtype)
+        x0, y0, x1, y1 = ref.box
+        rh, rw = y1 - y0, x1 - x0
+        n, _, h, w = codes.shape
+        flow = codes[:, :2]
+        # working pixels -> region pixels (the grid spans the region), then one cell's taper at the edge
+        scale = torch.tensor([rw / (w * cfg.cell), rh / (h * cfg.cell)], dtype=flow.dtype, device=flow.device)
+        dense = self._upsample(flow, rh, rw) * scale.view(1, 2, 1, 1)
+        taper = edge_taper(rh, rw, min(rh, rw) / max(h, w), device=dense.device).to(dense.dtype)
+        # sample the whole picture so the region's edge may pull pixels from just outside it
+        ys = torch.arange(y0, y1, dtype=dense.dtype, device=dense.device)
+        xs = torch.arange(x0, x1, dtype=dense.dtype, device=dense.device)
+        H, W = image.shape[-2:]
+        gx = (xs[None, None, :] + dense[:, 0] * taper) * (2.0 / W) - 1 + 1.0 / W
+        gy = (ys[None, :, None] + dense[:, 1] * taper) * (2.0 / H) - 1 + 1.0 / H
+        moved = F.grid_sample(image[None].expand(n, -1, -1, -1), torch.stack([gx, gy], dim=-1), mode="bilinear",
+                              padding_mode="border", align_corners=False)
+        if cfg.residual_channels:
+            res = self._residual_image(codes[:, 2:])
+            moved = moved + self._upsample(res, rh, rw) * taper
+        out = image[None].repeat(n, 1, 1, 1)
+        out[:, :, y0:y1, x0:x1] = moved.clamp(-1, 1)
+        return out
+
+    def reference_latent(self, portrait: Any) -> torch.Tensor:
+        """The DiT's portrait condition [B, 3*sub^2, 1, h, w]: mean colours of sub x sub parts of each cell
+        of the region at working resolution (where the eyes, lips and jaw are)."""
+        cfg = self.cfg
+        region = as_reference(portrait).region().to(self.dtype)
+        region = F.interpolate(region, size=(cfg.working_size, cfg.working_size), mode="area") \
+            if region.shape[-2:] != (cfg.working_size, cfg.working_size) else region
+        small = F.avg_pool2d(region, cfg.cell // cfg.reference_subcells)
+        return F.pixel_unshuffle(small, cfg.reference_subcells)[:, :, None]
+
+    def set_fit(self, basis: torch.Tensor, flow_scale: float, residual_scale: float) -> None:
+        """Install a fitted residual basis and scales (training/fit_motion_autoencoder.py)."""
+        self.residual_basis = basis.to(self.residual_basis.dtype).contiguous()
+        self.cfg = MotionAutoencoderConfig(**{**asdict(self.cfg), "flow_scale": float(flow_scale),
+                                              "residual_scale": float(residual_scale)})

@@ -1,0 +1,279 @@
+"""The motion autoencoder (media/motion_autoencoder.py), x0 prediction, and face framing (inputs/framing.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from magicinfinite_core.config import DiTConfig
+from magicinfinite_core.inputs.framing import FACE_SHARE, frame_faces, output_size
+from magicinfinite_core.inputs.masks import FaceBox
+from magicinfinite_core.media.autoencoders import (
+    decode_fn,
+    encode_video,
+    load_autoencoder,
+    moves_portrait,
+    reference_latent,
+    save_autoencoder,
+    video_size,
+)
+from magicinfinite_core.media.motion_autoencoder import (
+    MotionAutoencoder,
+    MotionAutoencoderConfig,
+    MotionReference,
+    warp,
+)
+from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
+
+
+def _texture(h: int = 128, w: int = 128, seed: int = 0) -> torch.Tensor:
+    """A smooth random colour picture [1, 3, H, W] in [-1, 1] with detail optical flow can track."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 8, w // 8, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def _shifted_video(portrait: torch.Tensor, shifts: list[float]) -> torch.Tensor:
+    """[1, 3, F, H, W]: the portrait moved right by each shift (backward flow -shift everywhere)."""
+    frames = []
+    for s in shifts:
+        flow = torch.zeros(1, 2, *portrait.shape[-2:])
+        flow[:, 0] = -s
+        frames.append(warp(portrait, flow))
+    return torch.stack(frames, dim=2)
+
+
+def test_still_video_is_the_zero_latent_and_decodes_to_the_portrait():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    p = _texture()
+    video = p[:, :, None].expand(-1, -1, 9, -1, -1)
+    z = ae.encode(video)
+    assert z.shape == (1, ae.cfg.latent_channels, 3, 16, 16)
+    assert float(z.abs().max()) < 1e-3
+    out = ae.decode(torch.zeros_like(z), p)
+    assert out.shape == (1, 3, 9, 128, 128)
+    assert float((out - p[:, :, None]).abs().max()) < 1e-4
+
+
+def test_a_shift_is_measured_as_flow_and_rebuilt_by_the_warp():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    p = _texture(seed=1)
+    video = _shifted_video(p, [0, 1, 2, 3, 2])
+    z = ae.encode(video)
+    codes = ae.slot_codes(z)[0]  # [F, 2, h, w] in working pixels
+    inner = codes[:, 0, 3:-3, 3:-3].mean(dim=(1, 2))
+    assert inner.tolist() == pytest.approx([0, -1, -2, -3, -2], abs=0.25)
+    rebuilt = ae.decode(z, p)[:, :, :5]
+    err = (rebuilt - video)[..., 16:-16, 16:-16].abs().mean()
+    copy = (p[:, :, None] - video)[..., 16:-16, 16:-16].abs().mean()
+    assert float(err) < 0.25 * float(copy)
+
+
+def test_cells_that_stand_still_get_exactly_zero_flow():
+    """Optical flow in an unchanged (or flat) region is noise; the still gate keeps it out of the latent."""
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    p = _texture(seed=6)
+    p[..., :, 64:] = 0.1  # a flat right half, where flow is unmeasurable
+    moved = _shifted_video(p, [0, 2, 2, 2, 2])
+    video = p[:, :, None].repeat(1, 1, 5, 1, 1)
+    video[..., 40:88, 8:56] = moved[..., 40:88, 8:56]  # only a patch on the textured left moves
+    g = torch.Generator().manual_seed(0)
+    video = (video + 0.004 * torch.randn(video.shape, generator=g)).clamp(-1, 1)  # sensor noise everywhere
+    flow = ae.slot_codes(ae.encode(video))[0, 1:, :2]  # [F, 2, 16, 16]
+    assert torch.count_nonzero(flow[..., :, 9:]) == 0  # the flat half and everything away from the patch
+    assert float(flow[:, 0, 6:10, 2:6].mean()) < -1.5  # the moving patch keeps its flow (2 px to the right)
+
+
+def test_chunked_decode_equals_one_shot_and_latent_frame_zero_is_frame_zero_alone():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=3))
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(1, ae.cfg.latent_channels, 4, 16, 16, generator=g) * 0.3
+    r = ae.cfg.slot_channels
+    z[:, :, 0] = z[:, -r:, 0].repeat(1, 4, 1, 1)  # latent frame 0: one frame's code in every slot
+    p = _texture(seed=2)
+    whole = ae.decode(z, p)
+    assert whole.shape[2] == 1 + 4 * 3
+    first = ae.decode(z[:, :, :2], p)
+    rest = ae.decode(z[:, :, 1:], p)  # a chunk's first latent frame decodes as one frame (its last slot)
+    assert torch.equal(whole[:, :, :5], first)
+    assert torch.equal(whole[:, :, 4:], rest)
+
+
+def test_decode_moves_only_the_region_of_a_larger_picture():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    picture = _texture(300, 420, seed=4)
+    ref = MotionReference(picture, (100, 40, 292, 232))  # a 192 px square region
+    z = torch.zeros(1, ae.cfg.latent_channels, 2, 16, 16)
+    z[:, :, 1, 6:10, 6:10] = 2.0  # a displacement in the middle of the region
+    out = ae.decode(z, ref)
+    assert out.shape == (1, 3, 5, 300, 420)
+    outside = torch.ones(300, 420, dtype=torch.bool)
+    outside[40:232, 100:292] = False
+    assert torch.equal(out[0, :, 1:][..., outside], picture[0, :, None].expand(-1, 4, -1, -1)[..., outside])
+    moved = (out[0, :, 1:] - picture[0, :, None]).abs()[..., 40:232, 100:292]
+    assert float(moved[..., 60:130, 60:130].mean()) > 10 * float(moved[..., :4, :].mean() + 1e-6)
+    assert video_size(ae, (16, 16), ref) == (300, 420)
+
+
+def test_save_load_and_the_door_functions():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    basis = torch.linalg.qr(torch.randn(3 * 64, 2))[0].T.contiguous()
+    ae.set_fit(basis, flow_scale=0.5, residual_scale=2.0)
+    p = _texture(seed=5)
+    video = _shifted_video(p, [0, 1, 1, 2, 2])
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = save_autoencoder(Path(d) / "motion.safetensors", ae)
+        back = load_autoencoder(path)
+    assert moves_portrait(back) and back.cfg == ae.cfg
+    assert torch.equal(back.residual_basis, ae.residual_basis)
+    z = encode_video(back, video)
+    assert torch.allclose(z, ae.encode(video))
+    assert reference_latent(back, p).shape == (1, 48, 1, 16, 16)
+    with pytest.raises(ValueError, match="portrait"):
+        decode_fn(back)
+    assert decode_fn(back, p)(z).shape == (1, 3, 5, 128, 128)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="multiple of cell"):
+        MotionAutoencoderConfig(cell=7)
+    with pytest.raises(ValueError, match="residual_channels"):
+        MotionAutoencoderConfig(residual_channels=10_000)
+    with pytest.raises(ValueError, match="flow_scale"):
+        MotionAutoencoderConfig(flow_scale=0.0)
+
+
+def test_x0_prediction_with_a_zero_head_stands_still_at_every_noise_level():
+    cfg = DiTConfig(hidden_size=32, num_heads=2, rope_dims=(4, 6, 6), in_channels=8 + 12 + 1, out_channels=8,
+                    condition_channels=12, prediction="x0", image_condition="every_frame", audio=None,
+                    text_dim=16, pooled_dim=8)
+    model = MagicInfiniteDiT(cfg).eval()
+    with torch.no_grad():
+        model.final_layer.linear.weight.zero_()
+        model.final_layer.linear.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randn(1, 8, 2, 4, 4, generator=g)
+    cond = torch.randn(1, 12, 1, 4, 4, generator=g)
+    x = concat_image_condition(noisy, cond, every_frame=True)
+    assert x.shape[1] == 21
+    for sigma in (0.9, 0.3, 0.05):
+        with torch.no_grad():
+            v = model(x, torch.tensor([sigma * 1000]), torch.randn(1, 3, 16), None, torch.randn(1, 8))
+        x0 = noisy - sigma * v  # the sampler's x0 from a velocity
+        assert float(x0.abs().max()) < 1e-5
+
+
+def test_dit_config_checks_the_condition_channels():
+    with pytest.raises(ValueError, match="condition channels"):
+        DiTConfig(in_channels=2 * 4 + 1, out_channels=4, condition_channels=6)
+    with pytest.raises(ValueError, match="prediction"):
+        DiTConfig(prediction="eps")
+    with pytest.raises(ValueError, match="pick one"):
+        DiTConfig(in_channels=9, out_channels=4, prediction="x0", image_condition="every_frame", reference_skip=True)
+
+
+def test_framing_one_face_like_training_and_a_group_with_margin():
+    H, W = 1000, 800
+    face = FaceBox(300, 100, 420, 220)  # 120 px wide, high in a full-length photo
+    x0, y0, x1, y1 = frame_faces([face], (H, W))
+    side = x1 - x0
+    assert y1 - y0 == side and side == pytest.approx(120 / FACE_SHARE, abs=1)
+    assert x0 <= face.x0 and x1 >= face.x1 and y0 <= face.y0 and y1 >= face.y1
+    two = [FaceBox(100, 300, 200, 400), FaceBox(600, 320, 700, 420)]
+    x0, y0, x1, y1 = frame_faces(two, (H, W))
+    assert x0 <= 100 - 30 and x1 >= 700 + 30 and 0 <= x0 and x1 <= W
+    # near the edge: moved inside, never cut
+    x0, y0, x1, y1 = frame_faces([FaceBox(0, 0, 100, 100)], (H, W))
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0
+    # a picture narrower than the square: its largest square
+    x0, y0, x1, y1 = frame_faces([FaceBox(10, 10, 90, 90)], (400, 100))
+    assert (x1 - x0, y1 - y0) == (100, 100)
+
+
+def test_output_size_keeps_the_picture_up_to_the_limit_and_even():
+    assert output_size(601, 401) == (600, 400)
+    assert output_size(3000, 2000, 1024) == (1024, 682)
+    with pytest.raises(ValueError):
+        output_size(100, 100, 8)
+    assert np.all(np.array(output_size(37, 91, 64)) % 2 == 0)
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def _motion_bundle():
+    from magicinfinite_core.config import AudioLayerConfig
+    from magicinfinite_core.weights.bundle import random_bundle
+
+    ae_cfg = MotionAutoencoderConfig(residual_channels=2)
+    c = ae_cfg.latent_channels
+    dit_cfg = DiTConfig(hidden_size=32, num_heads=2, rope_dims=(4, 6, 6), patch_size=(1, 4, 4),
+                        in_channels=c + ae_cfg.reference_channels + 1, out_channels=c,
+                        condition_channels=ae_cfg.reference_channels, prediction="x0",
+                        image_condition="every_frame", text_dim=16, pooled_dim=8,
+                        audio=AudioLayerConfig(feature_dim=64, proj_dim=16, context_dim=16, num_heads=2))
+    return random_bundle(3, height=128, width=128, dit_cfg=dit_cfg, vae_cfg=ae_cfg, std=0.02)
+
+
+def _hopper(tmp_path, size=(300, 260)):
+    """Grace Hopper (matplotlib's sample, public domain) on a wider canvas: the face is not centred."""
+    import matplotlib
+    from PIL import Image
+
+    src = Image.open(__import__("pathlib").Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"
+                     / "grace_hopper.jpg").convert("RGB").resize((200, 234))
+    canvas = Image.new("RGB", size, (40, 90, 60))
+    canvas.paste(src, (size[0] - 200, 10))
+    canvas.save(tmp_path / "hopper.png")
+    return tmp_path / "hopper.png", np.asarray(canvas)
+
+
+def test_generate_moves_the_picture_at_its_own_size_and_streaming_gives_the_same_frames(tmp_path):
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video
+    from magicinfinite_core.streaming import generate_streaming
+    from training.eval.real_photos import read_video
+
+    bundle = _motion_bundle()
+    portrait, picture = _hopper(tmp_path)
+    rate = 16000
+    t = np.arange(int(0.7 * rate)) / rate
+    wav = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    out, report = generate(portrait, (wav, rate), "a person talks", model=bundle, out=tmp_path / "a.mp4",
+                           distilled=True, distilled_timesteps=(1000.0, 500.0))
+    info = probe_video(out)
+    assert (info.width, info.height) == (300, 260) and (report.width, report.height) == (300, 260)
+    assert info.frames == report.frames
+    frames = read_video(out).astype(np.float32)
+    assert np.abs(frames[0] - picture).mean() < 4  # frame 0 is the picture (through H.264)
+    # the region is framed around the face on the right: the left strip never moves
+    left = frames[:, :, :40]
+    assert np.abs(left - left[:1]).max() < 12
+    streamed, _ = generate_streaming(portrait, (wav, rate), "a person talks", model=bundle,
+                                     out=tmp_path / "b.mp4", distilled=True, distilled_timesteps=(1000.0, 500.0))
+    again = read_video(streamed).astype(np.float32)
+    assert again.shape == frames.shape and np.abs(again - frames).mean() < 1.0
+
+
+def test_max_size_reduces_the_output_and_a_faceless_picture_says_what_to_do(tmp_path):
+    from magicinfinite_core.errors import MaskError
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video
+
+    bundle = _motion_bundle()
+    portrait, _ = _hopper(tmp_path)
+    wav = np.zeros(int(0.3 * 16000), np.float32)
+    out, _ = generate(portrait, (wav, 16000), "", model=bundle, out=tmp_path / "s.mp4", distilled=True,
+                      distilled_timesteps=(1000.0,), max_size=150)
+    info = probe_video(out)
+    assert max(info.width, info.height) <= 150 and info.width % 2 == 0 and info.height % 2 == 0
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "grey.png")
+    with pytest.raises(MaskError, match="face"):
+        generate(tmp_path / "grey.png", (wav, 16000), "", model=bundle, out=tmp_path / "g.mp4", distilled=True,
+                 distilled_timesteps=(1000.0,))
+    assert not (tmp_path / "g.mp4").exists()
