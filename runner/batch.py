@@ -6,8 +6,9 @@
 Jobs file: CSV (header row) or JSONL (one object per line). Column ``id`` names the job (default
 ``job0001``...); every column named ``NODE.INPUT`` (e.g. ``6.prompt``, ``3.audio``) overrides that
 input; ``--map portrait=2.image`` maps other column names. Values of Load Image / Load Audio / Load
-Video inputs that are existing local files (relative to the jobs file) are used as files: passed
-by absolute path in-process, uploaded to the server's input folder with ``--server``.
+Video inputs that are existing local files (relative to the jobs file) are used as files: copied
+into ComfyUI's input folder in-process (ComfyUI refuses paths outside it), uploaded there with
+``--server``; both under ``magicinfinite_batch/<content hash>_<name>``.
 
 Why a results table and not just output files: a re-run must know what finished. A job whose row
 says ``ok``/``skipped`` and whose output file still exists is skipped; every other job runs again,
@@ -40,6 +41,7 @@ from . import headless, job_checks
 from .interrupts import SigintInterrupts
 from .job_runner import (
     SAMPLER_CLASS,
+    STAGED_SUBFOLDER,
     BatchError,
     InProcessRunner,
     discard_previous_outputs,
@@ -51,6 +53,7 @@ from .job_runner import (
     previous_attempts,
     print_cache_summary,
     saved_progress,
+    staged_name,
     worker_label,
 )
 
@@ -204,12 +207,12 @@ class ServerRunner:
         except requests.RequestException as e:
             raise BatchError(f"no ComfyUI answering at {self.url}: {e}") from None
 
-    def upload(self, path: Path, job_id: str) -> str:
+    def upload(self, path: Path) -> str:
         with path.open("rb") as f:
             r = self.requests.post(
                 self.url + "/upload/image",
-                files={"image": (f"{job_id}_{path.name}", f)},
-                data={"subfolder": "magicinfinite_batch", "type": "input", "overwrite": "true"},
+                files={"image": (staged_name(path), f)},
+                data={"subfolder": STAGED_SUBFOLDER, "type": "input", "overwrite": "true"},
                 timeout=120,
             )
         r.raise_for_status()
@@ -219,8 +222,7 @@ class ServerRunner:
     def run(self, workflow: dict[str, Any], overrides: dict[str, Any], files: dict[str, Path],
             out: Path) -> tuple[str, str]:
         """(main output file, warnings cell) of one job."""
-        job_id = out.name
-        overrides = {**overrides, **{k: self.upload(p, job_id) for k, p in files.items()}}
+        overrides = {**overrides, **{k: self.upload(p) for k, p in files.items()}}
         prompt = headless.apply_overrides(workflow, overrides)
         r = self.requests.post(self.url + "/prompt", json={"prompt": prompt}, timeout=60)
         body = r.json() if r.content else {}

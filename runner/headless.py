@@ -221,6 +221,48 @@ class _HeadlessServer:
         pass
 
 
+def _install_prompt_server(server: _HeadlessServer) -> None:
+    """Make ``server`` ComfyUI's ``PromptServer.instance`` unless a real server is already there.
+
+    Newer ComfyUI also registers node replacements on the instance; its own manager class is used
+    when it exists, so those registrations behave as they do in the server.
+    """
+    try:
+        manager_mod = importlib.import_module("app.node_replace_manager")
+        server.node_replace_manager = manager_mod.NodeReplaceManager()
+    except Exception as e:  # older ComfyUI (0.3.75) has no node replacements
+        log.debug("no node replacement manager: %s", e)
+    try:
+        comfy_server = importlib.import_module("server")
+    except Exception as e:  # pragma: no cover - aiohttp missing etc.; only some nodes need it
+        log.debug("PromptServer stub not installed: %s", e)
+        return
+    if getattr(comfy_server.PromptServer, "instance", None) is None:
+        comfy_server.PromptServer.instance = server  # type: ignore[attr-defined]
+
+
+class _NoCacheArgs(dict):
+    """``cache_args`` for a fresh, cache-less ``PromptExecutor`` on any ComfyUI version.
+
+    Why a dict that answers 0 for every key: the executor indexes ``cache_args`` directly and each
+    ComfyUI release may add a key (0.3.75: ``lru``, ``ram``; upstream since #13802 also
+    ``ram_inactive``). 0 means "no size-based cache" for all of them; the CLASSIC cache type is used.
+    """
+
+    KNOWN_KEYS = ("lru", "ram", "ram_inactive")
+
+    def __init__(self) -> None:
+        super().__init__({key: 0 for key in self.KNOWN_KEYS})
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+def new_executor(execution: Any, server: Any) -> Any:
+    """A ``PromptExecutor`` without cross-run caching, built for the installed ComfyUI."""
+    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args=_NoCacheArgs())
+
+
 class _Comfy:
     """Handles to the bootstrapped ComfyUI modules (set once per process)."""
 
@@ -303,6 +345,11 @@ def bootstrap(
     # only known per run (--input-dir), so run_workflow does it instead.
     os.environ["MAGICINFINITE_NO_DEMO_INPUTS"] = "1"
 
+    # Before the built-in nodes load: some of them (upstream's nodes_replacements.py) register
+    # themselves with PromptServer.instance at import time and fail to import without it.
+    server = _HeadlessServer()
+    _install_prompt_server(server)
+
     async def _load() -> None:
         await nodes.init_extra_nodes(init_custom_nodes=all_custom_nodes, init_api_nodes=False)
         loaded = {os.path.realpath(p) for p in nodes.LOADED_MODULE_DIRS.values()}
@@ -314,14 +361,6 @@ def bootstrap(
                 )
 
     asyncio.run(_load())
-
-    server = _HeadlessServer()
-    try:  # nodes that talk to the UI do it through PromptServer.instance
-        comfy_server = importlib.import_module("server")
-        if getattr(comfy_server.PromptServer, "instance", None) is None:
-            comfy_server.PromptServer.instance = server  # type: ignore[attr-defined]
-    except Exception as e:  # pragma: no cover - aiohttp missing etc.; only some nodes need it
-        log.debug("PromptServer stub not installed: %s", e)
 
     comfy_utils = importlib.import_module("comfy.utils")
 
@@ -342,6 +381,16 @@ def bootstrap(
     _Comfy.dir, _Comfy.server = comfy_dir, server
     _Comfy.folder_paths, _Comfy.execution, _Comfy.nodes = folder_paths, execution, nodes
     return comfy_dir
+
+
+def input_directory(input_dir: str | os.PathLike[str] | None = None) -> Path:
+    """ComfyUI's input folder for the next run: ``input_dir`` (what ``run_workflow`` will set) or
+    ComfyUI's current one. Call after :func:`bootstrap`."""
+    if input_dir is not None:
+        return Path(input_dir).resolve()
+    if _Comfy.folder_paths is None:
+        raise HeadlessError("ComfyUI is not loaded yet; call bootstrap() first")
+    return Path(_Comfy.folder_paths.get_input_directory()).resolve()
 
 
 def add_models_dir(models_dir: str | os.PathLike[str]) -> None:
@@ -483,9 +532,7 @@ def run_workflow(
     out.mkdir(parents=True, exist_ok=True)
     server.messages = []
     server.last_prompt_id = prompt_id
-    executor = execution.PromptExecutor(
-        server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
-    )
+    executor = new_executor(execution, server)
     executor.execute(prompt, prompt_id, {"client_id": _CLIENT_ID}, good_outputs)
     messages = list(server.messages)
     if not executor.success:
@@ -589,8 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for node_id, out in result["outputs"].items():
             for text in out.get("text", []):
                 print(f"node {node_id}: {text}")
-        for f in result["files"]:
-            print(f)
+        temp = str(Path(_Comfy.folder_paths.get_temp_directory()).resolve())
+        for f in result["files"]:  # results only: a preview node's temporary PNG is not one
+            if not Path(f).resolve().is_relative_to(temp):
+                print(f)
     return 0
 
 

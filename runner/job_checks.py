@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import headless
-from .job_runner import BatchError
+from .job_runner import BatchError, stage_input_file
 
 # a job: (job id, {"NODE.INPUT": value}, {"NODE.INPUT": local file})
 Job = tuple[str, dict[str, Any], dict[str, Path]]
@@ -66,10 +66,11 @@ def validate_jobs(workflow: dict[str, Any], todo: list[Job], input_dir: str | No
     ``validate_inputs``) before the first runs; one line naming the bad jobs. ComfyUI must be
     bootstrapped in this process."""
     bad: list[str] = []
+    inputs = headless.input_directory(input_dir)
     for job_id, overrides, files in todo:
-        try:
-            headless.validate_workflow(workflow, {**overrides, **{k: str(p) for k, p in files.items()}},
-                                       input_dir=input_dir)
+        try:  # files as the runner hands them over: copied into the input folder (ComfyUI refuses others)
+            staged = {k: stage_input_file(p, inputs) for k, p in files.items()}
+            headless.validate_workflow(workflow, {**overrides, **staged}, input_dir=input_dir)
         except headless.HeadlessError as e:
             bad.append(f"job {job_id}: {e}")
     if bad:

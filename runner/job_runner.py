@@ -8,8 +8,10 @@ run a job the same way, so both import this, and neither imports the other.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -21,6 +23,8 @@ SAMPLER_CLASS = "MagicInfiniteSampler"
 # Loader nodes whose models the process keeps between jobs (magicinfinite_core.weights.model_cache).
 MODEL_LOADERS = {"MagicInfiniteModelLoader", "MagicInfiniteDiTLoader", "MagicInfiniteVAELoader"}
 STATE_SUBFOLDER = "magicinfinite_state"  # where the sampler node keeps resume_dir states (nodes/common.py)
+# Where a job's local input files go inside ComfyUI's input folder (in-process copy or server upload).
+STAGED_SUBFOLDER = "magicinfinite_batch"
 
 
 class BatchError(Exception):
@@ -86,6 +90,37 @@ def saved_progress(workflow: dict[str, Any], overrides: dict[str, Any], out: Pat
     return ""
 
 
+def staged_name(path: Path) -> str:
+    """``<first 16 hex of sha256>_<file name>``: the name a job's input file gets in ComfyUI's input folder.
+
+    Why content-addressed: jobs that share a portrait share one copy, two different files with the
+    same name never overwrite each other, and parallel workers copying the same file agree on its name.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{digest.hexdigest()[:16]}_{path.name}"
+
+
+def stage_input_file(path: Path, input_dir: Path) -> str:
+    """Copy ``path`` into ComfyUI's input folder; returns the name Load Image / Load Audio take.
+
+    Why copy: ComfyUI refuses absolute paths and anything outside its input folder (upstream
+    GHSA-779p-m5rp-r4h4), so the in-process runners hand over input-folder names exactly as the
+    ``--server`` runner does after its upload. The copy is atomic (temporary file + rename).
+    """
+    name = staged_name(path)
+    folder = input_dir / STAGED_SUBFOLDER
+    dest = folder / name
+    if not dest.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    return f"{STAGED_SUBFOLDER}/{name}"
+
+
 def worker_label(prefix: str = "local") -> str:
     """``local host pid=123``: which process ran a job (the results table's ``worker`` cell)."""
     return f"{prefix} {socket.gethostname()} pid={os.getpid()}"
@@ -106,7 +141,8 @@ class InProcessRunner:
             if self.args.models_dir:
                 headless.add_models_dir(self.args.models_dir)
             self.ready = True
-        overrides = {**overrides, **{k: str(p) for k, p in files.items()}}
+        input_dir = headless.input_directory(self.args.input_dir)
+        overrides = {**overrides, **{k: stage_input_file(p, input_dir) for k, p in files.items()}}
         result = headless.run_workflow(
             workflow, overrides, out, input_dir=self.args.input_dir, comfyui=self.args.comfyui,
             cpu=self.args.cpu, models_dir=self.args.models_dir,

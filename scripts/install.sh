@@ -15,4 +15,9 @@ source "$VENV/bin/activate"
 quiet_pip() { python -m pip "$@" 2>&1 | { grep -v -E "^WARNING: Location .* is ignored" || true; }; return "${PIPESTATUS[0]}"; }
 quiet_pip install -q --upgrade pip
 quiet_pip install -q "torch==2.13.0"
-quiet_pip install -q -e ".[${1:-demo}]" -c <(echo "torch==2.13.0")
+# The package's own install: the build backend's notes (editable-install banners) are shown only
+# when the install fails, so a newcomer's first command prints progress and results, not noise.
+if ! pkg_log="$(python -m pip install -q -e ".[${1:-demo}]" -c <(echo "torch==2.13.0") 2>&1)"; then
+    echo "$pkg_log" | { grep -v -E "^WARNING: Location .* is ignored" || true; } >&2
+    false
+fi

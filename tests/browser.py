@@ -222,11 +222,41 @@ def registered_node_types(browser: Browser) -> list[str]:
     return browser.evaluate("Object.keys(window.LiteGraph.registered_node_types)")
 
 
-def load_ui_workflow(browser: Browser, workflow: dict[str, Any]) -> dict[str, Any]:
+_READ_GRAPH = """(() => {{
+    const app = {app};
+    const nodes = app.graph.nodes.map(n => ({{
+        id: Number(n.id), type: n.type, title: n.title,
+        widgets: (n.widgets || []).map(w => [w.name, w.value]),
+        inputs: (n.inputs || []).map(i => [i.name, i.type, i.link]),
+        outputs: (n.outputs || []).map(o => [o.name, o.type]),
+    }}));
+    const links = Object.keys(app.graph.links ?? {{}}).length || (app.graph.links?.size ?? 0);
+    return {{nodes, links}};
+}})()"""
+
+
+def _holds(browser: Browser, node_ids: list[int], settle_s: float, interval: float = 0.1) -> bool:
+    """True when the page's graph has exactly ``node_ids`` on every poll for ``settle_s`` seconds."""
+    # ids are numbers in frontend 1.32 and strings in 1.49: compare them as numbers
+    check = f"JSON.stringify({_APP}.graph.nodes.map(n => Number(n.id)).sort((a, b) => a - b))"
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        if json.loads(browser.evaluate(check)) != node_ids:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def load_ui_workflow(browser: Browser, workflow: dict[str, Any], timeout: float = 60,
+                     settle_s: float = 1.5) -> dict[str, Any]:
     """``app.loadGraphData(workflow)`` in the page; return what the page then holds.
 
-    Result: ``{"missing": [types not registered in the page], "nodes": [{"id", "type", "widgets"}],
-    "links": n}``. ``missing`` is what ComfyUI's "missing nodes" dialog would list.
+    Result: ``{"missing": [types not registered in the page], "nodes": [{"id" (a number), "type",
+    "widgets"}], "links": n}``. ``missing`` is what ComfyUI's "missing nodes" dialog would list.
+
+    Newer frontends load their start-up graph (the last workflow, a template) asynchronously after
+    the app is usable, which can replace a workflow loaded too early: the graph must still hold this
+    workflow's nodes ``settle_s`` later, else it is loaded again (until ``timeout``).
     """
     js = f"""(async () => {{
         const app = {_APP};
@@ -234,16 +264,16 @@ def load_ui_workflow(browser: Browser, workflow: dict[str, Any]) -> dict[str, An
         const registered = window.LiteGraph.registered_node_types;
         const missing = [...new Set(wf.nodes.map(n => n.type))].filter(t => !(t in registered));
         await app.loadGraphData(wf, true, true, null, {{showMissingNodesDialog: false, showMissingModelsDialog: false}});
-        const nodes = app.graph.nodes.map(n => ({{
-            id: n.id, type: n.type, title: n.title,
-            widgets: (n.widgets || []).map(w => [w.name, w.value]),
-            inputs: (n.inputs || []).map(i => [i.name, i.type, i.link]),
-            outputs: (n.outputs || []).map(o => [o.name, o.type]),
-        }}));
-        const links = Object.keys(app.graph.links ?? {{}}).length || (app.graph.links?.size ?? 0);
-        return {{missing, nodes, links}};
+        return missing;
     }})()"""
-    return browser.evaluate(js)
+    node_ids = sorted(int(n["id"]) for n in workflow["nodes"])
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = browser.evaluate(js)
+        if _holds(browser, node_ids, settle_s):
+            return {"missing": missing, **browser.evaluate(_READ_GRAPH.format(app=_APP))}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page kept replacing the loaded workflow (nodes {node_ids}) for {timeout:.0f} s")
 
 
 def api_to_ui_workflow(browser: Browser, api_workflow: dict[str, Any]) -> dict[str, Any]:

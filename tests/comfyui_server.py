@@ -60,7 +60,10 @@ def comfyui_dir() -> Path:
 
 
 def _installed(dest: Path) -> bool:
-    if not (dest / "main.py").is_file() or not (dest / ".magicinfinite_source_ok").is_file():
+    """Our stamped install, or another ComfyUI (MAGICINFINITE_COMFYUI=your checkout), with its deps here."""
+    if not (dest / "main.py").is_file():
+        return False
+    if not (dest / ".magicinfinite_source_ok").is_file() and not (dest / "execution.py").is_file():
         return False
     return all(importlib.util.find_spec(m) is not None for m in _DEP_MODULES)
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from ..runner import batch, headless
+from ..runner import batch, headless, job_runner
 from .comfyui_server import WORKFLOWS_DIR, magic_workflow, write_wav
 
 SINGLE = WORKFLOWS_DIR / "single_speaker_api.json"
@@ -60,6 +60,23 @@ def test_results_table_round_trip(tmp_path, suffix):
     assert not batch.is_finished(back["a"])  # output gone: run it again
 
 
+def test_stage_input_file_copies_into_the_input_folder_by_content(tmp_path):
+    src_a, src_b = tmp_path / "a" / "face.png", tmp_path / "b" / "face.png"
+    src_a.parent.mkdir()
+    src_b.parent.mkdir()
+    src_a.write_bytes(b"first face")
+    src_b.write_bytes(b"second face")
+    inputs = tmp_path / "input"
+    name_a = job_runner.stage_input_file(src_a, inputs)
+    name_b = job_runner.stage_input_file(src_b, inputs)
+    # relative to the input folder (ComfyUI refuses absolute paths), same base name, different content
+    assert name_a.startswith("magicinfinite_batch/") and name_a.endswith("_face.png") and name_a != name_b
+    assert (inputs / name_a).read_bytes() == b"first face" and (inputs / name_b).read_bytes() == b"second face"
+    assert job_runner.stage_input_file(src_a, inputs) == name_a  # same content: same name, no second copy
+    assert sorted(p.name for p in (inputs / "magicinfinite_batch").iterdir()) == sorted(
+        [name_a.split("/")[1], name_b.split("/")[1]])  # no temporary files left
+
+
 # ---------------------------------------------------------------- with ComfyUI
 
 
@@ -97,7 +114,8 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
     jobs = job_inputs / "jobs.csv"
     # a job with a missing file is refused before any job runs (issue 29), nothing written
     jobs.write_text("id,portrait,3.audio,6.seed,7.device\nok1,face.png,voice.wav,1,auto\nbad,face.png,missing.wav,2,auto\n")
-    common = dict(map="portrait=2.image", models_dir=comfyui_models, comfyui=comfyui_install)
+    inputs = tmp_path / "comfy_input"
+    common = dict(map="portrait=2.image", models_dir=comfyui_models, comfyui=comfyui_install, input_dir=inputs)
     assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 2
     assert "job bad: invalid workflow: node 3 (LoadAudio)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -108,6 +126,9 @@ def test_in_process_batch_skips_finished_and_resumes_interrupted(
         "cut,face.png,voice.wav,3,cuda\n"
     )
     assert batch.main([*_args(tmp_path, jobs, wf, **common), "--cpu"]) == 1
+    # the portrait and voice were copied into the input folder, not handed over by absolute path
+    staged = {p.name for p in (inputs / "magicinfinite_batch").iterdir()}
+    assert staged == {job_runner.staged_name(job_inputs / "face.png"), job_runner.staged_name(job_inputs / "voice.wav")}
     res = _results(tmp_path)
     assert res["ok1"]["status"] == "ok" and res["ok1"]["output"].endswith(".mp4")
     assert float(res["ok1"]["seconds"]) > 0
@@ -143,7 +164,7 @@ def test_server_mode_uploads_inputs_and_downloads_output(comfyui_server, magic_t
 
     with av.open(row["output"]) as c:
         assert sum(1 for _ in c.decode(video=0)) == 30 and c.streams.audio
-    assert (comfyui_server.server.input_dir / "magicinfinite_batch" / "s1_face.png").is_file()
+    assert (comfyui_server.server.input_dir / "magicinfinite_batch" / job_runner.staged_name(job_inputs / "face.png")).is_file()
     assert batch.main(argv) == 0  # everything finished: skipped
     assert batch.read_results(tmp_path / "out" / "r.jsonl")["s1"]["status"] == "skipped"
 

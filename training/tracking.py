@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 TRACKER = "tensorboard"
-INSTALL_HINT = ('pip install "comfyui-magicinfinite[train]"  (or: pip install "tensorboard>=2.15,<2.21" '
-                '"protobuf<5")')
+INSTALL_HINT = 'pip install "comfyui-magicinfinite[train]"  (or: pip install "tensorboard>=2.15")'
 
 
 class TrackingUnavailableError(RuntimeError):

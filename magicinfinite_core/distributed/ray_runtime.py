@@ -12,7 +12,7 @@ from typing import Any
 
 from magicinfinite_core.errors import MagicInfiniteError
 
-RAY_INSTALL_HINT = 'pip install "comfyui-magicinfinite[ray]"  (or: pip install "ray[data]>=2.40" "protobuf<5")'
+RAY_INSTALL_HINT = 'pip install "comfyui-magicinfinite[ray]"  (or: pip install "ray[data]>=2.40")'
 
 
 class RayUnavailableError(MagicInfiniteError):

@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.distributed.parallel_dit import SequenceParallelDiT
+from magicinfinite_core.distributed.spawn_env import clean_spawn_environment
 from magicinfinite_core.distributed.usp import (
     ParallelGroups,
     check_layout,
@@ -222,8 +223,9 @@ class SequenceParallelWorkerGroup:
             )
             for r in range(n)
         ]
-        for p in self._procs:
-            p.start()
+        with clean_spawn_environment():  # inside ComfyUI: no re-run of its main.py, no comfy/ on sys.path
+            for p in self._procs:
+                p.start()
         ready: set[int] = set()
         try:
             while len(ready) < n:

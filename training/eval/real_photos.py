@@ -8,7 +8,7 @@ generated pixels with mediapipe and compared with the portrait or the audio:
   pixel-latent bundle the centre crop at the model's size. Output frames have the same size.
 * identity: PSNR / SSIM outside the (expanded) mouth vs that reference; the mouth comes from
   face-mesh lip landmarks on it.
-* upper face (issue 26): the face-mesh face oval (`FACEMESH_FACE_OVAL`, top = landmark 10, the top of
+* upper face (issue 26): the face-mesh face oval (`face_tasks.face_oval_edges()`, top = landmark 10, the top of
   the forehead) cut at the nose tip's row (landmark 1) on the reference: forehead, brows, eyes, upper
   cheeks and nose, between the oval's sides. Flicker = mean |frame-to-frame change| of its grey level
   (0-255) and the 95th percentile; identity = its PSNR vs the reference (`metrics.flicker`,
@@ -244,18 +244,18 @@ class FaceReading:
 
 
 def _lip_indices() -> list[int]:
-    from mediapipe.python.solutions import face_mesh
+    from magicinfinite_core.inputs.face_tasks import LIP_POINTS
 
-    return sorted({i for pair in face_mesh.FACEMESH_LIPS for i in pair})
+    return list(LIP_POINTS)
 
 
 def face_oval_indices() -> list[int]:
     """Face-mesh landmarks of the face oval in order around the face, starting at 10 (forehead top):
     mediapipe gives the oval as an unordered set of edges; they form one loop."""
-    from mediapipe.python.solutions import face_mesh
+    from magicinfinite_core.inputs.face_tasks import face_oval_edges
 
     nbrs: dict[int, list[int]] = {}
-    for a, b in face_mesh.FACEMESH_FACE_OVAL:
+    for a, b in face_oval_edges():
         nbrs.setdefault(a, []).append(b)
         nbrs.setdefault(b, []).append(a)
     loop, prev = [_MP_TOP], None
@@ -281,13 +281,12 @@ class FaceMeter:
     the graphs costs ~0.5 s each)."""
 
     def __init__(self, min_side: int = 256, crop: int = 256, detect_side: int = 512) -> None:
-        from mediapipe.python.solutions import face_mesh
-
+        from magicinfinite_core.inputs.face_tasks import FaceMesh
         from magicinfinite_core.inputs.masks import FaceDetector
 
         self.min_side, self.crop, self.detect_side = min_side, crop, detect_side
         self.detector = FaceDetector(min_confidence=0.5)
-        self.mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=0.3)
+        self.mesh = FaceMesh(max_faces=1, min_detection_confidence=0.3)
         self.lips = _lip_indices()
 
     def close(self) -> None:
@@ -340,13 +339,13 @@ class FaceMeter:
             x0, y0 = cx - side / 2, cy - side / 2
             crop = Image.fromarray(img).crop((int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side))))
             crop = np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop), Image.BICUBIC)))
-            res = self.mesh.process(crop)
+            found = self.mesh.landmarks(crop)
             gap, lips, pts = float("nan"), None, None
-            if res.multi_face_landmarks:
-                lm = res.multi_face_landmarks[0].landmark
-                gap = abs(lm[_MP_LOWER].y - lm[_MP_UPPER].y) / max(abs(lm[_MP_CHIN].y - lm[_MP_TOP].y), 1e-6)
+            if found:
+                lm = found[0]  # [468, 2] normalised x, y
+                gap = abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1]) / max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6)
                 # crop pixels are side / crop px of the (upscaled) frame; x0 + side * normalised = frame px
-                pts = np.array([((x0 + p.x * side) / s, (y0 + p.y * side) / s) for p in lm], np.float32)
+                pts = ((np.array([x0, y0], np.float32) + lm * side) / s).astype(np.float32)
                 px, py = pts[self.lips, 0], pts[self.lips, 1]
                 lips = (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
             out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), float(gap), lips, pts))
