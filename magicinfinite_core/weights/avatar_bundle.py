@@ -29,7 +29,7 @@ from magicinfinite_core.config import (
     DiTConfig,
 )
 from magicinfinite_core.errors import CheckpointError
-from magicinfinite_core.weights.bundle import ModelBundle, model_sampler_defaults
+from magicinfinite_core.weights.model_bundle import ModelBundle, model_sampler_defaults
 from magicinfinite_core.weights.transformer_layouts import load_transformer
 
 MINILM_WIDTH = 384  # the packaged demo text encoder's token and pooled width
