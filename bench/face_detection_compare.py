@@ -41,8 +41,8 @@ def photographs() -> dict[str, np.ndarray]:
     load = lambda p: np.asarray(Image.open(ROOT / p).convert("RGB"))  # noqa: E731
     astronaut, luis = data.astronaut(), load("training/data/photo_assets/luispedro.jpg")
     return {
-        "portrait_one_speaker.png": load("workflows/assets/portrait_one_speaker.png"),
-        "portrait_two_speakers.png": load("workflows/assets/portrait_two_speakers.png"),
+        "portrait_one_speaker.jpg": load("workflows/assets/portrait_one_speaker.jpg"),
+        "portrait_two_speakers.jpg": load("workflows/assets/portrait_two_speakers.jpg"),
         "luispedro.jpg": luis,
         "takeo.ppm": load("training/data/photo_assets/takeo.ppm"),
         "astronaut (skimage)": astronaut,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VOICE = ROOT / "workflows" / "assets" / "voice_long_60s.ogg"
-PORTRAIT = ROOT / "workflows" / "assets" / "portrait_one_speaker.png"
+PORTRAIT = ROOT / "workflows" / "assets" / "portrait_one_speaker.jpg"
 
 
 def make_voice(seconds: float, folder: Path) -> Path:

@@ -74,7 +74,7 @@ def test_run_and_batch_refuse_an_out_that_is_a_file(tmp_path):
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch_checks")
     write_wav(d / "voice.wav", seconds=0.6)
-    (d / "face.png").write_bytes((WORKFLOWS_DIR / "assets" / "portrait_one_speaker.png").read_bytes())
+    (d / "face.png").write_bytes((WORKFLOWS_DIR / "assets" / "portrait_one_speaker.jpg").read_bytes())
     return d
 
 

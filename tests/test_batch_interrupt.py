@@ -43,7 +43,7 @@ def _videos(out: Path) -> list[str]:
 @pytest.fixture
 def batch_cmd(comfyui_install, comfyui_models, magic_test_bundle, tmp_path):
     write_wav(tmp_path / "voice.wav", seconds=1.2)
-    (tmp_path / "face.png").write_bytes((WORKFLOWS_DIR / "assets" / "portrait_one_speaker.png").read_bytes())
+    (tmp_path / "face.png").write_bytes((WORKFLOWS_DIR / "assets" / "portrait_one_speaker.jpg").read_bytes())
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps(magic_workflow("single_speaker", magic_test_bundle, "unused.wav", **{"6.steps": 30})))
     (tmp_path / "jobs.csv").write_text("id,2.image,3.audio\nj1,face.png,voice.wav\n")

@@ -84,7 +84,7 @@ def test_stage_input_file_copies_into_the_input_folder_by_content(tmp_path):
 def job_inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("batch_inputs")
     write_wav(d / "voice.wav", seconds=1.2)
-    shutil.copy(WORKFLOWS_DIR / "assets" / "portrait_one_speaker.png", d / "face.png")
+    shutil.copy(WORKFLOWS_DIR / "assets" / "portrait_one_speaker.jpg", d / "face.png")
     return d
 
 

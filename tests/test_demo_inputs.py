@@ -33,12 +33,12 @@ def runner_install(input_dir: Path) -> None:
 def test_stale_demo_copies_are_replaced_and_other_files_kept(tmp_path, install, monkeypatch):
     monkeypatch.delenv("MAGICINFINITE_NO_DEMO_INPUTS", raising=False)  # the headless runner sets it
     run = (lambda d: pack_assets_module().install_demo_inputs(d)) if install == "pack" else runner_install
-    stale = tmp_path / "magicinfinite_demo_portrait_one_speaker.png"
+    stale = tmp_path / "magicinfinite_demo_portrait_one_speaker.jpg"
     stale.write_bytes(b"an older pack's portrait")
     mine = tmp_path / "my_portrait.png"
     mine.write_bytes(b"the user's own file")
     run(tmp_path)
-    assert stale.read_bytes() == (ASSETS / "portrait_one_speaker.png").read_bytes()
+    assert stale.read_bytes() == (ASSETS / "portrait_one_speaker.jpg").read_bytes()
     assert mine.read_bytes() == b"the user's own file"
     for src in ASSETS.iterdir():
         assert (tmp_path / f"magicinfinite_demo_{src.name}").read_bytes() == src.read_bytes()

@@ -214,7 +214,7 @@ def test_two_small_faces_are_found_on_the_full_portrait_and_mapped_into_the_crop
     duo = np.full((1024, 1024, 3), 90, np.uint8)
     duo[300:800, 12:512], duo[300:800, 512:1012] = person, person[:, ::-1]
     model_size = np.asarray(Image.fromarray(duo).resize((64, 64), Image.LANCZOS))
-    with pytest.raises(MaskError, match="found 1 face"):  # what detecting on the 64x64 crop gives
+    with pytest.raises(MaskError, match="found 1 face|no face found"):  # detecting on the 64x64 crop fails
         pixel_speaker_masks(model_size, 2)
     notes: list[str] = []
     masks = pixel_speaker_masks(model_size, 2, portrait=duo, notes=notes)
@@ -263,7 +263,7 @@ def test_batch_killed_during_decode_resumes_into_its_own_name(comfyui_install, t
     models = tmp_path / "models"
     save_bundle(random_bundle(0, height=64, width=64), models / "diffusion_models" / "mi_kill_bundle")
     write_tone(tmp_path / "voice.wav", seconds=8.0)  # 200 frames, decoded two latent frames per chunk
-    shutil.copy(WORKFLOWS_DIR / "assets" / "portrait_one_speaker.png", tmp_path / "face.png")
+    shutil.copy(WORKFLOWS_DIR / "assets" / "portrait_one_speaker.jpg", tmp_path / "face.png")
     (tmp_path / "wf.json").write_text(json.dumps(magic_workflow("single_speaker", "mi_kill_bundle", "unused.wav")))
     (tmp_path / "jobs.csv").write_text("id,portrait,3.audio,7.decode_chunk\nk1,face.png,voice.wav,2\n")
     out = tmp_path / "out"

@@ -138,7 +138,7 @@ def test_lora_node_merges_a_lora_from_models_loras(comfyui_server, comfyui_model
 
 def test_speaker_masks_detected_and_drawn(comfyui_server):
     inp = comfyui_server.server.input_dir
-    Image.open(_asset("portrait_two_speakers.png")).save(inp / "mi_two.png")
+    Image.open(_asset("portrait_two_speakers.jpg")).save(inp / "mi_two.png")
     for i, (x0, x1) in enumerate([(10, 100), (140, 230)]):
         m = np.zeros((256, 256, 3), np.uint8)
         m[100:220, x0:x1] = 255

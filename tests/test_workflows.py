@@ -50,7 +50,7 @@ def test_api_workflows_use_only_existing_nodes(comfyui_server):
         missing = {n["class_type"] for n in _api(name).values()} - known
         assert not missing, (name, missing)
     # The pack copied the demo inputs into the server's input folder at load time.
-    assert (comfyui_server.server.input_dir / "magicinfinite_demo_portrait_one_speaker.png").is_file()
+    assert (comfyui_server.server.input_dir / "magicinfinite_demo_portrait_one_speaker.jpg").is_file()
 
 
 def test_ui_and_api_files_describe_the_same_graph():

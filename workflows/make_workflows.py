@@ -56,14 +56,14 @@ def _base(portrait: str, voice: str, prompt: str, prefix: str, *, speakers: int 
 
 
 def single_speaker() -> dict[str, Any]:
-    return _base("portrait_one_speaker.png", "voice_one_speaker.wav",
+    return _base("portrait_one_speaker.jpg", "voice_one_speaker.wav",
                  "A photo of a person talking with a warm smile, holding the head steady, in front of a still background.",
                  "MagicInfinite/single_speaker")
 
 
 def two_speakers() -> dict[str, Any]:
     """Dialogue: speaker 1 (left face) talks first, speaker 2 (right face) answers after 4.5 s."""
-    wf = _base("portrait_two_speakers.png", "voice_one_speaker.wav",
+    wf = _base("portrait_two_speakers.jpg", "voice_one_speaker.wav",
                "A photo of two people talking in turn, holding their heads steady, in front of a still background.",
                "MagicInfinite/two_speakers", speakers=2)
     wf["8"] = {"class_type": "LoadAudio", "inputs": {"audio": DEMO + "voice_second_speaker.wav"},
@@ -81,7 +81,7 @@ def two_speakers() -> dict[str, Any]:
 
 def long_video() -> dict[str, Any]:
     """≥ 60 s: streamed save (frames go to disk as decoded) and a resume folder for interruptions."""
-    return _base("portrait_one_speaker.png", "voice_long_60s.ogg",
+    return _base("portrait_one_speaker.jpg", "voice_long_60s.ogg",
                  "A photo of a person giving a calm, friendly talk, keeping the head still.",
                  "MagicInfinite/long_video", resume_dir="long_video_demo")
 

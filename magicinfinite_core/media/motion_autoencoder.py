@@ -50,6 +50,15 @@ class MotionAutoencoderConfig:
     # or unchanged regions is noise (0.65 px mean in still heads' upper faces), which a DiT learns
     # and then draws as flicker on textured faces.
     still_gate: float = 0.01
+    # Decode: shrink every cell's flow towards zero by this many working-grid pixels (a soft dead
+    # zone). Why: the encoder gives standing-still cells exactly zero flow, so a DiT's sub-threshold
+    # flow is its sampling noise; at a 512 px output 0.15 working px of jitter moves glasses' edges by
+    # several grey levels. Per frame, so chunked decode stays exact. 0: off.
+    flow_deadzone: float = 0.0
+    # Decode: how much of the residual code to add (1: all, 0: the warp alone). Why a knob: the demo
+    # v4 DiT's residual predictions are poorer than its flow (dark smudges on the chin, stripes on
+    # flat backgrounds, measured), and the warp alone keeps the photograph clean.
+    residual_gain: float = 1.0
     residual_scale: float = 1.0  # latent units per unit of residual PCA code
 
     @property
@@ -280,6 +289,9 @@ class MotionAutoencoder(nn.Module):
         rh, rw = y1 - y0, x1 - x0
         n, _, h, w = codes.shape
         flow = codes[:, :2]
+        if cfg.flow_deadzone > 0:
+            size = flow.norm(dim=1, keepdim=True)
+            flow = flow * ((size - cfg.flow_deadzone).clamp_min(0) / size.clamp_min(1e-6))
         # working pixels -> region pixels (the grid spans the region), then one cell's taper at the edge
         scale = torch.tensor([rw / (w * cfg.cell), rh / (h * cfg.cell)], dtype=flow.dtype, device=flow.device)
         dense = self._upsample(flow, rh, rw) * scale.view(1, 2, 1, 1)
@@ -292,8 +304,8 @@ class MotionAutoencoder(nn.Module):
         gy = (ys[None, :, None] + dense[:, 1] * taper) * (2.0 / H) - 1 + 1.0 / H
         moved = F.grid_sample(image[None].expand(n, -1, -1, -1), torch.stack([gx, gy], dim=-1), mode="bilinear",
                               padding_mode="border", align_corners=False)
-        if cfg.residual_channels:
-            res = self._residual_image(codes[:, 2:])
+        if cfg.residual_channels and cfg.residual_gain:
+            res = self._residual_image(codes[:, 2:]) * cfg.residual_gain
             moved = moved + self._upsample(res, rh, rw) * taper
         out = image[None].repeat(n, 1, 1, 1)
         out[:, :, y0:y1, x0:x1] = moved.clamp(-1, 1)
