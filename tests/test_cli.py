@@ -11,11 +11,13 @@ from magicinfinite_core.weights.bundle import random_bundle, save_bundle
 from runner.cli import main
 
 
-def _demo_width() -> int:
-    """The embedded demo model's frame width (its bundle.json resolution)."""
+def _demo_width(portrait_width: int) -> int:
+    """The embedded demo's video width: the portrait's own for a motion-latent model (it moves the
+    picture), else its bundle.json resolution."""
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
 
-    return int(json.loads((DEMO_MODEL_DIR / "bundle.json").read_text())["resolution"][1])
+    spec = json.loads((DEMO_MODEL_DIR / "bundle.json").read_text())
+    return portrait_width if spec["vae"]["config"].get("kind") == "motion" else int(spec["resolution"][1])
 
 def _inputs(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "p.png")
@@ -50,7 +52,7 @@ def test_default_model_is_the_embedded_demo(tmp_path, capsys):
                  "--steps", "2", "--no-cfg", "--speaker-box", "4,4,28,28", "-q"])
     assert code == 0, capsys.readouterr().err
     with av.open(str(out)) as c:
-        assert c.streams.video[0].width == _demo_width() and c.streams.audio
+        assert c.streams.video[0].width == _demo_width(40) and c.streams.audio
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):

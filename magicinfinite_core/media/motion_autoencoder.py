@@ -312,12 +312,14 @@ class MotionAutoencoder(nn.Module):
         return out
 
     def reference_latent(self, portrait: Any) -> torch.Tensor:
-        """The DiT's portrait condition [B, 3*sub^2, 1, h, w]: mean colours of sub x sub parts of each cell
-        of the region at working resolution (where the eyes, lips and jaw are)."""
+        """The DiT's portrait condition [B, 3*sub^2, 1, H/cell, W/cell]: mean colours of sub x sub parts of
+        each cell (where the eyes, lips and jaw are). `portrait` is at the model's size (the framed
+        region resized to the working grid: `inputs/framing.py`), like the frames that `encode` takes."""
         cfg = self.cfg
         region = as_reference(portrait).region().to(self.dtype)
-        region = F.interpolate(region, size=(cfg.working_size, cfg.working_size), mode="area") \
-            if region.shape[-2:] != (cfg.working_size, cfg.working_size) else region
+        h, w = region.shape[-2:]
+        if h % cfg.cell or w % cfg.cell:
+            raise ValueError(f"portrait size {h}x{w} must be a multiple of {cfg.cell} for this autoencoder")
         small = F.avg_pool2d(region, cfg.cell // cfg.reference_subcells)
         return F.pixel_unshuffle(small, cfg.reference_subcells)[:, :, None]
 
