@@ -155,3 +155,16 @@ def test_known_shift_scores_the_expected_change():
     # a seam: one jump of 10 grey levels in an otherwise slowly brightening video, seen on the masked region
     vid = np.stack([np.full((48, 64, 3), 50 + t + (10 if t >= 5 else 0), np.uint8) for t in range(10)])
     assert metrics.seam_score(vid, [5], mask=mask) == pytest.approx(11.0, rel=0.05)
+
+
+def test_ssim_in_chunks_equals_one_pass():
+    """A 60 s 512 x 512 video's SSIM in one pass needs ~30 GB; chunks give the same mean."""
+    import numpy as np
+
+    from training.eval.metrics import ssim
+
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 255, (70, 32, 32, 3), dtype=np.uint8)
+    r = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    for keep in (None, rng.random((32, 32)) > 0.5, rng.random((70, 32, 32)) > 0.5):
+        assert abs(ssim(f, r, keep, chunk=16) - ssim(f, r, keep, chunk=1000)) < 1e-6
