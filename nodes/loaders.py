@@ -205,7 +205,11 @@ class MagicInfiniteModelLoader(io.ComfyNode):
             def load():
                 return load_bundle(path, distilled=distilled)
         bundle = model_cache().get("bundle", path, load, distilled=distilled)
+        from magicinfinite_core.media.autoencoders import moves_portrait
+
         text = f"{bundle.name}: {bundle.width}x{bundle.height}"
+        if moves_portrait(bundle.vae):  # the video is the portrait's own size; the grid is what the model sees
+            text = f"{bundle.name}: moves the portrait at its own size (faces framed at {bundle.width}x{bundle.height})"
         return io.NodeOutput(bundle, ui=ui.PreviewText(text))
 
 
