@@ -284,7 +284,7 @@ class MotionAutoencoder(nn.Module):
     def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
         """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region moved and retouched."""
         cfg = self.cfg
-        image = ref.image[row].to(self.dtype)
+        image = ref.image[row].to(codes.device, self.dtype)
         x0, y0, x1, y1 = ref.box
         rh, rw = y1 - y0, x1 - x0
         n, _, h, w = codes.shape
@@ -316,7 +316,7 @@ class MotionAutoencoder(nn.Module):
         each cell (where the eyes, lips and jaw are). `portrait` is at the model's size (the framed
         region resized to the working grid: `inputs/framing.py`), like the frames that `encode` takes."""
         cfg = self.cfg
-        region = as_reference(portrait).region().to(self.dtype)
+        region = as_reference(portrait).region().to(self.residual_basis.device, self.dtype)
         h, w = region.shape[-2:]
         if h % cfg.cell or w % cfg.cell:
             raise ValueError(f"portrait size {h}x{w} must be a multiple of {cfg.cell} for this autoencoder")
