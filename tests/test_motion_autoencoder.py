@@ -277,3 +277,22 @@ def test_max_size_reduces_the_output_and_a_faceless_picture_says_what_to_do(tmp_
         generate(tmp_path / "grey.png", (wav, 16000), "", model=bundle, out=tmp_path / "g.mp4", distilled=True,
                  distilled_timesteps=(1000.0,))
     assert not (tmp_path / "g.mp4").exists()
+
+
+def test_given_mask_files_frame_the_region_and_are_cropped_into_it(tmp_path):
+    """Speaker masks drawn on the whole picture (files, as the CLI's --speaker-mask) decide the framing."""
+    from PIL import Image
+
+    from magicinfinite_core.inputs.framing import frame_portrait
+
+    picture = (np.asarray(_texture(400, 600, seed=7)[0].permute(1, 2, 0)) * 127.5 + 127.5).astype(np.uint8)
+    mask = np.zeros((400, 600), np.uint8)
+    mask[100:180, 420:500] = 255  # one speaker, right of centre
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    img, img_u8, masks, ref = frame_portrait(picture, (128, 128), 1, [tmp_path / "m.png"])
+    x0, y0, x1, y1 = ref.box
+    assert x0 <= 420 and x1 >= 500 and y0 <= 100 and y1 >= 180 and x1 - x0 == y1 - y0
+    assert img.shape == (1, 3, 128, 128) and masks.shape == (1, 128, 128)
+    ys, xs = np.nonzero(masks[0])
+    assert 0 < xs.min() and xs.max() < 127 and masks[0].mean() < 0.5  # the mask sits inside the framed region
+    assert tuple(ref.image.shape[-2:]) == (400, 600)

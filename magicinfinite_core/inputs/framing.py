@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from magicinfinite_core.config import MAX_OUTPUT_SIDE
-from magicinfinite_core.errors import MaskError
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
 
@@ -71,18 +70,11 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _given_masks(speakers: Any, size: tuple[int, int]) -> np.ndarray:
     """User speaker regions (mask arrays, mask files, or pixel boxes of the picture) -> [K, H, W] at `size`."""
-    from PIL import Image
+    from magicinfinite_core.inputs.portrait import read_mask_files
 
     H, W = size
     if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
-        arrs = []
-        for p in speakers:
-            try:
-                with Image.open(p) as im:
-                    arrs.append(np.asarray(im.convert("L").resize((W, H), Image.NEAREST), dtype=np.float32) / 255)
-            except (OSError, ValueError) as exc:
-                raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
-        return np.stack(arrs)
+        return read_mask_files(speakers, size)
     arr = np.asarray(speakers, dtype=np.float32)
     if arr.ndim == 2 and arr.shape[-1] == 4:  # pixel boxes of the picture as given
         return np.stack([FaceBox(*b).to_mask((H, W)) for b in arr.tolist()])

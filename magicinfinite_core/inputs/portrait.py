@@ -145,6 +145,23 @@ def load_portrait(portrait: Any, height: int, width: int) -> tuple[torch.Tensor,
     return t, arr
 
 
+def read_mask_files(paths: Any, hw: tuple[int, int]) -> np.ndarray:
+    """Speaker mask images -> float [K, H, W] in 0..1 at `hw`, upright like the portrait (EXIF) and
+    ComfyUI's Load Image, 16-bit files scaled like portraits."""
+    from PIL import Image, ImageOps
+
+    h, w = hw
+    arrs = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im = ImageOps.exif_transpose(im)
+                arrs.append(np.asarray(to_rgb(im).convert("L").resize((w, h), Image.NEAREST), dtype=np.float32) / 255)
+        except (OSError, ValueError) as exc:
+            raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
+    return np.stack(arrs)
+
+
 def pixel_speaker_masks(
     image: np.ndarray,
     num_speakers: int,
@@ -164,18 +181,7 @@ def pixel_speaker_masks(
     h, w = image.shape[:2]
     if speakers is not None:
         if isinstance(speakers, (list, tuple)) and speakers and isinstance(speakers[0], (str, Path)):
-            from PIL import ImageOps
-
-            arrs = []
-            for p in speakers:
-                try:
-                    with Image.open(p) as im:
-                        im = ImageOps.exif_transpose(im)  # as the portrait (and ComfyUI's Load Image)
-                        arrs.append(np.asarray(to_rgb(im).convert("L").resize((w, h), Image.NEAREST),
-                                               dtype=np.float32) / 255)
-                except (OSError, ValueError) as exc:
-                    raise MaskError(f"cannot read the speaker mask {p}: {exc}") from None
-            speakers = np.stack(arrs)
+            speakers = read_mask_files(speakers, (h, w))
         arr = np.asarray(speakers, dtype=np.float32)
         if arr.ndim == 2 and arr.shape[-1] == 4:  # boxes
             return speaker_masks(image, num_speakers, boxes=arr.tolist())
