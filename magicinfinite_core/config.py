@@ -288,55 +288,41 @@ class SamplerConfig:
     distilled_timesteps: tuple[float, ...] = DISTILLED_TIMESTEPS
 
 
+# HunyuanVideo-I2V 13B (DESIGN.md §4); HunyuanVideo-Avatar is the same backbone with its own modules.
+_HUNYUAN_13B = DiTConfig(
+    hidden_size=3072,
+    num_heads=24,
+    depth_double=20,
+    depth_single=40,
+    mlp_ratio=4.0,
+    patch_size=(1, 2, 2),
+    rope_dims=(16, 56, 56),
+    rope_theta=256.0,
+    in_channels=33,
+    out_channels=16,
+    text_dim=4096,
+    pooled_dim=768,
+    refiner_depth=2,
+    guidance_embed=False,
+    image_token_dim=0,
+    audio=AudioLayerConfig(
+        feature_dim=12 * 768,  # wav2vec2-base: 12 hidden layers x 768
+        frame_window=5,
+        frames_per_latent=4,
+        proj_dim=1024,
+        tokens_per_latent_frame=32,
+        context_dim=768,
+        num_heads=24,
+        single_block_every=2,
+    ),
+)
+
 DIT_PRESETS: dict[str, DiTConfig] = {
     "tiny": DiTConfig(),
-    "hunyuan-13b": DiTConfig(
-        hidden_size=3072,
-        num_heads=24,
-        depth_double=20,
-        depth_single=40,
-        mlp_ratio=4.0,
-        patch_size=(1, 2, 2),
-        rope_dims=(16, 56, 56),
-        rope_theta=256.0,
-        in_channels=33,
-        out_channels=16,
-        text_dim=4096,
-        pooled_dim=768,
-        refiner_depth=2,
-        guidance_embed=False,
-        image_token_dim=0,
-        audio=AudioLayerConfig(
-            feature_dim=12 * 768,  # wav2vec2-base: 12 hidden layers x 768
-            frame_window=5,
-            frames_per_latent=4,
-            proj_dim=1024,
-            tokens_per_latent_frame=32,
-            context_dim=768,
-            num_heads=24,
-            single_block_every=2,
-        ),
-    ),
+    "hunyuan-13b": _HUNYUAN_13B,
     # HunyuanVideo-Avatar (HYVideo-T/2 + its audio modules): T2V backbone, 16 latent channels in and out,
     # no guidance embedding, LLaVA text with the image token, Whisper-tiny audio.
-    "hunyuan-avatar": DiTConfig(
-        hidden_size=3072,
-        num_heads=24,
-        depth_double=20,
-        depth_single=40,
-        mlp_ratio=4.0,
-        patch_size=(1, 2, 2),
-        rope_dims=(16, 56, 56),
-        rope_theta=256.0,
-        in_channels=16,
-        out_channels=16,
-        text_dim=4096,
-        pooled_dim=768,
-        refiner_depth=2,
-        guidance_embed=False,
-        audio=None,
-        avatar=AvatarConfig(),
-    ),
+    "hunyuan-avatar": replace(_HUNYUAN_13B, in_channels=16, audio=None, avatar=AvatarConfig()),
     # The same modules at laptop size (tests, the tiny workflow).
     "tiny-avatar": DiTConfig(
         in_channels=4,
