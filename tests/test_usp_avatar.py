@@ -3,25 +3,35 @@
 The blocks see T + 1 token frames, frame 0 being the reference frame's tokens, so the shapes are chosen
 so that shards cut the reference frame, hold it together with video frames in one run, and leave a
 replicated tail. One worker group serves every test (spawning is most of the time on 2 cores): Ulysses 4,
-then Ulysses 2 x CFG 2, and finally the sampler path (`sample_latent(forward=group)`, what the ComfyUI
+Ulysses 2 x CFG 2, CFG 4 alone, and finally the sampler path (`sample_latent(forward=group)`, what the ComfyUI
 sampler node's USP backend runs) on the one-file Avatar model, whose config comes from its shapes.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from PIL import Image
 
 from magicinfinite_core.distributed.worker_group import ModelSpec, SequenceParallelWorkerGroup
 from magicinfinite_core.generate import sample_latent
 from magicinfinite_core.inputs.audio import load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
+from magicinfinite_core.sampling.state import load_state
 from magicinfinite_core.weights.bundle import load_bundle
+from runner.cli import main as cli_main
 
 from .avatar_fixtures import portrait, two_speaker_masks, voice, write_avatar_models
 
 TOL = 1e-5
-LAYOUTS = {"ulysses4": dict(ulysses=4, cfg=1), "ulysses2-cfg2": dict(ulysses=2, cfg=2)}
+LAYOUTS = {"ulysses4": dict(ulysses=4, cfg=1), "ulysses2-cfg2": dict(ulysses=2, cfg=2), "cfg4": dict(ulysses=1, cfg=4)}
 # (batch, latent frames, latent h x w). Token frames of 9 / 4 / 12 tokens, T + 1 of them:
 #   27 tokens: shards of 6 (U4) or 13 (U2) cut the reference frame and leave a tail;
 #   16 tokens: U2 shards hold the reference frame and frame 1 in one run; batch 2 splits over CFG;
@@ -84,7 +94,7 @@ def test_face_masks_and_reference_reach_the_output(bundle):
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
 def test_sequence_parallel_avatar_forward_equals_single_process(group, bundle, layout):
-    if group.layout["ulysses"] != LAYOUTS[layout]["ulysses"]:
+    if (group.layout["ulysses"], group.layout["cfg"]) != tuple(LAYOUTS[layout].values()):
         group.set_layout(**LAYOUTS[layout])
     for i, (b, t, hw) in enumerate(SHAPES.values()):
         inp = avatar_inputs(bundle.dit.cfg, b, t, hw, seed=i)
@@ -108,3 +118,32 @@ def test_sampler_with_the_worker_group_equals_single_process(group, bundle):
     par = sample_latent(bundle, portrait(), features, n, "two people talk", forward=group, **kw)
     assert one.shape == par.shape == (4, 7, 8, 8)
     assert (one.latent - par.latent).abs().max() < 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_cli_on_the_avatar_file_equals_one_process(models, tmp_path):
+    """`torchrun --nproc-per-node 2 -m runner.cli generate --model AVATAR_FILE` (Ulysses 2) keeps the latent
+    of the same command in one process."""
+    Image.fromarray(portrait()).save(tmp_path / "face.png")
+    for i, f in enumerate((150, 230)):
+        sf.write(tmp_path / f"v{i}.wav", *voice(0.6, f))
+        Image.fromarray((two_speaker_masks()[i] * 255).astype(np.uint8)).save(tmp_path / f"m{i}.png")
+    common = ["generate", "--model", str(models["dit"]), "--portrait", str(tmp_path / "face.png"),
+              "--audio", str(tmp_path / "v0.wav"), "--audio", str(tmp_path / "v1.wav"), "--speaker-mask",
+              str(tmp_path / "m0.png"), "--speaker-mask", str(tmp_path / "m1.png"), "--prompt", "hi", "--steps", "2",
+              "--window", "9", "--overlap", "4", "--device", "cpu", "-q", "--keep-state", "--sweep"]
+    assert cli_main([*common, "--out", str(tmp_path / "one.mp4")]) == 0
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+         "-m", "runner.cli", *common, "--out", str(tmp_path / "two.mp4")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, par = load_state(tmp_path / "one.mp4.state"), load_state(tmp_path / "two.mp4.state")
+    assert one.step == par.step == 2 and (one.latent - par.latent).abs().max() < 1e-4
