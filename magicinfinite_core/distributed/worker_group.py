@@ -46,8 +46,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class ModelSpec:
     """How each worker builds its copy of the DiT (picklable: workers are spawned, not forked).
 
-    `checkpoint`: one of our safetensors files (config in its metadata), or with `config` a published
-    backbone file. Without a checkpoint: `config` initialised from `seed` (benchmarks, tests); with
+    `checkpoint`: any file `load_transformer` reads (config from our metadata or, e.g. for a
+    HunyuanVideo-Avatar file, from its shapes), or with `config` a published backbone file. Without a checkpoint: `config` initialised from `seed` (benchmarks, tests); with
     `init_std` every parameter is drawn from N(0, init_std) so zero-initialised layers (the audio
     output projections) are exercised too.
     """
