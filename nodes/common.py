@@ -246,6 +246,24 @@ def stop_if_interrupted() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+def interruptible(execute: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a node's ``execute``: ComfyUI's interrupt is also polled inside the core's long
+    loops (DiT blocks, decoder blocks, frames muxed, face-detection tiles; magicinfinite_core.cancellation),
+    not only between windows and chunks, so Cancel lands within seconds at any size."""
+    import functools
+
+    @functools.wraps(execute)
+    def run(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        import comfy.model_management
+
+        from magicinfinite_core.cancellation import cancel_check
+
+        with cancel_check(comfy.model_management.throw_exception_if_processing_interrupted):
+            return execute(cls, *args, **kwargs)
+
+    return run
+
+
 def progress_callback(node_id: str | None) -> Callable[[Any], None]:
     """A ``magicinfinite_core.sampling.sampler.Progress`` callback driving a ComfyUI progress bar.
 
