@@ -14,6 +14,8 @@ from typing import Any
 
 from comfy_api.latest import io
 
+from magicinfinite_core.errors import InputError
+
 CATEGORY = "MagicInfinite"
 
 # Custom socket types: model objects never travel through ComfyUI's own MODEL/VAE sockets, so a
@@ -31,8 +33,10 @@ EMBEDDED_DEMO = "embedded demo"
 STATE_SUBFOLDER = "magicinfinite_state"
 
 
-class NodeInputError(ValueError):
-    """A user-fixable problem with a node input; the message says what to do."""
+# A user-fixable problem with a node input; the message says what to do. Defined in the core so that
+# ComfyUI reports it as ``magicinfinite_core.errors.InputError``: a class of this pack's own modules is
+# named after the pack's folder path (``/…/custom_nodes/<pack>.nodes.common.NodeInputError``).
+NodeInputError = InputError
 
 
 def audio_num_samples(audio: dict[str, Any]) -> tuple[int, int]:

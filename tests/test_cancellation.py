@@ -15,7 +15,11 @@ import torch
 from magicinfinite_core.cancellation import cancel_check, check_cancelled
 from magicinfinite_core.config import dit_preset
 from magicinfinite_core.media import motion_autoencoder as mae
-from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig, MotionReference
+from magicinfinite_core.media.motion_autoencoder import (
+    MotionAutoencoder,
+    MotionAutoencoderConfig,
+    MotionReference,
+)
 from magicinfinite_core.media.video_io import VideoWriter, decode_to_mp4, partial_path
 from magicinfinite_core.models.dit import MagicInfiniteDiT
 
