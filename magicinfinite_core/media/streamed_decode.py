@@ -153,13 +153,16 @@ def diffusers_decode_fn(model, scaling_factor: float | None = None) -> DecodeFn:
 
 
 def _check_between_decoder_blocks(model) -> None:
-    """Poll `check_cancelled` before the decoder's mid block and each up block (and so per spatial tile):
-    one chunk of a large video is a long decode (cancellation.py). Installed once per model."""
+    """Poll `check_cancelled` before each of the decoder's mid/up blocks and each resnet, attention and
+    upsampler inside them (and so per spatial tile): one chunk of a large video is a long decode, and
+    one full-resolution up block alone took seconds at 512x512 (cancellation.py). Installed once per model."""
     if getattr(model, "_cancel_hooks_installed", False):
         return
     decoder = getattr(model, "decoder", None)
-    blocks = [getattr(decoder, "mid_block", None), *getattr(decoder, "up_blocks", [])]
-    for block in blocks:
-        if block is not None:
-            block.register_forward_pre_hook(lambda module, args: check_cancelled())
+    for block in [getattr(decoder, "mid_block", None), *getattr(decoder, "up_blocks", [])]:
+        if block is None:
+            continue
+        parts = [m for name in ("resnets", "attentions", "upsamplers") for m in (getattr(block, name, None) or [])]
+        for module in (block, *[m for m in parts if m is not None]):
+            module.register_forward_pre_hook(lambda module, args: check_cancelled())
     model._cancel_hooks_installed = True
