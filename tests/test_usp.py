@@ -28,7 +28,8 @@ from magicinfinite_core.weights.transformer_layouts import load_transformer
 TOL = 1e-5
 CFG = dit_preset("tiny")
 # (ranks, ulysses, cfg); the two 4-rank layouts share one spawned group (`set_layout`).
-LAYOUTS = {"2ranks-ulysses2": (2, 2, 1), "4ranks-ulysses4": (4, 4, 1), "4ranks-ulysses2-cfg2": (4, 2, 2)}
+LAYOUTS = {"2ranks-ulysses2": (2, 2, 1), "4ranks-ulysses4": (4, 4, 1), "4ranks-ulysses2-cfg2": (4, 2, 2),
+           "4ranks-cfg4": (4, 1, 4)}  # CFG-parallel alone: no SP group
 
 
 def two_speaker_mask(b: int, t: int, h: int, w: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from magicinfinite_core.models.attention import AttentionBackend, sdpa
+from magicinfinite_core.models.attention import AttentionBackend, LocalAttention, sdpa
 
 
 class USPUnavailableError(RuntimeError):
@@ -403,6 +403,8 @@ def make_backend(attention: str, groups: ParallelGroups) -> AttentionBackend:
                 "ring attention is not offered with the yunchang backend (its ring mode is numerically "
                 "wrong on CPU); use ring=1 or attention='xfuser' on CUDA"
             )
+        if groups.sp == 1:  # CFG-parallel only: no SP group (None would mean the whole world to yunchang)
+            return LocalAttention()
         return YunchangUlyssesAttention(groups.sp_group)
     if attention == "xfuser":
         return XFuserUSPAttention()

@@ -46,8 +46,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class ModelSpec:
     """How each worker builds its copy of the DiT (picklable: workers are spawned, not forked).
 
-    `checkpoint`: one of our safetensors files (config in its metadata), or with `config` a published
-    backbone file. Without a checkpoint: `config` initialised from `seed` (benchmarks, tests); with
+    `checkpoint`: any file `load_transformer` reads (config from our metadata or, e.g. for a
+    HunyuanVideo-Avatar file, from its shapes), or with `config` a published backbone file. Without a checkpoint: `config` initialised from `seed` (benchmarks, tests); with
     `init_std` every parameter is drawn from N(0, init_std) so zero-initialised layers (the audio
     output projections) are exercised too.
     """
@@ -77,20 +77,15 @@ class ModelSpec:
 
 
 def _spec_config(spec: ModelSpec) -> DiTConfig:
-    """The model config, read from the checkpoint's metadata when not given (cheap: no tensors)."""
+    """The model config without loading tensors: the given one, else what `load_transformer` will settle
+    on from the file's headers (our metadata, or the shapes, e.g. a HunyuanVideo-Avatar file)."""
     if spec.config is not None:
         return spec.config
     if spec.checkpoint is None:
         raise ValueError("a ModelSpec needs a checkpoint or a config")
-    from magicinfinite_core.errors import CheckpointError
-    from magicinfinite_core.weights.checkpoints import CONFIG_KEY, read_metadata
+    from magicinfinite_core.weights.transformer_layouts import plan_load
 
-    meta = read_metadata(spec.checkpoint)
-    if CONFIG_KEY not in meta:
-        raise CheckpointError(f"{spec.checkpoint}: no model config in the file's metadata; pass config=")
-    from magicinfinite_core.weights.transformer_layouts import stored_dit_config
-
-    return stored_dit_config(meta[CONFIG_KEY], f"{spec.checkpoint} metadata {CONFIG_KEY!r}")
+    return plan_load(spec.checkpoint)[0]
 
 
 def resolve(world: int, ulysses: int | None, ring: int, cfg: int, backend: str, attention: str,
@@ -135,7 +130,7 @@ def init_process(
 
 def _to_device(kwargs: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Float model inputs in the model's dtype; timesteps, guidance and masks as they came."""
-    cast = {"x", "txt", "pooled", "image_tokens", "audio"}
+    cast = {"x", "txt", "pooled", "image_tokens", "audio", "ref_latent"}
     out = {}
     for k, v in kwargs.items():
         if torch.is_tensor(v):

@@ -82,6 +82,23 @@ class PerceiverAudioAdapter(nn.Module):
         return self.to_out(weight @ v)
 
 
+def masked_adapter(adapter: nn.Module, video: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """video + sum_k adapter(audio_k, video) * face_mask_k, for video tokens of whole frames or of one frame.
+
+    video [B, L, C] are the tokens of f latent frames (L = f * S, or a part of one frame when f = 1),
+    ctx [B, K, f, n, C] those frames' audio tokens, mask [B, K, L] the tokens' face masks. Each token
+    attends only to its own frame's audio, so a sequence-parallel rank may run any frame-aligned run.
+    One speaker is the reference's forward exactly; several speakers reuse the same adapter, one stream
+    and one mask each, and their masked outputs add up (the paper's masked audio attention).
+    """
+    b, n, c = video.shape
+    k, f = ctx.shape[1], ctx.shape[2]
+    frames = video.reshape(b, 1, f, n // f, c).expand(-1, k, -1, -1, -1).reshape(b * k, f, n // f, c)
+    # all speakers in one call (one load per block under block swap): rows are (sample, speaker)
+    out = adapter(ctx.reshape(b * k, *ctx.shape[2:]), frames).reshape(b, k, n, c)
+    return video + (out * mask[..., None]).sum(dim=1)
+
+
 def face_mask_to_tokens(mask: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """Face mask [B, K, T or 1, H, W] at latent (or any) size -> [B, K, T, h, w] on the token grid.
 

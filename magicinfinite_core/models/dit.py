@@ -22,6 +22,7 @@ from magicinfinite_core.models.avatar_layers import (
     AvatarAudioProjection,
     PerceiverAudioAdapter,
     audio_tokens_per_latent,
+    masked_adapter,
 )
 from magicinfinite_core.models.blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock, TokenRefiner
 from magicinfinite_core.models.layers import TimestepEmbedder, VectorEmbedder
@@ -82,13 +83,13 @@ def image_tokens_from_latent(latent: torch.Tensor, patch: tuple[int, int] = (2, 
 class BlockInputs:
     """What the transformer blocks consume; built once per forward by `MagicInfiniteDiT.prepare`."""
 
-    img: torch.Tensor  # [B, N_video, C]
+    img: torch.Tensor  # [B, N_video, C] (Avatar: the reference frame's n_ref tokens first)
     txt: torch.Tensor  # [B, N_text, C] (image tokens first)
     vec: torch.Tensor  # [B, C] time + pooled text (+ guidance)
     rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [N_video, head_dim]
     txt_mask: torch.Tensor | None  # [B, N_text] or None when every text token is real
     ctx: torch.Tensor | None  # audio context tokens [B, K, T, n, C_ctx]
-    mask: torch.Tensor | None  # speaker masks per video token [B, K, N_video]
+    mask: torch.Tensor | None  # speaker masks per token of img [B, K, N_video] (Avatar: 0 on the reference frame)
     grid: tuple[int, int, int]  # token grid (t, h, w) of the whole window
     n_ref: int = 0  # Avatar: reference-frame tokens in front of the video tokens (dropped by the head)
 
@@ -150,6 +151,34 @@ class MagicInfiniteDiT(nn.Module):
             PerceiverAudioAdapter(hidden, av) for _ in av.adapter_after_double
         )
         self._adapter_of = {block: i for i, block in enumerate(av.adapter_after_double)}
+
+    @property
+    def reference_frames(self) -> int:
+        """Token frames the blocks see in front of the video's: Avatar's reference frame (1), else 0."""
+        return 1 if self.cfg.avatar is not None else 0
+
+    def embed_frames(self, x: torch.Tensor, frames: tuple[int, int], ref_latent: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Tokens [B, (fb - fa) * h * w, hidden] of the token frames [fa, fb) of the sequence the blocks see.
+
+        Avatar: frame 0 is the first reference latent frame through `img_in`, frame f > 0 is latent frame
+        f - 1 through `img_in` plus its reference latent through `ref_in` + `before_proj`. Every token
+        depends on its own frame only (Conv3d, kernel = stride), so a sequence-parallel rank embeds just
+        the frames its tokens come from.
+        """
+        pt = self.cfg.patch_size[0]
+        fa, fb = frames
+        tokens = []
+        if self.reference_frames and fa == 0:
+            tokens.append(self.img_in.proj(ref_latent[:, :, :1]).flatten(2).transpose(1, 2))
+            fa = 1
+        va, vb = (fa - self.reference_frames) * pt, (fb - self.reference_frames) * pt
+        if vb > va:
+            img = self.img_in.proj(x[:, :, va:vb]).flatten(2).transpose(1, 2)
+            if self.cfg.avatar is not None:
+                img = img + self.before_proj(self.ref_in.proj(ref_latent[:, :, va:vb]).flatten(2).transpose(1, 2))
+            tokens.append(img)
+        return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
 
     def token_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
         (pt, ph, pw), (t, h, w) = self.cfg.patch_size, latent_thw
@@ -243,7 +272,7 @@ class MagicInfiniteDiT(nn.Module):
         speaker_mask: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
         *,
-        embed_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        embed_tokens: Callable[[Callable[[int, int], torch.Tensor], int], torch.Tensor] | None = None,
         select_tokens: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
         ref_latent: torch.Tensor | None = None,
         motion_exp: torch.Tensor | None = None,
@@ -252,8 +281,10 @@ class MagicInfiniteDiT(nn.Module):
     ) -> BlockInputs:
         """Embeddings and per-token tables the blocks need.
 
-        `embed_video` / `select_tokens` let a sequence-parallel wrapper embed and keep only its own
-        video tokens (RoPE rows along dim 0, speaker-mask columns along dim 2); defaults keep all.
+        `embed_tokens(embed, n_frames)` / `select_tokens(tensor, dim)` let a sequence-parallel wrapper
+        embed and keep only its own tokens of the block sequence (`embed(fa, fb)`: `embed_frames` of
+        token frames [fa, fb) of n_frames; RoPE rows along dim 0, speaker-mask columns along dim 2);
+        the defaults keep all.
         """
         cfg = self.cfg
         b, _, t, h, w = x.shape
@@ -270,7 +301,11 @@ class MagicInfiniteDiT(nn.Module):
             txt = torch.cat([self.image_in(image_tokens.to(txt.dtype)), txt], dim=1)
             txt_mask = torch.cat([image_tokens_mask.bool(), txt_mask.bool()], dim=1)
 
-        img = embed_video(x) if embed_video else self.img_in.proj(x).flatten(2).transpose(1, 2)
+        if cfg.avatar is not None:
+            ref_latent = self._check_ref_latent(ref_latent, x)
+        n_frames = grid[0] + self.reference_frames
+        embed = lambda fa, fb: self.embed_frames(x, (fa, fb), ref_latent)  # noqa: E731
+        img = embed_tokens(embed, n_frames) if embed_tokens else embed(0, n_frames)
         txt = self.txt_in(txt, timestep, txt_mask)
         vec = self.time_in(timestep) + self.vector_in(pooled)
         if cfg.guidance_embed:
@@ -278,10 +313,8 @@ class MagicInfiniteDiT(nn.Module):
                 raise ValueError("this model embeds a guidance scale; pass guidance=")
             vec = vec + self.guidance_in(guidance.float() * 1000.0)
         if cfg.avatar is not None:
-            if embed_video is not None or select_tokens is not None:
-                raise ValueError("sequence parallelism does not run the Avatar model yet; use one GPU")
             return self._prepare_avatar(
-                x, img, txt, vec, txt_mask, grid, audio, speaker_mask, ref_latent, motion_exp, motion_pose, fps
+                x, img, txt, vec, txt_mask, grid, audio, speaker_mask, motion_exp, motion_pose, fps, select
             )
         cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
         rope = (select(cos, 0).to(x.device), select(sin, 0).to(x.device))
@@ -295,21 +328,22 @@ class MagicInfiniteDiT(nn.Module):
         attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
         return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid)
 
-    def _prepare_avatar(
-        self, x, img, txt, vec, txt_mask, grid, audio, speaker_mask, ref_latent, motion_exp, motion_pose, fps
-    ) -> BlockInputs:
-        """Avatar: add the reference path, prepend the reference frame's tokens at RoPE time `ref_time`,
-        add the motion / fps embeddings to the vector condition and project the audio windows."""
-        cfg, av = self.cfg, self.cfg.avatar
-        b = x.shape[0]
+    def _check_ref_latent(self, ref_latent: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         if ref_latent is None:
             raise ValueError("an Avatar model needs ref_latent= (the portrait's latent over the window)")
         if ref_latent.shape != x.shape:
             raise ValueError(f"ref_latent shape {tuple(ref_latent.shape)} must equal the latent's {tuple(x.shape)}")
-        ref_latent = ref_latent.to(img.dtype)
-        img = img + self.before_proj(self.ref_in.proj(ref_latent).flatten(2).transpose(1, 2))
-        ref_tokens = self.img_in.proj(ref_latent[:, :, :1]).flatten(2).transpose(1, 2)
-        img = torch.cat([ref_tokens, img], dim=1)
+        return ref_latent.to(x.dtype)
+
+    def _prepare_avatar(
+        self, x, img, txt, vec, txt_mask, grid, audio, speaker_mask, motion_exp, motion_pose, fps, select
+    ) -> BlockInputs:
+        """Avatar: the tokens already hold the reference path and the prepended reference frame
+        (`embed_frames`); add the motion / fps embeddings to the vector condition, RoPE with the
+        reference frame at time `ref_time`, and project the audio windows. The face mask covers the
+        whole block sequence, zero on the reference frame."""
+        cfg, av = self.cfg, self.cfg.avatar
+        b = x.shape[0]
 
         def scalars(v: torch.Tensor | None, default: float, n: int) -> torch.Tensor:
             v = torch.full((b, n), default, device=x.device) if v is None else v.to(x.device).float()
@@ -319,7 +353,8 @@ class MagicInfiniteDiT(nn.Module):
         vec = vec + self.motion_pose(scalars(motion_pose, av.default_motion_pose, av.motion_values).reshape(-1)).reshape(b, -1)
         vec = vec + self.fps_proj(scalars(fps, av.default_fps, 1).reshape(-1))
         t, h, w = grid
-        cos, sin = rope_3d((t + 1, h, w), cfg.rope_dims, cfg.rope_theta, t_offset=av.ref_time)
+        n_ref = self.reference_frames * h * w
+        cos, sin = rope_3d((t + self.reference_frames, h, w), cfg.rope_dims, cfg.rope_theta, t_offset=av.ref_time)
         ctx = mask = None
         if audio is not None:
             if speaker_mask is None:
@@ -331,39 +366,32 @@ class MagicInfiniteDiT(nn.Module):
                     f"give {av.frames_per_latent * t - av.frames_per_latent + 1} video frames of audio"
                 )
             mask = self._token_mask(speaker_mask, grid, ctx.shape[1]).to(img.dtype)
+            mask = select(torch.cat([mask.new_zeros(*mask.shape[:2], n_ref), mask], dim=2), 2)
         attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
-        return BlockInputs(
-            img, txt, vec, (cos.to(x.device), sin.to(x.device)), attn_txt_mask, ctx, mask, grid, ref_tokens.shape[1]
-        )
+        rope = (select(cos, 0).to(x.device), select(sin, 0).to(x.device))
+        return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid, n_ref)
 
     def _avatar_audio(self, adapter: nn.Module, img: torch.Tensor, s: BlockInputs) -> torch.Tensor:
-        """img + sum_k adapter(audio_k, video) * face_mask_k on the video tokens (reference tokens untouched).
-
-        One speaker is the reference's forward exactly; several speakers reuse the same adapter, one
-        stream and one mask each, and their masked outputs add up (the paper's masked audio attention).
-        """
-        b, _, c = img.shape
-        t, k = s.grid[0], s.ctx.shape[1]
-        video = img[:, s.n_ref :]
-        frames = video.reshape(b, 1, t, -1, c).expand(-1, k, -1, -1, -1).reshape(b * k, t, -1, c)
-        # all speakers in one call (one load per block under block swap): rows are (sample, speaker)
-        out = adapter(s.ctx.reshape(b * k, *s.ctx.shape[2:]), frames).reshape(b, k, -1, c)
-        out = (out * s.mask[..., None]).sum(dim=1)
-        return torch.cat([img[:, : s.n_ref], video + out], dim=1)
+        """The face-masked adapter on the video tokens; the reference tokens in front stay untouched."""
+        video = masked_adapter(adapter, img[:, s.n_ref :], s.ctx, s.mask[..., s.n_ref :])
+        return torch.cat([img[:, : s.n_ref], video], dim=1)
 
     def run_blocks(self, s: BlockInputs, audio_fn: Callable | None = None) -> torch.Tensor:
         """All double and single blocks with the audio layers between them -> [video; text] tokens.
 
-        `audio_fn(layer, img, ctx, mask)` lets a wrapper run an audio layer on partial frames.
+        `audio_fn(layer, img, ctx, mask)` lets a wrapper run an audio layer (Avatar: an adapter) on
+        partial frames.
         """
+        avatar = self.cfg.avatar is not None
+        if audio_fn is None and avatar:
+            audio_fn = lambda adapter, img, ctx, mask: self._run(self._avatar_audio, adapter, img, s)  # noqa: E731
         audio_fn = audio_fn or (lambda layer, img, ctx, mask: self._run(layer, img, ctx, mask))
         img, txt = s.img, s.txt
-        avatar = self.cfg.avatar is not None
         for i, block in enumerate(self.double_blocks):
             img, txt = self._run(block, img, txt, s.vec, s.rope, s.txt_mask)
             if s.ctx is not None and avatar:
                 if i in self._adapter_of:
-                    img = self._run(self._avatar_audio, self.audio_adapter_blocks[self._adapter_of[i]], img, s)
+                    img = audio_fn(self.audio_adapter_blocks[self._adapter_of[i]], img, s.ctx, s.mask)
             elif s.ctx is not None:
                 img = audio_fn(self.audio_double_blocks[i], img, s.ctx, s.mask)
         n_img = img.shape[1]
