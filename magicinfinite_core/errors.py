@@ -5,6 +5,10 @@ class MagicInfiniteError(ValueError):
     """A problem with user input or files; the message says what to do about it."""
 
 
+class InputError(MagicInfiniteError):
+    """A node or command input that cannot be used as given (the ComfyUI nodes' NodeInputError)."""
+
+
 class CheckpointError(MagicInfiniteError):
     """A weight file that is missing, truncated, or does not fit the model."""
 

@@ -15,6 +15,7 @@ from .common import (
     MagicModel,
     audio_num_samples,
     caught_warnings,
+    interruptible,
     send_warnings,
     stop_if_interrupted,
     ui_output,
@@ -97,6 +98,7 @@ class MagicInfiniteAudioEncode(io.ComfyNode):
         )
 
     @classmethod
+    @interruptible
     def execute(
         cls,
         model: Any,

@@ -14,6 +14,8 @@ from typing import Any
 
 from comfy_api.latest import io
 
+from magicinfinite_core.errors import InputError
+
 CATEGORY = "MagicInfinite"
 
 # Custom socket types: model objects never travel through ComfyUI's own MODEL/VAE sockets, so a
@@ -31,8 +33,10 @@ EMBEDDED_DEMO = "embedded demo"
 STATE_SUBFOLDER = "magicinfinite_state"
 
 
-class NodeInputError(ValueError):
-    """A user-fixable problem with a node input; the message says what to do."""
+# A user-fixable problem with a node input; the message says what to do. Defined in the core so that
+# ComfyUI reports it as ``magicinfinite_core.errors.InputError``: a class of this pack's own modules is
+# named after the pack's folder path (``/…/custom_nodes/<pack>.nodes.common.NodeInputError``).
+NodeInputError = InputError
 
 
 def audio_num_samples(audio: dict[str, Any]) -> tuple[int, int]:
@@ -244,6 +248,24 @@ def stop_if_interrupted() -> None:
     import comfy.model_management
 
     comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def interruptible(execute: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a node's ``execute``: ComfyUI's interrupt is also polled inside the core's long
+    loops (DiT blocks, decoder blocks, frames muxed, face-detection tiles; magicinfinite_core.cancellation),
+    not only between windows and chunks, so Cancel lands within seconds at any size."""
+    import functools
+
+    @functools.wraps(execute)
+    def run(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        import comfy.model_management
+
+        from magicinfinite_core.cancellation import cancel_check
+
+        with cancel_check(comfy.model_management.throw_exception_if_processing_interrupted):
+            return execute(cls, *args, **kwargs)
+
+    return run
 
 
 def progress_callback(node_id: str | None) -> Callable[[Any], None]:

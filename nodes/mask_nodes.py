@@ -11,6 +11,7 @@ from .common import (
     NodeInputError,
     caught_warnings,
     choice_error,
+    interruptible,
     send_warnings,
     stop_if_interrupted,
     ui_output,
@@ -83,6 +84,7 @@ class MagicInfiniteSpeakerMasks(io.ComfyNode):
         return True
 
     @classmethod
+    @interruptible
     def execute(
         cls,
         image: Any,

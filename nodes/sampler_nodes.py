@@ -31,6 +31,7 @@ from .common import (
     check_floats,
     choice_error,
     choices_error,
+    interruptible,
     progress_callback,
     send_warnings,
     state_dir_for,
@@ -251,6 +252,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                 raise NodeInputError("device 'cuda' is not available on this machine; use 'auto' or 'cpu'")
 
     @classmethod
+    @interruptible
     def execute(
         cls,
         model: Any,

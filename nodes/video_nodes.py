@@ -17,6 +17,7 @@ from .common import (
     check_floats,
     check_prefix,
     choice_error,
+    interruptible,
     progress_callback,
     stop_if_interrupted,
     torch_device,
@@ -101,6 +102,7 @@ class MagicInfiniteSaveVideo(io.ComfyNode):
         return choice_error("device", device, DEVICES) or check_prefix(filename_prefix) or True
 
     @classmethod
+    @interruptible
     def execute(cls, model: Any, latent: dict[str, Any], filename_prefix: str, decode_chunk: int,
                 device: str) -> io.NodeOutput:
         from magicinfinite_core.media.video_io import decode_to_mp4
@@ -155,6 +157,7 @@ class MagicInfiniteDecode(io.ComfyNode):
         return choice_error("device", device, DEVICES) or True
 
     @classmethod
+    @interruptible
     def execute(cls, model: Any, latent: dict[str, Any], max_seconds: float, decode_chunk: int,
                 device: str) -> io.NodeOutput:
         import torch

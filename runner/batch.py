@@ -241,13 +241,7 @@ class ServerRunner:
             time.sleep(0.2)
         if status["status_str"] == "error":
             details = next((m[1] for m in status.get("messages", []) if m[0] == "execution_error"), {})
-            raise headless.NodeExecutionError(
-                headless._one_line(
-                    f"node {details.get('node_id')} ({details.get('node_type')}) failed: "
-                    f"{details.get('exception_type', 'error')}: {details.get('exception_message', 'unknown error')}"
-                ),
-                details,
-            )
+            raise headless.NodeExecutionError(headless.node_failure_line(details), details)
         out.mkdir(parents=True, exist_ok=True)
         saved = []
         for node_out in entry.get("outputs", {}).values():

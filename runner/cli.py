@@ -351,15 +351,10 @@ def _headless(command: str, rest: list[str]) -> int:
     return int(mod.main(rest) or 0)
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """Python warnings as one line each (no source line, no file path): ``warning: <message>``."""
-    return f"warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import warnings
+    from runner import console_warnings
 
-    warnings.formatwarning = _one_line_warning
+    console_warnings.install()  # "warning: <message>", no file:line and no source line
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("run", "batch"):  # the runner parses its own options (--help included)
         try:

@@ -427,6 +427,28 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def exception_name(kind: Any) -> str:
+    """ComfyUI's ``exception_type`` as the user should read it: a module path that is a folder is dropped.
+
+    Why: ComfyUI imports a custom node pack under its folder's path, so an exception class of the pack
+    is reported as ``/home/me/ComfyUI/custom_nodes/<pack>.nodes.common.NodeInputError`` (a temporary
+    folder in tests); a real module path (``av.error.InvalidDataError``) is kept.
+    """
+    kind = str(kind or "error")
+    module, _, name = kind.rpartition(".")
+    if module and not all(part.isidentifier() for part in module.split(".")):
+        return name
+    return kind
+
+
+def node_failure_line(details: dict[str, Any]) -> str:
+    """One line for a node's ``execution_error``: which node failed, and why."""
+    return _one_line(
+        f"node {details.get('node_id')} ({details.get('node_type')}) failed: "
+        f"{exception_name(details.get('exception_type'))}: {details.get('exception_message', 'unknown error')}"
+    )
+
+
 def _validation_message(error: dict[str, Any], node_errors: dict[str, Any], prompt: dict[str, Any]) -> str:
     """ComfyUI's validation errors as one line. A node's ``validate_inputs`` message is attached by
     ComfyUI to every input that function takes (``"window - <msg>"``, ``"mode - <msg>"``...): said once,
@@ -539,11 +561,7 @@ def run_workflow(
         details = next((d for ev, d in executor.status_messages if ev == "execution_error"), {})
         if not details:
             details = next((d for ev, d in messages if ev == "execution_error"), {})
-        msg = (
-            f"node {details.get('node_id')} ({details.get('node_type')}) failed: "
-            f"{details.get('exception_type', 'error')}: {details.get('exception_message', 'unknown error')}"
-        )
-        raise NodeExecutionError(_one_line(msg), details)
+        raise NodeExecutionError(node_failure_line(details), details)
 
     outputs = executor.history_result.get("outputs", {})
     files = sorted(set(_saved_files(outputs, folder_paths)) | (_list_files(out) - before))

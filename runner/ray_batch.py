@@ -102,6 +102,9 @@ class BatchWorker:
     """One Ray actor: ComfyUI bootstrapped once in its process, models kept by the model cache."""
 
     def __init__(self, settings: WorkerSettings, index: int) -> None:
+        from runner import console_warnings
+
+        console_warnings.install()  # its stderr reaches the batch's console: one line per warning
         self.settings = settings
         self.index = index
         job_runner.prepare_process(settings.torch_threads, settings.model_cache)

@@ -313,6 +313,9 @@ class ComfyServer:
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", DO_NOT_TRACK="1")
         env.pop("MAGICINFINITE_NO_DEMO_INPUTS", None)  # set by an in-process headless run; the server copies them
+        # The core of the checkout under test, not whatever an editable install (another checkout) points at:
+        # the pack in custom_nodes/ is this checkout's, and its nodes import this checkout's core.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         t0 = time.monotonic()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         try:

@@ -322,6 +322,63 @@ def test_python_warnings_are_one_line_without_source(tmp_path, tiny):
     assert "warnings.warn(" not in r.stderr and ".py:" not in r.stderr, r.stderr
 
 
+def test_warnings_from_any_library_are_one_line():
+    """The CLI's warning display (runner/console_warnings.py): a library's multi-line UserWarning is one
+    ``warning:`` line, without the file:line prefix or the source line Python prints by default."""
+    code = ("import sys, warnings; from runner import console_warnings; console_warnings.install(); "
+            "warnings.warn('first\\n  second', UserWarning); warnings.showwarning('shown', RuntimeWarning, 'x.py', 3)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0 and r.stderr == "warning: first second\nwarning: shown\n", r.stderr
+
+
+def test_node_exception_names_carry_no_folder_path():
+    """ComfyUI names a pack's module after its folder, so its exceptions came out as
+    ``/tmp/.../custom_nodes/<pack>.nodes.common.NodeInputError``; the CLI line keeps the class name."""
+    from runner.headless import exception_name, node_failure_line
+
+    assert exception_name("/tmp/pytest-7/comfyui0/custom_nodes/ComfyUI-MagicInfinite.nodes.common.NodeInputError") \
+        == "NodeInputError"
+    assert exception_name("C:\\ComfyUI\\custom_nodes\\pack.nodes.common.Oops") == "Oops"
+    assert exception_name("av.error.InvalidDataError") == "av.error.InvalidDataError"
+    assert exception_name(None) == "error"
+    line = node_failure_line({"node_id": "5", "node_type": "X", "exception_type": "/tmp/a b/p.nodes.E",
+                              "exception_message": "bad\nthing"})
+    assert line == "node 5 (X) failed: E: bad thing"
+
+
+@pytest.mark.comfyui
+def test_run_node_error_and_warnings_name_no_temporary_path(comfyui_install, tmp_path):
+    """``magicinfinite run`` in a fresh process: a pack node's error is one line without the pack's or a
+    temporary folder's path, and a pack warning (silent voice) is printed without a source line."""
+    from tests.comfyui_server import magic_workflow
+
+    models, inputs = tmp_path / "models", tmp_path / "in"
+    save_bundle(random_bundle(0, height=32, width=32), models / "diffusion_models" / "tb")
+    inputs.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(inputs / "p.png")
+    write_wav(inputs / "silent.wav", np.zeros(4800, np.float32), 16000)
+    env = dict(ENV, MAGICINFINITE_COMFYUI=str(comfyui_install))
+
+    def run(wf: dict) -> subprocess.CompletedProcess:
+        (tmp_path / "wf.json").write_text(json.dumps(wf))
+        return subprocess.run([sys.executable, "-m", "runner.cli", "run", str(tmp_path / "wf.json"), "--out",
+                               str(tmp_path / "out"), "--cpu", "--input-dir", str(inputs), "--models-dir", str(models)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+    drawn = magic_workflow("single_speaker", "tb", "silent.wav", **{"2.image": "p.png", "5.source": "drawn masks"})
+    r = run(drawn)
+    err = r.stderr.strip()
+    assert r.returncode == 1 and err.count("\n") == 0, err
+    assert err.startswith("error: node 5 (MagicInfiniteSpeakerMasks) failed: ") and "connect mask_1" in err, err
+    assert str(REPO) not in err and str(tmp_path) not in err and "/tmp" not in err, err
+
+    silent = magic_workflow("single_speaker", "tb", "silent.wav", **{"2.image": "p.png", "5.source": "detect faces, else centre"})
+    r = run(silent)
+    assert r.returncode == 0, r.stderr
+    assert "warning: ComfyUI AUDIO is silent" in r.stdout, r.stdout
+    assert "warnings.warn(" not in r.stderr and ".py:" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------------------------- 17: full disk
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.errors import MaskError
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def bounded_image(image: Any, max_side: int = WORK_MAX_SIDE) -> np.ndarray:
         rows = f * 64  # pooled in strips of rows: only a strip is ever copied, never the whole image
         strips = []
         for r0 in range(0, (src.shape[0] // f) * f, rows):
+            check_cancelled()
             strip = src[r0 : r0 + rows].cpu().float().permute(2, 0, 1)[None].contiguous()
             strips.append(F.avg_pool2d(strip, kernel_size=f, stride=f)[0].permute(1, 2, 0))
         t = torch.cat(strips)
@@ -273,6 +275,7 @@ class FaceDetector:
             found = []
             for ty in _tile_starts(H, side, step):
                 for tx in _tile_starts(W, side, step):
+                    check_cancelled()
                     tile = np.ascontiguousarray(img[ty : ty + side, tx : tx + side])
                     for x0, y0, x1, y1, score in self._det.detect(tile):
                         cut = ((x0 <= TILE_EDGE_PX and tx > 0) or (y0 <= TILE_EDGE_PX and ty > 0)
@@ -291,6 +294,7 @@ class FaceDetector:
 
     def detect(self, image: Any, min_faces: int = 1) -> list[FaceBox]:
         """Faces in one image, left to right."""
+        check_cancelled()
         img = to_rgb_uint8(image)
         self.rejected = []
         faces = self._run(img)
@@ -398,6 +402,7 @@ def face_region_mask(
         mask = np.zeros(hw, np.float32)
         found = 0
         for f in frames[:: max(1, int(stride))]:
+            check_cancelled()
             faces = det.detect(f, min_faces=1 if face_index is None else face_index + 1)
             if face_index is not None:
                 faces = faces[face_index : face_index + 1]

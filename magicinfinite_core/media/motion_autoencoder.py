@@ -31,10 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
 
 KIND = "motion"
+# Frames warped at once by `decode`, as output pixels (4 M: 16 frames at 512x512, one at 2048x2048).
+# Why a bound: a decode chunk of 32 frames at 4096x4096 warped in one call held ~20 GB of sampling
+# grids and copies and could not be interrupted for minutes (cancellation.py).
+DECODE_BATCH_PIXELS = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -278,8 +283,15 @@ class MotionAutoencoder(nn.Module):
             raise ValueError("the motion autoencoder decodes by moving the portrait: pass portrait=")
         ref = as_reference(portrait)
         codes = self.slot_codes(latents)  # [B, F, S, h, w]
-        frames = [self.decode_frames(codes[i], ref, i) for i in range(codes.shape[0])]
-        return torch.stack(frames).transpose(1, 2)
+        b, f = codes.shape[:2]
+        height, width = ref.image.shape[-2:]
+        out = torch.empty(b, 3, f, height, width, dtype=self.dtype, device=codes.device)
+        step = max(1, DECODE_BATCH_PIXELS // (height * width))
+        for i in range(b):
+            for s in range(0, f, step):  # every frame is decoded from its own slot: batches are exact
+                check_cancelled()
+                out[i, :, s : s + step] = self.decode_frames(codes[i, s : s + step], ref, i).transpose(0, 1)
+        return out
 
     def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
         """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region moved and retouched."""

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
 from magicinfinite_core.sampling.sampler import Progress, ProgressCallback
 
@@ -110,6 +111,7 @@ def streamed_decode(
         return x
 
     for i, (a0, a, b) in enumerate(plan):
+        check_cancelled()
         last = i == len(plan) - 1
         out, held = decode_chunk(decode_fn, latent[:, a0:b], a0, a, held, ratio=ratio, crossfade=crossfade,
                                  n_fade=n_fade, last=last, device=device, dtype=dtype)
@@ -135,6 +137,7 @@ def diffusers_decode_fn(model, scaling_factor: float | None = None) -> DecodeFn:
         model = model.model
     scale = float(model.config.scaling_factor if scaling_factor is None else scaling_factor)
     param = next(model.parameters())
+    _check_between_decoder_blocks(model)
 
     def fn(z: torch.Tensor) -> torch.Tensor:
         z = z.to(device=param.device, dtype=param.dtype) / scale
@@ -147,3 +150,19 @@ def diffusers_decode_fn(model, scaling_factor: float | None = None) -> DecodeFn:
         return out.clamp(-1, 1)
 
     return fn
+
+
+def _check_between_decoder_blocks(model) -> None:
+    """Poll `check_cancelled` before each of the decoder's mid/up blocks and each resnet, attention and
+    upsampler inside them (and so per spatial tile): one chunk of a large video is a long decode, and
+    one full-resolution up block alone took seconds at 512x512 (cancellation.py). Installed once per model."""
+    if getattr(model, "_cancel_hooks_installed", False):
+        return
+    decoder = getattr(model, "decoder", None)
+    for block in [getattr(decoder, "mid_block", None), *getattr(decoder, "up_blocks", [])]:
+        if block is None:
+            continue
+        parts = [m for name in ("resnets", "attentions", "upsamplers") for m in (getattr(block, name, None) or [])]
+        for module in (block, *[m for m in parts if m is not None]):
+            module.register_forward_pre_hook(lambda module, args: check_cancelled())
+    model._cancel_hooks_installed = True

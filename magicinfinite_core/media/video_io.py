@@ -19,6 +19,7 @@ import av
 import numpy as np
 import torch
 
+from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import VIDEO_FPS
 from magicinfinite_core.errors import AudioError, MagicInfiniteError
 from magicinfinite_core.media.autoencoders import decode_fn, video_size
@@ -177,13 +178,23 @@ class VideoWriter:
         return {}
 
     def write(self, frames: np.ndarray | torch.Tensor) -> None:
-        """uint8 [N, H, W, 3], or a float tensor [3, N, H, W] in [-1, 1]."""
+        """uint8 [N, H, W, 3], or a float tensor [3, N, H, W] in [-1, 1] (converted frame by frame).
+
+        The cancellation check (cancellation.py) is polled before every frame: encoding one large
+        frame takes a second or more, a decode chunk holds dozens."""
         if isinstance(frames, torch.Tensor):
-            frames = frames_to_uint8(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [N, {self.height}, {self.width}, 3], got {frames.shape} {frames.dtype}")
+            if frames.ndim == 5 and frames.shape[0] == 1:
+                frames = frames[0]
+            shape = (frames.shape[1], *frames.shape[2:], frames.shape[0]) if frames.ndim == 4 else tuple(frames.shape)
+            images = (frames_to_uint8(frames[:, i : i + 1])[0] for i in range(frames.shape[1]))
+            dtype = np.uint8
+        else:
+            shape, images, dtype = frames.shape, iter(frames), frames.dtype
+        if len(shape) != 4 or tuple(shape[1:]) != (self.height, self.width, 3) or dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [N, {self.height}, {self.width}, 3], got {tuple(shape)} {dtype}")
         try:
-            for img in frames:
+            for img in images:
+                check_cancelled()
                 vf = av.VideoFrame.from_ndarray(img, format="rgb24")
                 vf.pts = self.frames_written
                 self.frames_written += 1

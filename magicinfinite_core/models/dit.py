@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.models.audio_layers import AudioCrossAttention, AudioProjection
 from magicinfinite_core.models.avatar_layers import (
@@ -410,6 +411,7 @@ class MagicInfiniteDiT(nn.Module):
         return self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
 
     def _run(self, module: nn.Module, *args):
+        check_cancelled()  # between blocks: one forward of a huge model is long (cancellation.py)
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
