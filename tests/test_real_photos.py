@@ -123,6 +123,14 @@ def test_portrait_without_a_face_is_a_clear_error(meter, tmp_path):
                            "--speakers", "--no-control", "--modes", "distilled", "--videos", str(tmp_path / "v")])
 
 
+def test_three_face_composite_keeps_every_face_whole(meter, tmp_path):
+    """The 3-speaker composite's tiles are a third of the width: a face too big for that aspect gets
+    black bars instead of being cut (face mesh found only 2 of 3 mouths when it was cut)."""
+    comp = rp.composite(rp.group_portraits(tmp_path), 3)
+    ref = rp.portrait_reference(comp, 192, 192, meter, faces=3, name="3-face composite")
+    assert len(ref.faces) == 3 and ref.centres[0] < 64 < ref.centres[1] < 128 < ref.centres[2]
+
+
 def test_composite_and_speaker_ratio(meter, portraits):
     comp = rp.composite(portraits, 2)
     ref = rp.portrait_reference(comp, 128, 128, meter, faces=2, name="composite")

@@ -119,6 +119,26 @@ def test_adaptive_loss_sample_weight_switches_face_term_off():
     assert set(parts) == {"base", "face"}
 
 
+def test_temporal_loss_sees_jitter_not_a_steady_offset():
+    """Same per-frame error size: a steady offset costs nothing extra, an error that flips sign from one
+    latent frame to the next (a jumping head) does, and only inside the face."""
+    target = torch.zeros(1, 2, 4, 4, 4)
+    steady = torch.ones(1, 2, 4, 4, 4)
+    flipping = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 1, 4, 1, 1).expand(1, 2, 4, 4, 4)
+    face = torch.zeros(1, 4, 4)
+    face[0, :2] = 1
+    cfg = LossConfig(face_weight=0.0, temporal_weight=10.0)
+    a, pa = adaptive_flow_loss(steady, target, face, None, cfg)
+    b, pb = adaptive_flow_loss(flipping, target, face, None, cfg)
+    assert float(pa["temporal"]) == 0.0 and float(a) == pytest.approx(1.0)
+    assert float(pb["temporal"]) == pytest.approx(4.0) and float(b) == pytest.approx(1.0 + 10 * 4.0)
+    jitter_out = flipping.clone()
+    jitter_out[..., :3, :] = 0  # the jumps only in rows the face does not cover
+    jitter_out[..., 3, :3] = 0
+    _, po = adaptive_flow_loss(jitter_out, target, face, None, cfg)
+    assert float(po["temporal"]) == 0.0
+
+
 # ---------------------------------------------------------------------------------------- dropout
 def test_dropout_is_deterministic_and_mid_windows_have_no_concat():
     cfg = DropoutConfig()

@@ -8,6 +8,10 @@ H*W / sum(M_face) factor. L_total = L_base + lambda_adap * L_adap with lambda_ad
 
 `mouth_weight` adds the same kind of term for the mouth box (the DESIGN.md §9 probe: weighting the
 mouth region is what made a small model listen to the audio). It is our addition; 0 disables it.
+
+`temporal_weight` adds the masked mean of the error's change from one latent frame to the next inside
+the face (issue 26): a motion-latent model whose per-frame errors are small but independent draws a
+head that jumps at every latent frame, and only this term sees that. Also ours; 0 disables it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class LossConfig:
     face_weight: float = 10.0  # lambda_adap; 0 = stage 1 (plain flow loss)
     mouth_weight: float = 0.0  # our extra masked-mean term on the mouth box
     train_shift: float = 3.0  # sigma = shift(u), u ~ U(0, 1): matches a shifted sampler schedule
+    temporal_weight: float = 0.0  # the face's frame-to-frame error change (latent time); 0 = off
 
 
 def masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -49,7 +54,8 @@ def adaptive_flow_loss(
     sample_weight: torch.Tensor | None = None,
     sample_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_total = L_base + face_weight * L_adap(face) + mouth_weight * L_adap(mouth), batch-averaged.
+    """L_total = L_base + face_weight * L_adap(face) + mouth_weight * L_adap(mouth)
+    + temporal_weight * L_adap(face, error change along latent time), batch-averaged.
 
     `sample_weight` [B] in {0, 1} switches the face / mouth terms per sample (e.g. off when the
     audio is dropped, so those samples are plain flow matching). `sample_scale` [B] multiplies each
@@ -68,9 +74,25 @@ def adaptive_flow_loss(
         mouth = masked_mean(err, mouth_mask)
         total = total + cfg.mouth_weight * sw * mouth
         parts["mouth"] = mouth.detach()
+    if cfg.temporal_weight and face_mask is not None and pred.shape[2] > 1:
+        change = temporal_error_change(pred.float() - target.float())
+        mask = face_mask
+        if mask.ndim == 4 and mask.shape[1] > 1:  # a per-frame mask: on in both frames of the pair
+            mask = mask[:, 1:] * mask[:, :-1]
+        temporal = masked_mean(change, mask)
+        total = total + cfg.temporal_weight * temporal
+        parts["temporal"] = temporal.detach()
     if sample_scale is not None:
         total = total * sample_scale.to(total)
     return total.mean(), parts
+
+
+def temporal_error_change(diff: torch.Tensor) -> torch.Tensor:
+    """Squared change of a prediction error [B, C, T, H, W] from each latent frame to the next: [B, C, T-1, H, W].
+
+    Zero when every frame is wrong by the same amount (a steady offset), large when errors flip from one
+    frame to the next (a jittering head)."""
+    return (diff[:, :, 1:] - diff[:, :, :-1]).square()
 
 
 def low_noise_scale(sigma: torch.Tensor, below: float) -> torch.Tensor:

@@ -49,6 +49,7 @@ class StageConfig:
     batch: int = 8
     face_weight: float = 0.0
     mouth_weight: float = 0.0
+    temporal_weight: float = 0.0  # losses.LossConfig.temporal_weight
     # start weights: a DiT file; "none": random; "": stage 1 random, stage 2 the run's own
     # <out>/stage1/dit_last.safetensors (stage 2 adds the audio layers zero-initialised)
     init: str = ""
@@ -335,7 +336,7 @@ def train_step_loss(
         kw["speaker_mask"] = b["speaker_mask"].to(device)
     with autocast():
         pred = model(model_input(noisy, b, every).to(device), timestep=(sigma * 1000.0).to(device), **kw)
-    lcfg = LossConfig(st.face_weight, st.mouth_weight, cfg.train_shift)
+    lcfg = LossConfig(st.face_weight, st.mouth_weight, cfg.train_shift, st.temporal_weight)
     loss, parts = adaptive_flow_loss(
         pred, target.to(device), b["face_latent"].to(device), b["mouth_latent"].to(device), lcfg,
         sample_weight=b["audio_on"].float().to(device),

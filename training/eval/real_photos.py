@@ -566,7 +566,7 @@ def _nanmean(x: np.ndarray) -> float | None:
 # ----------------------------------------------------------------------------------- composites
 def composite(portraits: list[Any], k: int, size: int = 512) -> np.ndarray:
     """k portraits side by side in one square picture: each tile (size/k wide, size tall) is cut from
-    a portrait around its detected face (1.6 face widths wide, as tall as the tile's aspect allows),
+    a portrait around its detected face (1.6 face widths wide; black bars where the picture ends),
     portraits reused left to right with a mirror flip on reuse. uint8 [size, size, 3]."""
     from PIL import Image
 
@@ -584,11 +584,13 @@ def composite(portraits: list[Any], k: int, size: int = 512) -> np.ndarray:
             raise NoFaceError(f"no face found in portrait {i} of the composite ({src if isinstance(src, (str, Path)) else 'array'})")
         b = max(faces, key=lambda f: f.width)
         ih, iw = img.shape[:2]
-        cw = min(1.6 * b.width, iw, ih * tw / size)
+        # 1.6 face widths, never less: a face that would not fit the tile's aspect inside the picture gets
+        # black bars (a letterboxed tile) instead of being cut, which face mesh would not find
+        cw = min(1.6 * b.width, iw) if 1.6 * b.width * size / tw <= ih else 1.6 * b.width
         ch = cw * size / tw
         cx, cy = b.center[0], b.center[1] + 0.3 * b.height
-        x0 = min(max(cx - cw / 2, 0), iw - cw)
-        y0 = min(max(cy - ch / 2, 0), ih - ch)
+        x0 = min(max(cx - cw / 2, 0), iw - cw) if cw <= iw else cx - cw / 2
+        y0 = min(max(cy - ch / 2, 0), ih - ch) if ch <= ih else cy - ch / 2
         tile = Image.fromarray(img).crop((int(x0), int(y0), int(x0 + cw), int(y0 + ch))).resize((tw, size), Image.LANCZOS)
         tiles.append(np.asarray(tile))
     out = np.zeros((size, size, 3), np.uint8)
