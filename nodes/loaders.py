@@ -39,6 +39,7 @@ from .common import (
 MINILM = "packaged MiniLM (demo)"
 TRANSFORMERS = ["base", "4-step distilled"]
 MEL = "mel (demo)"
+NO_CLIP = "none"
 _DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
@@ -195,7 +196,8 @@ class MagicInfiniteModelLoader(io.ComfyNode):
 
                 try:
                     b = load_file_bundle(path, vae_folders=[Path(p) for p in model_folder_paths("vae")],
-                                         audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")])
+                                         audio_folders=[Path(p) for p in model_folder_paths("audio_encoders")],
+                                         text_folders=_text_encoder_folders())
                 except CheckpointError as e:
                     raise NodeInputError(str(e)) from None
                 if distilled:  # our DMD2 export of the model: the 4-step list at the model's shift
@@ -286,42 +288,100 @@ def _vae_path(name: str) -> str:
     return str(resolve_model_path("vae", name, want="weights"))
 
 
+def _text_encoder_folders() -> list[Path]:
+    """ComfyUI's text encoder folders, plus `LLM` / `clip` where another pack registered them (kijai's layout)."""
+    from magicinfinite_core.weights.avatar_bundle import TEXT_ENCODER_KINDS
+
+    return [Path(p) for kind in TEXT_ENCODER_KINDS for p in model_folder_paths(kind)]
+
+
+def _text_encoder_kind(path: Path) -> str:
+    """"llava" / "llama" (HunyuanVideo's LLM), "clip", or "other" (a MiniLM-style encoder) from config.json."""
+    import json
+
+    try:
+        kind = str(json.loads((path / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError):
+        raise NodeInputError(f"{path.name!r}: its config.json is unreadable; re-download the folder") from None
+    return kind if kind in ("llava", "llama") else "clip" if kind in ("clip", "clip_text_model") else "other"
+
+
+def _check_text_encoder(text_encoder: str, clip_l: str) -> None:
+    if text_encoder == MINILM:
+        return
+    path = resolve_model_path("text_encoders", text_encoder, want="dir")
+    if not any(p.suffix == ".safetensors" for p in path.iterdir()):
+        raise NodeInputError(f"{text_encoder!r} has no .safetensors weights; only safetensors are loaded")
+    kind = _text_encoder_kind(path)
+    if kind == "clip":
+        raise NodeInputError(f"{text_encoder!r} is a CLIP model: pick the LLaVA-llama-3 folder as text_encoder "
+                             "and this one as clip_l")
+    if kind in ("llava", "llama"):
+        if clip_l == NO_CLIP:
+            raise NodeInputError(f"{text_encoder!r} is HunyuanVideo's LLaVA-llama-3; pick its CLIP-L folder "
+                                 "(openai/clip-vit-large-patch14 in models/text_encoders) as clip_l")
+        clip = resolve_model_path("text_encoders", clip_l, want="dir")
+        if _text_encoder_kind(clip) != "clip":
+            raise NodeInputError(f"clip_l {clip_l!r} is not a CLIP model folder; pick the CLIP-L folder "
+                                 "(openai/clip-vit-large-patch14)")
+
+
 class MagicInfiniteTextEncoderLoader(io.ComfyNode):
-    """Loads a prompt encoder: the packaged MiniLM, or a MiniLM-style folder in models/text_encoders."""
+    """Loads a prompt encoder: the packaged MiniLM, a MiniLM-style folder, or HunyuanVideo's LLaVA-llama-3 +
+    CLIP-L (two transformers folders in models/text_encoders, as ComfyUI's DualCLIPLoader takes two)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
+        folders = list_dirs("text_encoders", "config.json")
         return io.Schema(
             node_id="MagicInfiniteTextEncoderLoader",
             display_name="MagicInfinite Text Encoder Loader",
             category=CATEGORY,
-            description="Load the prompt encoder for 'Model From Parts': the MiniLM packaged for the demo, or a "
-            "transformers folder (config.json + model.safetensors) in models/text_encoders.",
+            description="Load the prompt encoder for 'Model From Parts': the MiniLM packaged for the demo, a "
+            "transformers folder (config.json + model.safetensors) in models/text_encoders, or HunyuanVideo's "
+            "LLaVA-llama-3 folder with its CLIP-L folder (HunyuanVideo-Avatar: the portrait goes through LLaVA).",
             inputs=[
+                io.Combo.Input("text_encoder", options=[MINILM, *folders], default=MINILM),
                 io.Combo.Input(
-                    "text_encoder",
-                    options=[MINILM, *list_dirs("text_encoders", "config.json")],
-                    default=MINILM,
+                    "clip_l", options=[NO_CLIP, *folders], default=NO_CLIP, optional=True,
+                    tooltip="CLIP-L folder for a LLaVA-llama-3 text_encoder (its pooled vector); unused otherwise",
                 ),
             ],
             outputs=[MagicTextEncoder.Output("text_encoder_out", display_name="text_encoder")],
         )
 
     @classmethod
-    def validate_inputs(cls, text_encoder: str) -> bool | str:
-        if text_encoder == MINILM:
-            return True
-        return _error_text(resolve_model_path, "text_encoders", text_encoder, "dir")
+    def validate_inputs(cls, text_encoder: str, clip_l: str = "none") -> bool | str:
+        return _error_text(_check_text_encoder, text_encoder, clip_l)
 
     @classmethod
-    def execute(cls, text_encoder: str) -> io.NodeOutput:
-        from magicinfinite_core.inputs.encoders import PromptEncoder
-        from magicinfinite_core.inputs.text_encoders import MiniLMTextEncoder
+    def execute(cls, text_encoder: str, clip_l: str = "none") -> io.NodeOutput:
+        from magicinfinite_core.inputs.encoders import HunyuanPromptEncoder, PromptEncoder
+        from magicinfinite_core.inputs.text_encoders import HunyuanTextEncoder, MiniLMTextEncoder
 
-        path = None if text_encoder == MINILM else resolve_model_path("text_encoders", text_encoder, want="dir")
-        if path is not None and not any(p.suffix == ".safetensors" for p in path.iterdir()):
-            raise NodeInputError(f"{text_encoder!r} has no .safetensors weights; only safetensors are loaded")
-        return io.NodeOutput(PromptEncoder(MiniLMTextEncoder(path), text_encoder))
+        _check_text_encoder(text_encoder, clip_l)
+        if text_encoder == MINILM:
+            return io.NodeOutput(PromptEncoder(MiniLMTextEncoder(None), text_encoder))
+        path = resolve_model_path("text_encoders", text_encoder, want="dir")
+        if _text_encoder_kind(path) == "other":
+            return io.NodeOutput(PromptEncoder(MiniLMTextEncoder(path), text_encoder))
+        import torch
+
+        from magicinfinite_core.errors import CheckpointError
+        from magicinfinite_core.weights.model_cache import model_cache
+
+        on_gpu = torch.cuda.is_available()
+        clip = resolve_model_path("text_encoders", clip_l, want="dir")
+
+        def load() -> HunyuanPromptEncoder:  # the 8B LLM is kept on the CPU between prompts on a GPU (offload)
+            try:
+                enc = HunyuanTextEncoder(path, clip, device="cuda" if on_gpu else "cpu",
+                                         dtype=torch.float16 if on_gpu else torch.float32, offload=on_gpu)
+            except CheckpointError as e:
+                raise NodeInputError(str(e)) from None
+            return HunyuanPromptEncoder(enc, text_encoder)
+
+        return io.NodeOutput(model_cache().get("text_encoder", path, load, clip=str(clip)))
 
 
 class MagicInfiniteAudioEncoderLoader(io.ComfyNode):

@@ -6,6 +6,7 @@
   vae/hunyuan_video_vae_tiny.safetensors                  a tiny random HunyuanVideo VAE (ComfyUI layout)
   audio_encoders/whisper-tiny-random/                     a tiny random Whisper (transformers folder), or
   audio_encoders/whisper_tiny_random.safetensors          the same encoder as one file (`whisper_file=True`)
+`cfg` replaces the DiT's config (e.g. the text widths of tiny LLaVA / CLIP folders, tests/llava_fixtures.py).
 Every weight is seeded, zero-initialised layers included, so audio and masks change the output.
 """
 
@@ -55,15 +56,16 @@ def whisper_encoder_model(cfg_avatar, seed: int = 0):
     return WhisperModel(cfg).eval()
 
 
-def write_avatar_models(root: str | Path, seed: int = 0, whisper_file: bool = False) -> dict[str, Path]:
+def write_avatar_models(root: str | Path, seed: int = 0, whisper_file: bool = False, cfg=None,
+                        dit_name: str = AVATAR_FILE) -> dict[str, Path]:
     from transformers import WhisperFeatureExtractor
 
     from magicinfinite_core.media.vae import VideoVAE
     from magicinfinite_core.weights.vae_layouts import save_vae
 
     root = Path(root)
-    dit = random_avatar_dit(seed)
-    paths = {"dit": root / "diffusion_models" / AVATAR_FILE, "vae": root / "vae" / VAE_FILE}
+    dit = random_avatar_dit(seed, cfg)
+    paths = {"dit": root / "diffusion_models" / dit_name, "vae": root / "vae" / VAE_FILE}
     paths["dit"].parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(paths["dit"]))
     torch.manual_seed(seed)

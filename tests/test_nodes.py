@@ -15,7 +15,7 @@ NODES = {
     "MagicInfiniteModelLoader": (["model"], ["MAGICINFINITE_MODEL"]),
     "MagicInfiniteDiTLoader": (["dit_name", "weight_dtype"], ["MAGICINFINITE_DIT"]),
     "MagicInfiniteVAELoader": (["vae_name"], ["MAGICINFINITE_VAE"]),
-    "MagicInfiniteTextEncoderLoader": (["text_encoder"], ["MAGICINFINITE_TEXT_ENCODER"]),
+    "MagicInfiniteTextEncoderLoader": (["text_encoder", "clip_l"], ["MAGICINFINITE_TEXT_ENCODER"]),
     "MagicInfiniteAudioEncoderLoader": (["audio_encoder", "n_mels"], ["MAGICINFINITE_AUDIO_ENCODER"]),
     "MagicInfiniteModelFromParts": (["height", "width"], ["MAGICINFINITE_MODEL"]),
     "MagicInfiniteLoRA": (["model", "lora_name", "strength"], ["MAGICINFINITE_MODEL"]),

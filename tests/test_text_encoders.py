@@ -7,111 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    PreTrainedTokenizerFast,
-)
+from PIL import Image
+from transformers import CLIPTextModel, LlavaForConditionalGeneration
 
 from magicinfinite_core.errors import CheckpointError
 from magicinfinite_core.inputs import text_encoders as te
 
-SPECIAL = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<image>",
-    "<pad>",
-]
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-    r"\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-PROMPTS = ["a woman talks to the camera and smiles", "an old man speaking slowly in a quiet room"]
-
-
-def tiny_tokenizer(bos: str, eos: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on the templates, pre-tokenised like llama-3 (its split regex), with
-    llama-3's special tokens as single tokens."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    corpus = [te.I2V_TEMPLATE, te.T2V_TEMPLATE, *PROMPTS] * 3
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A" if bos != eos else f"{bos} $A {eos}",
-        special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token="<pad>",
-        additional_special_tokens=SPECIAL,
-    )
+from .llava_fixtures import PROMPTS, write_clip_text, write_llava
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     d = tmp_path_factory.mktemp("te")
-    torch.manual_seed(0)
-    tok = tiny_tokenizer("<|begin_of_text|>", "<|eot_id|>")
-    image_id = tok.convert_tokens_to_ids("<image>")
-    cfg = LlavaConfig(
-        text_config=LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            pad_token_id=tok.pad_token_id,
-        ),
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        image_token_id=image_id,
-        image_seq_length=16,
-        projector_hidden_act="gelu",
-    )
-    LlavaForConditionalGeneration(cfg).save_pretrained(str(d / "llava"))
-    tok.save_pretrained(str(d / "llava"))
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        str(d / "llava")
-    )
-    ctok = tiny_tokenizer("<|begin_of_text|>", "<|end_of_text|>")
-    clip_cfg = CLIPTextConfig(
-        vocab_size=len(ctok),
-        hidden_size=24,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        eos_token_id=ctok.eos_token_id,
-        bos_token_id=ctok.bos_token_id,
-        pad_token_id=ctok.pad_token_id,
-    )
-    CLIPTextModel(clip_cfg).save_pretrained(str(d / "clip"))
-    ctok.save_pretrained(str(d / "clip"))
+    write_llava(d / "llava", 32)
+    write_clip_text(d / "clip", 24)
     return d
 
 
@@ -202,3 +111,28 @@ def test_minilm_demo_encoder_offline():
     assert sim[0, 1] > sim[0, 2] + 0.2  # real pretrained weights: paraphrases are closer
     assert isinstance(enc, te.TextEncoder)
     assert Path(te.minilm_path(), "model.safetensors").is_file()
+
+
+def test_avatar_encoding_matches_a_string_level_reference(folders):
+    """HunyuanVideo-Avatar: T2V template + suffix with <image>, system part cropped, all image tokens in place."""
+    encoder = te.HunyuanTextEncoder(folders / "llava", folders / "clip", dtype=torch.float32, max_length=40)
+    images = portraits(3)
+    out = encoder.encode_avatar(PROMPTS, images)
+    n_img, crop = encoder.num_image_tokens, len(encoder.tokenizer(te.T2V_TEMPLATE.split("{}")[0])["input_ids"])
+    assert out.tokens.shape == (2, 40 + n_img - 1, 32) and out.pooled.shape == (2, 24)
+    model = LlavaForConditionalGeneration.from_pretrained(str(folders / "llava"))
+    for b, prompt in enumerate(PROMPTS):
+        text = te.avatar_prompt_text(prompt).replace("<image>", "<image>" * n_img)
+        ids = encoder.tokenizer(text, return_tensors="pt")["input_ids"]
+        px = encoder._pixels([images[b]], square=True)
+        # squashed to the tower's square (the reference's Resize((336, 336))), not centre-cropped
+        square = np.asarray(Image.fromarray(images[b]).resize((32, 32), Image.BILINEAR))
+        by_hand = encoder.image_processor([square], do_resize=False, do_center_crop=False, return_tensors="pt")
+        assert (px - by_hand["pixel_values"]).abs().mean() < 0.05
+        with torch.no_grad():
+            hs = model(input_ids=ids, pixel_values=px, output_hidden_states=True).hidden_states[-3][0]
+        n = ids.shape[1] - crop  # real tokens after the crop: prompt, suffix, the image tokens last
+        assert int(out.mask[b].sum()) == n and out.mask[b, :n].all()
+        assert torch.allclose(out.tokens[b, :n], hs[crop:], atol=1e-5)
+    with pytest.raises(ValueError, match="longer than 40 tokens"):
+        encoder.encode_avatar(["talks " * 40], images[:1])

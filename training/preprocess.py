@@ -7,7 +7,11 @@ them every step would waste most of the compute. Per clip we store one safetenso
 
 * ``latent``        [C, T, h, w] VAE posterior mean (scaled), the flow-matching data;
 * ``audio``         [T, fpl, window, D] per-latent-frame audio windows (``group_audio_by_latent_frame``
-                    over the WHOLE clip, so any window of latent frames stays exactly aligned);
+                    over the WHOLE clip, so any window of latent frames stays exactly aligned); with
+                    Whisper (HunyuanVideo-Avatar) [F, 10, layers, width] per video frame, the windows
+                    ``WhisperExtractor`` gives the sampler, plus ``ref_latent`` [C, 1, h, w] (frame 0's
+                    latent, the reference path) and, with LLaVA, ``null_text_*`` (its negative prompt
+                    with the same portrait);
 * ``face_tokens``   [T, h/ph, w/pw] speaker-mask token mask for the audio gating (paper Eq. 2);
 * ``face_latent``   [h, w] binary face mask M_face at latent resolution (union over frames, Eq. 3);
 * ``mouth_latent``  [h, w] binary mouth-box mask (union over frames) at latent resolution;
@@ -108,8 +112,14 @@ def cache_clip(
         reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu() if moves_portrait(vae) else None
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
-    feats = extractor.extract(clip.audio, n).float()  # [F, D]
-    audio = group_audio_by_latent_frame(feats, settings.frames_per_latent, settings.audio_window)
+    avatar = hasattr(extractor, "windows")  # Whisper: HunyuanVideo-Avatar's per-video-frame windows
+    if avatar:  # the sampler's exact windows ([F, 10, layers, width]); the batch picks frames 4*start...
+        audio = extractor.windows(clip.audio, n).float()
+        with torch.no_grad():  # the portrait (frame 0) for the Avatar reference path, as build_conditions does
+            reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu()
+    else:
+        feats = extractor.extract(clip.audio, n).float()  # [F, D]
+        audio = group_audio_by_latent_frame(feats, settings.frames_per_latent, settings.audio_window)
     H, W = clip.frames.shape[1:3]
     speaker = clip.gt["speaker_mask"].astype(bool)  # [H, W] union over frames (paper's M_face)
     ph, pw = settings.patch
@@ -118,11 +128,17 @@ def cache_clip(
     t_video = latent_frames(n, settings.frames_per_latent)
     face_tokens = token_masks(speaker[None], t_video, (h // ph, w // pw), settings.frames_per_latent)[0]
     mouth = box_mask(speaker_mouth_boxes(clip.gt, clip.meta), H, W, margin=0.15).any(0)
-    if getattr(text, "uses_image", False):  # the 13B's LLaVA: I2V template with the portrait
+    null = {}
+    if getattr(text, "uses_image", False):  # the 13B's LLaVA: the portrait through the vision tower
         tokens, mask, pooled = text.encode([clip.meta["prompt"]], [clip.frames[0]])
+        if getattr(text, "avatar", False):  # Avatar's unconditional text: its negative prompt, same portrait
+            from magicinfinite_core.inputs.text_encoders import AVATAR_NEGATIVE
+
+            nt, nm, npool = text.encode([AVATAR_NEGATIVE], [clip.frames[0]])
+            null = {"null_text_tokens": nt[0].half(), "null_text_mask": nm[0], "null_pooled": npool[0]}
     else:
         tokens, mask, pooled = text.encode([clip.meta["prompt"]])
-    return {
+    return null | {
         "latent": latent,
         "audio": audio.half(),
         "face_tokens": face_tokens,
@@ -136,7 +152,7 @@ def cache_clip(
         "mouth_box": torch.from_numpy(speaker_mouth_boxes(clip.gt, clip.meta)),
         "face_box": torch.from_numpy(np.asarray(clip.gt["face_box"][:, int(clip.meta.get("speaker", 0))], np.float32)),
         "portrait": torch.from_numpy(np.ascontiguousarray(clip.frames[0])),
-    } | ({"reference_latent": reference} if reference is not None else {})
+    } | ({"ref_latent" if avatar else "reference_latent": reference} if reference is not None else {})
 
 
 def _check_settings(out: Path, settings: CacheSettings) -> None:
@@ -410,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="minilm (the demo) or hunyuan (LLaVA-llama-3 + CLIP-L of the 13B: --llava, --clip)")
     p.add_argument("--llava", default="", help="LLaVA-llama-3 folder (text_encoder_i2v, transformers format)")
     p.add_argument("--clip", default="", help="CLIP-L text folder (clip-vit-large-patch14)")
-    p.add_argument("--audio-encoder", choices=("mel", "wav2vec2"), default="mel",
-                   help="mel (the demo) or wav2vec2 (the 13B: --wav2vec2)")
+    p.add_argument("--audio-encoder", choices=("mel", "wav2vec2", "whisper"), default="mel",
+                   help="mel (the demo), wav2vec2 (the 13B: --wav2vec2) or whisper (HunyuanVideo-Avatar: --whisper; "
+                        "also writes the portrait's ref_latent; give --patch 2 2)")
     p.add_argument("--wav2vec2", default="", help="wav2vec2 folder or ComfyUI .safetensors")
+    p.add_argument("--whisper", default="", help="whisper-tiny folder or .safetensors (HunyuanVideo-Avatar)")
     p.add_argument("--manifest-shard-rows", type=int, default=DEFAULT_SHARD_ROWS,
                    help="manifest rows per shard (shards/<split>-NNNNN.jsonl, indexed by shards.json)")
     p.add_argument("--shard", default="0/1", help="i/n: this process caches every n-th clip from i")
@@ -433,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--shard {a.shard!r}: expected i/n")
     if a.workers < 1:
         problems.append(f"--workers {a.workers}: need at least 1")
-    spec = EncoderSpec(a.text_encoder, a.audio_encoder, a.llava, a.clip, a.wav2vec2)
+    spec = EncoderSpec(a.text_encoder, a.audio_encoder, a.llava, a.clip, a.wav2vec2, a.whisper)
     problems += spec.problems()
     if a.manifest_shard_rows < 1:
         problems.append(f"--manifest-shard-rows {a.manifest_shard_rows}: need at least 1")

@@ -94,6 +94,34 @@ class PromptEncoder:
         return cls(MiniLMTextEncoder(max_length=max_length), "minilm", max_length)
 
 
+class HunyuanPromptEncoder:
+    """Adapts `text_encoders.HunyuanTextEncoder` (LLaVA-llama-3 + CLIP-L) to `encoder(prompt[, portrait])`.
+
+    Why a portrait argument: HunyuanVideo-Avatar's text carries the portrait through LLaVA's `<image>`
+    token (`encode_avatar`); `predictor.build_conditions` passes it for Avatar models. Without a
+    portrait the prompt goes through HunyuanVideo's text-only template.
+    """
+
+    takes_portrait = True
+
+    def __init__(self, encoder: Any, name: str = "llava-llama-3") -> None:
+        from magicinfinite_core.inputs.text_encoders import AVATAR_NEGATIVE
+
+        self.encoder, self.name = encoder, name
+        self.config = {"kind": "hunyuan", "name": name}
+        self.token_dim, self.pooled_dim = int(encoder.token_dim), int(encoder.pooled_dim)
+        self.default_negative = AVATAR_NEGATIVE  # the reference's negative prompt when the caller gives none
+
+    def __call__(self, prompt: str, portrait: torch.Tensor | None = None) -> TextEmbedding:
+        """`portrait`: [1, 3, H, W] in [-1, 1] (the pipeline's portrait tensor)."""
+        if portrait is None:
+            e = self.encoder.encode([prompt or ""])
+        else:
+            image = ((portrait[:1].float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+            e = self.encoder.encode_avatar([prompt or ""], image)
+        return TextEmbedding(e.tokens, e.mask, e.pooled)
+
+
 class LatentPatchTokens:
     """Image tokens = the portrait's VAE latent in 2D patches (kind "latent_patches", no weights)."""
 

@@ -255,21 +255,63 @@ class HunyuanTextEncoder:
             text_mask = torch.cat([torch.ones(img.shape[:2], dtype=torch.bool), text_mask], dim=1)
         return TextEmbeddings(text, text_mask, self._pooled(prompts))
 
+    def encode_avatar(self, prompts: list[str], images: Sequence[Any], subject: str = "person") -> TextEmbeddings:
+        """HunyuanVideo-Avatar's text: `avatar_prompt_text` with the portrait at its final `<image>`.
+
+        As the reference: the T2V template's system part is cropped (95 tokens with llama-3's tokenizer),
+        the 256 text positions that follow are kept, and the vision tower's tokens (all of them, no
+        subsampling) take the `<image>` token's place. The reference appends the image tokens' mask
+        ones at the end of the padded row, which its attention reads as a valid length; here the mask
+        is True exactly on the real text + image tokens, the same length. Portraits are squashed to the
+        vision tower's square input (the reference resizes to 336x336 without cropping).
+        """
+        if self.image_processor is None:
+            raise CheckpointError(
+                "HunyuanVideo-Avatar puts the portrait into LLaVA's <image> token, but this text encoder folder "
+                "has no vision tower; use a LLaVA folder (xtuner/llava-llama-3-8b-v1_1-transformers)"
+            )
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(images)} images; pass one image per prompt")
+        crop = self._crop_start(T2V_TEMPLATE)
+        tok = self.tokenizer(
+            [avatar_prompt_text(p, subject) for p in prompts],
+            max_length=self.max_length + crop,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
+        if not bool((tok["input_ids"] == self.image_token_id).any(1).all()):  # truncation cut off the <image>
+            raise ValueError(f"the prompt is longer than {self.max_length} tokens; shorten it")
+        ids, mask, _ = self._expand_image_token(tok["input_ids"], tok["attention_mask"], same_position=False)
+        pixels = self._pixels(images, square=True).to(self.dtype)
+        hidden = self._run(self.llm, input_ids=ids, attention_mask=mask, pixel_values=pixels).hidden_states[
+            -(self.skip + 1)
+        ]
+        return TextEmbeddings(hidden[:, crop:].float().cpu(), mask[:, crop:].bool(), self._pooled(prompts))
+
     def _expand_image_token(
-        self, ids: torch.Tensor, mask: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, same_position: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Replace the template's single `<image>` by the vision tower's N placeholder tokens."""
+        """Replace each row's single `<image>` by the vision tower's N placeholder tokens.
+
+        `same_position`: the I2V template puts `<image>` at one position in every row (returned); the
+        Avatar text puts it after the prompt, so its position differs per row (-1 is returned).
+        """
         hits = (ids == self.image_token_id).nonzero()
-        if hits.shape[0] != ids.shape[0] or not torch.all(hits[:, 1] == hits[0, 1]):
+        if hits.shape[0] != ids.shape[0] or not torch.equal(hits[:, 0], torch.arange(ids.shape[0])) or (
+            same_position and not torch.all(hits[:, 1] == hits[0, 1])
+        ):
             raise CheckpointError(
                 f"the tokenizer does not map '<image>' to the model's image token id {self.image_token_id}; "
                 "use the tokenizer that ships with the LLaVA folder"
             )
-        pos, n = int(hits[0, 1]), self.num_image_tokens
-        fill = torch.full((ids.shape[0], n), self.image_token_id, dtype=ids.dtype)
-        ids = torch.cat([ids[:, :pos], fill, ids[:, pos + 1 :]], dim=1)
-        mask = torch.cat([mask[:, :pos], torch.ones_like(fill, dtype=mask.dtype), mask[:, pos + 1 :]], dim=1)
-        return ids, mask, pos
+        n = self.num_image_tokens
+        fill = torch.full((n,), self.image_token_id, dtype=ids.dtype)
+        ones = torch.ones(n, dtype=mask.dtype)
+        rows = [(torch.cat([i[:p], fill, i[p + 1 :]]), torch.cat([m[:p], ones, m[p + 1 :]]))
+                for i, m, p in zip(ids, mask, hits[:, 1].tolist(), strict=True)]
+        pos = int(hits[0, 1]) if same_position else -1
+        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]), pos
 
     def _text_positions(self, ids: torch.Tensor, crop: int, template: str) -> list[torch.Tensor]:
         """Per row: positions from the user's text on, without the assistant header (if the template has one)."""
@@ -291,11 +333,17 @@ class HunyuanTextEncoder:
             out.append(pos)
         return out
 
-    def _pixels(self, images: Sequence[Any]) -> torch.Tensor:
+    def _pixels(self, images: Sequence[Any], square: bool = False) -> torch.Tensor:
+        """CLIP-normalised pixels; `square`: resized to the vision tower's size without cropping (bilinear)."""
+        kw: dict[str, Any] = {}
+        if square:
+            from PIL import Image
+
+            side = int(self.llm.config.vision_config.image_size)
+            kw = dict(size={"height": side, "width": side}, do_center_crop=False, resample=Image.BILINEAR)
         if isinstance(images, torch.Tensor):  # ComfyUI IMAGE [B, H, W, 3] float 0..1
-            arrays = [(img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy() for img in images]
-            return self.image_processor(arrays, return_tensors="pt")["pixel_values"]
-        return self.image_processor(list(images), return_tensors="pt")["pixel_values"]
+            images = [(img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy() for img in images]
+        return self.image_processor(list(images), return_tensors="pt", **kw)["pixel_values"]
 
     def _pooled(self, prompts: list[str]) -> torch.Tensor:
         tok = self.clip_tokenizer(

@@ -218,7 +218,13 @@ def build_conditions(
 ) -> Conditions:
     dit_cfg = bundle.dit.cfg
     with torch.no_grad():
-        pos, neg = bundle.text_encoder(prompt), bundle.text_encoder(negative_prompt)
+        te = bundle.text_encoder
+        if dit_cfg.avatar is not None and getattr(te, "takes_portrait", False):  # Avatar: the portrait in LLaVA
+            face = portrait.region() if hasattr(portrait, "region") else portrait
+            negative_prompt = negative_prompt or getattr(te, "default_negative", "")
+            pos, neg = te(prompt, portrait=face), te(negative_prompt, portrait=face)
+        else:
+            pos, neg = te(prompt), te(negative_prompt)
         n = max(pos.tokens.shape[1], neg.tokens.shape[1])  # encoders may pad each prompt to its own length
         txt = torch.cat([F.pad(e.tokens, (0, 0, 0, n - e.tokens.shape[1])) for e in (pos, neg)]).to(device)
         txt_mask = torch.cat([F.pad(e.mask.bool(), (0, n - e.mask.shape[1])) for e in (pos, neg)]).to(device)

@@ -25,7 +25,7 @@ import torch
 
 from magicinfinite_core.config import DiTConfig
 from magicinfinite_core.sampling.guidance import FULL
-from magicinfinite_core.sampling.predictor import PassConditions, pad_tokens, pass_inputs
+from magicinfinite_core.sampling.predictor import PassConditions, avatar_audio_window, pad_tokens, pass_inputs
 from magicinfinite_core.sampling.schedule import timestep_from_sigma
 from magicinfinite_core.weights.checkpoints import load_state_dict
 
@@ -212,6 +212,8 @@ class PreprocessCache(torch.utils.data.Dataset):
         if sd["latent"].shape[1] < t:
             raise ValueError(f"{self.files[i]} has {sd['latent'].shape[1]} latent frames, fewer than {t}")
         latent = sd["latent"][:, :t].float()
+        if "ref_latent" in sd:  # HunyuanVideo-Avatar cache (Whisper windows per video frame)
+            return self._avatar_example(sd, latent, t)
         return CondBatch(
             latents=latent,
             txt=sd["text_tokens"].float(),
@@ -226,6 +228,36 @@ class PreprocessCache(torch.utils.data.Dataset):
             audio=sd["audio"][None, :t].float(),
             speaker_mask=sd["face_tokens"][None, :t].float(),
         )
+
+
+    def _avatar_example(self, sd: dict[str, torch.Tensor], latent: torch.Tensor, t: int) -> CondBatch:
+        """Window 0 of an Avatar clip: the Whisper windows of video frames 0 ... 4t-4 (the sampler's
+        `avatar_audio_window`), the portrait latent as `ref_latent`, the face mask; per-clip null text
+        (the negative prompt with the clip's portrait) where LLaVA made it."""
+        windows = sd["audio"].float()  # [F, 10, layers, width]
+        audio = avatar_audio_window(windows.flatten(1)[None], 0, t).reshape(1, -1, *windows.shape[1:])
+        null = ((sd["null_text_tokens"].float(), sd["null_text_mask"].bool(), sd["null_pooled"].float())
+                if "null_text_tokens" in sd else self.null)
+        return CondBatch(
+            latents=latent, txt=sd["text_tokens"].float(), txt_mask=sd["text_mask"].bool(), pooled=sd["pooled"].float(),
+            uncond_txt=null[0], uncond_txt_mask=null[1], uncond_pooled=null[2],
+            image_latent=sd["ref_latent"].float(), audio=audio, speaker_mask=sd["face_tokens"][None, :t].float(),
+            ref_latent=sd["ref_latent"].float(),
+        )
+
+
+def check_examples(cfg: DiTConfig, data: torch.utils.data.Dataset) -> str | None:
+    """One line when the cache was made for another kind of model than `cfg` (None when they fit)."""
+    ex = data[0]
+    if cfg.avatar is not None and ex.ref_latent is None:
+        return ("this is a HunyuanVideo-Avatar model but the cache has no Whisper windows / ref_latent; make it "
+                "with python -m training.preprocess ... --audio-encoder whisper --whisper WHISPER --patch 2 2")
+    if cfg.avatar is None and ex.ref_latent is not None:
+        return "this cache was made for HunyuanVideo-Avatar (Whisper); make one with the model's own audio encoder"
+    if ex.txt.shape[-1] != cfg.text_dim or ex.pooled.shape[-1] != cfg.pooled_dim:
+        return (f"the cache's text is {ex.txt.shape[-1]}-dim (pooled {ex.pooled.shape[-1]}) but the model reads "
+                f"{cfg.text_dim} ({cfg.pooled_dim}); make the cache with the model's text encoder")
+    return None
 
 
 def open_examples(

@@ -64,7 +64,7 @@ from magicinfinite_core.weights.checkpoints import (
 from magicinfinite_core.weights.transformer_layouts import load_transformer
 from training.training_state import load_optimizer_tensors, optimizer_tensors
 
-from .batch import CondBatch, collate, open_examples, run_dit, synthetic_examples
+from .batch import CondBatch, check_examples, collate, open_examples, run_dit, synthetic_examples
 from .dmd import (
     Critic,
     dmd_terms,
@@ -798,6 +798,9 @@ def main(argv: list[str] | None = None) -> int:
             a.data, a.latent_frames, image_tokens=not a.no_image_tokens and bool(base.cfg.image_token_dim),
             rank=state.process_index, world=state.num_processes,
         )
+        mismatch = check_examples(base.cfg, data)
+        if mismatch:
+            return fail([f"--data {a.data}: {mismatch}"], PROG)
         counts = getattr(data, "counts", None)
         print(describe_counts("distill", counts) if counts else f"distill: {len(data)} examples from {a.data}",
               flush=True)
