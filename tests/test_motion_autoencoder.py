@@ -100,6 +100,46 @@ def test_chunked_decode_equals_one_shot_and_latent_frame_zero_is_frame_zero_alon
     assert torch.equal(whole[:, :, 4:], rest)
 
 
+def test_flow_smoothing_removes_latent_frame_jumps_keeps_steady_flow_and_chunks_stay_exact():
+    """Smoothing (issue 26): a head that jitters at random from frame to frame is calmed, a steady shift is kept as it
+    is, and the chunked decoders (given their look-ahead and context) still equal one-shot decode."""
+    from magicinfinite_core.media.incremental_decode import IncrementalDecoder
+    from magicinfinite_core.media.streamed_decode import streamed_decode
+
+    cfg = MotionAutoencoderConfig(residual_channels=2, flow_smoothing=1.0)
+    ae, plain = MotionAutoencoder(cfg), MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    assert (cfg.smoothing_reach, ae.decode_lookahead, ae.decode_min_context) == (3, 1, 2)
+    assert (plain.decode_lookahead, plain.decode_min_context) == (0, 1)
+    p = _texture(seed=4)
+    t, s = 9, cfg.slot_channels
+    z = torch.zeros(1, cfg.latent_channels, t, 16, 16)
+    jitter = torch.randn(4, 2, t, generator=torch.Generator().manual_seed(1)) * 1.5  # working px per frame
+    for slot in range(4):  # each frame moved by its own random (x, y), the same over the whole grid
+        z[0, slot * s : slot * s + 2] = jitter[slot, :, :, None, None] * cfg.flow_scale
+    jumpy, calm = plain.decode(z, p), ae.decode(z, p)
+    change = lambda v: float((v[:, :, 1:] - v[:, :, :-1]).abs().mean())  # noqa: E731
+    assert change(calm) < 0.6 * change(jumpy)
+    steady = torch.zeros_like(z)
+    steady[:, [slot * s for slot in range(4)]] = 1.5 * cfg.flow_scale
+    assert torch.allclose(ae.decode(steady, p), plain.decode(steady, p), atol=1e-5)
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(1, cfg.latent_channels, 11, 16, 16, generator=g) * 0.4
+    whole = ae.decode(z, p)[0]
+    fn = decode_fn(ae, p)
+    for chunk, context in ((1, 1), (3, 2), (4, 1)):
+        streamed = torch.cat(list(streamed_decode(z[0], fn, chunk=chunk, context=context)), dim=1)
+        assert streamed.shape == whole.shape and torch.allclose(streamed, whole, atol=1e-5)
+        inc = IncrementalDecoder(fn, chunk=chunk, context=context)
+        parts = [inc.push(z[0, :, i : i + 1]) for i in range(z.shape[2])] + [inc.finish()]
+        pushed = torch.cat([q for q in parts if q.shape[1]], dim=1)
+        assert torch.allclose(pushed, whole, atol=1e-5)
+    # without the look-ahead the end of a chunk would differ: the test can fail
+    fn.lookahead = 0
+    cut = torch.cat(list(streamed_decode(z[0], fn, chunk=3, context=2)), dim=1)
+    assert not torch.allclose(cut, whole, atol=1e-3)
+
+
 def test_decode_moves_only_the_region_of_a_larger_picture():
     ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
     picture = _texture(300, 420, seed=4)

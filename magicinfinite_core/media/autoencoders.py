@@ -156,6 +156,8 @@ def decode_video(ae: Autoencoder, latents: torch.Tensor, portrait: Any = None) -
 def decode_fn(ae: Autoencoder, portrait: Any = None) -> DecodeFn:
     """[1, C, t, h, w] latents -> [1, 3, 1 + 4(t-1), H, W] frames, for `streamed_decode`.
 
+    The function may carry what chunked decoding must give it (`streamed_decode.chunk_needs`).
+
     A motion autoencoder's frames have the portrait's own size; the others' the latent grid's."""
     if isinstance(ae, MotionAutoencoder):
         if portrait is None:
@@ -164,6 +166,9 @@ def decode_fn(ae: Autoencoder, portrait: Any = None) -> DecodeFn:
         def moved(z: torch.Tensor) -> torch.Tensor:
             return ae.decode(z.to(ae.residual_basis.device), portrait)
 
+        # what the chunked decoders must give it (streamed_decode.chunk_needs): frames depend only on
+        # nearby codes, so the context's frames are exact and need no cross-fade
+        moved.lookahead, moved.min_context, moved.crossfade = ae.decode_lookahead, ae.decode_min_context, False
         return moved
     if isinstance(ae, PatchAutoencoder):
 

@@ -5,7 +5,7 @@ final latent frames one group at a time, and with live audio the length is not e
 end. `IncrementalDecoder` runs the same chunk plan (`streamed_decode.decode_chunks`: `chunk` latent
 frames with `context` frames of left context, the context's duplicate frames cross-faded) on what
 has arrived, so its frames equal `streamed_decode`'s exactly (tests/test_streaming_output.py), and it
-holds at most chunk + context latent frames.
+holds at most chunk + context (+ the decoder's look-ahead) latent frames.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from magicinfinite_core.config import TEMPORAL_RATIO, latent_frames
-from magicinfinite_core.media.streamed_decode import DecodeFn, decode_chunk
+from magicinfinite_core.media.streamed_decode import DecodeFn, chunk_needs, decode_chunk
 
 
 class IncrementalDecoder:
@@ -26,7 +26,8 @@ class IncrementalDecoder:
                  ratio: int = TEMPORAL_RATIO, crossfade: bool = True) -> None:
         if chunk < context or context < 1:
             raise ValueError(f"need chunk >= context >= 1 latent frames, got chunk {chunk}, context {context}")
-        self.decode_fn, self.chunk, self.context = decode_fn, int(chunk), int(context)
+        context, self.lookahead, crossfade = chunk_needs(decode_fn, context, crossfade)
+        self.decode_fn, self.chunk, self.context = decode_fn, max(int(chunk), context), int(context)
         self.num_frames, self.device, self.dtype, self.ratio = num_frames, device, dtype, ratio
         self.n_fade = ratio * (context - 1) if crossfade else 0
         self.crossfade = crossfade
@@ -46,7 +47,10 @@ class IncrementalDecoder:
         out = []
         while self.a + self.chunk <= self.hi:
             b = self.a + self.chunk
-            out.append(self._decode(b, last=self.total is not None and b == self.total))
+            last = self.total is not None and b == self.total
+            if not last and self.hi < b + self.lookahead:  # its look-ahead frames are not final yet
+                break
+            out.append(self._decode(b, last=last))
         return self._cat(out)
 
     def finish(self, num_frames: int | None = None) -> torch.Tensor:
@@ -84,9 +88,10 @@ class IncrementalDecoder:
     def _decode(self, b: int, last: bool) -> torch.Tensor:
         """One chunk [a, b) with its context, through streamed_decode's own chunk step."""
         a0 = max(0, self.a - self.context)
-        out, self.held = decode_chunk(self.decode_fn, self.buf[:, a0 - self.lo : b - self.lo], a0, self.a, self.held,
-                                      ratio=self.ratio, crossfade=self.crossfade, n_fade=self.n_fade, last=last,
-                                      device=self.device, dtype=self.dtype)
+        ahead = min(self.lookahead, self.hi - b)
+        out, self.held = decode_chunk(self.decode_fn, self.buf[:, a0 - self.lo : b + ahead - self.lo], a0, self.a,
+                                      self.held, ratio=self.ratio, crossfade=self.crossfade, n_fade=self.n_fade,
+                                      last=last, device=self.device, dtype=self.dtype, lookahead=ahead)
         self.a = b
         drop = max(0, b - self.context) - self.lo  # keep only the next chunk's context
         if drop > 0:

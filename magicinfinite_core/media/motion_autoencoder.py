@@ -23,6 +23,7 @@ decoded from its own slot alone, so chunked decode equals one-shot decode exactl
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,11 +61,26 @@ class MotionAutoencoderConfig:
     # flow is its sampling noise; at a 512 px output 0.15 working px of jitter moves glasses' edges by
     # several grey levels. Per frame, so chunked decode stays exact. 0: off.
     flow_deadzone: float = 0.0
+    # Decode: a Gaussian of this many frames (sigma) over each cell's flow in time, before the dead
+    # zone, reaching at most one latent frame's worth of frames (temporal ratio - 1) each way. Why: a
+    # DiT's flow jitters from frame to frame where the data's does not (the demo v4 on still heads:
+    # 0.23 px inside a latent frame, 0.63 px across latent frames, training clips 0.02), and that
+    # jitter is the upper face's flicker (sigma 1: Grace Hopper 5.1 -> 2.9 grey levels). Chunked
+    # decoders give it one latent frame of look-ahead and enough left context (`decode_lookahead`,
+    # `decode_min_context`), so they still equal one-shot decode. 0: off.
+    flow_smoothing: float = 0.0
     # Decode: how much of the residual code to add (1: all, 0: the warp alone). Why a knob: the demo
     # v4 DiT's residual predictions are poorer than its flow (dark smudges on the chin, stripes on
     # flat backgrounds, measured), and the warp alone keeps the photograph clean.
     residual_gain: float = 1.0
     residual_scale: float = 1.0  # latent units per unit of residual PCA code
+
+    @property
+    def smoothing_reach(self) -> int:
+        """Frames each way that `flow_smoothing` reads (0 when off)."""
+        if self.flow_smoothing <= 0:
+            return 0
+        return min(math.ceil(3 * self.flow_smoothing), self.temporal_compression_ratio - 1)
 
     @property
     def slot_channels(self) -> int:
@@ -168,6 +184,23 @@ def edge_taper(h: int, w: int, width: float, device: torch.device | str = "cpu")
         return d * d * (3 - 2 * d)
 
     return ramp(h)[:, None] * ramp(w)[None, :]
+
+
+def smooth_flow(codes: torch.Tensor, cfg: MotionAutoencoderConfig) -> torch.Tensor:
+    """Per-frame codes [B, F, S, h, w] with each cell's flow (channels 0-1) smoothed in time by a Gaussian of
+    `cfg.flow_smoothing` frames, cut at `cfg.smoothing_reach` and renormalised; the clip's ends repeat."""
+    reach = cfg.smoothing_reach
+    if not reach or codes.shape[1] < 2:
+        return codes
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float32)
+    weights = torch.exp(-0.5 * (offsets / cfg.flow_smoothing) ** 2)
+    weights = (weights / weights.sum()).to(codes.dtype)
+    f = codes.shape[1]
+    frames = torch.arange(f)
+    flow = torch.zeros_like(codes[:, :, :2])
+    for off, wt in zip(offsets.long().tolist(), weights, strict=True):
+        flow += wt * codes[:, (frames + off).clamp(0, f - 1), :2]
+    return torch.cat([flow, codes[:, :, 2:]], dim=2)
 
 
 class MotionAutoencoder(nn.Module):
@@ -282,7 +315,7 @@ class MotionAutoencoder(nn.Module):
         if portrait is None:
             raise ValueError("the motion autoencoder decodes by moving the portrait: pass portrait=")
         ref = as_reference(portrait)
-        codes = self.slot_codes(latents)  # [B, F, S, h, w]
+        codes = smooth_flow(self.slot_codes(latents), self.cfg)  # [B, F, S, h, w]
         b, f = codes.shape[:2]
         height, width = ref.image.shape[-2:]
         out = torch.empty(b, 3, f, height, width, dtype=self.dtype, device=codes.device)
@@ -292,6 +325,18 @@ class MotionAutoencoder(nn.Module):
                 check_cancelled()
                 out[i, :, s : s + step] = self.decode_frames(codes[i, s : s + step], ref, i).transpose(0, 1)
         return out
+
+    @property
+    def decode_lookahead(self) -> int:
+        """Latent frames after a chunk that decoding it needs (`streamed_decode`): 1 with flow smoothing."""
+        return 1 if self.cfg.smoothing_reach else 0
+
+    @property
+    def decode_min_context(self) -> int:
+        """Latent frames of left context a chunk needs so its kept frames see `smoothing_reach` frames back
+        (a chunk's first latent frame decodes as one frame, the next ones as 4)."""
+        reach = self.cfg.smoothing_reach
+        return 1 + math.ceil(max(reach - 1, 0) / self.temporal_ratio) if reach else 1
 
     def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
         """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region moved and retouched."""

@@ -12,6 +12,10 @@ a linear ramp, which spreads the remaining GroupNorm jump over those frames inst
 (`crossfade=False` drops them instead: exact for a strictly causal decoder whose reach back fits in
 the context, but the jump then lands on one frame).
 
+A decoder whose frames also read the next latent frame (the motion autoencoder's flow smoothing) says
+so on its decode function (`chunk_needs`): each chunk is then decoded with that many latent frames of
+look-ahead, whose frames are dropped, and its context frames are exact, so they are not cross-faded.
+
 Frame bookkeeping: decoding latents [a0, b) yields 1 + 4*(b - a0 - 1) frames (the first latent frame
 alone, as a causal first frame); latent frames [a, b) with a > a0 are the last 4*(b - a) of them.
 The stream is trimmed to exactly `num_frames` (the audio length at 25 fps).
@@ -39,6 +43,15 @@ def decode_chunks(total: int, chunk: int, context: int) -> list[tuple[int, int, 
     return [(max(0, a - context), a, min(a + chunk, total)) for a in range(0, total, chunk)]
 
 
+def chunk_needs(decode_fn: DecodeFn, context: int, crossfade: bool) -> tuple[int, int, bool]:
+    """(context, lookahead, crossfade) for chunked decoding with `decode_fn`: a decoder whose frames read
+    nearby latent frames on both sides (the motion autoencoder's flow smoothing) says so with the
+    attributes `lookahead` (latent frames after the chunk), `min_context` and `crossfade` (False: its
+    context frames are exact, so they are dropped, not blended)."""
+    return (max(int(context), int(getattr(decode_fn, "min_context", 1))), int(getattr(decode_fn, "lookahead", 0)),
+            bool(crossfade and getattr(decode_fn, "crossfade", True)))
+
+
 def decode_chunk(
     decode_fn: DecodeFn,
     z: torch.Tensor,
@@ -52,20 +65,24 @@ def decode_chunk(
     last: bool,
     device: torch.device | str,
     dtype: torch.dtype,
+    lookahead: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode latent frames [a0, b) = `z` ([C, b-a0, h, w]; a0..a is left context) into the frames to emit
-    and the tail held back for the next chunk's cross-fade (None after the last chunk).
+    """Decode latent frames [a0, b) = `z` ([C, b-a0+lookahead, h, w]; a0..a is left context, the last
+    `lookahead` frames right context) into the frames to emit and the tail held back for the next chunk's
+    cross-fade (None after the last chunk).
 
     The one chunk step of `streamed_decode` and of the incremental decoder, so both give the same frames.
     """
-    b = a0 + z.shape[1]
+    n = z.shape[1]
     zz = z.unsqueeze(0).to(device=device, dtype=dtype)
     with torch.no_grad():
         frames = decode_fn(zz)[0].to("cpu", torch.float32)
     del zz
-    expected = 1 + ratio * (b - a0 - 1)
+    expected = 1 + ratio * (n - 1)
     if frames.shape[1] != expected:
-        raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {b - a0} latent frames, expected {expected}")
+        raise RuntimeError(f"decoder returned {frames.shape[1]} frames for {n} latent frames, expected {expected}")
+    if lookahead:
+        frames = frames[:, : frames.shape[1] - ratio * lookahead]
     out = []
     if a == 0:
         new = frames
@@ -99,7 +116,8 @@ def streamed_decode(
     num_frames = full if num_frames is None else num_frames
     if latent_frames(num_frames, ratio) != total:
         raise ValueError(f"{num_frames} video frames need {latent_frames(num_frames, ratio)} latent frames, got {total}")
-    plan = decode_chunks(total, chunk, context)
+    context, lookahead, crossfade = chunk_needs(decode_fn, context, crossfade)
+    plan = decode_chunks(total, max(chunk, context), context)
     emitted, t0 = 0, time.perf_counter()
     held: torch.Tensor | None = None  # the previous chunk's last frames, to be cross-faded
     n_fade = ratio * (context - 1) if crossfade else 0
@@ -113,8 +131,10 @@ def streamed_decode(
     for i, (a0, a, b) in enumerate(plan):
         check_cancelled()
         last = i == len(plan) - 1
-        out, held = decode_chunk(decode_fn, latent[:, a0:b], a0, a, held, ratio=ratio, crossfade=crossfade,
-                                 n_fade=n_fade, last=last, device=device, dtype=dtype)
+        ahead = min(lookahead, total - b)
+        out, held = decode_chunk(decode_fn, latent[:, a0 : b + ahead], a0, a, held, ratio=ratio,
+                                 crossfade=crossfade, n_fade=n_fade, last=last, device=device, dtype=dtype,
+                                 lookahead=ahead)
         chunk_out = emit(out)
         if callback is not None:
             el = time.perf_counter() - t0
