@@ -261,25 +261,32 @@ def _generate(args: argparse.Namespace) -> int:
         cfg = recommended_guidance(bundle_sampler_defaults(model), args.cfg_audio, args.cfg_text)
     state_dir = Path(args.state_dir) if args.state_dir else Path(str(args.out) + ".state")
     out, bundle = args.out, _maybe_sequence_parallel(model, args)
+    scratch = None  # the other ranks' throwaway video: removed when the run ends, however it ends
     if bundle is not None:
         from magicinfinite_core.distributed import is_main_process
 
         if not is_main_process():  # every rank samples the same windows; only rank 0 keeps files
             import tempfile
 
-            out = Path(tempfile.mkdtemp(prefix="magicinfinite-rank-")) / "discard.mp4"
+            scratch = tempfile.TemporaryDirectory(prefix="magicinfinite-rank-")
+            out = Path(scratch.name) / "discard.mp4"
             state_dir, args.quiet = None, True
     from magicinfinite_core.output_files import OutputLocks
 
     locks = {"--out": out, **({"--state-dir": state_dir} if args.state_dir and state_dir is not None else {})}
-    with OutputLocks(locks if out == args.out else {}):  # a second run on the same files stops here
-        return _run_locked(args, model, out, bundle, options_kw=dict(
-            steps=args.steps, cfg=cfg, shift=args.shift, distilled=args.distilled, window=args.window,
-            overlap=args.overlap, shift_windows=not args.fixed_windows, speakers=speakers, seed=args.seed,
-            negative_prompt=args.negative_prompt, face_fallback="center" if args.face_fallback == "centre" else None,
-            state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
-            max_size=args.max_size,
-        ))
+    try:
+        with OutputLocks(locks if out == args.out else {}):  # a second run on the same files stops here
+            return _run_locked(args, model, out, bundle, options_kw=dict(
+                steps=args.steps, cfg=cfg, shift=args.shift, distilled=args.distilled, window=args.window,
+                overlap=args.overlap, shift_windows=not args.fixed_windows, speakers=speakers, seed=args.seed,
+                negative_prompt=args.negative_prompt,
+                face_fallback="center" if args.face_fallback == "centre" else None,
+                state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
+                max_size=args.max_size,
+            ))
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def _run_locked(args: argparse.Namespace, model: Path, out: str, bundle, options_kw: dict) -> int:

@@ -31,7 +31,9 @@ def test_torchrun_two_ranks_matches_single_process(tmp_path, order):
     common = ["generate", "--portrait", str(portrait), "--audio", str(tmp_path / "a.wav"), "--prompt", "hi",
               "--model", str(model), "--steps", "2", "--window", "9", "--overlap", "4", "--speaker-box",
               "4,4,28,28", "-q", "--device", "cpu", "--keep-state"] + (["--sweep"] if order == "sweep" else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scratch = tmp_path / "tmp"  # the ranks' temporary folder: rank 1's throwaway video must not stay behind
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     single = subprocess.run([sys.executable, "-m", "runner.cli", *common, "--out", str(tmp_path / "one.mp4")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr
@@ -49,3 +51,4 @@ def test_torchrun_two_ranks_matches_single_process(tmp_path, order):
         one, two = (np.fromfile(tmp_path / f"{n}.mp4.state" / FINAL_LATENTS, np.float32) for n in ("one", "two"))
         assert one.size == two.size > 0 and np.abs(one - two).max() < 1e-4
     assert _frames(tmp_path / "two.mp4").shape == _frames(tmp_path / "one.mp4").shape == (20, 32, 32, 3)
+    assert not list(scratch.glob("magicinfinite-rank-*"))
