@@ -85,6 +85,25 @@ def test_cells_that_stand_still_get_exactly_zero_flow():
     assert float(flow[:, 0, 6:10, 2:6].mean()) < -1.5  # the moving patch keeps its flow (2 px to the right)
 
 
+def test_an_exact_flow_field_is_used_as_given_and_a_bad_one_is_refused():
+    """Where the frames' maker knows its warp (issue 26, build item 3), encode takes it instead of optical flow:
+    a flat region that moves keeps its flow (optical flow cannot see it; the still gate zeros it)."""
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    p = _texture(seed=7)
+    p[..., :, 64:] = 0.1  # flat right half
+    video = _shifted_video(p, [0, 1, 2, 2, 1])
+    field = torch.zeros(1, 5, 2, 32, 32)
+    field[:, :, 0] = -torch.tensor([0.0, 1, 2, 2, 1]).view(1, 5, 1, 1)
+    exact = ae.slot_codes(encode_video(ae, video, flow=field))[0, :, :2]
+    assert torch.allclose(exact[:, 0, :, 12], -torch.tensor([0.0, 1, 2, 2, 1]).view(5, 1), atol=1e-5)
+    assert float(exact[:, 1].abs().max()) < 1e-6
+    measured = ae.slot_codes(encode_video(ae, video))[0, :, :2]
+    assert float(measured[:, 0, :, 12:].abs().max()) == 0.0  # flat: the gate keeps nothing there
+    for bad in (torch.zeros(1, 5, 2, 20, 20), torch.zeros(1, 4, 2, 32, 32), field * float("nan")):
+        with pytest.raises(ValueError, match="exact flow field"):
+            ae.encode(video, flow=bad)
+
+
 def test_chunked_decode_equals_one_shot_and_latent_frame_zero_is_frame_zero_alone():
     ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=3))
     g = torch.Generator().manual_seed(3)

@@ -48,7 +48,8 @@ def test_photo_clip_has_the_drawn_clip_format_and_is_deterministic(tmp_path):
     c = make_clip(6, "train", 13, PHOTO_CFG)
     assert a.meta["kind"] == "photo_face" and drawn.meta["kind"] == "drawn"
     assert a.frames.shape == (13, 128, 128, 3) and a.frames.dtype == np.uint8
-    assert set(a.gt) == set(drawn.gt)
+    assert set(a.gt) == set(drawn.gt) | {"portrait_flow"}  # the renderer's exact field (build item 3)
+    assert a.gt["portrait_flow"].shape == (13, 2, 32, 32) and a.gt["portrait_flow"].dtype == np.float16
     for k, v in drawn.gt.items():
         assert a.gt[k].dtype == v.dtype, k
         assert a.gt[k].shape[2:] == v.shape[2:] and a.gt[k].shape[0] == v.shape[0], k
@@ -198,3 +199,60 @@ def test_photo_textured_drawn_mouths_still_read_back():
         if clip.gt["mouth_open"].std() > 0.05:
             rs.append(float(np.corrcoef(m, clip.gt["mouth_open"])[0, 1]))
     assert len(rs) >= 3 and min(rs) > 0.9, rs  # skin / hair / clothes textures do not fool the measure
+
+
+@pytest.mark.parametrize("action", ["still", "nodding"])
+def test_the_exact_flow_field_rebuilds_the_frames_better_than_optical_flow(action):
+    """``portrait_flow`` (issue 26, build item 3): frame 0 warped by the field's 8x8-cell means (what a motion
+    latent holds) rebuilds every frame's face, outside the drawn mouth gap, closer than optical flow does; a
+    still head's field is exactly zero above the mouth."""
+    import torch
+    import torch.nn.functional as F
+
+    from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig, warp
+
+    frames, gt = photo_face.render_photo_scene(_scene("luispedro", action))
+    n = len(frames)
+    x = torch.tensor(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    face = torch.tensor(gt["face_masks"][:, 0])[:, None].clone()
+    for t, (x0, y0, x1, y1) in enumerate(gt["mouth_box"][:, 0]):
+        face[t, :, int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = False
+
+    def error(cells: torch.Tensor) -> float:
+        moved = warp(x[:1].expand(n, -1, -1, -1), F.interpolate(cells, size=(128, 128), mode="bilinear", align_corners=False))
+        return float((moved - x).abs().mean(1, keepdim=True)[face].mean()) * 127.5
+
+    exact = F.adaptive_avg_pool2d(torch.tensor(gt["portrait_flow"].astype(np.float32)), (16, 16))
+    optical = ae.gated_flow(x, x[0], ae._cell_flow(x, x[0]))
+    assert float(exact[0].abs().max()) == 0.0  # frame 0 is the portrait
+    assert error(exact) < 0.9 * error(optical) and error(exact) < 0.2 * error(torch.zeros_like(exact))
+    if action == "still":
+        x0, y0, x1, y1 = gt["mouth_box"][0, 0]
+        rows = int(y0 - 2 * (y1 - y0)) // 4  # above the nose (the still test above: nothing changes there)
+        assert float(np.abs(gt["portrait_flow"][:, :, :rows]).max()) == 0.0
+    else:
+        assert float(exact.abs().amax(dim=(1, 2, 3)).max()) > 2.0  # the head's bob is in the field
+
+
+@needs_espeak
+def test_caching_encodes_an_animated_photo_with_its_exact_field_and_a_drawn_clip_with_optical_flow():
+    import torch
+
+    from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
+    from training.data.clip import ClipArrays
+    from training.data.tensors import frames_to_tensor
+    from training.preprocess import clip_latent
+
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    for cfg, exact in ((PHOTO_CFG, True), (WorldConfig(128, 128), False)):
+        c = make_clip(5, "train", 9, cfg)
+        latent, reference = clip_latent(ae, ClipArrays("c", c.frames, c.audio, c.gt, c.meta))
+        frames = frames_to_tensor(c.frames)[None]
+        optical = ae.encode(frames)[0]
+        assert reference is not None and reference.shape == (48, 1, 16, 16)
+        if exact:
+            field = torch.from_numpy(c.gt["portrait_flow"].astype(np.float32))[None]
+            assert torch.equal(latent, ae.encode(frames, flow=field)[0]) and not torch.equal(latent, optical)
+        else:
+            assert "portrait_flow" not in c.gt and torch.equal(latent, optical)

@@ -97,6 +97,21 @@ def file_sha(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def clip_latent(vae: Autoencoder, clip: ClipArrays, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The clip's latent [C, T, h, w] and, for a motion latent, the portrait condition (else None).
+
+    Animated photographs carry the renderer's exact flow to frame 0 (``portrait_flow``, photo_face.py); a
+    motion latent takes it instead of optical flow, which is noise on flat skin and in the mouth gap."""
+    frames = frames_to_tensor(clip.frames)[None] if frames is None else frames
+    device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
+    exact = clip.gt.get("portrait_flow")
+    flow = None if exact is None else torch.from_numpy(exact.astype(np.float32))[None].to(device)
+    with torch.no_grad():
+        latent = encode_video(vae, frames.to(device), flow=flow)[0].float().cpu()
+        reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu() if moves_portrait(vae) else None
+    return latent, reference
+
+
 def cache_clip(
     clip: ClipArrays,
     vae: Autoencoder,
@@ -107,9 +122,7 @@ def cache_clip(
     """All cached tensors of one clip (see module doc)."""
     frames = frames_to_tensor(clip.frames)[None]
     device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
-    with torch.no_grad():
-        latent = encode_video(vae, frames.to(device))[0].float().cpu()  # [C, T, h, w]
-        reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu() if moves_portrait(vae) else None
+    latent, reference = clip_latent(vae, clip, frames)
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
     avatar = hasattr(extractor, "windows")  # Whisper: HunyuanVideo-Avatar's per-video-frame windows

@@ -257,12 +257,28 @@ class MotionAutoencoder(nn.Module):
         cells = code.permute(0, 2, 3, 1) @ self.residual_basis  # [F, h, w, n]
         return unpatchify(cells[None], self.cfg.cell)[0].transpose(0, 1)
 
-    def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
-        """Unscaled per-frame codes [F, 2 + R, h, w] of frames [F, 3, H, W] (working size) against the portrait."""
-        flow = self.gated_flow(frames, portrait, self._cell_flow(frames, portrait))
+    def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """Unscaled per-frame codes [F, 2 + R, h, w] of frames [F, 3, H, W] (working size) against the portrait.
+
+        `flow`: the exact backward field to the portrait [F, 2, H', W'] in pixels of `frames` (H', W' whole
+        multiples of the cell grid), where whoever made the frames knows it (the animated photographs);
+        else optical flow, still-gated."""
         h, w = frames.shape[-2:]
+        if flow is None:
+            flow = self.gated_flow(frames, portrait, self._cell_flow(frames, portrait))
+        else:
+            flow = self._exact_cell_flow(flow.to(frames.dtype), len(frames), h, w)
         warped = warp(portrait[None].expand(len(frames), -1, -1, -1), self._upsample(flow, h, w))
         return torch.cat([flow, self._residual_code(frames, warped)], dim=1)
+
+    def _exact_cell_flow(self, flow: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        gh, gw = h // self.cfg.cell, w // self.cfg.cell
+        if flow.ndim != 4 or flow.shape[:2] != (frames, 2) or flow.shape[2] % gh or flow.shape[3] % gw:
+            raise ValueError(f"an exact flow field must be [{frames}, 2, H', W'] with H', W' multiples of the "
+                             f"{gh}x{gw} cell grid, got {list(flow.shape)}")
+        if not torch.isfinite(flow).all():
+            raise ValueError("the exact flow field has NaN or infinite values")
+        return F.adaptive_avg_pool2d(flow, (gh, gw))
 
     def gated_flow(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Zero the flow of cells that standing still explains as well (`still_gate`), twice: the
@@ -277,10 +293,12 @@ class MotionAutoencoder(nn.Module):
         return flow
 
     # ------------------------------------------------------------------ encode / decode
-    def encode(self, frames: torch.Tensor, portrait: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, portrait: Any = None, generator: torch.Generator | None = None,
+               flow: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 3, F, H, W] in [-1, 1] (the region at working resolution) -> [B, C, 1 + ceil((F-1)/4), H/cell, W/cell].
 
-        `portrait` [B, 3, H, W] defaults to frame 0. Deterministic (generator unused)."""
+        `portrait` [B, 3, H, W] defaults to frame 0. `flow` [B, F, 2, H', W']: the exact backward field to
+        the portrait (`frame_codes`), instead of optical flow. Deterministic (generator unused)."""
         cfg, r = self.cfg, self.temporal_ratio
         b, _, f, h, w = frames.shape
         self.latent_shape(f, h, w)
@@ -289,7 +307,8 @@ class MotionAutoencoder(nn.Module):
             ref = F.interpolate(ref, size=(h, w), mode="area")
         out = []
         for i in range(b):
-            codes = self.frame_codes(frames[i].transpose(0, 1).to(self.dtype), ref[i].to(self.dtype))  # [F, S, h, w]
+            codes = self.frame_codes(frames[i].transpose(0, 1).to(self.dtype), ref[i].to(self.dtype),
+                                     None if flow is None else flow[i])  # [F, S, h, w]
             codes = torch.cat([codes[:, :2] * cfg.flow_scale, codes[:, 2:] * cfg.residual_scale], dim=1)
             groups = latent_frames(f, r) - 1
             rest = codes[1:]

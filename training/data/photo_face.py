@@ -50,6 +50,9 @@ SUPERSAMPLE = 2
 GAP = 0.38  # full-opening gap height / inner mouth width
 LOWER_SHARE = 0.78
 OPEN_MOUTH = 0.2  # a photo whose own lip gap is above this (opening units) smiles open
+# the exact backward flow to frame 0 is kept as means over FLOW_POOL x FLOW_POOL output pixels: a
+# motion autoencoder's cells (8 px) are whole multiples, and a 128^2 clip's field is 4 kB a frame
+FLOW_POOL = 4
 INTERIOR = np.array([0.20, 0.06, 0.07], np.float32)  # luminance ~0.1 like the drawn world's
 
 # face mesh (468 points; the Tasks landmarker's first 468 of 478) indices
@@ -412,13 +415,9 @@ _TOOTH = np.float32(0.74) * np.array([1.0, 0.97, 0.9], np.float32)
 _TONGUE = np.array([0.36, 0.12, 0.12], np.float32)
 
 
-def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array) -> Array:
-    """Colour of output pixels (px, py) on frame t: backward map into the photo + mouth interior.
-
-    Pixels the map leaves in place sample the photo at its own pixel centres (exact values), so
-    what does not move stays bit-identical from frame to frame."""
-    import cv2
-
+def _backward_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, px: Array, py: Array) -> tuple[Array, Array, tuple | None]:
+    """Frame t's backward map of canvas points (px, py) into the photo: source x, y, and where the mouth
+    map applies, (selection, interior cover, teeth cover, tongue) for colouring the gap (else None)."""
     qx, qy = _head_inverse(sc, t, px, py) if sc.action in ("nodding", "shaking") else (px.copy(), py.copy())
     _, _, brow = _emotion_terms(sc, t)
     if brow != 0.0:
@@ -432,16 +431,27 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
             qy = qy + brow * 2 * half[1] * g  # content moves up when brow > 0
     x0, y0, x1, y1 = _mouth_support(mf)
     sel = (qx > x0) & (qx < x1) & (qy > y0) & (qy < y1)
-    sx, sy = qx, qy
-    cover = tcov = tongue = None
-    if sel.any():
-        mx, my, cover, tcov, tongue = _mouth_map(sc, mf, t, qx[sel], qy[sel])
-        sx = qx.copy()
-        sy = qy.copy()
-        sx[sel], sy[sel] = mx, my
+    if not sel.any():
+        return qx, qy, None
+    mx, my, cover, tcov, tongue = _mouth_map(sc, mf, t, qx[sel], qy[sel])
+    sx, sy = qx.copy(), qy.copy()
+    sx[sel], sy[sel] = mx, my
+    return sx, sy, (sel, cover, tcov, tongue)
+
+
+def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Array, py: Array,
+                source: tuple[Array, Array, tuple | None] | None = None) -> Array:
+    """Colour of output pixels (px, py) on frame t: backward map into the photo + mouth interior.
+
+    Pixels the map leaves in place sample the photo at its own pixel centres (exact values), so
+    what does not move stays bit-identical from frame to frame."""
+    import cv2
+
+    sx, sy, mouth = source or _backward_map(sc, mf, t, px, py)
     col = cv2.remap(base, (sx - 0.5).astype(np.float32), (sy - 0.5).astype(np.float32),
                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if cover is not None and float(sc.opening[t]) > 0.0:
+    if mouth is not None and float(sc.opening[t]) > 0.0:
+        sel, cover, tcov, tongue = mouth
         c = col[sel]
         c = c + cover[:, None] * (sc.interior - c)
         # greyscale photos: a lighter shade of their (tinted grey) interior instead of red
@@ -450,6 +460,27 @@ def _warp_frame(sc: PhotoFaceScene, mf: MouthFrame, t: int, base: Array, px: Arr
         c = c + tcov[:, None] * (_TOOTH - c)
         col[sel] = c
     return col
+
+
+def _portrait_source(sc: PhotoFaceScene, mf: MouthFrame, sx: Array, sy: Array, iters: int = 12) -> tuple[Array, Array]:
+    """Points q of frame 0 (the portrait) that show photo points (sx, sy): frame 0's map inverted.
+
+    Frame 0 differs from the photo only where the mouth is closed (the mouth map at opening 0, which
+    pushes points away from the seam monotonically, slope >= 0.5), so a fixed-point iteration converges;
+    photo points in the photo's own lip gap have no source (frame 0 hides them) and land on the seam."""
+    if sc.open_portrait:  # frame 0 is the photo as taken
+        return sx, sy
+    x0, y0, x1, y1 = _mouth_support(mf)
+    sel = (sx > x0 - 8) & (sx < x1 + 8) & (sy > y0 - 8) & (sy < y1 + 8)
+    qx, qy = sx.copy(), sy.copy()
+    if sel.any():
+        tx, ty = sx[sel], sy[sel]
+        ux, uy = tx.copy(), ty.copy()
+        for _ in range(iters):
+            mx, my, _ = _backward_map(sc, mf, 0, ux, uy)
+            ux, uy = ux + (tx - mx), uy + (ty - my)
+        qx[sel], qy[sel] = ux, uy
+    return qx, qy
 
 
 def _roi(sc: PhotoFaceScene, mf: MouthFrame, Hc: int, Wc: int) -> tuple[int, int, int, int]:
@@ -497,7 +528,11 @@ def person_weight(sc: PhotoFaceScene) -> Array:
 
 
 def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
-    """uint8 frames [F, H, W, 3] and ground truth in ``render.render_scene``'s format (K = 1)."""
+    """uint8 frames [F, H, W, 3] and ground truth in ``render.render_scene``'s format (K = 1), plus
+    ``portrait_flow`` float16 [F, 2, H/4, W/4]: the exact backward flow (dx, dy, output px) from each
+    frame to frame 0, averaged over 4x4 pixels, with frame t(p) ~ frame 0(p + flow) wherever the
+    photo shows (not in the drawn mouth gap). Why: optical flow on the frames is noise on flat skin
+    and in the dark gap; the renderer knows its warps (issue 26, build item 3)."""
     from training.data.render import render_background
 
     S = SUPERSAMPLE
@@ -510,14 +545,24 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
     frames = np.empty((n, sc.height, sc.width, 3), np.float32)
     still = _downsample(base, S)
     canvas = base.copy()
-    memo: dict[tuple, Array] = {}
+    pool = FLOW_POOL if sc.height % FLOW_POOL == 0 and sc.width % FLOW_POOL == 0 else 1
+    field = np.zeros((n, 2, sc.height // pool, sc.width // pool), np.float32)
+    canvas_field = np.zeros((Hc, Wc, 2), np.float32)
+    memo: dict[tuple, tuple[Array, Array]] = {}
     for t in range(n):
         key = (float(sc.opening[t]), float(sc.mouth_width[t]), float(sc.emotion_amount[t]),
                *(float(v[t]) for v in sc.head.values()))
         if key not in memo:  # silent still frames repeat exactly: render once
-            canvas[y0:y1, x0:x1] = _warp_frame(sc, mf, t, base, px, py)
-            memo = {key: _downsample(canvas, S)}
-        frames[t] = memo[key]
+            source = _backward_map(sc, mf, t, px, py)
+            canvas[y0:y1, x0:x1] = _warp_frame(sc, mf, t, base, px, py, source)
+            qx, qy = _portrait_source(sc, mf, source[0], source[1])
+            moved = np.stack([qx - px, qy - py], -1)
+            moved[np.abs(moved) < 1e-3] = 0.0  # float rounding of the maps: what does not move is exactly still
+            canvas_field[y0:y1, x0:x1] = moved
+            memo = {key: (_downsample(canvas, S), _downsample(canvas_field, S * pool) / S)}
+        frames[t] = memo[key][0]
+        field[t] = memo[key][1].transpose(2, 0, 1)
+    field[0] = 0.0  # frame 0 is the portrait
     if sc.background and sc.background.get("change") in ("leaves", "lights"):
         bg = dict(sc.background, photo=still)
         pw = person_weight(sc)[None, :, :, None]
@@ -529,6 +574,7 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
         frames[0] = still  # the photo itself: no closing warp, neutral head and emotion on frame 0
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     gt = photo_ground_truth(sc, mf)
+    gt["portrait_flow"] = field.astype(np.float16)
     if sc.open_portrait:
         gt["mouth_open"][0] = photo_opening(mf)
     return out, gt
