@@ -66,6 +66,8 @@ ROWS: tuple[tuple[str, str, tuple[str, ...], Check, tuple[str, ...]], ...] = (
      ("real", "all_pictures", "muted_excess_max"), ("<=", 0.005), ALL),
     ("text control: nodding vs still AUC, same photo and voice", ">= 0.85",
      ("real", "control", "nod_vs_still_auc"), (">=", 0.85), ALL),
+    ("text control: share of same photo + voice pairs whose nodding video moves more", "(diagnostic)",
+     ("real", "control", "nod_wins_same_photo_voice"), None, ALL),
     ("2 speakers: silent / active mouth motion, worst speaker (pixels)", "<= 0.2",
      ("real", "speakers_2", "pixel_ratio_max"), ("<=", 0.2), ALL),
     ("2 speakers: same by |delta lip gap|", "<= 0.2", ("real", "speakers_2", "gap_ratio_max"), ("<=", 0.2), ALL),

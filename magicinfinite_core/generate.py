@@ -337,7 +337,7 @@ def sample_latent(
 
 def _reference_hash(ref: Any) -> str:
     """What a motion latent moves is part of the video: the picture at output size and the region."""
-    h = hashlib.sha256(repr(tuple(ref.box)).encode())
+    h = hashlib.sha256(repr((tuple(ref.box), *ref.tiles) if ref.tiles else tuple(ref.box)).encode())
     h.update(((ref.image + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 

@@ -355,3 +355,68 @@ def test_given_mask_files_frame_the_region_and_are_cropped_into_it(tmp_path):
     ys, xs = np.nonzero(masks[0])
     assert 0 < xs.min() and xs.max() < 127 and masks[0].mean() < 0.5  # the mask sits inside the framed region
     assert tuple(ref.image.shape[-2:]) == (400, 600)
+
+
+def test_two_speakers_are_framed_as_two_tiles_each_like_a_single_portrait(tmp_path):
+    """Several speakers (issue 26's multi-speaker leak): each face framed on its own, the regions side by side,
+    each speaker's mask in its own tile only; one speaker keeps the single region."""
+    from PIL import Image
+
+    from magicinfinite_core.inputs.framing import frame_portrait
+
+    picture = (np.asarray(_texture(400, 800, seed=8)[0].permute(1, 2, 0)) * 127.5 + 127.5).astype(np.uint8)
+    files = []
+    for i, (x0, x1) in enumerate(((520, 600), (120, 200))):  # speaker 0 on the right, speaker 1 on the left
+        m = np.zeros((400, 800), np.uint8)
+        m[150:230, x0:x1] = 255
+        Image.fromarray(m).save(tmp_path / f"m{i}.png")
+        files.append(tmp_path / f"m{i}.png")
+    img, img_u8, masks, ref = frame_portrait(picture, (128, 128), 2, files)
+    assert img.shape == (1, 3, 128, 256) and img_u8.shape == (128, 256, 3) and masks.shape == (2, 128, 256)
+    assert len(ref.tiles) == 2 and ref.regions() == list(ref.tiles)
+    (a0, _, a1, _), (b0, _, b1, _) = ref.tiles
+    assert a0 <= 520 and a1 >= 600 and b0 <= 120 and b1 >= 200  # tile k frames speaker k, in the given order
+    assert a1 - a0 == pytest.approx(80 / FACE_SHARE, abs=1)  # the face is the training share of its tile
+    assert masks[0, :, :128].mean() > 0.1 and masks[0, :, 128:].max() == 0
+    assert masks[1, :, 128:].mean() > 0.1 and masks[1, :, :128].max() == 0
+    assert ref.box == (min(a0, b0), min(ref.tiles[0][1], ref.tiles[1][1]), max(a1, b1), max(ref.tiles[0][3], ref.tiles[1][3]))
+    one = frame_portrait(picture, (128, 128), 1, files[:1])
+    assert one[0].shape == (1, 3, 128, 128) and one[3].tiles == ()
+    group = frame_portrait(picture, (128, 128), 2, files, tiles=False)
+    assert group[0].shape == (1, 3, 128, 128) and group[3].tiles == ()
+
+
+def test_a_tiled_latent_moves_each_speaker_in_its_own_box_only():
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
+    picture = _texture(300, 600, seed=9)
+    ref = MotionReference.tiled(picture, [(40, 50, 240, 250), (360, 60, 560, 260)])
+    z = torch.zeros(1, ae.cfg.latent_channels, 2, 16, 32)
+    assert float((ae.decode(z, ref)[:, :, -1] - picture).abs().max()) < 1e-4  # the zero latent is the picture
+    s = ae.cfg.slot_channels
+    for slot in range(4):  # tile 1 (right) moves: a flow of 3 working px to the left in every frame
+        z[:, slot * s, 1:, 4:12, 20:28] = 3.0 * ae.cfg.flow_scale
+    out = ae.decode(z, ref)[0, :, -1]
+    change = (out - picture[0]).abs().amax(0)
+    assert float(change[:, :340].max()) < 1e-4 and float(change[:, 565:].max()) < 1e-4  # outside tile 1: still
+    assert float(change[100:200, 400:520].mean()) > 0.05  # inside: moved
+    assert ref.region().shape == (1, 3, 200, 400)
+    with pytest.raises(ValueError, match="equal tiles"):
+        ae.decode(torch.zeros(1, ae.cfg.latent_channels, 2, 16, 31), ref)
+
+
+def test_generate_with_two_speakers_samples_a_tiled_latent_and_keeps_the_picture_size(tmp_path):
+    from PIL import Image
+
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.media.video_io import probe_video
+
+    bundle = _motion_bundle()
+    _, hopper = _hopper(tmp_path, size=(220, 250))
+    pair = np.concatenate([hopper, hopper[:, ::-1]], axis=1)  # two faces side by side
+    Image.fromarray(pair).save(tmp_path / "pair.png")
+    rate = 16000
+    wav = (0.3 * np.sin(2 * np.pi * 200 * np.arange(int(0.5 * rate)) / rate)).astype(np.float32)
+    out, report = generate(tmp_path / "pair.png", [(wav, rate), (np.zeros_like(wav), rate)], "two people talk",
+                           model=bundle, out=tmp_path / "p.mp4", distilled=True, distilled_timesteps=(1000.0,))
+    info = probe_video(out)
+    assert (info.width, info.height) == (440, 250) and report.latent_shape[-2:] == [16, 32]

@@ -103,12 +103,15 @@ def frame_portrait(
     fallback: str | None = None,
     notes: list[str] | None = None,
     max_side: int = MAX_OUTPUT_SIDE,
+    tiles: bool = True,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
 
     (the framed region at the model's size [1, 3, h, w] in [-1, 1], the same as uint8, speaker masks
     [K, h, w] in that region, and the `MotionReference`: the picture at the output size with the
-    region's box). Faces are detected on the picture (or taken from the given speaker regions)."""
+    region's box). Faces are detected on the picture (or taken from the given speaker regions).
+    `tiles`: with several speakers, frame each face on its own, the regions side by side ([1, 3, h, K*w];
+    `MotionReference.tiles`) instead of one region around the group."""
     from magicinfinite_core.inputs.portrait import load_portrait, pixel_speaker_masks
 
     size = output_size(*picture.shape[:2], max_side)
@@ -122,6 +125,9 @@ def frame_portrait(
         if faces:
             s = out.shape[1] / bounded_image(out, DETECT_MAX_SIDE).shape[1]
             faces = [FaceBox(f.x0 * s, f.y0 * s, f.x1 * s, f.y1 * s, f.score) for f in faces]
+    picture_t = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    if tiles and num_speakers > 1 and len(faces) == num_speakers:
+        return _frame_tiles(out, picture_t, faces, given, model_hw)
     box = frame_faces(faces, size)
     x0, y0, x1, y1 = box
     region = np.ascontiguousarray(out[y0:y1, x0:x1])
@@ -130,5 +136,37 @@ def frame_portrait(
         masks = pixel_speaker_masks(img_u8, num_speakers, given[:, y0:y1, x0:x1])
     else:
         masks = pixel_speaker_masks(img_u8, num_speakers, portrait=region, fallback=fallback, notes=notes)
-    picture_t = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     return img, img_u8, masks, MotionReference(picture_t, box)
+
+
+def _frame_tiles(
+    out: np.ndarray, picture_t: torch.Tensor, faces: list[FaceBox], given: np.ndarray | None, model_hw: tuple[int, int],
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
+    """Several speakers: each face framed on its own like a single portrait, the regions at the model's size side
+    by side (speaker k in tile k), the masks each in its own tile. Detected faces come numbered left to right,
+    given masks in their own order, like `masks.speaker_masks`."""
+    from magicinfinite_core.inputs.masks import speaker_masks
+    from magicinfinite_core.inputs.portrait import load_portrait
+
+    mh, mw = model_hw
+    order = sorted(range(len(faces)), key=lambda i: faces[i].center[0]) if given is None else list(range(len(faces)))
+    boxes, imgs, tiles_u8, stack = [], [], [], []
+    for k, i in enumerate(order):
+        x0, y0, x1, y1 = frame_faces([faces[i]], out.shape[:2])
+        boxes.append((x0, y0, x1, y1))
+        img, img_u8 = load_portrait(np.ascontiguousarray(out[y0:y1, x0:x1]), mh, mw)
+        imgs.append(img)
+        tiles_u8.append(img_u8)
+        mask = np.zeros((mh, mw * len(order)), np.float32)
+        if given is not None:
+            part = torch.from_numpy(np.ascontiguousarray(given[i, y0:y1, x0:x1]))[None, None]
+            mask[:, k * mw : (k + 1) * mw] = F.interpolate(part, size=(mh, mw), mode="nearest")[0, 0].numpy()
+        else:
+            sx, sy = mw / (x1 - x0), mh / (y1 - y0)
+            f = faces[i]
+            face = FaceBox((f.x0 - x0) * sx, (f.y0 - y0) * sy, (f.x1 - x0) * sx, (f.y1 - y0) * sy)
+            mask[:, k * mw : (k + 1) * mw] = face.expand(image_hw=(mh, mw)).to_mask((mh, mw))
+        stack.append(mask)
+    img_u8 = np.ascontiguousarray(np.concatenate(tiles_u8, axis=1))
+    masks = speaker_masks(img_u8, len(order), masks=np.stack(stack))
+    return torch.cat(imgs, dim=-1), img_u8, masks, MotionReference.tiled(picture_t, boxes)

@@ -129,18 +129,38 @@ def is_motion_autoencoder_config(d: dict[str, Any]) -> bool:
 @dataclass
 class MotionReference:
     """The picture a motion latent moves: ``image`` [B, 3, H, W] in [-1, 1] at the output resolution,
-    and the region ``box`` (x0, y0, x1, y1 in its pixels) that the latent grid covers."""
+    and the region ``box`` (x0, y0, x1, y1 in its pixels) that the latent grid covers.
+
+    ``tiles``: several speakers, each framed on its own (`inputs/framing.py`): the latent grid is that
+    many equal-width tiles side by side, tile k covering box ``tiles[k]`` of the picture (``box`` is then
+    their union). Why: a group framed as one region makes each face a fraction of one DiT token, so the
+    speakers' masks share tokens and a silent mouth moves with the voice beside it."""
 
     image: torch.Tensor
     box: tuple[int, int, int, int]
+    tiles: tuple[tuple[int, int, int, int], ...] = ()
 
     @classmethod
     def whole(cls, image: torch.Tensor) -> MotionReference:
         return cls(image, (0, 0, image.shape[-1], image.shape[-2]))
 
+    @classmethod
+    def tiled(cls, image: torch.Tensor, tiles: list[tuple[int, int, int, int]]) -> MotionReference:
+        boxes = tuple(tuple(int(v) for v in b) for b in tiles)
+        union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+        return cls(image, union, boxes if len(boxes) > 1 else ())
+
+    def regions(self) -> list[tuple[int, int, int, int]]:
+        """The boxes the latent grid's tiles cover, left to right (one: the whole grid covers ``box``)."""
+        return list(self.tiles) or [self.box]
+
     def region(self) -> torch.Tensor:
-        x0, y0, x1, y1 = self.box
-        return self.image[..., y0:y1, x0:x1]
+        """The picture as the grid sees it: the box, or the tiles side by side at the first tile's size."""
+        crops = [self.image[..., y0:y1, x0:x1] for x0, y0, x1, y1 in self.regions()]
+        if len(crops) == 1:
+            return crops[0]
+        size = crops[0].shape[-2:]
+        return torch.cat([c if c.shape[-2:] == size else F.interpolate(c, size=size, mode="area") for c in crops], -1)
 
 
 def as_reference(portrait: Any) -> MotionReference:
@@ -358,33 +378,45 @@ class MotionAutoencoder(nn.Module):
         return 1 + math.ceil(max(reach - 1, 0) / self.temporal_ratio) if reach else 1
 
     def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
-        """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region moved and retouched."""
+        """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region (or tiles) moved and retouched."""
         cfg = self.cfg
         image = ref.image[row].to(codes.device, self.dtype)
-        x0, y0, x1, y1 = ref.box
-        rh, rw = y1 - y0, x1 - x0
+        ux0, uy0, ux1, uy1 = ref.box
+        tiles = ref.regions()
         n, _, h, w = codes.shape
+        if w % len(tiles):
+            raise ValueError(f"a latent {w} cells wide cannot hold {len(tiles)} equal tiles")
+        tw = w // len(tiles)
         flow = codes[:, :2]
         if cfg.flow_deadzone > 0:
             size = flow.norm(dim=1, keepdim=True)
             flow = flow * ((size - cfg.flow_deadzone).clamp_min(0) / size.clamp_min(1e-6))
-        # working pixels -> region pixels (the grid spans the region), then one cell's taper at the edge
-        scale = torch.tensor([rw / (w * cfg.cell), rh / (h * cfg.cell)], dtype=flow.dtype, device=flow.device)
-        dense = self._upsample(flow, rh, rw) * scale.view(1, 2, 1, 1)
-        taper = edge_taper(rh, rw, min(rh, rw) / max(h, w), device=dense.device).to(dense.dtype)
-        # sample the whole picture so the region's edge may pull pixels from just outside it
-        ys = torch.arange(y0, y1, dtype=dense.dtype, device=dense.device)
-        xs = torch.arange(x0, x1, dtype=dense.dtype, device=dense.device)
+        residual = cfg.residual_channels and cfg.residual_gain
+        res = self._residual_image(codes[:, 2:]) * cfg.residual_gain if residual else None
+        field = torch.zeros(n, 2, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
+        extra = torch.zeros(n, 3, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if residual else None
+        for k, (x0, y0, x1, y1) in enumerate(tiles):
+            # working pixels -> region pixels (the tile spans its box), then one cell's taper at the edge
+            rh, rw = y1 - y0, x1 - x0
+            scale = torch.tensor([rw / (tw * cfg.cell), rh / (h * cfg.cell)], dtype=flow.dtype, device=flow.device)
+            taper = edge_taper(rh, rw, min(rh, rw) / max(h, tw), device=flow.device).to(flow.dtype)
+            dense = self._upsample(flow[..., k * tw : (k + 1) * tw], rh, rw) * scale.view(1, 2, 1, 1)
+            field[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += dense * taper
+            if res is not None:
+                part = res[..., k * tw * cfg.cell : (k + 1) * tw * cfg.cell]
+                extra[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += self._upsample(part, rh, rw) * taper
+        # sample the whole picture so a region's edge may pull pixels from just outside it
+        ys = torch.arange(uy0, uy1, dtype=field.dtype, device=field.device)
+        xs = torch.arange(ux0, ux1, dtype=field.dtype, device=field.device)
         H, W = image.shape[-2:]
-        gx = (xs[None, None, :] + dense[:, 0] * taper) * (2.0 / W) - 1 + 1.0 / W
-        gy = (ys[None, :, None] + dense[:, 1] * taper) * (2.0 / H) - 1 + 1.0 / H
+        gx = (xs[None, None, :] + field[:, 0]) * (2.0 / W) - 1 + 1.0 / W
+        gy = (ys[None, :, None] + field[:, 1]) * (2.0 / H) - 1 + 1.0 / H
         moved = F.grid_sample(image[None].expand(n, -1, -1, -1), torch.stack([gx, gy], dim=-1), mode="bilinear",
                               padding_mode="border", align_corners=False)
-        if cfg.residual_channels and cfg.residual_gain:
-            res = self._residual_image(codes[:, 2:]) * cfg.residual_gain
-            moved = moved + self._upsample(res, rh, rw) * taper
+        if extra is not None:
+            moved = moved + extra
         out = image[None].repeat(n, 1, 1, 1)
-        out[:, :, y0:y1, x0:x1] = moved.clamp(-1, 1)
+        out[:, :, uy0:uy1, ux0:ux1] = moved.clamp(-1, 1)
         return out
 
     def reference_latent(self, portrait: Any) -> torch.Tensor:

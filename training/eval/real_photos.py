@@ -908,7 +908,10 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
     res["summary"]["lipsync_clips_measured"] = sum(r["lipsync_r"] is not None for r in clips)
     if control:
         sep = metrics.separability([c["still"] for c in control], [c["nodding"] for c in control])
-        res["control"] = {"nod_vs_still_auc": sep["auc"], "cohen_d": sep["cohen_d"],
+        # beside the target's AUC (all stills against all nods, across photos): the share of same photo + voice
+        # pairs whose nodding video moves more (a photo that moves more in both does not blur it)
+        wins = float(np.mean([c["nodding"] > c["still"] for c in control]))
+        res["control"] = {"nod_vs_still_auc": sep["auc"], "cohen_d": sep["cohen_d"], "nod_wins_same_photo_voice": wins,
                           "motion_y_still": _mean(control, "still"), "motion_y_nodding": _mean(control, "nodding"),
                           "pairs": control}
 
