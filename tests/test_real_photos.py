@@ -180,6 +180,7 @@ def test_bench_runs_end_to_end_on_the_demo(tmp_path, capsys):
         assert r["summary"]["psnr"] > 5 and 0 <= r["summary"]["face_detected"] <= 1
         assert "nod_vs_still_auc" in r["control"] and "pixel_ratio_max" in r["speakers_2"]
         assert 0 <= r["control"]["nod_wins_same_photo_voice"] <= 1
+        assert 0 <= r["control"]["nod_vs_still_auc_upper_face"] <= 1
         assert r["speed"]["video_s_per_wall_s"] > 0
     rows = {row["measure"]: row for row in res["table"]}
     assert len(rows) == len(demo_quality.ROWS) and all("target" in r for r in rows.values())

@@ -894,9 +894,13 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
                 still = frames if s.prompt is None else run(p, _wav(wav), still_prompt, name + "_still")[0]
                 nod, _ = run(p, _wav(wav), heldout_prompt(seed, "nodding"), name + "_nodding")
                 strip(name + "_nodding", ref, nod)
-                control.append({"portrait": Path(p).name, "clip": c,
-                                "still": head_motion(still, box, excl), "nodding": head_motion(nod, box, excl),
-                                "prompt_nodding": heldout_prompt(seed, "nodding")})
+                row = {"portrait": Path(p).name, "clip": c,
+                       "still": head_motion(still, box, excl), "nodding": head_motion(nod, box, excl),
+                       "prompt_nodding": heldout_prompt(seed, "nodding")}
+                if ref.upper is not None:  # the same on the upper face only: a talking jaw does not move it
+                    row.update({"still_upper": head_motion(still, box, ~ref.upper),
+                                "nodding_upper": head_motion(nod, box, ~ref.upper)})
+                control.append(row)
     keys = ("psnr", "ssim", "psnr_frame0", "psnr_last_second", "upper_flicker", "upper_flicker_p95", "upper_psnr",
             "face_detected", "lip_measured_frames", "lipsync_r",
             "lipsync_r_reversed", "lipsync_r_margin", "darkness_r", "darkness_r_reversed", "muted_lip_gap",
@@ -911,7 +915,10 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
         # beside the target's AUC (all stills against all nods, across photos): the share of same photo + voice
         # pairs whose nodding video moves more (a photo that moves more in both does not blur it)
         wins = float(np.mean([c["nodding"] > c["still"] for c in control]))
+        upper = [c for c in control if "still_upper" in c]
+        sep_upper = metrics.separability([c["still_upper"] for c in upper], [c["nodding_upper"] for c in upper])
         res["control"] = {"nod_vs_still_auc": sep["auc"], "cohen_d": sep["cohen_d"], "nod_wins_same_photo_voice": wins,
+                          "nod_vs_still_auc_upper_face": sep_upper["auc"] if upper else None,
                           "motion_y_still": _mean(control, "still"), "motion_y_nodding": _mean(control, "nodding"),
                           "pairs": control}
 
