@@ -400,6 +400,14 @@ def test_a_tiled_latent_moves_each_speaker_in_its_own_box_only():
     assert float(change[:, :340].max()) < 1e-4 and float(change[:, 565:].max()) < 1e-4  # outside tile 1: still
     assert float(change[100:200, 400:520].mean()) > 0.05  # inside: moved
     assert ref.region().shape == (1, 3, 200, 400)
+    # overlapping tiles that move the same way move the shared part once, not twice
+    both = MotionReference.tiled(picture, [(100, 50, 300, 250), (200, 50, 400, 250)])
+    z2 = torch.zeros(1, ae.cfg.latent_channels, 2, 16, 32)
+    for slot in range(4):
+        z2[:, slot * s, 1:] = 2.0 * ae.cfg.flow_scale
+    single = ae.decode(z2[..., :16], MotionReference.tiled(picture, [(100, 50, 300, 250)]))[0, :, -1]
+    shared = ae.decode(z2, both)[0, :, -1]
+    assert float((shared - single)[:, 120:230, 220:280].abs().max()) < 1e-4
     with pytest.raises(ValueError, match="equal tiles"):
         ae.decode(torch.zeros(1, ae.cfg.latent_channels, 2, 16, 31), ref)
 

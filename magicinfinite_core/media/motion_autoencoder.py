@@ -395,6 +395,7 @@ class MotionAutoencoder(nn.Module):
         res = self._residual_image(codes[:, 2:]) * cfg.residual_gain if residual else None
         field = torch.zeros(n, 2, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
         extra = torch.zeros(n, 3, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if residual else None
+        weight = torch.zeros(uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
         for k, (x0, y0, x1, y1) in enumerate(tiles):
             # working pixels -> region pixels (the tile spans its box), then one cell's taper at the edge
             rh, rw = y1 - y0, x1 - x0
@@ -402,9 +403,13 @@ class MotionAutoencoder(nn.Module):
             taper = edge_taper(rh, rw, min(rh, rw) / max(h, tw), device=flow.device).to(flow.dtype)
             dense = self._upsample(flow[..., k * tw : (k + 1) * tw], rh, rw) * scale.view(1, 2, 1, 1)
             field[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += dense * taper
+            weight[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += taper
             if res is not None:
                 part = res[..., k * tw * cfg.cell : (k + 1) * tw * cfg.cell]
                 extra[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += self._upsample(part, rh, rw) * taper
+        if len(tiles) > 1:  # where tiles overlap, their fields are averaged (a sum would double a shared motion)
+            field = field / weight.clamp_min(1.0)
+            extra = None if extra is None else extra / weight.clamp_min(1.0)
         # sample the whole picture so a region's edge may pull pixels from just outside it
         ys = torch.arange(uy0, uy1, dtype=field.dtype, device=field.device)
         xs = torch.arange(ux0, ux1, dtype=field.dtype, device=field.device)
