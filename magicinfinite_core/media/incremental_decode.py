@@ -26,8 +26,8 @@ class IncrementalDecoder:
                  ratio: int = TEMPORAL_RATIO, crossfade: bool = True) -> None:
         if chunk < context or context < 1:
             raise ValueError(f"need chunk >= context >= 1 latent frames, got chunk {chunk}, context {context}")
-        context, self.lookahead, crossfade = chunk_needs(decode_fn, context, crossfade)
-        self.decode_fn, self.chunk, self.context = decode_fn, max(int(chunk), context), int(context)
+        chunk, context, self.lookahead, crossfade = chunk_needs(decode_fn, chunk, context, crossfade)
+        self.decode_fn, self.chunk, self.context = decode_fn, chunk, context
         self.num_frames, self.device, self.dtype, self.ratio = num_frames, device, dtype, ratio
         self.n_fade = ratio * (context - 1) if crossfade else 0
         self.crossfade = crossfade

@@ -155,12 +155,12 @@ class MotionReference:
         return list(self.tiles) or [self.box]
 
     def region(self) -> torch.Tensor:
-        """The picture as the grid sees it: the box, or the tiles side by side at the first tile's size."""
-        crops = [self.image[..., y0:y1, x0:x1] for x0, y0, x1, y1 in self.regions()]
-        if len(crops) == 1:
-            return crops[0]
-        size = crops[0].shape[-2:]
-        return torch.cat([c if c.shape[-2:] == size else F.interpolate(c, size=size, mode="area") for c in crops], -1)
+        """The part of the picture the latent grid covers (a tiled reference has several: `regions`)."""
+        if self.tiles:
+            raise ValueError("a tiled reference covers several regions; the model's view of them is the framed "
+                             "tiles side by side (inputs/framing.py), not one crop")
+        x0, y0, x1, y1 = self.box
+        return self.image[..., y0:y1, x0:x1]
 
 
 def as_reference(portrait: Any) -> MotionReference:
@@ -395,7 +395,7 @@ class MotionAutoencoder(nn.Module):
         res = self._residual_image(codes[:, 2:]) * cfg.residual_gain if residual else None
         field = torch.zeros(n, 2, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
         extra = torch.zeros(n, 3, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if residual else None
-        weight = torch.zeros(uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
+        weight = torch.zeros(uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if len(tiles) > 1 else None
         for k, (x0, y0, x1, y1) in enumerate(tiles):
             # working pixels -> region pixels (the tile spans its box), then one cell's taper at the edge
             rh, rw = y1 - y0, x1 - x0
@@ -403,11 +403,12 @@ class MotionAutoencoder(nn.Module):
             taper = edge_taper(rh, rw, min(rh, rw) / max(h, tw), device=flow.device).to(flow.dtype)
             dense = self._upsample(flow[..., k * tw : (k + 1) * tw], rh, rw) * scale.view(1, 2, 1, 1)
             field[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += dense * taper
-            weight[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += taper
+            if weight is not None:
+                weight[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += taper
             if res is not None:
                 part = res[..., k * tw * cfg.cell : (k + 1) * tw * cfg.cell]
                 extra[:, :, y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0] += self._upsample(part, rh, rw) * taper
-        if len(tiles) > 1:  # where tiles overlap, their fields are averaged (a sum would double a shared motion)
+        if weight is not None:  # where tiles overlap, their fields are averaged (a sum would double a shared motion)
             field = field / weight.clamp_min(1.0)
             extra = None if extra is None else extra / weight.clamp_min(1.0)
         # sample the whole picture so a region's edge may pull pixels from just outside it

@@ -43,12 +43,13 @@ def decode_chunks(total: int, chunk: int, context: int) -> list[tuple[int, int, 
     return [(max(0, a - context), a, min(a + chunk, total)) for a in range(0, total, chunk)]
 
 
-def chunk_needs(decode_fn: DecodeFn, context: int, crossfade: bool) -> tuple[int, int, bool]:
-    """(context, lookahead, crossfade) for chunked decoding with `decode_fn`: a decoder whose frames read
-    nearby latent frames on both sides (the motion autoencoder's flow smoothing) says so with the
+def chunk_needs(decode_fn: DecodeFn, chunk: int, context: int, crossfade: bool) -> tuple[int, int, int, bool]:
+    """(chunk, context, lookahead, crossfade) for chunked decoding with `decode_fn`: a decoder whose frames
+    read nearby latent frames on both sides (the motion autoencoder's flow smoothing) says so with the
     attributes `lookahead` (latent frames after the chunk), `min_context` and `crossfade` (False: its
-    context frames are exact, so they are dropped, not blended)."""
-    return (max(int(context), int(getattr(decode_fn, "min_context", 1))), int(getattr(decode_fn, "lookahead", 0)),
+    context frames are exact, so they are dropped, not blended); a chunk is never shorter than its context."""
+    context = max(int(context), int(getattr(decode_fn, "min_context", 1)))
+    return (max(int(chunk), context), context, int(getattr(decode_fn, "lookahead", 0)),
             bool(crossfade and getattr(decode_fn, "crossfade", True)))
 
 
@@ -116,8 +117,8 @@ def streamed_decode(
     num_frames = full if num_frames is None else num_frames
     if latent_frames(num_frames, ratio) != total:
         raise ValueError(f"{num_frames} video frames need {latent_frames(num_frames, ratio)} latent frames, got {total}")
-    context, lookahead, crossfade = chunk_needs(decode_fn, context, crossfade)
-    plan = decode_chunks(total, max(chunk, context), context)
+    chunk, context, lookahead, crossfade = chunk_needs(decode_fn, chunk, context, crossfade)
+    plan = decode_chunks(total, chunk, context)
     emitted, t0 = 0, time.perf_counter()
     held: torch.Tensor | None = None  # the previous chunk's last frames, to be cross-faded
     n_fade = ratio * (context - 1) if crossfade else 0
