@@ -254,5 +254,29 @@ def test_caching_encodes_an_animated_photo_with_its_exact_field_and_a_drawn_clip
         if exact:
             field = torch.from_numpy(c.gt["portrait_flow"].astype(np.float32))[None]
             assert torch.equal(latent, ae.encode(frames, flow=field)[0]) and not torch.equal(latent, optical)
+            # `--optical-flow`: the photo is encoded as footage would be
+            arrays = ClipArrays("c", c.frames, c.audio, c.gt, c.meta)
+            assert torch.equal(clip_latent(ae, arrays, exact_flow=False)[0], optical)
         else:
             assert "portrait_flow" not in c.gt and torch.equal(latent, optical)
+
+
+def test_a_cache_refuses_to_mix_exact_fields_and_optical_flow(tmp_path):
+    """`--optical-flow` is a cache setting: resuming with the other choice is refused, and a cache written
+    before the choice existed (exact fields) resumes as before."""
+    import json
+
+    from training.preprocess import CacheSettings, _check_settings
+
+    exact, optical = CacheSettings(vae_sha="v"), CacheSettings(vae_sha="v", exact_flow=False)
+    _check_settings(tmp_path / "a", exact)
+    with pytest.raises(RuntimeError, match="exact_flow"):
+        _check_settings(tmp_path / "a", optical)
+    old = tmp_path / "old"
+    _check_settings(old, exact)
+    settings = json.loads((old / "cache.json").read_text())
+    del settings["exact_flow"]
+    (old / "cache.json").write_text(json.dumps(settings))
+    _check_settings(old, exact)
+    with pytest.raises(RuntimeError, match="exact_flow"):
+        _check_settings(old, optical)

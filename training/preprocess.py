@@ -83,6 +83,7 @@ class CacheSettings:
     audio_window: int = 5
     patch: tuple[int, int] = (4, 4)  # DiT patch = image-token patch (latent pixels)
     format: int = CACHE_FORMAT
+    exact_flow: bool = True  # motion latents take the renderer's exact field where a clip has one
 
 
 def file_sha(path: str | Path) -> str:
@@ -97,14 +98,16 @@ def file_sha(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def clip_latent(vae: Autoencoder, clip: ClipArrays, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def clip_latent(vae: Autoencoder, clip: ClipArrays, frames: torch.Tensor | None = None,
+                exact_flow: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The clip's latent [C, T, h, w] and, for a motion latent, the portrait condition (else None).
 
     Animated photographs carry the renderer's exact flow to frame 0 (``portrait_flow``, photo_face.py); a
-    motion latent takes it instead of optical flow, which is noise on flat skin and in the mouth gap."""
+    motion latent takes it instead of optical flow, which is noise on flat skin and in the mouth gap
+    (`exact_flow=False`: optical flow for every clip, as footage gets)."""
     frames = frames_to_tensor(clip.frames)[None] if frames is None else frames
     device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
-    exact = clip.gt.get("portrait_flow")
+    exact = clip.gt.get("portrait_flow") if exact_flow else None
     flow = None if exact is None else torch.from_numpy(exact.astype(np.float32))[None].to(device)
     with torch.no_grad():
         latent = encode_video(vae, frames.to(device), flow=flow)[0].float().cpu()
@@ -122,7 +125,7 @@ def cache_clip(
     """All cached tensors of one clip (see module doc)."""
     frames = frames_to_tensor(clip.frames)[None]
     device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
-    latent, reference = clip_latent(vae, clip, frames)
+    latent, reference = clip_latent(vae, clip, frames, settings.exact_flow)
     c, t, h, w = latent.shape
     n = clip.frames.shape[0]
     avatar = hasattr(extractor, "windows")  # Whisper: HunyuanVideo-Avatar's per-video-frame windows
@@ -173,7 +176,7 @@ def _check_settings(out: Path, settings: CacheSettings) -> None:
     want = asdict(settings)
     want["patch"] = list(want["patch"])
     if path.is_file():
-        have = json.loads(path.read_text())
+        have = {"exact_flow": True, **json.loads(path.read_text())}  # caches from before the choice existed
         if have != want:
             diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
             raise RuntimeError(
@@ -199,6 +202,7 @@ def preprocess(
     address: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     encoders: EncoderSpec | None = None,
+    exact_flow: bool = True,
 ) -> Path:
     """Cache every finished clip of the data roots (of `split` when given) into `out`; returns the
     manifest path. Each manifest row records its clip's split, which the trainers filter on.
@@ -223,7 +227,7 @@ def preprocess(
     out = Path(out)
     settings = CacheSettings(vae_sha=file_sha(vae_path), text_encoder=spec.text_label, audio_extractor=spec.audio_label,
                              text_max_tokens=HUNYUAN_MAX_TOKENS if spec.text == "hunyuan" else TEXT_MAX_TOKENS,
-                             patch=tuple(patch))
+                             patch=tuple(patch), exact_flow=exact_flow)
     _check_settings(out, settings)
     dirs = [d for root in data_roots for d in list_clips(root)]
     if split is not None:
@@ -452,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("all", "train", "heldout"), default="all",
                    help="cache only this split's clips (default all: trainers pick the train rows, "
                         "the evaluation the held-out ones)")
+    p.add_argument("--optical-flow", action="store_true",
+                   help="encode motion latents with optical flow even where a clip carries the renderer's exact "
+                        "field (animated photographs), as footage is encoded")
     a = p.parse_args(argv)
     from training.runconfig import fail, missing_inputs, split_counts
 
@@ -477,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = preprocess(a.data, a.vae, a.out, limit=a.limit, shard=(i, n), split=split, patch=tuple(a.patch),
                               workers=a.workers, threads=a.threads, address=a.address,
-                              shard_rows=a.manifest_shard_rows, encoders=spec)
+                              shard_rows=a.manifest_shard_rows, encoders=spec, exact_flow=not a.optical_flow)
     except RayUnavailableError as e:
         return fail([str(e)], "python -m training.preprocess")
     counts = split_counts(r.get("split") for r in read_cache_manifest(manifest.parent))

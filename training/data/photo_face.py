@@ -19,8 +19,8 @@ loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh
   corners and the brows, surprise raises the brows and narrows the mouth (ramped in like the
   drawn world's, neutral on frame 0).
 * Head action: nodding / shaking is a per-frame similarity transform (shift, foreshortening
-  scale, a little roll) of the head region that fades out smoothly into the surroundings;
-  ``still`` moves nothing but the mouth and jaw.
+  scale, a little roll) of the head region that fades out smoothly into the surroundings, timed
+  by the voice's emphasis (``head_rhythm``); ``still`` moves nothing but the mouth and jaw.
 * Background control: ``leaves`` / ``lights`` are the drawn world's layers over the photo
   outside a soft person region (head + shoulders); ``static`` leaves the photo alone.
 
@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data import photos
+from training.data.head_rhythm import speech_rhythm
 from training.data.mouth import FPS
 
 Array = np.ndarray
@@ -210,14 +211,16 @@ class PhotoFaceScene:
     open_portrait: bool = False
 
 
-def _sample_head(rng: np.random.Generator, action: str, n: int, s: float) -> dict[str, Array]:
-    """Per-frame head motion of the prompt's action; ``still`` is exactly the identity."""
+def _sample_head(rng: np.random.Generator, action: str, opening: Array, s: float) -> dict[str, Array]:
+    """Per-frame head motion of the prompt's action, driven by the voice's emphasis
+    (`head_rhythm`); ``still`` is exactly the identity."""
+    n = len(opening)
     t = np.arange(n, dtype=np.float32) / FPS
     z = np.zeros(n, np.float32)
     h = {"dx": z.copy(), "dy": z.copy(), "sx": z + 1, "sy": z + 1, "roll": z.copy(), "yaw": z.copy(), "pitch": z.copy()}
     if action in ("nodding", "shaking"):
-        f, a = rng.uniform(1.2, 2.2), rng.uniform(0.7, 1.0)
-        osc = np.sin(2 * np.pi * f * t).astype(np.float32)
+        a = rng.uniform(0.7, 1.0)
+        osc = speech_rhythm(opening, FPS)
         wob = sum(np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.28)) for _ in range(2))
         h["roll"] = (0.012 * (wob - wob[0])).astype(np.float32)  # 0 on frame 0 (the portrait)
         if action == "nodding":
@@ -272,7 +275,7 @@ def sample_photo_scene(
     emotion = controls["emotion"]
     op = np.asarray(opening, np.float32).copy()
     op[0] = 0.0  # frame 0 is the portrait: mouth closed
-    head = _sample_head(rng, controls["action"], n, s_out * S)
+    head = _sample_head(rng, controls["action"], np.asarray(opening, np.float32), s_out * S)
     return PhotoFaceScene(
         height=height, width=width, photo=photo_name, crop=(x0, y0, x0 + cw, y0 + ch), flip=flip,
         jitter=jit, landmarks=L.astype(np.float32), opening=op,

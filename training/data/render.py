@@ -21,6 +21,7 @@ from training.data.character_painter import (
     emotion_weights,
     mouth_half_width,
 )
+from training.data.head_rhythm import speech_rhythm
 from training.data.mouth import FPS
 from training.data.sdf_canvas import Array, Canvas, Painter, Pose, sd_box, sd_ellipse
 
@@ -270,7 +271,7 @@ def sample_scene(
     """Place characters, derive their motion from the controls, attach the speaker's lips.
 
     Text-controlled effects start from a neutral first frame (frame 0 is the reference portrait)
-    and develop over the clip: emotion ramps in, nod / shake oscillations start at phase 0.
+    and develop over the clip: emotion ramps in, nods / shakes follow the voice (head_rhythm), still on frame 0.
     """
     cfg = cfg or WorldConfig()
     n = len(opening)
@@ -286,9 +287,9 @@ def sample_scene(
         roll = np.full(n, rng.uniform(-0.08, 0.08), np.float32)
         dx = np.zeros(n, np.float32)
         dy = np.zeros(n, np.float32)
-        if action in ("nodding", "shaking"):  # one oscillation: pitch and a bob, or yaw and a sway
-            f, a = rng.uniform(1.2, 2.2), rng.uniform(0.7, 1.0)
-            osc = np.sin(2 * np.pi * f * t).astype(np.float32)
+        if action in ("nodding", "shaking"):  # pitch and a bob, or yaw and a sway, on the voice's emphasis
+            a = rng.uniform(0.7, 1.0)
+            osc = speech_rhythm(opening, FPS)
             if action == "nodding":
                 pitch, dy = a * osc, 0.10 * s * a * osc
             else:
