@@ -306,10 +306,23 @@ def _prefetch_faces(args: argparse.Namespace) -> None:
 
     if args.speaker_mask or args.speaker_box or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return  # regions given, or one process per GPU (torchrun)
+    if not Path(args.portrait).is_file():
+        return
     from magicinfinite_core.inputs import face_prefetch
 
-    face_prefetch.start(args.portrait, args.model, len(args.audio),
-                        fallback="center" if args.face_fallback == "centre" else None, max_side=args.max_size)
+    face_prefetch.start(lambda: _prepare_portrait_only(args))
+
+
+def _prepare_portrait_only(args: argparse.Namespace) -> None:
+    """What generation does to the portrait, from the model's bundle.json alone (run in the prefetch child)."""
+    from magicinfinite_core.generate import GenerateOptions, prepare_portrait_at
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, read_bundle_spec
+
+    spec, _ = read_bundle_spec(args.model if args.model else DEMO_MODEL_DIR)
+    height, width = spec["resolution"]
+    moves = spec.get("vae", {}).get("config", {}).get("kind") == "motion"
+    opts = GenerateOptions(face_fallback="center" if args.face_fallback == "centre" else None, max_size=args.max_size)
+    prepare_portrait_at((int(height), int(width)), moves, args.portrait, len(args.audio), opts, [])
 
 
 def _run_locked(args: argparse.Namespace, model: Path, out: str, bundle, options_kw: dict) -> int:

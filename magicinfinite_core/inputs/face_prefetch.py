@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 WAIT_S = 300.0  # how long the parent waits for the child's answer (a loaded machine), never forever
@@ -38,12 +38,11 @@ def _key(rgb: Any, min_faces: int) -> tuple[str, int]:
     return h.hexdigest(), int(min_faces)
 
 
-def start(portrait: str | Path, model: str | Path | None, num_speakers: int, *, fallback: str | None = None,
-          max_side: int | None = None) -> bool:
-    """Fork the child that prepares `portrait` for `model` (None: the embedded demo); True when it runs."""
+def start(job: Callable[[], object]) -> bool:
+    """Fork a child that runs `job` (preparing the portrait exactly as generation will; the CLI's
+    `_prefetch_faces`) and records every face detection it makes; True when the child runs."""
     global _pending
-    if (os.environ.get(ENV_SWITCH, "1") == "0" or "torch" in sys.modules or _pending is not None
-            or not Path(portrait).is_file()):
+    if os.environ.get(ENV_SWITCH, "1") == "0" or "torch" in sys.modules or _pending is not None:
         return False
     import multiprocessing as mp
 
@@ -51,30 +50,21 @@ def start(portrait: str | Path, model: str | Path | None, num_speakers: int, *, 
         return False
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, str(portrait), model, int(num_speakers), fallback, max_side),
-                       name="magicinfinite-face-prefetch", daemon=True)
+    proc = ctx.Process(target=_child, args=(send, job), name="magicinfinite-face-prefetch", daemon=True)
     proc.start()
     send.close()
     _pending = (proc, receive)
     return True
 
 
-def _child(send: Any, portrait: str, model: str | Path | None, num_speakers: int, fallback: str | None,
-           max_side: int | None) -> None:
+def _child(send: Any, job: Callable[[], object]) -> None:
     global _recording
     _recording = True
     try:
         import warnings
 
         warnings.simplefilter("ignore")  # the parent reports the portrait's warnings itself
-        from magicinfinite_core.generate import GenerateOptions, prepare_portrait_at
-        from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, read_bundle_spec
-
-        spec, _ = read_bundle_spec(model if model is not None else DEMO_MODEL_DIR)
-        height, width = spec["resolution"]
-        moves = spec.get("vae", {}).get("config", {}).get("kind") == "motion"
-        opts = GenerateOptions(face_fallback=fallback, **({"max_size": max_side} if max_side else {}))
-        prepare_portrait_at((int(height), int(width)), moves, portrait, num_speakers, opts, [])
+        job()
     except BaseException:  # noqa: BLE001, S110 - whatever failed, the parent detects and reports it itself
         pass
     finally:
