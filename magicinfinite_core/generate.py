@@ -254,29 +254,20 @@ def prepare_portrait(
 
     Faces are detected on the full-resolution picture; what was changed or fell back goes to `notes`.
     """
-    return prepare_portrait_at((bundle.height, bundle.width), moves_portrait(bundle.vae), portrait, num_speakers,
-                               opts, notes)
-
-
-def prepare_portrait_at(
-    model_hw: tuple[int, int], moves: bool, portrait: Any, num_speakers: int, opts: GenerateOptions, notes: list[str],
-) -> PreparedPortrait:
-    """`prepare_portrait` from the model's size and kind alone (`moves`: a motion latent), so the CLI's face
-    prefetch (`inputs/face_prefetch.py`) runs the same steps without loading the model."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PortraitWarning)
         full = read_portrait(portrait)
     for w in caught:
         notes.append(str(w.message))
-        warnings.warn(w.message, stacklevel=4)
-    if moves:
-        img, img_u8, masks, ref = frame_portrait(full, model_hw, num_speakers, opts.speakers,
+        warnings.warn(w.message, stacklevel=3)
+    if moves_portrait(bundle.vae):
+        img, img_u8, masks, ref = frame_portrait(full, (bundle.height, bundle.width), num_speakers, opts.speakers,
                                                  fallback=opts.face_fallback, notes=notes, max_side=opts.max_size)
         return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))
-    img, img_u8 = load_portrait(full, *model_hw)
+    img, img_u8 = load_portrait(full, bundle.height, bundle.width)
     masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,
                                 notes=notes)
-    return PreparedPortrait(img, img_u8, masks, None, model_hw)
+    return PreparedPortrait(img, img_u8, masks, None, (bundle.height, bundle.width))
 
 
 def sample_latent(

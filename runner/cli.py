@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "streams: wavefront order, frames muxed into a fragmented mp4 as they are final)")
     r.add_argument("--json", action="store_true", help="print the run report as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _add_sp_arguments(g)
+    from magicinfinite_core.distributed import add_sp_arguments
+
+    add_sp_arguments(g)
     ins = sub.add_parser("inspect", help="name a transformer file's layout and list its bad keys (reads the header only)")
     ins.add_argument("file", help=".safetensors file, shard index or diffusers folder")
     ins.add_argument("--json", action="store_true", help='print {"layout","missing","unexpected","wrong_shapes"}')
@@ -125,18 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
     return p
-
-
-def _add_sp_arguments(parser: argparse.ArgumentParser) -> None:
-    """--sp-ulysses / --sp-ring / --sp-cfg / --sp-attention for a torchrun launch (here, not in the torch-importing
-    `distributed` package: parsing must not import torch, see `_prefetch_faces`)."""
-    g = parser.add_argument_group("multi-GPU (USP, launch with torchrun)")
-    g.add_argument("--sp-ulysses", type=int, default=None,
-                   help="Ulysses degree (default: processes / (ring x cfg))")
-    g.add_argument("--sp-ring", type=int, default=1, help="ring-attention degree (xfuser only)")
-    g.add_argument("--sp-cfg", type=int, default=1, help="split the CFG passes over this many groups")
-    g.add_argument("--sp-attention", choices=("auto", "xfuser", "yunchang"), default="auto",
-                   help="auto: xfuser on CUDA/NCCL, yunchang Ulysses on CPU/gloo")
 
 
 def _progress_bars(quiet: bool):
@@ -241,7 +231,6 @@ def _use_generator(args: argparse.Namespace, model: Path) -> bool:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    _prefetch_faces(args)  # before torch is imported: the faces are found on the other core meanwhile
     from magicinfinite_core.sampling.guidance import CFGConfig
     from magicinfinite_core.weights.bundle import (
         BUNDLE_FILE,
@@ -298,31 +287,6 @@ def _generate(args: argparse.Namespace) -> int:
     finally:
         if scratch is not None:
             scratch.cleanup()
-
-
-def _prefetch_faces(args: argparse.Namespace) -> None:
-    """Start `face_prefetch` when the run will detect faces in a portrait file (no speaker regions given)."""
-    import os
-
-    if args.speaker_mask or args.speaker_box or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return  # regions given, or one process per GPU (torchrun)
-    if not Path(args.portrait).is_file():
-        return
-    from magicinfinite_core.inputs import face_prefetch
-
-    face_prefetch.start(lambda: _prepare_portrait_only(args))
-
-
-def _prepare_portrait_only(args: argparse.Namespace) -> None:
-    """What generation does to the portrait, from the model's bundle.json alone (run in the prefetch child)."""
-    from magicinfinite_core.generate import GenerateOptions, prepare_portrait_at
-    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, read_bundle_spec
-
-    spec, _ = read_bundle_spec(args.model if args.model else DEMO_MODEL_DIR)
-    height, width = spec["resolution"]
-    moves = spec.get("vae", {}).get("config", {}).get("kind") == "motion"
-    opts = GenerateOptions(face_fallback="center" if args.face_fallback == "centre" else None, max_size=args.max_size)
-    prepare_portrait_at((int(height), int(width)), moves, args.portrait, len(args.audio), opts, [])
 
 
 def _run_locked(args: argparse.Namespace, model: Path, out: str, bundle, options_kw: dict) -> int:

@@ -12,6 +12,7 @@ The CLI adapter is the two functions at the bottom of this file, kept apart from
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from torch import nn
@@ -44,11 +45,23 @@ __all__ = [
     "USPUnavailableError",
     "XFuserUSPAttention",
     "YunchangUlyssesAttention",
+    "add_sp_arguments",
     "gather_tokens",
     "is_main_process",
     "make_backend",
     "wrap_for_torchrun",
 ]
+
+
+def add_sp_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sp-ulysses / --sp-ring / --sp-cfg / --sp-attention for a torchrun launch."""
+    g = parser.add_argument_group("multi-GPU (USP, launch with torchrun)")
+    g.add_argument("--sp-ulysses", type=int, default=None,
+                   help="Ulysses degree (default: processes / (ring x cfg))")
+    g.add_argument("--sp-ring", type=int, default=1, help="ring-attention degree (xfuser only)")
+    g.add_argument("--sp-cfg", type=int, default=1, help="split the CFG passes over this many groups")
+    g.add_argument("--sp-attention", choices=("auto", "xfuser", "yunchang"), default="auto",
+                   help="auto: xfuser on CUDA/NCCL, yunchang Ulysses on CPU/gloo")
 
 
 def wrap_for_torchrun(model: nn.Module, *, ulysses: int | None = None, ring: int = 1, cfg: int = 1,

@@ -341,17 +341,11 @@ def detect_faces(
         if rejected is not None:
             rejected.extend(detector.rejected)
         return faces
-    from magicinfinite_core.inputs import face_prefetch
-
-    img = to_rgb_uint8(image)
-    hit = face_prefetch.recall(img, min_faces)  # found by the command's second process (CLI start-up)
-    if hit is None:
-        with FaceDetector() as det:
-            hit = det.detect(img, min_faces=min_faces), det.rejected
-        face_prefetch.remember(img, min_faces, *hit)
-    if rejected is not None:
-        rejected.extend(hit[1])
-    return hit[0]
+    with FaceDetector() as det:
+        faces = det.detect(image, min_faces=min_faces)
+        if rejected is not None:
+            rejected.extend(det.rejected)
+        return faces
 
 
 def _rejected_text(rejected: Sequence[FaceBox], hw: tuple[int, int]) -> str:
