@@ -280,3 +280,18 @@ def test_a_cache_refuses_to_mix_exact_fields_and_optical_flow(tmp_path):
     _check_settings(old, exact)
     with pytest.raises(RuntimeError, match="exact_flow"):
         _check_settings(old, optical)
+
+
+def test_greyscale_prints_are_grey_with_one_cast_and_zero_keeps_the_colour_world():
+    colour = make_clip(7, "train", 5, PHOTO_CFG)
+    same = make_clip(7, "train", 5, WorldConfig(128, 128, photo_faces=1.0, photo_greyscale=0.0))
+    grey = make_clip(7, "train", 5, WorldConfig(128, 128, photo_faces=1.0, photo_greyscale=1.0))
+    assert np.array_equal(colour.frames, same.frames) and not colour.meta["photo"]["greyscale"]
+    assert grey.meta["photo"]["greyscale"] and grey.meta["photo"]["name"] == colour.meta["photo"]["name"]
+    f = grey.frames.astype(np.float64)
+    lit = f[..., 1] > 40  # away from black, where rounding dominates the ratio
+    ratio_r, ratio_b = (f[..., 0][lit] / f[..., 1][lit]), (f[..., 2][lit] / f[..., 1][lit])
+    assert ratio_r.std() < 0.03 and ratio_b.std() < 0.03  # one cast over the whole clip
+    assert np.abs(colour.frames.astype(np.float64) - f).mean() > 2.0  # the colour clip was not grey
+    # the motion is the colour clip's: same ground truth
+    assert np.array_equal(colour.gt["mouth_open"], grey.gt["mouth_open"])

@@ -139,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="background controls to draw from (e.g. static: nothing behind the person moves)")
     p.add_argument("--open-portraits", type=float, default=0.0,
                    help="share of animated photos that smile open which keep that open mouth on frame 0 (0..1)")
+    p.add_argument("--greyscale", type=float, default=0.0,
+                   help="share of animated photos rendered in grey levels with a warm / cool cast, like old prints (0..1)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.size % 2:
         p.error("--size must be even (H.264 yuv420p)")
     frames = int(round(a.seconds * FPS)) if a.seconds else a.frames
-    for name in ("photo_faces", "photo_textures"):
+    for name in ("photo_faces", "photo_textures", "open_portraits", "greyscale"):
         if not 0.0 <= getattr(a, name) <= 1.0:
             p.error(f"--{name.replace('_', '-')} must be in 0..1")
     cfg = WorldConfig(
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         photo_face_min=a.photo_face_min, photo_face_max=a.photo_face_max,
         photo_generated=not a.no_generated_faces, photo_real_share=a.photo_real_share,
         backgrounds=tuple(a.backgrounds), photo_open_portraits=a.open_portraits,
+        photo_greyscale=a.greyscale,
     )
     man = build(
         a.out, a.num_clips, frames, a.size, a.split, a.seed, a.workers, a.start, cfg, not a.no_progress

@@ -160,6 +160,8 @@ def _make_photo_clip(
     if cfg.photo_open_portraits > 0 and photo_face.photo_opening(
             photo_face.MouthFrame.from_landmarks(scene.landmarks)) > photo_face.OPEN_MOUTH:
         scene.open_portrait = bool(r_scene.random() < cfg.photo_open_portraits)
+    if cfg.photo_greyscale > 0 and r_scene.random() < cfg.photo_greyscale:
+        scene.print_tint = photos.sample_tint(r_scene)
     frames, gt = photo_face.render_photo_scene(scene)
     prompt = make_prompt(controls, r_text, split, "realistic", 1, 0, [0])
     ident = photo_face.photo_identity_id(ph.name)
@@ -184,6 +186,7 @@ def _make_photo_clip(
             "flip": scene.flip,
             "teeth": scene.teeth,
             "open_portrait": scene.open_portrait,
+            "greyscale": scene.print_tint is not None,
             "jitter": {k: v for k, v in vars(scene.jitter).items()},
         },
     }

@@ -209,6 +209,9 @@ class PhotoFaceScene:
     # closed-mouth portrait; later frames close on silence. Why: a user's portrait may smile, and
     # the model must learn to close that mouth when the voice is silent (issue 26's muted target).
     open_portrait: bool = False
+    # The whole clip in grey levels with this cast (None: colour). Why: the only real faces are in
+    # colour, and the v6 DiT lost lip sync on a greyscale portrait (Takeo Kanade, session 9).
+    print_tint: tuple[float, float, float] | None = None
 
 
 def _sample_head(rng: np.random.Generator, action: str, opening: Array, s: float) -> dict[str, Array]:
@@ -591,6 +594,8 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
             frames[a:b] = pw * frames[a:b] + (1.0 - pw) * layer
     if sc.open_portrait:
         frames[0] = still  # the photo itself: no closing warp, neutral head and emotion on frame 0
+    if sc.print_tint is not None:
+        frames = photos.greyscale_print(frames, sc.print_tint)
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     gt = photo_ground_truth(sc, mf)
     gt["portrait_flow"] = field.astype(np.float16)

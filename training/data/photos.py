@@ -227,13 +227,24 @@ class ColourJitter:
         return x.astype(np.float32)
 
 
+def sample_tint(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A warm or cool cast of the kind old greyscale prints and scans have."""
+    t = rng.uniform(-0.12, 0.12)
+    return (1.0 + t, 1.0 + 0.3 * t, 1.0 - t)
+
+
+def greyscale_print(x: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
+    """float [.., 3] in 0..1 -> the same picture in grey levels times ``tint`` (an old print)."""
+    g = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(g[..., None] * np.asarray(tint, np.float32), 0.0, 1.0).astype(np.float32)
+
+
 def sample_jitter(rng: np.random.Generator, grey: bool = False, strength: float = 1.0) -> ColourJitter:
     """Random but plausible photometric change; greyscale photos get a random warm/cool tint."""
     s = float(strength)
     tint = (1.0, 1.0, 1.0)
     if grey and rng.random() < 0.7:
-        t = rng.uniform(-0.12, 0.12)
-        tint = (1.0 + t, 1.0 + 0.3 * t, 1.0 - t)
+        tint = sample_tint(rng)
     return ColourJitter(
         gain=tuple(float(v) for v in 1.0 + s * rng.uniform(-0.08, 0.08, 3)),
         brightness=float(1.0 + s * rng.uniform(-0.2, 0.2)),

@@ -178,6 +178,7 @@ class WorldConfig:
     # share of animated-photo clips whose photo smiles open (gap > OPEN_MOUTH of its width) that keep
     # that open mouth on frame 0 (photo_face.PhotoFaceScene.open_portrait)
     photo_open_portraits: float = 0.0
+    photo_greyscale: float = 0.0  # share of animated-photo clips rendered as greyscale prints
 
 
 @dataclass
