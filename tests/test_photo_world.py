@@ -295,3 +295,17 @@ def test_greyscale_prints_are_grey_with_one_cast_and_zero_keeps_the_colour_world
     assert np.abs(colour.frames.astype(np.float64) - f).mean() > 2.0  # the colour clip was not grey
     # the motion is the colour clip's: same ground truth
     assert np.array_equal(colour.gt["mouth_open"], grey.gt["mouth_open"])
+
+
+def test_a_world_asked_for_generated_portraits_refuses_to_build_without_them(tmp_path, monkeypatch):
+    from training.data import build, photos
+
+    real_available = photos.available
+    monkeypatch.setattr(photos, "available", lambda p: not p.generated and real_available(p))
+    cfg = WorldConfig(48, 48, photo_faces=1.0)
+    with pytest.raises(RuntimeError, match="pip install comfyui-workflow-templates-media-.*--no-generated-faces"):
+        build.build(tmp_path / "w", 1, frames=3, size=48, cfg=cfg, progress=False)
+    assert not list(tmp_path.glob("w/train_*"))  # nothing half-built
+    only_real = WorldConfig(48, 48, photo_faces=1.0, photo_generated=False)
+    build.build(tmp_path / "r", 1, frames=3, size=48, cfg=only_real, progress=False)
+    assert len(list((tmp_path / "r").glob("train_*"))) == 1

@@ -63,6 +63,15 @@ def build(
     if not espeak_available():
         raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
     cfg = cfg or WorldConfig(size, size)
+    if cfg.photo_generated and (cfg.photo_faces > 0 or cfg.photo_textures > 0):
+        from training.data.photos import missing_generated
+
+        if missing := missing_generated(split):
+            raise RuntimeError(
+                f"the AI-generated portraits of the {split!r} split come from {', '.join(missing)} (ComfyUI's "
+                "workflow templates, not installed here): without them the photo world would animate only "
+                f"the real photographs. Install them (pip install {' '.join(missing)}, or bash "
+                "scripts/install_comfyui.sh) or pass --no-generated-faces.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [

@@ -176,6 +176,12 @@ def texture_photos(split: str, generated: bool = True, background: bool = False)
     ]
 
 
+def missing_generated(split: str) -> list[str]:
+    """pip names of the packages that ship the split's AI-generated portraits and are not installed."""
+    check_split(split)
+    return sorted({p.package.replace("_", "-") for p in PHOTOS if p.generated and p.split == split and not available(p)})
+
+
 @functools.lru_cache(maxsize=32)
 def load_photo(name: str) -> np.ndarray:
     """uint8 [H, W, 3] RGB pixels of a photo (cached per process; read-only)."""
