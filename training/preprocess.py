@@ -61,7 +61,7 @@ from training.cache_encoders import (
 )
 from training.canonical_safetensors import save_canonical
 from training.data.clip import ClipArrays, list_clips, read_clip
-from training.data.jsonl import read_jsonl
+from training.data.jsonl import read_jsonl, write_text_atomic
 from training.data.tensors import box_mask, frames_to_tensor, latent_mask, speaker_mouth_boxes
 from training.shards import DEFAULT_SHARD_ROWS, write_manifests
 
@@ -184,7 +184,7 @@ def _check_settings(out: Path, settings: CacheSettings) -> None:
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(want, indent=1, sort_keys=True))
+        write_text_atomic(path, json.dumps(want, indent=1, sort_keys=True))  # shards start together
 
 
 def preprocess(

@@ -13,10 +13,11 @@ through its ``manifest.jsonl``, split the same way.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from training.data.jsonl import write_text_atomic
 
 INDEX = "shards.json"
 SHARD_DIR = "shards"
@@ -32,12 +33,6 @@ class ShardError(RuntimeError):
 def split_label(row: dict) -> str:
     """The split a manifest row belongs to ("unknown" when it records none, as split_counts says)."""
     return row.get("split") or "unknown"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _jsonl(rows: Iterable[dict]) -> str:
@@ -64,14 +59,14 @@ def write_manifests(cache: str | Path, rows: list[dict], shard_rows: int = DEFAU
         for k, i in enumerate(range(0, len(part), shard_rows)):
             name = f"{SHARD_DIR}/{split}-{k:05d}.jsonl"
             chunk = part[i:i + shard_rows]
-            _write_atomic(cache / name, _jsonl(chunk))
+            write_text_atomic(cache / name, _jsonl(chunk))
             shards.append({"file": name, "split": split, "rows": len(chunk)})
     manifest = cache / MANIFEST
-    _write_atomic(manifest, _jsonl(rows))
+    write_text_atomic(manifest, _jsonl(rows))
     counts = {s: len(v) for s, v in sorted(by_split.items())}
     index = {"format": INDEX_FORMAT, "rows": len(rows), "shard_rows": shard_rows, "counts": counts,
              "shards": shards}
-    _write_atomic(cache / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(cache / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
     keep = {s["file"] for s in shards}
     for old in (cache / SHARD_DIR).glob("*.jsonl"):  # shards of an earlier, larger manifest
         if f"{SHARD_DIR}/{old.name}" not in keep:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -35,14 +34,9 @@ from pathlib import Path
 
 from training.data.ingest_config import IngestConfig
 from training.data.ingest_sources import Source, collect_sources
+from training.data.jsonl import write_text_atomic
 
 RECORDS = ".ingest"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def record_path(out: Path, key: str) -> Path:
@@ -87,7 +81,7 @@ def ingest_row(row: dict, out: str, cfg: dict) -> dict:
                   "rejects": [_reject(src, None, "error", f"{type(e).__name__}: {e}",
                                       trace=traceback.format_exc(limit=3)[-800:])]}
     record["seconds"] = round(time.time() - t0, 3)
-    _write_atomic(record_path(Path(out), src.key), json.dumps(record, sort_keys=True))
+    write_text_atomic(record_path(Path(out), src.key), json.dumps(record, sort_keys=True))
     return {"key": src.key, "clips": len(record["clips"]), "rejects": len(record["rejects"])}
 
 
@@ -100,7 +94,7 @@ def _check_settings(out: Path, cfg: IngestConfig) -> None:
             diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
             raise ValueError(f"{out} holds clips ingested with other settings {diff}; use a new --out folder")
     else:
-        _write_atomic(path, json.dumps(want, indent=1, sort_keys=True))
+        write_text_atomic(path, json.dumps(want, indent=1, sort_keys=True))
 
 
 def _clean_partial(out: Path) -> int:
@@ -142,8 +136,8 @@ def write_outputs(out: Path, sources: list[Source]) -> tuple[Path, Path, int, di
         if p.is_dir() and p.name.startswith(keys) and p.name not in listed:
             shutil.rmtree(p)
     man, rej = out / "manifest.jsonl", out / "rejects.jsonl"
-    _write_atomic(man, "".join(json.dumps(r, sort_keys=True) + "\n" for r in clips))
-    _write_atomic(rej, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+    write_text_atomic(man, "".join(json.dumps(r, sort_keys=True) + "\n" for r in clips))
+    write_text_atomic(rej, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     reasons: dict[str, int] = {}
     for r in rejects:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
