@@ -309,3 +309,13 @@ def test_a_world_asked_for_generated_portraits_refuses_to_build_without_them(tmp
     only_real = WorldConfig(48, 48, photo_faces=1.0, photo_generated=False)
     build.build(tmp_path / "r", 1, frames=3, size=48, cfg=only_real, progress=False)
     assert len(list((tmp_path / "r").glob("train_*"))) == 1
+
+
+@pytest.mark.parametrize("flag", ["--greyscale", "--open-portraits"])
+def test_shares_outside_0_1_are_refused_before_anything_is_built(tmp_path, flag, capsys):
+    from training.data import build
+
+    with pytest.raises(SystemExit) as e:
+        build.main(["--out", str(tmp_path / "w"), "--num-clips", "1", flag, "1.5"])
+    assert e.value.code == 2 and f"{flag} must be in 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
