@@ -352,6 +352,26 @@ def test_export_writes_fp16_assets_and_a_bundle_the_pipeline_loads(tmp_path):
         load_bundle(assets, distilled=True)
 
 
+def test_export_writes_the_chosen_decode_settings_and_refuses_unknown_ones(tmp_path):
+    from magicinfinite_core.media.autoencoders import save_autoencoder
+    from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
+    from magicinfinite_core.weights.bundle import load_bundle
+    from training.runconfig import ConfigError
+    from training.trainer import export_demo
+
+    cfg = tiny_config(tmp_path)
+    dit = run(cfg, 1, max_steps=1)
+    cfg.vae = str(save_autoencoder(tmp_path / "vae.safetensors", MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))))
+    cfg.export.decode = {"flow_deadzone": 0.8, "flow_smoothing": 1.0, "residual_gain": 0.0}
+    export_demo(cfg, dit, tmp_path / "assets")
+    got = load_bundle(tmp_path / "assets").vae.cfg
+    assert (got.flow_deadzone, got.flow_smoothing, got.residual_gain) == (0.8, 1.0, 0.0)
+    cfg.export.decode = {"flow_deadzone": 0.8, "deadzone": 1.0}
+    with pytest.raises(ConfigError, match="export.decode: deadzone not settings of the motion autoencoder"):
+        export_demo(cfg, dit, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()

@@ -81,6 +81,10 @@ class ExportConfig:
     # step, which with text_scale 0 is audio-only guidance: an every-frame portrait model's unconditional
     # pass has no portrait, and extrapolating away from it overshoots the identity.
     boundary: float = 0.75
+    # autoencoder decode settings written into the bundle over the trained file's own, e.g. the motion
+    # autoencoder's {"residual_gain": 0, "flow_deadzone": 0.8, "flow_smoothing": 1}, chosen by looking
+    # (docs/demo_model.md, v4.1): an export is then the model as it ships, distilled or not
+    decode: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -606,6 +610,14 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     from training.preprocess import CacheSettings
 
     cfg = cfg.resolved()
+    vae = load_autoencoder(cfg.vae)
+    vae_config = vae.cfg.to_dict()
+    if unknown := sorted(set(cfg.export.decode) - set(vae_config)):
+        from training.runconfig import ConfigError
+
+        raise ConfigError(f"export.decode: {', '.join(unknown)} not settings of the {vae_config.get('kind', 'pixel')} "
+                          f"autoencoder {cfg.vae} (it has {', '.join(sorted(vae_config))})")
+    vae_config.update(cfg.export.decode)
     name = name or cfg.export.name or Path(cfg.out).resolve().name
     height, width = _frame_size(dit_path, cfg.cache)
     assets = Path(assets)
@@ -613,7 +625,6 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
     model = load_transformer(dit_path)
     save_dit(assets / DIT_FILE, model, dtype=torch.float16,
              extra={k: v for k, v in read_metadata(dit_path).items() if k in ("step", "stage", "frame_size")})
-    vae = load_autoencoder(cfg.vae)
     save_autoencoder(assets / VAE_FILE, vae, dtype=torch.float16)
     s = CacheSettings(vae_sha="", patch=tuple(cfg.dit.get("patch_size", [1, 4, 4])[1:]))
     guidance = {"audio_scale": cfg.export.audio_scale, "text_scale": cfg.export.text_scale,
@@ -621,7 +632,7 @@ def export_demo(cfg: TrainConfig, dit_path: str | Path, assets: str | Path, card
                 **{k: v for k, v in (card or {}).get("recommended_guidance", {}).items()
                    if k in ("audio_scale", "text_scale")}}
     spec = bundle_spec(
-        name=name, height=height, width=width, vae_config=vae.cfg.to_dict(),
+        name=name, height=height, width=width, vae_config=vae_config,
         audio={"kind": "mel", "n_mels": s.n_mels, "n_fft": s.n_fft},
         text_encoder={"config": {"kind": "minilm", "max_length": TEXT_ENCODER_SPEC["max_tokens"]}},
         # a model without image tokens sees the portrait through the concat only
