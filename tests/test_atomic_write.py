@@ -5,47 +5,22 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 from training.data.jsonl import write_text_atomic
 
+TEXT = json.dumps({"pad": "x" * 400_000})
 
-def test_a_reader_never_sees_a_half_written_file_and_no_temp_file_is_left(tmp_path):
-    path = tmp_path / "cache.json"
-    texts = [json.dumps({"i": i, "pad": "x" * 400_000}) for i in range(2)]
-    write_text_atomic(path, texts[0])
+
+def _half_reads(path: Path, write: Callable[[Path, str], object], writes: int) -> list[Exception]:
+    """Write TEXT `writes` times while another thread reads and parses the file; the failed parses."""
+    path.write_text(TEXT)
     stop, bad = threading.Event(), []
 
     def writer() -> None:
-        for k in range(150):
-            write_text_atomic(path, texts[k % 2])
-        stop.set()
-
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                json.loads(path.read_text())
-            except ValueError as e:
-                bad.append(e)
-
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert stop.is_set() and not bad
-    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
-
-
-def test_the_same_test_catches_a_plain_write(tmp_path):
-    """The check above can fail: a plain write_text, which truncates first, is caught half-written."""
-    path = tmp_path / "cache.json"
-    text = json.dumps({"pad": "x" * 400_000})
-    path.write_text(text)
-    stop, bad = threading.Event(), []
-
-    def writer() -> None:
-        for _ in range(300):
-            path.write_text(text)
+        for _ in range(writes):
+            write(path, TEXT)
             if bad:
                 break
         stop.set()
@@ -62,4 +37,16 @@ def test_the_same_test_catches_a_plain_write(tmp_path):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert bad
+    assert stop.is_set()
+    return bad
+
+
+def test_a_reader_never_sees_a_half_written_file_and_no_temp_file_is_left(tmp_path):
+    path = tmp_path / "cache.json"
+    assert not _half_reads(path, write_text_atomic, 150)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_the_same_test_catches_a_plain_write(tmp_path):
+    """The check above can fail: a plain write_text, which truncates first, is caught half-written."""
+    assert _half_reads(tmp_path / "cache.json", Path.write_text, 300)

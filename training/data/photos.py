@@ -199,6 +199,9 @@ def photo_sha(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- augmentation
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 grey level of an RGB pixel
+
+
 def resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
     """Antialiased resample of the (fractional) box x0, y0, x1, y1 of img to size (w, h): uint8."""
     from PIL import Image
@@ -224,7 +227,7 @@ class ColourJitter:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """float [.., 3] in 0..1 -> jittered float in 0..1."""
-        g = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        g = x @ LUMA
         x = g[..., None] + self.saturation * (x - g[..., None])
         x = x * np.asarray(self.tint, np.float32) * np.asarray(self.gain, np.float32)
         m = float(x.mean())
@@ -241,7 +244,7 @@ def sample_tint(rng: np.random.Generator) -> tuple[float, float, float]:
 
 def greyscale_print(x: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
     """float [.., 3] in 0..1 -> the same picture in grey levels times ``tint`` (an old print)."""
-    g = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    g = x @ LUMA
     return np.clip(g[..., None] * np.asarray(tint, np.float32), 0.0, 1.0).astype(np.float32)
 
 
