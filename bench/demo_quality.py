@@ -70,6 +70,8 @@ ROWS: tuple[tuple[str, str, tuple[str, ...], Check, tuple[str, ...]], ...] = (
      ("real", "control", "nod_wins_same_photo_voice"), None, ALL),
     ("text control: nodding vs still AUC, head motion of the upper face only (the jaw excluded)", "(diagnostic)",
      ("real", "control", "nod_vs_still_auc_upper_face"), None, ALL),
+    ("text control: nodding vs still AUC, worst held-out nodding phrase (each phrase: JSON)", "(diagnostic)",
+     ("real", "control", "nod_vs_still_auc_worst_phrase"), None, ALL),
     ("2 speakers: silent / active mouth motion, worst speaker (pixels)", "<= 0.2",
      ("real", "speakers_2", "pixel_ratio_max"), ("<=", 0.2), ALL),
     ("2 speakers: same by |delta lip gap|", "<= 0.2", ("real", "speakers_2", "gap_ratio_max"), ("<=", 0.2), ALL),

@@ -181,11 +181,25 @@ def test_bench_runs_end_to_end_on_the_demo(tmp_path, capsys):
         assert "nod_vs_still_auc" in r["control"] and "pixel_ratio_max" in r["speakers_2"]
         assert 0 <= r["control"]["nod_wins_same_photo_voice"] <= 1
         assert 0 <= r["control"]["nod_vs_still_auc_upper_face"] <= 1
+        phrases = r["control"]["nod_vs_still_auc_by_phrase"]
+        assert len(phrases) == 1 and r["control"]["nod_vs_still_auc_worst_phrase"] == next(iter(phrases.values()))
         assert r["speed"]["video_s_per_wall_s"] > 0
     rows = {row["measure"]: row for row in res["table"]}
     assert len(rows) == len(demo_quality.ROWS) and all("target" in r for r in rows.values())
     strips = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert "distilled_grace_hopper_c0.png" in strips and "distilled_speakers2.png" in strips
+
+
+def test_nod_auc_by_phrase_scores_each_heldout_paraphrase_on_its_own():
+    """A phrase the model reads as a nod separates from every still video; one it does not, does not; the pooled
+    AUC lies between them."""
+    nods = rp.phrases_for_split("heldout")["action"]["nodding"]
+    control = [{"still": s, "nodding": n, "prompt_nodding": f"A lifelike picture of a person {p}, against a wall."}
+               for s, n, p in ((0.05, 1.5, nods[1]), (0.07, 0.06, nods[0]), (0.02, 0.03, nods[0]), (0.04, 1.2, nods[1]))]
+    got = rp.nod_auc_by_phrase(control)
+    assert got == {nods[0]: 0.5, nods[1]: 1.0}
+    pooled = rp.metrics.separability([c["still"] for c in control], [c["nodding"] for c in control])["auc"]
+    assert got[nods[0]] < pooled < got[nods[1]]
 
 
 def test_upper_face_of_a_still_portrait_scores_zero_and_cap(meter, portraits):

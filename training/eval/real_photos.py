@@ -41,6 +41,7 @@ import numpy as np
 
 from magicinfinite_core.errors import MagicInfiniteError
 from training.data.mouth import FPS, HOP, SAMPLE_RATE
+from training.data.prompts import phrases_for_split
 from training.eval import metrics
 
 MAX_LAG = 2
@@ -784,6 +785,21 @@ def _seams(rep: Any, bundle: Any, distilled: bool, window: int = 33, overlap: in
     return sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
 
 
+def nod_auc_by_phrase(control: list[dict]) -> dict[str, float]:
+    """AUC of every still video against the nodding videos of one held-out nodding phrase, per phrase.
+
+    Why: the prompt encoder may read one paraphrase as a nod and another not (the demo's MiniLM puts
+    "bobbing the head in agreement" nearer "keeping the head still" than "nodding"); the pooled AUC
+    hides which."""
+    stills = [c["still"] for c in control]
+    out: dict[str, float] = {}
+    for phrase in phrases_for_split("heldout")["action"]["nodding"]:
+        nods = [c["nodding"] for c in control if phrase in c["prompt_nodding"]]
+        if nods:
+            out[phrase] = metrics.separability(stills, nods)["auc"]
+    return out
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
     return float(np.mean(vals)) if vals else None
@@ -917,8 +933,11 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
         wins = float(np.mean([c["nodding"] > c["still"] for c in control]))
         upper = [c for c in control if "still_upper" in c]
         sep_upper = metrics.separability([c["still_upper"] for c in upper], [c["nodding_upper"] for c in upper])
+        by_phrase = nod_auc_by_phrase(control)
         res["control"] = {"nod_vs_still_auc": sep["auc"], "cohen_d": sep["cohen_d"], "nod_wins_same_photo_voice": wins,
                           "nod_vs_still_auc_upper_face": sep_upper["auc"] if upper else None,
+                          "nod_vs_still_auc_by_phrase": by_phrase,
+                          "nod_vs_still_auc_worst_phrase": min(by_phrase.values()) if by_phrase else None,
                           "motion_y_still": _mean(control, "still"), "motion_y_nodding": _mean(control, "nodding"),
                           "pairs": control}
 
