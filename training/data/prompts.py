@@ -17,25 +17,30 @@ BACKGROUNDS = ("static", "leaves", "lights")
 _PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "train": {
         "emotion": {
-            "neutral": ("with a calm face", "with a neutral expression"),
-            "smile": ("smiling", "with a happy smile", "grinning warmly"),
-            "frown": ("frowning", "looking upset", "with a sad frown"),
-            "surprise": ("looking surprised", "with raised eyebrows in surprise", "astonished"),
+            "neutral": ("with a calm face", "with a neutral expression", "keeping a neutral face", "with a composed face"),
+            "smile": ("smiling", "with a happy smile", "grinning warmly", "smiling brightly", "looking happy"),
+            "frown": ("frowning", "looking upset", "with a sad frown", "looking sad", "with a worried frown"),
+            "surprise": ("looking surprised", "with raised eyebrows in surprise", "astonished", "looking startled"),
         },
         "action": {
-            "still": ("keeping the head still", "holding the head steady"),
-            "nodding": ("nodding", "nodding the head up and down"),
-            "shaking": ("shaking the head", "shaking the head from side to side"),
+            "still": ("keeping the head still", "holding the head steady", "with a still head", "holding still",
+                      "keeping the head steady", "with the head held still", "staying still"),
+            "nodding": ("nodding", "nodding the head up and down", "nodding along", "nodding slowly", "nodding yes",
+                        "with a nodding head", "nodding the head gently", "tipping the head up and down"),
+            "shaking": ("shaking the head", "shaking the head from side to side", "shaking the head sideways",
+                        "swinging the head from side to side", "with a side-to-side head shake",
+                        "shaking the head slowly"),
         },
         "background": {
-            "static": ("in front of a still background", "with a static backdrop"),
-            "leaves": ("while leaves move in the background", "with leaves moving behind"),
-            "lights": ("while lights flash in the background", "with flashing lights behind"),
+            "static": ("in front of a still background", "with a static backdrop", "in front of a plain wall",
+                       "with a fixed background"),
+            "leaves": ("while leaves move in the background", "with leaves moving behind", "with leaves waving behind"),
+            "lights": ("while lights flash in the background", "with flashing lights behind", "while lights flicker behind"),
         },
         "style": {
-            "realistic": ("a photo of", "a realistic portrait of"),
-            "anime": ("an anime drawing of", "a cartoon of"),
-            "sketch": ("a pencil sketch of", "a sketch of"),
+            "realistic": ("a photo of", "a realistic portrait of", "a photograph of", "a real photo of"),
+            "anime": ("an anime drawing of", "a cartoon of", "an animated cartoon of"),
+            "sketch": ("a pencil sketch of", "a sketch of", "a pencil drawing of"),
         },
     },
     "heldout": {
@@ -68,6 +73,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "{style} {who} talking, {emotion}, {action}, {background}.",
         "{style} {who} speaking {emotion} and {action}, {background}.",
         "{who_cap} talks {emotion}, {action}; {background}.",
+        "{who_cap} speaking, {emotion}, {action}; {background}.",
+        "{style} {who}: talking {emotion}, {action}, {background}.",
     ),
     "heldout": (
         "{style} {who} who says something {emotion}, {action}, {background}.",
