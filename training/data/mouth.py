@@ -33,6 +33,7 @@ SPAN_DB = 20.0
 CENTROID_LO_HZ = 450.0
 CENTROID_HI_HZ = 2600.0
 INTERIOR_LUM = 0.10  # luminance of the rendered mouth interior
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 grey level of an RGB pixel
 
 
 def _frames(wave: np.ndarray, num_frames: int) -> np.ndarray:
@@ -110,7 +111,7 @@ def measure_mouth_opening(frame: np.ndarray, mouth_box: np.ndarray | tuple[float
     if xb <= xa or yb <= ya:
         return 0.0
     crop = frame[ya:yb, xa:xb].astype(np.float32) / (255.0 if frame.dtype == np.uint8 else 1.0)
-    lum = crop[..., 0] * 0.299 + crop[..., 1] * 0.587 + crop[..., 2] * 0.114
+    lum = crop @ LUMA
     yy = np.arange(ya, yb)[:, None] + 0.5
     xx = np.arange(xa, xb)[None, :] + 0.5
     ex, ey = 0.1 * bw + 0.5, 0.1 * bh + 0.5  # counted region: the box plus a thin margin

@@ -43,7 +43,7 @@ import numpy as np
 
 from training.data import photos
 from training.data.head_rhythm import speech_rhythm
-from training.data.mouth import FPS
+from training.data.mouth import FPS, LUMA
 
 Array = np.ndarray
 
@@ -294,7 +294,7 @@ def _interior_colour(rng: np.random.Generator, grey: bool, jit: photos.ColourJit
     """Dark mouth interior; greyscale photos get a grey one in the photo's tint."""
     c = INTERIOR * rng.uniform(0.85, 1.1)
     if grey:
-        c = np.full(3, float(c @ photos.LUMA)) * np.asarray(jit.tint)
+        c = np.full(3, float(c @ LUMA)) * np.asarray(jit.tint)
     return c.astype(np.float32)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.mouth import LUMA
 from training.data.splits import check_split
 
 ASSETS = Path(__file__).with_name("photo_assets")
@@ -199,9 +200,6 @@ def photo_sha(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- augmentation
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 grey level of an RGB pixel
-
-
 def resize_box(img: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
     """Antialiased resample of the (fractional) box x0, y0, x1, y1 of img to size (w, h): uint8."""
     from PIL import Image

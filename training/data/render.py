@@ -22,7 +22,7 @@ from training.data.character_painter import (
     mouth_half_width,
 )
 from training.data.head_rhythm import speech_rhythm
-from training.data.mouth import FPS
+from training.data.mouth import FPS, LUMA
 from training.data.sdf_canvas import Array, Canvas, Painter, Pose, sd_box, sd_ellipse
 
 STYLES = ("realistic", "anime", "sketch")
@@ -125,7 +125,7 @@ def sample_identity(identity_id: int, style: str | None = None) -> Identity:
     if st == "anime":
         lip = np.clip(skin * np.array([1.0, 0.78, 0.8]), 0, 1)
     # lips must stay brighter than the mouth-interior threshold (see mouth.measure_mouth_opening)
-    lum = float(lip @ np.array([0.299, 0.587, 0.114]))
+    lum = float(lip @ LUMA)
     if lum < 0.34:
         lip = np.clip(lip * 0.34 / lum, 0, 1)
     anime = st == "anime"
@@ -478,7 +478,7 @@ def _render_background(bg: dict, n: int, H: int, W: int, frame0: int = 0) -> Arr
         cv.img *= (0.55 + 0.6 * pulse)[:, None, None, None]
     img = cv.img
     if sketch:
-        g = img @ np.array([0.299, 0.587, 0.114], np.float32)
+        g = img @ LUMA
         img = (0.8 + 0.18 * g)[..., None] * np.array([1.0, 0.99, 0.96], np.float32)
     return np.clip(img, 0, 1)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.data.mouth import measure_mouth_opening
+from training.data.mouth import LUMA, measure_mouth_opening
 
 
 # ----------------------------------------------------------------------------------------- lip sync
@@ -135,9 +135,9 @@ def ssim(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = No
 
 
 def _ssim_block(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = None) -> float:
-    a = torch.from_numpy(_to_float(frames) @ np.array([0.299, 0.587, 0.114], np.float32))[:, None]
+    a = torch.from_numpy(_to_float(frames) @ LUMA)[:, None]
     b = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(_to_float(reference), _to_float(frames).shape)))
-    b = (b @ torch.tensor([0.299, 0.587, 0.114]))[:, None]
+    b = (b @ torch.from_numpy(LUMA))[:, None]
     x = torch.arange(11, dtype=torch.float32) - 5
     g = torch.exp(-(x**2) / (2 * 1.5**2))
     g = g / g.sum()
@@ -173,7 +173,7 @@ def head_shifts(frames: np.ndarray, face_box: np.ndarray, max_shift: int = 5, ex
     Brute-force search over integer shifts within +-max_shift on luma (mouth excluded if given),
     refined by a parabola through the best cost and its neighbours.
     """
-    lum = _to_float(frames) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum = _to_float(frames) @ LUMA
     f, h, w = lum.shape
     x0, y0, x1, y1 = (int(round(v)) for v in np.asarray(face_box, np.float32).reshape(-1, 4)[0])
     x0, y0 = max(x0, max_shift), max(y0, max_shift)
@@ -247,12 +247,11 @@ def drift(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = N
 
 # ---------------------------------------------------------------------------------------- upper face
 PSNR_CAP = 100.0  # masked_psnr's value for identical pixels (mse floored at 1e-10)
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def grey_levels(frames: np.ndarray) -> np.ndarray:
     """[..., H, W, 3] uint8 (or float in 0-1) -> luma in grey levels 0-255, float32 [..., H, W]."""
-    return (_to_float(frames) @ _LUMA) * 255.0
+    return (_to_float(frames) @ LUMA) * 255.0
 
 
 def upper_face_mask(oval: np.ndarray, nose_tip_y: float, height: int, width: int) -> np.ndarray:

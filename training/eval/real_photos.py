@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from magicinfinite_core.errors import MagicInfiniteError
-from training.data.mouth import FPS, HOP, SAMPLE_RATE
+from training.data.mouth import FPS, HOP, LUMA, SAMPLE_RATE
 from training.data.prompts import phrases_for_split
 from training.eval import metrics
 
@@ -496,7 +496,7 @@ def mouth_darkness(frames: np.ndarray, box: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     h, w = frames.shape[1:3]
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
-    lum = (frames[:, y0:y1, x0:x1].astype(np.float32) / 255) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum = (frames[:, y0:y1, x0:x1].astype(np.float32) / 255) @ LUMA
     return 1.0 - lum.mean(axis=(1, 2))
 
 
