@@ -90,6 +90,66 @@ def test_seam_score_and_drift():
     assert d["drift_db"] > 5
 
 
+def _grid_video(changes: np.ndarray) -> np.ndarray:
+    """A flat grey video whose level moves by changes[t-1] into frame t (so frame_changes reads them back)."""
+    level = [100.0]
+    for c in changes:  # up while below mid-grey, down above it: the level stays inside 0-255
+        level.append(level[-1] + (c if level[-1] < 128 else -c))
+    level = np.asarray(level)
+    return np.repeat(np.round(level).astype(np.uint8)[:, None, None, None], 4, 1).repeat(4, 2).repeat(3, 3)
+
+
+def test_seam_score_compares_seams_with_other_latent_frame_starts():
+    """Seams fall on latent-frame starts (t % 4 == 1); where a decoder changes those frames less than the
+    frames inside a latent frame, seams that look like any other start score 1, not below; a seam twice as
+    large as the other starts scores 2. Heavy-tailed changes elsewhere do not push a harmless seam over 1."""
+    n = 200
+    t = np.arange(1, n + 1)
+    changes = np.where(t % 4 == 1, 2.0, 6.0)
+    seams = [4 * k - 3 for k in (8, 16, 24, 32, 40)]
+    vid = _grid_video(changes)
+    assert metrics.frame_changes(vid) * 255 == pytest.approx(changes, abs=1e-3)
+    assert metrics.seam_score(vid, seams) == pytest.approx(1.0, abs=1e-4)
+    assert metrics.seam_score(vid, seams, period=1) == pytest.approx(2.0 / (6.0 * 150 + 2.0 * 45) * 195, rel=1e-3)
+    loud = changes.copy()
+    loud[np.asarray(seams) - 1] = 4.0
+    assert metrics.seam_score(_grid_video(loud), seams) == pytest.approx(2.0, abs=1e-4)
+    # heavy tail elsewhere (a few big nods): the old mean-over-median estimator calls a plain seam a jump
+    rng = np.random.default_rng(0)
+    tail = np.clip(np.round(rng.pareto(1.5, n) + 1), 0, 40)
+    tail[np.asarray(seams) - 1] = np.round(np.mean(tail[(t % 4 == 1) & ~np.isin(t, seams)]))
+    vid = _grid_video(tail)
+    others = tail[(t % 4 == 1) & ~np.isin(t, seams)].mean()
+    assert metrics.seam_score(vid, seams) == pytest.approx(tail[np.asarray(seams) - 1].mean() / others, abs=1e-4)
+    assert 0.8 < metrics.seam_score(vid, seams) < 1.2
+    assert metrics.seam_score_vs_median(vid, seams) > 1.2
+
+
+def test_seam_chance_says_whether_seams_stand_out():
+    rng = np.random.default_rng(1)
+    n = 400
+    base = np.round(rng.uniform(1, 5, n))
+    seams = [4 * k - 3 for k in range(5, 100, 7)]
+    quiet = metrics.seam_chance(_grid_video(base), seams)
+    assert 0.9 < quiet["mean"] < 1.1 and quiet["p_value"] > 0.05
+    loud = base.copy()
+    loud[np.asarray(seams) - 1] = 12
+    jump = metrics.seam_chance(_grid_video(loud), seams)
+    assert jump["p_value"] < 0.01 and metrics.seam_score(_grid_video(loud), seams) > jump["p95"]
+    assert np.isnan(metrics.seam_chance(_grid_video(base), [])["p_value"])
+
+
+def test_drift_trend_fits_a_line_through_noisy_seconds():
+    rng = np.random.default_rng(3)
+    flat = 36 + rng.normal(0, 2.5, 60)
+    fit = metrics.drift_trend(flat)
+    assert abs(fit["fitted_db"]) < fit["ci95_db"] + 0.3 and fit["scatter_db"] == pytest.approx(2.5, rel=0.35)
+    falling = 36 - 0.05 * np.arange(60) + rng.normal(0, 0.2, 60)  # 2.95 dB worse by the last second
+    fit = metrics.drift_trend(falling)
+    assert fit["fitted_db"] == pytest.approx(2.95, abs=0.3) and fit["ci95_db"] < 0.3
+    assert np.isnan(metrics.drift_trend([30.0, 31.0])["fitted_db"])
+
+
 @pytest.mark.slow
 def test_evaluate_runs_distilled_on_a_heldout_clip(tmp_path):
     """The full evaluation (lip sync, muted, identity incl. ground-truth reference, text control)

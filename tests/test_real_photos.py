@@ -253,13 +253,13 @@ def test_reference_is_the_whole_picture_for_the_motion_demo(meter, portraits):
 
 
 def test_bench_issue26_path_on_the_demo_in_ci_time(tmp_path, capsys):
-    """The whole bench path once, tiny: 1 portrait, 1 s of audio, the 4-step generator, one hard picture,
-    the 512 x 512 speed video and the CLI first-frame timing; one JSON and the table with pass marks."""
+    """The whole bench path once, tiny: 1 portrait, 1 s of audio, a 3 s 'long' video, the 4-step generator,
+    one hard picture, the 512 x 512 speed video and the CLI first-frame timing; one JSON and the table with pass marks."""
     from bench import demo_quality
 
     hopper = rp.heldout_photo("grace_hopper", tmp_path)
     out = tmp_path / "q.json"
-    assert demo_quality.main(["--seconds", "1", "--skip-long", "--clips", "1", "--speakers", "--no-control",
+    assert demo_quality.main(["--seconds", "1", "--long-seconds", "3", "--clips", "1", "--speakers", "--no-control",
                               "--portraits", str(hopper), "--modes", "distilled", "--pictures", "open_smile",
                               "--speed-seconds", "1", "--videos", str(tmp_path / "v"),
                               "--strips", str(tmp_path / "s"), "--out", str(out)]) == 0
@@ -273,6 +273,10 @@ def test_bench_issue26_path_on_the_demo_in_ci_time(tmp_path, capsys):
     pic = r["pictures"]["rows"][0]
     assert pic["picture"] == "open_smile" and pic["generated"] and 0 <= pic["face_found"] <= 1
     assert "muted_excess" in pic and r["all_pictures"]["face_found_min"] is not None
+    long = r["long"]  # 3 s through the sliding window: seams against chance, drift as a line through the seconds
+    assert long["seams"] >= 1 and long["seam_score_upper"] > 0 and 0 <= long["seam_p_value_upper"] <= 1
+    assert len(long["upper_psnr_per_second"]) == 3 and np.isfinite(long["upper_drift_fitted_db"])
+    assert long["seam_score_vs_median"] > 0 and long["seam_chance_mean"] > 0
     assert r["speed_512"]["video_s_per_wall_s"] > 0 and r["speed_512"]["cli"]["first_frame_since_command_s"] > 0
     rows = {row["measure"]: row for row in res["table"]}
     assert len(rows) == len(demo_quality.ROWS) and all("distilled_pass" in row for row in rows.values())

@@ -785,6 +785,16 @@ def _seams(rep: Any, bundle: Any, distilled: bool, window: int = 33, overlap: in
     return sorted({4 * k - 3 for k in seam_frames(plan) if k > 0})
 
 
+def seam_measures(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = None, suffix: str = "") -> dict:
+    """Seam score (seams against the other latent-frame starts), the pre-session-12 estimator for comparison,
+    and what the score gives by chance (random latent-frame starts: mean, 95th percentile, p-value)."""
+    chance = metrics.seam_chance(frames, seams, mask=mask)
+    return {f"seam_score{suffix}": metrics.seam_score(frames, seams, mask=mask),
+            f"seam_score_vs_median{suffix}": metrics.seam_score_vs_median(frames, seams, mask=mask),
+            f"seam_chance_mean{suffix}": chance["mean"], f"seam_chance_p95{suffix}": chance["p95"],
+            f"seam_p_value{suffix}": chance["p_value"]}
+
+
 def nod_auc_by_phrase(control: list[dict]) -> dict[str, float]:
     """AUC of every still video against the nodding videos of one held-out nodding phrase, per phrase.
 
@@ -1003,15 +1013,20 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
         long = {"portrait": Path(p).name, "seconds": rep.seconds, **info,
                 "drift_db": metrics.drift(frames, ref.image, ref.keep, span_s=1.0)["drift_db"],
                 "psnr_first_second": metrics.masked_psnr(frames[:FPS], ref.image, ref.keep),
-                "psnr_last_second": t["psnr_last_second"], "seam_score": metrics.seam_score(frames, seams),
-                "seams": len(seams), "face_detected": t["face_detected"], "lipsync_r": t["lipsync_r"],
+                "psnr_last_second": t["psnr_last_second"], "seams": len(seams), **seam_measures(frames, seams),
+                "face_detected": t["face_detected"], "lipsync_r": t["lipsync_r"],
                 "lipsync_r_margin": t["lipsync_r_margin"], "upper_flicker": t["upper_flicker"],
                 "speed_video_s_per_wall_s": rep.seconds / max(rep.sample_s + rep.decode_s, 1e-9)}
         if ref.upper is not None:
+            per_second = [metrics.region_psnr(frames[a : a + FPS], ref.image, ref.upper)
+                          for a in range(0, len(frames) - FPS + 1, FPS)]
             first = metrics.region_psnr(frames[:FPS], ref.image, ref.upper)
             last = metrics.region_psnr(frames[-FPS:], ref.image, ref.upper)
+            trend = metrics.drift_trend(per_second)
             long.update({"upper_psnr_first_second": first, "upper_psnr_last_second": last, "upper_drift_db": first - last,
-                         "seam_score_upper": metrics.seam_score(frames, seams, mask=ref.upper)})
+                         "upper_psnr_per_second": per_second, "upper_drift_fitted_db": trend["fitted_db"],
+                         "upper_drift_fitted_ci95_db": trend["ci95_db"], "upper_psnr_scatter_db": trend["scatter_db"],
+                         **seam_measures(frames, seams, ref.upper, "_upper")})
         res["long"] = long
     res["speed"] = run.speed()
 
