@@ -10,6 +10,7 @@ framing costs no resolution. Everything outside the region stays still.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from magicinfinite_core.config import MAX_OUTPUT_SIDE
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
+from magicinfinite_core.media.mouth_opening import LipSeam, lip_seam
 
 # Measured on the demo's training clips (frame 0, mediapipe's detector): the face box is 0.565 of the
 # frame wide and its centre sits at (0.53, 0.54) of the frame. Framing reproduces that.
@@ -58,6 +60,31 @@ def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: flo
     left = int(round(min(max(cx - side / 2, 0), W - side)))
     top = int(round(min(max(cy - side / 2, 0), H - side)))
     return (left, top, left + side, top + side)
+
+
+def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
+                   mesh_side: int = 384) -> tuple[LipSeam, ...]:
+    """The closed mouths' lip seams (`media/mouth_opening.py`) of up to `faces` faces in each of `regions`
+    (pixel boxes of the uint8 picture), found by face mesh on each region brought to about `mesh_side` px;
+    a face that face mesh does not find, or whose mouth is open already, has none."""
+    from PIL import Image
+
+    from magicinfinite_core.inputs.face_tasks import FaceMesh
+
+    seams = []
+    with FaceMesh(max_faces=faces) as mesh:
+        for x0, y0, x1, y1 in regions:
+            crop = np.ascontiguousarray(picture[y0:y1, x0:x1])
+            s = mesh_side / max(crop.shape[:2])
+            if abs(s - 1) > 0.05:
+                crop = np.asarray(Image.fromarray(crop).resize((max(1, round(crop.shape[1] * s)),
+                                                                max(1, round(crop.shape[0] * s))), Image.LANCZOS))
+            for lm in mesh.landmarks(crop):
+                pts = lm * np.array([crop.shape[1], crop.shape[0]], np.float32) / s + np.array([x0, y0], np.float32)
+                seam = lip_seam(pts, picture)
+                if seam is not None:
+                    seams.append(seam)
+    return tuple(seams)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -104,6 +131,7 @@ def frame_portrait(
     notes: list[str] | None = None,
     max_side: int = MAX_OUTPUT_SIDE,
     tiles: bool = True,
+    lip_seams: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
 
@@ -111,7 +139,18 @@ def frame_portrait(
     [K, h, w] in that region, and the `MotionReference`: the picture at the output size with the
     region's box). Faces are detected on the picture (or taken from the given speaker regions).
     `tiles`: with several speakers, frame each face on its own, the regions side by side ([1, 3, h, K*w];
-    `MotionReference.tiles`) instead of one region around the group."""
+    `MotionReference.tiles`) instead of one region around the group. `lip_seams`: also find the closed
+    mouths' lip seams (`find_lip_seams`, for an autoencoder that opens lips, `mouth_opening` > 0)."""
+    img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
+                                      max_side=max_side, tiles=tiles)
+    if lip_seams:
+        out = ((ref.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        ref = replace(ref, seams=find_lip_seams(out, ref.regions(), faces=1 if ref.tiles else num_speakers))
+    return img, img_u8, masks, ref
+
+
+def _framed(picture: np.ndarray, model_hw: tuple[int, int], num_speakers: int, speakers: Any, *, fallback: str | None,
+            notes: list[str] | None, max_side: int, tiles: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     from magicinfinite_core.inputs.portrait import load_portrait, pixel_speaker_masks
 
     size = output_size(*picture.shape[:2], max_side)

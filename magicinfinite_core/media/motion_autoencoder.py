@@ -34,6 +34,7 @@ from torch import nn
 
 from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
+from magicinfinite_core.media.mouth_opening import LipSeam, mouth_interior, open_lips
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
 
 KIND = "motion"
@@ -74,6 +75,11 @@ class MotionAutoencoderConfig:
     # flat backgrounds, measured), and the warp alone keeps the photograph clean.
     residual_gain: float = 1.0
     residual_scale: float = 1.0  # latent units per unit of residual PCA code
+    # Decode: share of the stretch across a closed mouth's lips that opens them at the seam face mesh
+    # found (media/mouth_opening.py), the rest staying spread over lips and chin. Why: bilinear
+    # upsampling spreads a jaw drop over a whole cell, so lips stretch but never part. 0: off (the
+    # reference needs `seams` too; references without them decode as before).
+    mouth_opening: float = 0.0
 
     @property
     def smoothing_reach(self) -> int:
@@ -139,6 +145,7 @@ class MotionReference:
     image: torch.Tensor
     box: tuple[int, int, int, int]
     tiles: tuple[tuple[int, int, int, int], ...] = ()
+    seams: tuple[LipSeam, ...] = ()  # closed mouths' lip seams in the picture (`mouth_opening.lip_seams`)
 
     @classmethod
     def whole(cls, image: torch.Tensor) -> MotionReference:
@@ -161,6 +168,13 @@ class MotionReference:
                              "tiles side by side (inputs/framing.py), not one crop")
         x0, y0, x1, y1 = self.box
         return self.image[..., y0:y1, x0:x1]
+
+
+def _tile_of(tiles: list[tuple[int, int, int, int]], seam: LipSeam) -> int:
+    """Index of the tile whose box holds the seam's middle (the nearest one otherwise)."""
+    x = seam.x0 + len(seam.rows) / 2
+    y = seam.rows[len(seam.rows) // 2]
+    return min(range(len(tiles)), key=lambda k: max(tiles[k][0] - x, x - tiles[k][2], 0) + max(tiles[k][1] - y, y - tiles[k][3], 0))
 
 
 def as_reference(portrait: Any) -> MotionReference:
@@ -411,6 +425,13 @@ class MotionAutoencoder(nn.Module):
         if weight is not None:  # where tiles overlap, their fields are averaged (a sum would double a shared motion)
             field = field / weight.clamp_min(1.0)
             extra = None if extra is None else extra / weight.clamp_min(1.0)
+        mouths = []
+        if cfg.mouth_opening > 0:
+            for seam in ref.seams:
+                k = _tile_of(tiles, seam)
+                band = (tiles[k][3] - tiles[k][1]) / h  # one latent cell, in picture pixels
+                field, cover = open_lips(field, seam, (ux0, uy0), band, cfg.mouth_opening)
+                mouths.append((cover, seam))
         # sample the whole picture so a region's edge may pull pixels from just outside it
         ys = torch.arange(uy0, uy1, dtype=field.dtype, device=field.device)
         xs = torch.arange(ux0, ux1, dtype=field.dtype, device=field.device)
@@ -421,6 +442,8 @@ class MotionAutoencoder(nn.Module):
                               padding_mode="border", align_corners=False)
         if extra is not None:
             moved = moved + extra
+        for cover, seam in mouths:
+            moved = torch.lerp(moved, mouth_interior(seam, moved), cover[:, None])
         out = image[None].repeat(n, 1, 1, 1)
         out[:, :, uy0:uy1, ux0:ux1] = moved.clamp(-1, 1)
         return out

@@ -1,0 +1,89 @@
+"""What opening the lips at the seam costs and gives (prints JSON): the demo's 4-step generator samples one
+held-out video once, then the same latent is decoded with `mouth_opening` 0 and 1, alternately, `--repeats`
+times each.
+
+Reported: decode seconds of each setting (median) and their ratio; the face-mesh seam search's own time;
+and, from the decoded frames, the inner-lip gap (mean, and its change from frame to frame) and lip sync
+against the voice and the reversed voice (`training.eval.real_photos.talking_measures`).
+
+Usage: OMP_NUM_THREADS=1 python bench/mouth_opening.py [--portrait grace_hopper] [--seconds 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    from magicinfinite_core.generate import GenerateOptions, sample_latent
+    from magicinfinite_core.inputs.audio import load_speaker_tracks
+    from magicinfinite_core.inputs.audio_features import extract_speaker_features
+    from magicinfinite_core.inputs.framing import find_lip_seams
+    from magicinfinite_core.media.autoencoders import decode_video
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+    from training.eval import real_photos as rp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    work = Path(tempfile.mkdtemp(prefix="mouth_opening_"))
+    photo = rp.heldout_photo(a.portrait, work)
+    bundle = load_bundle(a.model, "cpu", distilled=True)
+    wav, info = rp.heldout_speech(a.seconds, 0)
+    tracks = load_speaker_tracks([(wav[None].astype(np.float32), rp.SAMPLE_RATE)])
+    n = tracks[0].num_frames
+    feats = extract_speaker_features(tracks, bundle.audio_extractor, n)
+    with torch.inference_mode():
+        s = sample_latent(bundle, str(photo), feats, n, rp.heldout_prompt(0, "still"),
+                          options=GenerateOptions(distilled=True, seed=0))
+    picture = ((s.reference.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    t0 = time.perf_counter()
+    seams = find_lip_seams(picture, s.reference.regions())
+    seam_s = time.perf_counter() - t0
+    ref = dataclasses.replace(s.reference, seams=seams)
+    base = bundle.vae.cfg
+    times: dict[float, list[float]] = {0.0: [], 1.0: []}
+    frames: dict[float, np.ndarray] = {}
+    with torch.inference_mode():
+        for _ in range(a.repeats):
+            for gain in times:
+                bundle.vae.cfg = dataclasses.replace(base, mouth_opening=gain)
+                t0 = time.perf_counter()
+                video = decode_video(bundle.vae, s.latent[None], ref)[0]
+                times[gain].append(time.perf_counter() - t0)
+                frames[gain] = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()[:n]
+    bundle.vae.cfg = base
+    measures = {}
+    with rp.FaceMeter() as meter:
+        face = rp.pipeline_reference(bundle, photo, meter, name=a.portrait)
+        for gain, fr in frames.items():
+            _, gaps = meter.track(fr, face.centres)
+            t = rp.talking_measures(fr, wav, face, meter)
+            measures[gain] = {"lip_gap_mean": float(np.nanmean(gaps)), "lip_gap_change": float(np.nanmean(np.abs(np.diff(gaps[:, 0])))),
+                              **{k: t[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin", "upper_flicker", "psnr")}}
+    off, on = statistics.median(times[0.0]), statistics.median(times[1.0])
+    out = {"portrait": a.portrait, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
+           "seams_found": len(seams), "seam_search_s": seam_s,
+           "decode_s": {"mouth_opening_0": off, "mouth_opening_1": on}, "decode_ratio_on_off": on / off,
+           "off": measures[0.0], "on": measures[1.0]}
+    print(json.dumps(rp.json_safe(out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Lips that part: the jaw's stretch of a motion field gathered at the seam where the lips meet.
+
+Why: a motion latent holds one flow per 8x8 working-grid cell, and decoding upsamples it bilinearly, so
+a jaw drop of d pixels is spread over the whole cell between the upper lip and the chin: lips, chin
+and the dark line between the lips are each stretched a little, and the mouth never opens (the demo
+v8 measured |delta lip gap| 0.0004 on a turned face while its mouth box changed as much as a frontal
+one's). Here, for a portrait whose mouth is closed, the same field is remapped in a band of one cell
+above and below the lip seam found by face mesh: everything above the seam moves with the band's top,
+everything below with its bottom, and the rows in between are the opened mouth, drawn in a dark tint
+of the lips' own seam colour. The band's ends are where the field already is, so nothing outside the
+band changes, and a field with no stretch across the lips (silence) decodes exactly as before.
+
+Everything is per frame, so chunked decode still equals one-shot decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# face-mesh indices: inner-lip contour from the left inner corner to the right one
+UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+FACE_TOP, CHIN = 10, 152
+# A portrait whose inner lips are further apart than this share of the face height is already open
+# (an open smile, teeth showing): its mouth is left to the warp, which then closes or opens it.
+CLOSED_GAP = 0.012
+
+
+@dataclass(frozen=True)
+class LipSeam:
+    """Where a closed mouth's lips meet, in picture pixels: one seam row per column between the inner
+    corners (``x0`` .. ``x0 + len(rows) - 1``), and the colour there ([-1, 1] RGB)."""
+
+    x0: int
+    rows: tuple[float, ...]
+    colour: tuple[float, float, float]
+
+    @property
+    def columns(self) -> np.ndarray:
+        return np.arange(self.x0, self.x0 + len(self.rows))
+
+
+def lip_seam(landmarks: np.ndarray, picture: np.ndarray) -> LipSeam | None:
+    """The seam of a closed mouth from face-mesh landmarks [468, 2] in the picture's pixels (uint8 RGB
+    [H, W, 3]); None when the mouth is open already or too small to matter (under 4 px wide)."""
+    up, lo = landmarks[list(UPPER_INNER)], landmarks[list(LOWER_INNER)]
+    face_h = float(np.linalg.norm(landmarks[CHIN] - landmarks[FACE_TOP]))
+    xa, xb = int(np.ceil(min(up[0, 0], up[-1, 0]))), int(np.floor(max(up[0, 0], up[-1, 0])))
+    if xb - xa < 4 or face_h <= 0:
+        return None
+    xs = np.arange(xa, xb + 1, dtype=np.float64)
+    yu = np.interp(xs, *_increasing(up))
+    yl = np.interp(xs, *_increasing(lo))
+    if float(np.max(yl - yu)) > CLOSED_GAP * face_h:
+        return None
+    rows = 0.5 * (yu + yl)
+    h, w = picture.shape[:2]
+    iy = np.clip(np.round(rows).astype(int), 0, h - 1)
+    ix = np.clip(xs.astype(int), 0, w - 1)
+    colour = picture[iy, ix].astype(np.float64).mean(axis=0) / 127.5 - 1
+    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour))
+
+
+def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(points[:, 0], kind="stable")
+    return points[order, 0].astype(np.float64), points[order, 1].astype(np.float64)
+
+
+def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band: float,
+              gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remap the vertical flow around one seam.
+
+    ``field`` [F, 2, H, W]: backward flow (output pixel -> picture pixel offsets) of a region whose
+    top-left corner is ``origin`` (x, y) in picture pixels; ``band``: half the band's height in pixels
+    (one latent cell); ``gain``: share of the stretch gathered at the seam (0: the field unchanged).
+    Returns the new field and the opened mouth's coverage [F, H, W] (0..1 per output pixel)."""
+    n, _, H, W = field.shape
+    ox, oy = origin
+    cols = torch.from_numpy(seam.columns - ox)
+    seam_y = torch.tensor(seam.rows, dtype=field.dtype) - oy
+    keep = (cols >= 0) & (cols < W) & (seam_y - band >= 0) & (seam_y + band <= H - 1)
+    cover = field.new_zeros(n, H, W)
+    if not bool(keep.any()) or gain <= 0:
+        return field, cover
+    cols, seam_y = cols[keep], seam_y[keep]
+    # lens: the mouth opens most in the middle and not at all at the corners
+    u = torch.linspace(-1, 1, len(seam.rows), dtype=field.dtype)[keep]
+    lens = gain * (1 - u * u)
+    fy = field[:, 1]
+    top = fy[:, (seam_y - band).round().long(), cols]  # [F, C]
+    bottom = fy[:, (seam_y + band).round().long(), cols]
+    out_top = seam_y - band - top  # output rows where the band's top and bottom land
+    out_bottom = seam_y + band - bottom
+    stretch = top - bottom  # rows the field adds across the band: > 0 the jaw drops, < 0 it closes
+    gap = lens * stretch.clamp_min(0)
+    # output rows per picture row for the lips and the chin; a closing jaw keeps the field's own squeeze
+    scale = ((2 * band + stretch - gap) / (2 * band)).clamp_min(0.1)
+    at_seam = out_top + band * scale
+    r0 = int(max(0, float(out_top.min().floor())))
+    r1 = int(min(H - 1, float(out_bottom.max().ceil())))
+    p = torch.arange(r0, r1 + 1, dtype=field.dtype)[None, :, None]  # [1, R, 1]
+    ot, ob, s, g, a = (t[:, None, :] for t in (out_top, out_bottom, scale, gap, at_seam))
+    sy = seam_y[None, None, :]
+    src = torch.where(p < a, sy - band + (p - ot) / s, torch.where(p < a + g, sy, sy + (p - a - g) / s))
+    inside = (p >= ot) & (p <= ob)
+    rows = fy[:, r0 : r1 + 1][:, :, cols]
+    new = field.clone()
+    new[:, 1, r0 : r1 + 1, cols] = torch.where(inside, src - p, rows)
+    overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
+    cover[:, r0 : r1 + 1, cols] = torch.where(inside, overlap, torch.zeros_like(overlap))
+    return new, cover
+
+
+# The opened mouth's tint: this share of the way from black to the lips' own seam colour.
+INTERIOR_SHADE = 0.35
+
+
+def mouth_interior(seam: LipSeam, like: torch.Tensor) -> torch.Tensor:
+    """A flat dark mouth interior [F, 3, H, W] shaped like ``like`` ([-1, 1] RGB), tinted by the seam."""
+    colour = torch.tensor(seam.colour, dtype=like.dtype, device=like.device)
+    return (-1 + INTERIOR_SHADE * (colour + 1)).view(1, 3, 1, 1).expand_as(like)

@@ -1,0 +1,121 @@
+"""Lips that part at the seam (media/mouth_opening.py): the remapped field, the seam finder on real photos
+(real mediapipe), and the decoder with it switched on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from magicinfinite_core.inputs.framing import find_lip_seams, frame_portrait
+from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
+from magicinfinite_core.media.mouth_opening import LipSeam, open_lips
+from training.eval import real_photos as rp
+
+SEAM_ROW, BAND = 40.0, 8.0
+
+
+def _jaw_drop_field(drop: float, h: int = 80, w: int = 64, frames: int = 2) -> torch.Tensor:
+    """Backward flow of a jaw that drops `drop` px, spread over the band as bilinear upsampling spreads it:
+    0 above the band, -drop below it (each output pixel there shows the picture `drop` px higher)."""
+    y = torch.arange(h, dtype=torch.float32)
+    ramp = ((y - (SEAM_ROW - BAND)) / (2 * BAND)).clamp(0, 1)
+    field = torch.zeros(frames, 2, h, w)
+    field[:, 1] = (-drop * ramp)[:, None]
+    return field
+
+
+def _seam(x0: int = 16, width: int = 33) -> LipSeam:
+    return LipSeam(x0, tuple([SEAM_ROW] * width), (0.2, -0.4, -0.4))
+
+
+def test_a_jaw_drop_opens_the_lips_at_the_seam_by_its_size_in_the_middle_and_not_at_the_corners():
+    field = _jaw_drop_field(6.0)
+    new, cover = open_lips(field, _seam(), (0, 0), BAND)
+    mid = 16 + 16
+    assert float(cover[0, :, mid].sum()) == pytest.approx(6.0, abs=0.01)  # all of the drop is the open mouth
+    rows = torch.nonzero(cover[0, :, mid] > 0.5).flatten()
+    assert SEAM_ROW - 1 <= float(rows.min()) and float(rows.max()) <= SEAM_ROW + 7  # just below the upper lip
+    assert float(cover[0, :, 16].sum()) == pytest.approx(0.0, abs=1e-6)  # the corners stay closed
+    assert 0 < float(cover[0, :, 20].sum()) < 6.0  # a lens between
+    # above the opening the picture above the seam moves with the band's top, below it rigidly with its bottom
+    assert float(new[0, 1, 30, mid]) == pytest.approx(0.0, abs=1e-5)
+    assert float(new[0, 1, int(SEAM_ROW) + 9, mid]) == pytest.approx(-6.0, abs=1e-4)
+    # nothing outside the band or outside the mouth's columns changes
+    outside = torch.ones(80, 64, dtype=torch.bool)
+    outside[int(SEAM_ROW - BAND) : int(SEAM_ROW + BAND + 6) + 1, 16:49] = False
+    assert torch.equal(new[:, :, outside], field[:, :, outside])
+    assert torch.equal(new[:, 0], field[:, 0])  # horizontal flow untouched
+
+
+@pytest.mark.parametrize("drop", [0.0, -3.0])
+def test_silence_or_a_closing_jaw_opens_nothing(drop):
+    field = _jaw_drop_field(drop)
+    new, cover = open_lips(field, _seam(), (0, 0), BAND)
+    assert float(cover.max()) == 0.0
+    if drop == 0.0:
+        assert torch.equal(new, field)
+    new_off, cover_off = open_lips(_jaw_drop_field(6.0), _seam(), (0, 0), BAND, gain=0.0)
+    assert torch.equal(new_off, _jaw_drop_field(6.0)) and float(cover_off.max()) == 0.0
+
+
+def test_a_seam_outside_the_region_or_at_its_edge_is_skipped():
+    field = _jaw_drop_field(6.0)
+    new, cover = open_lips(field, _seam(), (200, 0), BAND)  # the region starts right of the mouth
+    assert torch.equal(new, field) and float(cover.max()) == 0.0
+    new, cover = open_lips(field, _seam(), (0, 35), BAND)  # the band would reach above the region's top
+    assert torch.equal(new, field) and float(cover.max()) == 0.0
+
+
+def test_face_mesh_finds_the_seam_of_a_closed_mouth_and_none_for_an_open_smile_or_no_face(tmp_path):
+    from PIL import Image
+
+    hopper = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    h, w = hopper.shape[:2]
+    seams = find_lip_seams(hopper, [(0, 0, w, h)])
+    assert len(seams) == 1
+    seam = seams[0]
+    with rp.FaceMeter() as meter:
+        lips = meter.faces(hopper)[0].lips  # the lips' landmark box, from the evaluation's own face mesh
+    assert lips[0] - 2 <= seam.x0 and seam.x0 + len(seam.rows) <= lips[2] + 2  # between the corners
+    assert lips[1] < float(np.mean(seam.rows)) < lips[3]  # between the upper and the lower lip
+    assert float(np.mean(seam.colour)) < float(hopper.mean() / 127.5 - 1)  # the line between the lips is dark
+    smile = np.asarray(Image.open(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)).convert("RGB"))
+    assert find_lip_seams(smile, [(0, 0, smile.shape[1], smile.shape[0])]) == ()
+    assert find_lip_seams(np.full((256, 256, 3), 128, np.uint8), [(0, 0, 256, 256)]) == ()
+
+
+def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_path):
+    """Grace Hopper framed as generate() frames her, a latent whose cells below the lips move down 3 working
+    px: with `mouth_opening` the pixels between her lips turn dark; off, or with the zero latent, they do not."""
+    from PIL import Image
+
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    _, _, _, ref = frame_portrait(picture, (128, 128), 1, lip_seams=True)
+    assert len(ref.seams) == 1
+    seam = ref.seams[0]
+    cfg = MotionAutoencoderConfig(residual_channels=0, mouth_opening=1.0)
+    ae = MotionAutoencoder(cfg)
+    x0, y0, x1, y1 = ref.box
+    cell_px = (y1 - y0) / cfg.grid
+    below = int((float(np.mean(seam.rows)) - y0) / cell_px) + 1  # the first cell row under the seam
+    latent = torch.zeros(1, cfg.latent_channels, 2, cfg.grid, cfg.grid)
+    slots = latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)
+    slots[:, :, 1, 1, below:, :] = -3.0 * cfg.flow_scale  # frames 1-4: everything under the lips shown 3 px higher
+    opened = ae.decode(latent, ref)[0, :, 2]
+    closed = MotionAutoencoder(dataclasses.replace(cfg, mouth_opening=0.0)).decode(latent, ref)[0, :, 2]
+    still = ae.decode(torch.zeros_like(latent), ref)[0, :, 2]
+    mid = seam.x0 + len(seam.rows) // 2
+    row = int(round(seam.rows[len(seam.rows) // 2]))
+    column = slice(row - 2, row + 12)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1)
+    grey_open, grey_closed = ((x[:, column, mid] * luma).sum(0) for x in (opened, closed))
+    darker = float(grey_closed.min()) - 0.05  # darker than the darkest row of the stretched lips
+    assert int((grey_closed < darker).sum()) == 0
+    assert int((grey_open < darker).sum()) >= 4  # an open mouth several pixels tall, not a line
+    portrait = ref.image[0]
+    assert torch.allclose(still, portrait, atol=1e-4)  # silence: the portrait itself
+    far = (slice(None), slice(y0, y0 + 20), slice(x0, x1))  # the forehead row of cells: untouched by the mouth
+    assert torch.equal(opened[far], closed[far])
