@@ -119,3 +119,18 @@ def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_pa
     assert torch.allclose(still, portrait, atol=1e-4)  # silence: the portrait itself
     far = (slice(None), slice(y0, y0 + 20), slice(x0, x1))  # the forehead row of cells: untouched by the mouth
     assert torch.equal(opened[far], closed[far])
+
+
+def test_the_demo_bundle_opens_lips_and_generate_finds_the_seams(tmp_path):
+    """The shipped bundle switches the opening on, and generate()'s portrait preparation (what the CLI, the
+    nodes and the runner all call) finds Grace Hopper's seam; the open smile has none."""
+    from magicinfinite_core.generate import GenerateOptions, prepare_portrait
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    assert bundle.vae.cfg.mouth_opening == 1.0
+    notes: list[str] = []
+    hopper = prepare_portrait(bundle, str(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)), 1, GenerateOptions(), notes)
+    assert len(hopper.reference.seams) == 1
+    smile = prepare_portrait(bundle, str(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)), 1, GenerateOptions(), notes)
+    assert smile.reference.seams == ()
