@@ -31,9 +31,20 @@ def _seam(x0: int = 16, width: int = 33) -> LipSeam:
     return LipSeam(x0, tuple([SEAM_ROW] * width), (0.2, -0.4, -0.4))
 
 
+def _opened(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int] = (0, 0), gain: float = 1.0
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """open_lips on a copy: (the new field, the opened mouth's coverage [F, H, W] over the whole region)."""
+    new = field.clone()
+    patch = open_lips(new, seam, origin, BAND, gain)
+    cover = torch.zeros(field.shape[0], *field.shape[2:])
+    if patch is not None:
+        cover[:, patch.rows, patch.cols] = patch.cover
+    return new, cover
+
+
 def test_a_jaw_drop_opens_the_lips_at_the_seam_by_its_size_in_the_middle_and_not_at_the_corners():
     field = _jaw_drop_field(6.0)
-    new, cover = open_lips(field, _seam(), (0, 0), BAND)
+    new, cover = _opened(field, _seam())
     mid = 16 + 16
     assert float(cover[0, :, mid].sum()) == pytest.approx(6.0, abs=0.01)  # all of the drop is the open mouth
     rows = torch.nonzero(cover[0, :, mid] > 0.5).flatten()
@@ -53,19 +64,19 @@ def test_a_jaw_drop_opens_the_lips_at_the_seam_by_its_size_in_the_middle_and_not
 @pytest.mark.parametrize("drop", [0.0, -3.0])
 def test_silence_or_a_closing_jaw_opens_nothing(drop):
     field = _jaw_drop_field(drop)
-    new, cover = open_lips(field, _seam(), (0, 0), BAND)
+    new, cover = _opened(field, _seam())
     assert float(cover.max()) == 0.0
     if drop == 0.0:
         assert torch.equal(new, field)
-    new_off, cover_off = open_lips(_jaw_drop_field(6.0), _seam(), (0, 0), BAND, gain=0.0)
+    new_off, cover_off = _opened(_jaw_drop_field(6.0), _seam(), gain=0.0)
     assert torch.equal(new_off, _jaw_drop_field(6.0)) and float(cover_off.max()) == 0.0
 
 
 def test_a_seam_outside_the_region_or_at_its_edge_is_skipped():
     field = _jaw_drop_field(6.0)
-    new, cover = open_lips(field, _seam(), (200, 0), BAND)  # the region starts right of the mouth
+    new, cover = _opened(field, _seam(), (200, 0))  # the region starts right of the mouth
     assert torch.equal(new, field) and float(cover.max()) == 0.0
-    new, cover = open_lips(field, _seam(), (0, 35), BAND)  # the band would reach above the region's top
+    new, cover = _opened(field, _seam(), (0, 35))  # the band would reach above the region's top
     assert torch.equal(new, field) and float(cover.max()) == 0.0
 
 

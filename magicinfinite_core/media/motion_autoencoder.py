@@ -34,7 +34,7 @@ from torch import nn
 
 from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
-from magicinfinite_core.media.mouth_opening import LipSeam, mouth_interior, open_lips
+from magicinfinite_core.media.mouth_opening import LipSeam, open_lips, paint_mouth
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
 
 KIND = "motion"
@@ -430,8 +430,9 @@ class MotionAutoencoder(nn.Module):
             for seam in ref.seams:
                 k = _tile_of(tiles, seam)
                 band = (tiles[k][3] - tiles[k][1]) / h  # one latent cell, in picture pixels
-                field, cover = open_lips(field, seam, (ux0, uy0), band, cfg.mouth_opening)
-                mouths.append((cover, seam))
+                patch = open_lips(field, seam, (ux0, uy0), band, cfg.mouth_opening)  # moves `field` in place
+                if patch is not None:
+                    mouths.append(patch)
         # sample the whole picture so a region's edge may pull pixels from just outside it
         ys = torch.arange(uy0, uy1, dtype=field.dtype, device=field.device)
         xs = torch.arange(ux0, ux1, dtype=field.dtype, device=field.device)
@@ -442,8 +443,8 @@ class MotionAutoencoder(nn.Module):
                               padding_mode="border", align_corners=False)
         if extra is not None:
             moved = moved + extra
-        for cover, seam in mouths:
-            moved = torch.lerp(moved, mouth_interior(seam, moved), cover[:, None])
+        for patch in mouths:
+            paint_mouth(moved, patch)
         out = image[None].repeat(n, 1, 1, 1)
         out[:, :, uy0:uy1, ux0:ux1] = moved.clamp(-1, 1)
         return out

@@ -69,29 +69,41 @@ def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points[order, 0].astype(np.float64), points[order, 1].astype(np.float64)
 
 
+@dataclass(frozen=True)
+class MouthPatch:
+    """Where one opened mouth is drawn in a region: output rows ``rows`` x columns ``cols`` (slices), the
+    interior's coverage there [F, R, C] (0..1 per pixel), and its colour ([-1, 1] RGB)."""
+
+    rows: slice
+    cols: slice
+    cover: torch.Tensor
+    colour: tuple[float, float, float]
+
+
 def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band: float,
-              gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remap the vertical flow around one seam.
+              gain: float = 1.0) -> MouthPatch | None:
+    """Remap the vertical flow around one seam, in place.
 
     ``field`` [F, 2, H, W]: backward flow (output pixel -> picture pixel offsets) of a region whose
     top-left corner is ``origin`` (x, y) in picture pixels; ``band``: half the band's height in pixels
     (one latent cell); ``gain``: share of the stretch gathered at the seam (0: the field unchanged).
-    Returns the new field and the opened mouth's coverage [F, H, W] (0..1 per output pixel)."""
+    Returns where the opened mouth is to be drawn (`paint_mouth`), None when the seam's band does not lie
+    inside the region or nothing is to be done."""
     n, _, H, W = field.shape
     ox, oy = origin
-    cols = torch.from_numpy(seam.columns - ox)
+    cols = seam.columns - ox
     seam_y = torch.tensor(seam.rows, dtype=field.dtype) - oy
-    keep = (cols >= 0) & (cols < W) & (seam_y - band >= 0) & (seam_y + band <= H - 1)
-    cover = field.new_zeros(n, H, W)
-    if not bool(keep.any()) or gain <= 0:
-        return field, cover
-    cols, seam_y = cols[keep], seam_y[keep]
+    inside_region = (cols >= 0) & (cols < W) & (seam_y - band >= 0).numpy() & (seam_y + band <= H - 1).numpy()
+    if gain <= 0 or not inside_region.all():
+        return None
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
     # lens: the mouth opens most in the middle and not at all at the corners
-    u = torch.linspace(-1, 1, len(seam.rows), dtype=field.dtype)[keep]
+    u = torch.linspace(-1, 1, len(seam.rows), dtype=field.dtype)
     lens = gain * (1 - u * u)
     fy = field[:, 1]
-    top = fy[:, (seam_y - band).round().long(), cols]  # [F, C]
-    bottom = fy[:, (seam_y + band).round().long(), cols]
+    index = torch.arange(c0, c1)
+    top = fy[:, (seam_y - band).round().long(), index]  # [F, C]
+    bottom = fy[:, (seam_y + band).round().long(), index]
     out_top = seam_y - band - top  # output rows where the band's top and bottom land
     out_bottom = seam_y + band - bottom
     stretch = top - bottom  # rows the field adds across the band: > 0 the jaw drops, < 0 it closes
@@ -100,25 +112,26 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     scale = ((2 * band + stretch - gap) / (2 * band)).clamp_min(0.1)
     at_seam = out_top + band * scale
     r0 = int(max(0, float(out_top.min().floor())))
-    r1 = int(min(H - 1, float(out_bottom.max().ceil())))
-    p = torch.arange(r0, r1 + 1, dtype=field.dtype)[None, :, None]  # [1, R, 1]
+    r1 = int(min(H - 1, float(out_bottom.max().ceil()))) + 1
+    p = torch.arange(r0, r1, dtype=field.dtype)[None, :, None]  # [1, R, 1]
     ot, ob, s, g, a = (t[:, None, :] for t in (out_top, out_bottom, scale, gap, at_seam))
     sy = seam_y[None, None, :]
     src = torch.where(p < a, sy - band + (p - ot) / s, torch.where(p < a + g, sy, sy + (p - a - g) / s))
     inside = (p >= ot) & (p <= ob)
-    rows = fy[:, r0 : r1 + 1][:, :, cols]
-    new = field.clone()
-    new[:, 1, r0 : r1 + 1, cols] = torch.where(inside, src - p, rows)
+    view = fy[:, r0:r1, c0:c1]
+    view.copy_(torch.where(inside, src - p, view))
     overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
-    cover[:, r0 : r1 + 1, cols] = torch.where(inside, overlap, torch.zeros_like(overlap))
-    return new, cover
+    return MouthPatch(slice(r0, r1), slice(c0, c1), torch.where(inside, overlap, 0.0), seam.colour)
 
 
 # The opened mouth's tint: this share of the way from black to the lips' own seam colour.
 INTERIOR_SHADE = 0.35
 
 
-def mouth_interior(seam: LipSeam, like: torch.Tensor) -> torch.Tensor:
-    """A flat dark mouth interior [F, 3, H, W] shaped like ``like`` ([-1, 1] RGB), tinted by the seam."""
-    colour = torch.tensor(seam.colour, dtype=like.dtype, device=like.device)
-    return (-1 + INTERIOR_SHADE * (colour + 1)).view(1, 3, 1, 1).expand_as(like)
+def paint_mouth(moved: torch.Tensor, patch: MouthPatch) -> None:
+    """Draw the opened mouth into the warped region ``moved`` [F, 3, H, W] ([-1, 1] RGB), in place: a flat
+    dark interior tinted by the lips' seam colour."""
+    colour = torch.tensor(patch.colour, dtype=moved.dtype, device=moved.device)
+    interior = (-1 + INTERIOR_SHADE * (colour + 1)).view(1, 3, 1, 1)
+    view = moved[:, :, patch.rows, patch.cols]
+    view.copy_(torch.lerp(view, interior.expand_as(view), patch.cover[:, None].to(moved.dtype)))
