@@ -61,6 +61,16 @@ def test_a_jaw_drop_opens_the_lips_at_the_seam_by_its_size_in_the_middle_and_not
     assert torch.equal(new[:, 0], field[:, 0])  # horizontal flow untouched
 
 
+def test_a_half_precision_field_opens_the_same_mouth():
+    """Decoding may run in bfloat16 / float16: positions are computed in float32, so the opening matches."""
+    full, cover = _opened(_jaw_drop_field(6.0), _seam())
+    for dtype in (torch.bfloat16, torch.float16):
+        half, cover_half = _opened(_jaw_drop_field(6.0).to(dtype), _seam())
+        assert half.dtype == dtype
+        assert torch.allclose(cover_half, cover, atol=0.02)
+        assert torch.allclose(half.float(), full, atol=0.05)
+
+
 @pytest.mark.parametrize("drop", [0.0, -3.0])
 def test_silence_or_a_closing_jaw_opens_nothing(drop):
     field = _jaw_drop_field(drop)

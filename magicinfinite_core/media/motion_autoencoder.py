@@ -145,7 +145,7 @@ class MotionReference:
     image: torch.Tensor
     box: tuple[int, int, int, int]
     tiles: tuple[tuple[int, int, int, int], ...] = ()
-    seams: tuple[LipSeam, ...] = ()  # closed mouths' lip seams in the picture (`mouth_opening.lip_seams`)
+    seams: tuple[LipSeam, ...] = ()  # closed mouths' lip seams in the picture (`framing.find_lip_seams`)
 
     @classmethod
     def whole(cls, image: torch.Tensor) -> MotionReference:

@@ -92,18 +92,20 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     n, _, H, W = field.shape
     ox, oy = origin
     cols = seam.columns - ox
-    seam_y = torch.tensor(seam.rows, dtype=field.dtype) - oy
-    inside_region = (cols >= 0) & (cols < W) & (seam_y - band >= 0).numpy() & (seam_y + band <= H - 1).numpy()
-    if gain <= 0 or not inside_region.all():
+    rows = np.asarray(seam.rows) - oy
+    if gain <= 0 or not ((cols >= 0) & (cols < W) & (rows - band >= 0) & (rows + band <= H - 1)).all():
         return None
     c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    # positions in float32 on the field's device (a half-precision field cannot hold row numbers exactly)
+    f32 = {"dtype": torch.float32, "device": field.device}
+    seam_y = torch.tensor(rows, **f32)
     # lens: the mouth opens most in the middle and not at all at the corners
-    u = torch.linspace(-1, 1, len(seam.rows), dtype=field.dtype)
+    u = torch.linspace(-1, 1, len(seam.rows), **f32)
     lens = gain * (1 - u * u)
     fy = field[:, 1]
-    index = torch.arange(c0, c1)
-    top = fy[:, (seam_y - band).round().long(), index]  # [F, C]
-    bottom = fy[:, (seam_y + band).round().long(), index]
+    index = torch.arange(c0, c1, device=field.device)
+    top = fy[:, (seam_y - band).round().long(), index].float()  # [F, C]
+    bottom = fy[:, (seam_y + band).round().long(), index].float()
     out_top = seam_y - band - top  # output rows where the band's top and bottom land
     out_bottom = seam_y + band - bottom
     stretch = top - bottom  # rows the field adds across the band: > 0 the jaw drops, < 0 it closes
@@ -113,13 +115,13 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     at_seam = out_top + band * scale
     r0 = int(max(0, float(out_top.min().floor())))
     r1 = int(min(H - 1, float(out_bottom.max().ceil()))) + 1
-    p = torch.arange(r0, r1, dtype=field.dtype)[None, :, None]  # [1, R, 1]
+    p = torch.arange(r0, r1, **f32)[None, :, None]  # [1, R, 1]
     ot, ob, s, g, a = (t[:, None, :] for t in (out_top, out_bottom, scale, gap, at_seam))
     sy = seam_y[None, None, :]
     src = torch.where(p < a, sy - band + (p - ot) / s, torch.where(p < a + g, sy, sy + (p - a - g) / s))
     inside = (p >= ot) & (p <= ob)
     view = fy[:, r0:r1, c0:c1]
-    view.copy_(torch.where(inside, src - p, view))
+    view.copy_(torch.where(inside, src - p, view.float()))
     overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
     return MouthPatch(slice(r0, r1), slice(c0, c1), torch.where(inside, overlap, 0.0), seam.colour)
 
