@@ -109,6 +109,8 @@ def test_seam_score_compares_seams_with_other_latent_frame_starts():
     seams = [4 * k - 3 for k in (8, 16, 24, 32, 40)]
     vid = _grid_video(changes)
     assert metrics.frame_changes(vid) * 255 == pytest.approx(changes, abs=1e-3)
+    assert np.array_equal(metrics.frame_changes(vid, chunk=7), metrics.frame_changes(vid))  # chunks join exactly
+    assert metrics.seam_score(metrics.frame_changes(vid), seams) == metrics.seam_score(vid, seams)
     assert metrics.seam_score(vid, seams) == pytest.approx(1.0, abs=1e-4)
     assert metrics.seam_score(vid, seams, period=1) == pytest.approx(2.0 / (6.0 * 150 + 2.0 * 45) * 195, rel=1e-3)
     loud = changes.copy()

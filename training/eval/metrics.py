@@ -224,12 +224,22 @@ def separability(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------- seams, drift
-def frame_changes(frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """[F-1]: mean |frame[t] - frame[t-1]| (0-1 scale) into each frame t >= 1, over `mask` [H, W] pixels when given."""
-    x = _to_float(frames)
-    if mask is not None:
-        x = x[:, np.asarray(mask, bool)]  # [F, P, 3]
-    return np.abs(np.diff(x, axis=0)).reshape(len(x) - 1, -1).mean(axis=1) if len(x) > 1 else np.zeros(0)
+def frame_changes(frames: np.ndarray, mask: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
+    """[F-1]: mean |frame[t] - frame[t-1]| (0-1 scale) into each frame t >= 1, over `mask` [H, W] pixels when
+    given; `chunk` frames at a time (a 60 s 512 px video as float32 would take 5 GB at once)."""
+    keep = None if mask is None else np.asarray(mask, bool)
+    out = []
+    for a in range(0, max(len(frames) - 1, 0), chunk):
+        x = np.asarray(frames[a : a + chunk + 1])
+        x = _to_float(x if keep is None else x[:, keep])
+        out.append(np.abs(np.diff(x, axis=0)).reshape(len(x) - 1, -1).mean(axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _changes(frames_or_changes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The seam measures take frames [F, H, W, 3] or their `frame_changes` [F-1] (computed once, reused)."""
+    x = np.asarray(frames_or_changes)
+    return x if x.ndim == 1 else frame_changes(x, mask)
 
 
 def _seam_sets(n_changes: int, seams: list[int], period: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,8 +259,9 @@ def seam_score(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = N
     Why like with like: a motion decoder changes a frame differently where a latent frame starts than
     inside one, and sliding-window seams always fall on latent-frame starts. Up to session 11 this was
     the mean at seams over the MEDIAN elsewhere (`seam_score_vs_median`); frame changes are heavy-tailed
-    (a nod, a stressed syllable), so that ratio was well above 1 for any random set of frames."""
-    d = frame_changes(frames, mask)
+    (a nod, a stressed syllable), so that ratio was well above 1 for any random set of frames.
+    `frames` may also be their `frame_changes` (then `mask` is not used)."""
+    d = _changes(frames, mask)
     idx, other = _seam_sets(len(d), seams, period)
     if not len(idx):
         return 1.0
@@ -261,7 +272,7 @@ def seam_score(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = N
 def seam_score_vs_median(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = None) -> float:
     """The estimator used up to session 11, kept to compare with earlier model cards: mean |change| at
     seam frames over the median of all other frames' changes (biased high, see `seam_score`)."""
-    d = frame_changes(frames, mask)
+    d = _changes(frames, mask)
     idx = [t - 1 for t in seams if 1 <= t <= len(d)]
     if not idx:
         return 1.0
@@ -275,7 +286,7 @@ def seam_chance(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = 
     """What `seam_score` gives by chance: the same score for `draws` random sets of as many latent-frame
     starts (seeded), their mean and 95th percentile, and the share of them scoring at least the real
     seams (a p-value: small = the seams stand out)."""
-    d = frame_changes(frames, mask)
+    d = _changes(frames, mask)
     idx, other = _seam_sets(len(d), seams, period)
     pool = np.concatenate([idx, other])
     if not len(idx) or len(other) < len(idx):

@@ -788,9 +788,10 @@ def _seams(rep: Any, bundle: Any, distilled: bool, window: int = 33, overlap: in
 def seam_measures(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = None, suffix: str = "") -> dict:
     """Seam score (seams against the other latent-frame starts), the pre-session-12 estimator for comparison,
     and what the score gives by chance (random latent-frame starts: mean, 95th percentile, p-value)."""
-    chance = metrics.seam_chance(frames, seams, mask=mask)
-    return {f"seam_score{suffix}": metrics.seam_score(frames, seams, mask=mask),
-            f"seam_score_vs_median{suffix}": metrics.seam_score_vs_median(frames, seams, mask=mask),
+    d = metrics.frame_changes(frames, mask)
+    chance = metrics.seam_chance(d, seams)
+    return {f"seam_score{suffix}": metrics.seam_score(d, seams),
+            f"seam_score_vs_median{suffix}": metrics.seam_score_vs_median(d, seams),
             f"seam_chance_mean{suffix}": chance["mean"], f"seam_chance_p95{suffix}": chance["p95"],
             f"seam_p_value{suffix}": chance["p_value"]}
 
