@@ -155,3 +155,23 @@ def test_the_demo_bundle_opens_lips_and_generate_finds_the_seams(tmp_path):
     assert len(hopper.reference.seams) == 1
     smile = prepare_portrait(bundle, str(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)), 1, GenerateOptions(), notes)
     assert smile.reference.seams == ()
+
+
+def test_the_opened_mouth_is_darkest_halfway_between_the_lips():
+    """paint_mouth: a flat grey picture, a 6 px opening; its middle rows darker than its edge rows, and no pixel
+    outside the opening touched."""
+    from magicinfinite_core.media.mouth_opening import paint_mouth
+
+    field = _jaw_drop_field(6.0, frames=1)
+    patch = open_lips(field, _seam(), (0, 0), BAND)
+    moved = torch.zeros(1, 3, 80, 64)
+    before = moved.clone()
+    paint_mouth(moved, patch)
+    mid = 32
+    column = moved[0, 0, :, mid]
+    rows = torch.nonzero(column < -0.01).flatten()
+    assert len(rows) >= 6
+    assert float(column[rows[len(rows) // 2]]) < float(column[rows[0]]) and float(column[rows[len(rows) // 2]]) < float(column[rows[-1]])
+    outside = torch.ones(80, 64, dtype=torch.bool)
+    outside[patch.rows, patch.cols] = False
+    assert torch.equal(moved[0][:, outside], before[0][:, outside])

@@ -78,6 +78,7 @@ class MouthPatch:
     cols: slice
     cover: torch.Tensor
     colour: tuple[float, float, float]
+    depth: torch.Tensor  # [F, R, C]: 0 at the lips' edges, 1 halfway between them
 
 
 def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band: float,
@@ -123,17 +124,21 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     view = fy[:, r0:r1, c0:c1]
     view.copy_(torch.where(inside, src - p, view.float()))
     overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
-    return MouthPatch(slice(r0, r1), slice(c0, c1), torch.where(inside, overlap, 0.0), seam.colour)
+    depth = (1 - (2 * (p - a) / g.clamp_min(1e-6) - 1).abs()).clamp(0, 1)
+    return MouthPatch(slice(r0, r1), slice(c0, c1), torch.where(inside, overlap, 0.0), seam.colour, depth)
 
 
-# The opened mouth's tint: this share of the way from black to the lips' own seam colour.
-INTERIOR_SHADE = 0.35
+# The opened mouth's tint: this share of the way from black to the lips' own seam colour,
+# at the lips' edges and halfway between them (a mouth is darkest deep inside)
+INTERIOR_SHADE = (0.5, 0.2)
 
 
 def paint_mouth(moved: torch.Tensor, patch: MouthPatch) -> None:
-    """Draw the opened mouth into the warped region ``moved`` [F, 3, H, W] ([-1, 1] RGB), in place: a flat
-    dark interior tinted by the lips' seam colour."""
-    colour = torch.tensor(patch.colour, dtype=moved.dtype, device=moved.device)
-    interior = (-1 + INTERIOR_SHADE * (colour + 1)).view(1, 3, 1, 1)
+    """Draw the opened mouth into the warped region ``moved`` [F, 3, H, W] ([-1, 1] RGB), in place: a dark
+    interior tinted by the lips' seam colour, darker towards its middle."""
+    colour = torch.tensor(patch.colour, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
+    edge, core = INTERIOR_SHADE
+    shade = (edge + (core - edge) * patch.depth)[:, None]  # [F, 1, R, C]
+    interior = -1 + shade * (colour + 1)
     view = moved[:, :, patch.rows, patch.cols]
-    view.copy_(torch.lerp(view, interior.expand_as(view), patch.cover[:, None].to(moved.dtype)))
+    view.copy_(torch.lerp(view.float(), interior, patch.cover[:, None]).to(moved.dtype))
