@@ -71,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     measures = {}
     with rp.FaceMeter() as meter:
         face = rp.pipeline_reference(bundle, photo, meter, name=a.portrait)
-        for gain, fr in frames.items():
+        for gain, fr in frames.items():  # face mesh once per video: the gaps feed every lip measure
             _, gaps = meter.track(fr, face.centres)
-            t = rp.talking_measures(fr, wav, face, meter)
+            sync = rp.lip_sync(gaps[:, 0], wav)
             measures[gain] = {"lip_gap_mean": float(np.nanmean(gaps)), "lip_gap_change": float(np.nanmean(np.abs(np.diff(gaps[:, 0])))),
-                              **{k: t[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin", "upper_flicker", "psnr")}}
+                              **{k: sync[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin")},
+                              "upper_flicker": rp.upper_face_measures(fr, face)["upper_flicker"],
+                              "psnr": rp.identity(fr, face)["psnr"]}
     off, on = statistics.median(times[0.0]), statistics.median(times[1.0])
     out = {"portrait": a.portrait, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
            "seams_found": len(seams), "seam_search_s": seam_s,

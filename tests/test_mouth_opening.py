@@ -12,6 +12,7 @@ import torch
 from magicinfinite_core.inputs.framing import find_lip_seams, frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
 from magicinfinite_core.media.mouth_opening import LipSeam, open_lips
+from training.data.mouth import LUMA
 from training.eval import real_photos as rp
 
 SEAM_ROW, BAND = 40.0, 8.0
@@ -131,7 +132,7 @@ def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_pa
     mid = seam.x0 + len(seam.rows) // 2
     row = int(round(seam.rows[len(seam.rows) // 2]))
     column = slice(row - 2, row + 12)
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1)
+    luma = torch.from_numpy(LUMA).view(3, 1)
     grey_open, grey_closed = ((x[:, column, mid] * luma).sum(0) for x in (opened, closed))
     darker = float(grey_closed.min()) - 0.05  # darker than the darkest row of the stretched lips
     assert int((grey_closed < darker).sum()) == 0
@@ -175,3 +176,16 @@ def test_the_opened_mouth_is_darkest_halfway_between_the_lips():
     outside = torch.ones(80, 64, dtype=torch.bool)
     outside[patch.rows, patch.cols] = False
     assert torch.equal(moved[0][:, outside], before[0][:, outside])
+
+
+def test_each_speakers_seam_names_its_own_tile(tmp_path):
+    """Two speakers framed as tiles: each closed mouth's seam records the tile it was found in, which sets its
+    band (one latent cell of that tile)."""
+    group = rp.group_portraits(tmp_path)[:2]  # Grace Hopper and the guitar player, both with closed lips
+    picture = rp.composite(group, 2)
+    _, _, _, ref = frame_portrait(picture, (128, 128), 2, lip_seams=True)
+    assert len(ref.tiles) == 2
+    assert sorted(seam.region for seam in ref.seams) == [0, 1]
+    for seam in ref.seams:
+        x0, y0, x1, y1 = ref.tiles[seam.region]
+        assert x0 <= seam.x0 and seam.x0 + len(seam.rows) <= x1 and y0 < min(seam.rows) and max(seam.rows) < y1

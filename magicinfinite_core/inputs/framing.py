@@ -73,7 +73,7 @@ def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, i
 
     seams = []
     with FaceMesh(max_faces=faces) as mesh:
-        for x0, y0, x1, y1 in regions:
+        for k, (x0, y0, x1, y1) in enumerate(regions):
             crop = np.ascontiguousarray(picture[y0:y1, x0:x1])
             s = mesh_side / max(crop.shape[:2])
             if abs(s - 1) > 0.05:
@@ -81,7 +81,7 @@ def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, i
                                                                 max(1, round(crop.shape[0] * s))), Image.LANCZOS))
             for lm in mesh.landmarks(crop):
                 pts = lm * np.array([crop.shape[1], crop.shape[0]], np.float32) / s + np.array([x0, y0], np.float32)
-                seam = lip_seam(pts, picture)
+                seam = lip_seam(pts, picture, region=k)
                 if seam is not None:
                     seams.append(seam)
     return tuple(seams)

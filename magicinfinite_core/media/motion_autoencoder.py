@@ -170,13 +170,6 @@ class MotionReference:
         return self.image[..., y0:y1, x0:x1]
 
 
-def _tile_of(tiles: list[tuple[int, int, int, int]], seam: LipSeam) -> int:
-    """Index of the tile whose box holds the seam's middle (the nearest one otherwise)."""
-    x = seam.x0 + len(seam.rows) / 2
-    y = seam.rows[len(seam.rows) // 2]
-    return min(range(len(tiles)), key=lambda k: max(tiles[k][0] - x, x - tiles[k][2], 0) + max(tiles[k][1] - y, y - tiles[k][3], 0))
-
-
 def as_reference(portrait: Any) -> MotionReference:
     if isinstance(portrait, MotionReference):
         return portrait
@@ -428,8 +421,8 @@ class MotionAutoencoder(nn.Module):
         mouths = []
         if cfg.mouth_opening > 0:
             for seam in ref.seams:
-                k = _tile_of(tiles, seam)
-                band = (tiles[k][3] - tiles[k][1]) / h  # one latent cell, in picture pixels
+                top, bottom = tiles[min(seam.region, len(tiles) - 1)][1::2]
+                band = (bottom - top) / h  # one latent cell of the seam's tile, in picture pixels
                 patch = open_lips(field, seam, (ux0, uy0), band, cfg.mouth_opening)  # moves `field` in place
                 if patch is not None:
                     mouths.append(patch)

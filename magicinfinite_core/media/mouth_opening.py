@@ -32,18 +32,20 @@ CLOSED_GAP = 0.012
 @dataclass(frozen=True)
 class LipSeam:
     """Where a closed mouth's lips meet, in picture pixels: one seam row per column between the inner
-    corners (``x0`` .. ``x0 + len(rows) - 1``), and the colour there ([-1, 1] RGB)."""
+    corners (``x0`` .. ``x0 + len(rows) - 1``), the colour there ([-1, 1] RGB), and which of the
+    reference's regions (`MotionReference.regions`, the latent's tiles) the face was found in."""
 
     x0: int
     rows: tuple[float, ...]
     colour: tuple[float, float, float]
+    region: int = 0
 
     @property
     def columns(self) -> np.ndarray:
         return np.arange(self.x0, self.x0 + len(self.rows))
 
 
-def lip_seam(landmarks: np.ndarray, picture: np.ndarray) -> LipSeam | None:
+def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> LipSeam | None:
     """The seam of a closed mouth from face-mesh landmarks [468, 2] in the picture's pixels (uint8 RGB
     [H, W, 3]); None when the mouth is open already or too small to matter (under 4 px wide)."""
     up, lo = landmarks[list(UPPER_INNER)], landmarks[list(LOWER_INNER)]
@@ -61,7 +63,7 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray) -> LipSeam | None:
     iy = np.clip(np.round(rows).astype(int), 0, h - 1)
     ix = np.clip(xs.astype(int), 0, w - 1)
     colour = picture[iy, ix].astype(np.float64).mean(axis=0) / 127.5 - 1
-    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour))
+    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region)
 
 
 def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

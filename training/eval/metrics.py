@@ -273,8 +273,8 @@ def seam_score_vs_median(frames: np.ndarray, seams: list[int], mask: np.ndarray 
     """The estimator used up to session 11, kept to compare with earlier model cards: mean |change| at
     seam frames over the median of all other frames' changes (biased high, see `seam_score`)."""
     d = _changes(frames, mask)
-    idx = [t - 1 for t in seams if 1 <= t <= len(d)]
-    if not idx:
+    idx, _ = _seam_sets(len(d), seams, 1)
+    if not len(idx):
         return 1.0
     rest = np.delete(d, idx)
     base = float(np.median(rest)) if len(rest) else float(d.mean())
@@ -291,7 +291,7 @@ def seam_chance(frames: np.ndarray, seams: list[int], mask: np.ndarray | None = 
     pool = np.concatenate([idx, other])
     if not len(idx) or len(other) < len(idx):
         return {"mean": float("nan"), "p95": float("nan"), "p_value": float("nan")}
-    observed = float(d[idx].mean() / max(float(d[other].mean()), 1e-8))
+    observed = seam_score(d, seams, period=period)
     rng = np.random.default_rng(seed)
     scores = np.empty(draws)
     for k in range(draws):

@@ -1021,7 +1021,7 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
         if ref.upper is not None:
             per_second = [metrics.region_psnr(frames[a : a + FPS], ref.image, ref.upper)
                           for a in range(0, len(frames) - FPS + 1, FPS)]
-            first = metrics.region_psnr(frames[:FPS], ref.image, ref.upper)
+            first = per_second[0]
             last = metrics.region_psnr(frames[-FPS:], ref.image, ref.upper)
             trend = metrics.drift_trend(per_second)
             long.update({"upper_psnr_first_second": first, "upper_psnr_last_second": last, "upper_drift_db": first - last,
