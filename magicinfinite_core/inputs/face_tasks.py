@@ -55,6 +55,25 @@ def face_oval_edges() -> list[tuple[int, int]]:
     return [(c.start, c.end) for c in vision.FaceLandmarksConnections.FACE_LANDMARKS_FACE_OVAL]
 
 
+FACE_TOP = 10  # face-mesh landmark at the top of the forehead
+
+
+def face_oval_loop() -> tuple[int, ...]:
+    """The face oval's landmarks in order around the face, starting at the forehead's top: mediapipe
+    gives the oval as unordered edges, which form one loop (a polygon needs them in order)."""
+    nbrs: dict[int, list[int]] = {}
+    for a, b in face_oval_edges():
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    loop, prev = [FACE_TOP], None
+    while True:
+        nxt = next(n for n in nbrs[loop[-1]] if n != prev)
+        if nxt == FACE_TOP:
+            return tuple(loop)
+        prev = loop[-1]
+        loop.append(nxt)
+
+
 def _model_file() -> Path:
     if not LANDMARKER_TASK.is_file():
         raise FileNotFoundError(f"the face model {LANDMARKER_TASK} is missing; reinstall comfyui-magicinfinite")

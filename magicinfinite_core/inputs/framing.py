@@ -22,6 +22,7 @@ from magicinfinite_core.config import MAX_OUTPUT_SIDE
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
 from magicinfinite_core.media.mouth_opening import LipSeam, lip_seam
+from magicinfinite_core.media.rigid_face import RigidFace, rigid_face
 
 # Measured on the demo's training clips (frame 0, mediapipe's detector): the face box is 0.565 of the
 # frame wide and its centre sits at (0.53, 0.54) of the frame. Framing reproduces that.
@@ -62,16 +63,18 @@ def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: flo
     return (left, top, left + side, top + side)
 
 
-def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
-                   mesh_side: int = 384) -> tuple[LipSeam, ...]:
-    """The closed mouths' lip seams (`media/mouth_opening.py`) of up to `faces` faces in each of `regions`
-    (pixel boxes of the uint8 picture), found by face mesh on each region brought to about `mesh_side` px;
-    a face that face mesh does not find, or whose mouth is open already, has none."""
+def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
+                    mesh_side: int = 384) -> tuple[tuple[LipSeam, ...], tuple[RigidFace, ...]]:
+    """The closed mouths' lip seams (`media/mouth_opening.py`) and the rigid upper faces
+    (`media/rigid_face.py`) of up to `faces` faces in each of `regions` (pixel boxes of the uint8
+    picture), found by face mesh on each region brought to about `mesh_side` px; a face that face mesh
+    does not find has neither, and one whose mouth is open already has no seam."""
     from PIL import Image
 
-    from magicinfinite_core.inputs.face_tasks import FaceMesh
+    from magicinfinite_core.inputs.face_tasks import FaceMesh, face_oval_loop
 
-    seams = []
+    seams, rigid = [], []
+    oval = face_oval_loop()
     with FaceMesh(max_faces=faces) as mesh:
         for k, (x0, y0, x1, y1) in enumerate(regions):
             crop = np.ascontiguousarray(picture[y0:y1, x0:x1])
@@ -84,7 +87,16 @@ def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, i
                 seam = lip_seam(pts, picture, region=k)
                 if seam is not None:
                     seams.append(seam)
-    return tuple(seams)
+                face = rigid_face(pts, oval, picture.shape[:2])
+                if face is not None:
+                    rigid.append(face)
+    return tuple(seams), tuple(rigid)
+
+
+def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
+                   mesh_side: int = 384) -> tuple[LipSeam, ...]:
+    """The closed mouths' lip seams alone (`find_face_parts`)."""
+    return find_face_parts(picture, regions, faces, mesh_side)[0]
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -132,6 +144,7 @@ def frame_portrait(
     max_side: int = MAX_OUTPUT_SIDE,
     tiles: bool = True,
     lip_seams: bool = False,
+    rigid_faces: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
 
@@ -139,13 +152,15 @@ def frame_portrait(
     [K, h, w] in that region, and the `MotionReference`: the picture at the output size with the
     region's box). Faces are detected on the picture (or taken from the given speaker regions).
     `tiles`: with several speakers, frame each face on its own, the regions side by side ([1, 3, h, K*w];
-    `MotionReference.tiles`) instead of one region around the group. `lip_seams`: also find the closed
-    mouths' lip seams (`find_lip_seams`, for an autoencoder that opens lips, `mouth_opening` > 0)."""
+    `MotionReference.tiles`) instead of one region around the group. `lip_seams`, `rigid_faces`: also find the
+    closed mouths' lip seams and the faces' rigid upper parts (`find_face_parts`, for an autoencoder with
+    `mouth_opening` or `rigid_upper_face` > 0)."""
     img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
                                       max_side=max_side, tiles=tiles)
-    if lip_seams:
+    if lip_seams or rigid_faces:
         out = ((ref.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        ref = replace(ref, seams=find_lip_seams(out, ref.regions(), faces=1 if ref.tiles else num_speakers))
+        seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers)
+        ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces else ())
     return img, img_u8, masks, ref
 
 

@@ -47,6 +47,7 @@ from training.eval import metrics
 MAX_LAG = 2
 _MP_UPPER, _MP_LOWER, _MP_TOP, _MP_CHIN = 13, 14, 10, 152
 _MP_NOSE_TIP = 1
+_MP_LIP_TOP = 0  # the top of the upper lip's middle
 SILENCE_DBFS = -45.0  # a frame this quiet counts as silent (the speaker does not speak)
 ENVELOPE_RANGE_DB = 40.0
 
@@ -251,21 +252,10 @@ def _lip_indices() -> list[int]:
 
 
 def face_oval_indices() -> list[int]:
-    """Face-mesh landmarks of the face oval in order around the face, starting at 10 (forehead top):
-    mediapipe gives the oval as an unordered set of edges; they form one loop."""
-    from magicinfinite_core.inputs.face_tasks import face_oval_edges
+    """Face-mesh landmarks of the face oval in order around the face, starting at 10 (forehead top)."""
+    from magicinfinite_core.inputs.face_tasks import face_oval_loop
 
-    nbrs: dict[int, list[int]] = {}
-    for a, b in face_oval_edges():
-        nbrs.setdefault(a, []).append(b)
-        nbrs.setdefault(b, []).append(a)
-    loop, prev = [_MP_TOP], None
-    while True:
-        nxt = next(n for n in nbrs[loop[-1]] if n != prev)
-        if nxt == _MP_TOP:
-            return loop
-        prev = loop[-1]
-        loop.append(nxt)
+    return list(face_oval_loop())
 
 
 def upper_face(reading: FaceReading, height: int, width: int) -> np.ndarray | None:
@@ -275,6 +265,16 @@ def upper_face(reading: FaceReading, height: int, width: int) -> np.ndarray | No
         return None
     lm = reading.landmarks
     return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_NOSE_TIP, 1]), height, width)
+
+
+def mid_face(reading: FaceReading, height: int, width: int) -> np.ndarray | None:
+    """[H, W] the face oval between the nose tip and the upper lip's top (landmark 0), cheeks included: where
+    the upper face's rigid hold (`media/rigid_face.py`) fades out, measured so a wobble moved there shows."""
+    if reading.landmarks is None:
+        return None
+    lm = reading.landmarks
+    upper = upper_face(reading, height, width)
+    return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_LIP_TOP, 1]), height, width) & ~upper
 
 
 class FaceMeter:
@@ -377,6 +377,7 @@ class PortraitRef:
     keep: np.ndarray  # [H, W] True outside every (expanded) mouth: where identity is judged
     mouth_boxes: np.ndarray  # [K, 4] expanded mouth boxes (pixel change measure of several speakers)
     upper: np.ndarray | None = None  # [H, W] upper face of the first face (None without its landmarks)
+    mid: np.ndarray | None = None  # [H, W] nose tip to upper lip of the first face (`mid_face`)
 
     @property
     def centres(self) -> list[float]:
@@ -440,7 +441,8 @@ def portrait_reference(image: Any, height: int, width: int, meter: FaceMeter, fa
 def _reference(img: np.ndarray, found: list[FaceReading]) -> PortraitRef:
     h, w = img.shape[:2]
     boxes = np.stack([mouth_box(f.lips) for f in found])
-    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, h, w), boxes, upper_face(found[0], h, w))
+    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, h, w), boxes, upper_face(found[0], h, w),
+                       mid_face(found[0], h, w))
 
 
 def pipeline_reference(bundle: Any, image: Any, meter: FaceMeter, faces: int = 1, name: str = "the portrait",
@@ -514,8 +516,12 @@ def upper_face_measures(frames: np.ndarray, ref: PortraitRef, prefix: str = "upp
     if ref.upper is None or frames.shape[1:3] != ref.upper.shape:
         return {f"{prefix}_flicker": None, f"{prefix}_flicker_p95": None, f"{prefix}_psnr": None}
     f = metrics.flicker(frames, ref.upper)
-    return {f"{prefix}_flicker": f["mean"], f"{prefix}_flicker_p95": f["p95"],
-            f"{prefix}_psnr": metrics.region_psnr(frames, ref.image, ref.upper)}
+    out = {f"{prefix}_flicker": f["mean"], f"{prefix}_flicker_p95": f["p95"],
+           f"{prefix}_psnr": metrics.region_psnr(frames, ref.image, ref.upper)}
+    if prefix == "upper" and ref.mid is not None:
+        out.update({"mid_flicker": metrics.flicker(frames, ref.mid)["mean"],
+                    "mid_psnr": metrics.region_psnr(frames, ref.image, ref.mid)})
+    return out
 
 
 def talking_measures(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef, meter: FaceMeter) -> dict:
@@ -929,6 +935,7 @@ def evaluate_model(bundle: Any, distilled: bool, portraits: list[Path], settings
                                 "nodding_upper": head_motion(nod, box, ~ref.upper)})
                 control.append(row)
     keys = ("psnr", "ssim", "psnr_frame0", "psnr_last_second", "upper_flicker", "upper_flicker_p95", "upper_psnr",
+            "mid_flicker", "mid_psnr",
             "face_detected", "lip_measured_frames", "lipsync_r",
             "lipsync_r_reversed", "lipsync_r_margin", "darkness_r", "darkness_r_reversed", "muted_lip_gap",
             "portrait_lip_gap", "muted_lip_measured_frames", "muted_excess", "muted_face_detected", "muted_darkness",

@@ -1,12 +1,15 @@
-"""What opening the lips at the seam costs and gives (prints JSON): the demo's 4-step generator samples one
-held-out video once, then the same latent is decoded with `mouth_opening` 0 and 1, alternately, `--repeats`
-times each.
+"""What a face-aware decode setting costs and gives (prints JSON): the demo's 4-step generator samples one
+held-out video once, then the same latent is decoded with `--setting` (`mouth_opening`: lips that part at the
+seam; `rigid_upper_face`: the upper face moved as one piece) at 0 and 1, alternately, `--repeats` times each;
+every other decode setting stays as the bundle has it.
 
-Reported: decode seconds of each setting (median) and their ratio; the face-mesh seam search's own time;
-and, from the decoded frames, the inner-lip gap (mean, and its change from frame to frame) and lip sync
-against the voice and the reversed voice (`training.eval.real_photos.talking_measures`).
+Reported: decode seconds of each value (median) and their ratio; the face-mesh search's own time (seams and
+rigid upper faces, one pass); and, from the decoded frames, the inner-lip gap (mean, and its change from frame
+to frame), lip sync against the voice and the reversed voice, the upper face's flicker and identity, and the
+mid face's flicker (`training.eval.real_photos`).
 
-Usage: OMP_NUM_THREADS=1 python bench/mouth_opening.py [--portrait grace_hopper] [--seconds 4] [--repeats 3]
+Usage: OMP_NUM_THREADS=1 python bench/decode_setting.py [--setting mouth_opening] [--portrait grace_hopper]
+       [--seconds 4] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,25 +26,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+SETTINGS = ("mouth_opening", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
+
 
 def main(argv: list[str] | None = None) -> int:
     from magicinfinite_core.generate import GenerateOptions, sample_latent
     from magicinfinite_core.inputs.audio import load_speaker_tracks
     from magicinfinite_core.inputs.audio_features import extract_speaker_features
-    from magicinfinite_core.inputs.framing import find_lip_seams
+    from magicinfinite_core.inputs.framing import find_face_parts
     from magicinfinite_core.media.autoencoders import decode_video
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.eval import real_photos as rp
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    ap.add_argument("--setting", choices=("mouth_opening", "rigid_upper_face"), default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    work = Path(tempfile.mkdtemp(prefix="mouth_opening_"))
+    work = Path(tempfile.mkdtemp(prefix="decode_setting_"))
     photo = rp.heldout_photo(a.portrait, work)
     bundle = load_bundle(a.model, "cpu", distilled=True)
     wav, info = rp.heldout_speech(a.seconds, 0)
@@ -53,16 +59,16 @@ def main(argv: list[str] | None = None) -> int:
                           options=GenerateOptions(distilled=True, seed=0))
     picture = ((s.reference.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     t0 = time.perf_counter()
-    seams = find_lip_seams(picture, s.reference.regions())
-    seam_s = time.perf_counter() - t0
-    ref = dataclasses.replace(s.reference, seams=seams)
+    seams, rigid = find_face_parts(picture, s.reference.regions())
+    search_s = time.perf_counter() - t0
+    ref = dataclasses.replace(s.reference, seams=seams, rigid_faces=rigid)
     base = bundle.vae.cfg
     times: dict[float, list[float]] = {0.0: [], 1.0: []}
     frames: dict[float, np.ndarray] = {}
     with torch.inference_mode():
         for _ in range(a.repeats):
             for gain in times:
-                bundle.vae.cfg = dataclasses.replace(base, mouth_opening=gain)
+                bundle.vae.cfg = dataclasses.replace(base, **{a.setting: gain})
                 t0 = time.perf_counter()
                 video = decode_video(bundle.vae, s.latent[None], ref)[0]
                 times[gain].append(time.perf_counter() - t0)
@@ -76,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             sync = rp.lip_sync(gaps[:, 0], wav)
             measures[gain] = {"lip_gap_mean": float(np.nanmean(gaps)), "lip_gap_change": float(np.nanmean(np.abs(np.diff(gaps[:, 0])))),
                               **{k: sync[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin")},
-                              "upper_flicker": rp.upper_face_measures(fr, face)["upper_flicker"],
+                              **{k: v for k, v in rp.upper_face_measures(fr, face).items() if k != "upper_flicker_p95"},
                               "psnr": rp.identity(fr, face)["psnr"]}
     off, on = statistics.median(times[0.0]), statistics.median(times[1.0])
     out = {"portrait": a.portrait, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
-           "seams_found": len(seams), "seam_search_s": seam_s,
-           "decode_s": {"mouth_opening_0": off, "mouth_opening_1": on}, "decode_ratio_on_off": on / off,
+           "setting": a.setting, "others": {k: v for k, v in dataclasses.asdict(base).items() if k in SETTINGS and k != a.setting},
+           "seams_found": len(seams), "rigid_faces_found": len(rigid), "face_search_s": search_s,
+           "decode_s": {f"{a.setting}_0": off, f"{a.setting}_1": on}, "decode_ratio_on_off": on / off,
            "off": measures[0.0], "on": measures[1.0]}
     print(json.dumps(rp.json_safe(out), indent=1))
     return 0

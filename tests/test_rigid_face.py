@@ -1,0 +1,174 @@
+"""An upper face that moves as one piece (media/rigid_face.py): the hold on a field, the region face mesh
+finds on real photos (real mediapipe), and the decoder with it switched on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from magicinfinite_core.inputs.face_tasks import FACE_TOP, FaceMesh, face_oval_edges, face_oval_loop
+from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
+from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
+from magicinfinite_core.media.rigid_face import NOSE_BOTTOM, RigidFace, hold_rigid, rigid_face
+from training.eval import real_photos as rp
+
+NOSE_TIP, LEFT_EYE, RIGHT_EYE, UPPER_LIP, LOWER_LIP, CHIN = 1, 159, 386, 13, 14, 152
+
+
+def _square_face(x0: int = 10, y0: int = 10, side: int = 20, fade: int = 4) -> RigidFace:
+    """A square rigid part with a linear fade of `fade` px around it (the hold does not care how it was made)."""
+    core = np.zeros((side + 2 * fade, side + 2 * fade), bool)
+    core[fade:-fade, fade:-fade] = True
+    dist = np.maximum(np.abs(np.arange(core.shape[0]) - (core.shape[0] - 1) / 2)[:, None],
+                      np.abs(np.arange(core.shape[1]) - (core.shape[1] - 1) / 2)[None, :]) - (side - 1) / 2
+    weight = np.clip(1 - dist / fade, 0, 1).astype(np.float32)
+    return RigidFace(x0 - fade, y0 - fade, weight, core)
+
+
+def _hopper_landmarks(tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    with FaceMesh() as mesh:
+        lm = mesh.landmarks(picture)[0]
+    return picture, lm * np.array([picture.shape[1], picture.shape[0]], np.float32)
+
+
+def test_the_face_oval_loop_is_mediapipes_oval_in_order():
+    loop = face_oval_loop()
+    edges = {frozenset(e) for e in face_oval_edges()}
+    assert loop[0] == FACE_TOP and len(set(loop)) == len(loop) == len(edges) == 36
+    assert all(frozenset((a, b)) in edges for a, b in zip(loop, loop[1:] + loop[:1], strict=True))
+
+
+def test_a_local_wobble_is_held_and_a_whole_head_motion_is_kept():
+    face = _square_face()
+    nod = torch.zeros(3, 2, 48, 48)
+    nod[:, 1] = torch.tensor([0.0, -2.0, 1.5]).view(3, 1, 1)  # the whole picture moves: a nod
+    held = nod.clone()
+    assert hold_rigid(held, face, (0, 0))
+    assert torch.allclose(held, nod, atol=1e-6)
+    wobble = nod.clone()
+    wobble[:, 1, 24:33, 12:28] += 1.0  # the rigid part's lower rows and the fade below move on their own
+    wobble[:, 0, 40:, :] = 3.0  # far below the face: a jaw, untouched
+    held = wobble.clone()
+    hold_rigid(held, face, (0, 0))
+    assert torch.allclose(held[:, :, 10:30, 10:30], nod[:, :, 10:30, 10:30], atol=1e-6)  # the rigid part: the nod
+    assert torch.equal(held[:, :, 36:], wobble[:, :, 36:])  # beyond the fade: unchanged
+    w = torch.from_numpy(face.weight)[30 - face.y0 : 33 - face.y0, 12 - face.x0 : 28 - face.x0]
+    assert 0 < float(w.min()) and float(w.max()) < 1  # the fade: held in proportion to its weight
+    expected = wobble[:, 1, 30:33, 12:28] + w * (nod[:, 1, 30:33, 12:28] - wobble[:, 1, 30:33, 12:28])
+    assert torch.allclose(held[:, 1, 30:33, 12:28], expected, atol=1e-6)
+
+
+def test_the_hold_is_skipped_when_off_or_outside_the_region_and_keeps_the_fields_precision():
+    face = _square_face()
+    field = torch.randn(2, 2, 48, 48, generator=torch.Generator().manual_seed(0))
+    same = field.clone()
+    assert not hold_rigid(same, face, (0, 0), gain=0.0) and torch.equal(same, field)
+    assert not hold_rigid(same, face, (100, 100)) and torch.equal(same, field)  # the region lies elsewhere
+    half = field.to(torch.bfloat16)
+    assert hold_rigid(half, face, (0, 0)) and half.dtype == torch.bfloat16
+    full = field.clone()
+    hold_rigid(full, face, (0, 0))
+    assert torch.allclose(half.float(), full, atol=0.05)
+    part = field.clone()  # a region that holds only the face's right half: its median is of what it holds
+    assert hold_rigid(part, face, (20, 0))
+
+
+def test_face_mesh_finds_grace_hoppers_rigid_upper_face(tmp_path):
+    picture, lm = _hopper_landmarks(tmp_path)
+    face = rigid_face(lm, face_oval_loop(), picture.shape[:2])
+    assert face is not None
+
+    def weight(i: int) -> float:
+        x, y = (int(round(float(v))) for v in lm[i])
+        return float(face.weight[y - face.y0, x - face.x0])
+
+    def core(i: int) -> bool:
+        x, y = (int(round(float(v))) for v in lm[i])
+        return bool(face.core[y - face.y0, x - face.x0])
+
+    assert core(LEFT_EYE) and core(RIGHT_EYE) and core(NOSE_TIP)
+    assert not core(UPPER_LIP) and not core(LOWER_LIP) and not core(CHIN)
+    assert weight(NOSE_TIP) == 1.0 and weight(CHIN) == 0.0 and weight(LOWER_LIP) < 0.5
+    below = face.weight[int(lm[NOSE_BOTTOM, 1]) + 1 - face.y0 :, int(lm[NOSE_TIP, 0]) - face.x0]
+    assert 0 < below[0] < 1 and np.all(np.diff(below[: len(below) // 2]) <= 1e-6)  # fades out below the nose
+    assert face.weight.min() >= 0 and face.weight.max() == 1.0
+
+
+def test_no_face_no_hold():
+    assert find_face_parts(np.full((256, 256, 3), 128, np.uint8), [(0, 0, 256, 256)]) == ((), ())
+    flat = np.zeros((468, 2), np.float32)  # every landmark on one point: nothing inside
+    assert rigid_face(flat, face_oval_loop(), (64, 64)) is None
+
+
+def test_the_decoder_holds_a_real_portraits_upper_face_still_while_its_jaw_moves(tmp_path):
+    """Grace Hopper framed as generate() frames her, a latent whose nose row of cells moves 2 working px and
+    whose jaw moves 3: with `rigid_upper_face` the forehead-to-nose region shows the portrait itself; off, the
+    nose moves. The jaw moves the same either way, and a whole-grid motion (a nod) decodes the same."""
+    from PIL import Image
+
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    _, _, _, ref = frame_portrait(picture, (128, 128), 1, rigid_faces=True)
+    assert len(ref.rigid_faces) == 1 and ref.seams == ()
+    face = ref.rigid_faces[0]
+    cfg = MotionAutoencoderConfig(residual_channels=0, rigid_upper_face=1.0)
+    held_ae, free_ae = MotionAutoencoder(cfg), MotionAutoencoder(dataclasses.replace(cfg, rigid_upper_face=0.0))
+    x0, y0, x1, y1 = ref.box
+    cell_px = (y1 - y0) / cfg.grid
+    nose_y = face.y0 + int(np.nonzero(face.core.any(1))[0].max())  # the rigid part's lowest row
+    nose_cell = int((nose_y - y0) / cell_px)
+    latent = torch.zeros(1, cfg.latent_channels, 2, cfg.grid, cfg.grid)
+    slots = latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)
+    slots[:, :, 1, 1, nose_cell, :] = -2.0 * cfg.flow_scale  # the nose row of cells wobbles
+    slots[:, :, 1, 1, nose_cell + 3 :, :] = -3.0 * cfg.flow_scale  # the jaw drops
+    held, free = held_ae.decode(latent, ref)[0, :, 2], free_ae.decode(latent, ref)[0, :, 2]
+    portrait = ref.image[0]
+    upper = torch.zeros(portrait.shape[-2:], dtype=torch.bool)
+    upper[face.y0 : face.y0 + face.core.shape[0], face.x0 : face.x0 + face.core.shape[1]] = torch.from_numpy(face.core)
+    assert float((held - portrait)[:, upper].abs().max()) < 1e-4  # the upper face: the portrait itself
+    assert float((free - portrait)[:, upper].abs().mean()) > 0.005  # without the hold the nose moves
+    unweighted = np.nonzero(~face.weight.any(1))[0] + face.y0
+    jaw = slice(int(unweighted[unweighted > nose_y].min()), y1)
+    assert torch.equal(held[:, jaw], free[:, jaw])  # below the fade: the same jaw
+    nod = torch.zeros_like(latent)
+    nod.view_as(slots)[:, :, 1] = -2.0 * cfg.flow_scale
+    assert torch.allclose(held_ae.decode(nod, ref), free_ae.decode(nod, ref), atol=1e-5)
+    # per frame: decoding the frames in two batches equals decoding them at once
+    codes = held_ae.slot_codes(latent)[0]
+    whole = held_ae.decode_frames(codes, ref)
+    parts = torch.cat([held_ae.decode_frames(codes[:3], ref), held_ae.decode_frames(codes[3:], ref)])
+    assert torch.equal(whole, parts)
+
+
+def test_the_demo_bundle_holds_upper_faces_and_generate_finds_them(tmp_path):
+    """The shipped bundle switches the hold on, and generate()'s portrait preparation finds a rigid upper face
+    for Grace Hopper and for the open smile (which has no lip seam); two speakers as tiles: one each."""
+    from magicinfinite_core.generate import GenerateOptions, prepare_portrait
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    assert bundle.vae.cfg.rigid_upper_face == 1.0
+    notes: list[str] = []
+    for photo in (rp.HALF_LENGTH, rp.OPEN_SMILE):
+        prep = prepare_portrait(bundle, str(rp.heldout_photo(photo, tmp_path)), 1, GenerateOptions(), notes)
+        assert len(prep.reference.rigid_faces) == 1
+    group = rp.composite(rp.group_portraits(tmp_path)[:2], 2)
+    prep = prepare_portrait(bundle, group, 2, GenerateOptions(), notes)
+    faces = prep.reference.rigid_faces
+    assert len(faces) == 2
+    centres = sorted(f.x0 + f.core.shape[1] / 2 for f in faces)
+    tiles = prep.reference.tiles
+    assert all(t[0] <= c <= t[2] for c, t in zip(centres, sorted(tiles), strict=True))
+
+
+def test_half_a_hold_moves_the_rigid_part_halfway():
+    gain = 0.5
+    face = _square_face()
+    field = torch.zeros(1, 2, 48, 48)
+    field[:, 1, 24:30, 12:28] = 2.0  # a wobble on part of the rigid region; its median stays 0
+    hold_rigid(field, face, (0, 0), gain)
+    assert torch.allclose(field[:, 1, 24:30, 12:28], torch.full((1, 6, 16), 2.0 * (1 - gain)))
