@@ -211,6 +211,11 @@ def test_upper_face_of_a_still_portrait_scores_zero_and_cap(meter, portraits):
     assert not ref.upper[int(ref.faces[0].lips[1]):].any()  # no lips, no jaw
     m = rp.upper_face_measures(np.repeat(ref.image[None], 5, 0), ref)
     assert m["upper_flicker"] == 0.0 and m["upper_psnr"] == rp.metrics.PSNR_CAP
+    assert m["mid_flicker"] == 0.0 and m["mid_psnr"] == rp.metrics.PSNR_CAP
+    # the mid face: below the upper face, down to the upper lip's top (landmark 0), no lips
+    assert ref.mid is not None and ref.mid.any() and not (ref.mid & ref.upper).any()
+    ys, _ = np.nonzero(ref.mid)
+    assert lm[1, 1] - 1 <= ys.min() and ys.max() <= lm[0, 1] + 1
 
 
 def test_test_pictures_are_held_out_and_show_a_face(meter, tmp_path):

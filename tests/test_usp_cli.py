@@ -20,6 +20,15 @@ def _frames(path):
     return np.stack(list(iter_video_frames(path)))
 
 
+def _free_port() -> int:
+    """A port nothing listens on now: a fixed one fails when another test run shares the machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("order", ["sweep", "wavefront"])
 def test_torchrun_two_ranks_matches_single_process(tmp_path, order):
     bundle = random_bundle(3, height=32, width=32, dit_cfg=DiTConfig())
@@ -38,7 +47,7 @@ def test_torchrun_two_ranks_matches_single_process(tmp_path, order):
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr
     dist = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29611" if order == "sweep" else "29612",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
          "-m", "runner.cli", *common, "--out", str(tmp_path / "two.mp4")],
         capture_output=True, text=True, env=env, timeout=300,
     )

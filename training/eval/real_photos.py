@@ -267,14 +267,14 @@ def upper_face(reading: FaceReading, height: int, width: int) -> np.ndarray | No
     return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_NOSE_TIP, 1]), height, width)
 
 
-def mid_face(reading: FaceReading, height: int, width: int) -> np.ndarray | None:
-    """[H, W] the face oval between the nose tip and the upper lip's top (landmark 0), cheeks included: where
-    the upper face's rigid hold (`media/rigid_face.py`) fades out, measured so a wobble moved there shows."""
-    if reading.landmarks is None:
+def mid_face(reading: FaceReading, upper: np.ndarray | None) -> np.ndarray | None:
+    """[H, W] the face oval between the nose tip and the upper lip's top (landmark 0), cheeks included, given
+    the reading's `upper_face` mask: where the upper face's rigid hold (`media/rigid_face.py`) fades out,
+    measured so a wobble moved there shows."""
+    if reading.landmarks is None or upper is None:
         return None
     lm = reading.landmarks
-    upper = upper_face(reading, height, width)
-    return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_LIP_TOP, 1]), height, width) & ~upper
+    return metrics.upper_face_mask(lm[face_oval_indices()], float(lm[_MP_LIP_TOP, 1]), *upper.shape) & ~upper
 
 
 class FaceMeter:
@@ -441,8 +441,8 @@ def portrait_reference(image: Any, height: int, width: int, meter: FaceMeter, fa
 def _reference(img: np.ndarray, found: list[FaceReading]) -> PortraitRef:
     h, w = img.shape[:2]
     boxes = np.stack([mouth_box(f.lips) for f in found])
-    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, h, w), boxes, upper_face(found[0], h, w),
-                       mid_face(found[0], h, w))
+    upper = upper_face(found[0], h, w)
+    return PortraitRef(img, found, metrics.non_mouth_mask(boxes, h, w), boxes, upper, mid_face(found[0], upper))
 
 
 def pipeline_reference(bundle: Any, image: Any, meter: FaceMeter, faces: int = 1, name: str = "the portrait",
