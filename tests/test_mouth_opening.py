@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.inputs.framing import find_lip_seams, frame_portrait
+from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
 from magicinfinite_core.media.mouth_opening import LipSeam, open_lips
 from training.data.mouth import LUMA
@@ -96,7 +96,7 @@ def test_face_mesh_finds_the_seam_of_a_closed_mouth_and_none_for_an_open_smile_o
 
     hopper = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
     h, w = hopper.shape[:2]
-    seams = find_lip_seams(hopper, [(0, 0, w, h)])
+    seams = find_face_parts(hopper, [(0, 0, w, h)])[0]
     assert len(seams) == 1
     seam = seams[0]
     with rp.FaceMeter() as meter:
@@ -105,8 +105,8 @@ def test_face_mesh_finds_the_seam_of_a_closed_mouth_and_none_for_an_open_smile_o
     assert lips[1] < float(np.mean(seam.rows)) < lips[3]  # between the upper and the lower lip
     assert float(np.mean(seam.colour)) < float(hopper.mean() / 127.5 - 1)  # the line between the lips is dark
     smile = np.asarray(Image.open(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)).convert("RGB"))
-    assert find_lip_seams(smile, [(0, 0, smile.shape[1], smile.shape[0])]) == ()
-    assert find_lip_seams(np.full((256, 256, 3), 128, np.uint8), [(0, 0, 256, 256)]) == ()
+    assert find_face_parts(smile, [(0, 0, smile.shape[1], smile.shape[0])])[0] == ()
+    assert find_face_parts(np.full((256, 256, 3), 128, np.uint8), [(0, 0, 256, 256)])[0] == ()
 
 
 def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_path):

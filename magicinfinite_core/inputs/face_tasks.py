@@ -19,6 +19,7 @@ Close both explicitly (or use ``with``): mediapipe's finaliser is noisy at inter
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import zipfile
@@ -58,6 +59,7 @@ def face_oval_edges() -> list[tuple[int, int]]:
 FACE_TOP = 10  # face-mesh landmark at the top of the forehead
 
 
+@functools.lru_cache(maxsize=1)
 def face_oval_loop() -> tuple[int, ...]:
     """The face oval's landmarks in order around the face, starting at the forehead's top: mediapipe
     gives the oval as unordered edges, which form one loop (a polygon needs them in order)."""

@@ -93,12 +93,6 @@ def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, 
     return tuple(seams), tuple(rigid)
 
 
-def find_lip_seams(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
-                   mesh_side: int = 384) -> tuple[LipSeam, ...]:
-    """The closed mouths' lip seams alone (`find_face_parts`)."""
-    return find_face_parts(picture, regions, faces, mesh_side)[0]
-
-
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
