@@ -1,12 +1,13 @@
 """What a face-aware decode setting costs and gives (prints JSON): the demo's 4-step generator samples one
 held-out video once, then the same latent is decoded with `--setting` (`mouth_opening`: lips that part at the
-seam; `rigid_upper_face`: the upper face moved as one piece) at 0 and 1, alternately, `--repeats` times each;
+seam; `open_mouth_opening`: a mouth open in the portrait opening further at its lower inner lip;
+`rigid_upper_face`: the upper face moved as one piece) at 0 and 1, alternately, `--repeats` times each;
 every other decode setting stays as the bundle has it.
 
 Reported: decode seconds of each value (median) and their ratio; the face-mesh search's own time (seams and
 rigid upper faces, one pass); and, from the decoded frames, the inner-lip gap (mean, and its change from frame
-to frame), lip sync against the voice and the reversed voice, the upper face's flicker and identity, and the
-mid face's flicker (`training.eval.real_photos`).
+to frame), lip sync against the voice and the reversed voice, the mouth box's darkness against the voice, the
+upper face's flicker and identity, and the mid face's flicker (`training.eval.real_photos`).
 
 Usage: OMP_NUM_THREADS=1 python bench/decode_setting.py [--setting mouth_opening] [--portrait grace_hopper]
        [--seconds 4] [--repeats 3]
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SETTINGS = ("mouth_opening", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
+SETTINGS = ("mouth_opening", "open_mouth_opening", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
-    ap.add_argument("--setting", choices=("mouth_opening", "rigid_upper_face"), default="mouth_opening")
+    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "rigid_upper_face"), default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
@@ -80,14 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         for gain, fr in frames.items():  # face mesh once per video: the gaps feed every lip measure
             _, gaps = meter.track(fr, face.centres)
             sync = rp.lip_sync(gaps[:, 0], wav)
+            dark = rp.mouth_darkness(fr, face.mouth_boxes[0])
+            env = rp.audio_envelope(wav, len(fr))
             measures[gain] = {"lip_gap_mean": float(np.nanmean(gaps)), "lip_gap_change": float(np.nanmean(np.abs(np.diff(gaps[:, 0])))),
                               **{k: sync[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin")},
+                              "darkness_r": rp.metrics.lipsync(dark, env, rp.MAX_LAG)["best_r"],
                               **{k: v for k, v in rp.upper_face_measures(fr, face).items() if k != "upper_flicker_p95"},
                               "psnr": rp.identity(fr, face)["psnr"]}
     off, on = statistics.median(times[0.0]), statistics.median(times[1.0])
     out = {"portrait": a.portrait, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
            "setting": a.setting, "others": {k: v for k, v in dataclasses.asdict(base).items() if k in SETTINGS and k != a.setting},
-           "seams_found": len(seams), "rigid_faces_found": len(rigid), "face_search_s": search_s,
+           "seams_found": len(seams), "open_seams_found": sum(seam.open for seam in seams), "rigid_faces_found": len(rigid), "face_search_s": search_s,
            "decode_s": {f"{a.setting}_0": off, f"{a.setting}_1": on}, "decode_ratio_on_off": on / off,
            "off": measures[0.0], "on": measures[1.0]}
     print(json.dumps(rp.json_safe(out), indent=1))

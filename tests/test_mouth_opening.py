@@ -91,7 +91,7 @@ def test_a_seam_outside_the_region_or_at_its_edge_is_skipped():
     assert torch.equal(new, field) and float(cover.max()) == 0.0
 
 
-def test_face_mesh_finds_the_seam_of_a_closed_mouth_and_none_for_an_open_smile_or_no_face(tmp_path):
+def test_face_mesh_finds_the_seam_of_a_closed_mouth_the_lower_lip_of_an_open_smile_and_none_without_a_face(tmp_path):
     from PIL import Image
 
     hopper = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
@@ -104,21 +104,36 @@ def test_face_mesh_finds_the_seam_of_a_closed_mouth_and_none_for_an_open_smile_o
     assert lips[0] - 2 <= seam.x0 and seam.x0 + len(seam.rows) <= lips[2] + 2  # between the corners
     assert lips[1] < float(np.mean(seam.rows)) < lips[3]  # between the upper and the lower lip
     assert float(np.mean(seam.colour)) < float(hopper.mean() / 127.5 - 1)  # the line between the lips is dark
+    assert not seam.open
     smile = np.asarray(Image.open(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)).convert("RGB"))
-    assert find_face_parts(smile, [(0, 0, smile.shape[1], smile.shape[0])])[0] == ()
+    seams = find_face_parts(smile, [(0, 0, smile.shape[1], smile.shape[0])])[0]
+    assert len(seams) == 1 and seams[0].open
+    with rp.FaceMeter() as meter:
+        face = meter.faces(smile)[0]
+    rows = np.asarray(seams[0].rows)
+    mid = len(rows) // 2
+    # the seam is the lower inner lip: below the teeth's top, within the lips, and the teeth above it are
+    # brighter than the lower lip's colour it is tinted from
+    assert face.lips[1] + 2 < rows[mid] < face.lips[3]
+    teeth = smile[int(rows[mid]) - 10 : int(rows[mid]) - 4, seams[0].x0 + mid - 5 : seams[0].x0 + mid + 5]
+    assert float(teeth.mean() / 127.5 - 1) > float(np.mean(seams[0].colour)) + 0.2
     assert find_face_parts(np.full((256, 256, 3), 128, np.uint8), [(0, 0, 256, 256)])[0] == ()
 
 
-def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_path):
-    """Grace Hopper framed as generate() frames her, a latent whose cells below the lips move down 3 working
-    px: with `mouth_opening` the pixels between her lips turn dark; off, or with the zero latent, they do not."""
+@pytest.mark.parametrize("photo, setting", [(rp.HALF_LENGTH, "mouth_opening"), (rp.OPEN_SMILE, "open_mouth_opening")])
+def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_path, photo, setting):
+    """A portrait framed as generate() frames it, a latent whose cells below the lips move down 3 working
+    px: with the setting on, the pixels at the seam turn dark (Grace Hopper: between her closed lips; the open
+    smile: under her teeth); off, or with the zero latent, they do not. The open smile's seam is left alone
+    by `mouth_opening` (the closed mouths' setting)."""
     from PIL import Image
 
-    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    picture = np.asarray(Image.open(rp.heldout_photo(photo, tmp_path)).convert("RGB"))
     _, _, _, ref = frame_portrait(picture, (128, 128), 1, lip_seams=True)
     assert len(ref.seams) == 1
     seam = ref.seams[0]
-    cfg = MotionAutoencoderConfig(residual_channels=0, mouth_opening=1.0)
+    assert seam.open == (setting == "open_mouth_opening")
+    cfg = MotionAutoencoderConfig(residual_channels=0, **{"mouth_opening": 1.0, setting: 1.0})
     ae = MotionAutoencoder(cfg)
     x0, y0, x1, y1 = ref.box
     cell_px = (y1 - y0) / cfg.grid
@@ -127,7 +142,7 @@ def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_pa
     slots = latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)
     slots[:, :, 1, 1, below:, :] = -3.0 * cfg.flow_scale  # frames 1-4: everything under the lips shown 3 px higher
     opened = ae.decode(latent, ref)[0, :, 2]
-    closed = MotionAutoencoder(dataclasses.replace(cfg, mouth_opening=0.0)).decode(latent, ref)[0, :, 2]
+    closed = MotionAutoencoder(dataclasses.replace(cfg, **{setting: 0.0})).decode(latent, ref)[0, :, 2]
     still = ae.decode(torch.zeros_like(latent), ref)[0, :, 2]
     mid = seam.x0 + len(seam.rows) // 2
     row = int(round(seam.rows[len(seam.rows) // 2]))
@@ -145,17 +160,17 @@ def test_the_decoder_opens_a_real_portraits_mouth_only_when_its_jaw_drops(tmp_pa
 
 def test_the_demo_bundle_opens_lips_and_generate_finds_the_seams(tmp_path):
     """The shipped bundle switches the opening on, and generate()'s portrait preparation (what the CLI, the
-    nodes and the runner all call) finds Grace Hopper's seam; the open smile has none."""
+    nodes and the runner all call) finds Grace Hopper's seam and the open smile's lower lip."""
     from magicinfinite_core.generate import GenerateOptions, prepare_portrait
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
 
     bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
-    assert bundle.vae.cfg.mouth_opening == 1.0
+    assert bundle.vae.cfg.mouth_opening == 1.0 and bundle.vae.cfg.open_mouth_opening == 1.0
     notes: list[str] = []
     hopper = prepare_portrait(bundle, str(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)), 1, GenerateOptions(), notes)
     assert len(hopper.reference.seams) == 1
     smile = prepare_portrait(bundle, str(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)), 1, GenerateOptions(), notes)
-    assert smile.reference.seams == ()
+    assert len(smile.reference.seams) == 1 and smile.reference.seams[0].open
 
 
 def test_the_opened_mouth_is_darkest_halfway_between_the_lips():

@@ -131,6 +131,18 @@ def test_three_face_composite_keeps_every_face_whole(meter, tmp_path):
     assert len(ref.faces) == 3 and ref.centres[0] < 64 < ref.centres[1] < 128 < ref.centres[2]
 
 
+def test_face_mesh_reads_a_still_open_smile_as_moving_more_than_closed_mouths(meter, tmp_path):
+    """gap_noise_floor, on the 3-speaker composite at the bench's size: the open smile (teeth showing, right)
+    reads several times the closed mouths' change from encoder-sized pixel noise alone, so its lip-gap row
+    in the speaker bench is read against that floor."""
+    comp = rp.composite(rp.group_portraits(tmp_path), 3)
+    ref = rp.portrait_reference(comp, 512, 512, meter, faces=3, name="3-face composite")
+    floor = rp.gap_noise_floor(ref, meter)
+    assert floor.shape == (3,) and np.isfinite(floor).all()
+    assert floor[2] > 3 * max(floor[0], floor[1])
+    assert np.array_equal(floor, rp.gap_noise_floor(ref, meter))  # seeded
+
+
 def test_composite_and_speaker_ratio(meter, portraits):
     comp = rp.composite(portraits, 2)
     ref = rp.portrait_reference(comp, 128, 128, meter, faces=2, name="composite")

@@ -65,10 +65,10 @@ def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: flo
 
 def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
                     mesh_side: int = 384) -> tuple[tuple[LipSeam, ...], tuple[RigidFace, ...]]:
-    """The closed mouths' lip seams (`media/mouth_opening.py`) and the rigid upper faces
+    """The mouths' lip seams (`media/mouth_opening.py`: closed or open) and the rigid upper faces
     (`media/rigid_face.py`) of up to `faces` faces in each of `regions` (pixel boxes of the uint8
     picture), found by face mesh on each region brought to about `mesh_side` px; a face that face mesh
-    does not find has neither, and one whose mouth is open already has no seam."""
+    does not find has neither."""
     from PIL import Image
 
     from magicinfinite_core.inputs.face_tasks import FaceMesh, face_oval_loop
@@ -147,8 +147,8 @@ def frame_portrait(
     region's box). Faces are detected on the picture (or taken from the given speaker regions).
     `tiles`: with several speakers, frame each face on its own, the regions side by side ([1, 3, h, K*w];
     `MotionReference.tiles`) instead of one region around the group. `lip_seams`, `rigid_faces`: also find the
-    closed mouths' lip seams and the faces' rigid upper parts (`find_face_parts`, for an autoencoder with
-    `mouth_opening` or `rigid_upper_face` > 0)."""
+    mouths' lip seams and the faces' rigid upper parts (`find_face_parts`, for an autoencoder with
+    `mouth_opening`, `open_mouth_opening` or `rigid_upper_face` > 0)."""
     img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
                                       max_side=max_side, tiles=tiles)
     if lip_seams or rigid_faces:

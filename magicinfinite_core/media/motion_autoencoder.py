@@ -81,6 +81,10 @@ class MotionAutoencoderConfig:
     # upsampling spreads a jaw drop over a whole cell, so lips stretch but never part. 0: off (the
     # reference needs `seams` too; references without them decode as before).
     mouth_opening: float = 0.0
+    # Decode: the same for a mouth that is open in the portrait (an open smile), at its lower inner lip
+    # (`LipSeam.open`). Why: the warp alone stretched the teeth and the mouth never opened further (the
+    # demo v8.2's open smile: mouth darkness against the voice r -0.56). 0: off.
+    open_mouth_opening: float = 0.0
     # Decode: share of each face's upper part (the face oval above the nose's bottom, found by face mesh)
     # whose flow is replaced by its per-frame median (media/rigid_face.py). Why: the cell above the lips
     # carries some of the jaw's motion, so the nose wobbled with every syllable (the demo v8.1's 60 s
@@ -152,7 +156,7 @@ class MotionReference:
     image: torch.Tensor
     box: tuple[int, int, int, int]
     tiles: tuple[tuple[int, int, int, int], ...] = ()
-    seams: tuple[LipSeam, ...] = ()  # closed mouths' lip seams in the picture (`framing.find_face_parts`)
+    seams: tuple[LipSeam, ...] = ()  # mouths' lip seams in the picture (`framing.find_face_parts`)
     rigid_faces: tuple[RigidFace, ...] = ()  # faces' rigid upper parts in the picture (`framing.find_face_parts`)
 
     @classmethod
@@ -430,13 +434,15 @@ class MotionAutoencoder(nn.Module):
             for face in ref.rigid_faces:
                 hold_rigid(field, face, (ux0, uy0), cfg.rigid_upper_face)
         mouths = []
-        if cfg.mouth_opening > 0:
-            for seam in ref.seams:
-                top, bottom = tiles[min(seam.region, len(tiles) - 1)][1::2]
-                band = (bottom - top) / h  # one latent cell of the seam's tile, in picture pixels
-                patch = open_lips(field, seam, (ux0, uy0), band, cfg.mouth_opening)  # moves `field` in place
-                if patch is not None:
-                    mouths.append(patch)
+        for seam in ref.seams:
+            gain = cfg.open_mouth_opening if seam.open else cfg.mouth_opening
+            if gain <= 0:
+                continue
+            top, bottom = tiles[min(seam.region, len(tiles) - 1)][1::2]
+            band = (bottom - top) / h  # one latent cell of the seam's tile, in picture pixels
+            patch = open_lips(field, seam, (ux0, uy0), band, gain)  # moves `field` in place
+            if patch is not None:
+                mouths.append(patch)
         # sample the whole picture so a region's edge may pull pixels from just outside it
         ys = torch.arange(uy0, uy1, dtype=field.dtype, device=field.device)
         xs = torch.arange(ux0, ux1, dtype=field.dtype, device=field.device)

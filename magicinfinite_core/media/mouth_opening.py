@@ -10,6 +10,11 @@ everything below with its bottom, and the rows in between are the opened mouth, 
 of the lips' own seam colour. The band's ends are where the field already is, so nothing outside the
 band changes, and a field with no stretch across the lips (silence) decodes exactly as before.
 
+A portrait whose mouth is open already (an open smile, teeth showing) gets its seam at the lower inner
+lip instead (``LipSeam.open``): the upper lip and the teeth move with the band's top, the lower lip and
+the chin with its bottom, so a jaw drop shows as a dark gap opening under the teeth, where the warp alone
+stretched the teeth (the demo v8.2's open smile: mouth darkness fell as the voice rose, r -0.56).
+
 Everything is per frame, so chunked decode still equals one-shot decode.
 """
 
@@ -25,20 +30,26 @@ UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 FACE_TOP, CHIN = 10, 152
 # A portrait whose inner lips are further apart than this share of the face height is already open
-# (an open smile, teeth showing): its mouth is left to the warp, which then closes or opens it.
+# (an open smile, teeth showing): its seam is the lower inner lip (`LipSeam.open`).
 CLOSED_GAP = 0.012
+# An open mouth's interior tint is the lower lip's colour, read this share of the face height below
+# its inner edge (the edge itself mixes lip and teeth).
+LOWER_LIP_DEPTH = 0.01
 
 
 @dataclass(frozen=True)
 class LipSeam:
-    """Where a closed mouth's lips meet, in picture pixels: one seam row per column between the inner
-    corners (``x0`` .. ``x0 + len(rows) - 1``), the colour there ([-1, 1] RGB), and which of the
-    reference's regions (`MotionReference.regions`, the latent's tiles) the face was found in."""
+    """Where a mouth opens, in picture pixels: one seam row per column between the inner corners
+    (``x0`` .. ``x0 + len(rows) - 1``), the colour the opening is tinted from ([-1, 1] RGB), and which of
+    the reference's regions (`MotionReference.regions`, the latent's tiles) the face was found in. A closed
+    mouth's seam is where its lips meet (colour: the line between them); an ``open`` one's is its lower
+    inner lip (colour: the lower lip's)."""
 
     x0: int
     rows: tuple[float, ...]
     colour: tuple[float, float, float]
     region: int = 0
+    open: bool = False
 
     @property
     def columns(self) -> np.ndarray:
@@ -46,8 +57,9 @@ class LipSeam:
 
 
 def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> LipSeam | None:
-    """The seam of a closed mouth from face-mesh landmarks [468, 2] in the picture's pixels (uint8 RGB
-    [H, W, 3]); None when the mouth is open already or too small to matter (under 4 px wide)."""
+    """The seam of a mouth from face-mesh landmarks [468, 2] in the picture's pixels (uint8 RGB [H, W, 3]):
+    where a closed mouth's lips meet, or an open mouth's lower inner lip (``open``); None when the mouth is
+    too small to matter (under 4 px wide)."""
     up, lo = landmarks[list(UPPER_INNER)], landmarks[list(LOWER_INNER)]
     face_h = float(np.linalg.norm(landmarks[CHIN] - landmarks[FACE_TOP]))
     xa, xb = int(np.ceil(min(up[0, 0], up[-1, 0]))), int(np.floor(max(up[0, 0], up[-1, 0])))
@@ -56,14 +68,13 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> Lip
     xs = np.arange(xa, xb + 1, dtype=np.float64)
     yu = np.interp(xs, *_increasing(up))
     yl = np.interp(xs, *_increasing(lo))
-    if float(np.max(yl - yu)) > CLOSED_GAP * face_h:
-        return None
-    rows = 0.5 * (yu + yl)
+    is_open = float(np.max(yl - yu)) > CLOSED_GAP * face_h
+    rows = yl if is_open else 0.5 * (yu + yl)
     h, w = picture.shape[:2]
-    iy = np.clip(np.round(rows).astype(int), 0, h - 1)
+    iy = np.clip(np.round(rows + (LOWER_LIP_DEPTH * face_h if is_open else 0.0)).astype(int), 0, h - 1)
     ix = np.clip(xs.astype(int), 0, w - 1)
     colour = picture[iy, ix].astype(np.float64).mean(axis=0) / 127.5 - 1
-    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region)
+    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open)
 
 
 def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
