@@ -629,8 +629,8 @@ def turn_tracks(k: int, seconds: float, seed: int) -> tuple[list[np.ndarray], np
 def gap_noise_floor(ref: PortraitRef, meter: FaceMeter, frames: int = 30, sigma: float = 0.5, seed: int = 0) -> np.ndarray:
     """[K] mean |delta lip gap| that face mesh reads, per face, off the portrait itself repeated with Gaussian
     pixel noise of `sigma` grey levels (an encoder's size): what the lip-gap rows read on a mouth that does
-    not move. Why: an open mouth with teeth showing, a few dozen pixels wide, reads 0.0016 per frame here
-    (measured on the 3-person composite), as much as a silent mouth's change in the speaker rows."""
+    not move. Why: an open mouth with teeth showing, 100 px wide, reads 0.0010 per frame (the open smile in the
+    bench's 3-person composite; closed mouths 0.0001-0.0002), as much as her silent mouth's change there."""
     rng = np.random.default_rng(seed)
     still = ref.image[None].astype(np.float32) + rng.normal(0.0, sigma, (frames, *ref.image.shape))
     _, gaps = meter.track(np.clip(np.round(still), 0, 255).astype(np.uint8), ref.centres)
