@@ -1,7 +1,8 @@
 """What a face-aware decode setting costs and gives (prints JSON): the demo's 4-step generator samples one
 held-out video once, then the same latent is decoded with `--setting` (`mouth_opening`: lips that part at the
 seam; `open_mouth_opening`: a mouth open in the portrait opening further at its lower inner lip;
-`rigid_upper_face`: the upper face moved as one piece) at 0 and 1, alternately, `--repeats` times each;
+`mouth_teeth`: upper teeth drawn into a closed mouth's opening; `rigid_upper_face`: the upper face moved as one
+piece) at 0 and 1, alternately, `--repeats` times each;
 every other decode setting stays as the bundle has it.
 
 Reported: decode seconds of each value (median) and their ratio; the face-mesh search's own time (seams and
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SETTINGS = ("mouth_opening", "open_mouth_opening", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
+SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
-    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "rigid_upper_face"), default="mouth_opening")
+    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face"), default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--frames", default=None, help="also save both decodes here as .npy (uint8 [F, H, W, 3])")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="decode_setting_"))
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                 times[gain].append(time.perf_counter() - t0)
                 frames[gain] = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()[:n]
     bundle.vae.cfg = base
+    if a.frames:
+        Path(a.frames).mkdir(parents=True, exist_ok=True)
+        for gain, fr in frames.items():
+            np.save(Path(a.frames) / f"{a.setting}_{gain:g}.npy", fr)
     measures = {}
     with rp.FaceMeter() as meter:
         face = rp.pipeline_reference(bundle, photo, meter, name=a.portrait)

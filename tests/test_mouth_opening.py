@@ -166,9 +166,10 @@ def test_the_demo_bundle_opens_lips_and_generate_finds_the_seams(tmp_path):
 
     bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
     assert bundle.vae.cfg.mouth_opening == 1.0 and bundle.vae.cfg.open_mouth_opening == 1.0
+    assert bundle.vae.cfg.mouth_teeth == 1.0
     notes: list[str] = []
     hopper = prepare_portrait(bundle, str(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)), 1, GenerateOptions(), notes)
-    assert len(hopper.reference.seams) == 1
+    assert len(hopper.reference.seams) == 1 and hopper.reference.seams[0].teeth is not None
     smile = prepare_portrait(bundle, str(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)), 1, GenerateOptions(), notes)
     assert len(smile.reference.seams) == 1 and smile.reference.seams[0].open
 
@@ -191,6 +192,57 @@ def test_the_opened_mouth_is_darkest_halfway_between_the_lips():
     outside = torch.ones(80, 64, dtype=torch.bool)
     outside[patch.rows, patch.cols] = False
     assert torch.equal(moved[0][:, outside], before[0][:, outside])
+
+
+@pytest.mark.parametrize("teeth_colour", [(0.6, 0.5, 0.3), None])
+def test_teeth_fill_the_top_of_a_closed_mouths_opening_only_when_asked(teeth_colour):
+    """paint_mouth with `teeth`: a flat grey picture, a 6 px opening; with a closed mouth's teeth colour the
+    top rows of the opening take it (darker right under the lip) and the bottom rows stay dark; at opacity 0,
+    or for a seam without teeth (an open mouth's), the opening is exactly the dark one; nothing outside the
+    opening is touched."""
+    from magicinfinite_core.media.mouth_opening import TEETH_SHARE, paint_mouth
+
+    seam = dataclasses.replace(_seam(), teeth=teeth_colour)
+    patch = open_lips(_jaw_drop_field(6.0, frames=1), seam, (0, 0), BAND)
+    plain, with_teeth, off = (torch.zeros(1, 3, 80, 64) for _ in range(3))
+    paint_mouth(plain, dataclasses.replace(patch, teeth=None))
+    paint_mouth(with_teeth, patch, teeth=1.0)
+    paint_mouth(off, patch, teeth=0.0)
+    assert torch.equal(off, plain)
+    if teeth_colour is None:
+        assert torch.equal(with_teeth, plain)
+        return
+    mid = 32
+    rows = torch.nonzero(plain[0, 0, :, mid] < -0.01).flatten()  # the opening, top to bottom
+    top, bottom = int(rows[0]), int(rows[-1])
+    assert float(with_teeth[0, 0, top + 1, mid]) > 0.3  # teeth: bright, in their own colour's order (R > G > B)
+    assert float(with_teeth[0, 0, top + 1, mid]) > float(with_teeth[0, 1, top + 1, mid]) > float(with_teeth[0, 2, top + 1, mid])
+    assert float(with_teeth[0, 0, top, mid]) < float(with_teeth[0, 0, top + 1, mid])  # shaded under the lip
+    assert torch.equal(with_teeth[0, :, bottom, mid], plain[0, :, bottom, mid])  # the lower part stays dark
+    teeth_rows = int((with_teeth[0, 0, :, mid] > plain[0, 0, :, mid] + 0.05).sum())
+    assert 1 <= teeth_rows <= int(np.ceil(TEETH_SHARE * (bottom - top + 1))) + 1
+    corner = seam.x0  # the teeth fade out before the mouth's corners
+    assert torch.equal(with_teeth[0, :, :, corner], plain[0, :, :, corner])
+    outside = torch.ones(80, 64, dtype=torch.bool)
+    outside[patch.rows, patch.cols] = False
+    assert torch.equal(with_teeth[0][:, outside], torch.zeros(3, int(outside.sum())))
+
+
+def test_teeth_are_lit_like_the_skin_and_grey_in_a_greyscale_photo(tmp_path):
+    """Grace Hopper's closed mouth gets warm teeth brighter than the line between her lips; the same photo in
+    greyscale gets grey ones; the open smile's seam (teeth showing already) gets none."""
+    from PIL import Image
+
+    hopper = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    h, w = hopper.shape[:2]
+    seam = find_face_parts(hopper, [(0, 0, w, h)])[0][0]
+    r, g, b = seam.teeth
+    assert r > g > b and float(np.mean(seam.teeth)) > float(np.mean(seam.colour)) + 0.3
+    grey = np.repeat(np.asarray(Image.fromarray(hopper).convert("L"))[..., None], 3, axis=2)
+    r, g, b = find_face_parts(grey, [(0, 0, w, h)])[0][0].teeth
+    assert max(r, g, b) - min(r, g, b) < 0.02
+    smile = np.asarray(Image.open(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)).convert("RGB"))
+    assert find_face_parts(smile, [(0, 0, smile.shape[1], smile.shape[0])])[0][0].teeth is None
 
 
 def test_each_speakers_seam_names_its_own_tile(tmp_path):

@@ -85,6 +85,10 @@ class MotionAutoencoderConfig:
     # (`LipSeam.open`). Why: the warp alone stretched the teeth and the mouth never opened further (the
     # demo v8.2's open smile: mouth darkness against the voice r -0.56). 0: off.
     open_mouth_opening: float = 0.0
+    # Decode: opacity of the upper teeth drawn at the top of a closed mouth's opening (`mouth_opening`;
+    # media/mouth_opening.py: lit like the philtrum's skin). Why: a flat dark slit reads as a gap, not a
+    # mouth. 0: a dark opening only.
+    mouth_teeth: float = 0.0
     # Decode: share of each face's upper part (the face oval above the nose's bottom, found by face mesh)
     # whose flow is replaced by its per-frame median (media/rigid_face.py). Why: the cell above the lips
     # carries some of the jaw's motion, so the nose wobbled with every syllable (the demo v8.1's 60 s
@@ -454,7 +458,7 @@ class MotionAutoencoder(nn.Module):
         if extra is not None:
             moved = moved + extra
         for patch in mouths:
-            paint_mouth(moved, patch)
+            paint_mouth(moved, patch, cfg.mouth_teeth)
         out = image[None].repeat(n, 1, 1, 1)
         out[:, :, uy0:uy1, ux0:ux1] = moved.clamp(-1, 1)
         return out

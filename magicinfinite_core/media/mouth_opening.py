@@ -29,12 +29,22 @@ import torch
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 FACE_TOP, CHIN = 10, 152
+NOSE_BOTTOM, LIP_TOP = 2, 0  # the philtrum between them is the skin the teeth are lit like
 # A portrait whose inner lips are further apart than this share of the face height is already open
 # (an open smile, teeth showing): its seam is the lower inner lip (`LipSeam.open`).
 CLOSED_GAP = 0.012
 # An open mouth's interior tint is the lower lip's colour, read this share of the face height below
 # its inner edge (the edge itself mixes lip and teeth).
 LOWER_LIP_DEPTH = 0.01
+# Upper teeth drawn into a closed mouth that opens: the top share of the opening (the demo's world draws
+# them so, `training/data/photo_face.py`), as bright as the philtrum's skin times TEETH_OVER_SKIN (capped
+# at TEETH_MAX luma in [0, 1]; teeth inside a mouth are in the lips' shade), off-white by TEETH_TINT where
+# the skin has colour, grey where it has none, and TEETH_LIP_SHADE as bright again right under the lip.
+TEETH_SHARE = 0.3
+TEETH_OVER_SKIN = 1.0
+TEETH_MAX = 0.85
+TEETH_TINT = (1.0, 0.93, 0.8)
+TEETH_LIP_SHADE = 0.75
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class LipSeam:
     colour: tuple[float, float, float]
     region: int = 0
     open: bool = False
+    teeth: tuple[float, float, float] | None = None  # a closed mouth's upper teeth colour ([-1, 1] RGB)
 
     @property
     def columns(self) -> np.ndarray:
@@ -74,7 +85,22 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> Lip
     iy = np.clip(np.round(rows + (LOWER_LIP_DEPTH * face_h if is_open else 0.0)).astype(int), 0, h - 1)
     ix = np.clip(xs.astype(int), 0, w - 1)
     colour = picture[iy, ix].astype(np.float64).mean(axis=0) / 127.5 - 1
-    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open)
+    teeth = None if is_open else teeth_colour(picture, 0.5 * (landmarks[NOSE_BOTTOM] + landmarks[LIP_TOP]), face_h)
+    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open, teeth)
+
+
+def teeth_colour(picture: np.ndarray, skin_at: np.ndarray, face_h: float) -> tuple[float, float, float]:
+    """Upper teeth for a mouth the portrait shows closed ([-1, 1] RGB): lit like the skin at `skin_at` (x, y;
+    the median of a patch 3 % of the face height across), off-white where the skin has colour."""
+    h, w = picture.shape[:2]
+    r = max(1, int(round(0.015 * face_h)))
+    x, y = int(round(float(skin_at[0]))), int(round(float(skin_at[1])))
+    patch = picture[max(0, y - r) : min(h, y + r + 1), max(0, x - r) : min(w, x + r + 1)].reshape(-1, 3)
+    skin = np.median(patch.astype(np.float64), axis=0) / 255 if len(patch) else np.full(3, 0.5)
+    luma = min(TEETH_MAX, TEETH_OVER_SKIN * float(skin @ np.array([0.299, 0.587, 0.114])))
+    colourful = min(1.0, float(np.ptp(skin)) / 0.1)  # a greyscale photo's skin: no tint
+    tint = 1 + (np.asarray(TEETH_TINT) - 1) * colourful
+    return tuple(float(c) for c in np.clip(luma * tint / (tint @ np.array([0.299, 0.587, 0.114])), 0, 1) * 2 - 1)
 
 
 def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +118,9 @@ class MouthPatch:
     cover: torch.Tensor
     colour: tuple[float, float, float]
     depth: torch.Tensor  # [F, R, C]: 0 at the lips' edges, 1 halfway between them
+    teeth_cover: torch.Tensor | None = None  # [F, R, C]: the upper teeth's coverage (a closed mouth's)
+    teeth_shade: torch.Tensor | None = None  # [F, R, C]: their brightness, TEETH_LIP_SHADE under the lip .. 1
+    teeth: tuple[float, float, float] | None = None
 
 
 def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band: float,
@@ -138,7 +167,15 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     view.copy_(torch.where(inside, src - p, view.float()))
     overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
     depth = (1 - (2 * (p - a) / g.clamp_min(1e-6) - 1).abs()).clamp(0, 1)
-    return MouthPatch(slice(r0, r1), slice(c0, c1), torch.where(inside, overlap, 0.0), seam.colour, depth)
+    cover = torch.where(inside, overlap, 0.0)
+    teeth_cover = teeth_shade = None
+    if seam.teeth is not None:  # the top share of the opening, fading out towards the corners
+        tall = TEETH_SHARE * g
+        upper = (torch.minimum(p + 0.5, a + tall) - torch.maximum(p - 0.5, a)).clamp(0, 1)
+        tau = (1 - u * u).sqrt()[None, None, :]
+        teeth_cover = torch.where(inside, upper, 0.0) * ((tau - 0.2) / 0.3).clamp(0, 1)
+        teeth_shade = (TEETH_LIP_SHADE + (1 - TEETH_LIP_SHADE) * ((p - a) / tall.clamp_min(1e-6)).clamp(0, 1)) * (0.8 + 0.2 * tau)
+    return MouthPatch(slice(r0, r1), slice(c0, c1), cover, seam.colour, depth, teeth_cover, teeth_shade, seam.teeth)
 
 
 # The opened mouth's tint: this share of the way from black to the lips' own seam colour,
@@ -146,12 +183,18 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
 INTERIOR_SHADE = (0.5, 0.2)
 
 
-def paint_mouth(moved: torch.Tensor, patch: MouthPatch) -> None:
+def paint_mouth(moved: torch.Tensor, patch: MouthPatch, teeth: float = 0.0) -> None:
     """Draw the opened mouth into the warped region ``moved`` [F, 3, H, W] ([-1, 1] RGB), in place: a dark
-    interior tinted by the lips' seam colour, darker towards its middle."""
+    interior tinted by the lips' seam colour, darker towards its middle; with ``teeth`` > 0 (opacity) and a
+    closed mouth's seam, upper teeth over the top of the opening."""
     colour = torch.tensor(patch.colour, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
     edge, core = INTERIOR_SHADE
     shade = (edge + (core - edge) * patch.depth)[:, None]  # [F, 1, R, C]
     interior = -1 + shade * (colour + 1)
     view = moved[:, :, patch.rows, patch.cols]
-    view.copy_(torch.lerp(view.float(), interior, patch.cover[:, None]).to(moved.dtype))
+    painted = torch.lerp(view.float(), interior, patch.cover[:, None])
+    if teeth > 0 and patch.teeth is not None and patch.teeth_cover is not None and patch.teeth_shade is not None:
+        tooth = torch.tensor(patch.teeth, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
+        tooth = -1 + patch.teeth_shade[:, None] * (tooth + 1)
+        painted = torch.lerp(painted, tooth, teeth * patch.teeth_cover[:, None])
+    view.copy_(painted.to(moved.dtype))
