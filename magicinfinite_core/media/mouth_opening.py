@@ -45,6 +45,15 @@ TEETH_OVER_SKIN = 1.0
 TEETH_MAX = 0.85
 TEETH_TINT = (1.0, 0.93, 0.8)
 TEETH_LIP_SHADE = 0.75
+# ... read from a patch this share of the face height across (its median: a pore or a hair does not count);
+# skin whose channels spread less than GREY_SKIN_SPREAD (in [0, 1]) is a greyscale photo's, and its teeth grey
+SKIN_PATCH = 0.03
+GREY_SKIN_SPREAD = 0.1
+# ... fading out towards the mouth's corners: none where sqrt(1 - u^2) (u: -1 .. 1 corner to corner) is under
+# TEETH_CORNER[0], all from TEETH_CORNER[0] + TEETH_CORNER[1]; and TEETH_CORNER_SHADE as bright at the corners
+TEETH_CORNER = (0.2, 0.3)
+TEETH_CORNER_SHADE = 0.8
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @dataclass(frozen=True)
@@ -91,16 +100,16 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> Lip
 
 def teeth_colour(picture: np.ndarray, skin_at: np.ndarray, face_h: float) -> tuple[float, float, float]:
     """Upper teeth for a mouth the portrait shows closed ([-1, 1] RGB): lit like the skin at `skin_at` (x, y;
-    the median of a patch 3 % of the face height across), off-white where the skin has colour."""
+    the median of a patch SKIN_PATCH of the face height across), off-white where the skin has colour."""
     h, w = picture.shape[:2]
-    r = max(1, int(round(0.015 * face_h)))
+    r = max(1, int(round(0.5 * SKIN_PATCH * face_h)))
     x, y = int(round(float(skin_at[0]))), int(round(float(skin_at[1])))
     patch = picture[max(0, y - r) : min(h, y + r + 1), max(0, x - r) : min(w, x + r + 1)].reshape(-1, 3)
     skin = np.median(patch.astype(np.float64), axis=0) / 255 if len(patch) else np.full(3, 0.5)
-    luma = min(TEETH_MAX, TEETH_OVER_SKIN * float(skin @ np.array([0.299, 0.587, 0.114])))
-    colourful = min(1.0, float(np.ptp(skin)) / 0.1)  # a greyscale photo's skin: no tint
+    luma = min(TEETH_MAX, TEETH_OVER_SKIN * float(skin @ LUMA))
+    colourful = min(1.0, float(np.ptp(skin)) / GREY_SKIN_SPREAD)
     tint = 1 + (np.asarray(TEETH_TINT) - 1) * colourful
-    return tuple(float(c) for c in np.clip(luma * tint / (tint @ np.array([0.299, 0.587, 0.114])), 0, 1) * 2 - 1)
+    return tuple(float(c) for c in np.clip(luma * tint / float(tint @ LUMA), 0, 1) * 2 - 1)
 
 
 def _increasing(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,8 +182,10 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
         tall = TEETH_SHARE * g
         upper = (torch.minimum(p + 0.5, a + tall) - torch.maximum(p - 0.5, a)).clamp(0, 1)
         tau = (1 - u * u).sqrt()[None, None, :]
-        teeth_cover = torch.where(inside, upper, 0.0) * ((tau - 0.2) / 0.3).clamp(0, 1)
-        teeth_shade = (TEETH_LIP_SHADE + (1 - TEETH_LIP_SHADE) * ((p - a) / tall.clamp_min(1e-6)).clamp(0, 1)) * (0.8 + 0.2 * tau)
+        start, ramp = TEETH_CORNER
+        teeth_cover = torch.where(inside, upper, 0.0) * ((tau - start) / ramp).clamp(0, 1)
+        under_lip = TEETH_LIP_SHADE + (1 - TEETH_LIP_SHADE) * ((p - a) / tall.clamp_min(1e-6)).clamp(0, 1)
+        teeth_shade = under_lip * (TEETH_CORNER_SHADE + (1 - TEETH_CORNER_SHADE) * tau)
     return MouthPatch(slice(r0, r1), slice(c0, c1), cover, seam.colour, depth, teeth_cover, teeth_shade, seam.teeth)
 
 
