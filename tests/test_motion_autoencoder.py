@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -429,3 +431,26 @@ def test_generate_with_two_speakers_samples_a_tiled_latent_and_keeps_the_picture
                            model=bundle, out=tmp_path / "p.mp4", distilled=True, distilled_timesteps=(1000.0,))
     info = probe_video(out)
     assert (info.width, info.height) == (440, 250) and report.latent_shape[-2:] == [16, 32]
+
+
+def test_speaker_masks_around_faces_frame_the_faces_themselves(tmp_path):
+    """The Speaker Masks node's masks (a grown face box) frame the face inside each mask exactly as face detection
+    does, in the masks' order; before, the mask itself was framed as the face and the demo workflow's Grace Hopper
+    was a 492 px region instead of 350 (the face small in the model's view, lips that hardly moved)."""
+    from PIL import Image
+
+    from magicinfinite_core.inputs.framing import frame_portrait
+    from magicinfinite_core.inputs.masks import speaker_masks
+    from training.eval import real_photos as rp
+
+    hopper = np.asarray(Image.open(Path(__file__).parents[1] / "workflows" / "assets" / "portrait_one_speaker.jpg").convert("RGB"))
+    masks = speaker_masks(hopper, 1, fallback="center")
+    ys, xs = np.nonzero(masks[0] > 0.5)
+    detected = frame_portrait(hopper, (128, 128), 1)[3].box
+    assert frame_portrait(hopper, (128, 128), 1, masks)[3].box == detected
+    assert xs.max() + 1 - xs.min() > 1.2 * FACE_SHARE * (detected[2] - detected[0])  # the mask is much wider than the face
+    pair = rp.composite(rp.group_portraits(tmp_path)[:2], 2)
+    masks = speaker_masks(pair, 2, fallback="center")
+    tiles = frame_portrait(pair, (128, 128), 2)[3].tiles
+    assert frame_portrait(pair, (128, 128), 2, masks)[3].tiles == tiles
+    assert frame_portrait(pair, (128, 128), 2, masks[::-1].copy())[3].tiles == tiles[::-1]  # tile k frames mask k's face

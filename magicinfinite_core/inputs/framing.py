@@ -127,6 +127,30 @@ def _mask_boxes(masks: np.ndarray) -> list[FaceBox]:
     return boxes
 
 
+def _detected_faces(picture: np.ndarray, min_faces: int) -> list[FaceBox]:
+    """Faces detected on the picture (bounded for the detector), in the picture's pixels."""
+    small = bounded_image(picture, DETECT_MAX_SIDE)
+    s = picture.shape[1] / small.shape[1]
+    return [FaceBox(f.x0 * s, f.y0 * s, f.x1 * s, f.y1 * s, f.score) for f in detect_faces(small, min_faces=min_faces)]
+
+
+def _faces_in_masks(masks: np.ndarray, detected: list[FaceBox]) -> list[FaceBox]:
+    """Per speaker mask, the largest detected face whose centre it covers, else the mask's own box.
+
+    Why: a speaker mask is a region around a face (the Speaker Masks node grows the face box; a drawn one is
+    looser still), and framing a mask as if it were the face box shrank the face in the model's view (the
+    demo workflow's Grace Hopper: a 492 px region instead of 350, and lips that hardly moved)."""
+    boxes = []
+    for m in masks:
+        own = _mask_boxes(m[None])
+        if not own:  # an empty mask frames nothing (as before)
+            continue
+        h, w = m.shape
+        inside = [f for f in detected if m[min(int(f.center[1]), h - 1), min(int(f.center[0]), w - 1)] > 0.5]
+        boxes.append(max(inside, key=lambda f: f.width) if inside else own[0])
+    return boxes
+
+
 def frame_portrait(
     picture: np.ndarray,
     model_hw: tuple[int, int],
@@ -166,13 +190,10 @@ def _framed(picture: np.ndarray, model_hw: tuple[int, int], num_speakers: int, s
     out = _resize(picture, size)
     if speakers is not None:
         given = _given_masks(speakers, size)
-        faces = _mask_boxes(given)
+        faces = _faces_in_masks(given, _detected_faces(out, len(given)))
     else:
         given = None
-        faces = detect_faces(bounded_image(out, DETECT_MAX_SIDE), min_faces=num_speakers)
-        if faces:
-            s = out.shape[1] / bounded_image(out, DETECT_MAX_SIDE).shape[1]
-            faces = [FaceBox(f.x0 * s, f.y0 * s, f.x1 * s, f.y1 * s, f.score) for f in faces]
+        faces = _detected_faces(out, num_speakers)
     picture_t = torch.from_numpy(out.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     if tiles and num_speakers > 1 and len(faces) == num_speakers:
         return _frame_tiles(out, picture_t, faces, given, model_hw)
