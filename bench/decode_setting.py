@@ -87,11 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         for gain, fr in frames.items():  # face mesh once per video: the gaps feed every lip measure
             _, gaps = meter.track(fr, face.centres)
             sync = rp.lip_sync(gaps[:, 0], wav)
-            dark = rp.mouth_darkness(fr, face.mouth_boxes[0])
-            env = rp.audio_envelope(wav, len(fr))
             measures[gain] = {"lip_gap_mean": float(np.nanmean(gaps)), "lip_gap_change": float(np.nanmean(np.abs(np.diff(gaps[:, 0])))),
                               **{k: sync[k] for k in ("lipsync_r", "lipsync_r_reversed", "lipsync_r_margin")},
-                              "darkness_r": rp.metrics.lipsync(dark, env, rp.MAX_LAG)["best_r"],
+                              "darkness_r": rp.darkness_sync(fr, wav, face)["darkness_r"],
                               **{k: v for k, v in rp.upper_face_measures(fr, face).items() if k != "upper_flicker_p95"},
                               "psnr": rp.identity(fr, face)["psnr"]}
     off, on = statistics.median(times[0.0]), statistics.median(times[1.0])

@@ -524,16 +524,21 @@ def upper_face_measures(frames: np.ndarray, ref: PortraitRef, prefix: str = "upp
     return out
 
 
+def darkness_sync(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef) -> dict:
+    """The first face's mouth-box darkness against the voice's envelope and the reversed voice's (best lag
+    +-MAX_LAG): a pixel lip-sync measure that needs no face mesh."""
+    dark = mouth_darkness(frames, ref.mouth_boxes[0])
+    return {"darkness_r": metrics.lipsync(dark, audio_envelope(wav, len(frames)), MAX_LAG)["best_r"],
+            "darkness_r_reversed": metrics.lipsync(dark, reversed_envelope(wav, len(frames)), MAX_LAG)["best_r"]}
+
+
 def talking_measures(frames: np.ndarray, wav: np.ndarray, ref: PortraitRef, meter: FaceMeter) -> dict:
     """Identity, face detection, lip sync (face mesh) and mouth darkness sync of one talking video."""
     det, gaps = meter.track(frames, ref.centres)
-    dark = mouth_darkness(frames, ref.mouth_boxes[0])
-    env = audio_envelope(wav, len(frames))
-    dark_fwd = metrics.lipsync(dark, env, MAX_LAG)["best_r"]
-    dark_rev = metrics.lipsync(dark, reversed_envelope(wav, len(frames)), MAX_LAG)["best_r"]
     return {**identity(frames, ref), **upper_face_measures(frames, ref), "face_detected": float(det[:, 0].mean()),
             **lip_sync(gaps[:, 0], wav),
-            "lip_gap_mean": _nanmean(gaps[:, 0]) if np.isfinite(gaps[:, 0]).mean() >= 0.5 else None, "darkness_r": dark_fwd, "darkness_r_reversed": dark_rev}
+            "lip_gap_mean": _nanmean(gaps[:, 0]) if np.isfinite(gaps[:, 0]).mean() >= 0.5 else None,
+            **darkness_sync(frames, wav, ref)}
 
 
 def muted_measures(frames: np.ndarray, ref: PortraitRef, meter: FaceMeter, min_share: float = 0.5) -> dict:
