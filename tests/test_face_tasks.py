@@ -99,6 +99,17 @@ def test_start_up_is_quiet_and_nothing_prints_at_exit():
     assert done.stderr == ""  # no TF Lite / absl lines, no finaliser noise
 
 
+def test_mediapipe_drawing_helpers_load_only_when_used():
+    """Their matplotlib import cost 0.3 s before a command's first frame; whoever uses them still gets them."""
+    code = ("import sys\nfrom magicinfinite_core.inputs.face_tasks import _vision\nvision = _vision()\n"
+            "print('matplotlib' in sys.modules, vision.FaceDetector.__name__)\n"
+            "print(vision.drawing_utils.DrawingSpec().thickness, 'matplotlib.pyplot' in sys.modules)\n"
+            "print(len(vision.drawing_styles.get_default_face_mesh_contours_style()) > 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "FaceDetector", "2", "True", "True"]
+
+
 def test_without_mediapipe_the_error_says_what_to_install():
     code = ("import sys\nsys.modules['mediapipe'] = None\n"
             "from magicinfinite_core.inputs.masks import FaceDetector\n"

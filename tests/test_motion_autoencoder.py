@@ -24,6 +24,7 @@ from magicinfinite_core.media.motion_autoencoder import (
     MotionAutoencoder,
     MotionAutoencoderConfig,
     MotionReference,
+    smooth_flow,
     warp,
 )
 from magicinfinite_core.models.dit import MagicInfiniteDiT, concat_image_condition
@@ -175,6 +176,9 @@ def test_decode_moves_only_the_region_of_a_larger_picture():
     moved = (out[0, :, 1:] - picture[0, :, None]).abs()[..., 40:232, 100:292]
     assert float(moved[..., 60:130, 60:130].mean()) > 10 * float(moved[..., :4, :].mean() + 1e-6)
     assert video_size(ae, (16, 16), ref) == (300, 420)
+    # decode writes each batch straight into the video; the frames are those decode_frames makes on its own
+    codes = smooth_flow(ae.slot_codes(z), ae.cfg)[0]
+    assert torch.equal(out[0].transpose(0, 1), ae.decode_frames(codes, ref))
 
 
 def test_save_load_and_the_door_functions():

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import zipfile
@@ -39,14 +42,37 @@ LIP_POINTS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95,
               267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 
 
+# mediapipe's vision package imports its drawing helpers, and with them matplotlib's pyplot and 3-D axes:
+# 0.3 s of a command's 3 s to its first frame, for plots nothing here draws. They are loaded lazily.
+LAZY_MODULES = ("mediapipe.tasks.python.vision.drawing_utils", "mediapipe.tasks.python.vision.drawing_styles")
+
+
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds `LAZY_MODULES` as usual but defers running them to their first attribute access
+    (`importlib.util.LazyLoader`), so whoever does use them gets the real modules."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in LAZY_MODULES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
 def _vision() -> Any:
     """mediapipe's Tasks vision module (ImportError with the install hint when it is missing)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    finder = _LazyFinder()
+    sys.meta_path.insert(0, finder)
     try:
         from mediapipe.tasks.python import vision
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
+    finally:
+        sys.meta_path.remove(finder)
     return vision
 
 

@@ -74,6 +74,8 @@ class IncrementalDecoder:
 
     def _cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         parts = [p for p in parts if p.shape[1]]
+        if len(parts) == 1:  # one chunk (the usual case): no copy of its full-size frames
+            return parts[0]
         if parts:
             return torch.cat(parts, dim=1)
         assert self.buf is not None

@@ -385,7 +385,7 @@ class MotionAutoencoder(nn.Module):
         for i in range(b):
             for s in range(0, f, step):  # every frame is decoded from its own slot: batches are exact
                 check_cancelled()
-                out[i, :, s : s + step] = self.decode_frames(codes[i, s : s + step], ref, i).transpose(0, 1)
+                self.decode_frames(codes[i, s : s + step], ref, i, out=out[i, :, s : s + step].transpose(0, 1))
         return out
 
     @property
@@ -400,8 +400,11 @@ class MotionAutoencoder(nn.Module):
         reach = self.cfg.smoothing_reach
         return 1 + math.ceil(max(reach - 1, 0) / self.temporal_ratio) if reach else 1
 
-    def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0) -> torch.Tensor:
-        """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region (or tiles) moved and retouched."""
+    def decode_frames(self, codes: torch.Tensor, ref: MotionReference, row: int = 0,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame codes [F, S, h, w] -> [F, 3, H, W]: the portrait, its region (or tiles) moved and retouched.
+
+        `out`: where to write them (a view of the whole video's tensor: full-size frames are not copied twice)."""
         cfg = self.cfg
         image = ref.image[row].to(codes.device, self.dtype)
         ux0, uy0, ux1, uy1 = ref.box
@@ -456,11 +459,13 @@ class MotionAutoencoder(nn.Module):
         moved = F.grid_sample(image[None].expand(n, -1, -1, -1), torch.stack([gx, gy], dim=-1), mode="bilinear",
                               padding_mode="border", align_corners=False)
         if extra is not None:
-            moved = moved + extra
+            moved += extra
         for patch in mouths:
             paint_mouth(moved, patch, cfg.mouth_teeth)
-        out = image[None].repeat(n, 1, 1, 1)
-        out[:, :, uy0:uy1, ux0:ux1] = moved.clamp(-1, 1)
+        if out is None:
+            out = torch.empty(n, *image.shape, dtype=image.dtype, device=image.device)
+        out.copy_(image.expand(n, -1, -1, -1))
+        out[:, :, uy0:uy1, ux0:ux1] = moved.clamp_(-1, 1)
         return out
 
     def reference_latent(self, portrait: Any) -> torch.Tensor:

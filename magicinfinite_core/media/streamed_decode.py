@@ -95,7 +95,7 @@ def decode_chunk(
             out.append(held[:, -n_ov:] * (1 - w) + frames[:, 1 : 1 + n_ov] * w)
     keep = new.shape[1] if last else new.shape[1] - min(n_fade, new.shape[1])
     out.append(new[:, :keep])
-    return torch.cat(out, dim=1), None if last else new[:, keep:]
+    return (torch.cat(out, dim=1) if len(out) > 1 else out[0]), None if last else new[:, keep:]
 
 
 def streamed_decode(
