@@ -11,7 +11,8 @@ Prints one JSON object: per checkout the runs and medians of
 
 and ``ratios`` (this checkout's median over the baseline's).
 
-Usage: OMP_NUM_THREADS=1 python bench/first_frame.py --baseline 3f5974f [--repeats 5] [--seconds 6]
+Usage: OMP_NUM_THREADS=1 python bench/first_frame.py --baseline 3f5974f [--repeats 5] [--seconds 6] [--side 1024]
+(`--side`: the photograph resized so its longer side is that many px first; the video has its size.)
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def run_cli(checkout: Path, portrait: Path, audio: Path, prompt: str, out: Path,
     return {name: report[key] for name, key in MEASURES.items()}
 
 
+def resized(photo: Path, side: int, work: Path) -> Path:
+    from PIL import Image
+
+    img = Image.open(photo).convert("RGB")
+    s = side / max(img.size)
+    out = work / f"{photo.stem}_{side}.png"
+    img.resize((round(img.width * s), round(img.height * s)), Image.LANCZOS).save(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from scipy.io import wavfile
 
@@ -54,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
+    ap.add_argument("--side", type=int, default=None, help="resize the photograph to this longer side first")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="first_frame_") as tmp:
         work = Path(tmp)
         photo = rp.heldout_photo(a.portrait, work)
+        if a.side:
+            photo = resized(photo, a.side, work)
         wav, voice = rp.heldout_speech(a.seconds, 0)
         audio = work / "voice.wav"
         wavfile.write(audio, rp.SAMPLE_RATE, (np.clip(wav, -1, 1) * 32767).astype(np.int16))
@@ -76,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = {k: {m: statistics.median(r[m] for r in rs) for m in MEASURES} for k, rs in runs.items()}
     out = {"baseline": a.baseline, "head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                                         capture_output=True, text=True).stdout.strip(),
-           "portrait": a.portrait, "seconds": a.seconds, "voice": voice["voice"], "repeats": a.repeats,
+           "portrait": a.portrait, "side": a.side, "seconds": a.seconds, "voice": voice["voice"], "repeats": a.repeats,
            "load_avg": os.getloadavg()[0], "median": medians,
            "ratios": {m: medians["this"][m] / medians["baseline"][m] for m in MEASURES}, "runs": runs}
     print(json.dumps(out, indent=1))
