@@ -2,7 +2,8 @@
 held-out video once, then the same latent is decoded with `--setting` (`mouth_opening`: lips that part at the
 seam; `open_mouth_opening`: a mouth open in the portrait opening further at its lower inner lip;
 `mouth_teeth`: upper teeth drawn into a closed mouth's opening; `rigid_upper_face`: the upper face moved as one
-piece) at 0 and 1, alternately, `--repeats` times each;
+piece; `head_motion`: the run's share of the model's head motion kept, 1 the default, 0 a still head) at 0 and
+1, alternately, `--repeats` times each;
 every other decode setting stays as the bundle has it.
 
 Reported: decode seconds of each value (median) and their ratio; the face-mesh search's own time (seams and
@@ -11,7 +12,8 @@ to frame), lip sync against the voice and the reversed voice, the mouth box's da
 upper face's flicker and identity, and the mid face's flicker (`training.eval.real_photos`).
 
 Usage: OMP_NUM_THREADS=1 python bench/decode_setting.py [--setting mouth_opening] [--portrait grace_hopper]
-       [--seconds 4] [--repeats 3]
+       [--seconds 4] [--repeats 3] [--seed 0]
+(`--portrait` also takes the bench's composed test pictures: full_length, letterboxed, greyscale, open_smile.)
 """
 
 from __future__ import annotations
@@ -42,23 +44,26 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
-    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face"), default="mouth_opening")
+    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face", "head_motion"),
+                    default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=0, help="the held-out voice and still phrasing (real_photos' seeds)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--frames", default=None, help="also save both decodes here as .npy (uint8 [F, H, W, 3])")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="decode_setting_"))
-    photo = rp.heldout_photo(a.portrait, work)
+    pictures = {p.name: p.path for p in rp.test_pictures(work)}
+    photo = pictures[a.portrait] if a.portrait in pictures else rp.heldout_photo(a.portrait, work)
     bundle = load_bundle(a.model, "cpu", distilled=True)
-    wav, info = rp.heldout_speech(a.seconds, 0)
+    wav, info = rp.heldout_speech(a.seconds, a.seed)
     tracks = load_speaker_tracks([(wav[None].astype(np.float32), rp.SAMPLE_RATE)])
     n = tracks[0].num_frames
     feats = extract_speaker_features(tracks, bundle.audio_extractor, n)
     with torch.inference_mode():
-        s = sample_latent(bundle, str(photo), feats, n, rp.heldout_prompt(0, "still"),
+        s = sample_latent(bundle, str(photo), feats, n, rp.heldout_prompt(a.seed, "still"),
                           options=GenerateOptions(distilled=True, seed=0))
     picture = ((s.reference.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     t0 = time.perf_counter()
@@ -71,9 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for _ in range(a.repeats):
             for gain in times:
-                bundle.vae.cfg = dataclasses.replace(base, **{a.setting: gain})
+                run_ref = ref
+                if a.setting == "head_motion":  # the run's choice, carried by the reference
+                    run_ref = dataclasses.replace(ref, head_motion=gain)
+                else:
+                    bundle.vae.cfg = dataclasses.replace(base, **{a.setting: gain})
                 t0 = time.perf_counter()
-                video = decode_video(bundle.vae, s.latent[None], ref)[0]
+                video = decode_video(bundle.vae, s.latent[None], run_ref)[0]
                 times[gain].append(time.perf_counter() - t0)
                 frames[gain] = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()[:n]
     bundle.vae.cfg = base
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                               **{k: v for k, v in rp.upper_face_measures(fr, face).items() if k != "upper_flicker_p95"},
                               "psnr": rp.identity(fr, face)["psnr"]}
     off, on = statistics.median(times[0.0]), statistics.median(times[1.0])
-    out = {"portrait": a.portrait, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
+    out = {"portrait": a.portrait, "seed": a.seed, "seconds": a.seconds, "frames": n, "size": list(picture.shape[:2]), "voice": info,
            "setting": a.setting, "others": {k: v for k, v in dataclasses.asdict(base).items() if k in SETTINGS and k != a.setting},
            "seams_found": len(seams), "open_seams_found": sum(seam.open for seam in seams), "rigid_faces_found": len(rigid), "face_search_s": search_s,
            "decode_s": {f"{a.setting}_0": off, f"{a.setting}_1": on}, "decode_ratio_on_off": on / off,

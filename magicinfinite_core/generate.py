@@ -34,7 +34,7 @@ from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig,
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.inputs.framing import frame_portrait
+from magicinfinite_core.inputs.framing import check_head_motion, frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,
@@ -72,6 +72,7 @@ class GenerateOptions:
     resume: bool = False  # continue from state_dir (bit-identical result)
     keep_state: bool = False  # keep state_dir after a finished video
     max_size: int = MAX_OUTPUT_SIDE  # motion-latent models: output = the portrait's size, up to this a side
+    head_motion: float = 1.0  # motion-latent models: share of the model's head motion kept (0: a still head)
     latent_file: str | Path | None = None  # memory-map the video's latent here instead of RAM
     decode_chunk: int = 8  # latent frames per decode chunk
     decode_context: int = 2  # latent frames of causal context per chunk
@@ -157,7 +158,7 @@ def generate(
     check_output_path(out)  # before any work: a bad path must not cost a whole run
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_bundle(model, device, opts.distilled) if isinstance(model, (str, Path)) else model.to(device)
-    check_window(*bundle.resolve_windows(opts.window, opts.overlap))  # fail early, before any heavy work
+    sampler_config(bundle, opts)  # bad settings fail before the audio is read, before any heavy work
 
     tracks: list[LoadedAudio] = load_speaker_tracks(_audio_list(audio))
     num_frames = max(t.num_frames for t in tracks)
@@ -235,7 +236,12 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
 
 
 def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerConfig, CFGConfig]:
-    """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked."""
+    """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked
+    (with the decode options: every bad setting fails before the audio is read)."""
+    check_head_motion(opts.head_motion)
+    if opts.head_motion < 1 and not moves_portrait(bundle.vae):
+        raise MagicInfiniteError("head_motion below 1 needs a motion-latent model (the embedded demo): this model's "
+                                 "VAE decodes pixels, so its head motion cannot be scaled; prompt for a still head instead")
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
@@ -264,7 +270,8 @@ def prepare_portrait(
         img, img_u8, masks, ref = frame_portrait(full, (bundle.height, bundle.width), num_speakers, opts.speakers,
                                                  fallback=opts.face_fallback, notes=notes, max_side=opts.max_size,
                                                  lip_seams=max(bundle.vae.cfg.mouth_opening, bundle.vae.cfg.open_mouth_opening) > 0,
-                                                 rigid_faces=bundle.vae.cfg.rigid_upper_face > 0)
+                                                 rigid_faces=bundle.vae.cfg.rigid_upper_face > 0,
+                                                 head_motion=opts.head_motion)
         return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))
     img, img_u8 = load_portrait(full, bundle.height, bundle.width)
     masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,

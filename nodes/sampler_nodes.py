@@ -208,6 +208,10 @@ class MagicInfiniteSampler(io.ComfyNode):
                 io.Int.Input("max_size", default=MAX_OUTPUT_SIDE, min=64, max=4096, step=2, optional=True,
                              tooltip="Motion-latent models (the demo): the video has the portrait's own size, "
                              "reduced to this many pixels on its longer side. Other models: their own size."),
+                io.Float.Input("head_motion", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Motion-latent models (the demo): share of the model's head motion kept. "
+                               "0 holds the head where the portrait has it (the mouth still talks); 1 moves it "
+                               "as the model does (nods the prompt asks for)."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
@@ -273,6 +277,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         speaker_masks: Any = None,
         cfg: Any = None,
         max_size: int = 0,
+        head_motion: float = 1.0,
     ) -> io.NodeOutput:
         import warnings
 
@@ -305,7 +310,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     negative_prompt=negative_prompt or "", cfg=cfg, distilled=distilled, steps=int(steps),
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
-                    max_size=int(max_size) or MAX_OUTPUT_SIDE,
+                    max_size=int(max_size) or MAX_OUTPUT_SIDE, head_motion=float(head_motion),
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)

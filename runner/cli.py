@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-size", type=int, default=MAX_OUTPUT_SIDE, metavar="PX",
                    help="motion-latent models (the demo): the video has the portrait's own size, reduced to this "
                    f"many pixels on its longer side (default {MAX_OUTPUT_SIDE}); other models keep their own size")
+    m.add_argument("--head-motion", type=float, default=1.0, metavar="SHARE",
+                   help="motion-latent models (the demo): share of the model's head motion kept, 0 (the head held "
+                   "where the picture has it; the mouth still talks) to 1 (default: as the model moves it)")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
@@ -175,6 +178,8 @@ def check_args(args: argparse.Namespace) -> None:
         f"--seed must be in 0..{SEED_MAX}, got {args.seed}" if not 0 <= args.seed <= SEED_MAX else None,
         finite_error("--save-every", args.save_every, 0.0),
         f"--max-size must be in 64..4096, got {args.max_size}" if not 64 <= args.max_size <= 4096 else None,
+        f"--head-motion must be in 0..1 (0: a still head, 1: as the model moves it), got {args.head_motion}"
+        if not 0.0 <= args.head_motion <= 1.0 else None,
     ]
     for e in errors:
         if e:
@@ -282,7 +287,7 @@ def _generate(args: argparse.Namespace) -> int:
                 negative_prompt=args.negative_prompt,
                 face_fallback="center" if args.face_fallback == "centre" else None,
                 state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
-                max_size=args.max_size,
+                max_size=args.max_size, head_motion=args.head_motion,
             ))
     finally:
         if scratch is not None:

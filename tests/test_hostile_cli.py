@@ -76,6 +76,8 @@ CLI_CASES = [
     (["--overlap", "100000"], "--overlap must be in 0..1024"),
     (["--device", "tpu:3"], "--device 'tpu:3' is not a device"),
     (["--device", "cuda:abc"], "is not a device"),
+    (["--head-motion", "2"], "--head-motion must be in 0..1"),
+    (["--head-motion", "nan"], "--head-motion must be in 0..1"),
 ]
 if not torch.cuda.is_available():
     CLI_CASES.append((["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"))

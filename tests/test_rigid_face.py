@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from magicinfinite_core.inputs.face_tasks import FACE_TOP, FaceMesh, face_oval_edges, face_oval_loop
 from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
-from magicinfinite_core.media.rigid_face import NOSE_BOTTOM, RigidFace, hold_rigid, rigid_face
+from magicinfinite_core.media.rigid_face import NOSE_BOTTOM, RigidFace, hold_head, hold_rigid, rigid_face
 from training.eval import real_photos as rp
 
 NOSE_TIP, LEFT_EYE, RIGHT_EYE, UPPER_LIP, LOWER_LIP, CHIN = 1, 159, 386, 13, 14, 152
@@ -172,3 +173,85 @@ def test_half_a_hold_moves_the_rigid_part_halfway():
     field[:, 1, 24:30, 12:28] = 2.0  # a wobble on part of the rigid region; its median stays 0
     hold_rigid(field, face, (0, 0), gain)
     assert torch.allclose(field[:, 1, 24:30, 12:28], torch.full((1, 6, 16), 2.0 * (1 - gain)))
+
+
+def test_hold_head_takes_the_heads_motion_off_the_face_and_keeps_the_jaws():
+    """A head moving (1.5, -2) px with the jaw dropping 3 px more: kept at 0 the face stands where the picture has
+    it and the jaw still drops 3 px; at 0.5 half the head's motion is left; at 1 nothing changes."""
+    head = np.zeros((48, 48), np.float32)
+    head[4:44, 4:44] = 1.0
+    face = dataclasses.replace(_square_face(), head=head, head_origin=(0, 0))
+    moving = torch.zeros(2, 2, 48, 48)
+    moving[:, 0], moving[:, 1] = 1.5, -2.0
+    moving[:, 1, 34:40, 10:30] -= 3.0  # the jaw, below the rigid part (rows 10..29)
+    for keep in (0.0, 0.5):
+        field = moving.clone()
+        assert hold_head(field, face, (0, 0), keep)
+        assert torch.allclose(field[:, :, 12:28, 12:28], moving[:, :, 12:28, 12:28] * keep)
+        assert torch.allclose(field[:, 1, 34:40, 10:30], torch.full((2, 6, 20), -2.0 * keep - 3.0))
+        assert torch.equal(field[:, :, :, 45:], moving[:, :, :, 45:])  # outside the head's weight: untouched
+    field = moving.clone()
+    assert not hold_head(field, face, (0, 0), 1.0) and torch.equal(field, moving)
+    assert not hold_head(field, face, (100, 100), 0.0)  # the face outside the region
+
+
+def test_face_mesh_gives_grace_hopper_a_head_weight_over_the_whole_face_fading_into_hat_and_neck(tmp_path):
+    picture, lm = _hopper_landmarks(tmp_path)
+    face = rigid_face(lm, face_oval_loop(), picture.shape[:2])
+    hx, hy = face.head_origin
+
+    def head(i: int, dy: float = 0.0) -> float:
+        x, y = int(round(float(lm[i, 0]))), int(round(float(lm[i, 1]) + dy))
+        return float(face.head[y - hy, x - hx])
+
+    face_h = float(np.ptp(lm[list(face_oval_loop()), 1]))
+    assert head(NOSE_TIP) == head(LOWER_LIP) == head(CHIN, -0.05 * face_h) == 1.0  # the whole oval, the jaw too
+    assert head(CHIN) > 0.5 and head(CHIN, 0.2 * face_h) < head(CHIN)  # fading out down the neck
+    assert 0.2 < head(FACE_TOP, -0.15 * face_h) < 1.0  # the hat above the forehead goes along, less
+    assert face.head.shape[0] > face.weight.shape[0] and face.head.min() >= 0 and face.head.max() == 1.0
+
+
+def test_head_motion_zero_holds_a_real_portraits_head_while_its_jaw_moves(tmp_path):
+    """Grace Hopper framed with head_motion 0 (the rigid part is found for it even with the hold off), a latent
+    that nods the whole grid 2 working px and drops the jaw 3 more: the upper face shows the portrait, the chin
+    still moves; at 1 the whole head moves."""
+    from PIL import Image
+
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    _, _, _, ref = frame_portrait(picture, (128, 128), 1, head_motion=0.0)
+    assert len(ref.rigid_faces) == 1 and ref.head_motion == 0.0
+    face = ref.rigid_faces[0]
+    cfg = MotionAutoencoderConfig(residual_channels=0, rigid_upper_face=1.0)
+    ae = MotionAutoencoder(cfg)
+    latent = torch.zeros(1, cfg.latent_channels, 2, cfg.grid, cfg.grid)
+    slots = latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)
+    slots[:, :, 1, 1] = -2.0 * cfg.flow_scale  # the whole grid nods
+    x0, y0, x1, y1 = ref.box
+    chin_y = face.head_origin[1] + int(np.nonzero(face.head.max(1) == 1.0)[0].max())  # the oval's lowest row
+    chin_cell = int((chin_y - y0) / ((y1 - y0) / cfg.grid))
+    slots[:, :, 1, 1, chin_cell - 2 : chin_cell + 1, 5:11] -= 3.0 * cfg.flow_scale  # the jaw drops further
+    still = ae.decode(latent, ref)[0, :, 2]
+    moving = ae.decode(latent, dataclasses.replace(ref, head_motion=1.0))[0, :, 2]
+    portrait = ref.image[0]
+    upper = torch.zeros(portrait.shape[-2:], dtype=torch.bool)
+    upper[face.y0 : face.y0 + face.core.shape[0], face.x0 : face.x0 + face.core.shape[1]] = torch.from_numpy(face.core)
+    assert float((still - portrait)[:, upper].abs().max()) < 1e-4  # the upper face: the portrait itself
+    assert float((moving - portrait)[:, upper].abs().mean()) > 0.01  # kept: the head nods
+    chin = slice(chin_y - 40, chin_y + 10)
+    assert float((still - portrait)[:, chin].abs().mean()) > 0.005  # the jaw still moves
+
+
+def test_head_motion_outside_0_1_or_on_a_pixel_model_is_refused_before_the_audio_is_read(tmp_path):
+    from magicinfinite_core.errors import MagicInfiniteError
+    from magicinfinite_core.generate import generate
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle, random_bundle
+
+    missing = tmp_path / "no_such_voice.wav"  # an audio error would come later: the setting is checked first
+    photo = rp.heldout_photo(rp.HALF_LENGTH, tmp_path)
+    demo = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(MagicInfiniteError, match="head_motion"):
+            generate(photo, missing, "", model=demo, out=tmp_path / "a.mp4", distilled=True, head_motion=bad)
+    with pytest.raises(MagicInfiniteError, match="motion-latent model"):
+        generate(photo, missing, "", model=random_bundle(0), out=tmp_path / "b.mp4", head_motion=0.0)
+    assert not list(tmp_path.glob("*.mp4"))

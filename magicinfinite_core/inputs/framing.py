@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from magicinfinite_core.config import MAX_OUTPUT_SIDE
+from magicinfinite_core.errors import MagicInfiniteError
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
 from magicinfinite_core.media.mouth_opening import LipSeam, lip_seam
@@ -163,6 +164,7 @@ def frame_portrait(
     tiles: bool = True,
     lip_seams: bool = False,
     rigid_faces: bool = False,
+    head_motion: float = 1.0,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
 
@@ -172,14 +174,24 @@ def frame_portrait(
     `tiles`: with several speakers, frame each face on its own, the regions side by side ([1, 3, h, K*w];
     `MotionReference.tiles`) instead of one region around the group. `lip_seams`, `rigid_faces`: also find the
     mouths' lip seams and the faces' rigid upper parts (`find_face_parts`, for an autoencoder with
-    `mouth_opening`, `open_mouth_opening` or `rigid_upper_face` > 0)."""
+    `mouth_opening`, `open_mouth_opening` or `rigid_upper_face` > 0). `head_motion` < 1: decoding keeps that
+    share of the model's head motion (`rigid_face.hold_head`; the rigid parts are found for it)."""
+    check_head_motion(head_motion)
     img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
                                       max_side=max_side, tiles=tiles)
-    if lip_seams or rigid_faces:
+    if lip_seams or rigid_faces or head_motion < 1:
         out = ((ref.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
         seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers)
-        ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces else ())
+        ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces or head_motion < 1 else (),
+                      head_motion=float(head_motion))
     return img, img_u8, masks, ref
+
+
+def check_head_motion(head_motion: float) -> None:
+    """A clear error for a head-motion share outside 0..1 (a NaN too)."""
+    if not 0.0 <= float(head_motion) <= 1.0:
+        raise MagicInfiniteError(f"head_motion is the share of the model's head motion kept, from 0 (the head held "
+                                 f"still, the mouth still talks) to 1 (as the model moves it); got {head_motion}")
 
 
 def _framed(picture: np.ndarray, model_hw: tuple[int, int], num_speakers: int, speakers: Any, *, fallback: str | None,

@@ -36,7 +36,7 @@ from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
 from magicinfinite_core.media.mouth_opening import LipSeam, open_lips, paint_mouth
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
-from magicinfinite_core.media.rigid_face import RigidFace, hold_rigid
+from magicinfinite_core.media.rigid_face import RigidFace, hold_head, hold_rigid
 
 KIND = "motion"
 # Frames warped at once by `decode`, as output pixels (4 M: 16 frames at 512x512, one at 2048x2048).
@@ -162,6 +162,7 @@ class MotionReference:
     tiles: tuple[tuple[int, int, int, int], ...] = ()
     seams: tuple[LipSeam, ...] = ()  # mouths' lip seams in the picture (`framing.find_face_parts`)
     rigid_faces: tuple[RigidFace, ...] = ()  # faces' rigid upper parts in the picture (`framing.find_face_parts`)
+    head_motion: float = 1.0  # how much of the model's head motion is kept (`rigid_face.hold_head`; needs rigid_faces)
 
     @classmethod
     def whole(cls, image: torch.Tensor) -> MotionReference:
@@ -440,6 +441,9 @@ class MotionAutoencoder(nn.Module):
         if cfg.rigid_upper_face > 0:  # before the lips open: the band above a seam starts from the held field
             for face in ref.rigid_faces:
                 hold_rigid(field, face, (ux0, uy0), cfg.rigid_upper_face)
+        if ref.head_motion < 1:
+            for face in ref.rigid_faces:
+                hold_head(field, face, (ux0, uy0), ref.head_motion)
         mouths = []
         for seam in ref.seams:
             gain = cfg.open_mouth_opening if seam.open else cfg.mouth_opening

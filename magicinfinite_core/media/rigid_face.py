@@ -9,12 +9,16 @@ correlation with the voice's loudness -0.89). Here the field over a face's upper
 above the bottom of the nose, found by face mesh on the picture) is replaced by its median, per frame,
 so a nod or a turn of the whole head still moves it and a local wobble does not; the replacement fades
 out over a few pixels below and around it. Per frame, so chunked decode still equals one-shot decode.
+
+`hold_head` is a user's choice on top: the head's own motion (the rigid part's median flow) scaled down over
+the whole face, faded broadly into the hair, hat and neck, so a still head stays still whatever the DiT read
+in the prompt (the full-length demo picture bobbed 2-3 px with a still prompt), and the jaw still talks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,32 +27,54 @@ import torch.nn.functional as F
 NOSE_BOTTOM = 2  # face-mesh landmark where the nose meets the upper lip: the rigid part ends at its row
 # The hold fades out over this share of the face's height outside the rigid part (Gaussian sigma)
 FADE = 0.03
+# `hold_head` takes the head's motion off the whole face oval, fading out over this share of the face's height
+# (Gaussian sigma): far enough to carry the hair, a hat and the neck with the face
+HEAD_FADE = 0.15
 
 
 @dataclass(frozen=True, eq=False)
 class RigidFace:
     """One face's rigid upper part in picture pixels: ``weight`` [h, w] (1 on the rigid part, fading to 0
     around it) and ``core`` [h, w] (the rigid part itself) of the box whose top-left corner is (``x0``,
-    ``y0``)."""
+    ``y0``); ``head`` (the whole face oval, faded by HEAD_FADE) in its own box at ``head_origin`` (x, y)."""
 
     x0: int
     y0: int
     weight: np.ndarray
     core: np.ndarray
+    head: np.ndarray | None = None
+    head_origin: tuple[int, int] = (0, 0)
 
 
 def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, int]) -> RigidFace | None:
     """The rigid upper face of face-mesh landmarks [468, 2] in picture pixels: the face oval (landmark
     indices in order around the face) cut at the nose's bottom row; None when that leaves nothing
     inside a picture of `size` (H, W)."""
-    from PIL import Image, ImageDraw
-
-    H, W = size
     ring = landmarks[list(oval)].astype(np.float64)
     face_h = float(ring[:, 1].max() - ring[:, 1].min())
     if face_h <= 0:
         return None
-    sigma = FADE * face_h
+    box = _oval_mask(ring, size, FADE * face_h)
+    if box is None:
+        return None
+    x0, y0, oval_mask = box
+    core = oval_mask.copy()
+    core[max(0, int(math.floor(landmarks[NOSE_BOTTOM, 1])) + 1 - y0):] = False
+    if not core.any():
+        return None
+    rigid = RigidFace(x0, y0, _fade(core, FADE * face_h), core)
+    head = _oval_mask(ring, size, HEAD_FADE * face_h)
+    if head is None:
+        return rigid
+    hx, hy, inside = head
+    return replace(rigid, head=_fade(inside, HEAD_FADE * face_h), head_origin=(hx, hy))
+
+
+def _oval_mask(ring: np.ndarray, size: tuple[int, int], sigma: float) -> tuple[int, int, np.ndarray] | None:
+    """(x0, y0, inside) of the polygon `ring` in a box around it with room for a fade of `sigma`, inside `size`."""
+    from PIL import Image, ImageDraw
+
+    H, W = size
     pad = int(math.ceil(3 * sigma)) + 1
     x0, y0 = max(0, int(math.floor(ring[:, 0].min())) - pad), max(0, int(math.floor(ring[:, 1].min())) - pad)
     x1, y1 = min(W, int(math.ceil(ring[:, 0].max())) + pad + 1), min(H, int(math.ceil(ring[:, 1].max())) + pad + 1)
@@ -56,11 +82,7 @@ def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, in
         return None
     img = Image.new("L", (x1 - x0, y1 - y0), 0)
     ImageDraw.Draw(img).polygon([(x - x0, y - y0) for x, y in ring], fill=1)
-    core = np.asarray(img, bool).copy()
-    core[max(0, int(math.floor(landmarks[NOSE_BOTTOM, 1])) + 1 - y0):] = False
-    if not core.any():
-        return None
-    return RigidFace(x0, y0, _fade(core, sigma), core)
+    return x0, y0, np.asarray(img, bool).copy()
 
 
 def _fade(core: np.ndarray, sigma: float) -> np.ndarray:
@@ -96,4 +118,30 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
     flow = view.float()
     whole = flow[:, :, core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
     view.copy_(torch.lerp(flow, whole, weight).to(field.dtype))
+    return True
+
+
+def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], keep: float) -> bool:
+    """Scale the head's own motion to `keep` (0: the head stays where the picture has it, 1: as the model moves
+    it), in place: the head's motion is the rigid part's median flow per frame, taken off by ``1 - keep`` over
+    the face (``face.head``, else its rigid part's weight); the jaw's motion relative to the head stays. `field`
+    and `origin` as in `hold_rigid`. False (nothing done) when `keep` >= 1 or the face lies outside the region."""
+    n, _, H, W = field.shape
+    ox, oy = origin
+    fx0, fy0 = max(face.x0, ox), max(face.y0, oy)
+    fx1, fy1 = min(face.x0 + face.core.shape[1], ox + W), min(face.y0 + face.core.shape[0], oy + H)
+    if keep >= 1 or fx1 <= fx0 or fy1 <= fy0:
+        return False
+    core = torch.from_numpy(face.core[fy0 - face.y0 : fy1 - face.y0, fx0 - face.x0 : fx1 - face.x0]).to(field.device)
+    if not bool(core.any()):
+        return False
+    motion = field[:, :, fy0 - oy : fy1 - oy, fx0 - ox : fx1 - ox].float()[:, :, core].median(dim=2).values  # [F, 2]
+    weight, (hx, hy) = (face.head, face.head_origin) if face.head is not None else (face.weight, (face.x0, face.y0))
+    gx0, gy0 = max(hx, ox), max(hy, oy)
+    gx1, gy1 = min(hx + weight.shape[1], ox + W), min(hy + weight.shape[0], oy + H)
+    if gx1 <= gx0 or gy1 <= gy0:
+        return False
+    w = torch.from_numpy(weight[gy0 - hy : gy1 - hy, gx0 - hx : gx1 - hx]).to(field.device, torch.float32)
+    view = field[:, :, gy0 - oy : gy1 - oy, gx0 - ox : gx1 - ox]
+    view.sub_(((1 - max(0.0, float(keep))) * motion[:, :, None, None] * w).to(field.dtype))
     return True
