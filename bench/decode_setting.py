@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                           options=GenerateOptions(distilled=True, seed=0))
     picture = ((s.reference.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     t0 = time.perf_counter()
-    seams, rigid = find_face_parts(picture, s.reference.regions())
+    seams, rigid = find_face_parts(picture, s.reference.regions(), heads=a.setting == "head_motion")
     search_s = time.perf_counter() - t0
     ref = dataclasses.replace(s.reference, seams=seams, rigid_faces=rigid)
     base = bundle.vae.cfg

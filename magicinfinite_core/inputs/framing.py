@@ -65,7 +65,7 @@ def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: flo
 
 
 def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
-                    mesh_side: int = 384) -> tuple[tuple[LipSeam, ...], tuple[RigidFace, ...]]:
+                    mesh_side: int = 384, heads: bool = False) -> tuple[tuple[LipSeam, ...], tuple[RigidFace, ...]]:
     """The mouths' lip seams (`media/mouth_opening.py`: closed or open) and the rigid upper faces
     (`media/rigid_face.py`) of up to `faces` faces in each of `regions` (pixel boxes of the uint8
     picture), found by face mesh on each region brought to about `mesh_side` px; a face that face mesh
@@ -88,7 +88,7 @@ def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, 
                 seam = lip_seam(pts, picture, region=k)
                 if seam is not None:
                     seams.append(seam)
-                face = rigid_face(pts, oval, picture.shape[:2])
+                face = rigid_face(pts, oval, picture.shape[:2], head=heads)
                 if face is not None:
                     rigid.append(face)
     return tuple(seams), tuple(rigid)
@@ -181,7 +181,7 @@ def frame_portrait(
                                       max_side=max_side, tiles=tiles)
     if lip_seams or rigid_faces or head_motion < 1:
         out = ((ref.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers)
+        seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers, heads=head_motion < 1)
         ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces or head_motion < 1 else (),
                       head_motion=float(head_motion))
     return img, img_u8, masks, ref

@@ -46,10 +46,11 @@ class RigidFace:
     head_origin: tuple[int, int] = (0, 0)
 
 
-def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, int]) -> RigidFace | None:
+def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, int], head: bool = False) -> RigidFace | None:
     """The rigid upper face of face-mesh landmarks [468, 2] in picture pixels: the face oval (landmark
     indices in order around the face) cut at the nose's bottom row; None when that leaves nothing
-    inside a picture of `size` (H, W)."""
+    inside a picture of `size` (H, W). `head`: also the whole face's weight for `hold_head` (its broad fade
+    costs ~0.1 s on a 400 px face, so only when a run asks for it)."""
     ring = landmarks[list(oval)].astype(np.float64)
     face_h = float(ring[:, 1].max() - ring[:, 1].min())
     if face_h <= 0:
@@ -63,10 +64,10 @@ def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, in
     if not core.any():
         return None
     rigid = RigidFace(x0, y0, _fade(core, FADE * face_h), core)
-    head = _oval_mask(ring, size, HEAD_FADE * face_h)
-    if head is None:
+    whole = _oval_mask(ring, size, HEAD_FADE * face_h) if head else None
+    if whole is None:
         return rigid
-    hx, hy, inside = head
+    hx, hy, inside = whole
     return replace(rigid, head=_fade(inside, HEAD_FADE * face_h), head_origin=(hx, hy))
 
 
