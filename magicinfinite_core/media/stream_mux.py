@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from magicinfinite_core.config import VIDEO_FPS
-from magicinfinite_core.media.video_io import OUTPUT_PRESET, AudioSource, VideoWriter, aac_rate
+from magicinfinite_core.media.video_io import OUTPUT_CRF, OUTPUT_PRESET, AudioSource, VideoWriter, aac_rate
 
 FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
@@ -28,7 +28,7 @@ class FragmentedVideoWriter(VideoWriter):
 
     def __init__(self, path: str | Path, width: int, height: int, fps: int = VIDEO_FPS,
                  audio: AudioSource | None = None, *, gop: int = VIDEO_FPS, live_audio: tuple[int, int] | None = None,
-                 crf: int = 18, preset: str = OUTPUT_PRESET, threads: int = 1) -> None:
+                 crf: int = OUTPUT_CRF, preset: str = OUTPUT_PRESET, threads: int = 1) -> None:
         """`live_audio=(sample_rate, channels)`: the audio track is fed with `push_audio` instead of `audio`."""
         if audio is not None and live_audio is not None:
             raise ValueError("give audio or live_audio, not both")
