@@ -90,11 +90,16 @@ def test_tiles_cover_the_image_edge_to_edge():
     assert _tile_starts(400, 400, 200) == [0]
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter (what it imports at start-up is what a command imports)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
 def test_start_up_is_quiet_and_nothing_prints_at_exit():
     code = ("from skimage import data\nfrom magicinfinite_core.inputs.masks import detect_faces\n"
             "from training.data.photo_face import detect_landmarks\n"
             "img = data.astronaut()\nprint(len(detect_faces(img)), detect_landmarks(img).shape)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = _python(code)
     assert done.returncode == 0 and done.stdout.strip() == "1 (468, 2)", done.stderr
     assert done.stderr == ""  # no TF Lite / absl lines, no finaliser noise
 
@@ -105,7 +110,7 @@ def test_mediapipe_drawing_helpers_load_only_when_used():
             "print('matplotlib' in sys.modules, vision.FaceDetector.__name__)\n"
             "print(vision.drawing_utils.DrawingSpec().thickness, 'matplotlib.pyplot' in sys.modules)\n"
             "print(len(vision.drawing_styles.get_default_face_mesh_contours_style()) > 0)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = _python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "FaceDetector", "2", "True", "True"]
 
@@ -115,6 +120,6 @@ def test_without_mediapipe_the_error_says_what_to_install():
             "from magicinfinite_core.inputs.masks import FaceDetector\n"
             "from magicinfinite_core.errors import MaskError\n"
             "try:\n    FaceDetector()\nexcept MaskError as e:\n    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = _python(code)
     assert "pip install 'mediapipe>=1.2'" in done.stdout and "draw the masks" in done.stdout, done.stderr
     assert issubclass(MaskError, ValueError)
