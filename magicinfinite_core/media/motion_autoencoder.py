@@ -34,7 +34,7 @@ from torch import nn
 
 from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
-from magicinfinite_core.media.mouth_opening import LipSeam, open_lips, paint_mouth
+from magicinfinite_core.media.mouth_opening import LUMA, LipSeam, open_lips, paint_mouth
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
 from magicinfinite_core.media.rigid_face import RigidFace, hold_head, hold_rigid
 
@@ -205,7 +205,7 @@ def backward_flow(frame: np.ndarray, portrait: np.ndarray) -> np.ndarray:
 
 def _grey_u8(x: torch.Tensor) -> np.ndarray:
     """[3, H, W] in [-1, 1] -> uint8 luma [H, W]."""
-    y = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).clamp(-1, 1)
+    y = sum(float(w) * c for w, c in zip(LUMA, x, strict=True)).clamp(-1, 1)
     return ((y + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 

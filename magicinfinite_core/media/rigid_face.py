@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NOSE_BOTTOM = 2  # face-mesh landmark where the nose meets the upper lip: the rigid part ends at its row
+from magicinfinite_core.media.mouth_opening import NOSE_BOTTOM  # the rigid part ends at its row
+
 # The hold fades out over this share of the face's height outside the rigid part (Gaussian sigma)
 FADE = 0.03
 # `hold_head` takes the head's motion off the whole face oval, fading out over this share of the face's height
