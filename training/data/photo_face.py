@@ -7,9 +7,7 @@ loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh
 
 * ``u`` along the mouth (inner corner to inner corner, half-width ``hw``), ``v`` down, origin
   at the centre of the inner lips; the lips meet on the *seam* ``v_s(u)`` (mid-line of the inner
-  lip contours; an open-mouthed photo is first closed by pulling both lips onto it). An *open
-  portrait* (a smile with teeth, shown as taken on frame 0) keeps its own opening instead: its seam is
-  the lower inner lip, and the whole opening drops below it (``MouthFrame.opened``).
+  lip contours; an open-mouthed photo is first closed by pulling both lips onto it).
 * Opening ``o`` (``mouth.mouth_from_audio``) opens an elliptical gap of total height
   ``GAP * 2 hw * o * sqrt(1 - (u/hw)^2)``, 78 % of it below the seam (the jaw drops, the chin and
   jaw move rigidly with it, the neck stretches), 22 % above (the upper lip lifts, the nose stays).
@@ -28,8 +26,7 @@ loss. One clip = one augmented photo (crop, scale, flip, colour) whose face mesh
 
 All warps are backward maps (output pixel -> photo pixel) sampled bilinearly on a 2x
 supersampled canvas and box-filtered down, so edges stay anti-aliased. Frame 0 is the augmented
-photo with the mouth closed (the portrait convention): its ground-truth opening is 0; an open
-portrait's frame 0 is the photo as taken, and its ground truth counts its own gap.
+photo with the mouth closed (the portrait convention): its ground-truth opening is 0.
 
 Ground truth has the drawn world's format (``render.render_scene``; K = 1 character), so
 ``training/preprocess.py`` and ``training/eval`` read these clips unchanged.
@@ -39,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -182,16 +179,6 @@ class MouthFrame:
             gap_up=(seam - v_up).astype(np.float32), gap_lo=(v_lo - seam).astype(np.float32),
         )
 
-    def opened(self) -> MouthFrame:
-        """The same mouth with its seam on the lower inner lip and no gap of its own to close: an open
-        portrait's lips stay where the photo has them and the jaw drops below its teeth. Why: closing an
-        open mouth over its teeth is no warp of the portrait, so a motion latent cannot carry it (the
-        closing frames of an open clip encode as the open portrait, session 16), and clips that asked for
-        it taught the DiT to barely move open mouths; the decoder opens them the same way
-        (`mouth_opening.lip_seam`, an open seam)."""
-        return replace(self, seam=(self.seam + self.gap_lo).astype(np.float32),
-                       gap_up=np.zeros_like(self.gap_up), gap_lo=np.zeros_like(self.gap_lo))
-
 
 def _sorted(u: Array, v: Array) -> tuple[Array, Array]:
     o = np.argsort(u)
@@ -219,9 +206,8 @@ class PhotoFaceScene:
     interior: Array  # [3]
     background: dict = field(default_factory=dict)
     # Frame 0 is the photo as taken (its own open mouth, e.g. a smile with teeth) instead of the
-    # closed-mouth portrait; later frames keep that opening on silence and drop the jaw below it with the
-    # voice (`MouthFrame.opened`). Why: a user's portrait may smile, and the model must learn to open
-    # such a mouth with the voice and never further on silence (issue 26's muted target).
+    # closed-mouth portrait; later frames close on silence. Why: a user's portrait may smile, and
+    # the model must learn to close that mouth when the voice is silent (issue 26's muted target).
     open_portrait: bool = False
     # The whole clip in grey levels with this cast (None: colour). Why: the only real faces are in
     # colour, and the v6 DiT lost lip sync on a greyscale portrait (Takeo Kanade, session 9).
@@ -396,8 +382,7 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     g_lo = np.interp(us, mf.knots_u, mf.gap_lo, left=0.0, right=0.0)
     w = v - seam
     gap = GAP * 2 * hw
-    share = _lower_share(sc)
-    gl, gu = o * gap * share, o * gap * (1 - share)
+    gl, gu = o * gap * LOWER_SHARE, o * gap * (1 - LOWER_SHARE)
     tau = np.sqrt(np.clip(1.0 - (us / hw) ** 2, 0.0, 1.0))
     el, eu = gl * tau, gu * tau
     lc = max(3.0 * float(max(mf.gap_up.max(), mf.gap_lo.max())), 0.3 * hw)
@@ -425,8 +410,7 @@ def _mouth_map(sc: PhotoFaceScene, mf: MouthFrame, t: int, qx: Array, qy: Array)
     band = 0.25 * g_all
     tongue = cover * np.clip(1.0 - (el - w) / np.maximum(band, 1e-3), 0.0, 1.0) * 0.5
     tcov = np.zeros_like(cover)
-    if sc.teeth and o > 0.0 and not sc.open_portrait:  # upper teeth: a fixed fraction of the gap (an open
-        # portrait shows its own above the gap), so dark area ~ opening
+    if sc.teeth and o > 0.0:  # upper teeth: a fixed fraction of the gap, so dark area ~ opening
         tb = -eu + 0.3 * g_all
         tcov = np.clip(np.minimum(np.minimum((w + eu) * soft + 0.5, (tb - w) * soft + 0.5), 0.3 * g_all), 0.0, 1.0)
         tcov = tcov * _smoothstep((tau - 0.2) / 0.3) * (0.75 + 0.25 * tau)  # fade into the corners
@@ -576,7 +560,7 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
     n = len(sc.opening)
     Hc, Wc = sc.height * S, sc.width * S
     base = base_canvas(sc)
-    mf = scene_mouth(sc)
+    mf = MouthFrame.from_landmarks(sc.landmarks)
     y0, y1, x0, x1 = _roi(sc, mf, Hc, Wc)
     py, px = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
     frames = np.empty((n, sc.height, sc.width, 3), np.float32)
@@ -613,20 +597,11 @@ def render_photo_scene(sc: PhotoFaceScene) -> tuple[Array, dict[str, Array]]:
     if sc.print_tint is not None:
         frames = photos.greyscale_print(frames, sc.print_tint)
     out = (np.clip(frames, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    gt = photo_ground_truth(sc)
+    gt = photo_ground_truth(sc, mf)
     gt["portrait_flow"] = field.astype(np.float16)
+    if sc.open_portrait:
+        gt["mouth_open"][0] = photo_opening(mf)
     return out, gt
-
-
-def scene_mouth(sc: PhotoFaceScene) -> MouthFrame:
-    """The mouth frame the scene's warps use: the photo's, opened at the lower lip for an open portrait."""
-    mf = MouthFrame.from_landmarks(sc.landmarks)
-    return mf.opened() if sc.open_portrait else mf
-
-
-def _lower_share(sc: PhotoFaceScene) -> float:
-    """Share of the opening below the seam: an open portrait's upper lip and teeth stay put."""
-    return 1.0 if sc.open_portrait else LOWER_SHARE
 
 
 def photo_opening(mf: MouthFrame) -> float:
@@ -635,8 +610,7 @@ def photo_opening(mf: MouthFrame) -> float:
 
 
 def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict[str, Array]:
-    """Per-frame ground truth (same keys / shapes as the drawn world's, one character). An open portrait's
-    opening counts its own gap (frame 0: the photo's) plus the voice's."""
+    """Per-frame ground truth (same keys / shapes as the drawn world's, one character)."""
     from PIL import Image, ImageDraw
 
     S = SUPERSAMPLE
@@ -653,9 +627,6 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     v = d @ mf.ev
     jaw = (v > 0) * _jaw_weight(mf, d @ mf.eu, v)
     oval_idx = list(FACE_OVAL)
-    share = _lower_share(sc)
-    own = photo_opening(mf) if sc.open_portrait else 0.0
-    opening = np.clip(own + sc.opening, 0.0, 1.0).astype(np.float32)
     masks = np.zeros((n, 1, H, W), bool)
     fbox = np.zeros((n, 1, 4), np.float32)
     mbox = np.zeros((n, 1, 4), np.float32)
@@ -663,7 +634,7 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
     size = np.zeros((n, 1), np.float32)
     ang = float(np.arctan2(mf.eu[1], mf.eu[0]))
     for t in range(n):
-        pts = pts0 + (sc.opening[t] * gap * share * jaw)[:, None] * mf.ev[None]
+        pts = pts0 + (sc.opening[t] * gap * LOWER_SHARE * jaw)[:, None] * mf.ev[None]
         pts = _head_forward(sc, t, pts) / S
         hull = cv2.convexHull(pts.astype(np.float32))[:, 0]
         im = Image.new("L", (W, H), 0)
@@ -675,8 +646,8 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
         _, wide, _ = _emotion_terms(sc, t)
         k = 0.14 * (float(sc.mouth_width[t]) - 0.5) + wide
         hx_m = mf.hw / max(1.0 - k, 0.5)
-        hy_m = 0.5 * gap * (1.0 + own)  # an open portrait's box also holds its own gap
-        ctr = mf.m + mf.ev * (float(np.interp(0.0, mf.knots_u, mf.seam)) + 0.5 * gap * (2 * share - 1))
+        hy_m = 0.5 * gap
+        ctr = mf.m + mf.ev * (float(np.interp(0.0, mf.knots_u, mf.seam)) + 0.5 * gap * (2 * LOWER_SHARE - 1))
         ctr = _head_forward(sc, t, ctr) / S
         a = ang + float(sc.head["roll"][t])
         c, s = abs(np.cos(a)), abs(np.sin(a))
@@ -694,9 +665,9 @@ def photo_ground_truth(sc: PhotoFaceScene, mf: MouthFrame | None = None) -> dict
         "head_pose": np.stack([sc.head["yaw"], sc.head["pitch"], sc.head["roll"]], 1)[:, None].astype(np.float32),
         "face_size": size,
         "blink": z,
-        "mouth_open": opening,
+        "mouth_open": sc.opening.astype(np.float32),
         "mouth_width": sc.mouth_width.astype(np.float32),
-        "char_mouth_open": opening[:, None],
+        "char_mouth_open": sc.opening.astype(np.float32)[:, None],
         "emotion_amount": sc.emotion_amount.astype(np.float32),
     }
 
