@@ -11,6 +11,8 @@ from typing import Any
 
 VIDEO_FPS = 25
 MAX_OUTPUT_SIDE = 1024  # motion-latent models: the video is the portrait's own size, up to this a side
+# motion-latent models: the largest head dead zone (a share of the face's height); above it a clear nod (2-4 %) is held
+MAX_HEAD_DEADZONE = 0.1
 AUDIO_SAMPLE_RATE = 16_000
 TEMPORAL_RATIO = 4  # the causal VAE: frame 0 alone, then one latent frame per 4 video frames
 

@@ -34,7 +34,7 @@ from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig,
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.inputs.framing import check_head_motion, frame_portrait
+from magicinfinite_core.inputs.framing import check_head_deadzone, check_head_motion, frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,
@@ -73,6 +73,7 @@ class GenerateOptions:
     keep_state: bool = False  # keep state_dir after a finished video
     max_size: int = MAX_OUTPUT_SIDE  # motion-latent models: output = the portrait's size, up to this a side
     head_motion: float = 1.0  # motion-latent models: share of the model's head motion kept (0: a still head)
+    head_deadzone: float = 0.0  # motion-latent models: head motion below this share of the face's height is held
     latent_file: str | Path | None = None  # memory-map the video's latent here instead of RAM
     decode_chunk: int = 8  # latent frames per decode chunk
     decode_context: int = 2  # latent frames of causal context per chunk
@@ -239,9 +240,13 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
     """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked
     (with the decode options: every bad setting fails before the audio is read)."""
     check_head_motion(opts.head_motion)
+    check_head_deadzone(opts.head_deadzone)
     if opts.head_motion < 1 and not moves_portrait(bundle.vae):
         raise MagicInfiniteError("head_motion below 1 needs a motion-latent model (the embedded demo): this model's "
                                  "VAE decodes pixels, so its head motion cannot be scaled; prompt for a still head instead")
+    if opts.head_deadzone > 0 and not moves_portrait(bundle.vae):
+        raise MagicInfiniteError("head_deadzone above 0 needs a motion-latent model (the embedded demo): this model's "
+                                 "VAE decodes pixels, so its head motion cannot be held; prompt for a still head instead")
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)
@@ -271,7 +276,7 @@ def prepare_portrait(
                                                  fallback=opts.face_fallback, notes=notes, max_side=opts.max_size,
                                                  lip_seams=max(bundle.vae.cfg.mouth_opening, bundle.vae.cfg.open_mouth_opening) > 0,
                                                  rigid_faces=bundle.vae.cfg.rigid_upper_face > 0,
-                                                 head_motion=opts.head_motion)
+                                                 head_motion=opts.head_motion, head_deadzone=opts.head_deadzone)
         return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))
     img, img_u8 = load_portrait(full, bundle.height, bundle.width)
     masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,

@@ -10,6 +10,7 @@ from magicinfinite_core.config import (
     DEFAULT_AUDIO_SCALE,
     DEFAULT_CFG_BOUNDARY,
     DEFAULT_TEXT_SCALE,
+    MAX_HEAD_DEADZONE,
     MAX_OUTPUT_SIDE,
 )
 from magicinfinite_core.limits import (  # the bounds the CLI and bundles use
@@ -212,6 +213,10 @@ class MagicInfiniteSampler(io.ComfyNode):
                                tooltip="Motion-latent models (the demo): share of the model's head motion kept. "
                                "0 holds the head where the portrait has it (the mouth still talks); 1 moves it "
                                "as the model does (nods the prompt asks for)."),
+                io.Float.Input("head_deadzone", default=0.0, min=0.0, max=MAX_HEAD_DEADZONE, step=0.005, optional=True,
+                               tooltip="Motion-latent models (the demo): head motion smaller than this share of the "
+                               "face's height is held, a larger one (a nod) keeps the rest. 0 is off; 0.02 calms a "
+                               "still prompt's bob (a full-length photo) and keeps about half of a nod."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
@@ -278,6 +283,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         cfg: Any = None,
         max_size: int = 0,
         head_motion: float = 1.0,
+        head_deadzone: float = 0.0,
     ) -> io.NodeOutput:
         import warnings
 
@@ -311,6 +317,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
                     max_size=int(max_size) or MAX_OUTPUT_SIDE, head_motion=float(head_motion),
+                    head_deadzone=float(head_deadzone),
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)

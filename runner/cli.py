@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from magicinfinite_core.config import MAX_OUTPUT_SIDE
+from magicinfinite_core.config import MAX_HEAD_DEADZONE, MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 
 SEED_MAX = 2**63 - 1  # the same range as the ComfyUI sampler node's seed
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--head-motion", type=float, default=1.0, metavar="SHARE",
                    help="motion-latent models (the demo): share of the model's head motion kept, 0 (the head held "
                    "where the picture has it; the mouth still talks) to 1 (default: as the model moves it)")
+    m.add_argument("--head-deadzone", type=float, default=0.0, metavar="SHARE",
+                   help="motion-latent models (the demo): head motion smaller than this share of the face's height "
+                   f"is held, a larger one (a nod) keeps the rest; 0 (default) to {MAX_HEAD_DEADZONE}; 0.02 calms a "
+                   "still prompt's bob on a full-length photo and keeps half a nod")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
@@ -180,6 +184,8 @@ def check_args(args: argparse.Namespace) -> None:
         f"--max-size must be in 64..4096, got {args.max_size}" if not 64 <= args.max_size <= 4096 else None,
         f"--head-motion must be in 0..1 (0: a still head, 1: as the model moves it), got {args.head_motion}"
         if not 0.0 <= args.head_motion <= 1.0 else None,
+        f"--head-deadzone must be in 0..{MAX_HEAD_DEADZONE} (a share of the face's height), got {args.head_deadzone}"
+        if not 0.0 <= args.head_deadzone <= MAX_HEAD_DEADZONE else None,
     ]
     for e in errors:
         if e:
@@ -287,7 +293,7 @@ def _generate(args: argparse.Namespace) -> int:
                 negative_prompt=args.negative_prompt,
                 face_fallback="center" if args.face_fallback == "centre" else None,
                 state_dir=state_dir, resume=args.resume, keep_state=args.keep_state, latent_file=args.latent_file,
-                max_size=args.max_size, head_motion=args.head_motion,
+                max_size=args.max_size, head_motion=args.head_motion, head_deadzone=args.head_deadzone,
             ))
     finally:
         if scratch is not None:

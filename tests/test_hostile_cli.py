@@ -78,6 +78,8 @@ CLI_CASES = [
     (["--device", "cuda:abc"], "is not a device"),
     (["--head-motion", "2"], "--head-motion must be in 0..1"),
     (["--head-motion", "nan"], "--head-motion must be in 0..1"),
+    (["--head-deadzone", "0.5"], "--head-deadzone must be in 0..0.1"),
+    (["--head-deadzone", "nan"], "--head-deadzone must be in 0..0.1"),
 ]
 if not torch.cuda.is_available():
     CLI_CASES.append((["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"))

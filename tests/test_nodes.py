@@ -25,7 +25,7 @@ NODES = {
     "MagicInfiniteCFG": (["mode", "audio_scale", "text_scale", "boundary"], ["MAGICINFINITE_CFG"]),
     "MagicInfiniteSampler": (
         ["model", "portrait", "audio_features", "prompt", "mode", "steps", "window", "overlap", "shift", "seed",
-         "resume_dir", "backend", "device", "processes", "max_size", "head_motion"],
+         "resume_dir", "backend", "device", "processes", "max_size", "head_motion", "head_deadzone"],
         ["MAGICINFINITE_LATENT"],
     ),
     "MagicInfiniteSaveVideo": (["model", "latent", "filename_prefix", "decode_chunk", "device"], ["VIDEO"]),
@@ -206,6 +206,7 @@ def test_missing_model_is_a_validation_error_naming_the_folder(comfyui_server, v
         ("7.filename_prefix", "/tmp/mi_abs/video", "must be relative"),
         ("6.overlap", 40, "must be under half the window"),
         ("6.head_motion", 1.5, "bigger than max of 1.0"),
+        ("6.head_deadzone", 0.5, "bigger than max of 0.1"),
         ("1.model", "../../../etc", "must not contain '..'"),
     ],
 )
@@ -216,11 +217,13 @@ def test_paths_and_values_are_checked_up_front(comfyui_server, magic_test_bundle
     assert not (out.parent / "escape").exists() and not __import__("os").path.exists("/tmp/mi_abs")
 
 
-def test_head_motion_below_one_on_a_pixel_latent_model_says_what_it_needs(comfyui_server, magic_test_bundle, voice):
-    res = comfyui_server.run(magic_workflow("single_speaker", magic_test_bundle, voice, **{"6.head_motion": 0.0}),
-                             timeout=300)
+@pytest.mark.parametrize(("key", "value", "expect"), [("6.head_motion", 0.0, "head_motion below 1"),
+                                                      ("6.head_deadzone", 0.02, "head_deadzone above 0")])
+def test_head_holds_on_a_pixel_latent_model_say_what_they_need(comfyui_server, magic_test_bundle, voice, key, value,
+                                                                expect):
+    res = comfyui_server.run(magic_workflow("single_speaker", magic_test_bundle, voice, **{key: value}), timeout=300)
     err = res.messages_of("execution_error")[0]
-    assert err["node_id"] == "6" and "head_motion below 1 needs a motion-latent model" in err["exception_message"]
+    assert err["node_id"] == "6" and f"{expect} needs a motion-latent model" in err["exception_message"]
 
 
 def test_bundle_without_distilled_generator_fails_first_thing_naming_it(comfyui_server, magic_test_bundle, voice):

@@ -195,6 +195,25 @@ def test_hold_head_takes_the_heads_motion_off_the_face_and_keeps_the_jaws():
     assert not hold_head(field, face, (100, 100), 0.0)  # the face outside the region
 
 
+def test_a_head_dead_zone_holds_a_small_head_motion_and_shortens_a_large_one():
+    """Dead zone 1 px: a head moving (0.6, -0.8) px (1 px long) is held, one moving (3, -4) px keeps (2.4, -3.2);
+    the jaw's motion relative to the head stays either way; with `keep` 0.5 on top, half of what is left."""
+    head = np.zeros((48, 48), np.float32)
+    head[4:44, 4:44] = 1.0
+    face = dataclasses.replace(_square_face(), head=head, head_origin=(0, 0))
+    for (dx, dy), keep, left in (((0.6, -0.8), 1.0, (0.0, 0.0)), ((3.0, -4.0), 1.0, (2.4, -3.2)),
+                                 ((3.0, -4.0), 0.5, (1.2, -1.6))):
+        moving = torch.zeros(1, 2, 48, 48)
+        moving[:, 0], moving[:, 1] = dx, dy
+        moving[:, 1, 34:40, 10:30] -= 3.0  # the jaw
+        field = moving.clone()
+        assert hold_head(field, face, (0, 0), keep, deadzone=1.0)
+        assert torch.allclose(field[0, :, 12:28, 12:28], torch.tensor(left).view(2, 1, 1).expand(2, 16, 16), atol=1e-5)
+        assert torch.allclose(field[0, 1, 34:40, 10:30], torch.full((6, 20), left[1] - 3.0), atol=1e-5)
+    field = moving.clone()
+    assert not hold_head(field, face, (0, 0), 1.0, deadzone=0.0) and torch.equal(field, moving)
+
+
 def test_face_mesh_gives_grace_hopper_a_head_weight_over_the_whole_face_fading_into_hat_and_neck(tmp_path):
     picture, lm = _hopper_landmarks(tmp_path)
     assert rigid_face(lm, face_oval_loop(), picture.shape[:2]).head is None  # only when a run asks for it
@@ -242,6 +261,35 @@ def test_head_motion_zero_holds_a_real_portraits_head_while_its_jaw_moves(tmp_pa
     assert float((still - portrait)[:, chin].abs().mean()) > 0.005  # the jaw still moves
 
 
+def test_a_head_dead_zone_holds_a_real_portraits_bob_and_keeps_part_of_a_nod(tmp_path):
+    """Grace Hopper framed with head_deadzone 0.02 (about 5 px of her face): a latent bobbing the grid 1 working px
+    (under the dead zone) decodes with the upper face as the portrait; one nodding 4 working px still moves it,
+    by less than without the dead zone."""
+    from PIL import Image
+
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    _, _, _, ref = frame_portrait(picture, (128, 128), 1, head_deadzone=0.02)
+    assert len(ref.rigid_faces) == 1 and ref.head_deadzone == 0.02 and ref.head_motion == 1.0
+    face = ref.rigid_faces[0]
+    assert face.head is not None and face.height > 100
+    cfg = MotionAutoencoderConfig(residual_channels=0, rigid_upper_face=1.0)
+    ae = MotionAutoencoder(cfg)
+    portrait = ref.image[0]
+    upper = torch.zeros(portrait.shape[-2:], dtype=torch.bool)
+    upper[face.y0 : face.y0 + face.core.shape[0], face.x0 : face.x0 + face.core.shape[1]] = torch.from_numpy(face.core)
+
+    def upper_change(nod: float, deadzone: float) -> float:
+        latent = torch.zeros(1, cfg.latent_channels, 2, cfg.grid, cfg.grid)
+        latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)[:, :, 1, 1] = (
+            -nod * cfg.flow_scale)
+        frame = ae.decode(latent, dataclasses.replace(ref, head_deadzone=deadzone))[0, :, 2]
+        return float((frame - portrait)[:, upper].abs().mean())
+
+    assert upper_change(1.0, 0.02) < 1e-4  # the bob is held
+    assert upper_change(1.0, 0.0) > 0.005
+    assert 0.005 < upper_change(4.0, 0.02) < upper_change(4.0, 0.0)  # the nod moves, less
+
+
 def test_head_motion_outside_0_1_or_on_a_pixel_model_is_refused_before_the_audio_is_read(tmp_path):
     from magicinfinite_core.errors import MagicInfiniteError
     from magicinfinite_core.generate import generate
@@ -253,6 +301,11 @@ def test_head_motion_outside_0_1_or_on_a_pixel_model_is_refused_before_the_audio
     for bad in (1.5, -0.1, float("nan")):
         with pytest.raises(MagicInfiniteError, match="head_motion"):
             generate(photo, missing, "", model=demo, out=tmp_path / "a.mp4", distilled=True, head_motion=bad)
+    for bad in (0.2, -0.01, float("nan")):
+        with pytest.raises(MagicInfiniteError, match="head_deadzone"):
+            generate(photo, missing, "", model=demo, out=tmp_path / "a.mp4", distilled=True, head_deadzone=bad)
     with pytest.raises(MagicInfiniteError, match="motion-latent model"):
         generate(photo, missing, "", model=random_bundle(0), out=tmp_path / "b.mp4", head_motion=0.0)
+    with pytest.raises(MagicInfiniteError, match="head_deadzone above 0 needs a motion-latent model"):
+        generate(photo, missing, "", model=random_bundle(0), out=tmp_path / "b.mp4", head_deadzone=0.02)
     assert not list(tmp_path.glob("*.mp4"))

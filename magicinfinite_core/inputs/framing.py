@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magicinfinite_core.config import MAX_OUTPUT_SIDE
+from magicinfinite_core.config import MAX_HEAD_DEADZONE, MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MagicInfiniteError
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
@@ -165,6 +165,7 @@ def frame_portrait(
     lip_seams: bool = False,
     rigid_faces: bool = False,
     head_motion: float = 1.0,
+    head_deadzone: float = 0.0,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, MotionReference]:
     """A picture (uint8 [H, W, 3], full resolution) -> what a motion-latent model needs:
 
@@ -175,15 +176,18 @@ def frame_portrait(
     `MotionReference.tiles`) instead of one region around the group. `lip_seams`, `rigid_faces`: also find the
     mouths' lip seams and the faces' rigid upper parts (`find_face_parts`, for an autoencoder with
     `mouth_opening`, `open_mouth_opening` or `rigid_upper_face` > 0). `head_motion` < 1: decoding keeps that
-    share of the model's head motion (`rigid_face.hold_head`; the rigid parts are found for it)."""
+    share of the model's head motion; `head_deadzone` > 0: it holds head motion smaller than that share of the
+    face's height (`rigid_face.hold_head`; the rigid parts are found for either)."""
     check_head_motion(head_motion)
+    check_head_deadzone(head_deadzone)
     img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
                                       max_side=max_side, tiles=tiles)
-    if lip_seams or rigid_faces or head_motion < 1:
+    heads = head_motion < 1 or head_deadzone > 0
+    if lip_seams or rigid_faces or heads:
         out = ((ref.image[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers, heads=head_motion < 1)
-        ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces or head_motion < 1 else (),
-                      head_motion=float(head_motion))
+        seams, rigid = find_face_parts(out, ref.regions(), faces=1 if ref.tiles else num_speakers, heads=heads)
+        ref = replace(ref, seams=seams if lip_seams else (), rigid_faces=rigid if rigid_faces or heads else (),
+                      head_motion=float(head_motion), head_deadzone=float(head_deadzone))
     return img, img_u8, masks, ref
 
 
@@ -192,6 +196,14 @@ def check_head_motion(head_motion: float) -> None:
     if not 0.0 <= float(head_motion) <= 1.0:
         raise MagicInfiniteError(f"head_motion is the share of the model's head motion kept, from 0 (the head held "
                                  f"still, the mouth still talks) to 1 (as the model moves it); got {head_motion}")
+
+
+def check_head_deadzone(head_deadzone: float) -> None:
+    """A clear error for a head dead zone outside 0..MAX_HEAD_DEADZONE (a NaN too)."""
+    if not 0.0 <= float(head_deadzone) <= MAX_HEAD_DEADZONE:
+        raise MagicInfiniteError(f"head_deadzone is the head motion held, as a share of the face's height, from 0 "
+                                 f"(off) to {MAX_HEAD_DEADZONE} (0.02 holds a still prompt's bob and keeps half a nod); "
+                                 f"got {head_deadzone}")
 
 
 def _framed(picture: np.ndarray, model_hw: tuple[int, int], num_speakers: int, speakers: Any, *, fallback: str | None,

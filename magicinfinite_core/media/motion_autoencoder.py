@@ -163,6 +163,7 @@ class MotionReference:
     seams: tuple[LipSeam, ...] = ()  # mouths' lip seams in the picture (`framing.find_face_parts`)
     rigid_faces: tuple[RigidFace, ...] = ()  # faces' rigid upper parts in the picture (`framing.find_face_parts`)
     head_motion: float = 1.0  # how much of the model's head motion is kept (`rigid_face.hold_head`; needs rigid_faces)
+    head_deadzone: float = 0.0  # head motion below this share of the face's height is held (`rigid_face.hold_head`)
 
     @classmethod
     def whole(cls, image: torch.Tensor) -> MotionReference:
@@ -441,9 +442,9 @@ class MotionAutoencoder(nn.Module):
         if cfg.rigid_upper_face > 0:  # before the lips open: the band above a seam starts from the held field
             for face in ref.rigid_faces:
                 hold_rigid(field, face, (ux0, uy0), cfg.rigid_upper_face)
-        if ref.head_motion < 1:
+        if ref.head_motion < 1 or ref.head_deadzone > 0:
             for face in ref.rigid_faces:
-                hold_head(field, face, (ux0, uy0), ref.head_motion)
+                hold_head(field, face, (ux0, uy0), ref.head_motion, ref.head_deadzone * face.height)
         mouths = []
         for seam in ref.seams:
             gain = cfg.open_mouth_opening if seam.open else cfg.mouth_opening

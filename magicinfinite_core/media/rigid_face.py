@@ -12,7 +12,8 @@ out over a few pixels below and around it. Per frame, so chunked decode still eq
 
 `hold_head` is a user's choice on top: the head's own motion (the rigid part's median flow) scaled down over
 the whole face, faded broadly into the hair, hat and neck, so a still head stays still whatever the DiT read
-in the prompt (the full-length demo picture bobbed 2-3 px with a still prompt), and the jaw still talks.
+in the prompt (the full-length demo picture bobbed 2-3 px with a still prompt), and the jaw still talks. Or
+only its small part held (a dead zone in pixels): a still prompt's bob stays under it, a nod goes beyond.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RigidFace:
     core: np.ndarray
     head: np.ndarray | None = None
     head_origin: tuple[int, int] = (0, 0)
+    height: float = 0.0  # the face oval's height in picture pixels (`hold_head`'s dead zone is a share of it)
 
 
 def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, int], head: bool = False) -> RigidFace | None:
@@ -64,7 +66,7 @@ def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, in
     core[max(0, int(math.floor(landmarks[NOSE_BOTTOM, 1])) + 1 - y0):] = False
     if not core.any():
         return None
-    rigid = RigidFace(x0, y0, _fade(core, FADE * face_h), core)
+    rigid = RigidFace(x0, y0, _fade(core, FADE * face_h), core, height=face_h)
     whole = _oval_mask(ring, size, HEAD_FADE * face_h) if head else None
     if whole is None:
         return rigid
@@ -123,16 +125,18 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
     return True
 
 
-def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], keep: float) -> bool:
+def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], keep: float, deadzone: float = 0.0) -> bool:
     """Scale the head's own motion to `keep` (0: the head stays where the picture has it, 1: as the model moves
     it), in place: the head's motion is the rigid part's median flow per frame, taken off by ``1 - keep`` over
-    the face (``face.head``, else its rigid part's weight); the jaw's motion relative to the head stays. `field`
-    and `origin` as in `hold_rigid`. False (nothing done) when `keep` >= 1 or the face lies outside the region."""
+    the face (``face.head``, else its rigid part's weight); the jaw's motion relative to the head stays. `deadzone`
+    (pixels): the head's motion is first shortened by this much, so a smaller one is held and a larger one (a nod)
+    keeps the rest. `field` and `origin` as in `hold_rigid`. False (nothing done) when `keep` >= 1 with no dead
+    zone or the face lies outside the region."""
     n, _, H, W = field.shape
     ox, oy = origin
     fx0, fy0 = max(face.x0, ox), max(face.y0, oy)
     fx1, fy1 = min(face.x0 + face.core.shape[1], ox + W), min(face.y0 + face.core.shape[0], oy + H)
-    if keep >= 1 or fx1 <= fx0 or fy1 <= fy0:
+    if (keep >= 1 and deadzone <= 0) or fx1 <= fx0 or fy1 <= fy0:
         return False
     core = torch.from_numpy(face.core[fy0 - face.y0 : fy1 - face.y0, fx0 - face.x0 : fx1 - face.x0]).to(field.device)
     if not bool(core.any()):
@@ -145,5 +149,7 @@ def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], kee
         return False
     w = torch.from_numpy(weight[gy0 - hy : gy1 - hy, gx0 - hx : gx1 - hx]).to(field.device, torch.float32)
     view = field[:, :, gy0 - oy : gy1 - oy, gx0 - ox : gx1 - ox]
-    view.sub_(((1 - max(0.0, float(keep))) * motion[:, :, None, None] * w).to(field.dtype))
+    size = motion.norm(dim=1, keepdim=True)
+    kept = motion * ((size - max(0.0, float(deadzone))).clamp_min(0) / size.clamp_min(1e-6)) * min(1.0, max(0.0, float(keep)))
+    view.sub_(((motion - kept)[:, :, None, None] * w).to(field.dtype))
     return True
