@@ -215,8 +215,8 @@ class MagicInfiniteSampler(io.ComfyNode):
                                "as the model does (nods the prompt asks for)."),
                 io.Float.Input("head_deadzone", default=0.0, min=0.0, max=MAX_HEAD_DEADZONE, step=0.005, optional=True,
                                tooltip="Motion-latent models (the demo): head motion smaller than this share of the "
-                               "face's height is held, a larger one (a nod) keeps the rest. 0 is off; 0.02 calms a "
-                               "still prompt's bob (a full-length photo) and keeps about half of a nod."),
+                               "face's height is held, a larger one (a nod) keeps the rest. 0 is off; 0.02 holds a "
+                               "still prompt's bob (a full-length photo) and keeps about a third of a clear nod."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],

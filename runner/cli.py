@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "where the picture has it; the mouth still talks) to 1 (default: as the model moves it)")
     m.add_argument("--head-deadzone", type=float, default=0.0, metavar="SHARE",
                    help="motion-latent models (the demo): head motion smaller than this share of the face's height "
-                   f"is held, a larger one (a nod) keeps the rest; 0 (default) to {MAX_HEAD_DEADZONE}; 0.02 calms a "
-                   "still prompt's bob on a full-length photo and keeps half a nod")
+                   f"is held, a larger one (a nod) keeps the rest; 0 (default) to {MAX_HEAD_DEADZONE}; 0.02 holds a "
+                   "still prompt's bob on a full-length photo and keeps about a third of a clear nod")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")

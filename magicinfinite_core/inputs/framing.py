@@ -202,7 +202,7 @@ def check_head_deadzone(head_deadzone: float) -> None:
     """A clear error for a head dead zone outside 0..MAX_HEAD_DEADZONE (a NaN too)."""
     if not 0.0 <= float(head_deadzone) <= MAX_HEAD_DEADZONE:
         raise MagicInfiniteError(f"head_deadzone is the head motion held, as a share of the face's height, from 0 "
-                                 f"(off) to {MAX_HEAD_DEADZONE} (0.02 holds a still prompt's bob and keeps half a nod); "
+                                 f"(off) to {MAX_HEAD_DEADZONE} (0.02 holds a still prompt's bob, a clear nod keeps about a third); "
                                  f"got {head_deadzone}")
 
 
