@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="decode_setting_"))
-    if a.portrait in rp.Settings.pictures:  # a composed test picture: built only when asked for
-        photo = next(p.path for p in rp.test_pictures(work) if p.name == a.portrait)
-    else:
-        photo = rp.heldout_photo(a.portrait, work)
+    photo = rp.picture_by_name(a.portrait, work)
     bundle = load_bundle(a.model, "cpu", distilled=True)
     wav, info = rp.heldout_speech(a.seconds, a.seed)
     tracks = load_speaker_tracks([(wav[None].astype(np.float32), rp.SAMPLE_RATE)])

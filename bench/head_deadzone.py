@@ -40,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(tempfile.mkdtemp(prefix="head_deadzone_"))
-    composed = {p.name: p.path for p in rp.test_pictures(work)} if set(a.pictures) & set(rp.Settings.pictures) else {}
     bundle = load_bundle(a.model, "cpu", distilled=True)
     rows = []
     with torch.inference_mode(), rp.FaceMeter() as meter:
         for name in a.pictures:
-            photo = composed[name] if name in composed else rp.heldout_photo(name, work)
+            photo = rp.picture_by_name(name, work)
             ref = rp.pipeline_reference(bundle, photo, meter, name=name)
             box = np.asarray(ref.faces[0].box, np.float32)
             for seed in a.seeds:

@@ -34,7 +34,7 @@ from magicinfinite_core.config import MAX_OUTPUT_SIDE, VIDEO_FPS, SamplerConfig,
 from magicinfinite_core.errors import MagicInfiniteError, finite_error
 from magicinfinite_core.inputs.audio import LoadedAudio, load_speaker_tracks
 from magicinfinite_core.inputs.audio_features import extract_speaker_features
-from magicinfinite_core.inputs.framing import check_head_deadzone, check_head_motion, frame_portrait
+from magicinfinite_core.inputs.framing import check_head_hold, frame_portrait
 from magicinfinite_core.inputs.portrait import (
     PortraitWarning,
     load_portrait,
@@ -239,14 +239,13 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
 def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerConfig, CFGConfig]:
     """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked
     (with the decode options: every bad setting fails before the audio is read)."""
-    check_head_motion(opts.head_motion)
-    check_head_deadzone(opts.head_deadzone)
-    if opts.head_motion < 1 and not moves_portrait(bundle.vae):
-        raise MagicInfiniteError("head_motion below 1 needs a motion-latent model (the embedded demo): this model's "
-                                 "VAE decodes pixels, so its head motion cannot be scaled; prompt for a still head instead")
-    if opts.head_deadzone > 0 and not moves_portrait(bundle.vae):
-        raise MagicInfiniteError("head_deadzone above 0 needs a motion-latent model (the embedded demo): this model's "
-                                 "VAE decodes pixels, so its head motion cannot be held; prompt for a still head instead")
+    check_head_hold(opts.head_motion, opts.head_deadzone)
+    holds = [name for name, on in (("head_motion below 1", opts.head_motion < 1),
+                                   ("head_deadzone above 0", opts.head_deadzone > 0)) if on]
+    if holds and not moves_portrait(bundle.vae):
+        raise MagicInfiniteError(f"{' and '.join(holds)} {'needs' if len(holds) == 1 else 'need'} a motion-latent model "
+                                 "(the embedded demo): this model's VAE decodes pixels, so its head motion cannot be held "
+                                 "or scaled; prompt for a still head instead")
     steps, shift, cfg, timesteps = bundle.resolve_sampling(opts.distilled, opts.steps, opts.shift, opts.cfg,
                                                            opts.distilled_timesteps)
     check_sampling(steps, shift, cfg, timesteps, opts.seed)

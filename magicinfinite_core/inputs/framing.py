@@ -178,8 +178,7 @@ def frame_portrait(
     `mouth_opening`, `open_mouth_opening` or `rigid_upper_face` > 0). `head_motion` < 1: decoding keeps that
     share of the model's head motion; `head_deadzone` > 0: it holds head motion smaller than that share of the
     face's height (`rigid_face.hold_head`; the rigid parts are found for either)."""
-    check_head_motion(head_motion)
-    check_head_deadzone(head_deadzone)
+    check_head_hold(head_motion, head_deadzone)
     img, img_u8, masks, ref = _framed(picture, model_hw, num_speakers, speakers, fallback=fallback, notes=notes,
                                       max_side=max_side, tiles=tiles)
     heads = head_motion < 1 or head_deadzone > 0
@@ -191,15 +190,11 @@ def frame_portrait(
     return img, img_u8, masks, ref
 
 
-def check_head_motion(head_motion: float) -> None:
-    """A clear error for a head-motion share outside 0..1 (a NaN too)."""
+def check_head_hold(head_motion: float, head_deadzone: float) -> None:
+    """A clear error for a head-motion share outside 0..1 or a head dead zone outside 0..MAX_HEAD_DEADZONE (NaN too)."""
     if not 0.0 <= float(head_motion) <= 1.0:
         raise MagicInfiniteError(f"head_motion is the share of the model's head motion kept, from 0 (the head held "
                                  f"still, the mouth still talks) to 1 (as the model moves it); got {head_motion}")
-
-
-def check_head_deadzone(head_deadzone: float) -> None:
-    """A clear error for a head dead zone outside 0..MAX_HEAD_DEADZONE (a NaN too)."""
     if not 0.0 <= float(head_deadzone) <= MAX_HEAD_DEADZONE:
         raise MagicInfiniteError(f"head_deadzone is the head motion held, as a share of the face's height, from 0 "
                                  f"(off) to {MAX_HEAD_DEADZONE} (0.02 holds a still prompt's bob, a clear nod keeps about a third); "

@@ -181,6 +181,14 @@ def test_pictures(workdir: str | Path) -> list[TestPicture]:
     return out
 
 
+def picture_by_name(name: str, workdir: str | Path) -> Path:
+    """A held-out picture by name: one of the composed test pictures (`test_pictures`, built only when one is
+    named) or a held-out photograph (`heldout_photo`). What the benches' `--portrait` / `--pictures` take."""
+    if name in Settings.pictures:
+        return next(p.path for p in test_pictures(workdir) if p.name == name)
+    return heldout_photo(name, workdir)
+
+
 def heldout_speech(seconds: float, seed: int) -> tuple[np.ndarray, dict]:
     """`seconds` of espeak-ng speech from a held-out voice (unseen variants / languages), sentences
     separated by pauses; returns (16 kHz float32 waveform, {voice, text})."""
