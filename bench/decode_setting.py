@@ -1,7 +1,8 @@
 """What a face-aware decode setting costs and gives (prints JSON): the demo's 4-step generator samples one
 held-out video once, then the same latent is decoded with `--setting` (`mouth_opening`: lips that part at the
 seam; `open_mouth_opening`: a mouth open in the portrait opening further at its lower inner lip;
-`mouth_teeth`: upper teeth drawn into a closed mouth's opening; `rigid_upper_face`: the upper face moved as one
+`mouth_teeth`: upper teeth drawn into a closed mouth's opening; `mouth_tongue`: a tongue at the bottom of a wide
+opening; `rigid_upper_face`: the upper face moved as one
 piece; `head_motion`: the run's share of the model's head motion kept, 1 the default, 0 a still head) at 0 and
 1, alternately, `--repeats` times each;
 every other decode setting stays as the bundle has it.
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
+SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
-    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "rigid_upper_face", "head_motion"),
+    ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face",
+                                          "head_motion"),
                     default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)

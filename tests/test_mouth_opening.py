@@ -166,7 +166,7 @@ def test_the_demo_bundle_opens_lips_and_generate_finds_the_seams(tmp_path):
 
     bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
     assert bundle.vae.cfg.mouth_opening == 1.0 and bundle.vae.cfg.open_mouth_opening == 1.0
-    assert bundle.vae.cfg.mouth_teeth == 1.0
+    assert bundle.vae.cfg.mouth_teeth == 1.0 and bundle.vae.cfg.mouth_tongue == 1.0
     notes: list[str] = []
     hopper = prepare_portrait(bundle, str(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)), 1, GenerateOptions(), notes)
     assert len(hopper.reference.seams) == 1 and hopper.reference.seams[0].teeth is not None
@@ -212,7 +212,7 @@ def test_teeth_fill_the_top_of_a_closed_mouths_opening_only_when_asked(teeth_col
     if teeth_colour is None:
         assert torch.equal(with_teeth, plain)
         return
-    mid = 32
+    mid = 32 + 3  # the middle of a central incisor (the line between the two is at 32)
     rows = torch.nonzero(plain[0, 0, :, mid] < -0.01).flatten()  # the opening, top to bottom
     top, bottom = int(rows[0]), int(rows[-1])
     assert float(with_teeth[0, 0, top + 1, mid]) > 0.3  # teeth: bright, in their own colour's order (R > G > B)
@@ -228,9 +228,65 @@ def test_teeth_fill_the_top_of_a_closed_mouths_opening_only_when_asked(teeth_col
     assert torch.equal(with_teeth[0][:, outside], torch.zeros(3, int(outside.sum())))
 
 
+def test_the_teeth_are_parted_at_the_tooth_boundaries_and_notched_there():
+    """A wide mouth (161 px) whose jaw drops 16 px: along the teeth's middle row the darkest columns are the
+    boundaries TOOTH_EDGES puts between the incisors, laterals and canines, each darker than the tooth on
+    either side; the teeth reach lower mid-tooth than at a boundary (rounded corners)."""
+    from magicinfinite_core.media.mouth_opening import TOOTH_EDGES, paint_mouth
+
+    x0, width = 8, 161
+    seam = LipSeam(x0, tuple([SEAM_ROW] * width), (0.2, -0.4, -0.4), teeth=(0.6, 0.5, 0.3))
+    patch = open_lips(_jaw_drop_field(16.0, w=180, frames=1), seam, (0, 0), BAND)
+    moved = torch.zeros(1, 3, 80, 180)
+    paint_mouth(moved, patch, teeth=1.0)
+    cover = torch.zeros(80, 180)
+    cover[patch.rows, patch.cols] = patch.teeth_cover[0]
+    red = torch.where(cover > 0.9, moved[0, 0], -1.0).amax(dim=0)  # per column: its brightest tooth pixel
+    middle = x0 + width // 2
+    for edge, next_edge in zip(TOOTH_EDGES[:3], TOOTH_EDGES[1:4], strict=True):
+        for side in (1, -1):
+            at = middle + side * round(edge * (width - 1) / 2)
+            tooth = middle + side * round(0.5 * (edge + next_edge) * (width - 1) / 2)
+            assert float(red[at]) < float(red[tooth]) - 0.1, (edge, side)
+            assert float(red[at]) <= float(red[at - 2 : at + 3].min()) + 1e-6  # the line is the darkest
+            beside = 0.5 * float(cover[:, at - 6].sum() + cover[:, at + 6].sum())
+            assert float(cover[:, at].sum()) < beside - 0.3  # notched at the boundary
+
+
+def test_a_wide_opening_shows_a_tongue_in_the_lower_lips_colour_and_a_narrow_one_does_not():
+    """paint_mouth with `tongue`: a 6 px drop over a 33 px mouth (wider than TONGUE_FROM[1]) gets a tongue at
+    the bottom of the opening, in the middle: redder than the dark interior, its back edge
+    darker than its front; the teeth and the corners are as without it. A 1.5 px drop (under
+    TONGUE_FROM[0]), opacity 0 or a seam that does not know its lip: exactly the mouth without a tongue."""
+    from magicinfinite_core.media.mouth_opening import paint_mouth
+
+    # the dark line where real lips meet (Grace Hopper's reads about this), her red lower lip
+    seam = dataclasses.replace(_seam(), colour=(-0.4, -0.7, -0.7), teeth=(0.6, 0.5, 0.3), lip=(0.5, -0.3, -0.3))
+
+    def painted(drop: float, tongue: float, seam: LipSeam = seam) -> torch.Tensor:
+        patch = open_lips(_jaw_drop_field(drop, frames=1), seam, (0, 0), BAND)
+        moved = torch.zeros(1, 3, 80, 64)
+        paint_mouth(moved, patch, teeth=1.0, tongue=tongue)
+        return moved[0]
+
+    plain, tongue = painted(6.0, 0.0), painted(6.0, 1.0)
+    mid = 32
+    rows = torch.nonzero((plain[0, :, mid] < -0.01) | (tongue[0, :, mid] != plain[0, :, mid])).flatten()
+    top, bottom = int(rows[0]), int(rows[-1])
+    redness = lambda x, r: float(x[0, r, mid] - x[1, r, mid])  # noqa: E731
+    assert redness(tongue, bottom - 1) > redness(plain, bottom - 1) + 0.1  # the lip's red
+    back = int(torch.nonzero(tongue[0, :, mid] > plain[0, :, mid] + 1e-3).flatten().min())
+    assert top + 2 < back and float(tongue[0, back, mid]) < float(tongue[0, bottom - 1, mid])
+    assert torch.equal(tongue[:, : top + 2, mid], plain[:, : top + 2, mid])  # the teeth as they were
+    assert torch.allclose(tongue[:, :, 16 : 16 + 2], plain[:, :, 16 : 16 + 2], atol=0.02)  # hidden at the corners
+    assert torch.equal(painted(1.5, 1.0), painted(1.5, 0.0))
+    assert torch.equal(painted(6.0, 1.0, dataclasses.replace(seam, lip=None)), plain)
+
+
 def test_teeth_are_lit_like_the_skin_and_grey_in_a_greyscale_photo(tmp_path):
-    """Grace Hopper's closed mouth gets warm teeth brighter than the line between her lips; the same photo in
-    greyscale gets grey ones; the open smile's seam (teeth showing already) gets none."""
+    """Grace Hopper's closed mouth gets warm teeth brighter than the line between her lips, and her red lower
+    lip as the tongue's colour; the same photo in greyscale gets grey ones; the open smile's seam (teeth
+    showing already) gets no teeth."""
     from PIL import Image
 
     hopper = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
@@ -238,9 +294,12 @@ def test_teeth_are_lit_like_the_skin_and_grey_in_a_greyscale_photo(tmp_path):
     seam = find_face_parts(hopper, [(0, 0, w, h)])[0][0]
     r, g, b = seam.teeth
     assert r > g > b and float(np.mean(seam.teeth)) > float(np.mean(seam.colour)) + 0.3
+    r, g, b = seam.lip  # the tongue's colour: her lower lip's, red
+    assert r > g + 0.2 and r > b + 0.2
     grey = np.repeat(np.asarray(Image.fromarray(hopper).convert("L"))[..., None], 3, axis=2)
-    r, g, b = find_face_parts(grey, [(0, 0, w, h)])[0][0].teeth
-    assert max(r, g, b) - min(r, g, b) < 0.02
+    grey_seam = find_face_parts(grey, [(0, 0, w, h)])[0][0]
+    for colour in (grey_seam.teeth, grey_seam.lip):
+        assert max(colour) - min(colour) < 0.02
     smile = np.asarray(Image.open(rp.heldout_photo(rp.OPEN_SMILE, tmp_path)).convert("RGB"))
     assert find_face_parts(smile, [(0, 0, smile.shape[1], smile.shape[0])])[0][0].teeth is None
 

@@ -89,6 +89,10 @@ class MotionAutoencoderConfig:
     # media/mouth_opening.py: lit like the philtrum's skin). Why: a flat dark slit reads as a gap, not a
     # mouth. 0: a dark opening only.
     mouth_teeth: float = 0.0
+    # Decode: opacity of the tongue drawn at the bottom of a wide opening (`mouth_opening` or
+    # `open_mouth_opening`; media/mouth_opening.py: the lower lip's colour in the mouth's shade). Why: a wide
+    # opening drawn all dark read as a hole. 0: none (the reference's seams need the lip's colour too).
+    mouth_tongue: float = 0.0
     # Decode: share of each face's upper part (the face oval above the nose's bottom, found by face mesh)
     # whose flow is replaced by its per-frame median (media/rigid_face.py). Why: the cell above the lips
     # carries some of the jaw's motion, so the nose wobbled with every syllable (the demo v8.1's 60 s
@@ -466,7 +470,7 @@ class MotionAutoencoder(nn.Module):
         if extra is not None:
             moved += extra
         for patch in mouths:
-            paint_mouth(moved, patch, cfg.mouth_teeth)
+            paint_mouth(moved, patch, cfg.mouth_teeth, cfg.mouth_tongue)
         if out is None:
             out = torch.empty(n, *image.shape, dtype=image.dtype, device=image.device)
         out.copy_(image.expand(n, -1, -1, -1))

@@ -15,6 +15,9 @@ lip instead (``LipSeam.open``): the upper lip and the teeth move with the band's
 the chin with its bottom, so a jaw drop shows as a dark gap opening under the teeth, where the warp alone
 stretched the teeth (the demo v8.2's open smile: mouth darkness fell as the voice rose, r -0.56).
 
+The opening is drawn (`paint_mouth`): a dark interior tinted by the lips, upper teeth in a closed mouth's
+(parted into incisors, laterals and canines), and in a wide opening the tongue, in the lower lip's colour.
+
 Everything is per frame, so chunked decode still equals one-shot decode.
 """
 
@@ -53,6 +56,25 @@ GREY_SKIN_SPREAD = 0.1
 # TEETH_CORNER[0], all from TEETH_CORNER[0] + TEETH_CORNER[1]; and TEETH_CORNER_SHADE as bright at the corners
 TEETH_CORNER = (0.2, 0.3)
 TEETH_CORNER_SHADE = 0.8
+# ... parted into teeth: boundaries at these shares of the way from the middle to a corner (central incisors,
+# laterals, canines, premolars, narrowing as the arch turns away), each a dark line TOOTH_GAP of the mouth's
+# width wide (a Gaussian's sigma), TOOTH_GAP_SHADE[0] darker under the lip and [1] at the teeth's edge, where
+# a tooth's rounded corners lift that edge by TOOTH_NOTCH of the teeth's height over three times that width.
+# A line under TOOTH_GAP_MIN px (a small mouth) is drawn that wide and as much fainter, so it cannot alias.
+# Why: one flat band read as a strip of plastic at 1024 px (session 17).
+TOOTH_EDGES = (0.0, 0.38, 0.63, 0.81, 0.93)
+TOOTH_GAP = 0.008
+TOOTH_GAP_MIN = 0.5
+TOOTH_GAP_SHADE = (0.1, 0.3)
+TOOTH_NOTCH = 0.15
+# A tongue at the bottom of an opening wider than TONGUE_FROM[0] of the mouth's width (fully from [1]), up to
+# TONGUE_SHARE of the opening's height in the middle, from black to the lower lip's colour by TONGUE_SHADE at its back
+# (top) edge and its front. Why: a wide opening drawn all dark read as a hole (session 17).
+TONGUE_FROM = (0.06, 0.18)
+TONGUE_SHARE = 0.5
+TONGUE_SHADE = (0.2, 0.45)
+# the lower lip's colour is read midway between these landmarks (inner and outer lower lip, middle)
+LOWER_LIP_INNER, LOWER_LIP_OUTER = 14, 17
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -70,6 +92,7 @@ class LipSeam:
     region: int = 0
     open: bool = False
     teeth: tuple[float, float, float] | None = None  # a closed mouth's upper teeth colour ([-1, 1] RGB)
+    lip: tuple[float, float, float] | None = None  # the lower lip's colour ([-1, 1] RGB): the tongue's
 
     @property
     def columns(self) -> np.ndarray:
@@ -95,17 +118,25 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> Lip
     ix = np.clip(xs.astype(int), 0, w - 1)
     colour = picture[iy, ix].astype(np.float64).mean(axis=0) / 127.5 - 1
     teeth = None if is_open else teeth_colour(picture, 0.5 * (landmarks[NOSE_BOTTOM] + landmarks[LIP_TOP]), face_h)
-    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open, teeth)
+    lip = _patch_colour(picture, 0.5 * (landmarks[LOWER_LIP_INNER] + landmarks[LOWER_LIP_OUTER]), face_h) * 2 - 1
+    return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open, teeth,
+                   tuple(float(c) for c in lip))
+
+
+def _patch_colour(picture: np.ndarray, at: np.ndarray, face_h: float) -> np.ndarray:
+    """The median colour ([0, 1] RGB) of a patch SKIN_PATCH of the face height across centred at `at` (x, y):
+    a pore or a hair does not count."""
+    h, w = picture.shape[:2]
+    r = max(1, int(round(0.5 * SKIN_PATCH * face_h)))
+    x, y = int(round(float(at[0]))), int(round(float(at[1])))
+    patch = picture[max(0, y - r) : min(h, y + r + 1), max(0, x - r) : min(w, x + r + 1)].reshape(-1, 3)
+    return np.median(patch.astype(np.float64), axis=0) / 255 if len(patch) else np.full(3, 0.5)
 
 
 def teeth_colour(picture: np.ndarray, skin_at: np.ndarray, face_h: float) -> tuple[float, float, float]:
     """Upper teeth for a mouth the portrait shows closed ([-1, 1] RGB): lit like the skin at `skin_at` (x, y;
     the median of a patch SKIN_PATCH of the face height across), off-white where the skin has colour."""
-    h, w = picture.shape[:2]
-    r = max(1, int(round(0.5 * SKIN_PATCH * face_h)))
-    x, y = int(round(float(skin_at[0]))), int(round(float(skin_at[1])))
-    patch = picture[max(0, y - r) : min(h, y + r + 1), max(0, x - r) : min(w, x + r + 1)].reshape(-1, 3)
-    skin = np.median(patch.astype(np.float64), axis=0) / 255 if len(patch) else np.full(3, 0.5)
+    skin = _patch_colour(picture, skin_at, face_h)
     luma = min(TEETH_MAX, TEETH_OVER_SKIN * float(skin @ LUMA))
     colourful = min(1.0, float(np.ptp(skin)) / GREY_SKIN_SPREAD)
     tint = 1 + (np.asarray(TEETH_TINT) - 1) * colourful
@@ -130,6 +161,9 @@ class MouthPatch:
     teeth_cover: torch.Tensor | None = None  # [F, R, C]: the upper teeth's coverage (a closed mouth's)
     teeth_shade: torch.Tensor | None = None  # [F, R, C]: their brightness, TEETH_LIP_SHADE under the lip .. 1
     teeth: tuple[float, float, float] | None = None
+    tongue_cover: torch.Tensor | None = None  # [F, R, C]: the tongue's coverage (where the seam knows the lip)
+    tongue_shade: torch.Tensor | None = None  # [F, R, C]: its share of the way from black to the lip's colour
+    lip: tuple[float, float, float] | None = None
 
 
 def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band: float,
@@ -177,16 +211,42 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
     overlap = (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, a)).clamp(0, 1)
     depth = (1 - (2 * (p - a) / g.clamp_min(1e-6) - 1).abs()).clamp(0, 1)
     cover = torch.where(inside, overlap, 0.0)
-    teeth_cover = teeth_shade = None
-    if seam.teeth is not None:  # the top share of the opening, fading out towards the corners
+    tau = (1 - u * u).sqrt()[None, None, :]
+    teeth_cover = teeth_shade = tongue_cover = tongue_shade = None
+    if seam.teeth is not None:  # the top share of the opening, fading out towards the corners, parted into teeth
+        gap, notch = _tooth_gaps(u, len(seam.rows))
         tall = TEETH_SHARE * g
-        upper = (torch.minimum(p + 0.5, a + tall) - torch.maximum(p - 0.5, a)).clamp(0, 1)
-        tau = (1 - u * u).sqrt()[None, None, :]
+        edge = a + tall * (1 - TOOTH_NOTCH * notch)
+        upper = (torch.minimum(p + 0.5, edge) - torch.maximum(p - 0.5, a)).clamp(0, 1)
         start, ramp = TEETH_CORNER
         teeth_cover = torch.where(inside, upper, 0.0) * ((tau - start) / ramp).clamp(0, 1)
-        under_lip = TEETH_LIP_SHADE + (1 - TEETH_LIP_SHADE) * ((p - a) / tall.clamp_min(1e-6)).clamp(0, 1)
-        teeth_shade = under_lip * (TEETH_CORNER_SHADE + (1 - TEETH_CORNER_SHADE) * tau)
-    return MouthPatch(slice(r0, r1), slice(c0, c1), cover, seam.colour, depth, teeth_cover, teeth_shade, seam.teeth)
+        down = ((p - a) / tall.clamp_min(1e-6)).clamp(0, 1)  # 0 under the lip .. 1 at the teeth's edge
+        under_lip = TEETH_LIP_SHADE + (1 - TEETH_LIP_SHADE) * down
+        parted = 1 - gap * (TOOTH_GAP_SHADE[0] + (TOOTH_GAP_SHADE[1] - TOOTH_GAP_SHADE[0]) * down)
+        teeth_shade = under_lip * parted * (TEETH_CORNER_SHADE + (1 - TEETH_CORNER_SHADE) * tau)
+    if seam.lip is not None:  # a wide opening shows the tongue at its bottom, highest in the middle
+        lo, hi = TONGUE_FROM
+        wide = ((g.amax(dim=2, keepdim=True) / len(seam.rows) - lo) / (hi - lo)).clamp(0, 1)  # [F, 1, 1]
+        high = TONGUE_SHARE * g * wide * (1 - u * u)[None, None, :]  # a mound, hidden towards the corners
+        back = a + g - high
+        tongue_cover = torch.where(inside, (torch.minimum(p + 0.5, a + g) - torch.maximum(p - 0.5, back)).clamp(0, 1), 0.0)
+        front = ((p - back) / high.clamp_min(1e-6)).clamp(0, 1)
+        tongue_shade = TONGUE_SHADE[0] + (TONGUE_SHADE[1] - TONGUE_SHADE[0]) * front
+    return MouthPatch(slice(r0, r1), slice(c0, c1), cover, seam.colour, depth, teeth_cover, teeth_shade, seam.teeth,
+                      tongue_cover, tongue_shade, seam.lip)
+
+
+def _tooth_gaps(u: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of a mouth `width` px wide (u: -1 .. 1 corner to corner): how much it is a gap between two
+    teeth (1 on a boundary, a Gaussian TOOTH_GAP of the width wide; fainter and TOOTH_GAP_MIN px wide in a
+    small mouth) and how much the teeth's edge is notched there (the same, three times as wide). [1, 1, C]."""
+    edges = torch.tensor(TOOTH_EDGES, dtype=u.dtype, device=u.device)
+    edges = torch.cat([-edges[edges > 0], edges])
+    px = (u[:, None] - edges[None, :]).abs().amin(dim=1) * (width / 2)  # px to the nearest boundary
+    sigma = max(TOOTH_GAP * width, TOOTH_GAP_MIN)
+    faint = TOOTH_GAP * width / sigma
+    gap, notch = (faint * torch.exp(-((px / (k * sigma)) ** 2)) for k in (1, 3))
+    return gap[None, None, :], notch[None, None, :]
 
 
 # The opened mouth's tint: this share of the way from black to the lips' own seam colour,
@@ -194,16 +254,20 @@ def open_lips(field: torch.Tensor, seam: LipSeam, origin: tuple[int, int], band:
 INTERIOR_SHADE = (0.5, 0.2)
 
 
-def paint_mouth(moved: torch.Tensor, patch: MouthPatch, teeth: float = 0.0) -> None:
+def paint_mouth(moved: torch.Tensor, patch: MouthPatch, teeth: float = 0.0, tongue: float = 0.0) -> None:
     """Draw the opened mouth into the warped region ``moved`` [F, 3, H, W] ([-1, 1] RGB), in place: a dark
-    interior tinted by the lips' seam colour, darker towards its middle; with ``teeth`` > 0 (opacity) and a
-    closed mouth's seam, upper teeth over the top of the opening."""
+    interior tinted by the lips' seam colour, darker towards its middle; with ``tongue`` > 0 (opacity) the
+    tongue at the bottom of a wide opening; with ``teeth`` > 0 and a closed mouth's seam, upper teeth over
+    the top of the opening."""
     colour = torch.tensor(patch.colour, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
     edge, core = INTERIOR_SHADE
     shade = (edge + (core - edge) * patch.depth)[:, None]  # [F, 1, R, C]
     interior = -1 + shade * (colour + 1)
     view = moved[:, :, patch.rows, patch.cols]
     painted = torch.lerp(view.float(), interior, patch.cover[:, None])
+    if tongue > 0 and patch.lip is not None and patch.tongue_cover is not None and patch.tongue_shade is not None:
+        lip = torch.tensor(patch.lip, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
+        painted = torch.lerp(painted, -1 + patch.tongue_shade[:, None] * (lip + 1), tongue * patch.tongue_cover[:, None])
     if teeth > 0 and patch.teeth is not None and patch.teeth_cover is not None and patch.teeth_shade is not None:
         tooth = torch.tensor(patch.teeth, dtype=torch.float32, device=moved.device).view(1, 3, 1, 1)
         tooth = -1 + patch.teeth_shade[:, None] * (tooth + 1)
