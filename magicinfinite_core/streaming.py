@@ -206,6 +206,7 @@ def stream_to_mp4(
     `live` (`live_audio.LiveAudio`, with `plans` its `GrowingPlans`): the length comes at the end, the
     audio track is pushed as it arrives; `num_frames` is then ignored."""
     from magicinfinite_core.media.autoencoders import decode_fn, video_size
+    from magicinfinite_core.media.background_writer import BackgroundWriter
     from magicinfinite_core.media.incremental_decode import IncrementalDecoder
     from magicinfinite_core.media.stream_mux import FragmentedVideoWriter
 
@@ -231,19 +232,26 @@ def stream_to_mp4(
     decoder = IncrementalDecoder(decode_fn(vae, portrait), chunk=decode_chunk, context=decode_context,
                                  num_frames=num_frames if isinstance(plans, FixedPlans) else None, device=device)
     height, width = video_size(vae, (h, w), portrait)
-    writer = FragmentedVideoWriter(out, width, height, audio=None if live else audio,
-                                   live_audio=live.rate_channels if live else None)
-    if live:
-        live.writer = writer
     last_save = time.perf_counter()
+
+    def first_frame_written() -> None:
+        if stats.first_frame_s is None:
+            stats.first_frame_s = time.perf_counter() - t0
+            stats.first_frame_since_process_s = seconds_since_process_start()
+
+    file = FragmentedVideoWriter(out, width, height, audio=None if live else audio,
+                                 live_audio=live.rate_channels if live else None)
+    if live:  # live audio is pushed from this thread and its latency is measured to the frame encoded: no worker
+        live.writer = writer = file
+    else:
+        writer = BackgroundWriter(file, on_written=first_frame_written)
 
     def mux(frames: torch.Tensor) -> None:
         if not frames.shape[1]:
             return
         writer.write(frames)
-        if stats.first_frame_s is None:
-            stats.first_frame_s = time.perf_counter() - t0
-            stats.first_frame_since_process_s = seconds_since_process_start()
+        if live:
+            first_frame_written()
         stats.frames += frames.shape[1]
         if live is not None:
             live.frames_muxed(stats.frames)

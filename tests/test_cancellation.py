@@ -93,7 +93,8 @@ def test_motion_decode_polls_between_frame_batches(monkeypatch):
 def test_decode_and_mux_stop_mid_chunk_and_leave_no_file(tmp_path):
     """The flag goes up in the decode's progress callback after chunk 1 (2 latent frames = 5 frames);
     the writer polls before every frame, so none of them is encoded, no other chunk is decoded and
-    neither the video nor its partial file is left."""
+    neither the video nor its partial file is left. The writer encodes on its own thread
+    (media/background_writer.py), so the flag is seen once by each thread at most."""
     ae = MotionAutoencoder(MotionAutoencoderConfig())
     portrait = MotionReference.whole(torch.rand(1, 3, 64, 64) * 2 - 1)
     z = torch.zeros(ae.cfg.latent_channels, 9, 4, 4)  # 33 frames
@@ -106,7 +107,7 @@ def test_decode_and_mux_stop_mid_chunk_and_leave_no_file(tmp_path):
     out = tmp_path / "v.mp4"
     with cancel_check(flag), pytest.raises(Cancelled):
         decode_to_mp4(z, ae, 33, out, chunk=2, context=1, callback=progress, portrait=portrait)
-    assert chunks == [1] and flag.polls_after_up == 1
+    assert chunks == [1] and 1 <= flag.polls_after_up <= 2
     assert sorted(tmp_path.iterdir()) == []  # no video, no partial file
     # the same call without the flag writes the whole video
     decode_to_mp4(z, ae, 33, out, chunk=2, context=1, portrait=portrait)

@@ -23,6 +23,7 @@ from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import VIDEO_FPS
 from magicinfinite_core.errors import AudioError, MagicInfiniteError
 from magicinfinite_core.media.autoencoders import decode_fn, video_size
+from magicinfinite_core.media.background_writer import BackgroundWriter
 from magicinfinite_core.media.streamed_decode import streamed_decode
 from magicinfinite_core.sampling.sampler import ProgressCallback
 
@@ -392,7 +393,8 @@ def decode_to_mp4(
     `portrait`: what a motion latent moves (`autoencoders.decode_fn`); the video then has its size."""
     decode = decode_fn(vae, portrait)
     height, width = video_size(vae, latent.shape[-2:], portrait)
-    with VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio, crf=OUTPUT_CRF, preset=OUTPUT_PRESET) as writer:
+    file = VideoWriter(out, width, height, fps=VIDEO_FPS, audio=audio, crf=OUTPUT_CRF, preset=OUTPUT_PRESET)
+    with BackgroundWriter(file) as writer:  # the next chunk decodes while this one is encoded
         for frames in streamed_decode(latent, decode, num_frames=num_frames, chunk=chunk, context=context,
                                       device=device, callback=callback):
             writer.write(frames)
