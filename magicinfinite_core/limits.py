@@ -191,7 +191,7 @@ def check_vae_config(d: Any, where: str) -> None:
     """A bundle's autoencoder config: a known kind, every field typed and bounded, a finite scale."""
     from magicinfinite_core.config import VAEConfig
     from magicinfinite_core.media.motion_autoencoder import KIND as MOTION
-    from magicinfinite_core.media.motion_autoencoder import MotionAutoencoderConfig
+    from magicinfinite_core.media.motion_autoencoder import SHARE_SETTINGS, MotionAutoencoderConfig
     from magicinfinite_core.media.patch_autoencoder import KIND as PATCH
     from magicinfinite_core.media.patch_autoencoder import PatchAutoencoderConfig
 
@@ -207,7 +207,7 @@ def check_vae_config(d: Any, where: str) -> None:
                           {"working_size": RESOLUTION_RANGE, "residual_channels": (0, 65536),
                            "flow_scale": POSITIVE, "residual_scale": POSITIVE, "still_gate": (-2.0, 2.0),
                            "flow_deadzone": (0.0, 64.0), "residual_gain": (0.0, 4.0),
-                           "flow_smoothing": (0.0, 64.0)})
+                           "flow_smoothing": (0.0, 64.0), **dict.fromkeys(SHARE_SETTINGS, (0.0, 1.0))})
     elif kind is None:
         check_config_dict(VAEConfig, d, where, VAE_KINDS, {"scaling_factor": POSITIVE})
     else:

@@ -213,6 +213,32 @@ def test_bad_configs_are_refused():
         MotionAutoencoderConfig(flow_scale=0.0)
 
 
+@pytest.mark.parametrize("setting, value, message", [
+    ("mouth_tongue", 2.0, "'mouth_tongue' must be in 0..1, got 2"),
+    ("mouth_opening", -0.5, "'mouth_opening' must be in 0..1"),
+    ("rigid_upper_face", 1.5, "'rigid_upper_face' must be in 0..1"),
+    ("mouth_teeth", float("nan"), "'mouth_teeth' must be a finite number"),
+    ("working_size", 100, "its vae config does not load: working_size 100 must be a multiple of cell 8"),
+])
+def test_a_bundle_with_a_bad_decode_setting_names_its_file_and_the_setting(tmp_path, setting, value, message):
+    """A copy of the demo bundle whose bundle.json holds an out-of-range decode setting (or a size the grid
+    cannot take): loading it fails with an error naming that bundle.json and the setting, not with an odd video."""
+    import json
+    import shutil
+
+    from magicinfinite_core.errors import MagicInfiniteError
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO_MODEL_DIR, bundle)
+    spec = json.loads((bundle / "bundle.json").read_text())
+    spec["vae"]["config"][setting] = value
+    (bundle / "bundle.json").write_text(json.dumps(spec))
+    with pytest.raises(MagicInfiniteError, match="bundle.json: ") as err:
+        load_bundle(bundle, "cpu")
+    assert message in str(err.value)
+
+
 def test_x0_prediction_with_a_zero_head_stands_still_at_every_noise_level():
     cfg = DiTConfig(hidden_size=32, num_heads=2, rope_dims=(4, 6, 6), in_channels=8 + 12 + 1, out_channels=8,
                     condition_channels=12, prediction="x0", image_condition="every_frame", audio=None,

@@ -45,6 +45,10 @@ KIND = "motion"
 DECODE_BATCH_PIXELS = 4 * 2**20
 
 
+# decode settings that are a share or an opacity (0..1; `limits.check_vae_config` holds a bundle.json to that)
+SHARE_SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face")
+
+
 @dataclass(frozen=True)
 class MotionAutoencoderConfig:
     cell: int = 8  # working-grid pixels per latent cell, each side

@@ -427,7 +427,10 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
         raise CheckpointError(f"{spec_path}: {key!r} names {files[key].name}, which is not in {d}; copy the "
                               "bundle folder whole")
     dit = load_transformer(files["dit" if not distilled else "distilled.dit"], device=device)
-    vae = load_autoencoder(files["vae.weights"], config=spec["vae"]["config"])
+    try:
+        vae = load_autoencoder(files["vae.weights"], config=spec["vae"]["config"])
+    except (TypeError, ValueError) as exc:  # a setting out of range or unknown: say which file holds it
+        raise CheckpointError(f"{spec_path}: its vae config does not load: {exc}") from None
     encoders = {}
     for key in ("text_encoder", "image_encoder"):
         if spec.get(key):
