@@ -429,7 +429,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", distilled:
     dit = load_transformer(files["dit" if not distilled else "distilled.dit"], device=device)
     try:
         vae = load_autoencoder(files["vae.weights"], config=spec["vae"]["config"])
-    except (TypeError, ValueError) as exc:  # a setting out of range or unknown: say which file holds it
+    except (TypeError, ValueError) as exc:  # a config the autoencoder refuses (a size off its grid): name the file
         raise CheckpointError(f"{spec_path}: its vae config does not load: {exc}") from None
     encoders = {}
     for key in ("text_encoder", "image_encoder"):
