@@ -12,7 +12,14 @@ import torch
 from magicinfinite_core.inputs.face_tasks import FACE_TOP, FaceMesh, face_oval_edges, face_oval_loop
 from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
-from magicinfinite_core.media.rigid_face import NOSE_BOTTOM, RigidFace, hold_head, hold_rigid, rigid_face
+from magicinfinite_core.media.rigid_face import (
+    NOSE_BOTTOM,
+    RigidFace,
+    head_share_kept,
+    hold_head,
+    hold_rigid,
+    rigid_face,
+)
 from training.eval import real_photos as rp
 
 NOSE_TIP, LEFT_EYE, RIGHT_EYE, UPPER_LIP, LOWER_LIP, CHIN = 1, 159, 386, 13, 14, 152
@@ -195,14 +202,15 @@ def test_hold_head_takes_the_heads_motion_off_the_face_and_keeps_the_jaws():
     assert not hold_head(field, face, (100, 100), 0.0)  # the face outside the region
 
 
-def test_a_head_dead_zone_holds_a_small_head_motion_and_shortens_a_large_one():
-    """Dead zone 1 px: a head moving (0.6, -0.8) px (1 px long) is held, one moving (3, -4) px keeps (2.4, -3.2);
-    the jaw's motion relative to the head stays either way; with `keep` 0.5 on top, half of what is left."""
+def test_a_head_dead_zone_holds_a_small_head_motion_and_keeps_a_large_one():
+    """Dead zone 1 px: a head moving (0.6, -0.8) px (1 px long) is held, one moving (3, -4) px (over twice the zone)
+    is kept whole, one 1.5 px long keeps half; the jaw's motion relative to the head stays either way; with `keep`
+    0.5 on top, half of what is left."""
     head = np.zeros((48, 48), np.float32)
     head[4:44, 4:44] = 1.0
     face = dataclasses.replace(_square_face(), head=head, head_origin=(0, 0))
-    for (dx, dy), keep, left in (((0.6, -0.8), 1.0, (0.0, 0.0)), ((3.0, -4.0), 1.0, (2.4, -3.2)),
-                                 ((3.0, -4.0), 0.5, (1.2, -1.6))):
+    for (dx, dy), keep, left in (((0.6, -0.8), 1.0, (0.0, 0.0)), ((3.0, -4.0), 1.0, (3.0, -4.0)),
+                                 ((0.9, -1.2), 1.0, (0.45, -0.6)), ((3.0, -4.0), 0.5, (1.5, -2.0))):
         moving = torch.zeros(1, 2, 48, 48)
         moving[:, 0], moving[:, 1] = dx, dy
         moving[:, 1, 34:40, 10:30] -= 3.0  # the jaw
@@ -261,10 +269,10 @@ def test_head_motion_zero_holds_a_real_portraits_head_while_its_jaw_moves(tmp_pa
     assert float((still - portrait)[:, chin].abs().mean()) > 0.005  # the jaw still moves
 
 
-def test_a_head_dead_zone_holds_a_real_portraits_bob_and_keeps_part_of_a_nod(tmp_path):
-    """Grace Hopper framed with head_deadzone 0.02 (about 5 px of her face): a latent bobbing the grid 1 working px
-    (under the dead zone) decodes with the upper face as the portrait; one nodding 4 working px still moves it,
-    by less than without the dead zone."""
+def test_a_head_dead_zone_holds_a_real_portraits_bob_and_keeps_a_nod_whole(tmp_path):
+    """Grace Hopper framed with head_deadzone 0.02 (about 5 px of her face): a latent bobbing the grid under the dead
+    zone decodes with the upper face as the portrait; one nodding past twice the dead zone moves it exactly as
+    without a dead zone, and one between them moves it part of the way."""
     from PIL import Image
 
     picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
@@ -277,17 +285,45 @@ def test_a_head_dead_zone_holds_a_real_portraits_bob_and_keeps_part_of_a_nod(tmp
     portrait = ref.image[0]
     upper = torch.zeros(portrait.shape[-2:], dtype=torch.bool)
     upper[face.y0 : face.y0 + face.core.shape[0], face.x0 : face.x0 + face.core.shape[1]] = torch.from_numpy(face.core)
+    zone = 0.02 * face.height  # picture pixels
+    per_working_px = (ref.box[3] - ref.box[1]) / cfg.working_size
 
-    def upper_change(nod: float, deadzone: float) -> float:
+    def upper_change(nod_px: float, deadzone: float) -> float:
         latent = torch.zeros(1, cfg.latent_channels, 2, cfg.grid, cfg.grid)
         latent.view(1, cfg.temporal_compression_ratio, cfg.slot_channels, 2, cfg.grid, cfg.grid)[:, :, 1, 1] = (
-            -nod * cfg.flow_scale)
+            -nod_px / per_working_px * cfg.flow_scale)
         frame = ae.decode(latent, dataclasses.replace(ref, head_deadzone=deadzone))[0, :, 2]
         return float((frame - portrait)[:, upper].abs().mean())
 
-    assert upper_change(1.0, 0.02) < 1e-4  # the bob is held
-    assert upper_change(1.0, 0.0) > 0.005
-    assert 0.005 < upper_change(4.0, 0.02) < upper_change(4.0, 0.0)  # the nod moves, less
+    assert upper_change(0.8 * zone, 0.02) < 1e-4  # the bob is held
+    assert upper_change(0.8 * zone, 0.0) > 0.002
+    nod = upper_change(3 * zone, 0.0)
+    assert nod > 0.005 and upper_change(3 * zone, 0.02) == pytest.approx(nod, abs=1e-6)  # the nod, whole
+    assert 0.1 * upper_change(1.5 * zone, 0.0) < upper_change(1.5 * zone, 0.02) < 0.9 * upper_change(1.5 * zone, 0.0)
+
+
+def test_the_head_dead_zone_eases_in_from_the_zone_to_twice_it():
+    size = torch.tensor([0.0, 1.0, 2.0, 2.5, 3.0, 4.0, 9.0])
+    assert head_share_kept(size, 2.0).tolist() == pytest.approx([0, 0, 0, 0.15625, 0.5, 1, 1])
+    assert head_share_kept(size, 0.0).tolist() == [1.0] * 7
+    assert bool((head_share_kept(torch.linspace(0, 9, 91), 2.0).diff() >= 0).all())  # never keeps less of more
+
+
+def test_the_demo_holds_its_own_head_dead_zone_unless_the_run_says_otherwise(tmp_path):
+    """The demo bundle's decode setting `head_deadzone` (0.02) is the run's when the option is left empty; an
+    explicit 0 turns it off; a pixel-latent model with the option empty is not refused."""
+    from magicinfinite_core.generate import GenerateOptions, head_deadzone, prepare_portrait
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle, random_bundle
+
+    demo = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    assert demo.vae.cfg.head_deadzone == 0.02
+    photo = rp.heldout_photo(rp.HALF_LENGTH, tmp_path)
+    ref = prepare_portrait(demo, photo, 1, GenerateOptions(), []).reference
+    assert ref.head_deadzone == 0.02 and len(ref.rigid_faces) == 1 and ref.rigid_faces[0].head is not None
+    assert prepare_portrait(demo, photo, 1, GenerateOptions(head_deadzone=0.0), []).reference.head_deadzone == 0.0
+    pixel = random_bundle(0)
+    assert head_deadzone(pixel, GenerateOptions()) == 0.0
+    assert prepare_portrait(pixel, photo, 1, GenerateOptions(), []).reference is None
 
 
 def test_head_motion_outside_0_1_or_on_a_pixel_model_is_refused_before_the_audio_is_read(tmp_path):

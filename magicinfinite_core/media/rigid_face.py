@@ -129,9 +129,9 @@ def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], kee
     """Scale the head's own motion to `keep` (0: the head stays where the picture has it, 1: as the model moves
     it), in place: the head's motion is the rigid part's median flow per frame, taken off by ``1 - keep`` over
     the face (``face.head``, else its rigid part's weight); the jaw's motion relative to the head stays. `deadzone`
-    (pixels): the head's motion is first shortened by this much, so a smaller one is held and a larger one (a nod)
-    keeps the rest. `field` and `origin` as in `hold_rigid`. False (nothing done) when `keep` >= 1 with no dead
-    zone or the face lies outside the region."""
+    (pixels): a head motion smaller than this is held, one over twice it (a nod's swing) is kept whole, and between
+    them the share kept eases from 0 to 1 (`head_share_kept`). `field` and `origin` as in `hold_rigid`. False
+    (nothing done) when `keep` >= 1 with no dead zone or the face lies outside the region."""
     n, _, H, W = field.shape
     ox, oy = origin
     fx0, fy0 = max(face.x0, ox), max(face.y0, oy)
@@ -149,7 +149,19 @@ def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], kee
         return False
     w = torch.from_numpy(weight[gy0 - hy : gy1 - hy, gx0 - hx : gx1 - hx]).to(field.device, torch.float32)
     view = field[:, :, gy0 - oy : gy1 - oy, gx0 - ox : gx1 - ox]
-    size = motion.norm(dim=1, keepdim=True)
-    kept = motion * ((size - max(0.0, float(deadzone))).clamp_min(0) / size.clamp_min(1e-6)) * min(1.0, max(0.0, float(keep)))
+    kept = motion * head_share_kept(motion.norm(dim=1, keepdim=True), deadzone) * min(1.0, max(0.0, float(keep)))
     view.sub_(((motion - kept)[:, :, None, None] * w).to(field.dtype))
     return True
+
+
+def head_share_kept(size: torch.Tensor, deadzone: float) -> torch.Tensor:
+    """The share of a head motion of ``size`` pixels that a dead zone of ``deadzone`` pixels keeps: 0 below it,
+    1 above twice it, a smoothstep between. Why not shorten every motion by the dead zone: a still prompt's bob
+    on a full-length photo reaches about the dead zone while a nod swings to two or three times it, so
+    shortening held the bob but also took the first dead zone off every nod (a third of it kept, session 16);
+    easing in keeps a nod's swing whole and only steepens its start."""
+    d = max(0.0, float(deadzone))
+    if d <= 0:
+        return torch.ones_like(size)
+    t = ((size - d) / d).clamp(0, 1)
+    return t * t * (3 - 2 * t)
