@@ -217,7 +217,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                 io.Float.Input("head_deadzone", default=MODEL_OWN, min=MODEL_OWN, max=MAX_HEAD_DEADZONE, step=0.005,
                                optional=True,
                                tooltip="Motion-latent models (the demo): head motion smaller than this share of the "
-                               "face's height is held, one over twice it (a nod) is kept whole. -1: the model's own "
+                               "face's height is held, one over three times it (a nod) is kept whole. -1: the model's own "
                                "(the demo's 0.02 holds a still prompt's bob on a full-length photo); 0 is off."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "where the picture has it; the mouth still talks) to 1 (default: as the model moves it)")
     m.add_argument("--head-deadzone", type=float, default=None, metavar="SHARE",
                    help="motion-latent models (the demo): head motion smaller than this share of the face's height "
-                   f"is held, one over twice it (a nod) kept whole; 0 (off) to {MAX_HEAD_DEADZONE}; default: the "
+                   f"is held, one over three times it (a nod) kept whole; 0 (off) to {MAX_HEAD_DEADZONE}; default: the "
                    "model's own (the demo's 0.02 holds a still prompt's bob on a full-length photo)")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames shared by neighbouring windows (default: the model's; else 8)")

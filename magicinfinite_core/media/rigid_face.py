@@ -129,8 +129,8 @@ def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], kee
     """Scale the head's own motion to `keep` (0: the head stays where the picture has it, 1: as the model moves
     it), in place: the head's motion is the rigid part's median flow per frame, taken off by ``1 - keep`` over
     the face (``face.head``, else its rigid part's weight); the jaw's motion relative to the head stays. `deadzone`
-    (pixels): a head motion smaller than this is held, one over twice it (a nod's swing) is kept whole, and between
-    them the share kept eases from 0 to 1 (`head_share_kept`). `field` and `origin` as in `hold_rigid`. False
+    (pixels): a head motion smaller than this is held, one over three times it (a nod's swing) is kept whole, and
+    between them it is shortened less and less (`head_share_kept`). `field` and `origin` as in `hold_rigid`. False
     (nothing done) when `keep` >= 1 with no dead zone or the face lies outside the region."""
     n, _, H, W = field.shape
     ox, oy = origin
@@ -155,13 +155,16 @@ def hold_head(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], kee
 
 
 def head_share_kept(size: torch.Tensor, deadzone: float) -> torch.Tensor:
-    """The share of a head motion of ``size`` pixels that a dead zone of ``deadzone`` pixels keeps: 0 below it,
-    1 above twice it, a smoothstep between. Why not shorten every motion by the dead zone: a still prompt's bob
-    on a full-length photo reaches about the dead zone while a nod swings to two or three times it, so
-    shortening held the bob but also took the first dead zone off every nod (a third of it kept, session 16);
-    easing in keeps a nod's swing whole and only steepens its start."""
+    """The share of a head motion of ``size`` pixels that a dead zone of ``deadzone`` pixels keeps: none below
+    it; above it the motion is shortened by the dead zone times a weight that eases (smoothstep) from 1 at the
+    dead zone to 0 at three times it, and from there it is kept whole. Why this curve: shortening every motion
+    by the dead zone (session 16) held a still prompt's bob on a full-length photo (it reaches about the dead
+    zone) but kept a third of a nod (its swing is two to three dead zones); a share switched on between one and
+    two dead zones kept the nod but snapped the head (its per-frame speed above the model's own). This one keeps
+    a nod's size and speed (measured: docs/demo_model.md, session 18)."""
     d = max(0.0, float(deadzone))
     if d <= 0:
         return torch.ones_like(size)
-    t = ((size - d) / d).clamp(0, 1)
-    return t * t * (3 - 2 * t)
+    t = ((size - d) / (2 * d)).clamp(0, 1)
+    shortening = d * (1 - t * t * (3 - 2 * t))
+    return torch.where(size > d, (size - shortening) / size.clamp_min(1e-12), torch.zeros_like(size))
