@@ -4,8 +4,9 @@ at each dead zone, through `generate` with the mp4 read back.
 
 Reported per picture, voice and prompt: the upper face's mean frame-to-frame change (grey levels; the bob of a
 still head) and its PSNR against the portrait, the head's vertical motion (`real_photos.head_motion`, what the
-bench's nodding-vs-still AUC ranks), and lip sync against the voice and the reversed voice; then per dead zone
-the means over the still and the nodding videos.
+bench's nodding-vs-still AUC ranks), the nod's size and speed in picture pixels (`real_photos.head_swing`: a
+hold that keeps a nod's size by moving it faster snaps the head), and lip sync against the voice and the reversed
+voice; then per dead zone the means over the still and the nodding videos.
 
 Usage: OMP_NUM_THREADS=1 python bench/head_deadzone.py [--deadzones 0 0.01 0.02] [--seeds 500 501 503]
        [--pictures full_length grace_hopper] [--seconds 4]
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                         m = rp.talking_measures(frames, wav, ref, meter)
                         rows.append({"picture": name, "seed": seed, "voice": info["voice"], "action": action,
                                      "head_deadzone": dz, "head_motion": rp.head_motion(frames, box, ~ref.keep),
+                                     **{f"head_{k}": v for k, v in rp.head_swing(frames, box, ~ref.keep).items()},
                                      **{k: m[k] for k in ("upper_flicker", "upper_psnr", "lipsync_r", "lipsync_r_reversed")}})
                         print(json.dumps(rp.json_safe(rows[-1])), file=sys.stderr, flush=True)
     summary = {}
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         for action in ("still", "nodding"):
             sel = [r for r in rows if r["head_deadzone"] == dz and r["action"] == action]
             summary[f"{dz:g}_{action}"] = {k: statistics.mean(r[k] for r in sel)
-                                           for k in ("upper_flicker", "upper_psnr", "head_motion", "lipsync_r")}
+                                           for k in ("upper_flicker", "upper_psnr", "head_motion", "head_swing",
+                                                     "head_speed", "lipsync_r")}
     print(json.dumps(rp.json_safe({"model": a.model, "seconds": a.seconds, "pictures": a.pictures, "seeds": a.seeds,
                                    "summary": summary, "rows": rows}), indent=1))
     return 0

@@ -564,10 +564,10 @@ def muted_measures(frames: np.ndarray, ref: PortraitRef, meter: FaceMeter, min_s
             **upper_face_measures(frames, ref, "muted_upper")}
 
 
-def head_motion(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px: int = 96) -> float:
-    """`metrics.head_motion`'s vertical motion (px of a face `face_px` wide) on frames pooled by an integer
-    factor so the face is about that wide: the shift search costs ~face area x 121 per frame, too slow at
-    1024 px, and nodding-vs-still separation does not need more pixels."""
+def _pooled_to_face(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray,
+                    face_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Frames, box and exclusion mask pooled by an integer factor k so the face is about `face_px` wide, and k:
+    the shift search costs ~face area x 121 per frame, too slow at 1024 px."""
     k = max(1, int(round((box[2] - box[0]) / face_px)))
     if k > 1:
         f, h, w = frames.shape[:3]
@@ -575,7 +575,24 @@ def head_motion(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_p
         frames = frames[:, : h2 * k, : w2 * k].reshape(f, h2, k, w2, k, 3).mean(axis=(2, 4)).astype(np.uint8)
         exclude = exclude[: h2 * k, : w2 * k].reshape(h2, k, w2, k).any(axis=(1, 3))
         box = np.asarray(box, np.float32) / k
+    return frames, box, exclude, k
+
+
+def head_motion(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px: int = 96) -> float:
+    """`metrics.head_motion`'s vertical motion (px of a face `face_px` wide) on frames pooled so the face is
+    about that wide (nodding-vs-still separation does not need more pixels)."""
+    frames, box, exclude, _ = _pooled_to_face(frames, box, exclude, face_px)
     return metrics.head_motion(frames, box, exclude=exclude)["motion_y"]
+
+
+def head_swing(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px: int = 96) -> dict[str, float]:
+    """A nod's size and speed in picture pixels: the 95th percentile of the face's vertical shift from frame 0
+    (`metrics.head_shifts`, on frames pooled as in `head_motion`) and of its change from one frame to the next.
+    Why both: a head hold that keeps a nod's size by moving it faster than the model did snaps the head."""
+    frames, box, exclude, k = _pooled_to_face(frames, box, exclude, face_px)
+    dy = metrics.head_shifts(frames, box, exclude=exclude)[:, 1] * k
+    return {"swing": float(np.percentile(np.abs(dy), 95)),
+            "speed": float(np.percentile(np.abs(np.diff(dy)), 95)) if len(dy) > 1 else 0.0}
 
 
 def _nanmean(x: np.ndarray) -> float | None:
