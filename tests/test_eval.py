@@ -175,6 +175,46 @@ def test_evaluate_runs_distilled_on_a_heldout_clip(tmp_path):
     assert set(res["control"][0]) == {"clip", "still", "nodding"}
 
 
+@pytest.mark.slow
+def test_evaluate_a_bundle_decodes_as_the_pipeline_and_writes_videos(tmp_path):
+    """`evaluate(bundle=...)` samples the bundle's distilled DiT and decodes with the bundle's settings: a portrait
+    gets the lip seam and rigid upper face face mesh finds (a real photograph here; the committed clip's 64 px
+    face is too small for a seam), which a bare vae file's config never asks for, and each clip's video is
+    written with its voice and read back."""
+    import shutil
+    from pathlib import Path
+
+    from magicinfinite_core.media.video_io import probe_video
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+    from training.data.clip import read_clip
+    from training.eval.evaluate import clip_reference, evaluate
+
+    root = Path(__file__).resolve().parents[1]
+    clip_dir = tmp_path / "heldout" / "heldout_000001"
+    shutil.copytree(root / "training/data/sample/heldout_000001", clip_dir)
+    from PIL import Image
+
+    from magicinfinite_core.media.autoencoders import load_autoencoder
+    from training.eval import real_photos as rp
+
+    photo = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    ref = clip_reference(load_bundle(DEMO_MODEL_DIR, "cpu").vae, photo)
+    assert len(ref.seams) == 1 and len(ref.rigid_faces) == 1 and ref.head_deadzone == 0.02
+    assert ref.box == (0, 0, photo.shape[1], photo.shape[0])
+    bare = load_autoencoder(DEMO_MODEL_DIR / "vae.safetensors")  # the file's own config: no face parts asked for
+    assert clip_reference(bare, photo) is photo
+    clip_ref = clip_reference(load_bundle(DEMO_MODEL_DIR, "cpu").vae, read_clip(clip_dir).frames[0])
+    assert len(clip_ref.rigid_faces) == 1
+    res = evaluate(None, None, tmp_path / "heldout", bundle=DEMO_MODEL_DIR, videos=tmp_path / "videos", clips=1,
+                   control_clips=1, distilled=True)
+    row = res["clips"][0]
+    assert -1.0 <= row["r"] <= row["best_r"] <= 1.0 and row["psnr_portrait"] > 15.0
+    info = probe_video(tmp_path / "videos" / "heldout_000001.mp4")
+    assert info.frames == read_clip(clip_dir).frames.shape[0] and info.audio_codec == "aac"
+    with pytest.raises(ValueError, match="a bundle folder, or both"):
+        evaluate(None, DEMO_MODEL_DIR / "vae.safetensors", tmp_path / "heldout")
+
+
 # ------------------------------------------------------------------------------ upper face (issue 26)
 def _ramp_video(n: int, shift_px: int = 0) -> np.ndarray:
     """A horizontal grey ramp (2 grey levels per pixel); every odd frame moved right by `shift_px`."""

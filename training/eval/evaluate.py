@@ -4,6 +4,13 @@ seams and drift over a long video).
     python -m training.eval.evaluate --dit magicinfinite_core/assets/demo/dit.safetensors \
         --vae magicinfinite_core/assets/demo/vae.safetensors --heldout out/demo_heldout \
         --long out/demo_long --out out/eval.json
+    python -m training.eval.evaluate --bundle magicinfinite_core/assets/demo --distilled \
+        --heldout out/demo_heldout --videos out/eval_videos   # what a user gets: the bundle's decode settings
+
+With `--bundle`, a motion-latent model decodes as the pipeline decodes it: the bundle's decode settings, with the
+lip seams and rigid upper face that face mesh finds on each clip's portrait (`clip_reference`); a bare `--vae`
+file decodes with its own config only (no lips parted, no face held). `--videos` writes each clip's generated
+video with its voice, to look at.
 
 Generation goes through the library's sliding-window sampler (magicinfinite_core.sampling.sampler.sample), the
 same code the pipeline uses: window 0 gets the frame-0 latent concat, every window gets the portrait's
@@ -19,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +43,37 @@ from magicinfinite_core.weights.checkpoints import load_state_dict
 from magicinfinite_core.weights.transformer_layouts import load_transformer
 from training.data.tensors import tensor_to_frames
 from training.eval import metrics
+
+
+def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
+    """What decoding moves for a clip's portrait (uint8 [H, W, 3]): for a motion autoencoder whose decode settings
+    use face parts (parted lips, a rigid upper face, a head dead zone), the whole portrait as the region with the
+    parts face mesh finds on it, as `framing.frame_portrait` gives a photograph; else the portrait itself."""
+    from magicinfinite_core.inputs.framing import find_face_parts
+    from magicinfinite_core.media.autoencoders import moves_portrait, portrait_tensor
+    from magicinfinite_core.media.motion_autoencoder import MotionReference
+
+    if not moves_portrait(vae):
+        return portrait
+    cfg = vae.cfg
+    lips = max(cfg.mouth_opening, cfg.open_mouth_opening) > 0
+    if not (lips or cfg.rigid_upper_face > 0 or cfg.head_deadzone > 0):
+        return portrait
+    picture = np.ascontiguousarray(np.asarray(portrait, np.uint8))
+    seams, rigid = find_face_parts(picture, [(0, 0, picture.shape[1], picture.shape[0])], heads=cfg.head_deadzone > 0)
+    return dataclasses.replace(MotionReference.whole(portrait_tensor(picture)), seams=seams if lips else (),
+                               rigid_faces=rigid, head_deadzone=float(cfg.head_deadzone))
+
+
+def write_clip_video(frames: np.ndarray, clip_dir: Path, out: Path) -> Path:
+    """Generated frames (uint8 [F, H, W, 3]) as an mp4 with the clip's own voice (its audio.wav, when present)."""
+    from magicinfinite_core.media.video_io import VideoWriter
+
+    wav = clip_dir / "audio.wav"
+    h, w = frames.shape[1:3]
+    with VideoWriter(out, w - w % 2, h - h % 2, audio=str(wav) if wav.is_file() else None) as writer:
+        writer.write(frames[:, : h - h % 2, : w - w % 2])
+    return out
 
 
 def conditions_from_cache(item: dict[str, torch.Tensor], null: dict[str, torch.Tensor]) -> Conditions:
@@ -197,10 +236,12 @@ def _mean_where(rows: list[dict], key: str) -> float:
 
 
 def evaluate(
-    dit_path: str | Path,
-    vae_path: str | Path,
+    dit_path: str | Path | None,
+    vae_path: str | Path | None,
     heldout: str | Path,
     *,
+    bundle: str | Path | None = None,
+    videos: str | Path | None = None,
     long_dir: str | Path | None = None,
     clips: int = 24,
     control_clips: int = 8,
@@ -217,14 +258,24 @@ def evaluate(
 
     distilled: sample with the few-step list (`distilled_timesteps` warped by `shift`) and no CFG,
     as the pipeline runs a distilled generator; `steps` and the guidance scales are then unused.
+    bundle: a bundle folder instead of `dit_path` and `vae_path` (its distilled DiT with `distilled`), decoded
+    with its decode settings (`clip_reference`). videos: a folder for each clip's generated video.
     """
     from magicinfinite_core.inputs.audio_features import MelExtractor
     from magicinfinite_core.media.autoencoders import load_autoencoder
     from training.data.clip import read_clip
     from training.preprocess import CacheSettings, MiniLMText, cache_clip
 
-    model = load_transformer(dit_path).eval()
-    vae = load_autoencoder(vae_path)
+    if bundle is not None:
+        from magicinfinite_core.weights.bundle import load_bundle
+
+        loaded = load_bundle(bundle, "cpu", distilled=distilled)
+        model, vae = loaded.dit.eval(), loaded.vae
+    elif dit_path is None or vae_path is None:
+        raise ValueError("evaluate needs a bundle folder, or both a DiT file and a VAE file")
+    else:
+        model = load_transformer(dit_path).eval()
+        vae = load_autoencoder(vae_path)
     text = MiniLMText()
     extractor = MelExtractor()
     settings = CacheSettings(vae_sha="")
@@ -245,13 +296,16 @@ def evaluate(
         boxes = item["mouth_box"].numpy()
         target = item["mouth_open"].numpy()
         keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
-        frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
+        ref = clip_reference(vae, item["portrait"])
+        frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=ref)
+        if videos is not None:
+            write_clip_video(frames, d, Path(videos) / f"{d.name}.mp4")
         pred = metrics.mouth_openings(frames, boxes)
         gt_open = metrics.mouth_openings(clip.frames, boxes)
         ls = metrics.lipsync(pred, target)
-        recon = tensor_to_frames(decode_video(vae, item["latent"][None], item["portrait"])[0])[:n]  # the VAE's own ceiling
+        recon = tensor_to_frames(decode_video(vae, item["latent"][None], ref)[0])[:n]  # the VAE's own ceiling
         cond.audio_windows = silent_audio(n)[None]
-        frames_m = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
+        frames_m = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=ref)
         pm = metrics.mouth_openings(frames_m, boxes)
         row = {
             "clip": d.name, "action": clip.meta["controls"]["action"],
@@ -294,7 +348,7 @@ def evaluate(
             prompt = _swap_action(clip.meta["controls"], action, rng, clip.meta["style"], "heldout")
             tok, msk, pooled = text.encode([prompt])
             cond = conditions_from_cache({**item, "text_tokens": tok[0], "text_mask": msk[0], "pooled": pooled[0]}, null)
-            frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=item["portrait"])
+            frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=clip_reference(vae, item["portrait"]))
             res[action] = metrics.head_motion(frames, fbox, exclude=excl)["motion_y"]
         control.append(res)
         print(json.dumps(res), flush=True)
@@ -365,7 +419,8 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
     item = cache_clip(clip, vae, text, extractor, settings)
     cond = conditions_from_cache(item, null)
     t0 = time.time()
-    frames = generate(model, vae, cond, n, sampler, guidance, seed, distilled=distilled, portrait=item["portrait"])
+    frames = generate(model, vae, cond, n, sampler, guidance, seed, distilled=distilled,
+                      portrait=clip_reference(vae, item["portrait"]))
     gen_s = time.time() - t0
     boxes = item["mouth_box"].numpy()
     keep = metrics.non_mouth_mask(boxes, *clip.frames.shape[1:3])
@@ -393,8 +448,11 @@ def evaluate_long(model, vae, text, extractor, settings, null, long_dir, sampler
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.eval.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--dit", required=True)
-    p.add_argument("--vae", required=True)
+    p.add_argument("--dit", default=None, help="a DiT file (with --vae; or --bundle)")
+    p.add_argument("--vae", default=None, help="an autoencoder file, decoded with its own config")
+    p.add_argument("--bundle", default=None, help="a bundle folder: its DiT and autoencoder with the bundle's "
+                   "decode settings, as the pipeline decodes (the distilled DiT with --distilled)")
+    p.add_argument("--videos", default=None, help="write each clip's generated video (with its voice) here")
     p.add_argument("--heldout", required=True, help="held-out clip directory (training.data.build --split heldout)")
     p.add_argument("--long", default=None, help="directory with one long held-out clip (e.g. --seconds 60)")
     p.add_argument("--clips", type=int, default=24)
@@ -411,8 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the JSON result here")
     a = p.parse_args(argv)
+    if (a.bundle is not None and (a.dit or a.vae)) or (a.bundle is None and not (a.dit and a.vae)):
+        p.error("give --bundle DIR, or both --dit and --vae")
     torch.set_num_threads(a.threads)
-    res = evaluate(a.dit, a.vae, a.heldout, long_dir=a.long, clips=a.clips, control_clips=a.control_clips,
+    res = evaluate(a.dit, a.vae, a.heldout, bundle=a.bundle, videos=a.videos, long_dir=a.long, clips=a.clips, control_clips=a.control_clips,
                    steps=a.steps, shift=a.shift, audio_scale=a.audio_scale, text_scale=a.text_scale,
                    seed=a.seed, mediapipe=a.mediapipe, distilled=a.distilled,
                    distilled_timesteps=tuple(a.distilled_timesteps))
