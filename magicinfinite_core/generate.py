@@ -73,8 +73,7 @@ class GenerateOptions:
     keep_state: bool = False  # keep state_dir after a finished video
     max_size: int = MAX_OUTPUT_SIDE  # motion-latent models: output = the portrait's size, up to this a side
     head_motion: float = 1.0  # motion-latent models: share of the model's head motion kept (0: a still head)
-    # motion-latent models: head motion below this share of the face's height is held (None: the model's own)
-    head_deadzone: float | None = None
+    head_deadzone: float = 0.0  # motion-latent models: head motion below this share of the face's height is held
     latent_file: str | Path | None = None  # memory-map the video's latent here instead of RAM
     decode_chunk: int = 8  # latent frames per decode chunk
     decode_context: int = 2  # latent frames of causal context per chunk
@@ -240,10 +239,9 @@ def check_sampling(steps: int, shift: float, cfg: CFGConfig, timesteps: Sequence
 def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerConfig, CFGConfig]:
     """The run's sampler settings and guidance: the options, else the model's, else the defaults; checked
     (with the decode options: every bad setting fails before the audio is read)."""
-    asked = 0.0 if opts.head_deadzone is None else opts.head_deadzone
-    check_head_hold(opts.head_motion, asked)
+    check_head_hold(opts.head_motion, opts.head_deadzone)
     holds = [name for name, on in (("head_motion below 1", opts.head_motion < 1),
-                                   ("head_deadzone above 0", asked > 0)) if on]
+                                   ("head_deadzone above 0", opts.head_deadzone > 0)) if on]
     if holds and not moves_portrait(bundle.vae):
         raise MagicInfiniteError(f"{' and '.join(holds)} {'needs' if len(holds) == 1 else 'need'} a motion-latent model "
                                  "(the embedded demo): this model's VAE decodes pixels, so its head motion cannot be held "
@@ -256,14 +254,6 @@ def sampler_config(bundle: ModelBundle, opts: GenerateOptions) -> tuple[SamplerC
     scfg = SamplerConfig(steps=steps, shift=shift, window_frames=window, overlap_frames=overlap,
                          shift_windows=opts.shift_windows, distilled_timesteps=tuple(float(t) for t in timesteps))
     return scfg, cfg
-
-
-def head_deadzone(bundle: ModelBundle, opts: GenerateOptions) -> float:
-    """The run's head dead zone: the option, else the model's own (a motion-latent bundle's decode setting
-    `head_deadzone`), else 0 (a pixel-latent model cannot hold its head)."""
-    if opts.head_deadzone is not None:
-        return float(opts.head_deadzone)
-    return float(bundle.vae.cfg.head_deadzone) if moves_portrait(bundle.vae) else 0.0
 
 
 def prepare_portrait(
@@ -285,7 +275,7 @@ def prepare_portrait(
                                                  fallback=opts.face_fallback, notes=notes, max_side=opts.max_size,
                                                  lip_seams=max(bundle.vae.cfg.mouth_opening, bundle.vae.cfg.open_mouth_opening) > 0,
                                                  rigid_faces=bundle.vae.cfg.rigid_upper_face > 0,
-                                                 head_motion=opts.head_motion, head_deadzone=head_deadzone(bundle, opts))
+                                                 head_motion=opts.head_motion, head_deadzone=opts.head_deadzone)
         return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))
     img, img_u8 = load_portrait(full, bundle.height, bundle.width)
     masks = pixel_speaker_masks(img_u8, num_speakers, opts.speakers, portrait=full, fallback=opts.face_fallback,

@@ -13,7 +13,6 @@ import math
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any
 
-from magicinfinite_core.config import MAX_HEAD_DEADZONE
 from magicinfinite_core.errors import MagicInfiniteError
 
 MAX_STEPS = 200  # denoising steps (the sampler node's maximum)
@@ -208,8 +207,7 @@ def check_vae_config(d: Any, where: str) -> None:
                           {"working_size": RESOLUTION_RANGE, "residual_channels": (0, 65536),
                            "flow_scale": POSITIVE, "residual_scale": POSITIVE, "still_gate": (-2.0, 2.0),
                            "flow_deadzone": (0.0, 64.0), "residual_gain": (0.0, 4.0),
-                           "flow_smoothing": (0.0, 64.0), "head_deadzone": (0.0, MAX_HEAD_DEADZONE),
-                           **dict.fromkeys(SHARE_SETTINGS, (0.0, 1.0))})
+                           "flow_smoothing": (0.0, 64.0), **dict.fromkeys(SHARE_SETTINGS, (0.0, 1.0))})
     elif kind is None:
         check_config_dict(VAEConfig, d, where, VAE_KINDS, {"scaling_factor": POSITIVE})
     else:

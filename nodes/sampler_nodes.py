@@ -46,7 +46,6 @@ SAMPLER_MODES = ["distilled", "base (CFG)"]
 BACKENDS = ["single device", "multi-process (USP)"]
 DEVICES = ["auto", "cpu", "cuda"]
 SHIFT_RANGE = (0.1, 50.0)
-MODEL_OWN = -1.0  # a Float input at this value: the model's own setting (ComfyUI has no empty number)
 
 
 class MagicInfiniteCFG(io.ComfyNode):
@@ -214,11 +213,11 @@ class MagicInfiniteSampler(io.ComfyNode):
                                tooltip="Motion-latent models (the demo): share of the model's head motion kept. "
                                "0 holds the head where the portrait has it (the mouth still talks); 1 moves it "
                                "as the model does (nods the prompt asks for)."),
-                io.Float.Input("head_deadzone", default=MODEL_OWN, min=MODEL_OWN, max=MAX_HEAD_DEADZONE, step=0.005,
-                               optional=True,
+                io.Float.Input("head_deadzone", default=0.0, min=0.0, max=MAX_HEAD_DEADZONE, step=0.005, optional=True,
                                tooltip="Motion-latent models (the demo): head motion smaller than this share of the "
-                               "face's height is held, one over three times it (a nod) is kept whole. -1: the model's own "
-                               "(the demo's 0.02 holds a still prompt's bob on a full-length photo); 0 is off."),
+                               "face's height is held, one over three times it (a nod) is kept whole, one between is "
+                               "shortened less and less. 0 is off; 0.02 holds a still prompt's bob (a full-length "
+                               "photo) and keeps about half of a clear nod (a faint one is held too)."),
             ],
             outputs=[MagicLatent.Output("latent", display_name="latent")],
             hidden=[io.Hidden.unique_id],
@@ -285,7 +284,7 @@ class MagicInfiniteSampler(io.ComfyNode):
         cfg: Any = None,
         max_size: int = 0,
         head_motion: float = 1.0,
-        head_deadzone: float = MODEL_OWN,
+        head_deadzone: float = 0.0,
     ) -> io.NodeOutput:
         import warnings
 
@@ -319,7 +318,7 @@ class MagicInfiniteSampler(io.ComfyNode):
                     window=int(window), overlap=int(overlap), shift=float(shift), distilled_timesteps=timesteps,
                     seed=int(seed), state_dir=state_dir, resume=resumed,
                     max_size=int(max_size) or MAX_OUTPUT_SIDE, head_motion=float(head_motion),
-                    head_deadzone=None if float(head_deadzone) < 0 else float(head_deadzone),
+                    head_deadzone=float(head_deadzone),
                 )
                 prep_notes: list[str] = []
                 prep = prepare_portrait(model, portrait[:1], k, options, prep_notes)

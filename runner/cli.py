@@ -97,10 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--head-motion", type=float, default=1.0, metavar="SHARE",
                    help="motion-latent models (the demo): share of the model's head motion kept, 0 (the head held "
                    "where the picture has it; the mouth still talks) to 1 (default: as the model moves it)")
-    m.add_argument("--head-deadzone", type=float, default=None, metavar="SHARE",
+    m.add_argument("--head-deadzone", type=float, default=0.0, metavar="SHARE",
                    help="motion-latent models (the demo): head motion smaller than this share of the face's height "
-                   f"is held, one over three times it (a nod) kept whole; 0 (off) to {MAX_HEAD_DEADZONE}; default: the "
-                   "model's own (the demo's 0.02 holds a still prompt's bob on a full-length photo)")
+                   "is held, one over three times it (a nod) kept whole, one between shortened less and less; 0 "
+                   f"(default) to {MAX_HEAD_DEADZONE}; 0.02 holds a still prompt's bob on a full-length photo and "
+                   "keeps about half of a clear nod (a faint nod is held too)")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames shared by neighbouring windows (default: the model's; else 8)")
     m.add_argument("--shift", type=float, default=None, help="noise-schedule shift (default: the model's; else 7)")
@@ -185,7 +186,7 @@ def check_args(args: argparse.Namespace) -> None:
         f"--head-motion must be in 0..1 (0: a still head, 1: as the model moves it), got {args.head_motion}"
         if not 0.0 <= args.head_motion <= 1.0 else None,
         f"--head-deadzone must be in 0..{MAX_HEAD_DEADZONE} (a share of the face's height), got {args.head_deadzone}"
-        if args.head_deadzone is not None and not 0.0 <= args.head_deadzone <= MAX_HEAD_DEADZONE else None,
+        if not 0.0 <= args.head_deadzone <= MAX_HEAD_DEADZONE else None,
     ]
     for e in errors:
         if e:

@@ -218,7 +218,6 @@ def test_bad_configs_are_refused():
     ("mouth_opening", -0.5, "'mouth_opening' must be in 0..1"),
     ("rigid_upper_face", 1.5, "'rigid_upper_face' must be in 0..1"),
     ("mouth_teeth", float("nan"), "'mouth_teeth' must be a finite number"),
-    ("head_deadzone", 0.5, "'head_deadzone' must be in 0..0.1, got 0.5"),
     ("working_size", 100, "its vae config does not load: working_size 100 must be a multiple of cell 8"),
 ])
 def test_a_bundle_with_a_bad_decode_setting_names_its_file_and_the_setting(tmp_path, setting, value, message):

@@ -207,7 +207,6 @@ def test_missing_model_is_a_validation_error_naming_the_folder(comfyui_server, v
         ("6.overlap", 40, "must be under half the window"),
         ("6.head_motion", 1.5, "bigger than max of 1.0"),
         ("6.head_deadzone", 0.5, "bigger than max of 0.1"),
-        ("6.head_deadzone", -1.5, "smaller than min of -1.0"),
         ("1.model", "../../../etc", "must not contain '..'"),
     ],
 )

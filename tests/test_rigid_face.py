@@ -315,23 +315,6 @@ def test_the_head_dead_zone_shortens_less_and_less_up_to_three_zones():
     assert float(slope[198:200].max()) == 0 and 0.99 < float(slope[200:203].max()) < 1.02
 
 
-def test_the_demo_holds_its_own_head_dead_zone_unless_the_run_says_otherwise(tmp_path):
-    """The demo bundle's decode setting `head_deadzone` (0.02) is the run's when the option is left empty; an
-    explicit 0 turns it off; a pixel-latent model with the option empty is not refused."""
-    from magicinfinite_core.generate import GenerateOptions, head_deadzone, prepare_portrait
-    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle, random_bundle
-
-    demo = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
-    assert demo.vae.cfg.head_deadzone == 0.02
-    photo = rp.heldout_photo(rp.HALF_LENGTH, tmp_path)
-    ref = prepare_portrait(demo, photo, 1, GenerateOptions(), []).reference
-    assert ref.head_deadzone == 0.02 and len(ref.rigid_faces) == 1 and ref.rigid_faces[0].head is not None
-    assert prepare_portrait(demo, photo, 1, GenerateOptions(head_deadzone=0.0), []).reference.head_deadzone == 0.0
-    pixel = random_bundle(0)
-    assert head_deadzone(pixel, GenerateOptions()) == 0.0
-    assert prepare_portrait(pixel, photo, 1, GenerateOptions(), []).reference is None
-
-
 def test_head_motion_outside_0_1_or_on_a_pixel_model_is_refused_before_the_audio_is_read(tmp_path):
     from magicinfinite_core.errors import MagicInfiniteError
     from magicinfinite_core.generate import generate

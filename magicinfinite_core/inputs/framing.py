@@ -197,7 +197,7 @@ def check_head_hold(head_motion: float, head_deadzone: float) -> None:
                                  f"still, the mouth still talks) to 1 (as the model moves it); got {head_motion}")
     if not 0.0 <= float(head_deadzone) <= MAX_HEAD_DEADZONE:
         raise MagicInfiniteError(f"head_deadzone is the head motion held, as a share of the face's height, from 0 "
-                                 f"(off) to {MAX_HEAD_DEADZONE} (the demo's own 0.02 holds a still prompt's bob and keeps a nod); "
+                                 f"(off) to {MAX_HEAD_DEADZONE} (0.02 holds a still prompt's bob, a clear nod keeps about half); "
                                  f"got {head_deadzone}")
 
 

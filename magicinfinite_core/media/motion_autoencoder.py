@@ -103,12 +103,6 @@ class MotionAutoencoderConfig:
     # upper face: 3.4 dB of per-second scatter below the eyes, 0.4 dB above). 0: off (the reference
     # needs `rigid_faces` too).
     rigid_upper_face: float = 0.0
-    # Decode: the model's own head dead zone, a share of each face's height: head motion below it is held,
-    # over three times it kept whole (media/rigid_face.py, `head_share_kept`); a run's `head_deadzone` replaces it.
-    # Why the model carries it: its still prompts' bob on a full-length photo is its own (the demo v8.4:
-    # 4.3-5.4 grey levels of upper-face change), and so is the size of its nods. 0: off (the reference needs
-    # `rigid_faces`; `framing.frame_portrait` finds them when a dead zone is on).
-    head_deadzone: float = 0.0
 
     @property
     def smoothing_reach(self) -> int:

@@ -160,8 +160,8 @@ def head_share_kept(size: torch.Tensor, deadzone: float) -> torch.Tensor:
     dead zone to 0 at three times it, and from there it is kept whole. Why this curve: shortening every motion
     by the dead zone (session 16) held a still prompt's bob on a full-length photo (it reaches about the dead
     zone) but kept a third of a nod (its swing is two to three dead zones); a share switched on between one and
-    two dead zones kept the nod but snapped the head (its per-frame speed above the model's own). This one keeps
-    a nod's size and speed (measured: docs/demo_model.md, session 18)."""
+    two dead zones kept more of the nod but snapped the head (faster than the model moved it). This one keeps half
+    of a nod at the model's own speed (measured: docs/demo_model.md, session 18)."""
     d = max(0.0, float(deadzone))
     if d <= 0:
         return torch.ones_like(size)

@@ -47,8 +47,8 @@ from training.eval import metrics
 
 def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
     """What decoding moves for a clip's portrait (uint8 [H, W, 3]): for a motion autoencoder whose decode settings
-    use face parts (parted lips, a rigid upper face, a head dead zone), the whole portrait as the region with the
-    parts face mesh finds on it, as `framing.frame_portrait` gives a photograph; else the portrait itself."""
+    use face parts (parted lips, a rigid upper face), the whole portrait as the region with the parts face mesh
+    finds on it, as `framing.frame_portrait` gives a photograph; else the portrait itself."""
     from magicinfinite_core.inputs.framing import find_face_parts
     from magicinfinite_core.media.autoencoders import moves_portrait, portrait_tensor
     from magicinfinite_core.media.motion_autoencoder import MotionReference
@@ -57,12 +57,12 @@ def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
         return portrait
     cfg = vae.cfg
     lips = max(cfg.mouth_opening, cfg.open_mouth_opening) > 0
-    if not (lips or cfg.rigid_upper_face > 0 or cfg.head_deadzone > 0):
+    if not (lips or cfg.rigid_upper_face > 0):
         return portrait
     picture = np.ascontiguousarray(np.asarray(portrait, np.uint8))
-    seams, rigid = find_face_parts(picture, [(0, 0, picture.shape[1], picture.shape[0])], heads=cfg.head_deadzone > 0)
+    seams, rigid = find_face_parts(picture, [(0, 0, picture.shape[1], picture.shape[0])])
     return dataclasses.replace(MotionReference.whole(portrait_tensor(picture)), seams=seams if lips else (),
-                               rigid_faces=rigid, head_deadzone=float(cfg.head_deadzone))
+                               rigid_faces=rigid if cfg.rigid_upper_face > 0 else ())
 
 
 def write_clip_video(frames: np.ndarray, clip_dir: Path, out: Path) -> Path:
