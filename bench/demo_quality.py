@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from magicinfinite_core.weights.bundle import BUNDLE_FILE, DEMO_MODEL_DIR, load_bundle
+from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
 from training.eval import real_photos as rp
 
 
@@ -147,11 +147,6 @@ def format_table(rows: list[dict], modes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def vae_file(model: str | Path) -> Path:
-    spec = json.loads((Path(model) / BUNDLE_FILE).read_text())
-    return Path(model) / spec["vae"]["weights"]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR), help="bundle folder with a 'distilled' entry (default: the demo)")
@@ -209,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             distilled = mode == "distilled"
             bundle = load_bundle(a.model, "cpu", distilled=distilled)
             steps, shift, cfg, ts = bundle.resolve_sampling(distilled)
-            ev = evaluate(bundle.dit_path, vae_file(a.model), a.heldout, long_dir=a.long, clips=a.world_clips,
+            ev = evaluate(None, None, a.heldout, bundle=a.model, long_dir=a.long, clips=a.world_clips,
                           control_clips=a.control_clips, steps=steps, shift=shift, audio_scale=cfg.audio_scale,
                           text_scale=cfg.text_scale, seed=a.seed, distilled=distilled, distilled_timesteps=ts)
             per_model[mode]["world"] = ev["summary"]
