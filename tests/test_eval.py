@@ -215,6 +215,15 @@ def test_evaluate_a_bundle_decodes_as_the_pipeline_and_writes_videos(tmp_path):
         evaluate(None, DEMO_MODEL_DIR / "vae.safetensors", tmp_path / "heldout")
 
 
+@pytest.mark.parametrize("args", [["--vae", "v.safetensors"], ["--bundle", "b", "--dit", "d.safetensors"], []])
+def test_evaluate_cli_needs_a_bundle_or_both_files(args, capsys):
+    from training.eval.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--heldout", "nowhere"])
+    assert exit_.value.code == 2 and "give --bundle DIR, or both --dit and --vae" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ upper face (issue 26)
 def _ramp_video(n: int, shift_px: int = 0) -> np.ndarray:
     """A horizontal grey ramp (2 grey levels per pixel); every odd frame moved right by `shift_px`."""

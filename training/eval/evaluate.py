@@ -343,12 +343,13 @@ def evaluate(
         fbox = np.asarray(clip.gt["face_box"][0, int(clip.meta.get("speaker", 0))])
         excl = ~metrics.non_mouth_mask(item["mouth_box"].numpy(), *clip.frames.shape[1:3])
         res = {"clip": d.name}
+        ref = clip_reference(vae, item["portrait"])
         for action in ("still", "nodding"):
             rng = np.random.default_rng(seed + i)
             prompt = _swap_action(clip.meta["controls"], action, rng, clip.meta["style"], "heldout")
             tok, msk, pooled = text.encode([prompt])
             cond = conditions_from_cache({**item, "text_tokens": tok[0], "text_mask": msk[0], "pooled": pooled[0]}, null)
-            frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=clip_reference(vae, item["portrait"]))
+            frames = gen(model, vae, cond, n, sampler, guidance, seed + i, portrait=ref)
             res[action] = metrics.head_motion(frames, fbox, exclude=excl)["motion_y"]
         control.append(res)
         print(json.dumps(res), flush=True)
@@ -472,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     if (a.bundle is not None and (a.dit or a.vae)) or (a.bundle is None and not (a.dit and a.vae)):
         p.error("give --bundle DIR, or both --dit and --vae")
     torch.set_num_threads(a.threads)
-    res = evaluate(a.dit, a.vae, a.heldout, bundle=a.bundle, videos=a.videos, long_dir=a.long, clips=a.clips, control_clips=a.control_clips,
+    res = evaluate(a.dit, a.vae, a.heldout, bundle=a.bundle, videos=a.videos, long_dir=a.long, clips=a.clips,
+                   control_clips=a.control_clips,
                    steps=a.steps, shift=a.shift, audio_scale=a.audio_scale, text_scale=a.text_scale,
                    seed=a.seed, mediapipe=a.mediapipe, distilled=a.distilled,
                    distilled_timesteps=tuple(a.distilled_timesteps))
