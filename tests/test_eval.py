@@ -184,26 +184,26 @@ def test_evaluate_a_bundle_decodes_as_the_pipeline_and_writes_videos(tmp_path):
     import shutil
     from pathlib import Path
 
+    from PIL import Image
+
+    from magicinfinite_core.media.autoencoders import load_autoencoder
     from magicinfinite_core.media.video_io import probe_video
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.data.clip import read_clip
+    from training.eval import real_photos as rp
     from training.eval.evaluate import clip_reference, evaluate
 
     root = Path(__file__).resolve().parents[1]
     clip_dir = tmp_path / "heldout" / "heldout_000001"
     shutil.copytree(root / "training/data/sample/heldout_000001", clip_dir)
-    from PIL import Image
-
-    from magicinfinite_core.media.autoencoders import load_autoencoder
-    from training.eval import real_photos as rp
-
     photo = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
-    ref = clip_reference(load_bundle(DEMO_MODEL_DIR, "cpu").vae, photo)
+    vae = load_bundle(DEMO_MODEL_DIR, "cpu").vae
+    ref = clip_reference(vae, photo)
     assert len(ref.seams) == 1 and len(ref.rigid_faces) == 1
     assert ref.box == (0, 0, photo.shape[1], photo.shape[0])
     bare = load_autoencoder(DEMO_MODEL_DIR / "vae.safetensors")  # the file's own config: no face parts asked for
     assert clip_reference(bare, photo) is photo
-    clip_ref = clip_reference(load_bundle(DEMO_MODEL_DIR, "cpu").vae, read_clip(clip_dir).frames[0])
+    clip_ref = clip_reference(vae, read_clip(clip_dir).frames[0])
     assert len(clip_ref.rigid_faces) == 1
     res = evaluate(None, None, tmp_path / "heldout", bundle=DEMO_MODEL_DIR, videos=tmp_path / "videos", clips=1,
                    control_clips=1, distilled=True)
