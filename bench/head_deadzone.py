@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                         frames = rp.read_video(path)
                         m = rp.talking_measures(frames, wav, ref, meter)
                         rows.append({"picture": name, "seed": seed, "voice": info["voice"], "action": action,
-                                     "head_deadzone": dz, "head_motion": rp.head_motion(frames, box, ~ref.keep),
+                                     "head_deadzone": dz,
                                      **{f"head_{k}": v for k, v in rp.head_swing(frames, box, ~ref.keep).items()},
                                      **{k: m[k] for k in ("upper_flicker", "upper_psnr", "lipsync_r", "lipsync_r_reversed")}})
                         print(json.dumps(rp.json_safe(rows[-1])), file=sys.stderr, flush=True)

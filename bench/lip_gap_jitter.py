@@ -16,44 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from training.eval.real_photos import FACE_CROP
 
-# (dx, dy) in face heights and the crop's side in face sizes; the first is the bench's own crop
-CROPS = [(0.0, 0.0, 1.8), (0.01, 0.0, 1.78), (-0.01, 0.0, 1.82), (0.0, 0.01, 1.8), (0.0, -0.01, 1.8),
+# FaceMeter crops (dx, dy in face heights, side in face sizes); the first is the bench's own
+CROPS = [FACE_CROP, (0.01, 0.0, 1.78), (-0.01, 0.0, 1.82), (0.0, 0.01, 1.8), (0.0, -0.01, 1.8),
          (0.007, 0.007, 1.84), (-0.007, -0.007, 1.76), (0.007, -0.007, 1.8), (-0.007, 0.007, 1.8)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
-
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.eval import real_photos as rp
-
-    class AveragedMeter(rp.FaceMeter):
-        """`FaceMeter` whose lip gap is the mean over `crops` face-mesh crops of each detected face."""
-
-        def __init__(self, crops: int) -> None:
-            super().__init__()
-            self.crops = CROPS[:crops]
-
-        def faces(self, frame: np.ndarray, max_faces: int = 1) -> list:
-            img, s = self._upscaled(frame)
-            out = []
-            for b in self._detect(img, max_faces):
-                gaps = []
-                for dx, dy, grow in self.crops:
-                    side = grow * max(b.width, b.height)
-                    cx, cy = b.center[0] + dx * b.height, b.center[1] + (0.1 + dy) * b.height
-                    crop = Image.fromarray(img).crop((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-                    found = self.mesh.landmarks(np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop),
-                                                                                             Image.BICUBIC))))
-                    if found:
-                        lm = found[0]
-                        gaps.append(abs(lm[rp._MP_LOWER, 1] - lm[rp._MP_UPPER, 1])
-                                    / max(abs(lm[rp._MP_CHIN, 1] - lm[rp._MP_TOP, 1]), 1e-6))
-                out.append(rp.FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s),
-                                          float(np.mean(gaps)) if gaps else float("nan"), None, None))
-            return out
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a demo_quality work folder (holds <mode>_speakers<k>.mp4)")
@@ -75,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     tracks, owner = rp.turn_tracks(k, max(a.seconds, 2.0 * k), a.seed + 7 * k)
     result: dict = {"run": a.run, "speakers": k, "crops": a.crops}
     keys = ("gap_active", "gap_silent", "gap_ratio", "gap_noise_floor")
-    with rp.FaceMeter() as plain, AveragedMeter(a.crops) as averaged:
+    with rp.FaceMeter() as plain, rp.FaceMeter(crops=CROPS[: a.crops]) as averaged:
         ref = rp.pipeline_reference(bundle, comp, plain, faces=k, name=f"the {k}-face composite")
         for mode, path in videos.items():
             frames = rp.read_video(path)

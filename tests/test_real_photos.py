@@ -26,6 +26,23 @@ def portraits(tmp_path_factory):
     return rp.default_portraits(tmp_path_factory.mktemp("portraits"))
 
 
+def test_a_meter_reading_several_crops_averages_them_and_keeps_the_first_crops_landmarks(meter, portraits):
+    """FaceMeter(crops=...) on a real photo: the same crop twice reads exactly the one-crop gap and landmarks;
+    crops shifted by a percent of the face read a gap within face mesh's noise of it, with the first crop's
+    landmarks."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(portraits[0]).convert("RGB"))
+    one = meter.faces(img)[0]
+    assert np.isfinite(one.gap) and one.landmarks is not None
+    with rp.FaceMeter(crops=(rp.FACE_CROP, rp.FACE_CROP)) as twice:
+        same = twice.faces(img)[0]
+    assert same.gap == pytest.approx(one.gap, abs=1e-9) and np.array_equal(same.landmarks, one.landmarks)
+    with rp.FaceMeter(crops=(rp.FACE_CROP, (0.01, 0.0, 1.78), (0.0, -0.01, 1.82))) as shifted:
+        avg = shifted.faces(img)[0]
+    assert avg.gap != one.gap and abs(avg.gap - one.gap) < 0.01 and np.array_equal(avg.landmarks, one.landmarks)
+
+
 def open_mouth(img: np.ndarray, lips: tuple[float, float, float, float], d: float) -> np.ndarray:
     """Drop the lower lip and jaw of a photo by `d` px (smooth backward warp) and paint the opened gap
     dark: a mouth opened by a known amount."""

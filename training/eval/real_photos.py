@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from training.eval import metrics
 
 MAX_LAG = 2
 _MP_UPPER, _MP_LOWER, _MP_TOP, _MP_CHIN = 13, 14, 10, 152
+# `FaceMeter`'s crop of a face: centre offset (dx, dy, in face heights; the crop sits 0.1 lower still) and side
+# (in face sizes)
+FACE_CROP = (0.0, 0.0, 1.8)
 _MP_NOSE_TIP = 1
 _MP_LIP_TOP = 0  # the top of the upper lip's middle
 SILENCE_DBFS = -45.0  # a frame this quiet counts as silent (the speaker does not speak)
@@ -289,11 +293,13 @@ class FaceMeter:
     """mediapipe face detection + face mesh on upscaled face crops, reusable across frames (building
     the graphs costs ~0.5 s each)."""
 
-    def __init__(self, min_side: int = 256, crop: int = 256, detect_side: int = 512) -> None:
+    def __init__(self, min_side: int = 256, crop: int = 256, detect_side: int = 512,
+                 crops: Sequence[tuple[float, float, float]] = (FACE_CROP,)) -> None:
         from magicinfinite_core.inputs.face_tasks import FaceMesh
         from magicinfinite_core.inputs.masks import FaceDetector
 
         self.min_side, self.crop, self.detect_side = min_side, crop, detect_side
+        self.crops = tuple(crops)  # (dx, dy, side) in face sizes; the lip gap is the mean over them
         self.detector = FaceDetector(min_confidence=0.5)
         self.mesh = FaceMesh(max_faces=1, min_detection_confidence=0.3)
         self.lips = _lip_indices()
@@ -343,21 +349,25 @@ class FaceMeter:
         boxes = self._detect(img, max_faces)
         out = []
         for b in boxes:
-            side = 1.8 * max(b.width, b.height)
-            cx, cy = b.center[0], b.center[1] + 0.1 * b.height
-            x0, y0 = cx - side / 2, cy - side / 2
-            crop = Image.fromarray(img).crop((int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side))))
-            crop = np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop), Image.BICUBIC)))
-            found = self.mesh.landmarks(crop)
-            gap, lips, pts = float("nan"), None, None
-            if found:
+            gaps, lips, pts = [], None, None
+            for i, (dx, dy, grow) in enumerate(self.crops):
+                side = grow * max(b.width, b.height)
+                cx, cy = b.center[0] + dx * b.height, b.center[1] + (0.1 + dy) * b.height
+                x0, y0 = cx - side / 2, cy - side / 2
+                crop = Image.fromarray(img).crop((int(round(x0)), int(round(y0)), int(round(x0 + side)),
+                                                  int(round(y0 + side))))
+                found = self.mesh.landmarks(np.ascontiguousarray(np.asarray(crop.resize((self.crop, self.crop),
+                                                                                         Image.BICUBIC))))
+                if not found:
+                    continue
                 lm = found[0]  # [468, 2] normalised x, y
-                gap = abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1]) / max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6)
-                # crop pixels are side / crop px of the (upscaled) frame; x0 + side * normalised = frame px
-                pts = ((np.array([x0, y0], np.float32) + lm * side) / s).astype(np.float32)
-                px, py = pts[self.lips, 0], pts[self.lips, 1]
-                lips = (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
-            out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), float(gap), lips, pts))
+                gaps.append(abs(lm[_MP_LOWER, 1] - lm[_MP_UPPER, 1]) / max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6))
+                if i == 0:  # landmarks from the first crop: crop px are side / crop px of the (upscaled) frame
+                    pts = ((np.array([x0, y0], np.float32) + lm * side) / s).astype(np.float32)
+                    px, py = pts[self.lips, 0], pts[self.lips, 1]
+                    lips = (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
+            gap = float(np.mean(gaps)) if gaps else float("nan")
+            out.append(FaceReading((b.x0 / s, b.y0 / s, b.x1 / s, b.y1 / s), gap, lips, pts))
         return out
 
     def track(self, frames: np.ndarray, centres: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -586,13 +596,13 @@ def head_motion(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_p
 
 
 def head_swing(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px: int = 96) -> dict[str, float]:
-    """A nod's size and speed in picture pixels: the 95th percentile of the face's vertical shift from frame 0
-    (`metrics.head_shifts`, on frames pooled as in `head_motion`) and of its change from one frame to the next.
-    Why both: a head hold that keeps a nod's size by moving it faster than the model did snaps the head."""
+    """`head_motion` ("motion") and a nod's size and speed in picture pixels, from one shift search: the 95th
+    percentile of the face's vertical shift from frame 0 ("swing") and of its change from one frame to the next
+    ("speed"). Why both: a head hold that keeps a nod's size by moving it faster than the model did snaps the head."""
     frames, box, exclude, k = _pooled_to_face(frames, box, exclude, face_px)
-    dy = metrics.head_shifts(frames, box, exclude=exclude)[:, 1] * k
-    return {"swing": float(np.percentile(np.abs(dy), 95)),
-            "speed": float(np.percentile(np.abs(np.diff(dy)), 95)) if len(dy) > 1 else 0.0}
+    dy = metrics.head_shifts(frames, box, exclude=exclude)[:, 1]
+    return {"motion": float(dy.std()), "swing": float(np.percentile(np.abs(dy * k), 95)),
+            "speed": float(np.percentile(np.abs(np.diff(dy * k)), 95)) if len(dy) > 1 else 0.0}
 
 
 def _nanmean(x: np.ndarray) -> float | None:
