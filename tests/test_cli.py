@@ -67,6 +67,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert err.startswith("error:") and err.count("\n") == 0, err
 
 
+def test_max_size_shrinks_a_motion_model_video_and_is_range_checked(tmp_path, capsys):
+    """--max-size caps the longer side of the embedded (motion-latent) demo's video, which otherwise has the
+    picture's own size; it never enlarges a smaller picture, and a value outside 64..4096 is a one-line error."""
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 80, 3), dtype=np.uint8)).save(tmp_path / "tall.png")
+    _, a = _inputs(tmp_path)
+    common = ["generate", "--portrait", str(tmp_path / "tall.png"), "--audio", a, "--prompt", "a person talking",
+              "--speaker-box", "8,8,72,72", "-q"]
+    for max_size, size in ((64, (52, 64)), (4096, (80, 96))):  # (width, height) of the video
+        out = tmp_path / f"m{max_size}.mp4"
+        assert main(common + ["--max-size", str(max_size), "--out", str(out)]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        info = probe_video(out)
+        assert (info.width, info.height) == size
+    assert main(common + ["--max-size", "32", "--out", str(tmp_path / "bad.mp4")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--max-size must be in 64..4096, got 32" in err and err.count("\n") == 0, err
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_generate_command_writes_video_and_json_report(tmp_path, capsys):
     p, a = _inputs(tmp_path)
     vae = VAEConfig(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, mid_block_add_attention=False)

@@ -165,8 +165,10 @@ def test_readme_demo_workflow_with_the_embedded_demo_model(comfyui_install, tmp_
     assert len(videos) == 1, proc.stdout
     with av.open(str(videos[0])) as c:
         frames = sum(1 for _ in c.decode(video=0))
+        size = (c.streams.video[0].width, c.streams.video[0].height)
         audio = c.streams.audio[0]
         seconds = float(audio.duration * audio.time_base)
+    assert size == (512, 512)  # issue 26: the demo workflows render at 512 x 512, the portrait's own size
     assert frames == 111  # workflows/assets/voice_one_speaker.wav is 4.44 s
     assert abs(seconds - 4.44) < 0.05
     # a newcomer sees the result, not noise: no TF Lite / absl start-up lines, no temporary preview PNG

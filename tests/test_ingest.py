@@ -337,3 +337,31 @@ def test_without_ray_the_command_says_how_to_install(videos, tmp_path, monkeypat
     assert main([str(videos["dir"] / "w30.mp4"), "--out", str(tmp_path / "o2"), "--captioner",
                  str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_ingested_footage_caches_as_motion_latents_with_optical_flow(run1, ray_local, tmp_path):
+    """Issue 26, build item 3: footage read by ingest gains the motion latent in its cache. It has no renderer's
+    field, so each clip is encoded by optical flow from its first frame, and the cache holds that frame's
+    portrait condition for the DiT."""
+    import torch
+
+    from magicinfinite_core.media.autoencoders import load_autoencoder
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR
+    from magicinfinite_core.weights.checkpoints import load_state_dict
+    from training.data.clip import list_clips, read_clip
+    from training.preprocess import clip_latent, preprocess, read_cache_manifest
+
+    out, _ = run1
+    vae_path = DEMO_MODEL_DIR / "vae.safetensors"  # the demo's motion autoencoder
+    preprocess([out], vae_path, tmp_path / "cache", limit=2, log_every=0)
+    rows = read_cache_manifest(tmp_path / "cache")
+    assert len(rows) == 2
+    ae = load_autoencoder(vae_path)
+    first = read_clip(next(d for d in list_clips(out) if d.name == rows[0]["name"]))
+    assert "portrait_flow" not in first.gt  # footage: no exact field, so optical flow
+    cached = load_state_dict(tmp_path / "cache" / f"{rows[0]['name']}.safetensors")
+    latent, reference = clip_latent(ae, first)
+    assert cached["latent"].shape == latent.shape == (ae.cfg.latent_channels, 9, 8, 8)  # 33 frames, 64 px / 8
+    assert torch.allclose(cached["latent"].float(), latent, atol=1e-3)
+    assert torch.allclose(cached["reference_latent"].float(), reference, atol=1e-3)
+    assert float(latent[:2, 1:].abs().amax()) > 0  # the footage moves: a flow, not a still latent

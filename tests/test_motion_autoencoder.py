@@ -181,6 +181,33 @@ def test_decode_moves_only_the_region_of_a_larger_picture():
     assert torch.equal(out[0].transpose(0, 1), ae.decode_frames(codes, ref))
 
 
+def test_the_region_join_cannot_be_seen_when_the_whole_region_moves():
+    """Issue 26: the rest of the picture stays still and the join is invisible. The worst case is a region whose
+    every cell moves: the field fades to nothing over the outer cell, so across the region's edge the video's
+    step between neighbouring pixels is the picture's own, and inside it the change grows without a jump."""
+    ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=0))
+    picture = _texture(300, 420, seed=6)
+    x0, y0, x1, y1 = 100, 40, 292, 232
+    z = torch.zeros(1, ae.cfg.latent_channels, 2, 16, 16)
+    z[:, :, 1] = 2.0  # every cell of frames 1-4 moves the same way
+    frame = ae.decode(z, MotionReference(picture, (x0, y0, x1, y1)))[0, :, 4]
+    change = (frame - picture[0]).abs().mean(0)  # [H, W]
+    inside = change[y0:y1, x0:x1]
+    assert float(inside[80:110, 80:110].mean()) > 0.05  # the middle moved
+    assert float(inside[0].max()) < 0.1 * float(inside[80:110, 80:110].mean())  # the edge row barely did
+    cell = (y1 - y0) // 16
+    band = inside[:cell, 60:130].mean(1)  # from the top edge inward over the outer cell, rising without a jump
+    assert float(band.diff().max()) < 0.35 * float(band.max())
+
+    def step(img: torch.Tensor, where: str) -> float:  # mean |difference| between the two pixels across an edge
+        if where == "left":
+            return float((img[:, y0:y1, x0] - img[:, y0:y1, x0 - 1]).abs().mean())
+        return float((img[:, y0, x0:x1] - img[:, y0 - 1, x0:x1]).abs().mean())
+
+    for where in ("left", "top"):
+        assert step(frame, where) < 1.1 * step(picture[0], where) + 1e-3
+
+
 def test_save_load_and_the_door_functions():
     ae = MotionAutoencoder(MotionAutoencoderConfig(residual_channels=2))
     basis = torch.linalg.qr(torch.randn(3 * 64, 2))[0].T.contiguous()
@@ -237,6 +264,23 @@ def test_a_bundle_with_a_bad_decode_setting_names_its_file_and_the_setting(tmp_p
     with pytest.raises(MagicInfiniteError, match="bundle.json: ") as err:
         load_bundle(bundle, "cpu")
     assert message in str(err.value)
+
+
+def test_the_embedded_demo_ships_a_motion_model_base_and_4_step_in_under_30_mb():
+    """Issue 26's shipping rule: the base DiT and its 4-step generator, safetensors only, under 30 MB in all, and
+    both load with every key in place (loading names missing or unexpected keys, so a load that passes is whole)."""
+    import json
+
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+
+    files = sorted(p.name for p in DEMO_MODEL_DIR.iterdir() if p.is_file())
+    assert files == ["bundle.json", "dit.safetensors", "dit_4step.safetensors", "vae.safetensors"]
+    assert sum((DEMO_MODEL_DIR / f).stat().st_size for f in files) < 30 * 1024 * 1024
+    assert json.loads((DEMO_MODEL_DIR / "bundle.json").read_text())["vae"]["config"]["kind"] == "motion"
+    base, fast = load_bundle(DEMO_MODEL_DIR, "cpu"), load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
+    assert base.dit is not fast.dit
+    assert any(not torch.equal(a, b) for a, b in zip(base.dit.state_dict().values(), fast.dit.state_dict().values(),
+                                                     strict=True))
 
 
 def test_x0_prediction_with_a_zero_head_stands_still_at_every_noise_level():

@@ -89,6 +89,21 @@ def test_single_speaker_workflow_writes_mp4_with_audio_and_progress(comfyui_serv
     assert any(d.get("node") == "7" for d in result.messages_of("progress"))  # decode chunks
 
 
+def test_max_size_input_shrinks_the_embedded_demo_video(comfyui_server, voice):
+    """The Sampler's max_size caps the embedded (motion-latent) demo's output, which is otherwise the portrait's
+    own size (the shipped workflow's 512 x 512 portrait)."""
+    import av
+
+    wf = magic_workflow("single_speaker", "embedded demo", voice,
+                        **{"1.transformer": "4-step distilled", "6.steps": 4, "6.max_size": 256})
+    result = comfyui_server.run(wf, timeout=300)
+    assert result.succeeded, result.history.get("status")
+    item = result.outputs["7"]["images"][0]
+    with av.open(str(comfyui_server.server.output_dir / item["subfolder"] / item["filename"])) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (256, 256)
+        assert sum(1 for _ in c.decode(video=0)) == round(SECONDS * 25)
+
+
 def test_usp_backend_runs_in_worker_processes_and_matches_single_device(comfyui_server, magic_test_bundle, voice):
     """The sampler node hands windows to 2 persistent gloo workers; ComfyUI stays one process."""
     import av

@@ -319,3 +319,20 @@ def test_shares_outside_0_1_are_refused_before_anything_is_built(tmp_path, flag,
         build.main(["--out", str(tmp_path / "w"), "--num-clips", "1", flag, "1.5"])
     assert e.value.code == 2 and f"{flag} must be in 0..1" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+@needs_espeak
+def test_an_open_smile_portrait_closes_its_mouth_on_silence():
+    """Issue 26, build item 3: a portrait with an open smile is the clip's frame 0 as photographed, and the world
+    teaches its mouth to close in silence and open with the voice. Read back by face mesh, not from the labels."""
+    from training.eval.real_photos import FaceMeter
+
+    clip = make_clip(16, "train", 33, WorldConfig(128, 128, photo_faces=1.0, photo_open_portraits=1.0))
+    assert clip.meta["photo"]["open_portrait"]
+    opening = clip.gt["mouth_open"]
+    with FaceMeter() as meter:
+        gaps = np.array([meter.faces(f)[0].gap for f in clip.frames])
+    silent, loud = opening[1:] < 0.02, opening[1:] > 0.3
+    assert silent.sum() >= 5 and loud.sum() >= 5
+    assert np.median(gaps[1:][silent]) < 0.7 * gaps[0]  # closed: well under the photo's own open smile
+    assert gaps[1:][loud].mean() > 1.3 * gaps[0]  # and opens past it with the voice

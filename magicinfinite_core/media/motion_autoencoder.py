@@ -17,8 +17,12 @@ the picture stays still and the join cannot be seen.
 
 Time grid: exactly HunyuanVideo's causal one. Latent frame k >= 1 holds the codes of frames
 4k-3..4k (one slot per frame); latent frame 0 holds frame 0's code in every slot, so a still video
-(all zeros) has all latent frames equal and "copy the portrait" is the zero latent. Every frame is
-decoded from its own slot alone, so chunked decode equals one-shot decode exactly.
+(all zeros) has all latent frames equal and "copy the portrait" is the zero latent. Encoding is causal:
+a latent frame depends on its own frames and the portrait only. With `flow_smoothing` 0 every frame is
+decoded from its own slot alone; with smoothing on (the demo: 1 frame) a frame also reads up to three
+neighbouring slots each way, so decoders take one latent frame of look-ahead (`decode_lookahead`: a
+streamed video's frames 4k-3..4k wait for latent frame k+1) and enough left context. Either way chunked
+decode equals one-shot decode exactly (tested on both).
 """
 
 from __future__ import annotations

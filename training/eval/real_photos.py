@@ -605,6 +605,40 @@ def head_swing(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px
             "speed": float(np.percentile(np.abs(np.diff(dy * k)), 95)) if len(dy) > 1 else 0.0}
 
 
+# face-mesh points of an expression: mouth corners, mid brows, the nose tip
+_MP_CORNERS, _MP_BROWS, _MP_NOSE_TIP = (61, 291), (105, 334), 1
+
+
+def expression(landmarks: np.ndarray) -> np.ndarray:
+    """(corner lift, brow lift, mouth width) of one face's face-mesh landmarks [468, 2], in face heights: how far
+    the mouth corners sit above the inner lips' middle (a smile raises them, a frown lowers them), the brows above
+    the nose tip (surprise raises them with the eyes, a frown lowers them), and the corners' distance apart. Why
+    these three: they are what the training world's smile, frown and surprise move
+    (`training/data/photo_face._emotion_terms`)."""
+    lm = np.asarray(landmarks, np.float64)
+    h = max(abs(lm[_MP_CHIN, 1] - lm[_MP_TOP, 1]), 1e-6)
+    corner = lm[[_MP_UPPER, _MP_LOWER], 1].mean() - lm[list(_MP_CORNERS), 1].mean()
+    brow = lm[_MP_NOSE_TIP, 1] - lm[list(_MP_BROWS), 1].mean()
+    width = abs(lm[_MP_CORNERS[0], 0] - lm[_MP_CORNERS[1], 0])
+    return np.array([corner, brow, width]) / h
+
+
+def expression_change(frames: np.ndarray, portrait: np.ndarray, meter: FaceMeter, start: float = 0.5,
+                      every: int = 2) -> dict[str, float | None]:
+    """The face's `expression` over the video from `start` (a share of its length: an emotion builds up) minus the
+    portrait's, every `every`-th frame; None where face mesh reads no face."""
+    found = meter.faces(portrait)
+    if not found or found[0].landmarks is None:
+        raise NoFaceError("no face in the portrait: its expression cannot be read")
+    base = expression(found[0].landmarks)
+    vals = [expression(r[0].landmarks) for f in frames[int(len(frames) * start) :: every]
+            if (r := meter.faces(f)) and r[0].landmarks is not None]
+    if not vals:
+        return {"corner_lift": None, "brow_lift": None, "mouth_width": None}
+    d = np.mean(vals, axis=0) - base
+    return {"corner_lift": float(d[0]), "brow_lift": float(d[1]), "mouth_width": float(d[2])}
+
+
 def _nanmean(x: np.ndarray) -> float | None:
     x = np.asarray(x, np.float64)
     return float(np.nanmean(x)) if np.isfinite(x).any() else None
