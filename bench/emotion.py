@@ -1,6 +1,6 @@
 """Does an emotion in the prompt change the video? (prints JSON) The demo makes the same held-out video (a picture,
-a held-out voice, a still head) once per emotion (neutral, smile, frown, surprise), only the emotion's phrase
-differing, through `generate` with the mp4 read back, and face mesh reads each face's expression over the second
+a held-out voice, a still head) once per emotion (neutral, smile, frown, surprise), each prompt drawn from the same
+random stream, through `generate` with the mp4 read back, and face mesh reads each face's expression over the second
 half of the video against the portrait (`real_photos.expression_change`: mouth-corner lift, brow lift, mouth width).
 
 Reported per mode: the AUC of each emotion against the neutral videos on the measure that emotion moves in the
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in a.seeds:
                     wav, info = rp.heldout_speech(a.seconds, seed)
                     for emotion in EMOTIONS:
-                        # the same random stream for every emotion: the sentences differ in the emotion's phrase
+                        # the same random stream for every emotion: the sentences differ in the emotion's phrase, and
+                        # sometimes in which held-out still phrasing they use (neutral has one phrase, so it draws
+                        # differently from the others)
                         prompt = make_prompt({"emotion": emotion, "action": "still", "background": "static"},
                                              np.random.default_rng([seed, 43]), a.phrases, "realistic")
                         path, _ = generate(photo, rp._wav(wav), prompt, model=bundle, distilled=distilled, seed=0,
