@@ -16,6 +16,7 @@ was trained on, to tell text understanding from motion.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -32,10 +33,7 @@ SIGNS = {"smile": (("corner_lift", 1),), "frown": (("corner_lift", -1), ("brow_l
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
-
     from magicinfinite_core.generate import generate
-    from magicinfinite_core.sampling.guidance import CFGConfig
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.data.prompts import make_prompt
     from training.eval import metrics
@@ -59,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             distilled = mode == "distilled"
             bundle = load_bundle(a.model, "cpu", distilled=distilled)
             extra = {}
-            if not distilled and a.text_scale is not None:
-                base = bundle.sampler_defaults
-                extra["cfg"] = CFGConfig(audio_scale=float(base.get("audio_scale", 1.0)), text_scale=a.text_scale,
-                                         boundary=float(base.get("boundary", 1.0)))
+            if not distilled and a.text_scale is not None:  # the model's own guidance, its text scale replaced
+                extra["cfg"] = dataclasses.replace(bundle.resolve_sampling(False)[2], text_scale=a.text_scale)
             for name in a.pictures:
                 photo = rp.picture_by_name(name, work)
-                portrait = np.asarray(Image.open(photo).convert("RGB"))
+                portrait = rp._rgb(photo)
                 for seed in a.seeds:
                     wav, info = rp.heldout_speech(a.seconds, seed)
                     for emotion in EMOTIONS:

@@ -336,3 +336,26 @@ def test_an_open_smile_portrait_closes_its_mouth_on_silence():
     assert silent.sum() >= 5 and loud.sum() >= 5
     assert np.median(gaps[1:][silent]) < 0.7 * gaps[0]  # closed: well under the photo's own open smile
     assert gaps[1:][loud].mean() > 1.3 * gaps[0]  # and opens past it with the voice
+
+
+@needs_espeak
+def test_expression_change_reads_the_worlds_smile_frown_and_surprise():
+    """The emotion measure (`bench/emotion.py`) against the training world's own expressions on a real photograph
+    (one voice, one crop, only the emotion differs): a smile raises the mouth corners, a frown lowers them and
+    surprise raises the brows, each read by face mesh against the same video with a neutral face."""
+    from training.eval import real_photos as rp
+
+    read = {}
+    with rp.FaceMeter() as meter:
+        for emotion in ("neutral", "smile", "frown", "surprise"):
+            frames, _ = photo_face.render_photo_scene(_scene("luispedro", "still", emotion=emotion))
+            read[emotion] = rp.expression_change(frames, frames[0], meter)
+        with pytest.raises(rp.NoFaceError):
+            rp.expression_change(frames, np.full((64, 64, 3), 128, np.uint8), meter)
+    neutral = read["neutral"]
+    assert read["smile"]["corner_lift"] > neutral["corner_lift"] + 0.008  # measured: +0.014
+    assert read["frown"]["corner_lift"] < neutral["corner_lift"] - 0.008  # -0.012
+    assert read["surprise"]["brow_lift"] > neutral["brow_lift"] + 0.015  # +0.024
+    assert read["frown"]["brow_lift"] < neutral["brow_lift"] - 0.008  # -0.015
+    assert read["surprise"]["mouth_width"] < neutral["mouth_width"] - 0.015  # -0.029
+    assert abs(neutral["corner_lift"]) < 0.003 and abs(neutral["mouth_width"]) < 0.003

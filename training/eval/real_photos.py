@@ -52,6 +52,7 @@ _MP_UPPER, _MP_LOWER, _MP_TOP, _MP_CHIN = 13, 14, 10, 152
 FACE_CROP = (0.0, 0.0, 1.8)
 _MP_NOSE_TIP = 1
 _MP_LIP_TOP = 0  # the top of the upper lip's middle
+_MP_CORNERS, _MP_BROWS = (61, 291), (105, 334)  # the mouth's corners, the brows' middles (`expression`)
 SILENCE_DBFS = -45.0  # a frame this quiet counts as silent (the speaker does not speak)
 ENVELOPE_RANGE_DB = 40.0
 
@@ -603,10 +604,6 @@ def head_swing(frames: np.ndarray, box: np.ndarray, exclude: np.ndarray, face_px
     dy = metrics.head_shifts(frames, box, exclude=exclude)[:, 1]
     return {"motion": float(dy.std()), "swing": float(np.percentile(np.abs(dy * k), 95)),
             "speed": float(np.percentile(np.abs(np.diff(dy * k)), 95)) if len(dy) > 1 else 0.0}
-
-
-# face-mesh points of an expression: mouth corners, mid brows, the nose tip
-_MP_CORNERS, _MP_BROWS, _MP_NOSE_TIP = (61, 291), (105, 334), 1
 
 
 def expression(landmarks: np.ndarray) -> np.ndarray:
