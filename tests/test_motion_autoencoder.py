@@ -244,6 +244,8 @@ def test_bad_configs_are_refused():
     ("mouth_tongue", 2.0, "'mouth_tongue' must be in 0..1, got 2"),
     ("mouth_opening", -0.5, "'mouth_opening' must be in 0..1"),
     ("rigid_upper_face", 1.5, "'rigid_upper_face' must be in 0..1"),
+    ("rigid_brows", -1.0, "'rigid_brows' must be in 0..1"),
+    ("flow_finest_level", 2, "flow_finest_level must be 0 or 1, got 2"),
     ("mouth_teeth", float("nan"), "'mouth_teeth' must be a finite number"),
     ("working_size", 100, "its vae config does not load: working_size 100 must be a multiple of cell 8"),
 ])

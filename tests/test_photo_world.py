@@ -41,6 +41,19 @@ def _scene(name: str, action: str, n: int = 33, emotion: str = "neutral", seed: 
 
 
 @needs_espeak
+def test_fixed_controls_change_only_what_they_fix():
+    """`make_clip(controls=...)`: one seed made smiling and neutral has the same voice, photograph and crop, the
+    prompt says the emotion, and the frames differ only once the smile has set in (frame 0 is the photo itself)."""
+    smile = make_clip(8, "train", 13, PHOTO_CFG, controls={"emotion": "smile", "action": "still"})
+    plain = make_clip(8, "train", 13, PHOTO_CFG, controls={"emotion": "neutral", "action": "still"})
+    assert smile.meta["controls"]["emotion"] == "smile" and plain.meta["controls"]["emotion"] == "neutral"
+    assert smile.meta["controls"]["action"] == plain.meta["controls"]["action"] == "still"
+    assert np.array_equal(smile.audio, plain.audio) and smile.meta["photo"] == plain.meta["photo"]
+    assert np.array_equal(smile.frames[0], plain.frames[0]) and not np.array_equal(smile.frames[-1], plain.frames[-1])
+    assert smile.meta["prompt"] != plain.meta["prompt"]
+
+
+@needs_espeak
 def test_photo_clip_has_the_drawn_clip_format_and_is_deterministic(tmp_path):
     drawn = make_clip(5, "train", 13, WorldConfig(128, 128))
     a = make_clip(5, "train", 13, PHOTO_CFG)
@@ -359,3 +372,37 @@ def test_expression_change_reads_the_worlds_smile_frown_and_surprise():
     assert read["frown"]["brow_lift"] < neutral["brow_lift"] - 0.008  # -0.015
     assert read["surprise"]["mouth_width"] < neutral["mouth_width"] - 0.015  # -0.029
     assert abs(neutral["corner_lift"]) < 0.003 and abs(neutral["mouth_width"]) < 0.003
+
+
+@needs_espeak
+def test_rigid_brows_keep_a_surprised_brow_raise_that_the_rigid_upper_face_erased():
+    """The world's surprise on a real photograph, encoded with its exact field and decoded as the demo decodes: the
+    rigid upper face alone (v8.4) moves the brows with the nose, and the raise is lost; with `rigid_brows` (v8.6, as
+    shipped) each brow's own lift comes back (read by face mesh against the portrait, as `bench/emotion.py` does)."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from magicinfinite_core.media.autoencoders import decode_video, encode_video
+    from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
+    from training.data.tensors import frames_to_tensor, tensor_to_frames
+    from training.eval import real_photos as rp
+    from training.eval.evaluate import clip_reference
+
+    frames, gt = photo_face.render_photo_scene(_scene("luispedro", "still", emotion="surprise"))
+    brows = load_bundle(DEMO_MODEL_DIR, "cpu").vae  # the demo as it ships (v8.6)
+    assert brows.cfg.rigid_upper_face == 1.0 and brows.cfg.rigid_brows == 1.0
+    held = copy.deepcopy(brows)
+    held.cfg = dataclasses.replace(brows.cfg, rigid_brows=0.0)  # v8.4's decode
+    flow = torch.from_numpy(gt["portrait_flow"].astype(np.float32))[None]
+    read = {}
+    with torch.inference_mode(), rp.FaceMeter() as meter:
+        truth = rp.expression_change(frames, frames[0], meter)["brow_lift"]
+        for name, vae in (("held", held), ("brows", brows)):
+            latent = encode_video(vae, frames_to_tensor(frames)[None], flow=flow)
+            video = tensor_to_frames(decode_video(vae, latent, clip_reference(vae, frames[0]))[0])[: len(frames)]
+            read[name] = rp.expression_change(video, frames[0], meter)["brow_lift"]
+    assert truth > 0.015  # measured: +0.018 face heights
+    assert read["held"] < 0.3 * truth  # -0.011: the raise is lost
+    assert read["brows"] > 0.5 * truth  # +0.014

@@ -233,6 +233,29 @@ def test_emotion_bench_runs_on_the_demo_and_scores_each_emotion_against_neutral(
                          "surprise_mouth_width"} and all(0 <= v <= 1 for v in aucs.values())
 
 
+def test_expression_chain_bench_follows_the_worlds_expressions_through_the_autoencoder(capsys):
+    from bench import expression_chain
+
+    # one photograph, 13 frames: the plumbing in CI time (its figures: bench/results/expression_chain_session20.json)
+    assert expression_chain.main(["--photos", "1", "--frames", "13"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    table = res["change_vs_neutral"]
+    assert {"world", "exact field | raw", "optical flow, finest level 1 | as shipped",
+            "optical flow, finest level 0 | rigid_brows alone"} <= set(table)
+    assert all(set(row) == {"smile corner_lift", "frown corner_lift", "frown brow_lift", "surprise brow_lift",
+                            "surprise mouth_width"} for row in table.values())
+    assert table["world"]["smile corner_lift"] > 0.005 and table["world"]["surprise brow_lift"] > 0.005
+
+
+def test_emotion_latent_bench_compares_the_dits_difference_with_the_datas(capsys):
+    from bench import emotion_latent
+
+    assert emotion_latent.main(["--clips", "1", "--steps", "2"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["share_carried"]) == set(res["size_ratio"]) == {"smile", "frown", "surprise"}
+    assert all(v > 0 for v in res["size_ratio"].values()) and res["steps"] == 2
+
+
 def test_nod_auc_by_phrase_scores_each_heldout_paraphrase_on_its_own():
     """A phrase the model reads as a nod separates from every still video; one it does not, does not; the pooled
     AUC lies between them."""

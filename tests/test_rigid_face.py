@@ -13,6 +13,7 @@ from magicinfinite_core.inputs.face_tasks import FACE_TOP, FaceMesh, face_oval_e
 from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
 from magicinfinite_core.media.rigid_face import (
+    BROWS,
     NOSE_BOTTOM,
     RigidFace,
     head_share_kept,
@@ -86,6 +87,40 @@ def test_the_hold_is_skipped_when_off_or_outside_the_region_and_keeps_the_fields
     assert hold_rigid(part, face, (20, 0))
 
 
+def _bump(shape: tuple[int, int], cx: float, cy: float, sigma: float) -> np.ndarray:
+    ys, xs = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    d2 = ((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma * sigma)
+    return (np.exp(-d2) * (d2 < 4.5)).astype(np.float32)
+
+
+def test_rigid_brows_keep_each_brows_own_lift_and_hold_the_rest_with_the_nose():
+    """A nod, the left brow raised by a bump of 1.5 px and the right lowered by 1, and a jitter over the brows
+    that is not bump-shaped: with `brows` 1 each brow keeps its own lift on top of the nod and the jitter is held;
+    with `brows` 0 (as before) the brows move with the nose; the nose keeps the nod either way."""
+    face = _square_face(side=24)
+    shape = face.weight.shape
+    left, right = _bump(shape, 10, 10, 3.0), _bump(shape, 22, 10, 3.0)
+    face = dataclasses.replace(face, brows=(left, right))
+    nod = torch.zeros(4, 2, 48, 48)
+    nod[:, 1] = torch.tensor([0.0, -1.0, 0.5, 2.0]).view(4, 1, 1)
+    field = nod.clone()
+    box = (slice(face.y0, face.y0 + shape[0]), slice(face.x0, face.x0 + shape[1]))
+    field[:, 1, box[0], box[1]] += torch.from_numpy(1.5 * left - 1.0 * right)
+    checker = torch.from_numpy((np.indices((10, 24)).sum(0) % 2 * 2 - 1).astype(np.float32)) * 0.7
+    field[:, 1, 8:18, 10:34] += checker  # jitter: cell by cell, no bump's shape
+    kept, held = field.clone(), field.clone()
+    assert hold_rigid(kept, face, (0, 0), brows=1.0) and hold_rigid(held, face, (0, 0))
+    ly, lx, ry, rx = face.y0 + 10, face.x0 + 10, face.y0 + 10, face.x0 + 22
+    assert torch.allclose(kept[:, 1, ly, lx], nod[:, 1, 0, 0] + 1.5, atol=0.15)  # the left brow's raise, kept
+    assert torch.allclose(kept[:, 1, ry, rx], nod[:, 1, 0, 0] - 1.0, atol=0.15)  # the right brow's drop, kept
+    assert torch.allclose(held[:, 1, ly, lx], nod[:, 1, 0, 0], atol=1e-5)  # without: the brows move with the nose
+    nose = (slice(face.y0 + 22, face.y0 + 28), slice(face.x0 + 8, face.x0 + 24))
+    assert torch.allclose(kept[:, :, nose[0], nose[1]], nod[:, :, nose[0], nose[1]], atol=1e-5)
+    smooth = torch.from_numpy(1.5 * left - 1.0 * right)[None] * torch.from_numpy(face.weight)
+    jitter = (kept[:, 1, box[0], box[1]] - nod[:, 1, box[0], box[1]] - smooth)[:, torch.from_numpy(face.core)]
+    assert float(jitter.abs().max()) < 0.15  # the checker is held: what comes back is the bumps alone
+
+
 def test_face_mesh_finds_grace_hoppers_rigid_upper_face(tmp_path):
     picture, lm = _hopper_landmarks(tmp_path)
     face = rigid_face(lm, face_oval_loop(), picture.shape[:2])
@@ -105,6 +140,36 @@ def test_face_mesh_finds_grace_hoppers_rigid_upper_face(tmp_path):
     below = face.weight[int(lm[NOSE_BOTTOM, 1]) + 1 - face.y0 :, int(lm[NOSE_TIP, 0]) - face.x0]
     assert 0 < below[0] < 1 and np.all(np.diff(below[: len(below) // 2]) <= 1e-6)  # fades out below the nose
     assert face.weight.min() >= 0 and face.weight.max() == 1.0
+
+
+def test_a_small_brow_lift_is_held_and_a_large_one_kept():
+    """`BROW_DEADZONE` of a 100 px face: a brow lifted under it stays with the nose, one lifted over three times it
+    keeps its whole lift."""
+    from magicinfinite_core.media.rigid_face import BROW_DEADZONE
+
+    face = _square_face(side=24)
+    left, right = _bump(face.weight.shape, 10, 10, 3.0), _bump(face.weight.shape, 22, 10, 3.0)
+    face = dataclasses.replace(face, brows=(left, right), height=100.0)
+    zone = BROW_DEADZONE * face.height
+    field = torch.zeros(2, 2, 48, 48)
+    box = (slice(face.y0, face.y0 + left.shape[0]), slice(face.x0, face.x0 + left.shape[1]))
+    field[:, 1, box[0], box[1]] += torch.from_numpy(0.8 * zone * left + 3.5 * zone * right)
+    hold_rigid(field, face, (0, 0), brows=1.0)
+    nose = field[:, 1, face.y0 + 26, face.x0 + 16]
+    assert torch.allclose(field[:, 1, face.y0 + 10, face.x0 + 10], nose, atol=1e-6)  # under the zone: with the nose
+    assert torch.allclose(field[:, 1, face.y0 + 10, face.x0 + 22], nose + 3.5 * zone, atol=0.1 * zone)  # kept
+
+
+def test_face_mesh_puts_a_bump_on_each_of_grace_hoppers_brows(tmp_path):
+    picture, lm = _hopper_landmarks(tmp_path)
+    face = rigid_face(lm, face_oval_loop(), picture.shape[:2])
+    assert len(face.brows) == 2
+    for idx, bump in zip(BROWS, face.brows, strict=True):
+        assert bump.shape == face.weight.shape
+        x, y = (int(round(float(v))) for v in lm[list(idx)].mean(0))
+        assert bump[y - face.y0, x - face.x0] > 0.95  # its peak sits on the brow
+        ex, ey = (int(round(float(v))) for v in lm[NOSE_BOTTOM])
+        assert bump[ey - face.y0, ex - face.x0] < 0.05  # and barely reaches the nose's bottom (measured: 0.012)
 
 
 def test_no_face_no_hold():

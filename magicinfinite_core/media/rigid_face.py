@@ -10,6 +10,13 @@ above the bottom of the nose, found by face mesh on the picture) is replaced by 
 so a nod or a turn of the whole head still moves it and a local wobble does not; the replacement fades
 out over a few pixels below and around it. Per frame, so chunked decode still equals one-shot decode.
 
+`brows` > 0 keeps each brow's own lift within the held part: the brows' vertical motion against the rest of the upper
+face (its median over a patch around each brow, found by face mesh) is put back, spread as one smooth bump, and the
+median the part moves with is taken without the brows. Why: a surprised face raises its brows; holding them with
+the nose erased the raise the DiT made (the demo v8.4's base model raised them +0.018 face heights, decoded
+-0.006), and letting the brows keep the DiT's own flow cell by cell would bring its jitter back. A small lift is
+held (`BROW_DEADZONE`): a neutral prompt's brows barely move, a surprised one's lift several times as far.
+
 `hold_head` is a user's choice on top: the head's own motion (the rigid part's median flow) scaled down over
 the whole face, faded broadly into the hair, hat and neck, so a still head stays still whatever the DiT read
 in the prompt (the full-length demo picture bobbed 2-3 px with a still prompt), and the jaw still talks. Or
@@ -32,6 +39,16 @@ FADE = 0.03
 # `hold_head` takes the head's motion off the whole face oval, fading out over this share of the face's height
 # (Gaussian sigma): far enough to carry the hair, a hat and the neck with the face
 HEAD_FADE = 0.15
+# Face-mesh landmarks along each brow (its upper edge), and the bump a brow's lift is spread over: a Gaussian of
+# this many brow widths (sigma) around the brow's middle, as the training world raises a brow
+# (training/data/photo_face.py), cut at 3 sigma
+BROWS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))
+BROW_SIGMA = 0.6
+# A brow's lift under this share of the face's height is held with the rest, one over three times it is kept whole,
+# easing in between (`head_share_kept`'s curve). Why: with a neutral prompt the demo v8.4's brows lift at most
+# 0.003 face heights (mean over a video's second half), with a surprised one 0.008-0.026 (session 20); kept
+# whole, that small lift doubled the still upper face's frame-to-frame change
+BROW_DEADZONE = 0.004
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +64,7 @@ class RigidFace:
     head: np.ndarray | None = None
     head_origin: tuple[int, int] = (0, 0)
     height: float = 0.0  # the face oval's height in picture pixels (`hold_head`'s dead zone is a share of it)
+    brows: tuple[np.ndarray, ...] = ()  # per brow, its bump [h, w] in the box of ``weight`` (`hold_rigid`'s brows)
 
 
 def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, int], head: bool = False) -> RigidFace | None:
@@ -66,12 +84,27 @@ def rigid_face(landmarks: np.ndarray, oval: tuple[int, ...], size: tuple[int, in
     core[max(0, int(math.floor(landmarks[NOSE_BOTTOM, 1])) + 1 - y0):] = False
     if not core.any():
         return None
-    rigid = RigidFace(x0, y0, _fade(core, FADE * face_h), core, height=face_h)
+    weight = _fade(core, FADE * face_h)
+    rigid = RigidFace(x0, y0, weight, core, height=face_h, brows=_brow_bumps(landmarks, (x0, y0), weight.shape))
     whole = _oval_mask(ring, size, HEAD_FADE * face_h) if head else None
     if whole is None:
         return rigid
     hx, hy, inside = whole
     return replace(rigid, head=_fade(inside, HEAD_FADE * face_h), head_origin=(hx, hy))
+
+
+def _brow_bumps(landmarks: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Each brow's bump (`BROW_SIGMA`) in the box of `shape` at `origin` (x, y): 1 at the brow's middle."""
+    ys = np.arange(shape[0], dtype=np.float32)[:, None] + origin[1]
+    xs = np.arange(shape[1], dtype=np.float32)[None, :] + origin[0]
+    bumps = []
+    for idx in BROWS:
+        pts = landmarks[list(idx)].astype(np.float32)
+        cx, cy = pts.mean(0)
+        sigma = BROW_SIGMA * float(np.ptp(pts[:, 0])) + 1.0
+        d2 = ((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma * sigma)
+        bumps.append((np.exp(-d2) * (d2 < 4.5)).astype(np.float32))
+    return tuple(bumps)
 
 
 def _oval_mask(ring: np.ndarray, size: tuple[int, int], sigma: float) -> tuple[int, int, np.ndarray] | None:
@@ -101,10 +134,13 @@ def _fade(core: np.ndarray, sigma: float) -> np.ndarray:
     return np.maximum(core, (2 * m).clamp(0, 1).numpy()).astype(np.float32)
 
 
-def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], gain: float = 1.0) -> bool:
+def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], gain: float = 1.0,
+               brows: float = 0.0) -> bool:
     """Move ``face``'s upper part as one piece, in place: ``field`` [F, 2, H, W] is the backward flow of a
     region whose top-left corner is ``origin`` (x, y) in picture pixels; where the face's weight is w, the
-    flow becomes ``flow + gain * w * (median over the rigid part - flow)``. False (nothing done) when the
+    flow becomes ``flow + gain * w * (median over the rigid part - flow)``. `brows` > 0: the median leaves the
+    brows out, and each brow's own vertical motion against the part's (the amplitude of its bump, within the face's
+    weight, that fits it best) comes back times `brows`, spread over that bump. False (nothing done) when the
     rigid part lies outside the region or the gain is 0."""
     n, _, H, W = field.shape
     ox, oy = origin
@@ -117,11 +153,21 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
     core = torch.from_numpy(face.core[crop]).to(field.device)
     if not bool(core.any()):
         return False
-    weight = torch.from_numpy(face.weight[crop]).to(field.device, torch.float32) * gain
+    face_weight = torch.from_numpy(face.weight[crop]).to(field.device, torch.float32)
     view = field[:, :, fy0 - oy : fy1 - oy, fx0 - ox : fx1 - ox]
     flow = view.float()
-    whole = flow[:, :, core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
-    view.copy_(torch.lerp(flow, whole, weight).to(field.dtype))
+    bumps = [torch.from_numpy(b[crop]).to(field.device) for b in face.brows] if brows > 0 else []
+    inner = [b > 0.5 for b in bumps]
+    rest = core & ~torch.stack(inner).any(0) if inner else core
+    whole = flow[:, :, rest if bool(rest.any()) else core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
+    held = torch.lerp(flow, whole, face_weight * gain)
+    for bump in bumps:
+        b = bump * face_weight
+        if float(b.max()) > 0.5:  # the amplitude of a bump-shaped lift that best explains the brow's own motion
+            lift = ((flow[:, 1] - whole[:, 1]) * b).sum(dim=(1, 2)) / (b * b).sum()  # [F]
+            lift = lift * head_share_kept(lift.abs(), BROW_DEADZONE * face.height)
+            held[:, 1] += brows * gain * lift[:, None, None] * b
+    view.copy_(held.to(field.dtype))
     return True
 
 

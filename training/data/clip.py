@@ -75,8 +75,12 @@ def make_clip(
     split: str = "train",
     num_frames: int = 33,
     cfg: WorldConfig | None = None,
+    controls: dict[str, str] | None = None,
 ) -> Clip:
-    """Build one clip deterministically from its seed (speech -> lips -> scene -> pixels)."""
+    """Build one clip deterministically from its seed (speech -> lips -> scene -> pixels).
+
+    `controls`: some of the text controls fixed (e.g. {"emotion": "smile"}) over the ones the seed draws, so two
+    clips of one seed differ in those alone (`bench/emotion_latent.py`)."""
     check_split(split)
     cfg = cfg or WorldConfig()
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
@@ -85,7 +89,7 @@ def make_clip(
     r_photo = np.random.default_rng(ss.spawn(1)[0])
     u_face, u_tex = r_photo.random(), r_photo.random()
     if u_face < cfg.photo_faces:
-        return _make_photo_clip(ss, split, num_frames, cfg, r_cast, r_speech, r_scene, r_text)
+        return _make_photo_clip(ss, split, num_frames, cfg, r_cast, r_speech, r_scene, r_text, controls)
     textures = u_tex < cfg.photo_textures
     k = 1
     if cfg.max_chars > 1 and r_cast.random() < cfg.multi_prob:
@@ -95,7 +99,7 @@ def make_clip(
     idents = [sample_identity(ids[speaker])]
     style = idents[0].style
     idents = [sample_identity(i, style=style) if j != speaker else idents[0] for j, i in enumerate(ids)]
-    controls = sample_controls(r_text, tuple(cfg.backgrounds))
+    controls = {**sample_controls(r_text, tuple(cfg.backgrounds)), **(controls or {})}
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
@@ -135,6 +139,7 @@ def _make_photo_clip(
     r_speech: np.random.Generator,
     r_scene: np.random.Generator,
     r_text: np.random.Generator,
+    fixed: dict[str, str] | None = None,
 ) -> Clip:
     """An animated real photograph of the split (photo_face.py), in the drawn clips' format."""
     from training.data import photo_face, photos
@@ -147,7 +152,7 @@ def _make_photo_clip(
     # the few real photographs get a fixed share, not drowned by the many generated portraits
     pool = real if (not gen or (real and r_cast.random() < cfg.photo_real_share)) else gen
     ph = pool[int(r_cast.integers(len(pool)))]
-    controls = sample_controls(r_text, tuple(cfg.backgrounds))
+    controls = {**sample_controls(r_text, tuple(cfg.backgrounds)), **(fixed or {})}
     voice = sample_voice(r_speech, split)
     audio, sentences = speech_track(r_speech, voice, num_frames)
     opening, width = mouth_from_audio(audio, num_frames)
