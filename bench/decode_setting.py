@@ -3,7 +3,7 @@ held-out video once, then the same latent is decoded with `--setting` (`mouth_op
 seam; `open_mouth_opening`: a mouth open in the portrait opening further at its lower inner lip;
 `mouth_teeth`: upper teeth drawn into a closed mouth's opening; `mouth_tongue`: a tongue at the bottom of a wide
 opening; `rigid_upper_face`: the upper face moved as one
-piece; `head_motion`: the run's share of the model's head motion kept, 1 the default, 0 a still head) at 0 and
+piece; `rigid_brows`: each brow's own lift kept within it; `head_motion`: the run's share of the model's head motion kept, 1 the default, 0 a still head) at 0 and
 1, alternately, `--repeats` times each;
 every other decode setting stays as the bundle has it.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face", "flow_deadzone", "flow_smoothing", "residual_gain")
+SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face", "rigid_brows", "flow_deadzone", "flow_smoothing", "residual_gain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL_DIR))
     ap.add_argument("--setting", choices=("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face",
-                                          "head_motion"),
+                                          "rigid_brows", "head_motion"),
                     default="mouth_opening")
     ap.add_argument("--portrait", default=rp.HALF_LENGTH, help="a held-out photograph's name (training.data.photos)")
     ap.add_argument("--seconds", type=float, default=4.0)

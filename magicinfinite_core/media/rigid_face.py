@@ -11,8 +11,8 @@ so a nod or a turn of the whole head still moves it and a local wobble does not;
 out over a few pixels below and around it. Per frame, so chunked decode still equals one-shot decode.
 
 `brows` > 0 keeps each brow's own lift within the held part: the brows' vertical motion against the rest of the upper
-face (its median over a patch around each brow, found by face mesh) is put back, spread as one smooth bump, and the
-median the part moves with is taken without the brows. Why: a surprised face raises its brows; holding them with
+face (the height of a smooth bump around each brow, found by face mesh, that fits it best) is put back as that bump,
+and the median the part moves with is taken without the brows. Why: a surprised face raises its brows; holding them with
 the nose erased the raise the DiT made (the demo v8.4's base model raised them +0.018 face heights, decoded
 -0.006), and letting the brows keep the DiT's own flow cell by cell would bring its jitter back. A small lift is
 held (`BROW_DEADZONE`): a neutral prompt's brows barely move, a surprised one's lift several times as far.
