@@ -47,7 +47,7 @@ BROW_SIGMA = 0.6
 # A brow's lift under this share of the face's height is held with the rest, one over three times it is kept whole,
 # easing in between (`head_share_kept`'s curve). Why: with a neutral prompt the demo v8.4's brows lift at most
 # 0.003 face heights (mean over a video's second half), with a surprised one 0.008-0.026 (session 20); kept
-# whole, that small lift doubled the still upper face's frame-to-frame change
+# whole, the small lifts of still videos moved the upper face enough to blur nodding against still (AUC 1.0 -> 0.875)
 BROW_DEADZONE = 0.004
 
 
