@@ -6,7 +6,9 @@ data's difference is each emotion's latent minus the neutral one's. The DiT samp
 (its portrait and voice) once with each clip's own prompt, from the same noise; its difference is the emotion
 prompt's latent minus the neutral prompt's. Reported over the flow channels: the share of the data's difference the
 DiT's difference carries (its projection on it), and their size ratio (above the share: differences in other
-directions, the sampling's own spread). No decoding: `bench/expression_chain.py` follows the latent to the video.
+directions, the sampling's own spread). With an expression channel (the autoencoder's `expression_channels`), also the
+mouth corners' lift over each clip's second half, in face heights, per emotion: the data's and the DiT's. No decoding:
+`bench/expression_chain.py` follows the latent to the video.
 
 Usage: OMP_NUM_THREADS=1 python bench/emotion_latent.py [--model DIR] [--dit FILE] [--clips 6] [--flow-level 1]
        [--steps N]
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     flow = torch.zeros(vae.cfg.latent_channels, dtype=torch.bool)
     flow[[s * vae.cfg.slot_channels + c for s in range(vae.cfg.temporal_compression_ratio) for c in (0, 1)]] = True
     sums = {e: [0.0, 0.0, 0.0] for e in EMOTIONS[1:]}
+    lifts: dict[str, dict[str, list[float]]] = {e: {"data": [], "dit": []} for e in EMOTIONS}
     with torch.inference_mode():
         for seed in range(a.first_seed, a.first_seed + a.clips):
             items = {}
@@ -82,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                 predictor = WindowPredictor(model, conditions_from_cache({**base, **prompt}, null), guidance,
                                             dtype=next(model.parameters()).dtype)
                 made[emotion] = sample(predictor, tuple(base["latent"].shape), config=sampler, seed=seed)
+            if vae.cfg.expression_channels:
+                for emotion in EMOTIONS:
+                    for key, latent in (("data", items[emotion]["latent"]), ("dit", made[emotion])):
+                        codes = vae.slot_codes(latent[None].float())[0, :, -1]  # [F, h, w] face heights
+                        lifts[emotion][key].append(float(codes[codes.shape[0] // 2 :].mean()))
             for emotion in EMOTIONS[1:]:
                 data = (items[emotion]["latent"] - base["latent"])[flow, 1:]  # latent frame 0 is the portrait
                 dit = (made[emotion] - made["neutral"])[flow, 1:]
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "guidance": dataclasses.asdict(guidance), "steps": sampler.steps,
         "share_carried": {e: s[0] / s[1] for e, s in sums.items()},
         "size_ratio": {e: (s[2] / s[1]) ** 0.5 for e, s in sums.items()},
-    }, indent=1))
+    } | ({"expression_lift": {e: {k: sum(v) / len(v) for k, v in d.items()} for e, d in lifts.items()},
+          "expression_lift_per_clip": lifts} if vae.cfg.expression_channels else {}), indent=1))
     return 0
 
 

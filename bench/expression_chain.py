@@ -2,7 +2,8 @@
 photographs, read by face mesh after each step between the world and a video: the rendered frames, their motion
 latent (the renderer's exact field, or optical flow at DIS's half-size or full-size finest level) decoded with no
 decode settings, and the same latent decoded with the model's decode settings, each setting switched on alone and
-all of them (the model as it ships). No DiT here: this is the ceiling a perfect DiT would reach.
+all of them (the model as it ships). No DiT here: this is the ceiling a perfect DiT would reach. A model whose
+autoencoder has an expression channel (the mouth corners' lift) reads it from the exact field, as its caches do.
 
 Per photograph the four videos share the voice, the crop and the motion; only the emotion differs. Each measure is
 `real_photos.expression_change` over the second half of the video, minus the neutral video's (face heights).
@@ -25,7 +26,7 @@ import torch
 EMOTIONS = ("neutral", "smile", "frown", "surprise")
 MEASURES = {"smile": ("corner_lift",), "frown": ("corner_lift", "brow_lift"), "surprise": ("brow_lift", "mouth_width")}
 # decode settings switched on one at a time over the raw decode (each off when the model's own value is 0)
-ALONE = ("flow_smoothing", "flow_deadzone", "rigid_upper_face", "rigid_brows", "mouth_opening")
+ALONE = ("flow_smoothing", "flow_deadzone", "rigid_upper_face", "rigid_brows", "mouth_opening", "expression_gain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shipped = load_bundle(a.model, "cpu").vae
     off = {"flow_deadzone": 0.0, "flow_smoothing": 0.0, "rigid_upper_face": 0.0, "rigid_brows": 0.0,
-           "mouth_opening": 0.0, "open_mouth_opening": 0.0}
+           "mouth_opening": 0.0, "open_mouth_opening": 0.0, "expression_gain": 0.0}
 
     def variant(**settings: float):
         vae = copy.deepcopy(shipped)
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     rp.expression_change(frames, frames[0], meter))
                 for enc, level in encoders.items():
                     coder = raw if level is None else variant(**off, flow_finest_level=level)
-                    latent = encode_video(coder, video, flow=exact if level is None else None)
+                    # an expression channel reads the exact field, as the training caches do (training.preprocess)
+                    latent = encode_video(coder, video, flow=exact if level is None else None, expression_flow=exact)
                     chosen = decodes if enc == "optical flow, finest level 0" else {"raw": raw, "as shipped": shipped}
                     for dec, vae in chosen.items():
                         out = tensor_to_frames(decode_video(vae, latent, clip_reference(vae, frames[0]))[0])[:n]

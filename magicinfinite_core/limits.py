@@ -207,7 +207,9 @@ def check_vae_config(d: Any, where: str) -> None:
                           {"working_size": RESOLUTION_RANGE, "residual_channels": (0, 65536),
                            "flow_scale": POSITIVE, "residual_scale": POSITIVE, "still_gate": (-2.0, 2.0),
                            "flow_deadzone": (0.0, 64.0), "residual_gain": (0.0, 4.0),
-                           "flow_smoothing": (0.0, 64.0), **dict.fromkeys(SHARE_SETTINGS, (0.0, 1.0))})
+                           "flow_smoothing": (0.0, 64.0), "expression_channels": (0, 1),
+                           "expression_scale": POSITIVE, "expression_deadzone": (0.0, 1.0),
+                           **dict.fromkeys(SHARE_SETTINGS, (0.0, 1.0))})
     elif kind is None:
         check_config_dict(VAEConfig, d, where, VAE_KINDS, {"scaling_factor": POSITIVE})
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from magicinfinite_core.weights.checkpoints import save_state_dict
+from magicinfinite_core.weights.checkpoints import load_state_dict, save_state_dict
 from magicinfinite_core.weights.transformer_layouts import load_transformer
 from training.conditioning import DropoutConfig, assemble, draw_dropout, model_input
 from training.losses import LossConfig, adaptive_flow_loss, masked_mean
@@ -224,6 +224,31 @@ def test_stage2_starts_equal_to_stage1(tmp_path):
         assert torch.allclose(m1(*args), m2(*args, audio=audio, speaker_mask=mask), atol=1e-6)
 
 
+def test_head_channels_only_trains_those_output_rows_and_keeps_every_other_weight_bit_for_bit(tmp_path):
+    """`stage2.head_channels_only` (the demo v10's expression channel): after a few stage-2 steps from a stage-1
+    model, the final layer's rows that write channel 1 have moved and every other weight is exactly the init's;
+    a channel the model does not write is refused by name."""
+    cfg = tiny_config(tmp_path)
+    init = run(cfg, 1, max_steps=1)
+    cfg.stage2.init, cfg.stage2.head_channels_only = str(init), (1,)
+    cfg.weight_decay = 0.5  # would move every row if the frozen ones took part
+    cfg.out = str(tmp_path / "out2")
+    start = build_model(cfg, 2).state_dict()
+    trained = load_state_dict(run(cfg, 2, max_steps=3))
+    patch = 4  # 1 x 2 x 2
+    rows = torch.zeros(start["final_layer.linear.weight"].shape[0], dtype=torch.bool)
+    rows[1 * patch : 2 * patch] = True
+    for name, before in start.items():
+        after = trained[name].to(before.dtype)
+        if name.startswith("final_layer.linear."):
+            assert torch.equal(after[~rows], before[~rows]) and not torch.equal(after[rows], before[rows]), name
+        else:
+            assert torch.equal(after, before), name
+    cfg.stage2.head_channels_only = (C,)
+    with pytest.raises(ValueError, match=r"head_channels_only \[4\]"):
+        run(cfg, 2, max_steps=1)
+
+
 def test_resume_gives_identical_next_step_loss(tmp_path):
     def losses(out: Path) -> dict[int, float]:
         rows = [json.loads(x) for x in (out / "stage2" / "log.jsonl").read_text().splitlines()]
@@ -372,7 +397,8 @@ def test_export_writes_the_chosen_decode_settings_and_refuses_unknown_ones(tmp_p
     assert not (tmp_path / "other").exists()
 
 
-@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json", "demo_v4.json", "demo_v7.json", "demo_v8.json"])
+@pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json", "demo_v4.json", "demo_v7.json", "demo_v8.json",
+                                  "demo_v10.json", "demo_v10_head_rows.json", "demo_v10_head_rows_4step.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None

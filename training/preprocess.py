@@ -104,13 +104,16 @@ def clip_latent(vae: Autoencoder, clip: ClipArrays, frames: torch.Tensor | None 
 
     Animated photographs carry the renderer's exact flow to frame 0 (``portrait_flow``, photo_face.py); a
     motion latent takes it instead of optical flow, which is noise on flat skin and in the mouth gap
-    (`exact_flow=False`: optical flow for every clip, as footage gets)."""
+    (`exact_flow=False`: optical flow for every clip, as footage gets). The expression channel (a motion latent's
+    mouth-corner lift) reads the exact field wherever a clip has one: optical flow reads a talking mouth's corners
+    as a small smile (+0.007..+0.011 face heights on neutral world clips, the exact field +-0.003; session 21)."""
     frames = frames_to_tensor(clip.frames)[None] if frames is None else frames
     device = next(iter([*vae.parameters(), *vae.buffers()]), torch.empty(0)).device  # the actor's GPU, else CPU
-    exact = clip.gt.get("portrait_flow") if exact_flow else None
-    flow = None if exact is None else torch.from_numpy(exact.astype(np.float32))[None].to(device)
+    exact = clip.gt.get("portrait_flow")
+    truth = None if exact is None else torch.from_numpy(exact.astype(np.float32))[None].to(device)
     with torch.no_grad():
-        latent = encode_video(vae, frames.to(device), flow=flow)[0].float().cpu()
+        latent = encode_video(vae, frames.to(device), flow=truth if exact_flow else None, expression_flow=truth)[0]
+        latent = latent.float().cpu()
         reference = reference_latent(vae, frames[:, :, 0].to(device))[0].float().cpu() if moves_portrait(vae) else None
     return latent, reference
 

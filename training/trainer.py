@@ -57,6 +57,11 @@ class StageConfig:
     # anneal a model that plateaued at a constant lr); < 0: constant lr after warm-up
     decay_start: int = -1
     lr_floor: float = 0.1
+    # Latent channels whose output rows alone are trained (the final layer's rows that write them); every other
+    # weight stays as `init` has it, bit for bit. Why: a new latent channel (the motion autoencoder's expression)
+    # learnt on a DiT whose motion must not move (session 21: a whole fine-tune for it cost the base model's still
+    # upper face 0.64 -> 1.74 grey levels). Empty: train everything.
+    head_channels_only: tuple[int, ...] = ()
 
     def lr_factor(self, step: int) -> float:
         """Multiplier on the base lr for the update after `step` updates (warm-up, then optional decay)."""
@@ -297,6 +302,9 @@ def build_model(cfg: TrainConfig, stage: int):
 def param_groups(model: torch.nn.Module, stage: int, st: StageConfig) -> list[dict]:
     from magicinfinite_core.models.dit import AUDIO_PREFIXES
 
+    if st.head_channels_only:
+        return head_rows_group(model, st.head_channels_only, st.lr)
+
     audio = [p for n, p in model.named_parameters() if n.startswith(AUDIO_PREFIXES)]
     rest = [p for n, p in model.named_parameters() if not n.startswith(AUDIO_PREFIXES)]
     groups = [{"params": rest, "lr": st.lr * (st.backbone_lr_scale if stage == 2 else 1.0), "base": None}]
@@ -305,6 +313,27 @@ def param_groups(model: torch.nn.Module, stage: int, st: StageConfig) -> list[di
     for g in groups:
         g["base"] = g["lr"]
     return groups
+
+
+def head_rows_group(model: torch.nn.Module, channels: tuple[int, ...], lr: float) -> list[dict]:
+    """One parameter group, the final layer's linear, whose gradient is masked to the rows that write `channels`
+    (no weight decay, so the other rows stay exactly as loaded); every other parameter is frozen."""
+    cfg = model.cfg
+    patch = math.prod(cfg.patch_size)
+    bad = [c for c in channels if not 0 <= c < cfg.out_channels]
+    if bad:
+        raise ValueError(f"head_channels_only {bad}: the model writes channels 0..{cfg.out_channels - 1}")
+    linear = model.final_layer.linear
+    rows = torch.zeros(linear.weight.shape[0], dtype=torch.bool)
+    for c in channels:  # the head's rows are channel-major (`MagicInfiniteDiT.unpatchify`)
+        rows[c * patch : (c + 1) * patch] = True
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in (linear.weight, linear.bias):
+        p.requires_grad_(True)
+        mask = rows.view(-1, *([1] * (p.ndim - 1))).to(p.device, p.dtype)
+        p.register_hook(lambda g, m=mask: g * m)
+    return [{"params": [linear.weight, linear.bias], "lr": lr, "base": lr, "weight_decay": 0.0}]
 
 
 def train_step_loss(

@@ -111,11 +111,13 @@ def moves_portrait(ae: Autoencoder) -> bool:
     return isinstance(ae, MotionAutoencoder)
 
 
-def encode_video(ae: Autoencoder, frames: torch.Tensor, portrait: Any = None, flow: torch.Tensor | None = None) -> torch.Tensor:
+def encode_video(ae: Autoencoder, frames: torch.Tensor, portrait: Any = None, flow: torch.Tensor | None = None,
+                 expression_flow: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 3, F, H, W] in [-1, 1] -> latents. `portrait` (default: frame 0) and `flow` (the exact backward
-    field to it, [B, F, 2, H', W'], where known) matter to motion latents only."""
+    field to it, [B, F, 2, H', W'], where known; `expression_flow`: for the expression channel alone) matter to
+    motion latents only."""
     if isinstance(ae, MotionAutoencoder):
-        return ae.encode(frames, portrait, flow=flow)
+        return ae.encode(frames, portrait, flow=flow, expression_flow=expression_flow)
     return ae.encode(frames)
 
 

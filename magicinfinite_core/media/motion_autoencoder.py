@@ -38,9 +38,10 @@ from torch import nn
 
 from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
+from magicinfinite_core.media.expression import MouthCorners, corner_lift, draw_lift, find_mouth
 from magicinfinite_core.media.mouth_opening import LUMA, LipSeam, open_lips, paint_mouth
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
-from magicinfinite_core.media.rigid_face import RigidFace, hold_head, hold_rigid
+from magicinfinite_core.media.rigid_face import RigidFace, head_share_kept, hold_head, hold_rigid
 
 KIND = "motion"
 # Frames warped at once by `decode`, as output pixels (4 M: 16 frames at 512x512, one at 2048x2048).
@@ -50,7 +51,8 @@ DECODE_BATCH_PIXELS = 4 * 2**20
 
 
 # decode settings that are a share or an opacity (0..1; `limits.check_vae_config` holds a bundle.json to that)
-SHARE_SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face", "rigid_brows")
+SHARE_SETTINGS = ("mouth_opening", "open_mouth_opening", "mouth_teeth", "mouth_tongue", "rigid_upper_face", "rigid_brows",
+                  "expression_gain")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,18 @@ class MotionAutoencoderConfig:
     # the brows' lift against the rest of the part, one smooth bump per brow). Why: a surprised face raises its
     # brows, which the rigid hold erased (session 20). 0: the brows move with the nose, as before.
     rigid_brows: float = 0.0
+    # Channels per frame slot after the residual ones that carry the mouth's expression (0 or 1: the corners' lift
+    # in face heights, media/expression.py), read at encoding from full-size optical flow (or the exact field) at the
+    # corners face mesh finds in the portrait, constant over the grid. Why: a smile's lift is under a pixel of the
+    # working grid, lost in 8 px cells; a number in face heights is the same for every face (session 21).
+    expression_channels: int = 0
+    expression_scale: float = 50.0  # latent units per face height of lift (the training world's smile: about 1)
+    # Decode: share of the expression channel's lift drawn around each mouth (the channel's mean over the mouth's
+    # tile, smoothed in time with the flow). 0: off.
+    expression_gain: float = 0.0
+    # Decode: a lift under this many face heights is held, one over three times it is kept whole, easing in between
+    # (`rigid_face.head_share_kept`'s curve). Why: a neutral prompt's corners should stay where the portrait has them.
+    expression_deadzone: float = 0.0
 
     @property
     def smoothing_reach(self) -> int:
@@ -126,7 +140,7 @@ class MotionAutoencoderConfig:
 
     @property
     def slot_channels(self) -> int:
-        return 2 + self.residual_channels
+        return 2 + self.residual_channels + self.expression_channels
 
     @property
     def latent_channels(self) -> int:
@@ -151,6 +165,10 @@ class MotionAutoencoderConfig:
             raise ValueError(f"residual_channels must be in 0..{3 * self.cell ** 2}, got {self.residual_channels}")
         if self.reference_subcells < 1 or self.cell % self.reference_subcells:
             raise ValueError(f"reference_subcells {self.reference_subcells} must divide cell {self.cell}")
+        if self.expression_channels not in (0, 1):
+            raise ValueError(f"expression_channels must be 0 or 1 (the mouth corners' lift), got {self.expression_channels}")
+        if not self.expression_scale > 0 or self.expression_deadzone < 0:
+            raise ValueError("expression_scale must be > 0 and expression_deadzone >= 0")
         if self.flow_finest_level not in (0, 1):
             raise ValueError(f"flow_finest_level must be 0 or 1, got {self.flow_finest_level}")
         if self.temporal_compression_ratio < 1:
@@ -257,8 +275,9 @@ def edge_taper(h: int, w: int, width: float, device: torch.device | str = "cpu")
 
 
 def smooth_flow(codes: torch.Tensor, cfg: MotionAutoencoderConfig) -> torch.Tensor:
-    """Per-frame codes [B, F, S, h, w] with each cell's flow (channels 0-1) smoothed in time by a Gaussian of
-    `cfg.flow_smoothing` frames, cut at `cfg.smoothing_reach` and renormalised; the clip's ends repeat."""
+    """Per-frame codes [B, F, S, h, w] with each cell's flow (channels 0-1) and expression (the last
+    `cfg.expression_channels`) smoothed in time by a Gaussian of `cfg.flow_smoothing` frames, cut at
+    `cfg.smoothing_reach` and renormalised; the clip's ends repeat."""
     reach = cfg.smoothing_reach
     if not reach or codes.shape[1] < 2:
         return codes
@@ -267,10 +286,12 @@ def smooth_flow(codes: torch.Tensor, cfg: MotionAutoencoderConfig) -> torch.Tens
     weights = (weights / weights.sum()).to(codes.dtype)
     f = codes.shape[1]
     frames = torch.arange(f)
-    flow = torch.zeros_like(codes[:, :, :2])
+    smoothed = [0, 1] + list(range(codes.shape[2] - cfg.expression_channels, codes.shape[2]))
+    out = codes.clone()
+    out[:, :, smoothed] = 0
     for off, wt in zip(offsets.long().tolist(), weights, strict=True):
-        flow += wt * codes[:, (frames + off).clamp(0, f - 1), :2]
-    return torch.cat([flow, codes[:, :, 2:]], dim=2)
+        out[:, :, smoothed] += wt * codes[:, (frames + off).clamp(0, f - 1)][:, :, smoothed]
+    return out
 
 
 class MotionAutoencoder(nn.Module):
@@ -307,12 +328,15 @@ class MotionAutoencoder(nn.Module):
         """Nothing to tile: every frame is one warp of the portrait."""
 
     # ------------------------------------------------------------------ codes of one frame
-    def _cell_flow(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
-        """[F, 3, H, W] + [3, H, W] -> [F, 2, h, w] cell-mean backward flow in working pixels."""
+    def _dense_flow(self, frames: torch.Tensor, portrait: torch.Tensor, level: int) -> torch.Tensor:
+        """[F, 3, H, W] + [3, H, W] -> [F, 2, H, W] dense backward optical flow in working pixels."""
         p = _grey_u8(portrait)
-        dense = np.stack([backward_flow(_grey_u8(f), p, self.cfg.flow_finest_level) for f in frames])  # [F, H, W, 2]
-        d = torch.from_numpy(dense).permute(0, 3, 1, 2).to(frames.dtype)
-        return F.avg_pool2d(d, self.cfg.cell)
+        dense = np.stack([backward_flow(_grey_u8(f), p, level) for f in frames])  # [F, H, W, 2]
+        return torch.from_numpy(dense).permute(0, 3, 1, 2).to(frames.dtype)
+
+    def _cell_flow(self, frames: torch.Tensor, portrait: torch.Tensor) -> torch.Tensor:
+        """[F, 3, H, W] + [3, H, W] -> [F, 2, h, w] cell-mean backward flow in working pixels (not gated)."""
+        return F.avg_pool2d(self._dense_flow(frames, portrait, self.cfg.flow_finest_level), self.cfg.cell)
 
     def _upsample(self, cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
         return F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
@@ -327,28 +351,45 @@ class MotionAutoencoder(nn.Module):
         cells = code.permute(0, 2, 3, 1) @ self.residual_basis  # [F, h, w, n]
         return unpatchify(cells[None], self.cfg.cell)[0].transpose(0, 1)
 
-    def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
-        """Unscaled per-frame codes [F, 2 + R, h, w] of frames [F, 3, H, W] (working size) against the portrait.
+    def frame_codes(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor | None = None,
+                    mouth: MouthCorners | None = None, expression_flow: torch.Tensor | None = None) -> torch.Tensor:
+        """Unscaled per-frame codes [F, 2 + R + E, h, w] of frames [F, 3, H, W] (working size) against the portrait.
 
         `flow`: the exact backward field to the portrait [F, 2, H', W'] in pixels of `frames` (H', W' whole
         multiples of the cell grid), where whoever made the frames knows it (the animated photographs);
-        else optical flow, still-gated."""
+        else optical flow, still-gated. `mouth`: the portrait's mouth in working pixels, for the expression
+        channel (none: a lift of 0), read from `expression_flow` (an exact field as `flow`) where given, else from
+        `flow`, else from optical flow at full size."""
+        cfg = self.cfg
         h, w = frames.shape[-2:]
         if flow is None:
-            flow = self.gated_flow(frames, portrait, self._cell_flow(frames, portrait))
+            dense = self._dense_flow(frames, portrait, cfg.flow_finest_level)
+            cells = self.gated_flow(frames, portrait, F.avg_pool2d(dense, cfg.cell))
+            if cfg.expression_channels and mouth is not None and cfg.flow_finest_level and expression_flow is None:
+                dense = self._dense_flow(frames, portrait, 0)  # the corners' lift is under a pixel: full size
         else:
-            flow = self._exact_cell_flow(flow.to(frames.dtype), len(frames), h, w)
-        warped = warp(portrait[None].expand(len(frames), -1, -1, -1), self._upsample(flow, h, w))
-        return torch.cat([flow, self._residual_code(frames, warped)], dim=1)
+            dense = self._exact_field(flow.to(frames.dtype), len(frames), h, w)
+            cells = F.adaptive_avg_pool2d(dense, (h // cfg.cell, w // cfg.cell))
+            if dense.shape[-2:] != (h, w):
+                dense = self._upsample(dense, h, w)
+        warped = warp(portrait[None].expand(len(frames), -1, -1, -1), self._upsample(cells, h, w))
+        codes = [cells, self._residual_code(frames, warped)]
+        if cfg.expression_channels:
+            if expression_flow is not None:
+                dense = self._upsample(self._exact_field(expression_flow.to(frames.dtype), len(frames), h, w), h, w)
+            lift = corner_lift(dense, mouth) if mouth is not None else torch.zeros(len(frames))
+            codes.append(lift.to(frames.dtype).view(-1, 1, 1, 1).expand(-1, 1, *cells.shape[-2:]))
+        return torch.cat(codes, dim=1)
 
-    def _exact_cell_flow(self, flow: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+    def _exact_field(self, flow: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        """An exact backward field [F, 2, H', W'], checked: H', W' whole multiples of the cell grid, finite."""
         gh, gw = h // self.cfg.cell, w // self.cfg.cell
         if flow.ndim != 4 or flow.shape[:2] != (frames, 2) or flow.shape[2] % gh or flow.shape[3] % gw:
             raise ValueError(f"an exact flow field must be [{frames}, 2, H', W'] with H', W' multiples of the "
                              f"{gh}x{gw} cell grid, got {list(flow.shape)}")
         if not torch.isfinite(flow).all():
             raise ValueError("the exact flow field has NaN or infinite values")
-        return F.adaptive_avg_pool2d(flow, (gh, gw))
+        return flow
 
     def gated_flow(self, frames: torch.Tensor, portrait: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Zero the flow of cells that standing still explains as well (`still_gate`), twice: the
@@ -364,11 +405,12 @@ class MotionAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, frames: torch.Tensor, portrait: Any = None, generator: torch.Generator | None = None,
-               flow: torch.Tensor | None = None) -> torch.Tensor:
+               flow: torch.Tensor | None = None, expression_flow: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 3, F, H, W] in [-1, 1] (the region at working resolution) -> [B, C, 1 + ceil((F-1)/4), H/cell, W/cell].
 
         `portrait` [B, 3, H, W] defaults to frame 0. `flow` [B, F, 2, H', W']: the exact backward field to
-        the portrait (`frame_codes`), instead of optical flow. Deterministic (generator unused)."""
+        the portrait (`frame_codes`), instead of optical flow; `expression_flow` (the same): an exact field for the
+        expression channel alone. Deterministic (generator unused)."""
         cfg, r = self.cfg, self.temporal_ratio
         b, _, f, h, w = frames.shape
         self.latent_shape(f, h, w)
@@ -377,9 +419,12 @@ class MotionAutoencoder(nn.Module):
             ref = F.interpolate(ref, size=(h, w), mode="area")
         out = []
         for i in range(b):
+            mouth = find_mouth(((ref[i].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+                               .cpu().numpy()) if cfg.expression_channels else None
             codes = self.frame_codes(frames[i].transpose(0, 1).to(self.dtype), ref[i].to(self.dtype),
-                                     None if flow is None else flow[i])  # [F, S, h, w]
-            codes = torch.cat([codes[:, :2] * cfg.flow_scale, codes[:, 2:] * cfg.residual_scale], dim=1)
+                                     None if flow is None else flow[i], mouth,
+                                     None if expression_flow is None else expression_flow[i])  # [F, S, h, w]
+            codes = codes * self._channel_scales(codes.dtype).view(1, -1, 1, 1)
             groups = latent_frames(f, r) - 1
             rest = codes[1:]
             if groups and rest.shape[0] < groups * r:  # a short last group repeats its last frame
@@ -390,14 +435,18 @@ class MotionAutoencoder(nn.Module):
         return torch.stack(out)
 
     def slot_codes(self, latents: torch.Tensor) -> torch.Tensor:
-        """[B, C, T, h, w] -> per-frame unscaled codes [B, F, 2 + R, h, w] (the causal frame layout)."""
-        cfg, r, s = self.cfg, self.temporal_ratio, self.cfg.slot_channels
+        """[B, C, T, h, w] -> per-frame unscaled codes [B, F, 2 + R + E, h, w] (the causal frame layout)."""
+        r, s = self.temporal_ratio, self.cfg.slot_channels
         b, _, t, h, w = latents.shape
         z = latents.to(self.dtype).reshape(b, r, s, t, h, w).permute(0, 3, 1, 2, 4, 5)  # [B, T, r, S, h, w]
         frames = torch.cat([z[:, :1, -1], z[:, 1:].reshape(b, (t - 1) * r, s, h, w)], dim=1)
-        scale = torch.tensor([1 / cfg.flow_scale] * 2 + [1 / cfg.residual_scale] * cfg.residual_channels,
-                             dtype=frames.dtype, device=frames.device)
-        return frames * scale.view(1, 1, -1, 1, 1)
+        return frames / self._channel_scales(frames.dtype, frames.device).view(1, 1, -1, 1, 1)
+
+    def _channel_scales(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[S]: latent units per unit of each slot channel (flow, residual, expression)."""
+        cfg = self.cfg
+        return torch.tensor([cfg.flow_scale] * 2 + [cfg.residual_scale] * cfg.residual_channels
+                            + [cfg.expression_scale] * cfg.expression_channels, dtype=dtype, device=device)
 
     def decode(self, latents: torch.Tensor, portrait: Any = None) -> torch.Tensor:
         """[B, C, T, h, w] -> [B, 3, 1 + 4(T-1), H, W] in [-1, 1], H x W the portrait's own size."""
@@ -445,7 +494,7 @@ class MotionAutoencoder(nn.Module):
             size = flow.norm(dim=1, keepdim=True)
             flow = flow * ((size - cfg.flow_deadzone).clamp_min(0) / size.clamp_min(1e-6))
         residual = cfg.residual_channels and cfg.residual_gain
-        res = self._residual_image(codes[:, 2:]) * cfg.residual_gain if residual else None
+        res = self._residual_image(codes[:, 2 : 2 + cfg.residual_channels]) * cfg.residual_gain if residual else None
         field = torch.zeros(n, 2, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device)
         extra = torch.zeros(n, 3, uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if residual else None
         weight = torch.zeros(uy1 - uy0, ux1 - ux0, dtype=flow.dtype, device=flow.device) if len(tiles) > 1 else None
@@ -470,6 +519,15 @@ class MotionAutoencoder(nn.Module):
         if ref.head_motion < 1 or ref.head_deadzone > 0:
             for face in ref.rigid_faces:
                 hold_head(field, face, (ux0, uy0), ref.head_motion, ref.head_deadzone * face.height)
+        if cfg.expression_channels and cfg.expression_gain > 0:  # after the holds: the upper lip's middle stays put
+            lift = codes[:, 2 + cfg.residual_channels]  # [F, h, w] face heights
+            for seam in ref.seams:
+                if seam.corners is None:
+                    continue
+                k = min(seam.region, len(tiles) - 1)
+                mean = lift[..., k * tw : (k + 1) * tw].mean(dim=(1, 2))
+                mean = mean * head_share_kept(mean.abs(), cfg.expression_deadzone)
+                draw_lift(field, seam.corners, (ux0, uy0), mean * cfg.expression_gain * seam.corners.face_height)
         mouths = []
         for seam in ref.seams:
             gain = cfg.open_mouth_opening if seam.open else cfg.mouth_opening

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from magicinfinite_core.media.expression import MouthCorners, mouth_corners
+
 # face-mesh indices: inner-lip contour from the left inner corner to the right one
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
@@ -93,6 +95,7 @@ class LipSeam:
     open: bool = False
     teeth: tuple[float, float, float] | None = None  # a closed mouth's upper teeth colour ([-1, 1] RGB)
     lip: tuple[float, float, float] | None = None  # the lower lip's colour ([-1, 1] RGB): the tongue's
+    corners: MouthCorners | None = None  # where the corners and the upper lip's middle sit (media/expression.py)
 
     @property
     def columns(self) -> np.ndarray:
@@ -120,7 +123,7 @@ def lip_seam(landmarks: np.ndarray, picture: np.ndarray, region: int = 0) -> Lip
     teeth = None if is_open else teeth_colour(picture, 0.5 * (landmarks[NOSE_BOTTOM] + landmarks[LIP_TOP]), face_h)
     lip = _patch_colour(picture, 0.5 * (landmarks[LOWER_LIP_INNER] + landmarks[LOWER_LIP_OUTER]), face_h) * 2 - 1
     return LipSeam(xa, tuple(float(r) for r in rows), tuple(float(c) for c in colour), region, is_open, teeth,
-                   tuple(float(c) for c in lip))
+                   tuple(float(c) for c in lip), mouth_corners(landmarks, region))
 
 
 def _patch_colour(picture: np.ndarray, at: np.ndarray, face_h: float) -> np.ndarray:
