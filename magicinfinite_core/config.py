@@ -113,6 +113,11 @@ class DiTConfig:
     reference_gate: bool = False
     # the gate logit's start (fresh models and `models.dit.with_reference_gate`): sigmoid(5) = 0.993, nearly the full skip
     reference_gate_init: float = 5.0
+    # Output channels whose rows also get a bias read from the conditioning vector (timestep + pooled text) by a linear
+    # layer of their own, the same for every token of a sample. Why: a motion latent's expression channel is one number
+    # per frame that the prompt decides (media/expression.py); read from the final tokens alone, a DiT trained without
+    # it did not find the prompt's emotion (session 21). Empty: none (`models.dit.with_vec_bias` adds it, zero).
+    vec_bias_channels: tuple[int, ...] = ()
     # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
     avatar: AvatarConfig | None = None
     # Channels of the portrait condition in the I2V concat; 0: the latent's own (the portrait latent).
@@ -164,6 +169,8 @@ class DiTConfig:
             raise ValueError("reference_skip needs the every_frame image condition (in_channels = 2*out_channels+1)")
         if self.reference_gate and not self.reference_skip:
             raise ValueError("reference_gate gates the reference skip; set reference_skip too")
+        if any(not 0 <= c < self.out_channels for c in self.vec_bias_channels):
+            raise ValueError(f"vec_bias_channels {list(self.vec_bias_channels)}: outputs are 0..{self.out_channels - 1}")
         if self.avatar is not None:
             if self.audio is not None or self.in_channels != self.out_channels or self.reference_skip:
                 raise ValueError(

@@ -219,3 +219,35 @@ def test_one_denoising_step_of_a_33_frame_window_on_cpu():
         )
     x = scheduler.euler_step(noisy, v, float(sigmas[0]), float(sigmas[1]))
     assert x.shape == noisy.shape and torch.isfinite(x).all()
+
+
+def test_vec_bias_starts_at_zero_and_moves_only_its_channels_by_one_number_per_sample(tmp_path):
+    """`DiTConfig.vec_bias_channels` (the demo's expression channel read from the prompt): added to a trained model
+    it changes nothing; trained, it moves only its channels, by the same amount at every position of a sample, and
+    the amount depends on the pooled text; it survives a save and load; a channel the model does not write is refused."""
+    from dataclasses import replace
+
+    from magicinfinite_core.models.dit import with_vec_bias
+
+    cfg = DiTConfig()
+    model = MagicInfiniteDiT(cfg).eval()
+    randomise_(model, seed=1)
+    inputs = tiny_inputs(cfg)
+    inputs["speaker_mask"] = halves_mask(2, 3, 4, 4)
+    biased = with_vec_bias(model, (1,)).eval()
+    with torch.no_grad():
+        before = model(**inputs)
+        assert torch.equal(biased(**inputs), before)
+        biased.vec_bias.weight.normal_(generator=torch.Generator().manual_seed(2))
+        after = biased(**inputs)
+        other = biased(**{**inputs, "pooled": inputs["pooled"] + 1.0})
+    change = after - before
+    assert torch.equal(change[:, [0, 2, 3]], torch.zeros_like(change[:, [0, 2, 3]]))
+    per_patch = change[0, 1].reshape(3, 4, 2, 4, 2)  # one number per position within a 1x2x2 patch
+    assert torch.allclose(per_patch, per_patch[:1, :1, :, :1, :].expand_as(per_patch), atol=1e-5)
+    assert float(per_patch.abs().max()) > 0 and not torch.allclose(other[:, 1], after[:, 1])
+    save_dit(tmp_path / "b.safetensors", biased)
+    with torch.no_grad():
+        assert torch.allclose(load_transformer(tmp_path / "b.safetensors").eval()(**inputs), after, atol=1e-4)
+    with pytest.raises(ValueError, match="vec_bias_channels"):
+        replace(cfg, vec_bias_channels=(cfg.out_channels,))

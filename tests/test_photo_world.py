@@ -391,7 +391,7 @@ def test_rigid_brows_keep_a_surprised_brow_raise_that_the_rigid_upper_face_erase
     from training.eval.evaluate import clip_reference
 
     frames, gt = photo_face.render_photo_scene(_scene("luispedro", "still", emotion="surprise"))
-    brows = load_bundle(DEMO_MODEL_DIR, "cpu").vae  # the demo as it ships (v8.6)
+    brows = load_bundle(DEMO_MODEL_DIR, "cpu").vae  # the demo as it ships (rigid_brows since v8.6)
     assert brows.cfg.rigid_upper_face == 1.0 and brows.cfg.rigid_brows == 1.0
     held = copy.deepcopy(brows)
     held.cfg = dataclasses.replace(brows.cfg, rigid_brows=0.0)  # v8.4's decode

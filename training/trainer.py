@@ -279,7 +279,7 @@ def _file_config(path: str | Path) -> dict:
 
 
 def build_model(cfg: TrainConfig, stage: int):
-    from magicinfinite_core.models.dit import MagicInfiniteDiT, with_reference_gate
+    from magicinfinite_core.models.dit import MagicInfiniteDiT, with_reference_gate, with_vec_bias
 
     dcfg = cfg.dit_config(stage)
     st = cfg.stage2 if stage == 2 else cfg.stage1
@@ -289,9 +289,12 @@ def build_model(cfg: TrainConfig, stage: int):
     torch.manual_seed(cfg.seed)
     if st.init and st.init != "none":
         add_gate = dcfg.reference_gate and not _file_config(st.init).get("reference_gate", False)
-        model = load_transformer(st.init, replace(dcfg, reference_gate=False) if add_gate else dcfg,
+        add_bias = bool(dcfg.vec_bias_channels) and not _file_config(st.init).get("vec_bias_channels")
+        model = load_transformer(st.init, replace(dcfg, reference_gate=False if add_gate else dcfg.reference_gate,
+                                                  vec_bias_channels=() if add_bias else dcfg.vec_bias_channels),
                                  allow_missing_audio=stage == 2)
         model = with_reference_gate(model) if add_gate else model
+        model = with_vec_bias(model, tuple(dcfg.vec_bias_channels)) if add_bias else model
         model.train()
     else:
         model = MagicInfiniteDiT(dcfg)
@@ -317,7 +320,8 @@ def param_groups(model: torch.nn.Module, stage: int, st: StageConfig) -> list[di
 
 def head_rows_group(model: torch.nn.Module, channels: tuple[int, ...], lr: float) -> list[dict]:
     """One parameter group, the final layer's linear, whose gradient is masked to the rows that write `channels`
-    (no weight decay, so the other rows stay exactly as loaded); every other parameter is frozen."""
+    (no weight decay, so the other rows stay exactly as loaded), and the model's `vec_bias` layer where it has one
+    (`DiTConfig.vec_bias_channels`); every other parameter is frozen."""
     cfg = model.cfg
     patch = math.prod(cfg.patch_size)
     bad = [c for c in channels if not 0 <= c < cfg.out_channels]
@@ -333,7 +337,10 @@ def head_rows_group(model: torch.nn.Module, channels: tuple[int, ...], lr: float
         p.requires_grad_(True)
         mask = rows.view(-1, *([1] * (p.ndim - 1))).to(p.device, p.dtype)
         p.register_hook(lambda g, m=mask: g * m)
-    return [{"params": [linear.weight, linear.bias], "lr": lr, "base": lr, "weight_decay": 0.0}]
+    bias = list(model.vec_bias.parameters()) if cfg.vec_bias_channels else []
+    for p in bias:
+        p.requires_grad_(True)
+    return [{"params": [linear.weight, linear.bias, *bias], "lr": lr, "base": lr, "weight_decay": 0.0}]
 
 
 def train_step_loss(

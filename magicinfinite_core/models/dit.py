@@ -119,6 +119,13 @@ class MagicInfiniteDiT(nn.Module):
         )
         pt, ph, pw = cfg.patch_size
         self.final_layer = FinalLayer(hidden, pt * ph * pw * cfg.head_channels, eps)
+        if cfg.vec_bias_channels:  # rows are channel-major (`unpatchify`); starts at zero: the model is unchanged
+            patch = pt * ph * pw
+            rows = [c * patch + i for c in cfg.vec_bias_channels for i in range(patch)]
+            self.vec_bias_rows = rows  # a list, not a buffer: models are built on the meta device and then loaded
+            self.vec_bias = nn.Linear(hidden, len(rows))
+            nn.init.zeros_(self.vec_bias.weight)
+            nn.init.zeros_(self.vec_bias.bias)
         if cfg.reference_gate:  # the gate rows start nearly open: the model starts as the full skip
             with torch.no_grad():
                 gate = slice(pt * ph * pw * cfg.out_channels, None)
@@ -408,7 +415,12 @@ class MagicInfiniteDiT(nn.Module):
         """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels].
 
         Avatar's reference-frame tokens (the first `n_ref`) are dropped here, as in the reference."""
-        return self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
+        out = self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
+        if self.cfg.vec_bias_channels:
+            bias = self.vec_bias(nn.functional.silu(s.vec)).to(out.dtype)  # [B, rows]
+            rows = torch.tensor(self.vec_bias_rows, device=out.device)
+            out = out.index_add(-1, rows, bias[:, None, :].expand(-1, out.shape[1], -1))
+        return out
 
     def _run(self, module: nn.Module, *args):
         check_cancelled()  # between blocks: one forward of a huge model is long (cancellation.py)
@@ -449,6 +461,19 @@ def with_reference_gate(model: MagicInfiniteDiT) -> MagicInfiniteDiT:
     new.update(sd)
     gated.load_state_dict(new)
     return gated.train(model.training)
+
+
+def with_vec_bias(model: MagicInfiniteDiT, channels: tuple[int, ...]) -> MagicInfiniteDiT:
+    """The same model with `DiTConfig.vec_bias_channels` set: every weight kept, the new bias layer at zero (so its
+    outputs are unchanged until it trains)."""
+    if tuple(model.cfg.vec_bias_channels) == tuple(channels):
+        return model
+    if model.cfg.vec_bias_channels:
+        raise ValueError(f"the model already has vec_bias_channels {list(model.cfg.vec_bias_channels)}")
+    biased = MagicInfiniteDiT(replace(model.cfg, vec_bias_channels=tuple(channels))).to(next(model.parameters()).dtype)
+    missing, unexpected = biased.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("vec_bias.") for k in missing), (missing, unexpected)
+    return biased.train(model.training)
 
 
 def count_parameters(model: nn.Module, prefix_filter: tuple[str, ...] = ()) -> int:
