@@ -169,6 +169,7 @@ class DiTConfig:
             raise ValueError("reference_skip needs the every_frame image condition (in_channels = 2*out_channels+1)")
         if self.reference_gate and not self.reference_skip:
             raise ValueError("reference_gate gates the reference skip; set reference_skip too")
+        object.__setattr__(self, "vec_bias_channels", tuple(int(c) for c in self.vec_bias_channels))  # JSON gives a list
         if any(not 0 <= c < self.out_channels for c in self.vec_bias_channels):
             raise ValueError(f"vec_bias_channels {list(self.vec_bias_channels)}: outputs are 0..{self.out_channels - 1}")
         if self.avatar is not None:

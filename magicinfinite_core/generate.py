@@ -273,7 +273,7 @@ def prepare_portrait(
     if moves_portrait(bundle.vae):
         img, img_u8, masks, ref = frame_portrait(full, (bundle.height, bundle.width), num_speakers, opts.speakers,
                                                  fallback=opts.face_fallback, notes=notes, max_side=opts.max_size,
-                                                 lip_seams=max(bundle.vae.cfg.mouth_opening, bundle.vae.cfg.open_mouth_opening) > 0,
+                                                 lip_seams=bundle.vae.cfg.needs_mouths,
                                                  rigid_faces=bundle.vae.cfg.rigid_upper_face > 0,
                                                  head_motion=opts.head_motion, head_deadzone=opts.head_deadzone)
         return PreparedPortrait(img, img_u8, masks, ref, tuple(ref.image.shape[-2:]))

@@ -132,11 +132,11 @@ def test_the_channel_carries_the_worlds_smile_and_frown_and_decoding_draws_them_
     from training.data.tensors import frames_to_tensor, tensor_to_frames
     from training.eval import real_photos as rp
     from training.eval.evaluate import clip_reference
-    from training.recast_expression import recast_expression
 
-    vae = recast_expression(load_bundle(DEMO_MODEL_DIR, "cpu").vae)
-    vae.cfg = replace(vae.cfg, expression_gain=1.0)
-    plain = recast_expression(load_bundle(DEMO_MODEL_DIR, "cpu").vae)  # gain 0: the lift is carried, not drawn
+    vae = load_bundle(DEMO_MODEL_DIR, "cpu").vae  # the demo as it ships (v10: the channel drawn)
+    assert vae.cfg.expression_channels == 1 and vae.cfg.expression_gain == 1.0
+    plain = load_bundle(DEMO_MODEL_DIR, "cpu").vae
+    plain.cfg = replace(plain.cfg, expression_gain=0.0)  # the lift is carried, not drawn
     lift, exact, drawn, undrawn = {}, {}, {}, {}
     with torch.inference_mode(), rp.FaceMeter() as meter:
         for emotion in ("neutral", "smile", "frown"):
@@ -173,3 +173,18 @@ def test_find_mouth_reads_grace_hoppers_mouth_and_none_in_a_blank_picture(tmp_pa
     assert 0.2 * picture.shape[0] < mouth.face_height < picture.shape[0]
     assert abs(mouth.middle[1] - 0.5 * (mouth.left[1] + mouth.right[1])) < 0.05 * mouth.face_height
     assert find_mouth(np.full((128, 128, 3), 128, np.uint8)) is None
+
+
+def test_a_drawn_expression_asks_for_the_portraits_mouths_even_without_parted_lips(tmp_path):
+    """`needs_mouths`: a model that draws the lift finds the mouths (their corners) though its lips never part."""
+    from PIL import Image
+
+    from training.eval import real_photos as rp
+    from training.eval.evaluate import clip_reference
+
+    cfg = MotionAutoencoderConfig(residual_channels=0, expression_channels=1, expression_gain=1.0)
+    assert cfg.needs_mouths and not replace(cfg, expression_gain=0.0).needs_mouths
+    assert MotionAutoencoderConfig(mouth_opening=1.0).needs_mouths
+    picture = np.asarray(Image.open(rp.heldout_photo(rp.HALF_LENGTH, tmp_path)).convert("RGB"))
+    ref = clip_reference(MotionAutoencoder(cfg), picture)
+    assert len(ref.seams) == 1 and ref.seams[0].corners is not None

@@ -1,6 +1,6 @@
 """Give a fitted motion autoencoder an expression channel: its last residual channel becomes the mouth corners' lift.
 
-    python -m training.recast_expression --bundle magicinfinite_core/assets/demo --out out/v10/motion_ae_expression.safetensors
+    python -m training.recast_expression --vae out/v86/vae.safetensors --out out/v10/motion_ae_expression.safetensors
 
 Why recast rather than add: the latent keeps its width (the same 40 channels), so a DiT trained on the old latent is
 fine-tuned as it is, and the residual channel given up is the PCA's smallest, unused at decode since v4 (the demo's
@@ -36,19 +36,12 @@ def recast_expression(ae: MotionAutoencoder, scale: float = 50.0) -> MotionAutoe
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.recast_expression", description=__doc__.split("\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bundle", help="a model folder (bundle.json): its autoencoder with the bundle's settings")
-    src.add_argument("--vae", help="an autoencoder .safetensors with its config in the metadata")
+    p.add_argument("--vae", required=True, help="a motion autoencoder .safetensors with its config in the metadata (a "
+                   "model folder's vae.safetensors: its decode settings stay in bundle.json)")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument("--scale", type=float, default=50.0, help="latent units per face height of lift")
     a = p.parse_args(argv)
-    if a.bundle:
-        from magicinfinite_core.weights.bundle import load_bundle
-
-        ae = load_bundle(a.bundle, "cpu").vae
-    else:
-        ae = load_autoencoder(a.vae)
-    out = save_autoencoder(a.out, recast_expression(ae, a.scale))
+    out = save_autoencoder(a.out, recast_expression(load_autoencoder(a.vae), a.scale))
     print(f"wrote {out}: {Path(out).stat().st_size} bytes")
     return 0
 

@@ -132,6 +132,12 @@ class MotionAutoencoderConfig:
     expression_deadzone: float = 0.0
 
     @property
+    def needs_mouths(self) -> bool:
+        """Whether decoding uses the portrait's mouths (`MotionReference.seams`): lips that part, or a drawn expression."""
+        return max(self.mouth_opening, self.open_mouth_opening) > 0 or (self.expression_channels > 0
+                                                                         and self.expression_gain > 0)
+
+    @property
     def smoothing_reach(self) -> int:
         """Frames each way that `flow_smoothing` reads (0 when off)."""
         if self.flow_smoothing <= 0:

@@ -47,7 +47,7 @@ from training.eval import metrics
 
 def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
     """What decoding moves for a clip's portrait (uint8 [H, W, 3]): for a motion autoencoder whose decode settings
-    use face parts (parted lips, a rigid upper face), the whole portrait as the region with the parts face mesh
+    use face parts (parted lips, a drawn expression, a rigid upper face), the whole portrait as the region with the parts face mesh
     finds on it, as `framing.frame_portrait` gives a photograph; else the portrait itself."""
     from magicinfinite_core.inputs.framing import find_face_parts
     from magicinfinite_core.media.autoencoders import moves_portrait, portrait_tensor
@@ -56,7 +56,7 @@ def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
     if not moves_portrait(vae):
         return portrait
     cfg = vae.cfg
-    lips = max(cfg.mouth_opening, cfg.open_mouth_opening) > 0
+    lips = cfg.needs_mouths
     if not (lips or cfg.rigid_upper_face > 0):
         return portrait
     picture = np.ascontiguousarray(np.asarray(portrait, np.uint8))
