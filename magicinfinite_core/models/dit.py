@@ -414,7 +414,8 @@ class MagicInfiniteDiT(nn.Module):
     def head(self, s: BlockInputs, xs: torch.Tensor) -> torch.Tensor:
         """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels].
 
-        Avatar's reference-frame tokens (the first `n_ref`) are dropped here, as in the reference."""
+        Avatar's reference-frame tokens (the first `n_ref`) are dropped here, as in the reference. With
+        `vec_bias_channels`, those channels' rows also get a bias from the conditioning vector, the same for every token."""
         out = self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
         if self.cfg.vec_bias_channels:
             bias = self.vec_bias(nn.functional.silu(s.vec)).to(out.dtype)  # [B, rows]
