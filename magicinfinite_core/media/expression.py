@@ -129,20 +129,10 @@ def draw_lift(field: torch.Tensor, mouth: MouthCorners, origin: tuple[int, int],
     return True
 
 
-def find_mouth(picture: np.ndarray, mesh_side: int = 384) -> MouthCorners | None:
-    """The first face's mouth in a uint8 RGB picture [H, W, 3] (face mesh on it brought to about `mesh_side` px, as
-    `framing.find_face_parts` does); None where face mesh finds no face."""
-    from PIL import Image
+def find_mouth(picture: np.ndarray) -> MouthCorners | None:
+    """The first face's mouth in a uint8 RGB picture [H, W, 3], as decoding finds it (`framing.find_face_parts`: face
+    mesh on the picture brought to a common size, the lip seam's corners); None where face mesh finds no mouth."""
+    from magicinfinite_core.inputs.framing import find_face_parts
 
-    from magicinfinite_core.inputs.face_tasks import FaceMesh
-
-    s = mesh_side / max(picture.shape[:2])
-    img = np.ascontiguousarray(picture)
-    if abs(s - 1) > 0.05:
-        img = np.asarray(Image.fromarray(img).resize((max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
-                                                     Image.LANCZOS))
-    with FaceMesh(max_faces=1) as mesh:
-        found = mesh.landmarks(img)
-    if not found:
-        return None
-    return mouth_corners(found[0] * np.array([img.shape[1], img.shape[0]], np.float32) / s)
+    seams, _ = find_face_parts(np.ascontiguousarray(picture), [(0, 0, picture.shape[1], picture.shape[0])])
+    return seams[0].corners if seams else None

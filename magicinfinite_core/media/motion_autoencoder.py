@@ -293,10 +293,12 @@ def smooth_flow(codes: torch.Tensor, cfg: MotionAutoencoderConfig) -> torch.Tens
     f = codes.shape[1]
     frames = torch.arange(f)
     smoothed = [0, 1] + list(range(codes.shape[2] - cfg.expression_channels, codes.shape[2]))
-    out = codes.clone()
-    out[:, :, smoothed] = 0
+    picked = codes[:, :, smoothed]  # only these channels are gathered at each offset
+    total = torch.zeros_like(picked)
     for off, wt in zip(offsets.long().tolist(), weights, strict=True):
-        out[:, :, smoothed] += wt * codes[:, (frames + off).clamp(0, f - 1)][:, :, smoothed]
+        total += wt * picked[:, (frames + off).clamp(0, f - 1)]
+    out = codes.clone()
+    out[:, :, smoothed] = total
     return out
 
 
