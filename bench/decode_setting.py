@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from magicinfinite_core.generate import GenerateOptions, sample_latent
     from magicinfinite_core.inputs.audio import load_speaker_tracks
     from magicinfinite_core.inputs.audio_features import extract_speaker_features
-    from magicinfinite_core.inputs.framing import find_face_parts
+    from magicinfinite_core.inputs.face_parts import find_face_parts
     from magicinfinite_core.media.autoencoders import decode_video
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.eval import real_photos as rp

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from magicinfinite_core.errors import MagicInfiniteError
-from magicinfinite_core.media.expression import MouthCorners, corner_lift, draw_lift, find_mouth, lift_shape
+from magicinfinite_core.inputs.face_parts import find_mouth
+from magicinfinite_core.media.expression import MouthCorners, corner_lift, draw_lift, lift_shape
 from magicinfinite_core.media.motion_autoencoder import (
     MotionAutoencoder,
     MotionAutoencoderConfig,

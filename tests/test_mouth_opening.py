@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
+from magicinfinite_core.inputs.face_parts import find_face_parts
+from magicinfinite_core.inputs.framing import frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
 from magicinfinite_core.media.mouth_opening import LipSeam, open_lips
 from training.data.mouth import LUMA

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from magicinfinite_core.inputs.face_parts import find_face_parts
 from magicinfinite_core.inputs.face_tasks import FACE_TOP, FaceMesh, face_oval_edges, face_oval_loop
-from magicinfinite_core.inputs.framing import find_face_parts, frame_portrait
+from magicinfinite_core.inputs.framing import frame_portrait
 from magicinfinite_core.media.motion_autoencoder import MotionAutoencoder, MotionAutoencoderConfig
 from magicinfinite_core.media.rigid_face import (
     BROWS,

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from magicinfinite_core.config import MAX_HEAD_DEADZONE, MAX_OUTPUT_SIDE
 from magicinfinite_core.errors import MagicInfiniteError
+from magicinfinite_core.inputs.face_parts import find_face_parts
 from magicinfinite_core.inputs.masks import DETECT_MAX_SIDE, FaceBox, bounded_image, detect_faces
 from magicinfinite_core.media.motion_autoencoder import MotionReference
-from magicinfinite_core.media.mouth_opening import LipSeam, lip_seam
-from magicinfinite_core.media.rigid_face import RigidFace, rigid_face
 
 # Measured on the demo's training clips (frame 0, mediapipe's detector): the face box is 0.565 of the
 # frame wide and its centre sits at (0.53, 0.54) of the frame. Framing reproduces that.
@@ -62,36 +61,6 @@ def frame_faces(faces: Sequence[FaceBox], size: tuple[int, int], face_share: flo
     left = int(round(min(max(cx - side / 2, 0), W - side)))
     top = int(round(min(max(cy - side / 2, 0), H - side)))
     return (left, top, left + side, top + side)
-
-
-def find_face_parts(picture: np.ndarray, regions: Sequence[tuple[int, int, int, int]], faces: int = 1,
-                    mesh_side: int = 384, heads: bool = False) -> tuple[tuple[LipSeam, ...], tuple[RigidFace, ...]]:
-    """The mouths' lip seams (`media/mouth_opening.py`: closed or open) and the rigid upper faces
-    (`media/rigid_face.py`) of up to `faces` faces in each of `regions` (pixel boxes of the uint8
-    picture), found by face mesh on each region brought to about `mesh_side` px; a face that face mesh
-    does not find has neither."""
-    from PIL import Image
-
-    from magicinfinite_core.inputs.face_tasks import FaceMesh, face_oval_loop
-
-    seams, rigid = [], []
-    oval = face_oval_loop()
-    with FaceMesh(max_faces=faces) as mesh:
-        for k, (x0, y0, x1, y1) in enumerate(regions):
-            crop = np.ascontiguousarray(picture[y0:y1, x0:x1])
-            s = mesh_side / max(crop.shape[:2])
-            if abs(s - 1) > 0.05:
-                crop = np.asarray(Image.fromarray(crop).resize((max(1, round(crop.shape[1] * s)),
-                                                                max(1, round(crop.shape[0] * s))), Image.LANCZOS))
-            for lm in mesh.landmarks(crop):
-                pts = lm * np.array([crop.shape[1], crop.shape[0]], np.float32) / s + np.array([x0, y0], np.float32)
-                seam = lip_seam(pts, picture, region=k)
-                if seam is not None:
-                    seams.append(seam)
-                face = rigid_face(pts, oval, picture.shape[:2], head=heads)
-                if face is not None:
-                    rigid.append(face)
-    return tuple(seams), tuple(rigid)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

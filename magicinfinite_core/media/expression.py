@@ -127,12 +127,3 @@ def draw_lift(field: torch.Tensor, mouth: MouthCorners, origin: tuple[int, int],
     view = field[:, 1, y0 - origin[1] : y1 - origin[1], x0 - origin[0] : x1 - origin[0]]
     view.add_(lift_px.to(field.device, field.dtype)[:, None, None] * s)
     return True
-
-
-def find_mouth(picture: np.ndarray) -> MouthCorners | None:
-    """The first face's mouth in a uint8 RGB picture [H, W, 3], as decoding finds it (`framing.find_face_parts`: face
-    mesh on the picture brought to a common size, the lip seam's corners); None where face mesh finds no mouth."""
-    from magicinfinite_core.inputs.framing import find_face_parts
-
-    seams, _ = find_face_parts(np.ascontiguousarray(picture), [(0, 0, picture.shape[1], picture.shape[0])])
-    return seams[0].corners if seams else None

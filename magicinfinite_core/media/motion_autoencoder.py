@@ -38,7 +38,8 @@ from torch import nn
 
 from magicinfinite_core.cancellation import check_cancelled
 from magicinfinite_core.config import latent_frames
-from magicinfinite_core.media.expression import MouthCorners, corner_lift, draw_lift, find_mouth
+from magicinfinite_core.inputs.face_parts import find_mouth
+from magicinfinite_core.media.expression import MouthCorners, corner_lift, draw_lift
 from magicinfinite_core.media.mouth_opening import LUMA, LipSeam, open_lips, paint_mouth
 from magicinfinite_core.media.patch_autoencoder import patchify, unpatchify
 from magicinfinite_core.media.rigid_face import RigidFace, head_share_kept, hold_head, hold_rigid
@@ -207,8 +208,8 @@ class MotionReference:
     image: torch.Tensor
     box: tuple[int, int, int, int]
     tiles: tuple[tuple[int, int, int, int], ...] = ()
-    seams: tuple[LipSeam, ...] = ()  # mouths' lip seams in the picture (`framing.find_face_parts`)
-    rigid_faces: tuple[RigidFace, ...] = ()  # faces' rigid upper parts in the picture (`framing.find_face_parts`)
+    seams: tuple[LipSeam, ...] = ()  # mouths' lip seams in the picture (`face_parts.find_face_parts`)
+    rigid_faces: tuple[RigidFace, ...] = ()  # faces' rigid upper parts in the picture (`face_parts.find_face_parts`)
     head_motion: float = 1.0  # how much of the model's head motion is kept (`rigid_face.hold_head`; needs rigid_faces)
     head_deadzone: float = 0.0  # head motion below this share of the face's height is held (`rigid_face.hold_head`)
 

@@ -49,7 +49,7 @@ def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
     """What decoding moves for a clip's portrait (uint8 [H, W, 3]): for a motion autoencoder whose decode settings
     use face parts (parted lips, a drawn expression, a rigid upper face), the whole portrait as the region with the parts face mesh
     finds on it, as `framing.frame_portrait` gives a photograph; else the portrait itself."""
-    from magicinfinite_core.inputs.framing import find_face_parts
+    from magicinfinite_core.inputs.face_parts import find_face_parts
     from magicinfinite_core.media.autoencoders import moves_portrait, portrait_tensor
     from magicinfinite_core.media.motion_autoencoder import MotionReference
 
