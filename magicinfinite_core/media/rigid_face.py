@@ -12,7 +12,7 @@ out over a few pixels below and around it. Per frame, so chunked decode still eq
 
 `brows` > 0 keeps each brow's own lift within the held part: the brows' vertical motion against the rest of the upper
 face (the height of a smooth bump around each brow, found by face mesh, that fits it best) is put back as that bump,
-and the median the part moves with is taken without the brows. Why: a surprised face raises its brows; holding them with
+and the median the part moves with is taken with those lifts taken out. Why: a surprised face raises its brows; holding them with
 the nose erased the raise the DiT made (the demo v8.4's base model raised them +0.018 face heights, decoded
 -0.006), and letting the brows keep the DiT's own flow cell by cell would bring its jitter back. A small lift is
 held (`BROW_DEADZONE`): a neutral prompt's brows barely move, a surprised one's lift several times as far.
@@ -138,9 +138,10 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
                brows: float = 0.0) -> bool:
     """Move ``face``'s upper part as one piece, in place: ``field`` [F, 2, H, W] is the backward flow of a
     region whose top-left corner is ``origin`` (x, y) in picture pixels; where the face's weight is w, the
-    flow becomes ``flow + gain * w * (median over the rigid part - flow)``. `brows` > 0: the median leaves the
-    brows out, and each brow's own vertical motion against the part's (the amplitude of its bump, within the face's
-    weight, that fits it best) comes back times `brows`, spread over that bump. False (nothing done) when the
+    flow becomes ``flow + gain * w * (median over the rigid part - flow)``. `brows` > 0: each brow's own vertical
+    motion against the rest of the part (the amplitude of its bump, within the face's weight, that fits it best),
+    past `BROW_DEADZONE`, is taken out of the flow before the median and comes back times `brows`, spread over that
+    bump. False (nothing done) when the
     rigid part lies outside the region or the gain is 0."""
     n, _, H, W = field.shape
     ox, oy = origin
@@ -157,16 +158,24 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
     view = field[:, :, fy0 - oy : fy1 - oy, fx0 - ox : fx1 - ox]
     flow = view.float()
     bumps = [torch.from_numpy(b[crop]).to(field.device) for b in face.brows] if brows > 0 else []
-    inner = [b > 0.5 for b in bumps]
-    rest = core & ~torch.stack(inner).any(0) if inner else core
-    whole = flow[:, :, rest if bool(rest.any()) else core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
+    shapes = [b * face_weight for b in bumps if float((b * face_weight).max()) > 0.5]
+    lifts = []
+    if shapes:  # each brow's bump-shaped lift against the rest of the part (the eyes and nose, as a face is read)
+        rest = core & ~torch.stack([b > 0.5 for b in shapes]).any(0)
+        around = flow[:, 1, rest if bool(rest.any()) else core].median(dim=1).values[:, None, None]  # [F, 1, 1]
+        for b in shapes:
+            lift = ((flow[:, 1] - around) * b).sum(dim=(1, 2)) / (b * b).sum()  # [F]
+            lifts.append(lift * head_share_kept(lift.abs(), BROW_DEADZONE * face.height))
+    # the part moves with the median over all of it, the brows' kept lifts taken out. Why all of it: the median of
+    # the part without the brows (the eyes and nose alone) flipped between still and a 0.1-0.3 px shift from one
+    # frame to the next on a still prompt, a flicker (docs/demo_model.md, session 22)
+    without = flow.clone()
+    for lift, b in zip(lifts, shapes, strict=True):
+        without[:, 1] -= lift[:, None, None] * b
+    whole = without[:, :, core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
     held = torch.lerp(flow, whole, face_weight * gain)
-    for bump in bumps:
-        b = bump * face_weight
-        if float(b.max()) > 0.5:  # the amplitude of a bump-shaped lift that best explains the brow's own motion
-            lift = ((flow[:, 1] - whole[:, 1]) * b).sum(dim=(1, 2)) / (b * b).sum()  # [F]
-            lift = lift * head_share_kept(lift.abs(), BROW_DEADZONE * face.height)
-            held[:, 1] += brows * gain * lift[:, None, None] * b
+    for lift, b in zip(lifts, shapes, strict=True):
+        held[:, 1] += brows * gain * lift[:, None, None] * b
     view.copy_(held.to(field.dtype))
     return True
 
