@@ -249,6 +249,25 @@ def test_head_channels_only_trains_those_output_rows_and_keeps_every_other_weigh
         run(cfg, 2, max_steps=1)
 
 
+def test_stage_sigmas_train_only_at_those_noise_levels(tmp_path):
+    """`stage.sigmas` (a few-step generator's own noise levels): every batch is drawn at one of them, each of them
+    comes up, and a level outside (0, 1] is refused by name."""
+    from contextlib import nullcontext
+
+    cfg = tiny_config(tmp_path)
+    cfg.stage1.sigmas = (0.5, 0.9)
+    model, data = build_model(cfg, 1), CacheData(cfg.cache)
+    seen = []
+    model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["timestep"].clone()), with_kwargs=True)
+    with torch.no_grad():
+        for step in range(4):
+            train_step_loss(model, data, cfg, 1, step=step, rank=0, autocast=nullcontext)
+    drawn = {round(float(t)) for t in torch.cat(seen)}
+    assert drawn == {500, 900}
+    with pytest.raises(ValueError, match=r"sigmas must lie in \(0, 1\], got \[0.0, 0.5\]"):
+        StageConfig(sigmas=(0.0, 0.5))
+
+
 def test_resume_gives_identical_next_step_loss(tmp_path):
     def losses(out: Path) -> dict[int, float]:
         rows = [json.loads(x) for x in (out / "stage2" / "log.jsonl").read_text().splitlines()]
@@ -399,7 +418,8 @@ def test_export_writes_the_chosen_decode_settings_and_refuses_unknown_ones(tmp_p
 
 @pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json", "demo_v4.json", "demo_v7.json", "demo_v8.json",
                                   "demo_v10.json", "demo_v10_4step.json", "demo_v10_head_rows.json",
-                                  "demo_v10_head_rows_4step.json", "demo_v10_whole_finetune_tried.json"])
+                                  "demo_v10_head_rows_4step.json", "demo_v10_whole_finetune_tried.json",
+                                  "demo_v10_4step_own_sigmas.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None

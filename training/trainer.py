@@ -62,6 +62,15 @@ class StageConfig:
     # learnt on a DiT whose motion must not move (session 21: a whole fine-tune for it cost the base model's still
     # upper face 0.64 -> 1.74 grey levels). Empty: train everything.
     head_channels_only: tuple[int, ...] = ()
+    # Noise levels (sigma in (0, 1]) drawn from uniformly instead of the shifted U(0, 1): a few-step generator's own
+    # (the demo's 4-step: timesteps 1000, 750, 500, 250 at shift 3 are sigma 1, 0.9, 0.75, 0.5). Why: rows trained
+    # for it at every noise level learnt what the base sampler needs, where it samples only at these. Empty: all.
+    sigmas: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.head_channels_only, self.sigmas = tuple(self.head_channels_only), tuple(float(v) for v in self.sigmas)
+        if any(not 0 < v <= 1 for v in self.sigmas):
+            raise ValueError(f"stage sigmas must lie in (0, 1], got {list(self.sigmas)}")
 
     def lr_factor(self, step: int) -> float:
         """Multiplier on the base lr for the update after `step` updates (warm-up, then optional decay)."""
@@ -364,7 +373,10 @@ def train_step_loss(
     use_audio = stage == 2
     draw = draw_dropout(st.batch, items["latent"].shape[2], dcfg, g, use_audio=use_audio)
     b = assemble(items, draw, data.null_text, use_audio)
-    sigma = sample_sigmas(st.batch, cfg.train_shift, g)
+    if st.sigmas:
+        sigma = torch.tensor(st.sigmas, dtype=torch.float32)[torch.randint(0, len(st.sigmas), (st.batch,), generator=g)]
+    else:
+        sigma = sample_sigmas(st.batch, cfg.train_shift, g)
     noisy, target = noisy_pair(b["data"], sigma, g)
     device = next(model.parameters()).device
     dit_cfg = cfg.dit_config(stage)
