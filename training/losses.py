@@ -103,8 +103,12 @@ def low_noise_scale(sigma: torch.Tensor, below: float) -> torch.Tensor:
     return (sigma / below).square().clamp(max=1.0)
 
 
-def sample_sigmas(batch: int, shift: float, generator: torch.Generator) -> torch.Tensor:
-    """Training noise levels: u ~ U(0, 1) warped by the sampler's time shift (more high-noise steps)."""
+def sample_sigmas(batch: int, shift: float, generator: torch.Generator,
+                  levels: tuple[float, ...] = ()) -> torch.Tensor:
+    """Training noise levels: u ~ U(0, 1) warped by the sampler's time shift (more high-noise steps). `levels`:
+    draw from these only instead (a few-step generator's own sigmas, which it is only ever asked at)."""
+    if levels:
+        return torch.tensor(levels, dtype=torch.float32)[torch.randint(0, len(levels), (batch,), generator=generator)]
     u = torch.rand(batch, generator=generator)
     return shift_sigmas(u, shift).clamp(1e-3, 1.0)
 

@@ -373,10 +373,7 @@ def train_step_loss(
     use_audio = stage == 2
     draw = draw_dropout(st.batch, items["latent"].shape[2], dcfg, g, use_audio=use_audio)
     b = assemble(items, draw, data.null_text, use_audio)
-    if st.sigmas:
-        sigma = torch.tensor(st.sigmas, dtype=torch.float32)[torch.randint(0, len(st.sigmas), (st.batch,), generator=g)]
-    else:
-        sigma = sample_sigmas(st.batch, cfg.train_shift, g)
+    sigma = sample_sigmas(st.batch, cfg.train_shift, g, st.sigmas)
     noisy, target = noisy_pair(b["data"], sigma, g)
     device = next(model.parameters()).device
     dit_cfg = cfg.dit_config(stage)

@@ -169,10 +169,10 @@ def hold_rigid(field: torch.Tensor, face: RigidFace, origin: tuple[int, int], ga
     # the part moves with the median over all of it, the brows' kept lifts taken out. Why all of it: the median of
     # the part without the brows (the eyes and nose alone) flipped between still and a 0.1-0.3 px shift from one
     # frame to the next on a still prompt, a flicker (docs/demo_model.md, session 22)
-    without = flow.clone()
+    part = flow[:, :, core]  # [F, 2, N]: a gathered copy, so the lifts come out of it alone
     for lift, b in zip(lifts, shapes, strict=True):
-        without[:, 1] -= lift[:, None, None] * b
-    whole = without[:, :, core].median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
+        part[:, 1] -= lift[:, None] * b[core]
+    whole = part.median(dim=2).values[:, :, None, None]  # [F, 2, 1, 1]
     held = torch.lerp(flow, whole, face_weight * gain)
     for lift, b in zip(lifts, shapes, strict=True):
         held[:, 1] += brows * gain * lift[:, None, None] * b

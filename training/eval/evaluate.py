@@ -56,12 +56,12 @@ def clip_reference(vae: Any, portrait: torch.Tensor | np.ndarray) -> Any:
     if not moves_portrait(vae):
         return portrait
     cfg = vae.cfg
-    lips = cfg.needs_mouths
-    if not (lips or cfg.rigid_upper_face > 0):
+    mouths = cfg.needs_mouths
+    if not (mouths or cfg.rigid_upper_face > 0):
         return portrait
     picture = np.ascontiguousarray(np.asarray(portrait, np.uint8))
     seams, rigid = find_face_parts(picture, [(0, 0, picture.shape[1], picture.shape[0])])
-    return dataclasses.replace(MotionReference.whole(portrait_tensor(picture)), seams=seams if lips else (),
+    return dataclasses.replace(MotionReference.whole(portrait_tensor(picture)), seams=seams if mouths else (),
                                rigid_faces=rigid if cfg.rigid_upper_face > 0 else ())
 
 
