@@ -118,6 +118,11 @@ class DiTConfig:
     # per frame that the prompt decides (media/expression.py); read from the final tokens alone, a DiT trained without
     # it did not find the prompt's emotion (session 21). Empty: none (`models.dit.with_vec_bias` adds it, zero).
     vec_bias_channels: tuple[int, ...] = ()
+    # What that bias reads: "vec" (the conditioning vector, through a SiLU) or "pooled" (the pooled text embedding as
+    # given). Why "pooled": a linear readout of the prompt's emotion from the demo's frozen conditioning vector held
+    # half of a training phrasing's value on held-out phrasings; from MiniLM's pooled text, trained on more
+    # phrasings, 85-98 % (docs/demo_model.md, session 23).
+    vec_bias_input: str = "vec"
     # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
     avatar: AvatarConfig | None = None
     # Channels of the portrait condition in the I2V concat; 0: the latent's own (the portrait latent).
@@ -170,6 +175,8 @@ class DiTConfig:
         if self.reference_gate and not self.reference_skip:
             raise ValueError("reference_gate gates the reference skip; set reference_skip too")
         object.__setattr__(self, "vec_bias_channels", tuple(int(c) for c in self.vec_bias_channels))  # JSON gives a list
+        if self.vec_bias_input not in ("vec", "pooled"):
+            raise ValueError(f"vec_bias_input must be 'vec' or 'pooled', got {self.vec_bias_input!r}")
         if any(not 0 <= c < self.out_channels for c in self.vec_bias_channels):
             raise ValueError(f"vec_bias_channels {list(self.vec_bias_channels)}: outputs are 0..{self.out_channels - 1}")
         if self.avatar is not None:

@@ -251,3 +251,35 @@ def test_vec_bias_starts_at_zero_and_moves_only_its_channels_by_one_number_per_s
         assert torch.allclose(load_transformer(tmp_path / "b.safetensors").eval()(**inputs), after, atol=1e-4)
     with pytest.raises(ValueError, match="vec_bias_channels"):
         replace(cfg, vec_bias_channels=(cfg.out_channels,))
+
+
+def test_vec_bias_from_the_pooled_text_reads_the_prompt_alone():
+    """`vec_bias_input` "pooled": the bias is a linear readout of the pooled text embedding, so it moves with the prompt
+    and not with the noise level (the conditioning vector's timestep); it starts at zero; other inputs are refused."""
+    from dataclasses import replace
+
+    from magicinfinite_core.models.dit import with_vec_bias
+
+    cfg = DiTConfig()
+    model = MagicInfiniteDiT(cfg).eval()
+    randomise_(model, seed=1)
+    inputs = tiny_inputs(cfg)
+    inputs["speaker_mask"] = halves_mask(2, 3, 4, 4)
+    biased = with_vec_bias(model, (1,), "pooled").eval()
+    assert biased.cfg.vec_bias_input == "pooled" and biased.vec_bias.in_features == cfg.pooled_dim
+    with torch.no_grad():
+        assert torch.equal(biased(**inputs), model(**inputs))
+        biased.vec_bias.weight.normal_(generator=torch.Generator().manual_seed(2))
+
+        def added(**changes):
+            kw = {**inputs, **changes}
+            return biased(**kw) - model(**kw)
+
+        here = added()
+        later = added(timestep=inputs["timestep"] * 0.5)
+        other_prompt = added(pooled=inputs["pooled"] + 1.0)
+    assert float(here[:, 1].abs().max()) > 0 and torch.equal(here[:, [0, 2, 3]], torch.zeros_like(here[:, [0, 2, 3]]))
+    assert torch.allclose(here, later, atol=1e-5)  # (a velocity model: the head's output is what the bias adds to)
+    assert not torch.allclose(other_prompt[:, 1], here[:, 1])
+    with pytest.raises(ValueError, match="vec_bias_input"):
+        replace(cfg, vec_bias_channels=(1,), vec_bias_input="text")

@@ -303,7 +303,7 @@ def build_model(cfg: TrainConfig, stage: int):
                                                   vec_bias_channels=() if add_bias else dcfg.vec_bias_channels),
                                  allow_missing_audio=stage == 2)
         model = with_reference_gate(model) if add_gate else model
-        model = with_vec_bias(model, tuple(dcfg.vec_bias_channels)) if add_bias else model
+        model = with_vec_bias(model, tuple(dcfg.vec_bias_channels), dcfg.vec_bias_input) if add_bias else model
         model.train()
     else:
         model = MagicInfiniteDiT(dcfg)

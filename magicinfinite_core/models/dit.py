@@ -92,6 +92,7 @@ class BlockInputs:
     mask: torch.Tensor | None  # speaker masks per token of img [B, K, N_video] (Avatar: 0 on the reference frame)
     grid: tuple[int, int, int]  # token grid (t, h, w) of the whole window
     n_ref: int = 0  # Avatar: reference-frame tokens in front of the video tokens (dropped by the head)
+    pooled: torch.Tensor | None = None  # [B, pooled_dim] the pooled text (`vec_bias_input` "pooled")
 
 
 class MagicInfiniteDiT(nn.Module):
@@ -123,7 +124,7 @@ class MagicInfiniteDiT(nn.Module):
             patch = pt * ph * pw
             rows = [c * patch + i for c in cfg.vec_bias_channels for i in range(patch)]
             self.vec_bias_rows = rows  # a list, not a buffer: models are built on the meta device and then loaded
-            self.vec_bias = nn.Linear(hidden, len(rows))
+            self.vec_bias = nn.Linear(cfg.pooled_dim if cfg.vec_bias_input == "pooled" else hidden, len(rows))
             nn.init.zeros_(self.vec_bias.weight)
             nn.init.zeros_(self.vec_bias.bias)
         if cfg.reference_gate:  # the gate rows start nearly open: the model starts as the full skip
@@ -333,7 +334,7 @@ class MagicInfiniteDiT(nn.Module):
             ctx = self.audio_proj(audio.to(img.dtype))  # [B, K, T, n, Cc]
             mask = select(self._token_mask(speaker_mask, grid, ctx.shape[1]), 2)
         attn_txt_mask = None if bool(txt_mask.all()) else txt_mask
-        return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid)
+        return BlockInputs(img, txt, vec, rope, attn_txt_mask, ctx, mask, grid, pooled=pooled)
 
     def _check_ref_latent(self, ref_latent: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         if ref_latent is None:
@@ -415,10 +416,12 @@ class MagicInfiniteDiT(nn.Module):
         """Final adaLN + linear on the video tokens -> [B, n_video, patch_volume * out_channels].
 
         Avatar's reference-frame tokens (the first `n_ref`) are dropped here, as in the reference. With
-        `vec_bias_channels`, those channels' rows also get a bias from the conditioning vector, the same for every token."""
+        `vec_bias_channels`, those channels' rows also get a bias from the conditioning vector (or the pooled text:
+        `vec_bias_input`), the same for every token."""
         out = self.final_layer(xs[:, s.n_ref : s.img.shape[1]], s.vec)
         if self.cfg.vec_bias_channels:
-            bias = self.vec_bias(nn.functional.silu(s.vec)).to(out.dtype)  # [B, rows]
+            src = s.pooled if self.cfg.vec_bias_input == "pooled" else nn.functional.silu(s.vec)
+            bias = self.vec_bias(src.to(self.vec_bias.weight.dtype)).to(out.dtype)  # [B, rows]
             rows = torch.tensor(self.vec_bias_rows, device=out.device)
             out = out.index_add(-1, rows, bias[:, None, :].expand(-1, out.shape[1], -1))
         return out
@@ -464,14 +467,15 @@ def with_reference_gate(model: MagicInfiniteDiT) -> MagicInfiniteDiT:
     return gated.train(model.training)
 
 
-def with_vec_bias(model: MagicInfiniteDiT, channels: tuple[int, ...]) -> MagicInfiniteDiT:
-    """The same model with `DiTConfig.vec_bias_channels` set: every weight kept, the new bias layer at zero (so its
-    outputs are unchanged until it trains)."""
-    if tuple(model.cfg.vec_bias_channels) == tuple(channels):
+def with_vec_bias(model: MagicInfiniteDiT, channels: tuple[int, ...], source: str = "vec") -> MagicInfiniteDiT:
+    """The same model with `DiTConfig.vec_bias_channels` set (reading `source`: `vec_bias_input`): every weight kept,
+    the new bias layer at zero (so its outputs are unchanged until it trains)."""
+    if tuple(model.cfg.vec_bias_channels) == tuple(channels) and model.cfg.vec_bias_input == source:
         return model
     if model.cfg.vec_bias_channels:
         raise ValueError(f"the model already has vec_bias_channels {list(model.cfg.vec_bias_channels)}")
-    biased = MagicInfiniteDiT(replace(model.cfg, vec_bias_channels=tuple(channels))).to(next(model.parameters()).dtype)
+    biased = MagicInfiniteDiT(replace(model.cfg, vec_bias_channels=tuple(channels), vec_bias_input=source))
+    biased = biased.to(next(model.parameters()).dtype)
     missing, unexpected = biased.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("vec_bias.") for k in missing), (missing, unexpected)
     return biased.train(model.training)
