@@ -8,7 +8,7 @@ training world (smile: corners up; frown: corners and brows down; surprise: brow
 change per emotion, and every video's row. 0.5 is no effect; the nodding-vs-still target is 0.85.
 
 Usage: OMP_NUM_THREADS=1 python bench/emotion.py [--modes distilled base] [--seeds 500 501 502 503]
-       [--pictures grace_hopper open_smile] [--phrases heldout|train] [--text-scale S] [--seconds 4]
+       [--pictures grace_hopper open_smile] [--phrases heldout|train] [--text-scale S] [--seconds 4] [--videos DIR]
 (`--text-scale`: the base model's text guidance, in place of the bundle's; `--phrases train`: phrasings the DiT
 was trained on, to tell text understanding from motion.)
 """
@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-scale", type=float, default=None, help="base model's text guidance (default: the bundle's)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--videos", default=None, help="keep the videos here (<mode>_<picture>_<seed>_<emotion>.mp4)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    work = Path(tempfile.mkdtemp(prefix="emotion_"))
+    work = Path(a.videos) if a.videos else Path(tempfile.mkdtemp(prefix="emotion_"))
+    work.mkdir(parents=True, exist_ok=True)
     rows = []
     with torch.inference_mode(), rp.FaceMeter() as meter:
         for mode in a.modes:
