@@ -419,7 +419,7 @@ def test_export_writes_the_chosen_decode_settings_and_refuses_unknown_ones(tmp_p
 @pytest.mark.parametrize("name", ["demo.json", "demo_anneal.json", "toy.json", "demo_v2.json", "demo_v3_still.json", "demo_v4.json", "demo_v7.json", "demo_v8.json",
                                   "demo_v10.json", "demo_v10_4step.json", "demo_v10_head_rows.json",
                                   "demo_v10_head_rows_4step.json", "demo_v10_whole_finetune_tried.json",
-                                  "demo_v10_4step_own_sigmas.json"])
+                                  "demo_v10_4step_own_sigmas.json", "demo_v10_2.json", "demo_v10_2_4step.json"])
 def test_shipped_training_configs_parse_into_the_demo_model(name):
     cfg = TrainConfig.from_json(Path(__file__).resolve().parents[1] / "training" / "configs" / name).resolved()
     assert cfg.dit_config(2).audio is not None and cfg.dit_config(1).audio is None
