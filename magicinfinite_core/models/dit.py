@@ -321,9 +321,9 @@ class MagicInfiniteDiT(nn.Module):
                 raise ValueError("this model embeds a guidance scale; pass guidance=")
             vec = vec + self.guidance_in(guidance.float() * 1000.0)
         if cfg.avatar is not None:
-            return self._prepare_avatar(
+            return replace(self._prepare_avatar(
                 x, img, txt, vec, txt_mask, grid, audio, speaker_mask, motion_exp, motion_pose, fps, select
-            )
+            ), pooled=pooled)
         cos, sin = rope_3d(grid, cfg.rope_dims, cfg.rope_theta)
         rope = (select(cos, 0).to(x.device), select(sin, 0).to(x.device))
 
