@@ -119,8 +119,8 @@ class DiTConfig:
     # it did not find the prompt's emotion (session 21). Empty: none (`models.dit.with_vec_bias` adds it, zero).
     vec_bias_channels: tuple[int, ...] = ()
     # What that bias reads: "vec" (the conditioning vector, through a SiLU) or "pooled" (the pooled text embedding as
-    # given). Why "pooled": a linear readout of the prompt's emotion from the demo's frozen conditioning vector held
-    # half of a training phrasing's value on held-out phrasings; from MiniLM's pooled text, trained on more
+    # given). Why "pooled": a linear readout of the prompt's emotion from the demo's frozen conditioning vector held a
+    # third to a half of a training phrasing's value on held-out phrasings; from MiniLM's pooled text, trained on more
     # phrasings, 85-99 % (docs/demo_model.md, session 23).
     vec_bias_input: str = "vec"
     # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
