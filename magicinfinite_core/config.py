@@ -121,7 +121,7 @@ class DiTConfig:
     # What that bias reads: "vec" (the conditioning vector, through a SiLU) or "pooled" (the pooled text embedding as
     # given). Why "pooled": a linear readout of the prompt's emotion from the demo's frozen conditioning vector held a
     # third to a half of a training phrasing's value on held-out phrasings; from MiniLM's pooled text, trained on more
-    # phrasings, 85-99 % (docs/demo_model.md, session 23).
+    # phrasings, 85-98 % (docs/demo_model.md, session 23).
     vec_bias_input: str = "vec"
     # HunyuanVideo-Avatar's modules (None: not an Avatar model). Needs audio=None and in=out channels.
     avatar: AvatarConfig | None = None

@@ -70,7 +70,7 @@ _PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
 
 # More training-split phrasings of each emotion, used only to re-caption cached clips (`training.recaption`), so world
 # builds draw exactly what they drew before. Why: with the five phrasings above, a linear readout of the emotion from
-# MiniLM's pooled text held 56-73 % of its value on held-out phrasings; with these as well, 85-99 % (session 23).
+# MiniLM's pooled text held 56-73 % of its value on held-out phrasings; with these as well, 85-98 % (session 23).
 # Disjoint in words from the held-out phrasings (joy, cheerful, stern, scowling, amazed, shocked, relaxed ...).
 EMOTION_PARAPHRASES: dict[str, tuple[str, ...]] = {
     "neutral": ("with a blank face", "with a plain expression", "with a straight face", "looking calm",
