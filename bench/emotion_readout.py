@@ -66,22 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             return torch.cat([text.encode([p for p, _ in rows[i : i + 100]])[2] for i in range(0, len(rows), 100)])
 
-    features = {"pooled": pooled}
+    # each prompt set encoded once; the features are functions of its pooled text
+    texts = {"held": pooled(held), "world": pooled(train)}
+    texts["world+paraphrases"] = torch.cat([texts["world"], pooled(extra[len(train) :])])
+    features = {"pooled": lambda p: p}
     for distilled in (True, False):
         dit = load_bundle(a.model, "cpu", distilled=distilled).dit.float().eval()
 
-        def vec(rows, dit=dit):
-            p = pooled(rows)
+        def vec(p, dit=dit):
             with torch.inference_mode():
                 return torch.nn.functional.silu(dit.time_in(torch.full((len(p),), 1000.0)) + dit.vector_in(p))
 
         features["vec_" + ("4step" if distilled else "base")] = vec
-    held_x = {name: f(held) for name, f in features.items()}
+    held_x = {name: f(texts["held"]) for name, f in features.items()}
     result = {}
     for phrasings, rows in (("world", train), ("world+paraphrases", extra)):
         y = torch.tensor([TARGET[e] for _, e in rows])
         for name, f in features.items():
-            x = f(rows)
+            x = f(texts[phrasings])
             for lam in a.lambdas:
                 w = _fit(x, y, lam)
                 fit, out = _apply(w, x), _apply(w, held_x[name])

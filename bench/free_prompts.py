@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 PROMPTS = {
@@ -31,9 +30,6 @@ PROMPTS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from magicinfinite_core.generate import GenerateOptions, sample_latent
-    from magicinfinite_core.inputs.audio import load_speaker_tracks
-    from magicinfinite_core.inputs.audio_features import extract_speaker_features
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.eval import real_photos as rp
 
@@ -49,19 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {}
     for model in a.models:
         bundle = load_bundle(model, "cpu", distilled=True)
-        channel = 2 + bundle.vae.cfg.residual_channels
         rows = []
         for seed, wav in zip(a.seeds, voices, strict=True):
-            tracks = load_speaker_tracks([(wav[None].astype(np.float32), rp.SAMPLE_RATE)])
-            feats = extract_speaker_features(tracks, bundle.audio_extractor, tracks[0].num_frames)
             for emotion, prompts in PROMPTS.items():
                 for prompt in prompts:
-                    with torch.inference_mode():
-                        s = sample_latent(bundle, str(photo), feats, tracks[0].num_frames, prompt,
-                                          options=GenerateOptions(distilled=True, seed=0))
-                        lift = bundle.vae.slot_codes(s.latent[None].float())[0][:, channel].mean(dim=(1, 2))
                     rows.append({"seed": seed, "emotion": emotion, "prompt": prompt,
-                                 "lift": float(lift[len(lift) // 2 :].mean())})
+                                 "lift": rp.sampled_expression_lift(bundle, photo, wav, prompt)})
                     print(json.dumps({"model": model, **rows[-1]}), file=sys.stderr, flush=True)
         result[model] = {"mean_lift": {e: statistics.mean(r["lift"] for r in rows if r["emotion"] == e) for e in PROMPTS},
                          "rows": rows}

@@ -196,9 +196,6 @@ def test_the_shipped_demo_smiles_and_frowns_when_asked_in_words_it_was_not_train
     """The demo's expression bias reads the pooled text (v10.2): on a real photograph with a held-out voice, held-out
     phrasings of a smile and a frown move the sampled channel apart from a neutral prompt's, in the right directions.
     v10.1's 4-step (its bias read from the conditioning vector) lifted this smile by +0.0045 face heights."""
-    from magicinfinite_core.generate import GenerateOptions, sample_latent
-    from magicinfinite_core.inputs.audio import load_speaker_tracks
-    from magicinfinite_core.inputs.audio_features import extract_speaker_features
     from magicinfinite_core.weights.bundle import DEMO_MODEL_DIR, load_bundle
     from training.data.prompts import make_prompt
     from training.eval import real_photos as rp
@@ -206,19 +203,11 @@ def test_the_shipped_demo_smiles_and_frowns_when_asked_in_words_it_was_not_train
     photo = rp.picture_by_name(rp.HALF_LENGTH, tmp_path)
     wav, _ = rp.heldout_speech(4.0, 500)
     bundle = load_bundle(DEMO_MODEL_DIR, "cpu", distilled=True)
-    ch = 2 + bundle.vae.cfg.residual_channels
-    tracks = load_speaker_tracks([(wav[None].astype(np.float32), rp.SAMPLE_RATE)])
-    feats = extract_speaker_features(tracks, bundle.audio_extractor, tracks[0].num_frames)
     lift = {}
     for emotion in ("neutral", "smile", "frown"):
         prompt = make_prompt({"emotion": emotion, "action": "still", "background": "static"},
                              np.random.default_rng([500, 43]), "heldout", "realistic")
-        with torch.inference_mode():
-            s = sample_latent(bundle, str(photo), feats, tracks[0].num_frames, prompt,
-                              options=GenerateOptions(distilled=True, seed=0))
-            codes = bundle.vae.slot_codes(s.latent[None].float())[0]  # [F, slots, h, w]
-        per_frame = codes[:, ch].mean(dim=(1, 2))
-        lift[emotion] = float(per_frame[len(per_frame) // 2 :].mean())
+        lift[emotion] = rp.sampled_expression_lift(bundle, photo, wav, prompt)
     assert lift["smile"] - lift["neutral"] > 0.007, lift
     assert lift["frown"] - lift["neutral"] < -0.002, lift
     assert abs(lift["neutral"]) < 0.003, lift  # under the decode's dead zone: a neutral prompt's corners stay put

@@ -214,6 +214,27 @@ def heldout_prompt(seed: int, action: str = "still") -> str:
     return make_prompt({"emotion": "neutral", "action": action, "background": "static"}, rng, "heldout", "realistic")
 
 
+def sampled_expression_lift(bundle: Any, photo: str | Path, wav: np.ndarray, prompt: str, distilled: bool = True,
+                            seed: int = 0) -> float:
+    """The expression channel a bundle samples for `photo` speaking `wav` (mono, SAMPLE_RATE) under `prompt`: the mouth
+    corners' lift in face heights, over the second half of the video, before decoding (which holds a lift under the
+    autoencoder's `expression_deadzone`)."""
+    import torch
+
+    from magicinfinite_core.generate import GenerateOptions, sample_latent
+    from magicinfinite_core.inputs.audio import load_speaker_tracks
+    from magicinfinite_core.inputs.audio_features import extract_speaker_features
+
+    tracks = load_speaker_tracks([(wav[None].astype(np.float32), SAMPLE_RATE)])
+    n = tracks[0].num_frames
+    feats = extract_speaker_features(tracks, bundle.audio_extractor, n)
+    with torch.inference_mode():
+        s = sample_latent(bundle, str(photo), feats, n, prompt, options=GenerateOptions(distilled=distilled, seed=seed))
+        codes = bundle.vae.slot_codes(s.latent[None].float())[0]  # [F, slots, h, w]
+    lift = codes[:, 2 + bundle.vae.cfg.residual_channels].mean(dim=(1, 2))
+    return float(lift[len(lift) // 2 :].mean())
+
+
 def audio_envelope(wav: np.ndarray, num_frames: int) -> np.ndarray:
     """RMS per 25 fps frame (640 samples at 16 kHz) in dB, floored 40 dB below the loudest frame
     (and at the silence level): loudness on the log scale lips follow, silence not dominating r."""
